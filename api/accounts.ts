@@ -1,0 +1,118 @@
+import type { Directory } from '../core/directory.js';
+import { AppError } from '../core/errors.js';
+import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
+import type { Repository } from '../core/db/repository.js';
+import { ruleSchema, type Rule, type RuleBody } from '../policy/rule.js';
+import type { RuleBook } from '../policy/rule-book.js';
+
+/**
+ * Owner, device, watcher, rule and token management, shared by the admin
+ * API (and so the command-line tool) and the owner's own API. Each change is
+ * committed to the database first and only then made visible in memory.
+ */
+export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number> = {
+  device: 365 * 24 * 3600,
+  watcher: 30 * 24 * 3600,
+  owner: 24 * 3600,
+};
+
+export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Scope[]> = {
+  device: ['presence:write'],
+  watcher: ['presence:read'],
+  owner: ['presence:read', 'consent:manage'],
+};
+
+export class Accounts {
+  constructor(
+    private readonly repository: Repository,
+    private readonly directory: Directory,
+    private readonly ruleBook: RuleBook,
+    private readonly signingKey: SigningKey,
+    private readonly issuer: string,
+    private readonly presenceDomain: string,
+    private readonly clock: () => number,
+  ) {}
+
+  entityOf(handle: string): string {
+    return `pres:${handle}@${this.presenceDomain}`;
+  }
+
+  async createOwner(handle: string, displayName: string | undefined) {
+    const id = crypto.randomUUID();
+    if (!(await this.repository.insertOwner({ id, handle, displayName }))) {
+      throw new AppError('conflict', `The handle ${handle} is taken.`);
+    }
+    this.directory.putOwner({ id, handle });
+    return { id, handle, entity: this.entityOf(handle) };
+  }
+
+  async registerDevice(ownerHandle: string, deviceClass: string, name: string | undefined) {
+    const owner = this.ownerByHandle(ownerHandle);
+    const id = crypto.randomUUID();
+    await this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name });
+    this.directory.putDevice({ id, ownerId: owner.id, deviceClass, revoked: false });
+    return { id, ownerId: owner.id, owner: owner.handle, class: deviceClass };
+  }
+
+  async registerWatcher(kind: 'person' | 'app', name: string) {
+    const id = crypto.randomUUID();
+    await this.repository.insertWatcher({ id, kind, name });
+    this.directory.putWatcher({ id, kind, name, revoked: false });
+    return { id, kind, name };
+  }
+
+  /** `subject`: a device id, a watcher id, or an owner's id or handle. */
+  async issue(kind: 'device' | 'watcher' | 'owner', subject: string, ttlSeconds: number | undefined, scopes: readonly Scope[] | undefined) {
+    let tokenSubject = subject;
+    let owner: string | undefined;
+    if (kind === 'device') {
+      const device = this.directory.activeDevice(subject);
+      if (!device) throw new AppError('not_found', 'No such device.');
+      owner = device.ownerId;
+    } else if (kind === 'watcher') {
+      if (!this.directory.activeWatcher(subject)) throw new AppError('not_found', 'No such watcher.');
+    } else {
+      const record = this.directory.owner(subject) ?? this.directory.ownerByHandle(subject);
+      if (!record) throw new AppError('not_found', 'No such owner.');
+      tokenSubject = record.id;
+    }
+    const allowed = DEFAULT_SCOPES[kind];
+    const granted = scopes ?? allowed;
+    const excess = granted.filter((s) => !allowed.includes(s));
+    if (excess.length > 0) throw new AppError('invalid_request', `A ${kind} token cannot carry ${excess.join(', ')}.`);
+    const issued = await issueToken(
+      this.signingKey,
+      this.issuer,
+      { kind: kind satisfies TokenKind, subject: tokenSubject, owner, scopes: granted, ttlSeconds: ttlSeconds ?? DEFAULT_TTL_SECONDS[kind] },
+      this.clock(),
+    );
+    return { kind, subject: tokenSubject, token: issued.token, expiresAt: new Date(issued.expiresAt).toISOString(), scopes: [...granted] };
+  }
+
+  listRules(ownerId: string): readonly Rule[] {
+    return this.ruleBook.rules(ownerId);
+  }
+
+  async addRule(ownerId: string, body: RuleBody): Promise<Rule> {
+    const unknown = body.conditions.identity.watchers.filter((w) => !this.directory.activeWatcher(w));
+    if (unknown.length > 0) throw new AppError('invalid_request', 'The rule names unknown watchers.', unknown);
+    const rule = ruleSchema.parse({ ...body, id: crypto.randomUUID() });
+    await this.repository.insertRule({ id: rule.id, ownerId, body });
+    this.ruleBook.replace(ownerId, [...this.ruleBook.rules(ownerId), rule]);
+    return rule;
+  }
+
+  async deleteRule(ownerId: string, ruleId: string): Promise<void> {
+    if (!(await this.repository.deleteRule(ownerId, ruleId))) throw new AppError('not_found', 'No such rule.');
+    this.ruleBook.replace(
+      ownerId,
+      this.ruleBook.rules(ownerId).filter((r) => r.id !== ruleId),
+    );
+  }
+
+  ownerByHandle(handle: string) {
+    const owner = this.directory.ownerByHandle(handle);
+    if (!owner) throw new AppError('not_found', 'No such owner.');
+    return owner;
+  }
+}

@@ -1,0 +1,80 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { deviceClassSchema, displayNameSchema, handleSchema } from '../../core/identifiers.js';
+import { scopeSchema } from '../../core/identity/tokens.js';
+import type { Accounts } from '../accounts.js';
+import type { Authenticator } from '../authenticate.js';
+
+/** Operator API (admin tokens only): the command-line tool's backend. */
+export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts; deviceTopic: (id: string) => string }): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const admin = (request: Parameters<Authenticator['require']>[0]) => deps.auth.require(request, ['admin'], 'admin');
+
+  r.post(
+    '/v1/admin/owners',
+    {
+      schema: {
+        body: z.object({ handle: handleSchema, displayName: displayNameSchema.optional() }).strict(),
+        response: { 201: z.object({ id: z.uuid(), handle: z.string(), entity: z.string() }) },
+      },
+    },
+    async (request, reply) => {
+      await admin(request);
+      return reply.code(201).send(await deps.accounts.createOwner(request.body.handle, request.body.displayName));
+    },
+  );
+
+  r.post(
+    '/v1/admin/devices',
+    {
+      schema: {
+        body: z.object({ owner: handleSchema, class: deviceClassSchema, name: displayNameSchema.optional() }).strict(),
+        response: { 201: z.object({ id: z.uuid(), ownerId: z.uuid(), owner: z.string(), class: z.string(), topic: z.string() }) },
+      },
+    },
+    async (request, reply) => {
+      await admin(request);
+      const device = await deps.accounts.registerDevice(request.body.owner, request.body.class, request.body.name);
+      return reply.code(201).send({ ...device, topic: deps.deviceTopic(device.id) });
+    },
+  );
+
+  r.post(
+    '/v1/admin/watchers',
+    {
+      schema: {
+        body: z.object({ kind: z.enum(['person', 'app']), name: displayNameSchema }).strict(),
+        response: { 201: z.object({ id: z.uuid(), kind: z.enum(['person', 'app']), name: z.string() }) },
+      },
+    },
+    async (request, reply) => {
+      await admin(request);
+      return reply.code(201).send(await deps.accounts.registerWatcher(request.body.kind, request.body.name));
+    },
+  );
+
+  r.post(
+    '/v1/admin/tokens',
+    {
+      schema: {
+        body: z
+          .object({
+            kind: z.enum(['device', 'watcher', 'owner']),
+            subject: z.string().min(1).max(100),
+            ttlSeconds: z.number().int().min(60).max(400 * 24 * 3600).optional(),
+            scopes: z.array(scopeSchema).min(1).optional(),
+          })
+          .strict(),
+        response: {
+          201: z.object({ kind: z.string(), subject: z.string(), token: z.string(), expiresAt: z.string(), scopes: z.array(z.string()) }),
+        },
+      },
+    },
+    async (request, reply) => {
+      await admin(request);
+      const { kind, subject, ttlSeconds, scopes } = request.body;
+      return reply.code(201).send(await deps.accounts.issue(kind, subject, ttlSeconds, scopes));
+    },
+  );
+}

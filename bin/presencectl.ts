@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { parseConfig } from '../core/config.js';
+import { signingKeyFromPem } from '../core/identity/signing-key.js';
+import { issueToken } from '../core/identity/tokens.js';
+import { readKeyPem } from './key-file.js';
+
+/**
+ * presencectl: the operator's command-line tool. It talks to the running
+ * service's admin API (PGlite allows one process per data directory, so the
+ * service owns every write) with a short-lived admin token it signs with the
+ * service key: access to the key (DATA_DIR or SIGNING_KEY) is the operator's
+ * credential. Output is one JSON document on stdout; errors are JSON on
+ * stderr with exit code 1 (usage errors: 2).
+ */
+const USAGE = `usage: presencectl <command> [options]
+
+commands:
+  owner create <handle> [--name NAME]              create an owner
+  device add <owner-handle> --class CLASS [--name NAME]
+                                                   register a device (class: phone, watch, sensor, ...)
+  watcher add --kind person|app --name NAME        register a watcher (a person or a third-party app)
+  token device <device-id> [--ttl SECONDS]         issue a device token (MQTT password)
+  token watcher <watcher-id> [--ttl SECONDS]       issue a watcher token (HTTP, presence:read)
+  token owner <handle> [--ttl SECONDS]             issue an owner token (HTTP, presence:read consent:manage)
+  token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
+  allow <owner-handle> <watcher-id> [--fields availability,activities]
+                                                   add a rule letting the watcher see those fields
+  block <owner-handle> <watcher-id> [--polite]     add a block (or polite-block) rule
+  rules <owner-handle>                             list the owner's rules
+  unrule <owner-handle> <rule-id>                  delete a rule
+
+options:
+  --url URL    the service (default: PRESENCE_URL, else http://HOST:PORT from the environment)
+Configuration comes from the same environment variables as the service.`;
+
+class UsageError extends Error {}
+
+function fail(error: unknown): never {
+  if (error instanceof UsageError) {
+    process.stderr.write(`${JSON.stringify({ error: { code: 'usage', message: error.message } })}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  const body = error instanceof ApiError ? { code: error.code, message: error.message, details: error.details } : { code: 'failed', message: error instanceof Error ? error.message : String(error) };
+  process.stderr.write(`${JSON.stringify({ error: body })}\n`);
+  process.exit(1);
+}
+
+class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details: unknown,
+  ) {
+    super(message);
+  }
+}
+
+async function main(argv: string[]): Promise<unknown> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      url: { type: 'string' },
+      name: { type: 'string' },
+      class: { type: 'string' },
+      kind: { type: 'string' },
+      ttl: { type: 'string' },
+      fields: { type: 'string' },
+      polite: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(values.help ? 0 : 2);
+  }
+
+  const parsed = parseConfig(process.env);
+  if (!parsed.ok) throw new Error(`invalid configuration: ${parsed.problems.join('; ')}`);
+  const config = parsed.config;
+  const key = await signingKeyFromPem(config.signingKeyPem ?? (await readKeyPem(config.dataDir).catch(() => {
+    throw new Error(`no signing key in ${config.dataDir}: start the service once, or set SIGNING_KEY/DATA_DIR as the service has them`);
+  })));
+  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl <= 0)) throw new UsageError('--ttl must be a positive integer (seconds)');
+
+  const adminToken = async (ttlSeconds = 300) =>
+    (await issueToken(key, config.tokenIssuer, { kind: 'admin', subject: 'presencectl', scopes: ['admin'], ttlSeconds }, Date.now())).token;
+  const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
+  const base = values.url ?? process.env.PRESENCE_URL ?? `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
+
+  const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    let response: Response;
+    try {
+      const headers: Record<string, string> = { authorization: `Bearer ${await adminToken()}`, accept: 'application/json' };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      response = await fetch(new URL(path, base), { method, headers, body: body === undefined ? null : JSON.stringify(body) });
+    } catch (error) {
+      throw new Error(`service not reachable at ${base}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    const text = await response.text();
+    const json: unknown = text ? JSON.parse(text) : {};
+    if (!response.ok) {
+      const err = json as { code?: string; message?: string; details?: unknown };
+      throw new ApiError(err.code ?? `http_${response.status}`, err.message ?? response.statusText, err.details);
+    }
+    return json;
+  };
+
+  const [command, sub, arg1] = positionals;
+  const need = (value: string | undefined, what: string): string => {
+    if (!value) throw new UsageError(`missing ${what}`);
+    return value;
+  };
+
+  switch (command) {
+    case 'owner':
+      if (sub !== 'create') throw new UsageError('owner: expected "create"');
+      return call('POST', '/v1/admin/owners', { handle: need(arg1, '<handle>'), ...(values.name ? { displayName: values.name } : {}) });
+    case 'device':
+      if (sub !== 'add') throw new UsageError('device: expected "add"');
+      return call('POST', '/v1/admin/devices', { owner: need(arg1, '<owner-handle>'), class: need(values.class, '--class'), ...(values.name ? { name: values.name } : {}) });
+    case 'watcher':
+      if (sub !== 'add') throw new UsageError('watcher: expected "add"');
+      return call('POST', '/v1/admin/watchers', { kind: need(values.kind, '--kind'), name: need(values.name, '--name') });
+    case 'token':
+      if (sub === 'admin') {
+        const seconds = ttl ?? 3600;
+        return { kind: 'admin', token: await adminToken(seconds), expiresAt: new Date(Date.now() + seconds * 1000).toISOString() };
+      }
+      if (sub !== 'device' && sub !== 'watcher' && sub !== 'owner') throw new UsageError('token: expected device, watcher, owner or admin');
+      return call('POST', '/v1/admin/tokens', { kind: sub, subject: need(arg1, '<subject>'), ...(ttl ? { ttlSeconds: ttl } : {}) });
+    case 'allow': {
+      const fields = (values.fields ?? 'availability,activities').split(',').map((f) => f.trim());
+      const known = ['availability', 'activities'];
+      const unknown = fields.filter((f) => !known.includes(f));
+      if (unknown.length > 0) throw new UsageError(`--fields: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
+      return call('POST', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`, {
+        conditions: { identity: { watchers: [need(arg1, '<watcher-id>')] } },
+        actions: { subHandling: 'allow' },
+        transformations: { availability: fields.includes('availability'), activities: fields.includes('activities') },
+      });
+    }
+    case 'block':
+      return call('POST', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`, {
+        conditions: { identity: { watchers: [need(arg1, '<watcher-id>')] } },
+        actions: { subHandling: values.polite ? 'polite-block' : 'block' },
+        transformations: { availability: false, activities: false },
+      });
+    case 'rules':
+      return call('GET', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`);
+    case 'unrule':
+      await call('DELETE', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules/${encodeURIComponent(need(arg1, '<rule-id>'))}`);
+      return { deleted: arg1 };
+    default:
+      throw new UsageError(`unknown command ${command ?? ''}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (result) => process.stdout.write(`${JSON.stringify(result, null, 2)}\n`),
+  (error: unknown) => {
+    const code = (error as { code?: unknown } | null)?.code;
+    fail(typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS') && error instanceof Error ? new UsageError(error.message) : error);
+  },
+);

@@ -1,0 +1,196 @@
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { Accounts } from '../api/accounts.js';
+import { buildApi } from '../api/server.js';
+import type { Config } from '../core/config.js';
+import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
+import { Repository } from '../core/db/repository.js';
+import { StateWriter } from '../core/db/state-writer.js';
+import { Directory } from '../core/directory.js';
+import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
+import { TokenVerifier } from '../core/identity/token-verifier.js';
+import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
+import { Metrics } from '../core/metrics.js';
+import { PresenceHub } from '../core/presence-hub.js';
+import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
+import { startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { IngestPipeline } from '../ingest/ingest-pipeline.js';
+import { deviceTopic } from '../ingest/topics.js';
+import { ruleBodySchema } from '../policy/rule.js';
+import { RuleBook } from '../policy/rule-book.js';
+import { loadOrCreateKeyPem } from './key-file.js';
+
+/**
+ * The composition root: wires storage, ingest and the API into one running
+ * service. `api/` and `ingest/` never import each other; they meet here,
+ * through the presence hub and the directory in `core/`.
+ */
+export interface ServiceOptions {
+  readonly log?: Logger;
+  readonly clock?: () => number;
+}
+
+export interface RunningService {
+  readonly config: Config;
+  readonly httpUrl: string;
+  /** Where devices connect: the embedded broker's address, or MQTT_URL. */
+  readonly mqttUrl: string;
+  readonly hub: PresenceHub;
+  readonly metrics: Metrics;
+  readonly signingKey: SigningKey;
+  readonly log: Logger;
+  /** Writes pending state now (tests, shutdown). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
+  const log = options.log ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+  const clock = options.clock ?? Date.now;
+  const cleanups: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
+  };
+
+  try {
+    await mkdir(config.dataDir, { recursive: true });
+    const keyPem = config.signingKeyPem ?? (await loadOrCreateKeyPem(config.dataDir)).pem;
+    const signingKey = await signingKeyFromPem(keyPem);
+
+    const startedDb = Date.now();
+    const database: DatabaseHandle = await openDatabase(
+      config.database.kind === 'postgres' ? config.database : { kind: 'embedded', dataDir: config.dataDir },
+    );
+    cleanups.push(() => database.close());
+    log.info({ database: database.kind, ms: Date.now() - startedDb }, 'database ready, migrations applied');
+    const repository = new Repository(database.db);
+    await repository.saveSigningKey(signingKey.kid, SIGNING_ALG, await publicJwkOf(signingKey));
+
+    const metrics = new Metrics();
+    const directory = new Directory();
+    const ruleBook = new RuleBook();
+    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs });
+    await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
+
+    const writer = new StateWriter(hub, repository, config.persistIntervalMs, log, 500, (rows) => metrics.inc('presence_state_rows_written_total', undefined, rows));
+    metrics.counter('presence_state_rows_written_total', 'Owner signal rows written to the database');
+    metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
+    metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
+    writer.start();
+    cleanups.push(() => writer.stop());
+
+    const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
+    const pipeline = new IngestPipeline(directory, hub, metrics, log, {
+      topicRoot: config.mqtt.topicRoot,
+      maxBytes: config.maxEventBytes,
+      maxClockSkewMs: config.maxClockSkewMs,
+    });
+    const onMessage = (topic: string, payload: Buffer) => {
+      pipeline.handle(topic, payload, clock());
+    };
+
+    let mqttUrl: string;
+    if (config.mqtt.kind === 'embedded') {
+      const broker = await startEmbeddedBroker({
+        host: config.mqtt.host,
+        port: config.mqtt.port,
+        topicRoot: config.mqtt.topicRoot,
+        verifier,
+        directory,
+        clock,
+        log,
+        onMessage,
+      });
+      cleanups.push(() => broker.close());
+      mqttUrl = `mqtt://${config.mqtt.host}:${broker.port}`;
+      metrics.gauge('presence_mqtt_connected_devices', 'Devices connected to the embedded broker', broker.connectedClients);
+    } else {
+      const subscriber = await startExternalSubscriber({
+        url: config.mqtt.url,
+        username: config.mqtt.username,
+        password: config.mqtt.password,
+        clientId: config.mqtt.clientId ?? `presence-${hostname()}-${process.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        topicRoot: config.mqtt.topicRoot,
+        log,
+        onMessage,
+      });
+      cleanups.push(() => subscriber.close());
+      mqttUrl = config.mqtt.url;
+    }
+
+    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock);
+    let ready = false;
+    const app = buildApi({
+      log,
+      directory,
+      ruleBook,
+      hub,
+      verifier,
+      accounts,
+      metrics,
+      clock,
+      ready: () => ready,
+      deviceTopic: (id) => deviceTopic(config.mqtt.topicRoot, id),
+    });
+    await app.listen({ host: config.http.host, port: config.http.port });
+    cleanups.push(() => app.close());
+    ready = true;
+    const address = app.server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const httpUrl = `http://${host}:${address.port}`;
+    log.info({ httpUrl, mqttUrl, database: database.kind }, 'presence service ready');
+
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      httpUrl,
+      mqttUrl,
+      hub,
+      metrics,
+      signingKey,
+      log,
+      flush: () => writer.flush(),
+      close: () => {
+        ready = false;
+        closing ??= closeAll();
+        return closing;
+      },
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+async function loadSnapshot(repository: Repository, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger) {
+  const snapshot = await repository.loadSnapshot();
+  for (const owner of snapshot.owners) directory.putOwner(owner);
+  for (const device of snapshot.devices) directory.putDevice(device);
+  for (const watcher of snapshot.watchers) {
+    if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind });
+  }
+  const rulesByOwner = new Map<string, { id: string; body: unknown }[]>();
+  for (const rule of snapshot.rules) {
+    const list = rulesByOwner.get(rule.ownerId) ?? [];
+    list.push(rule);
+    rulesByOwner.set(rule.ownerId, list);
+  }
+  let skippedRules = 0;
+  for (const [ownerId, stored] of rulesByOwner) {
+    const rules = [];
+    for (const { id, body } of stored) {
+      const parsed = ruleBodySchema.safeParse(body);
+      if (parsed.success) rules.push({ ...parsed.data, id });
+      else skippedRules += 1;
+    }
+    ruleBook.replace(ownerId, rules);
+  }
+  for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
+  if (skippedRules > 0 || snapshot.skippedStates > 0) {
+    // A rule that no longer validates grants nothing (default deny).
+    log.warn({ skippedRules, skippedStates: snapshot.skippedStates }, 'stored rows failed validation and were skipped');
+  }
+  log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
+}

@@ -1,0 +1,150 @@
+import { z } from 'zod';
+
+/**
+ * Service configuration. Read once from the environment by the entry point,
+ * validated here, frozen. Every problem is reported at once so an operator
+ * fixes a broken deployment in one pass.
+ *
+ * With nothing set the service runs on embedded defaults: an in-process MQTT
+ * broker (aedes) and an embedded PostgreSQL (PGlite) under DATA_DIR.
+ */
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+const urlWithScheme = (schemes: readonly string[]) =>
+  z.string().refine(
+    (value) => {
+      try {
+        return schemes.includes(new URL(value).protocol.replace(/:$/, ''));
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL with scheme ${schemes.join(', ')}` },
+  );
+
+export const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: port.default(8080),
+  DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: urlWithScheme(['postgres', 'postgresql']).optional(),
+  MQTT_URL: urlWithScheme(['mqtt', 'mqtts', 'tcp', 'ssl', 'ws', 'wss']).optional(),
+  MQTT_USERNAME: z.string().min(1).optional(),
+  MQTT_PASSWORD: z.string().min(1).optional(),
+  MQTT_CLIENT_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ . -').optional(),
+  MQTT_HOST: z.string().min(1).default('127.0.0.1'),
+  // 1883 is the standard MQTT port; the embedded broker defaults to 1884 so it
+  // can run beside a system broker (this project's machines run Mosquitto).
+  MQTT_PORT: port.default(1884),
+  MQTT_TOPIC_ROOT: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+    .default('presence'),
+  SIGNING_KEY: z
+    .string()
+    .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
+    .optional(),
+  TOKEN_ISSUER: z.string().min(1).default('presence-service'),
+  PRESENCE_DOMAIN: z
+    .string()
+    .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a DNS name')
+    .default('presence.local'),
+  OFFLINE_AFTER_SECONDS: positiveInt.default(900),
+  MAX_CLOCK_SKEW_SECONDS: positiveInt.default(300),
+  MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
+  PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface Config {
+  readonly env: 'development' | 'production' | 'test';
+  readonly http: { readonly host: string; readonly port: number };
+  readonly dataDir: string;
+  readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string };
+  readonly mqtt:
+    | { readonly kind: 'embedded'; readonly host: string; readonly port: number; readonly topicRoot: string; readonly clientId: string | undefined }
+    | {
+        readonly kind: 'external';
+        readonly url: string;
+        readonly username: string | undefined;
+        readonly password: string | undefined;
+        readonly topicRoot: string;
+        readonly clientId: string | undefined;
+      };
+  readonly signingKeyPem: string | undefined;
+  readonly tokenIssuer: string;
+  readonly presenceDomain: string;
+  readonly offlineAfterMs: number;
+  readonly maxClockSkewMs: number;
+  readonly maxEventBytes: number;
+  readonly persistIntervalMs: number;
+  readonly logLevel: string;
+}
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: string[] };
+
+/** Variables that only make sense with another one set. */
+function crossChecks(env: z.infer<typeof envSchema>): string[] {
+  const problems: string[] = [];
+  if (!env.MQTT_URL && (env.MQTT_USERNAME || env.MQTT_PASSWORD)) {
+    problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
+  }
+  if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
+  return problems;
+}
+
+export function parseConfig(source: Env): ConfigResult {
+  // Empty strings mean "unset": shells and compose files often export VAR=.
+  const cleaned: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const value = source[key];
+    if (value !== undefined && value !== '') cleaned[key] = value;
+  }
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      problems: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(env)'}: ${issue.message}`),
+    };
+  }
+  const e = parsed.data;
+  const problems = crossChecks(e);
+  if (problems.length > 0) return { ok: false, problems };
+
+  const config: Config = {
+    env: e.NODE_ENV,
+    http: { host: e.HOST, port: e.PORT },
+    dataDir: e.DATA_DIR,
+    database: e.DATABASE_URL ? { kind: 'postgres', url: e.DATABASE_URL } : { kind: 'embedded' },
+    mqtt: e.MQTT_URL
+      ? {
+          kind: 'external',
+          url: e.MQTT_URL,
+          username: e.MQTT_USERNAME,
+          password: e.MQTT_PASSWORD,
+          topicRoot: e.MQTT_TOPIC_ROOT,
+          clientId: e.MQTT_CLIENT_ID,
+        }
+      : { kind: 'embedded', host: e.MQTT_HOST, port: e.MQTT_PORT, topicRoot: e.MQTT_TOPIC_ROOT, clientId: e.MQTT_CLIENT_ID },
+    signingKeyPem: e.SIGNING_KEY,
+    tokenIssuer: e.TOKEN_ISSUER,
+    presenceDomain: e.PRESENCE_DOMAIN,
+    offlineAfterMs: e.OFFLINE_AFTER_SECONDS * 1000,
+    maxClockSkewMs: e.MAX_CLOCK_SKEW_SECONDS * 1000,
+    maxEventBytes: e.MAX_EVENT_BYTES,
+    persistIntervalMs: e.PERSIST_INTERVAL_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+  return { ok: true, config: deepFreeze(config) };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

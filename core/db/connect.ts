@@ -1,0 +1,72 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import * as schema from './schema.js';
+
+/**
+ * Opens the database the configuration names and applies the committed
+ * drizzle-kit migrations. The same SQL files serve PGlite and PostgreSQL;
+ * drizzle records applied ones, so a second start applies nothing.
+ */
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export interface DatabaseHandle {
+  readonly db: Database;
+  readonly kind: 'embedded' | 'postgres';
+  close(): Promise<void>;
+}
+
+export type DatabaseTarget = { readonly kind: 'embedded'; readonly dataDir: string } | { readonly kind: 'postgres'; readonly url: string };
+
+/** `migrations/` at the project root, from both `core/db` and `dist/core/db`. */
+export function migrationsFolder(): string {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  return here.includes(`${join('dist', 'core', 'db')}`) ? join(here, '..', '..', '..', 'migrations') : join(here, '..', '..', 'migrations');
+}
+
+// Any constant works; it only has to be the same in every process.
+const MIGRATION_LOCK_ID = 0x70726573; // "pres"
+
+export async function openDatabase(target: DatabaseTarget): Promise<DatabaseHandle> {
+  return target.kind === 'embedded' ? openEmbedded(target.dataDir) : openPostgres(target.url);
+}
+
+async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
+  // Loaded on demand: the wasm build costs ~0.5 s and ~700 MB only when used.
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { drizzle } = await import('drizzle-orm/pglite');
+  const { migrate } = await import('drizzle-orm/pglite/migrator');
+  const dir = join(dataDir, 'pgdata');
+  await mkdir(dir, { recursive: true });
+  const client = await PGlite.create(dir);
+  const db = drizzle({ client, schema });
+  try {
+    await migrate(db, { migrationsFolder: migrationsFolder() });
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+  return { db: db as unknown as Database, kind: 'embedded', close: () => client.close() };
+}
+
+async function openPostgres(url: string): Promise<DatabaseHandle> {
+  const pg = await import('pg');
+  const { drizzle } = await import('drizzle-orm/node-postgres');
+  const { migrate } = await import('drizzle-orm/node-postgres/migrator');
+
+  // Several service processes may start at once: one migrates, the others
+  // wait on a session-level advisory lock and then find nothing to do.
+  const migrator = new pg.default.Client({ connectionString: url });
+  await migrator.connect();
+  try {
+    await migrator.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    await migrate(drizzle({ client: migrator, schema }), { migrationsFolder: migrationsFolder() });
+  } finally {
+    await migrator.end().catch(() => undefined);
+  }
+
+  const pool = new pg.default.Pool({ connectionString: url, max: 10 });
+  const db = drizzle({ client: pool, schema });
+  return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
+}

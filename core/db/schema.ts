@@ -1,0 +1,86 @@
+import { sql } from 'drizzle-orm';
+import { index, jsonb, pgTable, text, timestamp, uuid, bigint, check } from 'drizzle-orm/pg-core';
+
+/**
+ * The one storage schema, PostgreSQL dialect, for both PGlite (embedded) and
+ * a real PostgreSQL. Hot state lives in memory; these tables are the record
+ * it is loaded from at start and written back to in batches.
+ */
+export const owners = pgTable(
+  'owners',
+  {
+    id: uuid('id').primaryKey(),
+    handle: text('handle').notNull().unique(),
+    displayName: text('display_name'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [check('owners_handle_shape', sql`${t.handle} ~ '^[a-z0-9][a-z0-9._-]{0,62}$'`)],
+);
+
+export const devices = pgTable(
+  'devices',
+  {
+    id: uuid('id').primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    /** RFC 4480 §3.3 class: phone, wearable, sensor, ... */
+    deviceClass: text('device_class').notNull(),
+    name: text('name'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+  },
+  (t) => [index('devices_owner_idx').on(t.ownerId)],
+);
+
+/** Watchers are people and third-party apps that read presence. */
+export const watchers = pgTable(
+  'watchers',
+  {
+    id: uuid('id').primaryKey(),
+    kind: text('kind').notNull(),
+    name: text('name').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+  },
+  (t) => [check('watchers_kind', sql`${t.kind} in ('person', 'app')`)],
+);
+
+/** RFC 4745 rules, one row each, the rule body as validated JSON. */
+export const consentRules = pgTable(
+  'consent_rules',
+  {
+    id: uuid('id').primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    body: jsonb('body').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('consent_rules_owner_idx').on(t.ownerId)],
+);
+
+/**
+ * The latest signals of each owner (the merge input of derivation), written
+ * behind the hot path in coalesced batches and restored at start. Derived
+ * state is not stored: it is a pure function of these and the clock.
+ */
+export const presenceState = pgTable('presence_state', {
+  ownerId: uuid('owner_id')
+    .primaryKey()
+    .references(() => owners.id, { onDelete: 'cascade' }),
+  signals: jsonb('signals').notNull(),
+  /** Monotonic per owner: a stale batch never overwrites a newer one. */
+  version: bigint('version', { mode: 'number' }).notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** Public halves of the token signing keys (the private key never lands here). */
+export const signingKeys = pgTable('signing_keys', {
+  kid: text('kid').primaryKey(),
+  algorithm: text('algorithm').notNull(),
+  publicJwk: jsonb('public_jwk').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  retiredAt: timestamp('retired_at', { withTimezone: true }),
+});

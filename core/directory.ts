@@ -1,0 +1,67 @@
+/**
+ * The in-memory directory of owners, devices and watchers:
+ * what the hot paths (MQTT ingest, presence reads) consult without touching
+ * the database. Loaded at start; changed only after the database commit that
+ * makes a change durable, so memory never holds what storage does not.
+ */
+export interface OwnerRecord {
+  readonly id: string;
+  readonly handle: string;
+}
+
+export interface DeviceRecord {
+  readonly id: string;
+  readonly ownerId: string;
+  readonly deviceClass: string;
+  readonly revoked: boolean;
+}
+
+export interface WatcherRecord {
+  readonly id: string;
+  readonly kind: 'person' | 'app';
+  readonly name: string;
+  readonly revoked: boolean;
+}
+
+export class Directory {
+  private readonly ownersById = new Map<string, OwnerRecord>();
+  private readonly ownersByHandle = new Map<string, OwnerRecord>();
+  private readonly devices = new Map<string, DeviceRecord>();
+  private readonly watchers = new Map<string, WatcherRecord>();
+
+  putOwner(owner: OwnerRecord): void {
+    this.ownersById.set(owner.id, owner);
+    this.ownersByHandle.set(owner.handle, owner);
+  }
+
+  putDevice(device: DeviceRecord): void {
+    this.devices.set(device.id, device);
+  }
+
+  putWatcher(watcher: WatcherRecord): void {
+    this.watchers.set(watcher.id, watcher);
+  }
+
+  owner(id: string): OwnerRecord | undefined {
+    return this.ownersById.get(id);
+  }
+
+  ownerByHandle(handle: string): OwnerRecord | undefined {
+    return this.ownersByHandle.get(handle);
+  }
+
+  /** Only devices that may still publish. */
+  activeDevice(id: string): DeviceRecord | undefined {
+    const device = this.devices.get(id);
+    return device && !device.revoked ? device : undefined;
+  }
+
+  activeWatcher(id: string): WatcherRecord | undefined {
+    const watcher = this.watchers.get(id);
+    return watcher && !watcher.revoked ? watcher : undefined;
+  }
+
+  get ownerCount(): number {
+    return this.ownersById.size;
+  }
+}

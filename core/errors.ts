@@ -1,0 +1,47 @@
+/**
+ * The one error catalog. Every HTTP error body is `{ code, message }` with a
+ * code from here; every refused MQTT payload is counted under a reason from
+ * here. Codes are stable: clients and dashboards key on them, so never rename
+ * one, only add.
+ */
+export const httpErrors = {
+  invalid_request: { status: 400, message: 'The request is not valid.' },
+  unauthorized: { status: 401, message: 'A valid bearer token is required.' },
+  forbidden: { status: 403, message: 'The token does not allow this operation.' },
+  not_found: { status: 404, message: 'No such resource.' },
+  method_not_allowed: { status: 405, message: 'Method not allowed.' },
+  not_acceptable: { status: 406, message: 'None of the accepted media types can be produced.' },
+  conflict: { status: 409, message: 'The resource already exists.' },
+  payload_too_large: { status: 413, message: 'The request body is too large.' },
+  unsupported_media_type: { status: 415, message: 'The request media type is not supported.' },
+  internal: { status: 500, message: 'Internal error.' },
+  unavailable: { status: 503, message: 'The service is not ready.' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type HttpErrorCode = keyof typeof httpErrors;
+
+export class AppError extends Error {
+  readonly code: HttpErrorCode;
+  readonly status: number;
+  readonly details: readonly string[] | undefined;
+
+  constructor(code: HttpErrorCode, message?: string, details?: readonly string[]) {
+    super(message ?? httpErrors[code].message);
+    this.name = 'AppError';
+    this.code = code;
+    this.status = httpErrors[code].status;
+    this.details = details;
+  }
+}
+
+/** Why an inbound MQTT message was refused. Used as a metric label. */
+export const ingestRejections = [
+  'payload_too_large',
+  'malformed_json',
+  'invalid_event',
+  'bad_topic',
+  'unknown_device',
+  'clock_skew',
+] as const;
+
+export type IngestRejection = (typeof ingestRejections)[number];

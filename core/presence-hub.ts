@@ -1,0 +1,130 @@
+import { EventEmitter } from 'node:events';
+import { derivePresence, type Derived, type DeriveSettings } from './derive-presence.js';
+import { OFFLINE_STATE, samePresence, type PresenceState } from './presence.js';
+import { mergeSignal, toSignal, type Signal, type SignalSet } from './signal-store.js';
+import type { SensorEvent } from './events.js';
+
+/**
+ * The hot state: each owner's signals and the presence derived from them.
+ * Ingest applies events here; reads and streams ask for the current state;
+ * the write-behind persister drains the set of owners whose signals changed.
+ *
+ * Derivation is re-run lazily: when signals change, or when a read comes at
+ * or after the instant the last derivation said it stops holding (a meeting
+ * ends, the owner goes silent). The state object is replaced only when it
+ * really changes, so its identity is a cheap "did anything change" key.
+ */
+interface OwnerPresence {
+  readonly signals: SignalSet;
+  derived: Derived;
+  /** Bumped on every signal change: orders persisted snapshots. */
+  version: number;
+}
+
+export interface PersistedSignal {
+  readonly deviceId: string;
+  readonly event: SensorEvent;
+}
+
+export interface DirtyOwner {
+  readonly ownerId: string;
+  readonly version: number;
+  readonly signals: readonly PersistedSignal[];
+}
+
+export interface PresenceChange {
+  readonly ownerId: string;
+  readonly state: PresenceState;
+}
+
+export class PresenceHub {
+  private readonly owners = new Map<string, OwnerPresence>();
+  private readonly dirty = new Set<string>();
+  private readonly events = new EventEmitter();
+
+  constructor(private readonly settings: DeriveSettings) {
+    this.events.setMaxListeners(0);
+  }
+
+  /** Merges one device's events; returns true if the derived state changed. */
+  apply(ownerId: string, deviceId: string, events: readonly SensorEvent[], now: number): boolean {
+    const entry = this.entry(ownerId, now);
+    let signalsChanged = false;
+    for (const event of events) signalsChanged = mergeSignal(entry.signals, toSignal(deviceId, event)) || signalsChanged;
+    if (!signalsChanged) return false;
+    entry.version += 1;
+    this.dirty.add(ownerId);
+    return this.rederive(ownerId, entry, now);
+  }
+
+  /** The owner's presence at `now`; OFFLINE_STATE for an owner never heard from. */
+  current(ownerId: string, now: number): PresenceState {
+    const entry = this.owners.get(ownerId);
+    if (!entry) return OFFLINE_STATE;
+    if (now >= entry.derived.validUntil) this.rederive(ownerId, entry, now);
+    return entry.derived.state;
+  }
+
+  /** Loads persisted signals at start (no change event, nothing dirty). */
+  restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
+    const set: SignalSet = new Map();
+    for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
+    this.owners.set(ownerId, { signals: set, version, derived: derivePresence(set.values(), this.settings, now) });
+  }
+
+  /** Hands over the owners changed since the last call (coalesced). */
+  takeDirty(): DirtyOwner[] {
+    const out: DirtyOwner[] = [];
+    for (const ownerId of this.dirty) {
+      const entry = this.owners.get(ownerId);
+      if (!entry) continue;
+      out.push({ ownerId, version: entry.version, signals: [...entry.signals.values()].map(persisted) });
+    }
+    this.dirty.clear();
+    return out;
+  }
+
+  /** Puts owners back after a failed write, unless they changed since. */
+  markDirty(ownerIds: Iterable<string>): void {
+    for (const id of ownerIds) this.dirty.add(id);
+  }
+
+  get dirtyCount(): number {
+    return this.dirty.size;
+  }
+
+  get ownerCount(): number {
+    return this.owners.size;
+  }
+
+  onChange(listener: (change: PresenceChange) => void): () => void {
+    this.events.on('change', listener);
+    return () => this.events.off('change', listener);
+  }
+
+  private entry(ownerId: string, now: number): OwnerPresence {
+    let entry = this.owners.get(ownerId);
+    if (!entry) {
+      entry = { signals: new Map(), version: 0, derived: { state: OFFLINE_STATE, validUntil: Infinity } };
+      this.owners.set(ownerId, entry);
+    } else if (now >= entry.derived.validUntil) {
+      this.rederive(ownerId, entry, now);
+    }
+    return entry;
+  }
+
+  private rederive(ownerId: string, entry: OwnerPresence, now: number): boolean {
+    const next = derivePresence(entry.signals.values(), this.settings, now);
+    if (samePresence(next.state, entry.derived.state)) {
+      entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
+      return false;
+    }
+    entry.derived = next;
+    this.events.emit('change', { ownerId, state: next.state } satisfies PresenceChange);
+    return true;
+  }
+}
+
+function persisted(signal: Signal): PersistedSignal {
+  return { deviceId: signal.deviceId, event: signal.event };
+}

@@ -1,0 +1,43 @@
+import type { SensorEvent } from './events.js';
+
+/**
+ * The latest value of each signal of one owner: one entry per (device, kind),
+ * last-writer-wins by the event's own time. Ties on time are broken by the
+ * value's canonical form, so merging is commutative, associative and
+ * idempotent: duplicated, late and reordered events converge to one state
+ * whichever order (or process) they arrive in.
+ */
+export interface Signal {
+  readonly deviceId: string;
+  readonly kind: SensorEvent['kind'];
+  /** Event time, ms since the epoch, from the device clock. */
+  readonly at: number;
+  readonly event: SensorEvent;
+  /** Canonical JSON of the event, the tie-breaker. */
+  readonly canonical: string;
+}
+
+export type SignalSet = Map<string, Signal>;
+
+export function signalKey(deviceId: string, kind: string): string {
+  return `${deviceId}/${kind}`;
+}
+
+export function toSignal(deviceId: string, event: SensorEvent): Signal {
+  return { deviceId, kind: event.kind, at: Date.parse(event.at), event, canonical: JSON.stringify(event) };
+}
+
+/** True when `candidate` should replace `current` under last-writer-wins. */
+export function supersedes(candidate: Signal, current: Signal | undefined): boolean {
+  if (!current) return true;
+  if (candidate.at !== current.at) return candidate.at > current.at;
+  return candidate.canonical > current.canonical;
+}
+
+/** Merges one signal into the set in place; returns whether the set changed. */
+export function mergeSignal(set: SignalSet, signal: Signal): boolean {
+  const key = signalKey(signal.deviceId, signal.kind);
+  if (!supersedes(signal, set.get(key))) return false;
+  set.set(key, signal);
+  return true;
+}

@@ -1,0 +1,97 @@
+import { createServer, type Server } from 'node:net';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import type { Directory } from '../core/directory.js';
+import type { Log } from '../core/log.js';
+import type { TokenVerifier } from '../core/identity/token-verifier.js';
+import { AUDIENCE_MQTT } from '../core/identity/tokens.js';
+import { deviceTopic, ingestSubscription } from './topics.js';
+
+/**
+ * The embedded MQTT broker (aedes, MQTT 3.1.1) used when no MQTT_URL is set.
+ * Devices connect with username = their device id and password = their
+ * device token. A device may publish only to its own topic and may not
+ * subscribe; the service consumes in process, with no network hop.
+ */
+export interface EmbeddedBrokerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly topicRoot: string;
+  readonly verifier: TokenVerifier;
+  readonly directory: Directory;
+  readonly clock: () => number;
+  readonly log: Log;
+  readonly onMessage: (topic: string, payload: Buffer) => void;
+}
+
+export interface EmbeddedBroker {
+  readonly port: number;
+  readonly connectedClients: () => number;
+  close(): Promise<void>;
+}
+
+function refusal(returnCode: 4 | 5, message: string): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode });
+}
+
+export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const deviceOf = new WeakMap<Client, string>();
+  const broker = await Aedes.createBroker({
+    // A device that stops reading its socket must not stall everyone else.
+    drainTimeout: 10_000,
+    authenticate(client, username, password, done) {
+      const token = password?.toString('utf8');
+      if (!token || !username) return done(refusal(4, 'device id and token required'), false);
+      options.verifier.verify(token, AUDIENCE_MQTT, options.clock()).then(
+        (result) => {
+          const device = result.ok && result.principal.kind === 'device' ? options.directory.activeDevice(result.principal.subject) : undefined;
+          // The token names the device; the username must agree with it.
+          if (!device || device.id !== username || (result.ok && result.principal.owner !== device.ownerId)) {
+            options.log.info({ reason: result.ok ? 'unknown_device' : result.reason }, 'mqtt connect refused');
+            return done(refusal(4, 'bad device credentials'), false);
+          }
+          deviceOf.set(client, device.id);
+          done(null, true);
+        },
+        () => done(refusal(5, 'authentication failed'), false),
+      );
+    },
+    authorizePublish(client, packet, done) {
+      const deviceId = client ? deviceOf.get(client) : undefined;
+      if (!deviceId || packet.topic !== deviceTopic(options.topicRoot, deviceId)) {
+        return done(new Error('a device publishes to its own topic only'));
+      }
+      // Privacy invariant 4: the broker must not keep raw sensor payloads.
+      packet.retain = false;
+      done(null);
+    },
+    authorizeSubscribe(_client, _subscription, done) {
+      done(null, null);
+    },
+  });
+
+  const deliver = (packet: { topic: string; payload: Buffer | string }, cb: () => void) => {
+    options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload);
+    cb();
+  };
+  await new Promise<void>((resolve) => broker.subscribe(ingestSubscription(options.topicRoot), deliver, resolve));
+
+  const server: Server = createServer(broker.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+
+  return {
+    port,
+    connectedClients: () => broker.connectedClients,
+    close: async () => {
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

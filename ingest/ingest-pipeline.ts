@@ -1,0 +1,58 @@
+import type { Directory } from '../core/directory.js';
+import { ingestRejections, type IngestRejection } from '../core/errors.js';
+import type { Log } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
+import type { PresenceHub } from '../core/presence-hub.js';
+import { decodeMessage, type DecodeLimits } from './decode-message.js';
+import { deviceIdFromTopic } from './topics.js';
+
+/**
+ * One inbound MQTT message: topic -> device -> decoded events -> hub. Bad
+ * input is counted by reason and logged without its payload; it never
+ * throws and never changes state.
+ */
+export interface IngestOptions extends DecodeLimits {
+  readonly topicRoot: string;
+}
+
+export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
+export const INGEST_REJECTED = 'presence_ingest_rejected_total';
+export const INGEST_EVENTS = 'presence_ingest_events_total';
+
+export class IngestPipeline {
+  constructor(
+    private readonly directory: Directory,
+    private readonly hub: PresenceHub,
+    private readonly metrics: Metrics,
+    private readonly log: Log,
+    private readonly options: IngestOptions,
+  ) {
+    metrics.counter(INGEST_ACCEPTED, 'MQTT messages applied');
+    metrics.counter(INGEST_EVENTS, 'Sensor events applied');
+    metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
+    for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
+  }
+
+  /**
+   * `authenticatedDeviceId` is set when the broker itself authenticated the
+   * publisher (the embedded broker); it must match the topic.
+   */
+  handle(topic: string, payload: Uint8Array, now: number, authenticatedDeviceId?: string): IngestRejection | undefined {
+    const deviceId = deviceIdFromTopic(this.options.topicRoot, topic);
+    if (!deviceId || (authenticatedDeviceId !== undefined && authenticatedDeviceId !== deviceId)) return this.reject('bad_topic', deviceId);
+    const device = this.directory.activeDevice(deviceId);
+    if (!device) return this.reject('unknown_device', deviceId);
+    const decoded = decodeMessage(payload, this.options, now);
+    if (!decoded.ok) return this.reject(decoded.reason, deviceId);
+    this.hub.apply(device.ownerId, device.id, decoded.events, now);
+    this.metrics.inc(INGEST_ACCEPTED);
+    this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
+    return undefined;
+  }
+
+  private reject(reason: IngestRejection, deviceId: string | undefined): IngestRejection {
+    this.metrics.inc(INGEST_REJECTED, { reason });
+    this.log.warn({ reason, deviceId }, 'mqtt message refused');
+    return reason;
+  }
+}

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+import { activitySchema, availabilitySchema, type PresenceState } from '../core/presence.js';
+import type { Decision } from './evaluate-consent.js';
+
+/**
+ * What a watcher is shown: the only input the renderers get. Every field is
+ * optional and present only when a rule granted it (privacy invariant 2).
+ * It carries no timestamps: a device reporting the same state again must not
+ * change what a watcher sees (a change they cannot see leaves no trace).
+ */
+export const watcherViewSchema = z
+  .object({
+    entity: z.string(),
+    /** RFC 3863 §4.1.4 basic status of the person's presence. */
+    basic: z.enum(['open', 'closed']),
+    availability: availabilitySchema.optional(),
+    activities: z.array(activitySchema).optional(),
+  })
+  .strict();
+export type WatcherView = z.infer<typeof watcherViewSchema>;
+
+/**
+ * The one view shown for an owner who is offline, and shown identically for
+ * polite-block, block and no matching rule (privacy invariant 1): no time, no
+ * device, nothing that differs from a real offline owner.
+ */
+export function offlineView(entity: string): WatcherView {
+  return { entity, basic: 'closed', availability: 'offline' };
+}
+
+export function buildWatcherView(entity: string, state: PresenceState, decision: Decision): WatcherView {
+  if (decision.kind !== 'allow' || state.availability === 'offline') return offlineView(entity);
+  const { grant } = decision;
+  if (!grant.availability && !grant.activities) return offlineView(entity);
+  const view: WatcherView = { entity, basic: 'open' };
+  if (grant.availability) view.availability = state.availability;
+  if (grant.activities) view.activities = [...state.activities];
+  return view;
+}
