@@ -1,0 +1,73 @@
+import type { Test } from 'tap';
+import { parseConfig, type Config } from '../../core/config.js';
+import { issueToken } from '../../core/identity/tokens.js';
+import { startService, type RunningService, type ServiceOptions } from '../../bin/service.js';
+import { tempDir } from './env.js';
+
+/**
+ * Starts a real service for a test: ephemeral HTTP and MQTT ports, its own
+ * data directory, silent logs; closed when the test ends.
+ */
+export interface TestService extends RunningService {
+  readonly adminToken: string;
+  api(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<Response>;
+}
+
+export async function testConfig(t: Test, env: Record<string, string> = {}): Promise<Config> {
+  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), ...env });
+  if (!parsed.ok) throw new Error(parsed.problems.join('; '));
+  return parsed.config;
+}
+
+export async function startTestService(t: Test, config: Config, options: ServiceOptions = {}): Promise<TestService> {
+  const service = await startService(config, options);
+  t.teardown(() => service.close());
+  const { token: adminToken } = await issueToken(
+    service.signingKey,
+    config.tokenIssuer,
+    { kind: 'admin', subject: 'test', scopes: ['admin'], ttlSeconds: 3600 },
+    Date.now(),
+  );
+  const api: TestService['api'] = (method, path, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    if (opts.body !== undefined) headers['content-type'] ??= 'application/json';
+    return fetch(`${service.httpUrl}${path}`, {
+      method,
+      headers,
+      body: opts.body === undefined ? null : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body),
+    });
+  };
+  return { ...service, adminToken, api };
+}
+
+/** Creates an owner, a device, and tokens, through the admin API. */
+export async function provision(service: TestService, handle: string) {
+  const admin = { token: service.adminToken };
+  const owner = (await (await service.api('POST', '/v1/admin/owners', { ...admin, body: { handle } })).json()) as { id: string; entity: string };
+  const device = (await (await service.api('POST', '/v1/admin/devices', { ...admin, body: { owner: handle, class: 'phone' } })).json()) as {
+    id: string;
+    topic: string;
+  };
+  const deviceToken = (
+    (await (await service.api('POST', '/v1/admin/tokens', { ...admin, body: { kind: 'device', subject: device.id } })).json()) as { token: string }
+  ).token;
+  return { owner, device, deviceToken };
+}
+
+export async function addWatcher(service: TestService, name: string, kind: 'person' | 'app' = 'person') {
+  const admin = { token: service.adminToken };
+  const watcher = (await (await service.api('POST', '/v1/admin/watchers', { ...admin, body: { kind, name } })).json()) as { id: string };
+  const token = ((await (await service.api('POST', '/v1/admin/tokens', { ...admin, body: { kind: 'watcher', subject: watcher.id } })).json()) as { token: string })
+    .token;
+  return { id: watcher.id, token };
+}
+
+export async function addRule(service: TestService, handle: string, watcherId: string, subHandling: 'allow' | 'block' | 'polite-block', transformations = { availability: true, activities: true }) {
+  const response = await service.api('POST', `/v1/admin/owners/${handle}/rules`, {
+    token: service.adminToken,
+    body: { conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling }, transformations },
+  });
+  if (response.status !== 201) throw new Error(`rule not created: ${response.status} ${await response.text()}`);
+  return (await response.json()) as { id: string };
+}

@@ -1,0 +1,61 @@
+import t from 'tap';
+import { parseConfig } from '../../core/config.js';
+
+t.test('no configuration means embedded defaults', async (t) => {
+  const result = parseConfig({});
+  t.ok(result.ok);
+  if (!result.ok) return;
+  const c = result.config;
+  t.same(c.database, { kind: 'embedded' });
+  t.equal(c.mqtt.kind, 'embedded');
+  t.equal(c.http.port, 8080);
+  t.equal(c.dataDir, './data');
+  t.equal(c.mqtt.topicRoot, 'presence');
+  t.equal(c.offlineAfterMs, 900_000);
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.http) && Object.isFrozen(c.mqtt), 'deeply frozen');
+});
+
+t.test('DATABASE_URL and MQTT_URL switch to external components', async (t) => {
+  const result = parseConfig({
+    DATABASE_URL: 'postgres://u@db:5432/presence',
+    MQTT_URL: 'mqtts://broker:8883',
+    MQTT_USERNAME: 'svc',
+    MQTT_PASSWORD: 'secret',
+  });
+  t.ok(result.ok);
+  if (!result.ok) return;
+  t.same(result.config.database, { kind: 'postgres', url: 'postgres://u@db:5432/presence' });
+  t.match(result.config.mqtt, { kind: 'external', url: 'mqtts://broker:8883', username: 'svc', password: 'secret' });
+});
+
+t.test('every problem is reported at once', async (t) => {
+  const result = parseConfig({
+    PORT: 'eighty',
+    MQTT_PORT: '70000',
+    DATABASE_URL: 'mysql://x',
+    MQTT_URL: 'http://broker',
+    OFFLINE_AFTER_SECONDS: '-5',
+    MQTT_TOPIC_ROOT: 'a/#',
+    LOG_LEVEL: 'loud',
+    SIGNING_KEY: 'not a key',
+  });
+  t.notOk(result.ok);
+  if (result.ok) return;
+  const vars = result.problems.map((p) => p.split(':')[0]).sort();
+  t.same(vars, ['DATABASE_URL', 'LOG_LEVEL', 'MQTT_PORT', 'MQTT_TOPIC_ROOT', 'MQTT_URL', 'OFFLINE_AFTER_SECONDS', 'PORT', 'SIGNING_KEY']);
+});
+
+t.test('cross-variable checks', async (t) => {
+  const result = parseConfig({ MQTT_USERNAME: 'svc' });
+  t.notOk(result.ok);
+  if (!result.ok) t.match(result.problems.join('\n'), /only used with MQTT_URL/);
+});
+
+t.test('empty strings count as unset', async (t) => {
+  const result = parseConfig({ DATABASE_URL: '', PORT: '' });
+  t.ok(result.ok);
+  if (result.ok) {
+    t.same(result.config.database, { kind: 'embedded' });
+    t.equal(result.config.http.port, 8080);
+  }
+});

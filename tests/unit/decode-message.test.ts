@@ -1,0 +1,59 @@
+import t from 'tap';
+import { MAX_EVENTS_PER_MESSAGE } from '../../core/events.js';
+import { decodeMessage } from '../../ingest/decode-message.js';
+import { deviceIdFromTopic } from '../../ingest/topics.js';
+
+const NOW = Date.parse('2026-05-04T10:00:00Z');
+const limits = { maxBytes: 16_384, maxClockSkewMs: 300_000 };
+const at = new Date(NOW).toISOString();
+const enc = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
+
+t.test('accepts one event or a batch', async (t) => {
+  t.same(decodeMessage(enc({ kind: 'call', at, state: 'in-call' }), limits, NOW), { ok: true, events: [{ kind: 'call', at, state: 'in-call' }] });
+  const batch = decodeMessage(enc({ events: [{ kind: 'call', at, state: 'idle' }, { kind: 'user-input', at, state: 'active' }] }), limits, NOW);
+  t.ok(batch.ok && batch.events.length === 2);
+});
+
+t.test('strips unknown fields (a calendar subject is never kept)', async (t) => {
+  const decoded = decodeMessage(enc({ kind: 'calendar', at, state: 'busy', start: at, end: new Date(NOW + 1000).toISOString(), subject: 'Secret' }), limits, NOW);
+  t.ok(decoded.ok);
+  if (decoded.ok) t.notOk('subject' in (decoded.events[0] as object));
+});
+
+const refused: [string, Buffer, string][] = [
+  ['oversized', Buffer.alloc(16_385, 32), 'payload_too_large'],
+  ['not JSON', enc('{"kind":'), 'malformed_json'],
+  ['binary garbage', Buffer.from([0xff, 0xfe, 0x00]), 'malformed_json'],
+  ['unknown kind', enc({ kind: 'teleport', at }), 'invalid_event'],
+  ['wrong type', enc({ kind: 'call', at, state: 3 }), 'invalid_event'],
+  ['missing time', enc({ kind: 'call', state: 'idle' }), 'invalid_event'],
+  ['time without offset', enc({ kind: 'call', at: '2026-05-04T10:00:00', state: 'idle' }), 'invalid_event'],
+  ['calendar ending before it starts', enc({ kind: 'calendar', at, state: 'busy', start: at, end: at }), 'invalid_event'],
+  ['empty batch', enc({ events: [] }), 'invalid_event'],
+  ['batch too long', enc({ events: Array.from({ length: MAX_EVENTS_PER_MESSAGE + 1 }, () => ({ kind: 'call', at, state: 'idle' })) }), 'invalid_event'],
+  ['array at the top', enc([{ kind: 'call', at, state: 'idle' }]), 'invalid_event'],
+  ['null', enc('null'), 'invalid_event'],
+  ['prototype pollution', enc('{"kind":"call","at":"' + at + '","state":"idle","__proto__":{"admin":true}}'), 'ok'],
+  ['one bad event refuses the batch', enc({ events: [{ kind: 'call', at, state: 'idle' }, { kind: 'call', at, state: 'on' }] }), 'invalid_event'],
+  ['far future', enc({ kind: 'call', at: new Date(NOW + 301_000).toISOString(), state: 'idle' }), 'clock_skew'],
+];
+
+for (const [name, payload, reason] of refused) {
+  t.test(name, async (t) => {
+    const result = decodeMessage(payload, limits, NOW);
+    if (reason === 'ok') {
+      t.ok(result.ok);
+      t.equal(({} as Record<string, unknown>).admin, undefined, 'Object.prototype untouched');
+    } else t.same(result, { ok: false, reason });
+  });
+}
+
+t.test('topics', async (t) => {
+  const id = '11111111-1111-4111-8111-111111111111';
+  t.equal(deviceIdFromTopic('presence', `presence/${id}/events`), id);
+  t.equal(deviceIdFromTopic('a/b', `a/b/${id}/events`), id);
+  t.equal(deviceIdFromTopic('presence', `presence/${id}/other`), undefined);
+  t.equal(deviceIdFromTopic('presence', `presence/x/${id}/events`), undefined);
+  t.equal(deviceIdFromTopic('presence', `other/${id}/events`), undefined);
+  t.equal(deviceIdFromTopic('presence', `presence/NOT-A-UUID/events`), undefined);
+});

@@ -1,0 +1,120 @@
+import t from 'tap';
+import { derivePresence } from '../../core/derive-presence.js';
+import type { SensorEvent } from '../../core/events.js';
+import { toSignal } from '../../core/signal-store.js';
+
+const NOW = Date.parse('2026-05-04T10:30:00Z');
+const settings = { offlineAfterMs: 15 * 60_000 };
+const iso = (offsetMs: number) => new Date(NOW + offsetMs).toISOString();
+const phone = '11111111-1111-4111-8111-111111111111';
+const laptop = '22222222-2222-4222-8222-222222222222';
+
+const call = (state: 'idle' | 'ringing' | 'in-call', ago = 0): SensorEvent => ({ kind: 'call', at: iso(-ago), state });
+const calendar = (state: 'busy' | 'free' | 'tentative' | 'out-of-office', startIn: number, endIn: number, ago = 0): SensorEvent => ({
+  kind: 'calendar',
+  at: iso(-ago),
+  state,
+  start: iso(startIn),
+  end: iso(endIn),
+});
+
+const cases: { name: string; signals: [string, SensorEvent][]; availability: string; activities: string[]; validUntil?: number }[] = [
+  { name: 'no signal at all -> offline', signals: [], availability: 'offline', activities: [] },
+  { name: 'active call -> on-the-phone, busy', signals: [[phone, call('in-call')]], availability: 'busy', activities: ['on-the-phone'] },
+  { name: 'ringing is not a call yet', signals: [[phone, call('ringing')]], availability: 'available', activities: [] },
+  { name: 'call ended -> available', signals: [[phone, call('idle')]], availability: 'available', activities: [] },
+  {
+    name: 'busy calendar entry covering now -> meeting, busy',
+    signals: [[laptop, calendar('busy', -60_000, 30 * 60_000)]],
+    availability: 'busy',
+    activities: ['meeting'],
+    validUntil: NOW + 15 * 60_000, // silence comes before the meeting ends
+  },
+  { name: 'tentative entry does not make busy', signals: [[laptop, calendar('tentative', -60_000, 60_000)]], availability: 'available', activities: [] },
+  {
+    name: 'meeting in the future -> available until it starts',
+    signals: [[laptop, calendar('busy', 5 * 60_000, 35 * 60_000)]],
+    availability: 'available',
+    activities: [],
+    validUntil: NOW + 5 * 60_000,
+  },
+  { name: 'meeting that ended -> available', signals: [[laptop, calendar('busy', -60 * 60_000, -60_000)]], availability: 'available', activities: [] },
+  {
+    name: 'call during a meeting -> both activities, call first',
+    signals: [
+      [phone, call('in-call')],
+      [laptop, calendar('busy', -60_000, 60_000)],
+    ],
+    availability: 'busy',
+    activities: ['on-the-phone', 'meeting'],
+    validUntil: NOW + 60_000,
+  },
+  { name: 'out of office -> away', signals: [[laptop, calendar('out-of-office', -60_000, 3_600_000)]], availability: 'away', activities: ['away'] },
+  {
+    name: 'call beats out of office',
+    signals: [
+      [phone, call('in-call')],
+      [laptop, calendar('out-of-office', -60_000, 3_600_000)],
+    ],
+    availability: 'busy',
+    activities: ['on-the-phone'],
+  },
+  {
+    name: 'silent for the offline time -> offline, even mid-call',
+    signals: [[phone, call('in-call', 15 * 60_000)]],
+    availability: 'offline',
+    activities: [],
+  },
+  {
+    name: 'one device silent, another recent -> online, both count',
+    signals: [
+      [phone, call('in-call', 14 * 60_000)],
+      [laptop, { kind: 'user-input', at: iso(0), state: 'active' }],
+    ],
+    availability: 'busy',
+    activities: ['on-the-phone'],
+  },
+];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const derived = derivePresence(
+      c.signals.map(([device, event]) => toSignal(device, event)),
+      settings,
+      NOW,
+    );
+    t.equal(derived.state.availability, c.availability);
+    t.same(derived.state.activities, c.activities);
+    if (c.validUntil !== undefined) t.equal(derived.validUntil, c.validUntil);
+  });
+}
+
+t.test('validUntil is the instant the answer changes', async (t) => {
+  const signals = [toSignal(laptop, calendar('busy', -60_000, 5 * 60_000))];
+  const before = derivePresence(signals, settings, NOW);
+  t.equal(before.state.availability, 'busy');
+  t.equal(before.validUntil, NOW + 5 * 60_000);
+  const after = derivePresence(signals, settings, before.validUntil);
+  t.equal(after.state.availability, 'available', 'the meeting is over at its end');
+  const silent = derivePresence(signals, settings, after.validUntil);
+  t.equal(silent.state.availability, 'offline', 'then the owner goes silent');
+  t.equal(silent.validUntil, Infinity);
+});
+
+t.test('a device clock slightly ahead counts as now', async (t) => {
+  const derived = derivePresence([toSignal(phone, call('in-call', -30_000))], settings, NOW);
+  t.equal(derived.state.lastSeen, NOW);
+  t.equal(derived.validUntil, NOW + settings.offlineAfterMs);
+});
+
+t.test('most recent user input across devices wins (RFC 4480 §3.11)', async (t) => {
+  const derived = derivePresence(
+    [
+      toSignal(phone, { kind: 'user-input', at: iso(-1000), state: 'active' }),
+      toSignal(laptop, { kind: 'user-input', at: iso(-500), state: 'idle', lastInput: iso(-600_000) }),
+    ],
+    settings,
+    NOW,
+  );
+  t.same(derived.state.userInput, { state: 'idle', lastInput: NOW - 600_000 });
+});

@@ -1,0 +1,62 @@
+import fc from 'fast-check';
+import t from 'tap';
+import type { SensorEvent } from '../../core/events.js';
+import { mergeSignal, toSignal, type Signal, type SignalSet } from '../../core/signal-store.js';
+
+/**
+ * The signal store must converge whatever the order: merging is commutative
+ * and idempotent (last-writer-wins by event time, ties broken by value).
+ */
+const devices = ['11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222'];
+const base = Date.parse('2026-01-01T00:00:00Z');
+
+const eventArb: fc.Arbitrary<SensorEvent> = fc.oneof(
+  fc.record({
+    kind: fc.constant('call' as const),
+    at: fc.integer({ min: 0, max: 20 }).map((s) => new Date(base + s * 1000).toISOString()),
+    state: fc.constantFrom('idle' as const, 'ringing' as const, 'in-call' as const),
+  }),
+  fc.record({
+    kind: fc.constant('user-input' as const),
+    at: fc.integer({ min: 0, max: 20 }).map((s) => new Date(base + s * 1000).toISOString()),
+    state: fc.constantFrom('active' as const, 'idle' as const),
+  }),
+);
+const signalArb: fc.Arbitrary<Signal> = fc.tuple(fc.constantFrom(...devices), eventArb).map(([d, e]) => toSignal(d, e));
+
+function fold(signals: readonly Signal[]): Record<string, string> {
+  const set: SignalSet = new Map();
+  for (const s of signals) mergeSignal(set, s);
+  return Object.fromEntries([...set].map(([k, v]) => [k, v.canonical]).sort());
+}
+
+t.test('any permutation with any duplication converges to the same state', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(signalArb, { minLength: 1, maxLength: 30 }).chain((signals) =>
+        fc.tuple(
+          fc.constant(signals),
+          fc.shuffledSubarray(signals, { minLength: signals.length, maxLength: signals.length }),
+          fc.array(fc.constantFrom(...signals), { maxLength: 10 }),
+        ),
+      ),
+      ([signals, shuffled, duplicates]) => {
+        const expected = fold(signals);
+        const actual = fold([...duplicates, ...shuffled, ...duplicates]);
+        return JSON.stringify(expected) === JSON.stringify(actual);
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('converged in every run');
+});
+
+t.test('a later event replaces an earlier one; an older or equal one does not', async (t) => {
+  const set: SignalSet = new Map();
+  const d = devices[0] as string;
+  t.ok(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 2000).toISOString(), state: 'in-call' })));
+  t.notOk(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 1000).toISOString(), state: 'idle' })), 'late event ignored');
+  t.notOk(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 2000).toISOString(), state: 'in-call' })), 'duplicate ignored');
+  t.ok(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 3000).toISOString(), state: 'idle' })));
+  t.equal(set.size, 1);
+});
