@@ -1,0 +1,109 @@
+import { connectAsync, type MqttClient } from 'mqtt';
+import t from 'tap';
+import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
+import { presencectl } from '../helpers/cli.js';
+import { tempDir, waitFor } from '../helpers/env.js';
+import { validatePidf } from '../helpers/pidf-validator.js';
+import { startTestService, testConfig, type TestService } from '../helpers/service.js';
+
+/**
+ * The slice on the embedded defaults: PGlite under a fresh DATA_DIR (created,
+ * migrated, its signing key generated on first start) and the in-process
+ * aedes broker. Set up by hand with the real command-line tool, as the
+ * README shows.
+ */
+const root = t;
+const dataDir = await tempDir(t);
+// No assertion at the top level before the awaits below: tap ends a root
+// test that has asserted and has no subtest queued, running its teardowns.
+const config = await testConfig(t, { DATA_DIR: dataDir });
+let service: TestService = await startTestService(t, config);
+const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
+
+async function ctl(...args: string[]) {
+  const result = await presencectl(cliEnv(), ...args);
+  if (result.code !== 0) throw new Error(`presencectl ${args.join(' ')} failed: ${result.stderr}`);
+  return result.json as Record<string, string>;
+}
+
+const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
+const device = await ctl('device', 'add', 'alice', '--class', 'phone');
+const watcher = await ctl('watcher', 'add', '--kind', 'person', '--name', 'Bob');
+const stranger = await ctl('watcher', 'add', '--kind', 'app', '--name', 'Some App');
+const deviceToken = (await ctl('token', 'device', device.id as string)).token as string;
+const watcherToken = (await ctl('token', 'watcher', watcher.id as string)).token as string;
+const strangerToken = (await ctl('token', 'watcher', stranger.id as string)).token as string;
+await ctl('allow', 'alice', watcher.id as string);
+
+const read = (token: string, accept = 'application/pidf+xml') => service.api('GET', '/v1/presence/alice', { token, headers: { accept } });
+
+t.test('the command-line tool speaks JSON and fails with codes', async (t) => {
+  t.equal(config.database.kind, 'embedded');
+  t.equal(config.mqtt.kind, 'embedded');
+  t.match(owner, { handle: 'alice', entity: 'pres:alice@presence.local' });
+  t.match(device, { owner: 'alice', class: 'phone', topic: `presence/${device.id}/events` });
+  const duplicate = await presencectl(cliEnv(), 'owner', 'create', 'alice');
+  t.equal(duplicate.code, 1);
+  t.match(duplicate.json, { error: { code: 'conflict' } });
+  const usage = await presencectl(cliEnv(), 'frobnicate');
+  t.equal(usage.code, 2);
+  t.match(usage.json, { error: { code: 'usage' } });
+  const unreachable = await presencectl({ DATA_DIR: dataDir, PRESENCE_URL: 'http://127.0.0.1:1' }, 'rules', 'alice');
+  t.equal(unreachable.code, 1);
+  t.match(unreachable.json, { error: { message: /not reachable/ } });
+});
+
+t.test('a device with its token publishes; the consented watcher reads valid PIDF', async (t) => {
+  const client: MqttClient = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: `dev-${device.id}`.slice(0, 23) });
+  t.teardown(() => client.endAsync());
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  await client.publishAsync(device.topic as string, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: 'in-call' }), { qos: 1 });
+  await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before, 'the event to be applied');
+
+  const response = await read(watcherToken);
+  t.equal(response.status, 200);
+  const xml = await response.text();
+  t.match(xml, /<basic>open<\/basic>.*<rpid:on-the-phone\/>/s);
+  const validation = await validatePidf({ embedded: xml });
+  t.ok(validation.ok, validation.output);
+
+  const strangerView = await (await read(strangerToken, 'application/json')).json();
+  t.same(strangerView, { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' }, 'no consent: offline');
+});
+
+t.test('the embedded broker refuses bad credentials and foreign topics', async (t) => {
+  await t.rejects(
+    connectAsync(service.mqttUrl, { username: device.id, password: 'not-a-token', reconnectPeriod: 0 }),
+    /Bad username or password|Not authorized/i,
+    'wrong token refused',
+  );
+  await t.rejects(
+    connectAsync(service.mqttUrl, { username: device.id, password: watcherToken, reconnectPeriod: 0 }),
+    /Bad username or password|Not authorized/i,
+    'an HTTP token does not open MQTT',
+  );
+  const other = await ctl('device', 'add', 'alice', '--class', 'watch');
+  await t.rejects(
+    connectAsync(service.mqttUrl, { username: other.id, password: deviceToken, reconnectPeriod: 0 }),
+    /Bad username or password|Not authorized/i,
+    'a device token is bound to its device id',
+  );
+
+  const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, reconnectPeriod: 0 });
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  client.publish(other.topic as string, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: 'idle' }), { qos: 1 });
+  await closed;
+  t.pass('publishing to another device topic closes the connection');
+  client.end(true);
+  t.equal(service.metrics.value(INGEST_ACCEPTED), before, 'and nothing was applied');
+  t.match(await (await read(watcherToken, 'application/json')).json(), { activities: ['on-the-phone'] });
+});
+
+t.test('a restart on the same data directory keeps key, directory, rules and state', async (t) => {
+  await service.close();
+  service = await startTestService(root, config);
+  const response = await read(watcherToken, 'application/json');
+  t.equal(response.status, 200, 'tokens issued before the restart still verify');
+  t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
+});

@@ -1,0 +1,185 @@
+import { connectAsync, type MqttClient } from 'mqtt';
+import pg from 'pg';
+import t from 'tap';
+
+const root = t;
+import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
+import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
+import { validatePidf } from '../helpers/pidf-validator.js';
+import { addRule, addWatcher, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
+
+/**
+ * The thin slice on the real components this machine and CI run: Mosquitto
+ * on 127.0.0.1:1883 and PostgreSQL on 127.0.0.1:5432, a private database and
+ * a private topic root for this file.
+ */
+const databaseUrl = await createTestDatabase(t);
+const topicRoot = uniqueName('t');
+let offsetMs = 0;
+const clock = () => Date.now() + offsetMs;
+const config = await testConfig(t, { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, OFFLINE_AFTER_SECONDS: '600' });
+let service: TestService = await startTestService(t, config, { clock });
+
+const alice = await provision(service, 'alice');
+const bob = await addWatcher(service, 'Bob'); // allowed
+const eve = await addWatcher(service, 'Eve', 'app'); // no rule at all
+const mallory = await addWatcher(service, 'Mallory'); // blocked
+const polly = await addWatcher(service, 'Polly'); // polite-blocked
+await addRule(service, 'alice', bob.id, 'allow');
+await addRule(service, 'alice', mallory.id, 'block');
+await addRule(service, 'alice', polly.id, 'polite-block');
+
+// Mosquitto here has no authentication: the publisher stands in for the device.
+const device: MqttClient = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
+t.teardown(() => device.endAsync());
+const publish = (payload: unknown) =>
+  device.publishAsync(alice.device.topic, typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload), { qos: 1 });
+const accepted = () => service.metrics.value(INGEST_ACCEPTED);
+const read = (token: string, accept = 'application/json', extra: Record<string, string> = {}) =>
+  service.api('GET', '/v1/presence/alice', { token, headers: { accept, ...extra } });
+
+async function snapshot(response: Response) {
+  const headers = Object.fromEntries([...response.headers].filter(([name]) => !['date', 'keep-alive', 'connection'].includes(name)));
+  return { status: response.status, headers, body: await response.text() };
+}
+
+t.test('an event published on MQTT becomes presence a consented watcher reads', async (t) => {
+  t.equal(alice.device.topic, `${topicRoot}/${alice.device.id}/events`);
+  const before = accepted();
+  await publish({ kind: 'call', at: new Date(clock()).toISOString(), state: 'in-call' });
+  await waitFor(() => accepted() > before, 'the event to be applied');
+
+  const json = await read(bob.token);
+  t.equal(json.status, 200);
+  t.same(await json.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
+
+  const pidf = await read(bob.token, 'application/pidf+xml');
+  t.equal(pidf.headers.get('content-type'), 'application/pidf+xml; charset=utf-8');
+  const xml = await pidf.text();
+  t.match(xml, /<rpid:on-the-phone\/>/);
+  const validation = await validatePidf({ 'on-the-phone': xml });
+  t.ok(validation.ok, validation.output);
+
+  const etag = pidf.headers.get('etag') ?? '';
+  const notModified = await read(bob.token, 'application/pidf+xml', { 'if-none-match': etag });
+  t.equal(notModified.status, 304);
+  t.equal(notModified.headers.get('etag'), etag);
+});
+
+t.test('a calendar meeting makes the owner busy in a meeting', async (t) => {
+  const before = accepted();
+  const now = clock();
+  await publish({
+    events: [
+      { kind: 'call', at: new Date(now).toISOString(), state: 'idle' },
+      { kind: 'calendar', at: new Date(now).toISOString(), state: 'busy', start: new Date(now - 60_000).toISOString(), end: new Date(now + 1_800_000).toISOString() },
+    ],
+  });
+  await waitFor(() => accepted() > before, 'the batch to be applied');
+  t.same(await (await read(bob.token)).json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['meeting'] });
+});
+
+t.test('bad MQTT input is counted, never applied, never fatal', async (t) => {
+  const rejected = (reason: string) => service.metrics.value(INGEST_REJECTED, { reason });
+  const start = { malformed: rejected('malformed_json'), invalid: rejected('invalid_event'), large: rejected('payload_too_large'), unknown: rejected('unknown_device') };
+  const stateBefore = await (await read(bob.token)).text();
+  const before = accepted();
+  await publish('{"kind": "call", ');
+  await publish({ kind: 'call', at: new Date(clock()).toISOString(), state: 42 });
+  await publish({ kind: 'teleport', at: new Date(clock()).toISOString() });
+  await publish(Buffer.alloc(config.maxEventBytes + 1, 0x20));
+  await publish({ events: [{ kind: 'call', at: new Date(clock()).toISOString(), state: 'in-call' }, { kind: 'call', at: 'yesterday', state: 'idle' }] });
+  await device.publishAsync(`${topicRoot}/${crypto.randomUUID()}/events`, JSON.stringify({ kind: 'call', at: new Date(clock()).toISOString(), state: 'in-call' }), { qos: 1 });
+  await waitFor(() => rejected('unknown_device') > start.unknown && rejected('invalid_event') >= start.invalid + 3, 'the refusals to be counted');
+  t.equal(rejected('malformed_json'), start.malformed + 1);
+  t.equal(rejected('invalid_event'), start.invalid + 3);
+  t.equal(rejected('payload_too_large'), start.large + 1);
+  t.equal(accepted(), before, 'nothing accepted');
+  t.equal(await (await read(bob.token)).text(), stateBefore, 'state unchanged (the half-good batch was not half-applied)');
+});
+
+t.test('no consent, block and polite-block cannot be told apart from a real offline owner', async (t) => {
+  const online = { eve: await read(eve.token, 'application/pidf+xml'), mallory: await read(mallory.token, 'application/pidf+xml'), polly: await read(polly.token, 'application/pidf+xml') };
+  const onlineBob = await snapshot(await read(bob.token, 'application/pidf+xml'));
+  t.match(onlineBob.body, /<basic>open<\/basic>/, 'the owner is online for the consented watcher');
+
+  offsetMs = config.offlineAfterMs + 1000; // the owner goes silent
+  const offline = await snapshot(await read(bob.token, 'application/pidf+xml'));
+  t.match(offline.body, /<basic>closed<\/basic>/);
+  for (const [name, response] of Object.entries(online)) t.same(await snapshot(response), offline, `${name} sees exactly the offline response`);
+  for (const accept of ['application/json', '*/*']) {
+    t.same(await snapshot(await read(eve.token, accept)), await snapshot(await read(bob.token, accept)), `same for Accept: ${accept}`);
+  }
+
+  // The owner's device speaks again: the consented watcher sees them return.
+  offsetMs = 0;
+  const before = accepted();
+  await publish({ kind: 'user-input', at: new Date(clock()).toISOString(), state: 'active' });
+  await waitFor(() => accepted() > before, 'the event to be applied');
+  t.match(await (await read(bob.token)).json(), { basic: 'open', availability: 'busy', activities: ['meeting'] });
+});
+
+t.test('state is written behind and restored after a restart', async (t) => {
+  await service.flush();
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  const rows = await db.query('select owner_id, version from presence_state where owner_id = $1', [alice.owner.id]);
+  await db.end();
+  t.equal(rows.rowCount, 1);
+  const before = await (await read(bob.token)).json();
+  await service.close();
+  service = await startTestService(root, config, { clock });
+  t.same(await (await read(bob.token)).json(), before, 'same view after restart');
+  t.equal((await read(mallory.token)).status, 200, 'rules restored too');
+});
+
+t.test('HTTP errors are JSON with stable codes', async (t) => {
+  const expectError = async (response: Response, status: number, code: string) => {
+    t.equal(response.status, status, code);
+    t.match(response.headers.get('content-type'), /^application\/json/);
+    const body = (await response.json()) as { code: string; message: string };
+    t.equal(body.code, code);
+    t.type(body.message, 'string');
+  };
+  await expectError(await service.api('GET', '/v1/presence/alice'), 401, 'unauthorized');
+  await expectError(await service.api('GET', '/v1/presence/alice', { token: 'x.y.z' }), 401, 'unauthorized');
+  await expectError(await service.api('GET', '/v1/presence/alice', { token: alice.deviceToken }), 401, 'unauthorized');
+  await expectError(await service.api('GET', '/v1/presence/Not_Valid!', { token: bob.token }), 400, 'invalid_request');
+  await expectError(await read(bob.token, 'text/html'), 406, 'not_acceptable');
+  await expectError(await service.api('POST', '/v1/admin/owners', { token: bob.token, body: { handle: 'x' } }), 403, 'forbidden');
+  await expectError(await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: '{"handle":' }), 400, 'invalid_request');
+  await expectError(await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: { handle: 'UPPER' } }), 400, 'invalid_request');
+  await expectError(await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: { handle: 'alice' } }), 409, 'conflict');
+  await expectError(
+    await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: 'handle=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }),
+    415,
+    'unsupported_media_type',
+  );
+  await expectError(await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: { handle: 'x'.repeat(70_000) } }), 413, 'payload_too_large');
+  await expectError(await service.api('GET', '/v1/nothing-here'), 404, 'not_found');
+  await expectError(await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'watcher', subject: bob.id, scopes: ['admin'] } }), 400, 'invalid_request');
+  await expectError(await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'device', subject: crypto.randomUUID() } }), 404, 'not_found');
+
+  const rulesBefore = await (await service.api('GET', '/v1/admin/owners/alice/rules', { token: service.adminToken })).json();
+  const badRule = await service.api('POST', '/v1/admin/owners/alice/rules', {
+    token: service.adminToken,
+    body: { conditions: { identity: { watchers: [bob.id, crypto.randomUUID()] } }, actions: { subHandling: 'allow' } },
+  });
+  await expectError(badRule, 400, 'invalid_request');
+  t.same(await (await service.api('GET', '/v1/admin/owners/alice/rules', { token: service.adminToken })).json(), rulesBefore, 'nothing half-applied');
+});
+
+t.test('the owner manages their own rules and reads their own presence', async (t) => {
+  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
+  const created = await service.api('POST', '/v1/me/rules', {
+    token: ownerToken,
+    body: { conditions: { identity: { watchers: [eve.id] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: false } },
+  });
+  t.equal(created.status, 201);
+  const rule = (await created.json()) as { id: string };
+  t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy' }, 'availability only');
+  t.equal((await service.api('DELETE', `/v1/me/rules/${rule.id}`, { token: ownerToken })).status, 204);
+  t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' }, 'revoked on the next read');
+  const self = await service.api('GET', '/v1/presence/alice', { token: ownerToken, headers: { accept: 'application/json' } });
+  t.same(await self.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['meeting'] });
+});
