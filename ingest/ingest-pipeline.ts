@@ -19,7 +19,12 @@ export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
 export const INGEST_REJECTED = 'presence_ingest_rejected_total';
 export const INGEST_EVENTS = 'presence_ingest_events_total';
 
+/** At most one log line per reason per window: a misbehaving device must not flood the logs. */
+const LOG_WINDOW_MS = 10_000;
+
 export class IngestPipeline {
+  private readonly logged = new Map<IngestRejection, { windowStart: number; suppressed: number }>();
+
   constructor(
     private readonly directory: Directory,
     private readonly hub: PresenceHub,
@@ -34,25 +39,33 @@ export class IngestPipeline {
   }
 
   /**
-   * `authenticatedDeviceId` is set when the broker itself authenticated the
-   * publisher (the embedded broker); it must match the topic.
+   * Who published is the broker's business: the embedded broker lets a
+   * device write to its own topic only, and an external one must be set up
+   * to do the same. Here the topic must name an active device.
    */
-  handle(topic: string, payload: Uint8Array, now: number, authenticatedDeviceId?: string): IngestRejection | undefined {
+  handle(topic: string, payload: Uint8Array, now: number): IngestRejection | undefined {
     const deviceId = deviceIdFromTopic(this.options.topicRoot, topic);
-    if (!deviceId || (authenticatedDeviceId !== undefined && authenticatedDeviceId !== deviceId)) return this.reject('bad_topic', deviceId);
+    if (!deviceId) return this.reject('bad_topic', deviceId, now);
     const device = this.directory.activeDevice(deviceId);
-    if (!device) return this.reject('unknown_device', deviceId);
+    if (!device) return this.reject('unknown_device', deviceId, now);
     const decoded = decodeMessage(payload, this.options, now);
-    if (!decoded.ok) return this.reject(decoded.reason, deviceId);
+    if (!decoded.ok) return this.reject(decoded.reason, deviceId, now);
     this.hub.apply(device.ownerId, device.id, decoded.events, now);
     this.metrics.inc(INGEST_ACCEPTED);
     this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
     return undefined;
   }
 
-  private reject(reason: IngestRejection, deviceId: string | undefined): IngestRejection {
+  private reject(reason: IngestRejection, deviceId: string | undefined, now: number): IngestRejection {
     this.metrics.inc(INGEST_REJECTED, { reason });
-    this.log.warn({ reason, deviceId }, 'mqtt message refused');
+    const window = this.logged.get(reason);
+    if (window && now - window.windowStart < LOG_WINDOW_MS) {
+      window.suppressed += 1;
+    } else {
+      // The payload is never logged: it is personal data and attacker-controlled.
+      this.log.warn({ reason, deviceId, suppressedSinceLast: window?.suppressed ?? 0 }, 'mqtt message refused');
+      this.logged.set(reason, { windowStart: now, suppressed: 0 });
+    }
     return reason;
   }
 }

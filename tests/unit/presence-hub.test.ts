@@ -1,0 +1,57 @@
+import t from 'tap';
+import { PresenceHub, type PresenceChange } from '../../core/presence-hub.js';
+
+const NOW = Date.parse('2026-05-04T10:00:00Z');
+const OWNER = 'o1';
+const PHONE = '11111111-1111-4111-8111-111111111111';
+const iso = (ms: number) => new Date(ms).toISOString();
+
+t.test('applies events, emits a change only when presence changes, re-derives when it stops holding', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  const changes: PresenceChange[] = [];
+  hub.onChange((c) => changes.push(c));
+
+  t.equal(hub.current(OWNER, NOW).availability, 'offline', 'never heard from');
+  t.ok(hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW));
+  t.equal(changes.length, 1);
+  t.same(hub.current(OWNER, NOW).activities, ['on-the-phone']);
+
+  t.notOk(hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW), 'a duplicate changes nothing');
+  t.notOk(hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW - 1000), state: 'idle' }], NOW), 'a late event changes nothing');
+  t.equal(changes.length, 1);
+
+  const state = hub.current(OWNER, NOW + 59_999);
+  t.equal(state.availability, 'busy', 'still busy just before the silence limit');
+  t.equal(hub.current(OWNER, NOW + 59_999), state, 'same object while nothing changed');
+  t.equal(hub.current(OWNER, NOW + 60_000).availability, 'offline', 'silent for the limit -> offline, on read');
+  t.equal(changes.length, 2, 'and the change is announced');
+});
+
+t.test('hands over changed owners once, coalesced, and takes them back after a failed write', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  for (let i = 0; i < 5; i++) hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(NOW + i), state: i % 2 ? 'active' : 'idle' }], NOW + i);
+  hub.apply('o2', PHONE, [{ kind: 'call', at: iso(NOW), state: 'idle' }], NOW);
+  const dirty = hub.takeDirty();
+  t.same(
+    dirty.map((d) => [d.ownerId, d.version, d.signals.length]),
+    [
+      [OWNER, 5, 1],
+      ['o2', 1, 1],
+    ],
+  );
+  t.same(hub.takeDirty(), [], 'nothing twice');
+  hub.markDirty([OWNER]);
+  t.equal(hub.takeDirty().length, 1);
+});
+
+t.test('restores persisted signals without announcing a change', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  let changes = 0;
+  hub.onChange(() => changes++);
+  hub.restore(OWNER, 7, [{ deviceId: PHONE, event: { kind: 'call', at: iso(NOW), state: 'in-call' } }], NOW + 1000);
+  t.same(hub.current(OWNER, NOW + 1000).activities, ['on-the-phone']);
+  t.equal(changes, 0);
+  t.equal(hub.dirtyCount, 0);
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 2000), state: 'idle' }], NOW + 2000);
+  t.equal(hub.takeDirty()[0]?.version, 8, 'versions continue from the stored one');
+});
