@@ -1,5 +1,6 @@
 import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
+import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
 import { ruleSchema, type Rule, type RuleBody } from '../policy/rule.js';
@@ -34,7 +35,7 @@ export class Accounts {
   ) {}
 
   entityOf(handle: string): string {
-    return `pres:${handle}@${this.presenceDomain}`;
+    return presentityUri(handle, this.presenceDomain);
   }
 
   async createOwner(handle: string, displayName: string | undefined) {
@@ -103,10 +104,12 @@ export class Accounts {
   }
 
   async deleteRule(ownerId: string, ruleId: string): Promise<void> {
-    if (!(await this.repository.deleteRule(ownerId, ruleId))) throw new AppError('not_found', 'No such rule.');
+    // Memory forgets exactly the row the database deleted, by its stored id.
+    const deleted = await this.repository.deleteRule(ownerId, ruleId);
+    if (!deleted) throw new AppError('not_found', 'No such rule.');
     this.ruleBook.replace(
       ownerId,
-      this.ruleBook.rules(ownerId).filter((r) => r.id !== ruleId),
+      this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
     );
   }
 

@@ -7,3 +7,16 @@ export const handleSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'mus
 export const deviceClassSchema = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be 1-32 of a-z 0-9 -, starting with a letter');
 
 export const displayNameSchema = z.string().trim().min(1).max(200);
+
+/**
+ * Ids the service issues are lower-case UUIDs, and only those are accepted:
+ * PostgreSQL compares uuids ignoring case while memory compares strings
+ * exactly, and the two must never disagree about which row is meant. (A
+ * check, not a transform: the same schema also serializes responses.)
+ */
+export const idSchema = z.uuid().regex(/^[0-9a-f-]+$/, 'must be a lower-case UUID');
+
+/** RFC 3863 §3.1 presentity URI of an owner. */
+export function presentityUri(handle: string, domain: string): string {
+  return `pres:${handle}@${domain}`;
+}

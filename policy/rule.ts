@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { idSchema } from '../core/identifiers.js';
 
 /**
  * A consent rule, shaped after RFC 4745 (conditions / actions /
@@ -12,10 +13,12 @@ export type SubHandling = z.infer<typeof subHandlingSchema>;
 
 export const transformationsSchema = z
   .object({
-    /** RFC 5025 §3.2 "provide-persons": availability and basic status. */
-    availability: z.boolean().default(true),
-    /** RFC 5025 §3.2.x "provide-activities". */
-    activities: z.boolean().default(true),
+    // RFC 5025 §3.2 / RFC 4745 §7: a permission a rule does not mention has
+    // its lowest value, so an omitted field is never shown.
+    /** "provide-persons" in spirit: availability and basic status. */
+    availability: z.boolean().default(false),
+    /** RFC 5025 §3.2.3 "provide-activities". */
+    activities: z.boolean().default(false),
   })
   .strict();
 export type Transformations = z.infer<typeof transformationsSchema>;
@@ -24,14 +27,14 @@ export const ruleBodySchema = z
   .object({
     conditions: z
       .object({
-        identity: z.object({ watchers: z.array(z.uuid()).min(1).max(1000) }).strict(),
+        identity: z.object({ watchers: z.array(idSchema).min(1).max(1000) }).strict(),
       })
       .strict(),
     actions: z.object({ subHandling: subHandlingSchema }).strict(),
-    transformations: transformationsSchema.default({ availability: true, activities: true }),
+    transformations: transformationsSchema.default({ availability: false, activities: false }),
   })
   .strict();
 export type RuleBody = z.infer<typeof ruleBodySchema>;
 
-export const ruleSchema = ruleBodySchema.extend({ id: z.uuid() });
+export const ruleSchema = ruleBodySchema.extend({ id: idSchema });
 export type Rule = z.infer<typeof ruleSchema>;

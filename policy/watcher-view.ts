@@ -31,9 +31,15 @@ export function offlineView(entity: string): WatcherView {
 export function buildWatcherView(entity: string, state: PresenceState, decision: Decision): WatcherView {
   if (decision.kind !== 'allow' || state.availability === 'offline') return offlineView(entity);
   const { grant } = decision;
-  if (!grant.availability && !grant.activities) return offlineView(entity);
-  const view: WatcherView = { entity, basic: 'open' };
-  if (grant.availability) view.availability = state.availability;
-  if (grant.activities) view.activities = [...state.activities];
-  return view;
+  if (grant.availability) {
+    const view: WatcherView = { entity, basic: 'open', availability: state.availability };
+    if (grant.activities) view.activities = [...state.activities];
+    return view;
+  }
+  // Activities without availability: with no activity to show, the watcher
+  // sees what they would see of an offline owner. Whether the owner is
+  // online (the basic status) is availability, which this grant lacks; an
+  // activity shown implies it anyway.
+  if (grant.activities && state.activities.length > 0) return { entity, basic: 'open', activities: [...state.activities] };
+  return offlineView(entity);
 }

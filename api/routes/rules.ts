@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { handleSchema } from '../../core/identifiers.js';
+import { handleSchema, idSchema } from '../../core/identifiers.js';
 import { ruleBodySchema, ruleSchema } from '../../policy/rule.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
@@ -14,7 +14,7 @@ import type { Authenticator } from '../authenticate.js';
 export function ruleRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const rulesResponse = { 200: z.object({ rules: z.array(ruleSchema) }) };
-  const ruleIdParams = z.object({ id: z.uuid() });
+  const ruleIdParams = z.object({ id: idSchema });
   const handleParams = z.object({ handle: handleSchema });
 
   const ownerOf = async (request: Parameters<Authenticator['require']>[0]) =>

@@ -129,8 +129,9 @@ t.test('state is written behind and restored after a restart', async (t) => {
   const before = await (await read(bob.token)).json();
   await service.close();
   service = await startTestService(root, config, { clock });
-  t.same(await (await read(bob.token)).json(), before, 'same view after restart');
-  t.equal((await read(mallory.token)).status, 200, 'rules restored too');
+  t.same(await (await read(bob.token)).json(), before, 'same view after restart (the allow rule was restored)');
+  t.match(before, { basic: 'open' });
+  t.same(await (await read(mallory.token)).json(), await (await read(eve.token)).json(), 'the block rule too: Mallory sees what Eve sees');
 });
 
 t.test('HTTP errors are JSON with stable codes', async (t) => {
@@ -178,6 +179,9 @@ t.test('the owner manages their own rules and reads their own presence', async (
   t.equal(created.status, 201);
   const rule = (await created.json()) as { id: string };
   t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy' }, 'availability only');
+  const upper = await service.api('DELETE', `/v1/me/rules/${rule.id.toUpperCase()}`, { token: ownerToken });
+  t.equal(upper.status, 400, 'ids are lower case: an upper-case id is refused, not half-deleted');
+  t.match(await (await read(eve.token)).json(), { basic: 'open' }, 'the rule still holds');
   t.equal((await service.api('DELETE', `/v1/me/rules/${rule.id}`, { token: ownerToken })).status, 204);
   t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' }, 'revoked on the next read');
   const self = await service.api('GET', '/v1/presence/alice', { token: ownerToken, headers: { accept: 'application/json' } });
