@@ -6,17 +6,21 @@ import { connectAsync } from 'mqtt';
  * over the given device topics at the given QoS, keeping at most `window`
  * unacknowledged (QoS 1) or unflushed (QoS 0) publishes, then exits.
  *
- * argv: url qos count window topicsJson
+ * Event i is dated firstAt + i ms: the harness gives each run a range after
+ * the previous one, so every event is newer than what its device last sent
+ * and really goes through merge and derivation.
+ *
+ * argv: url qos count window firstAt topicsJson
  */
-const [url, qosArg, countArg, windowArg, topicsJson] = process.argv.slice(2);
+const [url, qosArg, countArg, windowArg, firstAtArg, topicsJson] = process.argv.slice(2);
 const qos = Number(qosArg) as 0 | 1;
 const count = Number(countArg);
 const window = Number(windowArg);
+const firstAt = Number(firstAtArg);
 const topics = JSON.parse(topicsJson ?? '[]') as string[];
-if (!url || !topics.length || !(count > 0)) throw new Error('usage: publisher url qos count window topicsJson');
+if (!url || !topics.length || !(count > 0) || !(firstAt > 0)) throw new Error('usage: publisher url qos count window firstAt topicsJson');
 
 const client = await connectAsync(url, { clean: true, clientId: `bench-pub-${process.pid}`, protocolVersion: 4 });
-const base = Date.now();
 let sent = 0;
 let inFlight = 0;
 await new Promise<void>((resolve, reject) => {
@@ -24,9 +28,8 @@ await new Promise<void>((resolve, reject) => {
     while (inFlight < window && sent < count) {
       const i = sent++;
       inFlight++;
-      // ~140 bytes, like a phone's event, dated in the recent past and in order;
-      // alternating states so presence really changes.
-      const payload = `{"kind":"user-input","at":"${new Date(base - count + i).toISOString()}","state":"${i % 2 ? 'active' : 'idle'}","lastInput":"${new Date(base).toISOString()}"}`;
+      // ~140 bytes, like a phone's event; alternating states so presence really changes.
+      const payload = `{"kind":"user-input","at":"${new Date(firstAt + i).toISOString()}","state":"${i % 2 ? 'active' : 'idle'}","lastInput":"${new Date(firstAt).toISOString()}"}`;
       client.publish(topics[i % topics.length] as string, payload, { qos }, (error) => {
         if (error) return reject(error);
         inFlight--;

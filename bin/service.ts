@@ -62,6 +62,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const startedDb = Date.now();
     const database: DatabaseHandle = await openDatabase(
       config.database.kind === 'postgres' ? config.database : { kind: 'embedded', dataDir: config.dataDir },
+      (error) => log.warn({ err: error.message }, 'idle database connection lost'),
     );
     cleanups.push(() => database.close());
     log.info({ database: database.kind, ms: Date.now() - startedDb }, 'database ready, migrations applied');
@@ -74,8 +75,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs });
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
-    const writer = new StateWriter(hub, repository, config.persistIntervalMs, log, 500, (rows) => metrics.inc('presence_state_rows_written_total', undefined, rows));
-    metrics.counter('presence_state_rows_written_total', 'Owner signal rows written to the database');
+    const writer = new StateWriter(hub, repository, config.persistIntervalMs, log, 500, (rows) => metrics.inc('presence_state_rows_flushed_total', undefined, rows));
+    metrics.counter('presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind');
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
     writer.start();
@@ -102,6 +103,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         clock,
         log,
         onMessage,
+        // Room for the topic, the packet id and a device token in CONNECT.
+        maxPacketBytes: config.maxEventBytes + 4096,
       });
       cleanups.push(() => broker.close());
       mqttUrl = `mqtt://${config.mqtt.host}:${broker.port}`;
@@ -188,9 +191,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     ruleBook.replace(ownerId, rules);
   }
   for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
-  if (skippedRules > 0 || snapshot.skippedStates > 0) {
+  if (skippedRules > 0 || snapshot.skippedSignals > 0) {
     // A rule that no longer validates grants nothing (default deny).
-    log.warn({ skippedRules, skippedStates: snapshot.skippedStates }, 'stored rows failed validation and were skipped');
+    log.warn({ skippedRules, skippedSignals: snapshot.skippedSignals }, 'stored rows failed validation and were skipped');
   }
   log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
 }

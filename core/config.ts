@@ -93,6 +93,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
   }
   if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
+  // Secrets have no defaults in production: a key generated per process
+  // would make every process refuse the others' tokens.
+  if (env.NODE_ENV === 'production' && !env.SIGNING_KEY) problems.push('SIGNING_KEY: required when NODE_ENV=production');
   return problems;
 }
 

@@ -18,31 +18,51 @@ export interface Derived {
 }
 
 /**
- * Pure: signals + settings + now -> presence state. Precedence (first wins
- * for availability; activities are all listed, most significant first):
- *   1. no event from any device for offlineAfterMs -> offline (nothing else)
- *   2. any device in a call -> on-the-phone, busy
+ * Pure: signals + settings + now -> presence state.
+ *
+ * A silent device stops counting: a device's signals count only while that
+ * device has reported anything within offlineAfterMs (any event refreshes
+ * it, so a phone in a long call keeps the call alive with any heartbeat).
+ * Calendar entries count only inside their [start, end) window.
+ *
+ * Precedence (first wins for availability; activities are all listed, most
+ * significant first):
+ *   1. no device has reported within offlineAfterMs -> offline (nothing else)
+ *   2. any live device in a call -> on-the-phone, busy
  *   3. a busy calendar entry covering now -> meeting, busy
  *   4. an out-of-office entry covering now -> away
  *   5. otherwise available
  */
 export function derivePresence(signals: Iterable<Signal>, settings: DeriveSettings, now: number): Derived {
+  // A device clock slightly ahead (within the accepted skew) counts as now.
+  const deviceSeen = new Map<string, number>();
+  const all: Signal[] = [];
+  for (const signal of signals) {
+    all.push(signal);
+    const seen = Math.min(signal.at, now);
+    const previous = deviceSeen.get(signal.deviceId);
+    if (previous === undefined || seen > previous) deviceSeen.set(signal.deviceId, seen);
+  }
+
+  let validUntil = Infinity;
   let lastSeen: number | undefined;
-  const devices = new Map<string, number>();
+  const live = new Set<string>();
+  for (const [deviceId, seen] of deviceSeen) {
+    const silentAt = seen + settings.offlineAfterMs;
+    if (now >= silentAt) continue;
+    live.add(deviceId);
+    validUntil = Math.min(validUntil, silentAt);
+    if (lastSeen === undefined || seen > lastSeen) lastSeen = seen;
+  }
+  if (lastSeen === undefined) return { state: OFFLINE_STATE, validUntil: Infinity };
+
   let inCall = false;
   let meeting = false;
   let outOfOffice = false;
-  let validUntil = Infinity;
   let userInput: UserInput | undefined;
   let userInputAt = -Infinity;
-
-  for (const signal of signals) {
-    // A device clock slightly ahead (within the accepted skew) counts as now.
-    const seen = Math.min(signal.at, now);
-    if (lastSeen === undefined || seen > lastSeen) lastSeen = seen;
-    const deviceSeen = devices.get(signal.deviceId);
-    if (deviceSeen === undefined || seen > deviceSeen) devices.set(signal.deviceId, seen);
-
+  for (const signal of all) {
+    if (!live.has(signal.deviceId)) continue;
     const event = signal.event;
     switch (event.kind) {
       case 'call':
@@ -69,11 +89,6 @@ export function derivePresence(signals: Iterable<Signal>, settings: DeriveSettin
     }
   }
 
-  if (lastSeen === undefined) return { state: OFFLINE_STATE, validUntil: Infinity };
-  const silentAt = lastSeen + settings.offlineAfterMs;
-  if (now >= silentAt) return { state: OFFLINE_STATE, validUntil: Infinity };
-  validUntil = Math.min(validUntil, silentAt);
-
   const activities: Activity[] = [];
   if (inCall) activities.push('on-the-phone');
   if (meeting) activities.push('meeting');
@@ -84,7 +99,6 @@ export function derivePresence(signals: Iterable<Signal>, settings: DeriveSettin
     activities.push('away');
   }
 
-  const deviceList: DeviceSeen[] = [...devices].map(([id, seen]) => ({ id, lastSeen: seen }));
-  deviceList.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { state: { availability, activities, userInput, lastSeen, devices: deviceList }, validUntil };
+  const devices: DeviceSeen[] = [...live].sort().map((id) => ({ id, lastSeen: deviceSeen.get(id) as number }));
+  return { state: { availability, activities, userInput, lastSeen, devices }, validUntil };
 }

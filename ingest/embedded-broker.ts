@@ -4,13 +4,17 @@ import type { Directory } from '../core/directory.js';
 import type { Log } from '../core/log.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import { AUDIENCE_MQTT } from '../core/identity/tokens.js';
+import { guardFrames } from './mqtt-frame-guard.js';
 import { deviceTopic, ingestSubscription } from './topics.js';
 
 /**
  * The embedded MQTT broker (aedes, MQTT 3.1.1) used when no MQTT_URL is set.
- * Devices connect with username = their device id and password = their
- * device token. A device may publish only to its own topic and may not
- * subscribe; the service consumes in process, with no network hop.
+ * Devices connect with client id = username = their device id and password
+ * = their device token. A device may publish only to its own topic, only
+ * while its token is valid, and may not subscribe; the service consumes in
+ * process, with no network hop. Tying the client id to the device stops one
+ * device from taking over another's session (MQTT 3.1.1 §3.1.4: a second
+ * connection with the same client id disconnects the first).
  */
 export interface EmbeddedBrokerOptions {
   readonly host: string;
@@ -21,6 +25,8 @@ export interface EmbeddedBrokerOptions {
   readonly clock: () => number;
   readonly log: Log;
   readonly onMessage: (topic: string, payload: Buffer) => void;
+  /** Largest MQTT packet body accepted (bytes); larger ones close the connection. */
+  readonly maxPacketBytes: number;
 }
 
 export interface EmbeddedBroker {
@@ -29,37 +35,40 @@ export interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
-function refusal(returnCode: 4 | 5, message: string): AuthenticateError {
+function refusal(returnCode: 2 | 4 | 5, message: string): AuthenticateError {
   return Object.assign(new Error(message), { returnCode });
 }
 
 export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
-  const deviceOf = new WeakMap<Client, string>();
+  const deviceOf = new WeakMap<Client, { readonly id: string; readonly expiresAt: number }>();
   const broker = await Aedes.createBroker({
     // A device that stops reading its socket must not stall everyone else.
     drainTimeout: 10_000,
     authenticate(client, username, password, done) {
       const token = password?.toString('utf8');
       if (!token || !username) return done(refusal(4, 'device id and token required'), false);
+      if (client.id !== username) return done(refusal(2, 'the client id must be the device id'), false);
       options.verifier.verify(token, AUDIENCE_MQTT, options.clock()).then(
         (result) => {
           const device = result.ok && result.principal.kind === 'device' ? options.directory.activeDevice(result.principal.subject) : undefined;
           // The token names the device; the username must agree with it.
-          if (!device || device.id !== username || (result.ok && result.principal.owner !== device.ownerId)) {
+          if (!result.ok || !device || device.id !== username || result.principal.owner !== device.ownerId) {
             options.log.info({ reason: result.ok ? 'unknown_device' : result.reason }, 'mqtt connect refused');
             return done(refusal(4, 'bad device credentials'), false);
           }
-          deviceOf.set(client, device.id);
+          deviceOf.set(client, { id: device.id, expiresAt: result.principal.expiresAt });
           done(null, true);
         },
         () => done(refusal(5, 'authentication failed'), false),
       );
     },
     authorizePublish(client, packet, done) {
-      const deviceId = client ? deviceOf.get(client) : undefined;
-      if (!deviceId || packet.topic !== deviceTopic(options.topicRoot, deviceId)) {
+      const device = client ? deviceOf.get(client) : undefined;
+      if (!device || packet.topic !== deviceTopic(options.topicRoot, device.id)) {
         return done(new Error('a device publishes to its own topic only'));
       }
+      // The token was checked at CONNECT; a long-lived connection must not outlive it.
+      if (options.clock() >= device.expiresAt) return done(new Error('device token expired'));
       // Privacy invariant 4: the broker must not keep raw sensor payloads.
       packet.retain = false;
       done(null);
@@ -75,7 +84,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   };
   await new Promise<void>((resolve) => broker.subscribe(ingestSubscription(options.topicRoot), deliver, resolve));
 
-  const server: Server = createServer(broker.handle);
+  const server: Server = createServer((socket) => {
+    guardFrames(socket, options.maxPacketBytes, (verdict) => options.log.info({ reason: verdict }, 'mqtt connection closed: bad packet header'));
+    broker.handle(socket);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

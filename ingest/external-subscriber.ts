@@ -36,37 +36,47 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   if (options.password) clientOptions.password = options.password;
   const client = connect(options.url, clientOptions);
   const topic = ingestSubscription(options.topicRoot);
+  const timeoutMs = options.connectTimeoutMs ?? 10_000;
+  // Listeners first: a message may arrive right after SUBACK, and a socket
+  // error with no listener would crash the process.
+  client.on('message', (t, payload) => options.onMessage(t, payload));
+  client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`MQTT broker ${redact(options.url)} did not answer in time`)), options.connectTimeoutMs ?? 10_000);
-      const fail = (error: Error) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot connect to MQTT broker ${redact(options.url)}: ${error.message}`));
-      };
-      client.once('error', fail);
-      client.once('connect', () => {
-        clearTimeout(timer);
-        client.off('error', fail);
-        resolve();
-      });
-    });
-    const granted = await client.subscribeAsync(topic, { qos: 1 });
-    if (granted.some((g) => g.qos === 128)) throw new Error(`MQTT broker refused the subscription to ${topic}`);
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        client.once('error', reject);
+        client.once('connect', () => {
+          client.off('error', reject);
+          resolve();
+        });
+      }),
+      timeoutMs,
+      'no CONNACK',
+    );
+    const granted = await withTimeout(client.subscribeAsync(topic, { qos: 1 }), timeoutMs, 'no SUBACK');
+    if (granted.some((g) => g.qos === 128)) throw new Error(`subscription to ${topic} refused`);
   } catch (error) {
     client.end(true);
-    throw error;
+    throw new Error(`cannot use MQTT broker ${redact(options.url)}: ${error instanceof Error ? error.message : String(error)}`);
   }
 
   // mqtt.js renews the subscription itself after a reconnect (resubscribe).
   client.on('connect', () => options.log.info({}, 'mqtt reconnected'));
-  client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
-  client.on('message', (t, payload) => options.onMessage(t, payload));
 
   return {
     client,
     close: () => client.endAsync(),
   };
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function redact(url: string): string {

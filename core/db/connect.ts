@@ -28,8 +28,8 @@ export function migrationsFolder(): string {
 // Any constant works; it only has to be the same in every process.
 const MIGRATION_LOCK_ID = 0x70726573; // "pres"
 
-export async function openDatabase(target: DatabaseTarget): Promise<DatabaseHandle> {
-  return target.kind === 'embedded' ? openEmbedded(target.dataDir) : openPostgres(target.url);
+export async function openDatabase(target: DatabaseTarget, onIdleError?: (error: Error) => void): Promise<DatabaseHandle> {
+  return target.kind === 'embedded' ? openEmbedded(target.dataDir) : openPostgres(target.url, onIdleError);
 }
 
 async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
@@ -50,7 +50,7 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
   return { db: db as unknown as Database, kind: 'embedded', close: () => client.close() };
 }
 
-async function openPostgres(url: string): Promise<DatabaseHandle> {
+async function openPostgres(url: string, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
   const pg = await import('pg');
   const { drizzle } = await import('drizzle-orm/node-postgres');
   const { migrate } = await import('drizzle-orm/node-postgres/migrator');
@@ -67,6 +67,10 @@ async function openPostgres(url: string): Promise<DatabaseHandle> {
   }
 
   const pool = new pg.default.Pool({ connectionString: url, max: 10 });
+  // An idle client losing its connection (a PostgreSQL restart) emits
+  // 'error' on the pool; unhandled, that would kill the process. The next
+  // query gets a fresh connection, and the write-behind retries.
+  pool.on('error', (error) => onIdleError?.(error));
   const db = drizzle({ client: pool, schema });
   return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
 }

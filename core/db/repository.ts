@@ -9,7 +9,7 @@ import { consentRules, devices, owners, presenceState, signingKeys, watchers } f
  * Every query the service makes, in one place. Rows read back are validated:
  * the database is a boundary too (an operator may have edited it).
  */
-const persistedSignalsSchema = z.array(z.object({ deviceId: z.uuid(), event: sensorEventSchema }));
+const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
 
 export interface StoredRule {
   readonly id: string;
@@ -23,8 +23,8 @@ export interface Snapshot {
   readonly watchers: readonly { id: string; kind: string; name: string; revoked: boolean }[];
   readonly rules: readonly StoredRule[];
   readonly states: readonly { ownerId: string; version: number; signals: readonly PersistedSignal[] }[];
-  /** Stored signal rows that failed validation and were skipped. */
-  readonly skippedStates: number;
+  /** Stored signals that failed validation and were skipped (one by one). */
+  readonly skippedSignals: number;
 }
 
 export class Repository {
@@ -38,12 +38,19 @@ export class Repository {
       this.db.select().from(consentRules).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
       this.db.select().from(presenceState),
     ]);
+    // A bad signal is dropped alone; the row's version is kept whatever its
+    // content, so the next write (version + 1) still moves the row forward.
     const states: { ownerId: string; version: number; signals: PersistedSignal[] }[] = [];
-    let skippedStates = 0;
+    let skippedSignals = 0;
     for (const row of stateRows) {
-      const parsed = persistedSignalsSchema.safeParse(row.signals);
-      if (parsed.success) states.push({ ownerId: row.ownerId, version: row.version, signals: parsed.data });
-      else skippedStates += 1;
+      const signals: PersistedSignal[] = [];
+      for (const candidate of Array.isArray(row.signals) ? row.signals : []) {
+        const parsed = persistedSignalSchema.safeParse(candidate);
+        if (parsed.success) signals.push(parsed.data);
+        else skippedSignals += 1;
+      }
+      if (!Array.isArray(row.signals)) skippedSignals += 1;
+      states.push({ ownerId: row.ownerId, version: row.version, signals });
     }
     return {
       owners: ownerRows,
@@ -51,7 +58,7 @@ export class Repository {
       watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, revoked: w.revokedAt !== null })),
       rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body })),
       states,
-      skippedStates,
+      skippedSignals,
     };
   }
 
@@ -77,13 +84,13 @@ export class Repository {
     await this.db.insert(consentRules).values(rule);
   }
 
-  /** Returns false if the owner has no such rule. */
-  async deleteRule(ownerId: string, ruleId: string): Promise<boolean> {
+  /** The id of the deleted rule as stored, or undefined if the owner has no such rule. */
+  async deleteRule(ownerId: string, ruleId: string): Promise<string | undefined> {
     const rows = await this.db
       .delete(consentRules)
       .where(and(eq(consentRules.ownerId, ownerId), eq(consentRules.id, ruleId)))
       .returning({ id: consentRules.id });
-    return rows.length === 1;
+    return rows[0]?.id;
   }
 
   async saveSigningKey(kid: string, algorithm: string, publicJwk: unknown): Promise<void> {
@@ -94,7 +101,11 @@ export class Repository {
    * Writes many owners' signals in one statement: the batch travels as one
    * jsonb parameter (measured ~4x a multi-row insert, ~40x a row per
    * transaction). A row only moves forward: an older version never
-   * overwrites a newer one.
+   * overwrites a newer one. Owners deleted meanwhile are skipped, so one
+   * vanished owner cannot fail the whole batch on every retry.
+   *
+   * Versions are per process: with several processes writing one owner,
+   * this is not yet a merge (scale-out, issue 6, merges signals in SQL).
    */
   async upsertStates(batch: readonly DirtyOwner[]): Promise<void> {
     if (batch.length === 0) return;
@@ -103,6 +114,7 @@ export class Repository {
       insert into presence_state (owner_id, signals, version, updated_at)
       select r.owner_id, r.signals, r.version, now()
       from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(owner_id uuid, signals jsonb, version bigint)
+      where exists (select 1 from owners o where o.id = r.owner_id)
       on conflict (owner_id) do update
         set signals = excluded.signals, version = excluded.version, updated_at = excluded.updated_at
         where presence_state.version < excluded.version`);

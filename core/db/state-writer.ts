@@ -8,10 +8,15 @@ import type { Repository } from './repository.js';
  * construction (an owner changed a thousand times is written once) and
  * bounded by the number of owners. A failed write puts the owners back so the
  * next round retries them; nothing is dropped.
+ *
+ * Writes never overlap: each flush() queues one write after the current one,
+ * so when flush() resolves, everything dirty at the time of the call is
+ * written (or the returned promise rejects).
  */
 export class StateWriter {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private tail: Promise<void> = Promise.resolve();
+  private writing = false;
 
   constructor(
     private readonly hub: PresenceHub,
@@ -23,38 +28,42 @@ export class StateWriter {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.flush().catch(() => undefined), this.intervalMs);
+    this.timer = setInterval(() => {
+      // A slow database must not pile up queued rounds; the next tick catches up.
+      if (!this.writing) void this.flush().catch(() => undefined);
+    }, this.intervalMs);
     this.timer.unref();
   }
 
-  /** Writes everything dirty now; concurrent calls share one run. */
   flush(): Promise<void> {
-    if (!this.running) {
-      this.running = this.writeOnce().finally(() => {
-        this.running = undefined;
-      });
-    }
-    return this.running;
+    const next = this.tail.catch(() => undefined).then(() => this.writeOnce());
+    this.tail = next;
+    return next;
   }
 
+  /** Stops the timer and writes what is left; rejects if that last write fails. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.running;
     await this.flush();
   }
 
   private async writeOnce(): Promise<void> {
+    this.writing = true;
     const dirty = this.hub.takeDirty();
-    for (let i = 0; i < dirty.length; i += this.chunkSize) {
-      const chunk = dirty.slice(i, i + this.chunkSize);
-      try {
-        await this.repository.upsertStates(chunk);
-        this.onBatch(chunk.length);
-      } catch (error) {
-        this.hub.markDirty(dirty.slice(i).map((d) => d.ownerId));
-        this.log.error({ err: error, owners: dirty.length - i }, 'presence state write failed; will retry');
-        throw error;
+    try {
+      for (let i = 0; i < dirty.length; i += this.chunkSize) {
+        const chunk = dirty.slice(i, i + this.chunkSize);
+        try {
+          await this.repository.upsertStates(chunk);
+          this.onBatch(chunk.length);
+        } catch (error) {
+          this.hub.markDirty(dirty.slice(i).map((d) => d.ownerId));
+          this.log.error({ err: error, owners: dirty.length - i }, 'presence state write failed; will retry');
+          throw error;
+        }
       }
+    } finally {
+      this.writing = false;
     }
   }
 }

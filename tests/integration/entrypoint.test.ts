@@ -24,6 +24,12 @@ t.test('a broken configuration is refused with every problem listed', async (t) 
   for (const name of ['PORT', 'DATABASE_URL', 'OFFLINE_AFTER_SECONDS']) t.match(err, new RegExp(`- ${name}:`));
 });
 
+t.test('an unreachable broker fails the start with a clear message', async (t) => {
+  const proc = start({ DATA_DIR: await tempDir(t), DATABASE_URL: await createTestDatabase(t), MQTT_URL: 'mqtt://127.0.0.1:1', PORT: '0', LOG_LEVEL: 'silent' });
+  t.equal(await proc.exited, 1);
+  t.match(proc.err(), /could not start: cannot use MQTT broker mqtt:\/\/127\.0\.0\.1:1.*ECONNREFUSED/);
+});
+
 t.test('starts, serves, and stops cleanly on SIGTERM', async (t) => {
   const proc = start({
     DATA_DIR: await tempDir(t),

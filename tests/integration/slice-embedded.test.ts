@@ -1,5 +1,6 @@
 import { connectAsync, type MqttClient } from 'mqtt';
 import t from 'tap';
+import { issueToken } from '../../core/identity/tokens.js';
 import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
 import { presencectl } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/env.js';
@@ -17,7 +18,9 @@ const dataDir = await tempDir(t);
 // No assertion at the top level before the awaits below: tap ends a root
 // test that has asserted and has no subtest queued, running its teardowns.
 const config = await testConfig(t, { DATA_DIR: dataDir });
-let service: TestService = await startTestService(t, config);
+let offsetMs = 0;
+const clock = () => Date.now() + offsetMs;
+let service: TestService = await startTestService(t, config, { clock });
 const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
 
 async function ctl(...args: string[]) {
@@ -54,7 +57,7 @@ t.test('the command-line tool speaks JSON and fails with codes', async (t) => {
 });
 
 t.test('a device with its token publishes; the consented watcher reads valid PIDF', async (t) => {
-  const client: MqttClient = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: `dev-${device.id}`.slice(0, 23) });
+  const client: MqttClient = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id });
   t.teardown(() => client.endAsync());
   const before = service.metrics.value(INGEST_ACCEPTED);
   await client.publishAsync(device.topic as string, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: 'in-call' }), { qos: 1 });
@@ -72,24 +75,23 @@ t.test('a device with its token publishes; the consented watcher reads valid PID
 });
 
 t.test('the embedded broker refuses bad credentials and foreign topics', async (t) => {
+  const as = (id: string, password: string, clientId = id) => connectAsync(service.mqttUrl, { username: id, password, clientId, reconnectPeriod: 0 });
   await t.rejects(
-    connectAsync(service.mqttUrl, { username: device.id, password: 'not-a-token', reconnectPeriod: 0 }),
+    as(device.id as string, 'not-a-token'),
     /Bad username or password|Not authorized/i,
     'wrong token refused',
   );
   await t.rejects(
-    connectAsync(service.mqttUrl, { username: device.id, password: watcherToken, reconnectPeriod: 0 }),
+    as(device.id as string, watcherToken),
     /Bad username or password|Not authorized/i,
     'an HTTP token does not open MQTT',
   );
   const other = await ctl('device', 'add', 'alice', '--class', 'watch');
-  await t.rejects(
-    connectAsync(service.mqttUrl, { username: other.id, password: deviceToken, reconnectPeriod: 0 }),
-    /Bad username or password|Not authorized/i,
-    'a device token is bound to its device id',
-  );
+  const otherToken = (await ctl('token', 'device', other.id as string)).token as string;
+  await t.rejects(as(other.id as string, deviceToken), /Bad username or password|Not authorized/i, 'a device token is bound to its device id');
+  await t.rejects(as(other.id as string, otherToken, device.id as string), /Identifier rejected/i, 'a device cannot take over another device client id');
 
-  const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, reconnectPeriod: 0 });
+  const client = await as(device.id as string, deviceToken);
   const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
   const before = service.metrics.value(INGEST_ACCEPTED);
   client.publish(other.topic as string, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: 'idle' }), { qos: 1 });
@@ -100,9 +102,32 @@ t.test('the embedded broker refuses bad credentials and foreign topics', async (
   t.match(await (await read(watcherToken, 'application/json')).json(), { activities: ['on-the-phone'] });
 });
 
+t.test('an oversized packet closes the connection before it is buffered', async (t) => {
+  const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  client.publish(device.topic as string, Buffer.alloc(config.maxEventBytes + 8192, 0x20), { qos: 0 });
+  await closed;
+  client.end(true);
+  t.equal(service.metrics.value(INGEST_ACCEPTED), before);
+});
+
+t.test('a connection does not outlive its device token', async (t) => {
+  const { token } = await issueToken(service.signingKey, config.tokenIssuer, { kind: 'device', subject: device.id as string, owner: owner.id, ttlSeconds: 120 }, clock());
+  const client = await connectAsync(service.mqttUrl, { username: device.id, password: token, clientId: device.id, reconnectPeriod: 0 });
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  offsetMs = 121_000;
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  client.publish(device.topic as string, JSON.stringify({ kind: 'call', at: new Date(clock()).toISOString(), state: 'idle' }), { qos: 1 });
+  await closed;
+  client.end(true);
+  offsetMs = 0;
+  t.equal(service.metrics.value(INGEST_ACCEPTED), before, 'the publish after expiry was refused');
+});
+
 t.test('a restart on the same data directory keeps key, directory, rules and state', async (t) => {
   await service.close();
-  service = await startTestService(root, config);
+  service = await startTestService(root, config, { clock });
   const response = await read(watcherToken, 'application/json');
   t.equal(response.status, 200, 'tokens issued before the restart still verify');
   t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });

@@ -51,6 +51,12 @@ t.test('cross-variable checks', async (t) => {
   if (!result.ok) t.match(result.problems.join('\n'), /only used with MQTT_URL/);
 });
 
+t.test('production requires a configured signing key', async (t) => {
+  const result = parseConfig({ NODE_ENV: 'production' });
+  t.notOk(result.ok);
+  if (!result.ok) t.match(result.problems.join('\n'), /SIGNING_KEY: required when NODE_ENV=production/);
+});
+
 t.test('empty strings count as unset', async (t) => {
   const result = parseConfig({ DATABASE_URL: '', PORT: '' });
   t.ok(result.ok);

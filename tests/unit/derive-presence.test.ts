@@ -66,13 +66,32 @@ const cases: { name: string; signals: [string, SensorEvent][]; availability: str
     activities: [],
   },
   {
-    name: 'one device silent, another recent -> online, both count',
+    name: 'a device silent for the offline time stops counting, even if another speaks',
+    signals: [
+      [phone, call('in-call', 3 * 3_600_000)],
+      [laptop, { kind: 'user-input', at: iso(0), state: 'active' }],
+    ],
+    availability: 'available',
+    activities: [],
+  },
+  {
+    name: 'a busy calendar entry from a silent device stops counting',
+    signals: [
+      [laptop, calendar('busy', -60_000, 3_600_000, 20 * 60_000)],
+      [phone, call('idle')],
+    ],
+    availability: 'available',
+    activities: [],
+  },
+  {
+    name: 'one device quiet for less than the offline time, another recent -> both count',
     signals: [
       [phone, call('in-call', 14 * 60_000)],
       [laptop, { kind: 'user-input', at: iso(0), state: 'active' }],
     ],
     availability: 'busy',
     activities: ['on-the-phone'],
+    validUntil: NOW + 60_000, // the phone goes silent first
   },
 ];
 
