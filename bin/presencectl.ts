@@ -21,8 +21,10 @@ commands:
                                                    register a device (class: phone, watch, sensor, ...)
   watcher add --kind person|app --name NAME        register a watcher (a person or a third-party app)
   token device <device-id> [--ttl SECONDS]         issue a device token (MQTT password)
-  token watcher <watcher-id> [--ttl SECONDS]       issue a watcher token (HTTP, presence:read)
-  token owner <handle> [--ttl SECONDS]             issue an owner token (HTTP, presence:read consent:manage)
+  token watcher <watcher-id> [--ttl SECONDS] [--scopes S,...]
+                                                   issue a watcher or app token (HTTP; default scope presence:read)
+  token owner <handle> [--ttl SECONDS] [--scopes S,...]
+                                                   issue an owner token (HTTP; default presence:read,consent:manage)
   token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
   allow <owner-handle> <watcher-id> [--fields availability,activities]
                                                    add a rule letting the watcher see those fields
@@ -67,6 +69,7 @@ async function main(argv: string[]): Promise<unknown> {
       kind: { type: 'string' },
       ttl: { type: 'string' },
       fields: { type: 'string' },
+      scopes: { type: 'string' },
       polite: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -130,7 +133,12 @@ async function main(argv: string[]): Promise<unknown> {
         return { kind: 'admin', token: await adminToken(seconds), expiresAt: new Date(Date.now() + seconds * 1000).toISOString() };
       }
       if (sub !== 'device' && sub !== 'watcher' && sub !== 'owner') throw new UsageError('token: expected device, watcher, owner or admin');
-      return call('POST', '/v1/admin/tokens', { kind: sub, subject: need(arg1, '<subject>'), ...(ttl ? { ttlSeconds: ttl } : {}) });
+      return call('POST', '/v1/admin/tokens', {
+        kind: sub,
+        subject: need(arg1, '<subject>'),
+        ...(ttl ? { ttlSeconds: ttl } : {}),
+        ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()) } : {}),
+      });
     case 'allow': {
       const fields = (values.fields ?? 'availability,activities').split(',').map((f) => f.trim());
       const known = ['availability', 'activities'];

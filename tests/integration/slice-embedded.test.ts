@@ -51,6 +51,11 @@ t.test('the command-line tool speaks JSON and fails with codes', async (t) => {
   const usage = await presencectl(cliEnv(), 'frobnicate');
   t.equal(usage.code, 2);
   t.match(usage.json, { error: { code: 'usage' } });
+  const scoped = await presencectl(cliEnv(), 'token', 'watcher', watcher.id as string, '--scopes', 'presence:read', '--ttl', '600');
+  t.match(scoped.json, { kind: 'watcher', scopes: ['presence:read'] });
+  const tooMuch = await presencectl(cliEnv(), 'token', 'watcher', watcher.id as string, '--scopes', 'presence:read,consent:manage');
+  t.equal(tooMuch.code, 1, 'a watcher token cannot carry consent:manage');
+  t.match(tooMuch.json, { error: { code: 'invalid_request' } });
   const unreachable = await presencectl({ DATA_DIR: dataDir, PRESENCE_URL: 'http://127.0.0.1:1' }, 'rules', 'alice');
   t.equal(unreachable.code, 1);
   t.match(unreachable.json, { error: { message: /not reachable/ } });
