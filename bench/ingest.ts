@@ -10,7 +10,7 @@ import { parseConfig } from '../core/config.js';
 import { ingestRejections } from '../core/errors.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { INGEST_ACCEPTED, INGEST_REJECTED } from '../ingest/ingest-pipeline.js';
-import { startPrivateBroker } from './private-broker.js';
+import { startPrivateBroker } from '../tests/helpers/mosquitto.js';
 
 /**
  * Ingest benchmark: events published through a real Mosquitto, end to end

@@ -114,7 +114,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
         url: config.mqtt.url,
         username: config.mqtt.username,
         password: config.mqtt.password,
-        clientId: config.mqtt.clientId ?? `presence-${hostname()}-${process.pid}-${crypto.randomUUID().slice(0, 8)}`,
+        // Stable across restarts, so the broker's persistent session (and the
+        // events it queued while the service was down) is found again.
+        clientId: config.mqtt.clientId ?? `presence-${hostname()}`,
         topicRoot: config.mqtt.topicRoot,
         log,
         onMessage,

@@ -7,6 +7,12 @@ import { ingestSubscription } from './topics.js';
  * trusted to have authenticated each device and to enforce that it writes
  * only to its own topic (see the Mosquitto ACL in the README); the service
  * still checks that the topic names an active device.
+ *
+ * The session is persistent (MQTT 3.1.1 §3.1.2.4, CleanSession = 0) with a
+ * QoS 1 subscription: while the service is down the broker queues device
+ * events for its client id and delivers them when it comes back. That needs
+ * a client id that stays the same across restarts and differs between
+ * processes (MQTT_CLIENT_ID).
  */
 export interface ExternalSubscriberOptions {
   readonly url: string;
@@ -27,7 +33,7 @@ export interface ExternalSubscriber {
 export async function startExternalSubscriber(options: ExternalSubscriberOptions): Promise<ExternalSubscriber> {
   const clientOptions: IClientOptions = {
     clientId: options.clientId,
-    clean: true,
+    clean: false,
     reconnectPeriod: 1000,
     connectTimeout: options.connectTimeoutMs ?? 10_000,
     protocolVersion: 4,

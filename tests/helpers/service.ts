@@ -2,7 +2,8 @@ import type { Test } from 'tap';
 import { parseConfig, type Config } from '../../core/config.js';
 import { issueToken } from '../../core/identity/tokens.js';
 import { startService, type RunningService, type ServiceOptions } from '../../bin/service.js';
-import { tempDir } from './env.js';
+import { connectAsync } from 'mqtt';
+import { tempDir, uniqueName } from './env.js';
 
 /**
  * Starts a real service for a test: ephemeral HTTP and MQTT ports, its own
@@ -14,8 +15,20 @@ export interface TestService extends RunningService {
 }
 
 export async function testConfig(t: Test, env: Record<string, string> = {}): Promise<Config> {
-  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), ...env });
+  // A client id of its own: test files run in parallel against one broker,
+  // and a shared id would make them take each other's sessions.
+  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('svc'), ...env });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
+  const { mqtt } = parsed.config;
+  if (mqtt.kind === 'external' && mqtt.clientId) {
+    // Leave no persistent session behind on a shared broker.
+    // Best effort: a private broker may be gone by then.
+    const { url, clientId, username, password } = mqtt;
+    t.teardown(async () => {
+      const client = await connectAsync(url, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 2000, ...(username ? { username, password } : {}) }).catch(() => undefined);
+      await client?.endAsync();
+    });
+  }
   return parsed.config;
 }
 

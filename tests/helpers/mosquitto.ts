@@ -1,0 +1,74 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * A private Mosquitto on an ephemeral port, for the benchmark and for tests
+ * that need a broker configured their own way (authentication, ACLs). The
+ * in-flight and queue limits are raised: with the defaults (20 and 1,000)
+ * Mosquitto silently drops QoS 1 messages under a fast publisher.
+ */
+export interface PrivateBroker {
+  readonly url: string;
+  readonly port: number;
+  /** The folder holding the configuration (and any files given to it). */
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+export interface PrivateBrokerOptions {
+  /** Extra mosquitto.conf lines; `{dir}` is replaced by the broker's folder. */
+  readonly config?: readonly string[];
+  /** Files to write into the folder before starting (name -> content). */
+  readonly files?: Readonly<Record<string, string>>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Promise<PrivateBroker> {
+  const dir = await mkdtemp(join(tmpdir(), 'private-mosquitto-'));
+  const port = await freePort();
+  const conf = join(dir, 'mosquitto.conf');
+  for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content, { mode: 0o600 });
+  const extra = (options.config ?? ['allow_anonymous true']).map((line) => line.replaceAll('{dir}', dir));
+  await writeFile(
+    conf,
+    // `user`: mosquitto started as root drops to user mosquitto, which could
+    // not read the private files in this 0700 folder; ignored when not root.
+    [`listener ${port} 127.0.0.1`, ...extra, `user ${userInfo().username}`, 'persistence false', 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+  );
+  const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  for (let i = 0; i < 100; i++) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = createServer();
+      socket.once('error', () => resolve(true));
+      socket.listen(port, '127.0.0.1', () => socket.close(() => resolve(false)));
+    });
+    if (open) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    port,
+    dir,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
