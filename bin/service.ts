@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
@@ -87,6 +88,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       topicRoot: config.mqtt.topicRoot,
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
+      digestNetworkName: networkDigester(keyPem),
     });
     const onMessage = (topic: string, payload: Buffer) => {
       pipeline.handle(topic, payload, clock());
@@ -167,6 +169,17 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await closeAll();
     throw error;
   }
+}
+
+/**
+ * Wi-Fi names are stored only as HMAC-SHA256(key, ownerId, ssid), the key
+ * derived from the signing key, so the same network digests differently for
+ * each owner and a database dump does not reveal names by dictionary.
+ * Rotating the signing key changes the digests (owners re-tag networks).
+ */
+function networkDigester(keyPem: string): (ownerId: string, ssid: string) => string {
+  const key = createHash('sha256').update('presence network digest v1\0').update(keyPem).digest();
+  return (ownerId, ssid) => createHmac('sha256', key).update(ownerId).update('\0').update(ssid).digest('base64url').slice(0, 22);
 }
 
 async function loadSnapshot(repository: Repository, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger) {

@@ -1,16 +1,49 @@
 import { z } from 'zod';
 
 /**
- * Sensor events as devices publish them (the MQTT payload contract).
+ * Sensor events as devices publish them (the MQTT payload contract): one
+ * discriminated union on `kind`.
  *
- * A payload is one event or `{ "events": [...] }` with up to MAX_EVENTS_PER_MESSAGE.
- * `at` is the device's own clock (RFC 3339 with offset); the service refuses
- * events dated further in the future than MAX_CLOCK_SKEW_SECONDS.
- * Unknown fields are stripped, never stored (a calendar entry's subject, say).
+ * A payload is one event or `{ "events": [...] }` with up to
+ * MAX_EVENTS_PER_MESSAGE. `at` is the device's own clock (RFC 3339 with an
+ * offset); events dated further ahead than MAX_CLOCK_SKEW_SECONDS are
+ * refused. Objects are stripped of unknown fields, so what a device adds
+ * (a meeting's subject, a focus mode's name, a Wi-Fi name) is never stored.
  */
 export const MAX_EVENTS_PER_MESSAGE = 64;
 
 const at = z.iso.datetime({ offset: true });
+const time = z.iso.datetime({ offset: true });
+/** A label the owner chose (zone, room): short, printable, no markup. */
+const label = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[^<>&"\u0000-\u001f]+$/, 'must be printable text without < > & "');
+
+// --- phone -----------------------------------------------------------------
+
+/** Android Activity Recognition / iOS CoreMotion, with their confidence. */
+export const motionEventSchema = z.object({
+  kind: z.literal('motion'),
+  at,
+  activity: z.enum(['still', 'walking', 'running', 'cycling', 'in-vehicle', 'unknown']),
+  confidence: z.number().int().min(0).max(100),
+});
+
+export const userInputEventSchema = z.object({
+  kind: z.literal('user-input'),
+  at,
+  state: z.enum(['active', 'idle']),
+  lastInput: time.optional(),
+});
+
+export const screenEventSchema = z.object({
+  kind: z.literal('screen'),
+  at,
+  state: z.enum(['on', 'off']),
+  locked: z.boolean(),
+});
 
 export const callEventSchema = z.object({
   kind: z.literal('call'),
@@ -23,21 +56,128 @@ export const calendarEventSchema = z
   .object({
     kind: z.literal('calendar'),
     at,
-    /** The entry that is current at `at`; `free` clears a previous one. */
+    /** The entry that is current at `at`; `free` clears a previous one. The subject is never read. */
     state: z.enum(['busy', 'free', 'tentative', 'out-of-office']),
-    start: z.iso.datetime({ offset: true }),
-    end: z.iso.datetime({ offset: true }),
+    start: time,
+    end: time,
   })
   .refine((e) => Date.parse(e.end) > Date.parse(e.start), { message: 'end must be after start', path: ['end'] });
 
-export const userInputEventSchema = z.object({
-  kind: z.literal('user-input'),
+/** Focus / do-not-disturb; the mode's name stays on the phone. */
+export const focusEventSchema = z.object({
+  kind: z.literal('focus'),
   at,
-  state: z.enum(['active', 'idle']),
-  lastInput: z.iso.datetime({ offset: true }).optional(),
+  state: z.enum(['on', 'off']),
 });
 
-export const sensorEventSchema = z.discriminatedUnion('kind', [callEventSchema, calendarEventSchema, userInputEventSchema]);
+export const batteryEventSchema = z.object({
+  kind: z.literal('battery'),
+  at,
+  level: z.number().int().min(0).max(100),
+  charging: z.boolean(),
+});
+
+/**
+ * The network the phone is on. A Wi-Fi name (`ssid`) is accepted on input
+ * and replaced by a keyed digest before anything stores it (see
+ * sanitizeEvent), so owners can tag networks as places without the service
+ * keeping network names.
+ */
+export const networkEventSchema = z.object({
+  kind: z.literal('network'),
+  at,
+  connection: z.enum(['wifi', 'cellular', 'offline']),
+  ssid: z.string().min(1).max(32).optional(),
+  /** Set by the service only: the digest that replaces `ssid`. */
+  network: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{22}$/)
+    .optional(),
+});
+
+export const geofenceEventSchema = z.object({
+  kind: z.literal('geofence'),
+  at,
+  zone: label,
+  transition: z.enum(['enter', 'leave']),
+});
+
+export const locationEventSchema = z.object({
+  kind: z.literal('location'),
+  at,
+  latitude: z.number().min(-90).max(90),
+  longitude: z.number().min(-180).max(180),
+  /** Radius of the 68% confidence circle, metres. */
+  accuracy: z.number().min(0).max(100_000),
+});
+
+// --- wearable --------------------------------------------------------------
+
+export const sleepEventSchema = z.object({
+  kind: z.literal('sleep'),
+  at,
+  state: z.enum(['asleep', 'awake']),
+});
+
+export const wornEventSchema = z.object({
+  kind: z.literal('worn'),
+  at,
+  state: z.enum(['on', 'off']),
+});
+
+export const heartRateEventSchema = z.object({
+  kind: z.literal('heart-rate'),
+  at,
+  bpm: z.number().int().min(20).max(250),
+});
+
+// --- IoT -------------------------------------------------------------------
+
+/** A room or desk occupancy sensor (PIR, mmWave, desk switch). */
+export const occupancyEventSchema = z.object({
+  kind: z.literal('occupancy'),
+  at,
+  room: label,
+  occupied: z.boolean(),
+});
+
+/** BLE room presence, the ESPresense / Home Assistant mqtt_room shape. */
+export const bleRoomEventSchema = z.object({
+  kind: z.literal('ble-room'),
+  at,
+  /** The tracked beacon (the owner's phone or watch). */
+  id: label,
+  room: label,
+  /** Estimated distance to the room's station, metres. */
+  distance: z.number().min(0).max(1000),
+});
+
+export const headsetEventSchema = z.object({
+  kind: z.literal('headset'),
+  at,
+  onHead: z.boolean(),
+  inCall: z.boolean(),
+  muted: z.boolean(),
+});
+
+export const sensorEventSchema = z.discriminatedUnion('kind', [
+  motionEventSchema,
+  userInputEventSchema,
+  screenEventSchema,
+  callEventSchema,
+  calendarEventSchema,
+  focusEventSchema,
+  batteryEventSchema,
+  networkEventSchema,
+  geofenceEventSchema,
+  locationEventSchema,
+  sleepEventSchema,
+  wornEventSchema,
+  heartRateEventSchema,
+  occupancyEventSchema,
+  bleRoomEventSchema,
+  headsetEventSchema,
+]);
 
 export const sensorMessageSchema = z.union([
   sensorEventSchema.transform((event) => [event]),
@@ -46,3 +186,33 @@ export const sensorMessageSchema = z.union([
 
 export type SensorEvent = z.infer<typeof sensorEventSchema>;
 export type SensorEventKind = SensorEvent['kind'];
+
+/**
+ * Which signal an event updates: most kinds keep one value per device; a
+ * geofence, an occupied room and a BLE room each keep one per zone or room,
+ * so entering B does not erase having left A.
+ */
+export function signalQualifier(event: SensorEvent): string {
+  switch (event.kind) {
+    case 'geofence':
+      return `geofence/${event.zone}`;
+    case 'occupancy':
+      return `occupancy/${event.room}`;
+    case 'ble-room':
+      return `ble-room/${event.id}/${event.room}`;
+    default:
+      return event.kind;
+  }
+}
+
+/**
+ * Removes what must never be stored: a Wi-Fi name becomes a keyed digest
+ * (`network`), so owners can still tag their networks as places. Applied
+ * by ingest before an event reaches the signal store.
+ */
+export function sanitizeEvent(event: SensorEvent, digestNetworkName: (ssid: string) => string): SensorEvent {
+  if (event.kind !== 'network') return event;
+  // A digest a device sent itself is dropped: only the service makes them.
+  const { ssid, network: _fromDevice, ...rest } = event;
+  return ssid === undefined ? rest : { ...rest, network: digestNetworkName(ssid) };
+}

@@ -6,11 +6,11 @@ import { z } from 'zod';
  * the service's view of the owner; watchers never see it directly, only the
  * view the policy engine cuts from it.
  */
-export const availabilitySchema = z.enum(['available', 'busy', 'away', 'offline']);
+export const availabilitySchema = z.enum(['available', 'busy', 'do-not-disturb', 'away', 'offline']);
 export type Availability = z.infer<typeof availabilitySchema>;
 
-/** RFC 4480 §3.2 activities the service can derive (a subset of the RPID list). */
-export const activitySchema = z.enum(['on-the-phone', 'meeting', 'away']);
+/** RFC 4480 §3.2 activities the service can derive (a subset of the RPID list); `steering` is driving. */
+export const activitySchema = z.enum(['sleeping', 'on-the-phone', 'meeting', 'steering', 'away']);
 export type Activity = z.infer<typeof activitySchema>;
 
 export interface UserInput {

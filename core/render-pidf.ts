@@ -26,14 +26,18 @@ export function escapeXml(text: string): string {
 }
 
 /**
- * RPID has no availability element. Busy and away travel as the RPID
- * activities `busy` / `away` (RFC 4480 §3.2) unless a more specific activity
- * (on-the-phone, meeting) already says so; offline and available are the
- * basic status alone (RFC 3863 §4.1.4 closed / open).
+ * RPID has no availability element. Busy and do-not-disturb travel as the
+ * RPID activity `busy`, away as `away` (RFC 4480 §3.2), unless a more
+ * specific activity already says so (on-the-phone, meeting, steering,
+ * sleeping); offline and available are the basic status alone (RFC 3863
+ * §4.1.4 closed / open).
  */
+const saysBusy: readonly Activity[] = ['on-the-phone', 'meeting', 'steering', 'sleeping'];
+
 function rpidActivities(input: PidfInput): readonly string[] {
   const listed: string[] = [...(input.activities ?? [])];
-  if (input.availability === 'busy' && !listed.some((a) => a === 'on-the-phone' || a === 'meeting')) listed.push('busy');
+  const specific = listed.some((a) => saysBusy.includes(a as Activity));
+  if ((input.availability === 'busy' || input.availability === 'do-not-disturb') && !specific) listed.push('busy');
   if (input.availability === 'away' && !listed.includes('away')) listed.push('away');
   return listed;
 }

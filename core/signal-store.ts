@@ -1,4 +1,4 @@
-import type { SensorEvent } from './events.js';
+import { signalQualifier, type SensorEvent } from './events.js';
 
 /**
  * The latest value of each signal of one owner: one entry per (device, kind),
@@ -19,8 +19,9 @@ export interface Signal {
 
 export type SignalSet = Map<string, Signal>;
 
-export function signalKey(deviceId: string, kind: string): string {
-  return `${deviceId}/${kind}`;
+/** One signal per device and qualifier (see signalQualifier). */
+export function signalKey(signal: Signal): string {
+  return `${signal.deviceId}/${signalQualifier(signal.event)}`;
 }
 
 export function toSignal(deviceId: string, event: SensorEvent): Signal {
@@ -36,7 +37,7 @@ export function supersedes(candidate: Signal, current: Signal | undefined): bool
 
 /** Merges one signal into the set in place; returns whether the set changed. */
 export function mergeSignal(set: SignalSet, signal: Signal): boolean {
-  const key = signalKey(signal.deviceId, signal.kind);
+  const key = signalKey(signal);
   if (!supersedes(signal, set.get(key))) return false;
   set.set(key, signal);
   return true;

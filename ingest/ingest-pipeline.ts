@@ -1,4 +1,5 @@
 import type { Directory } from '../core/directory.js';
+import { sanitizeEvent } from '../core/events.js';
 import { ingestRejections, type IngestRejection } from '../core/errors.js';
 import type { Log } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
@@ -13,6 +14,8 @@ import { deviceIdFromTopic } from './topics.js';
  */
 export interface IngestOptions extends DecodeLimits {
   readonly topicRoot: string;
+  /** Keyed digest of a Wi-Fi name for one owner (never stored in clear). */
+  readonly digestNetworkName: (ownerId: string, ssid: string) => string;
 }
 
 export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
@@ -50,7 +53,8 @@ export class IngestPipeline {
     if (!device) return this.reject('unknown_device', deviceId, now);
     const decoded = decodeMessage(payload, this.options, now);
     if (!decoded.ok) return this.reject(decoded.reason, deviceId, now);
-    this.hub.apply(device.ownerId, device.id, decoded.events, now);
+    const events = decoded.events.map((event) => sanitizeEvent(event, (ssid) => this.options.digestNetworkName(device.ownerId, ssid)));
+    this.hub.apply(device.ownerId, device.id, events, now);
     this.metrics.inc(INGEST_ACCEPTED);
     this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
     return undefined;

@@ -88,8 +88,8 @@ function expectedView(rules: readonly Rule[], watcher: string, state: PresenceSt
 }
 
 t.test('property: the view is exactly what the merged rules grant, no field more', async (t) => {
-  const availabilityArb = fc.constantFrom<Availability>('available', 'busy', 'away', 'offline');
-  const activitiesArb = fc.subarray<Activity>(['on-the-phone', 'meeting', 'away']);
+  const availabilityArb = fc.constantFrom<Availability>('available', 'busy', 'do-not-disturb', 'away', 'offline');
+  const activitiesArb = fc.subarray<Activity>(['sleeping', 'on-the-phone', 'meeting', 'steering', 'away']);
   const stateArb = fc.record({ availability: availabilityArb, activities: activitiesArb }).map(
     (s): PresenceState => ({ ...s, userInput: undefined, lastSeen: s.availability === 'offline' ? undefined : 5, devices: [] }),
   );

@@ -51,13 +51,13 @@ const cases: { name: string; signals: [string, SensorEvent][]; availability: str
   },
   { name: 'out of office -> away', signals: [[laptop, calendar('out-of-office', -60_000, 3_600_000)]], availability: 'away', activities: ['away'] },
   {
-    name: 'call beats out of office',
+    name: 'call beats out of office (both listed)',
     signals: [
       [phone, call('in-call')],
       [laptop, calendar('out-of-office', -60_000, 3_600_000)],
     ],
     availability: 'busy',
-    activities: ['on-the-phone'],
+    activities: ['on-the-phone', 'away'],
   },
   {
     name: 'silent for the offline time -> offline, even mid-call',
@@ -94,6 +94,46 @@ const cases: { name: string; signals: [string, SensorEvent][]; availability: str
     validUntil: NOW + 60_000, // the phone goes silent first
   },
 ];
+
+const watch = '33333333-3333-4333-8333-333333333333';
+const ev = {
+  asleep: { kind: 'sleep', at: iso(0), state: 'asleep' } as SensorEvent,
+  awake: { kind: 'sleep', at: iso(0), state: 'awake' } as SensorEvent,
+  notWorn: { kind: 'worn', at: iso(0), state: 'off' } as SensorEvent,
+  driving: { kind: 'motion', at: iso(0), activity: 'in-vehicle', confidence: 90 } as SensorEvent,
+  unsureDriving: { kind: 'motion', at: iso(0), activity: 'in-vehicle', confidence: 40 } as SensorEvent,
+  walking: { kind: 'motion', at: iso(0), activity: 'walking', confidence: 95 } as SensorEvent,
+  focus: { kind: 'focus', at: iso(0), state: 'on' } as SensorEvent,
+  headsetCall: { kind: 'headset', at: iso(0), onHead: true, inCall: true, muted: false } as SensorEvent,
+  idle: { kind: 'user-input', at: iso(0), state: 'idle' } as SensorEvent,
+  active: { kind: 'user-input', at: iso(0), state: 'active' } as SensorEvent,
+  location: { kind: 'location', at: iso(0), latitude: 48.1, longitude: 11.5, accuracy: 20 } as SensorEvent,
+};
+
+/** The documented precedence: asleep > in call > meeting > driving > focus > out of office > idle. */
+cases.push(
+  { name: 'asleep -> sleeping, do-not-disturb', signals: [[watch, ev.asleep]], availability: 'do-not-disturb', activities: ['sleeping'] },
+  { name: 'a watch not worn says nothing about sleep', signals: [[watch, ev.asleep], [watch, ev.notWorn]], availability: 'available', activities: [] },
+  { name: 'awake -> available', signals: [[watch, ev.awake]], availability: 'available', activities: [] },
+  { name: 'asleep beats a call', signals: [[watch, ev.asleep], [phone, call('in-call')]], availability: 'do-not-disturb', activities: ['sleeping', 'on-the-phone'] },
+  { name: 'a headset in a call -> on-the-phone', signals: [[laptop, ev.headsetCall]], availability: 'busy', activities: ['on-the-phone'] },
+  { name: 'confident in-vehicle motion -> steering, busy', signals: [[phone, ev.driving]], availability: 'busy', activities: ['steering'] },
+  { name: 'unsure in-vehicle motion does not count', signals: [[phone, ev.unsureDriving]], availability: 'available', activities: [] },
+  { name: 'walking is not driving', signals: [[phone, ev.walking]], availability: 'available', activities: [] },
+  {
+    name: 'meeting beats driving (both listed)',
+    signals: [[phone, ev.driving], [laptop, calendar('busy', -60_000, 60_000)]],
+    availability: 'busy',
+    activities: ['meeting', 'steering'],
+    validUntil: NOW + 60_000,
+  },
+  { name: 'focus on -> do-not-disturb', signals: [[phone, ev.focus]], availability: 'do-not-disturb', activities: [] },
+  { name: 'driving beats focus', signals: [[phone, ev.focus], [laptop, ev.driving]], availability: 'busy', activities: ['steering'] },
+  { name: 'focus beats out of office', signals: [[phone, ev.focus], [laptop, calendar('out-of-office', -60_000, 3_600_000)]], availability: 'do-not-disturb', activities: ['away'] },
+  { name: 'idle user input -> away', signals: [[laptop, ev.idle]], availability: 'away', activities: [] },
+  { name: 'focus beats idle', signals: [[laptop, ev.idle], [phone, ev.focus]], availability: 'do-not-disturb', activities: [] },
+  { name: 'a location alone keeps the owner online, available', signals: [[phone, ev.location]], availability: 'available', activities: [] },
+);
 
 for (const c of cases) {
   t.test(c.name, async (t) => {

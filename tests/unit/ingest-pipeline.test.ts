@@ -18,7 +18,12 @@ function setup() {
   const metrics = new Metrics();
   const lines: { obj: object; msg: string }[] = [];
   const log: Log = { debug: () => undefined, info: () => undefined, error: () => undefined, warn: (obj, msg) => lines.push({ obj, msg }) };
-  const pipeline = new IngestPipeline(directory, hub, metrics, log, { topicRoot: 'p', maxBytes: 1024, maxClockSkewMs: 60_000 });
+  const pipeline = new IngestPipeline(directory, hub, metrics, log, {
+    topicRoot: 'p',
+    maxBytes: 1024,
+    maxClockSkewMs: 60_000,
+    digestNetworkName: (owner, ssid) => `digest-of-${owner}-${ssid.length}`.padEnd(22, 'x').slice(0, 22),
+  });
   return { hub, metrics, lines, pipeline };
 }
 const event = (state: string) => Buffer.from(JSON.stringify({ kind: 'call', at: new Date(NOW).toISOString(), state }));
@@ -28,6 +33,15 @@ t.test('applies a good message from an active device', async (t) => {
   t.equal(pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW), undefined);
   t.equal(metrics.value(INGEST_ACCEPTED), 1);
   t.same(hub.current('o1', NOW).activities, ['on-the-phone']);
+});
+
+t.test('Wi-Fi names are replaced by a digest before they reach the store', async (t) => {
+  const { hub, pipeline } = setup();
+  const payload = Buffer.from(JSON.stringify({ kind: 'network', at: new Date(NOW).toISOString(), connection: 'wifi', ssid: 'HomeNet-42' }));
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, payload, NOW), undefined);
+  const stored = JSON.stringify(hub.takeDirty());
+  t.notMatch(stored, /HomeNet/, 'the name is gone');
+  t.match(stored, /"network":"digest-of-o1-10xxxxxxx"/);
 });
 
 t.test('refuses unknown and revoked devices and foreign topics, without touching state', async (t) => {

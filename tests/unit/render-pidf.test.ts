@@ -39,8 +39,18 @@ t.test('escaping of the entity attribute', async (t) => {
 
 t.test('every document shape the service can emit passes the official schemas (strict)', async (t) => {
   const documents: Record<string, string> = {};
-  for (const availability of ['available', 'busy', 'away', 'offline', undefined] as const) {
-    for (const activities of [undefined, [], ['on-the-phone'], ['meeting'], ['away'], ['on-the-phone', 'meeting']] as const) {
+  for (const availability of ['available', 'busy', 'do-not-disturb', 'away', 'offline', undefined] as const) {
+    for (const activities of [
+      undefined,
+      [],
+      ['on-the-phone'],
+      ['meeting'],
+      ['away'],
+      ['steering'],
+      ['sleeping'],
+      ['on-the-phone', 'meeting'],
+      ['sleeping', 'on-the-phone', 'meeting', 'steering', 'away'],
+    ] as const) {
       for (const basic of ['open', 'closed'] as const) {
         documents[`${availability ?? 'none'}-${(activities ?? ['none']).join('+') || 'empty'}-${basic}`] = renderPidf({ entity, basic, availability, activities });
       }
