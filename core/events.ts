@@ -19,7 +19,7 @@ const label = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[^<>&"\u0000-\u001f]+$/, 'must be printable text without < > & "');
+  .refine((s) => !/[<>&"]/.test(s) && [...s].every((ch) => ch.charCodeAt(0) >= 0x20), 'must be printable text without < > & "');
 
 // --- phone -----------------------------------------------------------------
 
