@@ -84,8 +84,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(() => writer.stop());
 
     const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
+    const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
     const pipeline = new IngestPipeline(directory, hub, metrics, log, {
-      topicRoot: config.mqtt.topicRoot,
+      topics,
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName: networkDigester(keyPem),
@@ -99,7 +100,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
         port: config.mqtt.port,
-        topicRoot: config.mqtt.topicRoot,
+        topics,
         verifier,
         directory,
         clock,
@@ -119,7 +120,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // Stable across restarts, so the broker's persistent session (and the
         // events it queued while the service was down) is found again.
         clientId: config.mqtt.clientId ?? `presence-${hostname()}`,
-        topicRoot: config.mqtt.topicRoot,
+        topics,
         log,
         onMessage,
       });
@@ -139,7 +140,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       metrics,
       clock,
       ready: () => ready,
-      deviceTopic: (id) => deviceTopic(config.mqtt.topicRoot, id),
+      deviceTopic: (id) => deviceTopic(topics, id),
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());

@@ -41,6 +41,10 @@ export const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
     .default('presence'),
+  OWNTRACKS_TOPIC_ROOT: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+    .default('owntracks'),
   SIGNING_KEY: z
     .string()
     .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
@@ -65,13 +69,21 @@ export interface Config {
   readonly dataDir: string;
   readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string };
   readonly mqtt:
-    | { readonly kind: 'embedded'; readonly host: string; readonly port: number; readonly topicRoot: string; readonly clientId: string | undefined }
+    | {
+        readonly kind: 'embedded';
+        readonly host: string;
+        readonly port: number;
+        readonly topicRoot: string;
+        readonly ownTracksRoot: string;
+        readonly clientId: string | undefined;
+      }
     | {
         readonly kind: 'external';
         readonly url: string;
         readonly username: string | undefined;
         readonly password: string | undefined;
         readonly topicRoot: string;
+        readonly ownTracksRoot: string;
         readonly clientId: string | undefined;
       };
   readonly signingKeyPem: string | undefined;
@@ -129,9 +141,17 @@ export function parseConfig(source: Env): ConfigResult {
           username: e.MQTT_USERNAME,
           password: e.MQTT_PASSWORD,
           topicRoot: e.MQTT_TOPIC_ROOT,
+          ownTracksRoot: e.OWNTRACKS_TOPIC_ROOT,
           clientId: e.MQTT_CLIENT_ID,
         }
-      : { kind: 'embedded', host: e.MQTT_HOST, port: e.MQTT_PORT, topicRoot: e.MQTT_TOPIC_ROOT, clientId: e.MQTT_CLIENT_ID },
+      : {
+          kind: 'embedded',
+          host: e.MQTT_HOST,
+          port: e.MQTT_PORT,
+          topicRoot: e.MQTT_TOPIC_ROOT,
+          ownTracksRoot: e.OWNTRACKS_TOPIC_ROOT,
+          clientId: e.MQTT_CLIENT_ID,
+        },
     signingKeyPem: e.SIGNING_KEY,
     tokenIssuer: e.TOKEN_ISSUER,
     presenceDomain: e.PRESENCE_DOMAIN,

@@ -14,12 +14,12 @@ export const MAX_EVENTS_PER_MESSAGE = 64;
 
 const at = z.iso.datetime({ offset: true });
 const time = z.iso.datetime({ offset: true });
-/** A label the owner chose (zone, room): short, printable, no markup. */
+/** A label the owner chose (zone, room): short and printable (renderers escape it). */
 const label = z
   .string()
   .min(1)
   .max(64)
-  .refine((s) => !/[<>&"]/.test(s) && [...s].every((ch) => ch.charCodeAt(0) >= 0x20), 'must be printable text without < > & "');
+  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
 
 // --- phone -----------------------------------------------------------------
 

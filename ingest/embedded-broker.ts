@@ -5,7 +5,7 @@ import type { Log } from '../core/log.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import { AUDIENCE_MQTT } from '../core/identity/tokens.js';
 import { guardFrames } from './mqtt-frame-guard.js';
-import { deviceTopic, ingestSubscription } from './topics.js';
+import { ingestSubscriptions, mayPublish, type TopicScheme } from './topics.js';
 
 /**
  * The embedded MQTT broker (aedes, MQTT 3.1.1) used when no MQTT_URL is set.
@@ -19,7 +19,7 @@ import { deviceTopic, ingestSubscription } from './topics.js';
 export interface EmbeddedBrokerOptions {
   readonly host: string;
   readonly port: number;
-  readonly topicRoot: string;
+  readonly topics: TopicScheme;
   readonly verifier: TokenVerifier;
   readonly directory: Directory;
   readonly clock: () => number;
@@ -64,8 +64,8 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     },
     authorizePublish(client, packet, done) {
       const device = client ? deviceOf.get(client) : undefined;
-      if (!device || packet.topic !== deviceTopic(options.topicRoot, device.id)) {
-        return done(new Error('a device publishes to its own topic only'));
+      if (!device || !mayPublish(options.topics, device.id, packet.topic)) {
+        return done(new Error('a device publishes to its own topics only'));
       }
       // The token was checked at CONNECT; a long-lived connection must not outlive it.
       if (options.clock() >= device.expiresAt) return done(new Error('device token expired'));
@@ -82,7 +82,9 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload);
     cb();
   };
-  await new Promise<void>((resolve) => broker.subscribe(ingestSubscription(options.topicRoot), deliver, resolve));
+  for (const filter of ingestSubscriptions(options.topics)) {
+    await new Promise<void>((resolve) => broker.subscribe(filter, deliver, resolve));
+  }
 
   const server: Server = createServer((socket) => {
     guardFrames(socket, options.maxPacketBytes, (verdict) => options.log.info({ reason: verdict }, 'mqtt connection closed: bad packet header'));

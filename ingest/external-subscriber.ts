@@ -1,6 +1,6 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Log } from '../core/log.js';
-import { ingestSubscription } from './topics.js';
+import { ingestSubscriptions, type TopicScheme } from './topics.js';
 
 /**
  * Consumes device topics from an external broker (MQTT_URL). The broker is
@@ -19,7 +19,7 @@ export interface ExternalSubscriberOptions {
   readonly username: string | undefined;
   readonly password: string | undefined;
   readonly clientId: string;
-  readonly topicRoot: string;
+  readonly topics: TopicScheme;
   readonly log: Log;
   readonly onMessage: (topic: string, payload: Buffer) => void;
   readonly connectTimeoutMs?: number;
@@ -41,7 +41,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   if (options.username) clientOptions.username = options.username;
   if (options.password) clientOptions.password = options.password;
   const client = connect(options.url, clientOptions);
-  const topic = ingestSubscription(options.topicRoot);
+  const filters = ingestSubscriptions(options.topics);
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   // Listeners first: a message may arrive right after SUBACK, and a socket
   // error with no listener would crash the process.
@@ -60,8 +60,9 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
       timeoutMs,
       'no CONNACK',
     );
-    const granted = await withTimeout(client.subscribeAsync(topic, { qos: 1 }), timeoutMs, 'no SUBACK');
-    if (granted.some((g) => g.qos === 128)) throw new Error(`subscription to ${topic} refused`);
+    const granted = await withTimeout(client.subscribeAsync(filters, { qos: 1 }), timeoutMs, 'no SUBACK');
+    const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+    if (refused.length > 0) throw new Error(`subscription to ${refused.join(', ')} refused`);
   } catch (error) {
     client.end(true);
     throw new Error(`cannot use MQTT broker ${redact(options.url)}: ${error instanceof Error ? error.message : String(error)}`);

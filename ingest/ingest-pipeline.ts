@@ -5,7 +5,7 @@ import type { Log } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PresenceHub } from '../core/presence-hub.js';
 import { decodeMessage, type DecodeLimits } from './decode-message.js';
-import { deviceIdFromTopic } from './topics.js';
+import { parseTopic, type TopicScheme } from './topics.js';
 
 /**
  * One inbound MQTT message: topic -> device -> decoded events -> hub. Bad
@@ -13,7 +13,7 @@ import { deviceIdFromTopic } from './topics.js';
  * throws and never changes state.
  */
 export interface IngestOptions extends DecodeLimits {
-  readonly topicRoot: string;
+  readonly topics: TopicScheme;
   /** Keyed digest of a Wi-Fi name for one owner (never stored in clear). */
   readonly digestNetworkName: (ownerId: string, ssid: string) => string;
 }
@@ -21,6 +21,7 @@ export interface IngestOptions extends DecodeLimits {
 export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
 export const INGEST_REJECTED = 'presence_ingest_rejected_total';
 export const INGEST_EVENTS = 'presence_ingest_events_total';
+export const INGEST_IGNORED = 'presence_ingest_ignored_total';
 
 /** At most one log line per reason per window: a misbehaving device must not flood the logs. */
 const LOG_WINDOW_MS = 10_000;
@@ -38,6 +39,7 @@ export class IngestPipeline {
     metrics.counter(INGEST_ACCEPTED, 'MQTT messages applied');
     metrics.counter(INGEST_EVENTS, 'Sensor events applied');
     metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
+    metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, ...)');
     for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
   }
 
@@ -47,12 +49,16 @@ export class IngestPipeline {
    * to do the same. Here the topic must name an active device.
    */
   handle(topic: string, payload: Uint8Array, now: number): IngestRejection | undefined {
-    const deviceId = deviceIdFromTopic(this.options.topicRoot, topic);
-    if (!deviceId) return this.reject('bad_topic', deviceId, now);
-    const device = this.directory.activeDevice(deviceId);
-    if (!device) return this.reject('unknown_device', deviceId, now);
-    const decoded = decodeMessage(payload, this.options, now);
-    if (!decoded.ok) return this.reject(decoded.reason, deviceId, now);
+    const parsed = parseTopic(this.options.topics, topic);
+    if (!parsed) return this.reject('bad_topic', undefined, now);
+    const device = this.directory.activeDevice(parsed.deviceId);
+    if (!device) return this.reject('unknown_device', parsed.deviceId, now);
+    const decoded = decodeMessage(payload, this.options, now, parsed.format);
+    if (!decoded.ok) return this.reject(decoded.reason, device.id, now);
+    if (decoded.events.length === 0) {
+      this.metrics.inc(INGEST_IGNORED);
+      return undefined;
+    }
     const events = decoded.events.map((event) => sanitizeEvent(event, (ssid) => this.options.digestNetworkName(device.ownerId, ssid)));
     this.hub.apply(device.ownerId, device.id, events, now);
     this.metrics.inc(INGEST_ACCEPTED);

@@ -35,7 +35,18 @@ await addRule(setup, 'bobby', watcher.id, 'allow');
 await setup.close();
 
 // 2. The documented configuration: password file and pattern ACL.
-const acl = ['# the service reads every device topic', `user ${SERVICE_USER}`, 'topic read presence/+/events', '', '# each device (username = device id) writes its own topic only', 'pattern write presence/%u/events', ''].join('\n');
+const acl = [
+  '# the service reads every device topic',
+  `user ${SERVICE_USER}`,
+  'topic read presence/+/events',
+  'topic read owntracks/+/+',
+  'topic read owntracks/+/+/event',
+  '',
+  '# each device (username = device id) writes its own topics only',
+  'pattern write presence/%u/events',
+  'pattern write owntracks/%u/#',
+  '',
+].join('\n');
 const passwd = join(await tempDir(t), 'passwd');
 await run('mosquitto_passwd', ['-c', '-b', passwd, SERVICE_USER, SERVICE_PASSWORD]);
 await run('mosquitto_passwd', ['-b', passwd, alice.device.id, alice.deviceToken]);

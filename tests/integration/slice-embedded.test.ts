@@ -107,6 +107,22 @@ t.test('the embedded broker refuses bad credentials and foreign topics', async (
   t.match(await (await read(watcherToken, 'application/json')).json(), { activities: ['on-the-phone'] });
 });
 
+t.test('an OwnTracks app connects with its device id and token and publishes below its own id', async (t) => {
+  const app = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  const tst = Math.floor(clock() / 1000);
+  // OwnTracks publishes its location retained; the broker drops the flag.
+  await app.publishAsync(`owntracks/${device.id}/iphone`, JSON.stringify({ _type: 'location', lat: 48.1, lon: 11.5, acc: 10, batt: 50, tst, tid: 'AL' }), { qos: 1, retain: true });
+  await app.publishAsync(`owntracks/${device.id}/iphone/waypoints`, JSON.stringify({ _type: 'waypoints', waypoints: [] }), { qos: 1 });
+  await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before, 'the location');
+  t.ok(app.connected, 'its other messages are allowed (and not consumed)');
+  const closed = new Promise<void>((resolve) => app.once('close', () => resolve()));
+  app.publish(`owntracks/${crypto.randomUUID()}/iphone`, JSON.stringify({ _type: 'location', lat: 1, lon: 1, tst }), { qos: 1 });
+  await closed;
+  app.end(true);
+  t.pass('publishing below another id closes the connection');
+});
+
 t.test('an oversized packet closes the connection before it is buffered', async (t) => {
   const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
   const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));

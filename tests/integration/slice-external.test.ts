@@ -3,7 +3,7 @@ import pg from 'pg';
 import t from 'tap';
 
 const root = t;
-import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
 import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
 import { addRule, addWatcher, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
@@ -15,9 +15,10 @@ import { addRule, addWatcher, provision, startTestService, testConfig, type Test
  */
 const databaseUrl = await createTestDatabase(t);
 const topicRoot = uniqueName('t');
+const ownTracksRoot = uniqueName('ot');
 let offsetMs = 0;
 const clock = () => Date.now() + offsetMs;
-const config = await testConfig(t, { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, OFFLINE_AFTER_SECONDS: '600' });
+const config = await testConfig(t, { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, OWNTRACKS_TOPIC_ROOT: ownTracksRoot, OFFLINE_AFTER_SECONDS: '600' });
 let service: TestService = await startTestService(t, config, { clock });
 
 const alice = await provision(service, 'alice');
@@ -186,4 +187,33 @@ t.test('the owner manages their own rules and reads their own presence', async (
   t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' }, 'revoked on the next read');
   const self = await service.api('GET', '/v1/presence/alice', { token: ownerToken, headers: { accept: 'application/json' } });
   t.same(await self.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['meeting'] });
+});
+
+t.test('an unmodified OwnTracks app feeds the same signals; Wi-Fi names are never stored', async (t) => {
+  const topic = `${ownTracksRoot}/${alice.device.id}/iphone`;
+  const tst = Math.floor(clock() / 1000);
+  const before = accepted();
+  // As the booklet documents them: a location with extended data, then a transition.
+  await device.publishAsync(
+    topic,
+    JSON.stringify({ _type: 'location', acc: 12, batt: 64, bs: 1, conn: 'w', SSID: 'CorpWiFi-5G', lat: 48.1372, lon: 11.5756, inregions: ['Office'], motionactivities: ['automotive'], t: 'p', tid: 'AL', tst }),
+    { qos: 1, retain: false },
+  );
+  await device.publishAsync(`${topic}/event`, JSON.stringify({ _type: 'transition', event: 'leave', desc: 'Office', lat: 48.1372, lon: 11.5756, acc: 12, tid: 'AL', t: 'c', tst: tst + 1, wtst: tst - 86400 }), { qos: 1 });
+  await waitFor(() => accepted() >= before + 2, 'both OwnTracks messages');
+  t.match(await (await read(bob.token)).json(), { availability: 'busy', activities: ['meeting', 'steering'] }, 'automotive counts as driving');
+
+  const ignoredBefore = service.metrics.value(INGEST_IGNORED);
+  await device.publishAsync(topic, JSON.stringify({ _type: 'lwt', tst }), { qos: 1 });
+  await waitFor(() => service.metrics.value(INGEST_IGNORED) > ignoredBefore, 'the lwt to be ignored');
+
+  await service.flush();
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  const row = await db.query('select signals::text as s from presence_state where owner_id = $1', [alice.owner.id]);
+  await db.end();
+  const stored = String(row.rows[0]?.s);
+  t.notMatch(stored, /CorpWiFi/, 'the Wi-Fi name is not stored');
+  t.match(stored, /"network": "[A-Za-z0-9_-]{22}"/, 'its keyed digest is');
+  t.match(stored, /"zone": "Office", "transition": "leave"/, 'the transition replaced the region entry');
 });

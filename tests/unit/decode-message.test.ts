@@ -1,7 +1,7 @@
 import t from 'tap';
 import { MAX_EVENTS_PER_MESSAGE } from '../../core/events.js';
 import { decodeMessage } from '../../ingest/decode-message.js';
-import { deviceIdFromTopic } from '../../ingest/topics.js';
+import { mayPublish, parseTopic } from '../../ingest/topics.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const limits = { maxBytes: 16_384, maxClockSkewMs: 300_000 };
@@ -53,10 +53,19 @@ for (const [name, payload, reason] of refused) {
 
 t.test('topics', async (t) => {
   const id = '11111111-1111-4111-8111-111111111111';
-  t.equal(deviceIdFromTopic('presence', `presence/${id}/events`), id);
-  t.equal(deviceIdFromTopic('a/b', `a/b/${id}/events`), id);
-  t.equal(deviceIdFromTopic('presence', `presence/${id}/other`), undefined);
-  t.equal(deviceIdFromTopic('presence', `presence/x/${id}/events`), undefined);
-  t.equal(deviceIdFromTopic('presence', `other/${id}/events`), undefined);
-  t.equal(deviceIdFromTopic('presence', `presence/NOT-A-UUID/events`), undefined);
+  const other = '22222222-2222-4222-8222-222222222222';
+  const scheme = { root: 'presence', ownTracksRoot: 'owntracks' };
+  t.same(parseTopic(scheme, `presence/${id}/events`), { deviceId: id, format: 'native' });
+  t.same(parseTopic({ root: 'a/b', ownTracksRoot: 'o' }, `a/b/${id}/events`), { deviceId: id, format: 'native' });
+  t.same(parseTopic(scheme, `owntracks/${id}/phone`), { deviceId: id, format: 'owntracks' });
+  t.same(parseTopic(scheme, `owntracks/${id}/phone/event`), { deviceId: id, format: 'owntracks' });
+  for (const topic of [`presence/${id}/other`, `presence/x/${id}/events`, `other/${id}/events`, 'presence/NOT-A-UUID/events', `owntracks/${id}/phone/waypoints`, `owntracks/${id}`]) {
+    t.equal(parseTopic(scheme, topic), undefined, topic);
+  }
+  t.ok(mayPublish(scheme, id, `presence/${id}/events`));
+  t.ok(mayPublish(scheme, id, `owntracks/${id}/phone/waypoints`), 'the OwnTracks app may publish its other messages');
+  t.notOk(mayPublish(scheme, id, `presence/${other}/events`));
+  t.notOk(mayPublish(scheme, id, `owntracks/${other}/phone`));
+  t.notOk(mayPublish(scheme, id, `owntracks/${id}`));
+  t.notOk(mayPublish(scheme, id, `owntracks/${id}//x`));
 });

@@ -19,7 +19,7 @@ function setup() {
   const lines: { obj: object; msg: string }[] = [];
   const log: Log = { debug: () => undefined, info: () => undefined, error: () => undefined, warn: (obj, msg) => lines.push({ obj, msg }) };
   const pipeline = new IngestPipeline(directory, hub, metrics, log, {
-    topicRoot: 'p',
+    topics: { root: 'p', ownTracksRoot: 'ot' },
     maxBytes: 1024,
     maxClockSkewMs: 60_000,
     digestNetworkName: (owner, ssid) => `digest-of-${owner}-${ssid.length}`.padEnd(22, 'x').slice(0, 22),
