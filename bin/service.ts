@@ -6,6 +6,7 @@ import { pino, type Logger } from 'pino';
 import { Accounts } from '../api/accounts.js';
 import { buildApi } from '../api/server.js';
 import type { Config } from '../core/config.js';
+import type { IngestRejection } from '../core/errors.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
 import { StateWriter } from '../core/db/state-writer.js';
@@ -16,6 +17,7 @@ import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
 import { Metrics } from '../core/metrics.js';
 import { PresenceHub } from '../core/presence-hub.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
+import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { deviceTopic } from '../ingest/topics.js';
@@ -91,8 +93,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName: networkDigester(keyPem),
     });
+    let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
     const onMessage = (topic: string, payload: Buffer) => {
-      pipeline.handle(topic, payload, clock());
+      const now = clock();
+      const reason = pipeline.handle(topic, payload, now);
+      if (reason && onRejected) onRejected(topic, payload, reason, now);
     };
 
     let mqttUrl: string;
@@ -126,6 +131,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
       });
       cleanups.push(() => subscriber.close());
       mqttUrl = config.mqtt.url;
+      const deadLetterRoot = config.mqtt.deadLetterRoot;
+      if (deadLetterRoot) {
+        onRejected = (topic, payload, reason, now) => {
+          const letter = deadLetter(deadLetterRoot, topic, payload, reason, now);
+          subscriber.client.publish(letter.topic, letter.payload, { qos: 0, retain: false });
+        };
+      }
     }
 
     const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock);

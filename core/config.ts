@@ -45,6 +45,10 @@ export const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
     .default('owntracks'),
+  MQTT_DEAD_LETTER_TOPIC: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+    .optional(),
   SIGNING_KEY: z
     .string()
     .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
@@ -85,6 +89,8 @@ export interface Config {
         readonly topicRoot: string;
         readonly ownTracksRoot: string;
         readonly clientId: string | undefined;
+        /** Refused messages are republished below this root, if set. */
+        readonly deadLetterRoot: string | undefined;
       };
   readonly signingKeyPem: string | undefined;
   readonly tokenIssuer: string;
@@ -105,6 +111,13 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
   }
   if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
+  if (env.MQTT_DEAD_LETTER_TOPIC) {
+    if (!env.MQTT_URL) problems.push('MQTT_DEAD_LETTER_TOPIC: only used with MQTT_URL (the embedded broker lets no one subscribe)');
+    const dl = `${env.MQTT_DEAD_LETTER_TOPIC}/`;
+    for (const root of [env.MQTT_TOPIC_ROOT, env.OWNTRACKS_TOPIC_ROOT]) {
+      if (dl.startsWith(`${root}/`) || `${root}/`.startsWith(dl)) problems.push(`MQTT_DEAD_LETTER_TOPIC: must not overlap ${root}/ (dead letters would be ingested again)`);
+    }
+  }
   // Secrets have no defaults in production: a key generated per process
   // would make every process refuse the others' tokens.
   if (env.NODE_ENV === 'production' && !env.SIGNING_KEY) problems.push('SIGNING_KEY: required when NODE_ENV=production');
@@ -143,6 +156,7 @@ export function parseConfig(source: Env): ConfigResult {
           topicRoot: e.MQTT_TOPIC_ROOT,
           ownTracksRoot: e.OWNTRACKS_TOPIC_ROOT,
           clientId: e.MQTT_CLIENT_ID,
+          deadLetterRoot: e.MQTT_DEAD_LETTER_TOPIC,
         }
       : {
           kind: 'embedded',

@@ -4,6 +4,8 @@ import t from 'tap';
 
 const root = t;
 import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
+import { ingestRejections } from '../../core/errors.js';
+import { badPayloads } from '../helpers/bad-payloads.js';
 import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
 import { addRule, addWatcher, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
@@ -18,7 +20,15 @@ const topicRoot = uniqueName('t');
 const ownTracksRoot = uniqueName('ot');
 let offsetMs = 0;
 const clock = () => Date.now() + offsetMs;
-const config = await testConfig(t, { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, OWNTRACKS_TOPIC_ROOT: ownTracksRoot, OFFLINE_AFTER_SECONDS: '600' });
+const deadLetterRoot = uniqueName('dl');
+const config = await testConfig(t, {
+  DATABASE_URL: databaseUrl,
+  MQTT_URL: MQTT_TEST_URL,
+  MQTT_TOPIC_ROOT: topicRoot,
+  OWNTRACKS_TOPIC_ROOT: ownTracksRoot,
+  MQTT_DEAD_LETTER_TOPIC: deadLetterRoot,
+  OFFLINE_AFTER_SECONDS: '600',
+});
 let service: TestService = await startTestService(t, config, { clock });
 
 const alice = await provision(service, 'alice');
@@ -81,6 +91,11 @@ t.test('a calendar meeting makes the owner busy in a meeting', async (t) => {
 });
 
 t.test('bad MQTT input is counted, never applied, never fatal', async (t) => {
+  const letters: { topic: string; body: { reason: string; topic: string; payload: string } }[] = [];
+  const operator = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('ops'), clean: true });
+  t.teardown(() => operator.endAsync());
+  operator.on('message', (topic, payload) => letters.push({ topic, body: JSON.parse(payload.toString()) }));
+  await operator.subscribeAsync(`${deadLetterRoot}/#`, { qos: 0 });
   const rejected = (reason: string) => service.metrics.value(INGEST_REJECTED, { reason });
   const start = { malformed: rejected('malformed_json'), invalid: rejected('invalid_event'), large: rejected('payload_too_large'), unknown: rejected('unknown_device') };
   const stateBefore = await (await read(bob.token)).text();
@@ -97,6 +112,23 @@ t.test('bad MQTT input is counted, never applied, never fatal', async (t) => {
   t.equal(rejected('payload_too_large'), start.large + 1);
   t.equal(accepted(), before, 'nothing accepted');
   t.equal(await (await read(bob.token)).text(), stateBefore, 'state unchanged (the half-good batch was not half-applied)');
+  await waitFor(() => letters.length >= 6, 'the dead letters');
+  t.same(letters.map((l) => l.topic.slice(deadLetterRoot.length + 1)).sort(), ['invalid_event', 'invalid_event', 'invalid_event', 'malformed_json', 'payload_too_large', 'unknown_device'].sort());
+  t.equal(Buffer.from(letters.find((l) => l.body.reason === 'malformed_json')?.body.payload ?? '', 'base64').toString(), '{"kind": "call", ', 'the refused payload travels with its reason');
+});
+
+t.test('a generated corpus of 1,000 hostile payloads over Mosquitto: all refused and counted, state untouched', async (t) => {
+  const totalRejected = () => ingestRejections.reduce((sum, reason) => sum + service.metrics.value(INGEST_REJECTED, { reason }), 0);
+  const stateBefore = await (await read(bob.token)).text();
+  const before = { rejected: totalRejected(), accepted: accepted() };
+  const corpus = badPayloads(1000, clock(), config.maxEventBytes, 7);
+  const ownTracksTopic = `${ownTracksRoot}/${alice.device.id}/phone`;
+  await Promise.all(corpus.map((payload, i) => device.publishAsync(i % 2 ? alice.device.topic : ownTracksTopic, payload, { qos: 1 })));
+  await waitFor(() => totalRejected() >= before.rejected + corpus.length, 'every payload to be refused', 30_000);
+  t.equal(totalRejected(), before.rejected + corpus.length);
+  t.equal(accepted(), before.accepted, 'none accepted');
+  t.equal(await (await read(bob.token)).text(), stateBefore, 'state unchanged');
+  t.equal((await service.api('GET', '/readyz')).status, 200, 'the service is still ready');
 });
 
 t.test('no consent, block and polite-block cannot be told apart from a real offline owner', async (t) => {

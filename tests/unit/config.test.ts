@@ -51,6 +51,17 @@ t.test('cross-variable checks', async (t) => {
   if (!result.ok) t.match(result.problems.join('\n'), /only used with MQTT_URL/);
 });
 
+t.test('the dead-letter topic needs an external broker and its own subtree', async (t) => {
+  const embedded = parseConfig({ MQTT_DEAD_LETTER_TOPIC: 'dead' });
+  t.notOk(embedded.ok);
+  const overlapping = parseConfig({ MQTT_URL: 'mqtt://b', MQTT_DEAD_LETTER_TOPIC: 'presence/dead' });
+  t.notOk(overlapping.ok);
+  if (!overlapping.ok) t.match(overlapping.problems.join('\n'), /must not overlap presence\//);
+  const fine = parseConfig({ MQTT_URL: 'mqtt://b', MQTT_DEAD_LETTER_TOPIC: 'presence-dead' });
+  t.ok(fine.ok);
+  if (fine.ok && fine.config.mqtt.kind === 'external') t.equal(fine.config.mqtt.deadLetterRoot, 'presence-dead');
+});
+
 t.test('production requires a configured signing key', async (t) => {
   const result = parseConfig({ NODE_ENV: 'production' });
   t.notOk(result.ok);
