@@ -1,49 +1,65 @@
-import type { Activity, Availability, DeviceSeen, PresenceState, UserInput } from './presence.js';
+import { DEFAULT_OWNER_SETTINGS, type OwnerSettings, type Zone } from './owner-settings.js';
+import type { Activity, Availability, DeviceSeen, Place, PresenceState, TraceEntry, UserInput } from './presence.js';
 import { OFFLINE_STATE } from './presence.js';
-import type { Signal } from './signal-store.js';
+import { signalKey, type Signal } from './signal-store.js';
 
 export interface DeriveSettings {
   /** A device silent for this long stops counting; all silent means offline. */
   readonly offlineAfterMs: number;
-  /** Motion confidence (0-100) from which in-vehicle counts as driving. */
-  readonly minMotionConfidence?: number;
 }
-
-export const DEFAULT_MIN_MOTION_CONFIDENCE = 70;
 
 export interface Derived {
   readonly state: PresenceState;
   /**
    * The first instant at which the same signals would derive a different
-   * state (a calendar entry starts or ends, the owner goes silent). Callers
-   * re-derive at or after it; Infinity if only a new event can change it.
+   * state (a calendar entry starts or ends, a dwell time completes, quiet
+   * hours begin, the owner goes silent). Callers re-derive at or after it;
+   * Infinity if only a new event can change it.
    */
   readonly validUntil: number;
 }
 
 /**
- * Pure: signals + settings + now -> presence state.
+ * Pure: signals + settings + owner settings + now -> presence state, with a
+ * trace of the rule and signals behind each field (for the owner only).
  *
  * A silent device stops counting: a device's signals count only while that
- * device has reported anything within offlineAfterMs (any event refreshes
- * it, so a phone in a long call keeps the call alive with any heartbeat).
- * Calendar entries count only inside their [start, end) window.
+ * device has reported anything within offlineAfterMs. Signal kinds the owner
+ * ignores never count. Calendar entries count inside their [start, end).
  *
- * Precedence: every condition that holds adds its activity (most significant
- * first); the first that holds sets the availability.
+ * Availability and activities: every condition that holds adds its activity
+ * (most significant first); the first that holds sets the availability.
  *
- *   condition (live devices only)                  activity      availability
- *   1. no device reported within offlineAfterMs    -             offline (nothing else)
- *   2. a worn wearable reports asleep              sleeping      do-not-disturb
- *   3. a phone in a call, or a headset in a call   on-the-phone  busy
- *   4. a busy calendar entry covering now          meeting       busy
- *   5. motion in-vehicle at >= minMotionConfidence steering      busy
- *   6. focus / do-not-disturb on                   -             do-not-disturb
- *   7. an out-of-office entry covering now         away          away
- *   8. the most recent user input says idle        -             away
- *   9. otherwise                                   -             available
+ *   condition (live devices only)                          activity      availability
+ *   1. no device reported within offlineAfterMs            -             offline (nothing else)
+ *   2. a worn wearable reports asleep                      sleeping      do-not-disturb
+ *   3. a phone in a call, or a headset in a call           on-the-phone  busy
+ *   4. a busy calendar entry covering now                  meeting       busy
+ *   5. in-vehicle motion, confident, lasting the dwell     steering      busy
+ *   6. focus / do-not-disturb on                           -             do-not-disturb
+ *   7. inside the owner's quiet hours                      -             do-not-disturb
+ *   8. an out-of-office entry covering now                 away          away
+ *   9. idle input for idleAfterSeconds                     -             away
+ *  10. otherwise                                           -             available
+ *
+ * Anti-flapping without history, so the result stays a pure function of the
+ * (order-independent) signal set: driving needs the activity to have lasted
+ * dwell.drivingSeconds since the device-reported `since`; leaving a geofence
+ * counts only dwell.leaveSeconds after the leave; idle counts only
+ * idleAfterSeconds after the last input; location fixes less precise than
+ * maxLocationAccuracyMeters are ignored.
+ *
+ * Place: the zone with the most recent evidence (geofence enter or a leave
+ * still being confirmed, an accurate fix touching its circle, an occupied
+ * or nearby room, a tagged Wi-Fi network). A newer accurate fix outside
+ * every zone means the owner is elsewhere.
  */
-export function derivePresence(signals: Iterable<Signal>, settings: DeriveSettings, now: number): Derived {
+export function derivePresence(
+  signals: Iterable<Signal>,
+  settings: DeriveSettings,
+  now: number,
+  owner: OwnerSettings = DEFAULT_OWNER_SETTINGS,
+): Derived {
   // A device clock slightly ahead (within the accepted skew) counts as now.
   const deviceSeen = new Map<string, number>();
   const all: Signal[] = [];
@@ -55,89 +71,249 @@ export function derivePresence(signals: Iterable<Signal>, settings: DeriveSettin
   }
 
   let validUntil = Infinity;
+  const until = (instant: number) => {
+    if (instant > now) validUntil = Math.min(validUntil, instant);
+  };
   let lastSeen: number | undefined;
   const live = new Set<string>();
   for (const [deviceId, seen] of deviceSeen) {
     const silentAt = seen + settings.offlineAfterMs;
     if (now >= silentAt) continue;
     live.add(deviceId);
-    validUntil = Math.min(validUntil, silentAt);
+    until(silentAt);
     if (lastSeen === undefined || seen > lastSeen) lastSeen = seen;
   }
   if (lastSeen === undefined) return { state: OFFLINE_STATE, validUntil: Infinity };
 
-  const minMotionConfidence = settings.minMotionConfidence ?? DEFAULT_MIN_MOTION_CONFIDENCE;
-  const notWorn = new Set<string>();
-  for (const signal of all) {
-    if (signal.event.kind === 'worn' && signal.event.state === 'off') notWorn.add(signal.deviceId);
-  }
-  let asleep = false;
-  let inCall = false;
-  let meeting = false;
-  let driving = false;
-  let focus = false;
-  let outOfOffice = false;
-  let userInput: UserInput | undefined;
-  let userInputAt = -Infinity;
-  for (const signal of all) {
-    if (!live.has(signal.deviceId)) continue;
+  const ignored = new Set<string>(owner.ignore);
+  const counted = all.filter((s) => live.has(s.deviceId) && !ignored.has(s.kind));
+  const notWorn = new Set(counted.filter((s) => s.event.kind === 'worn' && s.event.state === 'off').map((s) => s.deviceId));
+
+  const conditions = {
+    asleep: [] as string[],
+    call: [] as string[],
+    meeting: [] as string[],
+    driving: [] as string[],
+    focus: [] as string[],
+    outOfOffice: [] as string[],
+  };
+  let latestInput: Signal | undefined;
+  for (const signal of counted) {
+    const key = signalKey(signal);
     const event = signal.event;
     switch (event.kind) {
       case 'sleep':
         // A watch lying on the nightstand says nothing about its owner.
-        if (event.state === 'asleep' && !notWorn.has(signal.deviceId)) asleep = true;
+        if (event.state === 'asleep' && !notWorn.has(signal.deviceId)) conditions.asleep.push(key);
         break;
       case 'call':
-        if (event.state === 'in-call') inCall = true;
+        if (event.state === 'in-call') conditions.call.push(key);
         break;
       case 'headset':
-        if (event.inCall) inCall = true;
+        if (event.inCall) conditions.call.push(key);
         break;
       case 'calendar': {
         const start = Date.parse(event.start);
         const end = Date.parse(event.end);
-        if (now < start) validUntil = Math.min(validUntil, start);
+        if (now < start) until(start);
         else if (now < end) {
-          validUntil = Math.min(validUntil, end);
-          if (event.state === 'busy') meeting = true;
-          else if (event.state === 'out-of-office') outOfOffice = true;
+          until(end);
+          if (event.state === 'busy') conditions.meeting.push(key);
+          else if (event.state === 'out-of-office') conditions.outOfOffice.push(key);
         }
         break;
       }
       case 'motion':
-        if (event.activity === 'in-vehicle' && event.confidence >= minMotionConfidence) driving = true;
+        if (event.activity === 'in-vehicle' && event.confidence >= owner.minMotionConfidence) {
+          const dwellEnds = event.since ? Date.parse(event.since) + owner.dwell.drivingSeconds * 1000 : signal.at;
+          if (now >= dwellEnds) conditions.driving.push(key);
+          else until(dwellEnds);
+        }
         break;
       case 'focus':
-        if (event.state === 'on') focus = true;
+        if (event.state === 'on') conditions.focus.push(key);
         break;
       case 'user-input':
         // RFC 4480 §3.11: the most recent report across devices wins.
-        if (signal.at > userInputAt) {
-          userInputAt = signal.at;
-          userInput = { state: event.state, lastInput: event.lastInput ? Date.parse(event.lastInput) : undefined };
-        }
+        if (!latestInput || signal.at > latestInput.at || (signal.at === latestInput.at && signal.canonical > latestInput.canonical)) latestInput = signal;
         break;
       default:
-        // Other signals (location, network, battery, rooms, ...) are kept for
-        // place and device inference; they do not set availability here.
         break;
     }
   }
 
+  const trace: Record<string, TraceEntry> = {};
+  let userInput: UserInput | undefined;
+  let idle = false;
+  if (latestInput?.event.kind === 'user-input') {
+    const event = latestInput.event;
+    const lastInput = event.lastInput ? Date.parse(event.lastInput) : undefined;
+    userInput = { state: event.state, lastInput };
+    trace.userInput = { rule: 'the most recent user-input report across devices', signals: [signalKey(latestInput)] };
+    if (event.state === 'idle') {
+      const idleAt = (lastInput ?? latestInput.at) + owner.idleAfterSeconds * 1000;
+      if (now >= idleAt) idle = true;
+      else until(idleAt);
+    }
+  }
+
+  const local = owner.timeZone ? localTime(owner.timeZone, now) : undefined;
+  let quiet = false;
+  if (local && owner.quietHours) {
+    const from = minutesOf(owner.quietHours.from);
+    const to = minutesOf(owner.quietHours.to);
+    const m = local.minutes;
+    quiet = from <= to ? m >= from && m < to : m >= from || m < to;
+    // The next boundary, capped so a DST change can never make it late.
+    const toNext = Math.min(...[from, to].map((b) => (b - m + 1440) % 1440 || 1440));
+    until(Math.min(now + toNext * 60_000 - local.seconds * 1000, now + 15 * 60_000));
+  }
+
   const activities: Activity[] = [];
-  if (asleep) activities.push('sleeping');
-  if (inCall) activities.push('on-the-phone');
-  if (meeting) activities.push('meeting');
-  if (driving) activities.push('steering');
-  if (outOfOffice) activities.push('away');
+  const activityRules: [Activity, string[], string][] = [
+    ['sleeping', conditions.asleep, 'a worn wearable reports asleep'],
+    ['on-the-phone', conditions.call, 'a phone or headset is in a call'],
+    ['meeting', conditions.meeting, 'a busy calendar entry covers now'],
+    ['steering', conditions.driving, 'confident in-vehicle motion for the driving dwell time'],
+    ['away', conditions.outOfOffice, 'an out-of-office calendar entry covers now'],
+  ];
+  for (const [activity, keys, rule] of activityRules) {
+    if (keys.length === 0) continue;
+    activities.push(activity);
+    trace[`activity:${activity}`] = { rule, signals: keys };
+  }
 
-  let availability: Availability;
-  if (asleep) availability = 'do-not-disturb';
-  else if (inCall || meeting || driving) availability = 'busy';
-  else if (focus) availability = 'do-not-disturb';
-  else if (outOfOffice || userInput?.state === 'idle') availability = 'away';
-  else availability = 'available';
+  const availabilityRules: [boolean, Availability, string, string[]][] = [
+    [conditions.asleep.length > 0, 'do-not-disturb', 'asleep', conditions.asleep],
+    [conditions.call.length > 0, 'busy', 'in a call', conditions.call],
+    [conditions.meeting.length > 0, 'busy', 'in a meeting', conditions.meeting],
+    [conditions.driving.length > 0, 'busy', 'driving', conditions.driving],
+    [conditions.focus.length > 0, 'do-not-disturb', 'focus is on', conditions.focus],
+    [quiet, 'do-not-disturb', 'quiet hours', []],
+    [conditions.outOfOffice.length > 0, 'away', 'out of office', conditions.outOfOffice],
+    [idle, 'away', 'idle input for idleAfterSeconds', trace.userInput?.signals ? [...trace.userInput.signals] : []],
+  ];
+  const chosen = availabilityRules.find(([holds]) => holds);
+  const availability: Availability = chosen ? chosen[1] : 'available';
+  trace.availability = chosen ? { rule: chosen[2], signals: chosen[3] } : { rule: 'a device reported recently and nothing else applies', signals: [] };
 
-  const devices: DeviceSeen[] = [...live].sort().map((id) => ({ id, lastSeen: deviceSeen.get(id) ?? lastSeen }));
-  return { state: { availability, activities, userInput, lastSeen, devices }, validUntil };
+  const place = derivePlace(counted, owner, now, until, trace);
+
+  const devices: DeviceSeen[] = [...deviceSeen.keys()].sort().map((id) => ({ id, lastSeen: deviceSeen.get(id) ?? 0, live: live.has(id) }));
+  return {
+    state: {
+      availability,
+      activities,
+      userInput,
+      place,
+      timeOffsetMinutes: local?.offsetMinutes,
+      lastSeen,
+      devices,
+      trace,
+    },
+    validUntil,
+  };
+}
+
+interface Evidence {
+  readonly zone: Zone;
+  readonly at: number;
+  readonly rule: string;
+  readonly key: string;
+}
+
+function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: number, until: (instant: number) => void, trace: Record<string, TraceEntry>): Place | undefined {
+  const evidence: Evidence[] = [];
+  let latestAccurateFix: Signal | undefined;
+  for (const signal of counted) {
+    const event = signal.event;
+    const key = signalKey(signal);
+    switch (event.kind) {
+      case 'geofence':
+        for (const zone of owner.zones) {
+          if (!(zone.geofences ?? [zone.name]).includes(event.zone)) continue;
+          if (event.transition === 'enter') evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} entered`, key });
+          else {
+            // A leave is confirmed only after the dwell; until then, still there.
+            const confirmedAt = signal.at + owner.dwell.leaveSeconds * 1000;
+            if (now < confirmedAt) {
+              evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} left, not yet confirmed`, key });
+              until(confirmedAt);
+            }
+          }
+        }
+        break;
+      case 'location':
+        if (event.accuracy > owner.maxLocationAccuracyMeters) break;
+        if (!latestAccurateFix || signal.at > latestAccurateFix.at) latestAccurateFix = signal;
+        for (const zone of owner.zones) {
+          if (zone.circle && distanceMeters(event.latitude, event.longitude, zone.circle.latitude, zone.circle.longitude) - event.accuracy <= zone.circle.radiusMeters) {
+            evidence.push({ zone, at: signal.at, rule: 'an accurate location fix touches the zone', key });
+          }
+        }
+        break;
+      case 'occupancy':
+        if (!event.occupied) break;
+        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `room ${event.room} occupied`, key });
+        break;
+      case 'ble-room':
+        if (event.distance > owner.maxBleDistanceMeters) break;
+        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `seen in room ${event.room}`, key });
+        break;
+      case 'network':
+        if (event.connection !== 'wifi' || !event.network) break;
+        for (const zone of owner.zones) if (zone.networks?.includes(event.network)) evidence.push({ zone, at: signal.at, rule: 'on a Wi-Fi network tagged for the zone', key });
+        break;
+      default:
+        break;
+    }
+  }
+  let best: Evidence | undefined;
+  for (const e of evidence) if (!best || e.at > best.at) best = e;
+  if (latestAccurateFix && (!best || latestAccurateFix.at > best.at) && !evidence.some((e) => e.key === signalKey(latestAccurateFix as Signal))) {
+    trace.place = { rule: 'the newest accurate location fix is outside every zone', signals: [signalKey(latestAccurateFix)] };
+    return undefined;
+  }
+  if (!best) return undefined;
+  trace.place = { rule: best.rule, signals: [best.key] };
+  return { zone: best.zone.name, placeType: best.zone.placeType, sphere: best.zone.sphere };
+}
+
+/** Haversine distance on a spherical Earth (mean radius 6,371,008.8 m). */
+export function distanceMeters(lat1: number, lon1: number, lat2: number, lon2: number): number {
+  const rad = Math.PI / 180;
+  const dLat = (lat2 - lat1) * rad;
+  const dLon = (lon2 - lon1) * rad;
+  const a = Math.sin(dLat / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(dLon / 2) ** 2;
+  return 2 * 6_371_008.8 * Math.asin(Math.min(1, Math.sqrt(a)));
+}
+
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return (h ?? 0) * 60 + (m ?? 0);
+}
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+/** Local wall-clock minutes and the UTC offset in a time zone, at `now`. */
+export function localTime(timeZone: string, now: number): { minutes: number; seconds: number; offsetMinutes: number } {
+  let format = formatters.get(timeZone);
+  if (!format) {
+    format = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
+    formatters.set(timeZone, format);
+  }
+  const parts: Record<string, number> = {};
+  for (const part of format.formatToParts(new Date(now))) if (part.type !== 'literal') parts[part.type] = Number(part.value);
+  const get = (type: string) => parts[type] ?? 0;
+  const asUtc = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour'), get('minute'), get('second'));
+  return { minutes: get('hour') * 60 + get('minute'), seconds: get('second'), offsetMinutes: Math.round((asUtc - (now - (now % 1000))) / 60_000) };
 }

@@ -29,6 +29,12 @@ export const motionEventSchema = z.object({
   at,
   activity: z.enum(['still', 'walking', 'running', 'cycling', 'in-vehicle', 'unknown']),
   confidence: z.number().int().min(0).max(100),
+  /**
+   * When this activity began (CoreMotion's startDate, the Activity
+   * Recognition transition time). With it, dwell times apply; without it the
+   * activity counts from the report.
+   */
+  since: time.optional(),
 });
 
 export const userInputEventSchema = z.object({

@@ -3,6 +3,7 @@ import { derivePresence, type Derived, type DeriveSettings } from './derive-pres
 import { OFFLINE_STATE, samePresence, type PresenceState } from './presence.js';
 import { mergeSignal, toSignal, type Signal, type SignalSet } from './signal-store.js';
 import type { SensorEvent } from './events.js';
+import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js';
 
 /**
  * The hot state: each owner's signals and the presence derived from them.
@@ -42,8 +43,17 @@ export class PresenceHub {
   private readonly dirty = new Set<string>();
   private readonly events = new EventEmitter();
 
-  constructor(private readonly settings: DeriveSettings) {
+  constructor(
+    private readonly settings: DeriveSettings,
+    private readonly ownerSettings: (ownerId: string) => OwnerSettings = () => DEFAULT_OWNER_SETTINGS,
+  ) {
     this.events.setMaxListeners(0);
+  }
+
+  /** Re-derives now, after the owner's settings changed. */
+  refresh(ownerId: string, now: number): void {
+    const entry = this.owners.get(ownerId);
+    if (entry) this.rederive(ownerId, entry, now);
   }
 
   /** Merges one device's events; returns true if the derived state changed. */
@@ -69,7 +79,7 @@ export class PresenceHub {
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new Map();
     for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
-    this.owners.set(ownerId, { signals: set, version, derived: derivePresence(set.values(), this.settings, now) });
+    this.owners.set(ownerId, { signals: set, version, derived: derivePresence(set.values(), this.settings, now, this.ownerSettings(ownerId)) });
   }
 
   /** Hands over the owners changed since the last call (coalesced). */
@@ -114,7 +124,7 @@ export class PresenceHub {
   }
 
   private rederive(ownerId: string, entry: OwnerPresence, now: number): boolean {
-    const next = derivePresence(entry.signals.values(), this.settings, now);
+    const next = derivePresence(entry.signals.values(), this.settings, now, this.ownerSettings(ownerId));
     if (samePresence(next.state, entry.derived.state)) {
       entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
       return false;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { PlaceType, Sphere } from './owner-settings.js';
 
 /**
  * The presence model in RFC 4479 terms: a person (availability, RPID
@@ -22,6 +23,21 @@ export interface UserInput {
 export interface DeviceSeen {
   readonly id: string;
   readonly lastSeen: number;
+  /** RFC 4479 service tuple status: open while the device counts, closed once silent. */
+  readonly live: boolean;
+}
+
+export interface Place {
+  /** The owner's name for the zone. */
+  readonly zone: string;
+  readonly placeType: PlaceType | undefined;
+  readonly sphere: Sphere | undefined;
+}
+
+/** Why a field has its value: the rule and the signals (device/kind keys) behind it. Owner's eyes only. */
+export interface TraceEntry {
+  readonly rule: string;
+  readonly signals: readonly string[];
 }
 
 export interface PresenceState {
@@ -29,28 +45,27 @@ export interface PresenceState {
   /** Most significant first. */
   readonly activities: readonly Activity[];
   readonly userInput: UserInput | undefined;
+  readonly place: Place | undefined;
+  /** RFC 4480 §3.9 time-offset: minutes from UTC in the owner's time zone. */
+  readonly timeOffsetMinutes: number | undefined;
   /** Latest event time from any device (ms), or undefined if none ever reported. */
   readonly lastSeen: number | undefined;
   readonly devices: readonly DeviceSeen[];
+  readonly trace: Readonly<Record<string, TraceEntry>>;
 }
 
 export const OFFLINE_STATE: PresenceState = Object.freeze({
   availability: 'offline',
   activities: Object.freeze([]) as readonly Activity[],
   userInput: undefined,
+  place: undefined,
+  timeOffsetMinutes: undefined,
   lastSeen: undefined,
   devices: Object.freeze([]) as readonly DeviceSeen[],
+  trace: Object.freeze({ availability: Object.freeze({ rule: 'no device reported within OFFLINE_AFTER_SECONDS', signals: [] }) }),
 });
 
+/** Equal states render equally; the derivation is deterministic, so JSON equality is exact. */
 export function samePresence(a: PresenceState, b: PresenceState): boolean {
-  return (
-    a.availability === b.availability &&
-    a.lastSeen === b.lastSeen &&
-    a.activities.length === b.activities.length &&
-    a.activities.every((activity, i) => activity === b.activities[i]) &&
-    a.userInput?.state === b.userInput?.state &&
-    a.userInput?.lastInput === b.userInput?.lastInput &&
-    a.devices.length === b.devices.length &&
-    a.devices.every((d, i) => d.id === b.devices[i]?.id && d.lastSeen === b.devices[i]?.lastSeen)
-  );
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
 }

@@ -16,7 +16,16 @@ const rule = (watchers: string[], subHandling: Rule['actions']['subHandling'], a
   actions: { subHandling },
   transformations: { availability, activities },
 });
-const busy: PresenceState = { availability: 'busy', activities: ['on-the-phone'], userInput: undefined, lastSeen: 1, devices: [{ id: 'd', lastSeen: 1 }] };
+const busy: PresenceState = {
+  availability: 'busy',
+  activities: ['on-the-phone'],
+  userInput: undefined,
+  place: { zone: 'Office', placeType: 'office', sphere: 'work' },
+  timeOffsetMinutes: 60,
+  lastSeen: 1,
+  devices: [{ id: 'd', lastSeen: 1, live: true }],
+  trace: { availability: { rule: 'in a call', signals: ['d/call'] } },
+};
 
 t.test('RFC 4745 §10: no matching rule -> no-match, shown as offline', async (t) => {
   t.same(evaluateConsent([rule([W2], 'allow')], W1), { kind: 'no-match' });
@@ -91,7 +100,7 @@ t.test('property: the view is exactly what the merged rules grant, no field more
   const availabilityArb = fc.constantFrom<Availability>('available', 'busy', 'do-not-disturb', 'away', 'offline');
   const activitiesArb = fc.subarray<Activity>(['sleeping', 'on-the-phone', 'meeting', 'steering', 'away']);
   const stateArb = fc.record({ availability: availabilityArb, activities: activitiesArb }).map(
-    (s): PresenceState => ({ ...s, userInput: undefined, lastSeen: s.availability === 'offline' ? undefined : 5, devices: [] }),
+    (s): PresenceState => ({ ...busy, ...s, lastSeen: s.availability === 'offline' ? undefined : 5 }),
   );
   const ruleArb = fc
     .tuple(fc.subarray([W1, W2], { minLength: 1 }), fc.constantFrom('block' as const, 'polite-block' as const, 'allow' as const), fc.boolean(), fc.boolean())

@@ -105,7 +105,8 @@ const ev = {
   walking: { kind: 'motion', at: iso(0), activity: 'walking', confidence: 95 } as SensorEvent,
   focus: { kind: 'focus', at: iso(0), state: 'on' } as SensorEvent,
   headsetCall: { kind: 'headset', at: iso(0), onHead: true, inCall: true, muted: false } as SensorEvent,
-  idle: { kind: 'user-input', at: iso(0), state: 'idle' } as SensorEvent,
+  idle: { kind: 'user-input', at: iso(0), state: 'idle', lastInput: iso(-600_000) } as SensorEvent,
+  justIdle: { kind: 'user-input', at: iso(0), state: 'idle', lastInput: iso(-60_000) } as SensorEvent,
   active: { kind: 'user-input', at: iso(0), state: 'active' } as SensorEvent,
   location: { kind: 'location', at: iso(0), latitude: 48.1, longitude: 11.5, accuracy: 20 } as SensorEvent,
 };
@@ -130,7 +131,14 @@ cases.push(
   { name: 'focus on -> do-not-disturb', signals: [[phone, ev.focus]], availability: 'do-not-disturb', activities: [] },
   { name: 'driving beats focus', signals: [[phone, ev.focus], [laptop, ev.driving]], availability: 'busy', activities: ['steering'] },
   { name: 'focus beats out of office', signals: [[phone, ev.focus], [laptop, calendar('out-of-office', -60_000, 3_600_000)]], availability: 'do-not-disturb', activities: ['away'] },
-  { name: 'idle user input -> away', signals: [[laptop, ev.idle]], availability: 'away', activities: [] },
+  { name: 'idle user input for idleAfterSeconds -> away', signals: [[laptop, ev.idle]], availability: 'away', activities: [] },
+  {
+    name: 'idle for less than idleAfterSeconds -> still available, until the threshold',
+    signals: [[laptop, ev.justIdle]],
+    availability: 'available',
+    activities: [],
+    validUntil: NOW + 4 * 60_000,
+  },
   { name: 'focus beats idle', signals: [[laptop, ev.idle], [phone, ev.focus]], availability: 'do-not-disturb', activities: [] },
   { name: 'a location alone keeps the owner online, available', signals: [[phone, ev.location]], availability: 'available', activities: [] },
 );

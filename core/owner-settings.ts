@@ -1,0 +1,110 @@
+import { z } from 'zod';
+
+/**
+ * What an owner tells the service about their life, validated: places and
+ * zones, dwell times, thresholds, quiet hours, signals to ignore. Input to
+ * derivation, never shown to watchers.
+ */
+const label = z
+  .string()
+  .trim()
+  .min(1)
+  .max(64)
+  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
+
+export const sphereSchema = z.enum(['home', 'work']);
+export type Sphere = z.infer<typeof sphereSchema>;
+
+/** RFC 4589 location types (the vocabulary of RFC 4480 place-type), a common subset. */
+export const placeTypeSchema = z.enum([
+  'residence',
+  'office',
+  'school',
+  'hospital',
+  'restaurant',
+  'cafe',
+  'store',
+  'shopping-area',
+  'airport',
+  'train-station',
+  'public-transport',
+  'hotel',
+  'library',
+  'outdoors',
+  'place-of-worship',
+  'unknown',
+]);
+export type PlaceType = z.infer<typeof placeTypeSchema>;
+
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (24 h)');
+
+export const timeZoneSchema = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be an IANA time zone such as Europe/Berlin');
+
+export const zoneSchema = z
+  .object({
+    name: label,
+    sphere: sphereSchema.optional(),
+    placeType: placeTypeSchema.optional(),
+    /** A circle; a location fix counts when its accuracy circle touches it. */
+    circle: z
+      .object({
+        latitude: z.number().min(-90).max(90),
+        longitude: z.number().min(-180).max(180),
+        radiusMeters: z.number().min(20).max(50_000),
+      })
+      .strict()
+      .optional(),
+    /** Phone geofence / OwnTracks region names that mean this zone (default: the zone's name). */
+    geofences: z.array(label).max(20).optional(),
+    /** Occupancy and BLE rooms that mean this zone. */
+    rooms: z.array(label).max(50).optional(),
+    /** Digests of the Wi-Fi networks that mean this zone (see the settings API: names go in, digests are kept). */
+    networks: z
+      .array(z.string().regex(/^[A-Za-z0-9_-]{22}$/))
+      .max(20)
+      .optional(),
+  })
+  .strict();
+export type Zone = z.infer<typeof zoneSchema>;
+
+export const ignorableSignals = ['motion', 'user-input', 'screen', 'call', 'calendar', 'focus', 'network', 'geofence', 'location', 'sleep', 'occupancy', 'ble-room', 'headset'] as const;
+
+export const ownerSettingsSchema = z
+  .object({
+    timeZone: timeZoneSchema.optional(),
+    zones: z.array(zoneSchema).max(50).default([]),
+    dwell: z
+      .object({
+        /** In-vehicle motion must have lasted this long (from the device's `since`) to show as driving. */
+        drivingSeconds: z.number().int().min(0).max(3600).default(120),
+        /** Leaving a geofence counts only after this long without re-entering. */
+        leaveSeconds: z.number().int().min(0).max(3600).default(180),
+      })
+      .strict()
+      .default({ drivingSeconds: 120, leaveSeconds: 180 }),
+    /** Idle input shows as away only after this long without input. */
+    idleAfterSeconds: z.number().int().min(0).max(86_400).default(300),
+    minMotionConfidence: z.number().int().min(0).max(100).default(70),
+    /** Location fixes less precise than this are ignored. */
+    maxLocationAccuracyMeters: z.number().min(1).max(100_000).default(250),
+    /** BLE room sightings further than this are ignored. */
+    maxBleDistanceMeters: z.number().min(0).max(1000).default(5),
+    /** Do-not-disturb between these local times (needs timeZone). */
+    quietHours: z.object({ from: hhmm, to: hhmm }).strict().optional(),
+    /** Signal kinds that never count for this owner. */
+    ignore: z.array(z.enum(ignorableSignals)).max(ignorableSignals.length).default([]),
+  })
+  .strict()
+  .refine((s) => !s.quietHours || s.timeZone, { message: 'quietHours needs timeZone', path: ['quietHours'] })
+  .refine((s) => new Set(s.zones.map((z) => z.name)).size === s.zones.length, { message: 'zone names must be unique', path: ['zones'] });
+
+export type OwnerSettings = z.infer<typeof ownerSettingsSchema>;
+
+export const DEFAULT_OWNER_SETTINGS: OwnerSettings = ownerSettingsSchema.parse({});

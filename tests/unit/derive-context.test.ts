@@ -1,0 +1,128 @@
+import t from 'tap';
+import { derivePresence, distanceMeters, localTime } from '../../core/derive-presence.js';
+import type { SensorEvent } from '../../core/events.js';
+import { ownerSettingsSchema } from '../../core/owner-settings.js';
+import { toSignal } from '../../core/signal-store.js';
+
+/** Owner settings, places, dwell times and the trace, with an explicit now. */
+const NOW = Date.parse('2026-05-04T10:30:00Z'); // a Monday; 12:30 in Berlin (CEST, +120)
+const phone = '11111111-1111-4111-8111-111111111111';
+const desk = '22222222-2222-4222-8222-222222222222';
+const settings = { offlineAfterMs: 15 * 60_000 };
+const iso = (offsetMs: number) => new Date(NOW + offsetMs).toISOString();
+const owner = ownerSettingsSchema.parse({
+  timeZone: 'Europe/Berlin',
+  zones: [
+    { name: 'Home', sphere: 'home', placeType: 'residence', circle: { latitude: 48.15, longitude: 11.55, radiusMeters: 100 }, networks: ['HOMEdigestHOMEdigest12'] },
+    { name: 'Office', sphere: 'work', placeType: 'office', circle: { latitude: 48.137, longitude: 11.575, radiusMeters: 150 }, geofences: ['Work', 'Office'], rooms: ['Desk 4.12'] },
+  ],
+});
+const derive = (signals: [string, SensorEvent][], now = NOW, o = owner) =>
+  derivePresence(
+    signals.map(([d, e]) => toSignal(d, e)),
+    settings,
+    now,
+    o,
+  );
+
+t.test('place from each kind of evidence', async (t) => {
+  const cases: [string, [string, SensorEvent][], string | undefined][] = [
+    ['geofence enter (by alias)', [[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Work', transition: 'enter' }]], 'Office'],
+    ['accurate fix inside the circle', [[phone, { kind: 'location', at: iso(0), latitude: 48.1372, longitude: 11.5752, accuracy: 20 }]], 'Office'],
+    ['fix whose accuracy circle touches the zone', [[phone, { kind: 'location', at: iso(0), latitude: 48.139, longitude: 11.575, accuracy: 120 }]], 'Office'],
+    ['inaccurate fix ignored', [[phone, { kind: 'location', at: iso(0), latitude: 48.137, longitude: 11.575, accuracy: 900 }]], undefined],
+    ['occupied desk', [[desk, { kind: 'occupancy', at: iso(0), room: 'Desk 4.12', occupied: true }]], 'Office'],
+    ['BLE nearby', [[desk, { kind: 'ble-room', at: iso(0), id: 'alice-phone', room: 'Desk 4.12', distance: 1.5 }]], 'Office'],
+    ['BLE too far', [[desk, { kind: 'ble-room', at: iso(0), id: 'alice-phone', room: 'Desk 4.12', distance: 12 }]], undefined],
+    ['tagged Wi-Fi', [[phone, { kind: 'network', at: iso(0), connection: 'wifi', network: 'HOMEdigestHOMEdigest12' }]], 'Home'],
+    [
+      'the newest evidence wins',
+      [
+        [phone, { kind: 'geofence', at: iso(-3_600_000), zone: 'Office', transition: 'enter' }],
+        [desk, { kind: 'network', at: iso(-60_000), connection: 'wifi', network: 'HOMEdigestHOMEdigest12' }],
+      ],
+      'Home',
+    ],
+    [
+      'a newer accurate fix outside every zone: elsewhere',
+      [
+        [phone, { kind: 'geofence', at: iso(-600_000), zone: 'Office', transition: 'enter' }],
+        [desk, { kind: 'location', at: iso(0), latitude: 48.2, longitude: 11.7, accuracy: 30 }],
+      ],
+      undefined,
+    ],
+  ];
+  for (const [name, signals, zone] of cases) t.equal(derive(signals).state.place?.zone, zone, name);
+  const office = derive([[phone, { kind: 'geofence', at: iso(0), zone: 'Office', transition: 'enter' }]]).state;
+  t.same(office.place, { zone: 'Office', placeType: 'office', sphere: 'work' });
+  t.match(office.trace.place, { rule: 'geofence Office entered', signals: [`${phone}/geofence/Office`] });
+});
+
+t.test('leaving a geofence counts only after the leave dwell', async (t) => {
+  const left = derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }]]);
+  t.equal(left.state.place?.zone, 'Office', 'a minute after leaving: not confirmed yet');
+  t.equal(left.validUntil, NOW - 60_000 + 180_000);
+  t.equal(derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }]], left.validUntil).state.place, undefined);
+});
+
+t.test('driving needs the activity to last the dwell time from its start', async (t) => {
+  const driving = (since: number): SensorEvent => ({ kind: 'motion', at: iso(0), activity: 'in-vehicle', confidence: 90, since: iso(since) });
+  const early = derive([[phone, driving(-60_000)]]);
+  t.same(early.state.activities, [], 'one minute in: not yet');
+  t.equal(early.validUntil, NOW + 60_000, 're-derive when the dwell completes');
+  t.same(derive([[phone, driving(-60_000)]], NOW + 60_000).state.activities, ['steering']);
+  t.same(derive([[phone, driving(-10 * 60_000)]]).state.activities, ['steering']);
+});
+
+t.test('quiet hours and the time offset come from the owner time zone', async (t) => {
+  const quiet = ownerSettingsSchema.parse({ ...owner, quietHours: { from: '12:00', to: '13:00' } });
+  const on = derive([[phone, { kind: 'call', at: iso(0), state: 'idle' }]], NOW, quiet);
+  t.equal(on.state.availability, 'do-not-disturb', '12:30 local is inside 12:00-13:00');
+  t.equal(on.state.trace.availability?.rule, 'quiet hours');
+  t.equal(on.state.timeOffsetMinutes, 120, 'Berlin is UTC+2 in May');
+  t.ok(on.validUntil <= NOW + 15 * 60_000, 're-derived at least every 15 minutes');
+  const off = ownerSettingsSchema.parse({ ...owner, quietHours: { from: '22:00', to: '07:00' } });
+  t.equal(derive([[phone, { kind: 'call', at: iso(0), state: 'idle' }]], NOW, off).state.availability, 'available');
+  t.equal(localTime('America/New_York', Date.parse('2026-01-15T12:00:00Z')).offsetMinutes, -300);
+  t.equal(localTime('Asia/Kolkata', NOW).offsetMinutes, 330);
+});
+
+t.test('ignored signal kinds never count', async (t) => {
+  const ignoring = ownerSettingsSchema.parse({ ...owner, ignore: ['call'] });
+  t.equal(derive([[phone, { kind: 'call', at: iso(0), state: 'in-call' }]], NOW, ignoring).state.availability, 'available');
+});
+
+t.test('devices are service tuples: open while live, closed once silent', async (t) => {
+  const state = derive([
+    [phone, { kind: 'call', at: iso(0), state: 'idle' }],
+    [desk, { kind: 'occupancy', at: iso(-20 * 60_000), room: 'Desk 4.12', occupied: true }],
+  ]).state;
+  t.same(state.devices, [
+    { id: phone, lastSeen: NOW, live: true },
+    { id: desk, lastSeen: NOW - 20 * 60_000, live: false },
+  ]);
+  t.equal(state.place, undefined, 'the silent desk sensor no longer places the owner');
+});
+
+t.test('every shown field has a trace', async (t) => {
+  const state = derive([
+    [phone, { kind: 'call', at: iso(0), state: 'in-call' }],
+    [phone, { kind: 'user-input', at: iso(0), state: 'active' }],
+    [desk, { kind: 'occupancy', at: iso(0), room: 'Desk 4.12', occupied: true }],
+  ]).state;
+  t.match(state.trace, {
+    availability: { rule: 'in a call', signals: [`${phone}/call`] },
+    'activity:on-the-phone': { signals: [`${phone}/call`] },
+    userInput: { signals: [`${phone}/user-input`] },
+    place: { rule: 'room Desk 4.12 occupied' },
+  });
+});
+
+t.test('settings are validated', async (t) => {
+  t.notOk(ownerSettingsSchema.safeParse({ timeZone: 'Mars/Olympus' }).success);
+  t.notOk(ownerSettingsSchema.safeParse({ quietHours: { from: '22:00', to: '07:00' } }).success, 'quiet hours need a time zone');
+  t.notOk(ownerSettingsSchema.safeParse({ zones: [{ name: 'A' }, { name: 'A' }] }).success, 'zone names unique');
+  t.notOk(ownerSettingsSchema.safeParse({ zones: [{ name: 'A', circle: { latitude: 0, longitude: 0, radiusMeters: 5 } }] }).success, 'radius at least 20 m');
+  t.notOk(ownerSettingsSchema.safeParse({ surprise: true }).success, 'unknown settings refused');
+  t.ok(Math.abs(distanceMeters(48.137, 11.575, 48.15, 11.55) - 2337) < 30, 'haversine');
+});
