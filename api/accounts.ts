@@ -1,5 +1,7 @@
 import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
+import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../core/owner-settings.js';
+import type { PresenceHub } from '../core/presence-hub.js';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
@@ -20,7 +22,7 @@ export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number>
 export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Scope[]> = {
   device: ['presence:write'],
   watcher: ['presence:read'],
-  owner: ['presence:read', 'consent:manage'],
+  owner: ['presence:read', 'consent:manage', 'settings:manage'],
 };
 
 export class Accounts {
@@ -32,7 +34,43 @@ export class Accounts {
     private readonly issuer: string,
     private readonly presenceDomain: string,
     private readonly clock: () => number,
+    private readonly hub: PresenceHub,
+    private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
   ) {}
+
+  settingsOf(ownerId: string): OwnerSettings {
+    return this.directory.settings(ownerId);
+  }
+
+  /** Stores the settings (Wi-Fi names digested), then re-derives the owner's presence with them. */
+  async updateSettings(ownerId: string, input: SettingsInput): Promise<OwnerSettings> {
+    const settings = toStoredSettings(input, (ssid) => this.digestNetworkName(ownerId, ssid));
+    await this.repository.updateOwnerSettings(ownerId, settings);
+    this.directory.putSettings(ownerId, settings);
+    this.hub.refresh(ownerId, this.clock());
+    return settings;
+  }
+
+  /** Everything derived about the owner, with the trace: for the owner's own eyes. */
+  ownerView(ownerId: string, handle: string) {
+    const state = this.hub.current(ownerId, this.clock());
+    return {
+      entity: this.entityOf(handle),
+      availability: state.availability,
+      activities: [...state.activities],
+      place: state.place ? { zone: state.place.zone, placeType: state.place.placeType ?? null, sphere: state.place.sphere ?? null } : null,
+      userInput: state.userInput ? { state: state.userInput.state, lastInput: state.userInput.lastInput === undefined ? null : new Date(state.userInput.lastInput).toISOString() } : null,
+      timeOffsetMinutes: state.timeOffsetMinutes ?? null,
+      lastSeen: state.lastSeen === undefined ? null : new Date(state.lastSeen).toISOString(),
+      devices: state.devices.map((d) => ({
+        id: d.id,
+        class: this.directory.device(d.id)?.deviceClass ?? null,
+        lastSeen: new Date(d.lastSeen).toISOString(),
+        basic: d.live ? ('open' as const) : ('closed' as const),
+      })),
+      trace: Object.fromEntries(Object.entries(state.trace).map(([field, entry]) => [field, { rule: entry.rule, signals: [...entry.signals] }])),
+    };
+  }
 
   entityOf(handle: string): string {
     return presentityUri(handle, this.presenceDomain);
@@ -111,6 +149,12 @@ export class Accounts {
       ownerId,
       this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
     );
+  }
+
+  ownerById(id: string) {
+    const owner = this.directory.owner(id);
+    if (!owner) throw new AppError('not_found', 'No such owner.');
+    return owner;
   }
 
   ownerByHandle(handle: string) {

@@ -12,6 +12,7 @@ import { RepresentationCache } from './representations.js';
 import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
 import { ruleRoutes } from './routes/rules.js';
+import { settingsRoutes } from './routes/settings.js';
 import { systemRoutes } from './routes/system.js';
 
 export interface ApiDeps {
@@ -54,6 +55,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     clock: deps.clock,
   });
   ruleRoutes(app, { auth, accounts: deps.accounts });
+  settingsRoutes(app, { auth, accounts: deps.accounts });
   adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
   return app;
 }

@@ -11,6 +11,7 @@ import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
 import { StateWriter } from '../core/db/state-writer.js';
 import { Directory } from '../core/directory.js';
+import { ownerSettingsSchema } from '../core/owner-settings.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
 import { TokenVerifier } from '../core/identity/token-verifier.js';
 import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
@@ -75,7 +76,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const metrics = new Metrics();
     const directory = new Directory();
     const ruleBook = new RuleBook();
-    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs });
+    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
     const writer = new StateWriter(hub, repository, config.persistIntervalMs, log, 500, (rows) => metrics.inc('presence_state_rows_flushed_total', undefined, rows));
@@ -87,11 +88,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
     const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
+    const digestNetworkName = networkDigester(keyPem);
     const pipeline = new IngestPipeline(directory, hub, metrics, log, {
       topics,
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
-      digestNetworkName: networkDigester(keyPem),
+      digestNetworkName,
     });
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
     const onMessage = (topic: string, payload: Buffer) => {
@@ -140,7 +142,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }
     }
 
-    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock);
+    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock, hub, digestNetworkName);
     let ready = false;
     const app = buildApi({
       log,
@@ -197,7 +199,13 @@ function networkDigester(keyPem: string): (ownerId: string, ssid: string) => str
 
 async function loadSnapshot(repository: Repository, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger) {
   const snapshot = await repository.loadSnapshot();
-  for (const owner of snapshot.owners) directory.putOwner(owner);
+  let skippedSettings = 0;
+  for (const owner of snapshot.owners) {
+    directory.putOwner({ id: owner.id, handle: owner.handle });
+    const settings = ownerSettingsSchema.safeParse(owner.settings);
+    if (settings.success) directory.putSettings(owner.id, settings.data);
+    else skippedSettings += 1; // the defaults apply
+  }
   for (const device of snapshot.devices) directory.putDevice(device);
   for (const watcher of snapshot.watchers) {
     if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind });
@@ -219,9 +227,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     ruleBook.replace(ownerId, rules);
   }
   for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
-  if (skippedRules > 0 || snapshot.skippedSignals > 0) {
+  if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0) {
     // A rule that no longer validates grants nothing (default deny).
-    log.warn({ skippedRules, skippedSignals: snapshot.skippedSignals }, 'stored rows failed validation and were skipped');
+    log.warn({ skippedRules, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
   }
   log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
 }

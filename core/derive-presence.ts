@@ -42,10 +42,12 @@ export interface Derived {
  *   9. idle input for idleAfterSeconds                     -             away
  *  10. otherwise                                           -             available
  *
- * Anti-flapping without history, so the result stays a pure function of the
- * (order-independent) signal set: driving needs the activity to have lasted
- * dwell.drivingSeconds since the device-reported `since`; leaving a geofence
- * counts only dwell.leaveSeconds after the leave; idle counts only
+ * Anti-flapping, with the result still a pure function of the
+ * (order-independent) signal set: driving is debounced over each device's
+ * short motion history, starting only after in-vehicle motion lasted
+ * dwell.drivingSeconds and ending only after another confident activity
+ * lasted as long (a stop at a light is not the end of a drive); leaving a
+ * geofence counts dwell.leaveSeconds after the leave; idle counts
  * idleAfterSeconds after the last input; location fixes less precise than
  * maxLocationAccuracyMeters are ignored.
  *
@@ -98,6 +100,7 @@ export function derivePresence(
     outOfOffice: [] as string[],
   };
   let latestInput: Signal | undefined;
+  const motionByDevice = new Map<string, Signal[]>();
   for (const signal of counted) {
     const key = signalKey(signal);
     const event = signal.event;
@@ -123,13 +126,12 @@ export function derivePresence(
         }
         break;
       }
-      case 'motion':
-        if (event.activity === 'in-vehicle' && event.confidence >= owner.minMotionConfidence) {
-          const dwellEnds = event.since ? Date.parse(event.since) + owner.dwell.drivingSeconds * 1000 : signal.at;
-          if (now >= dwellEnds) conditions.driving.push(key);
-          else until(dwellEnds);
-        }
+      case 'motion': {
+        const history = motionByDevice.get(signal.deviceId) ?? [];
+        history.push(signal);
+        motionByDevice.set(signal.deviceId, history);
         break;
+      }
       case 'focus':
         if (event.state === 'on') conditions.focus.push(key);
         break;
@@ -140,6 +142,12 @@ export function derivePresence(
       default:
         break;
     }
+  }
+
+  for (const history of motionByDevice.values()) {
+    const driving = debounceDriving(history, owner, now);
+    if (driving.until !== undefined) until(driving.until);
+    if (driving.driving) conditions.driving.push(...driving.keys);
   }
 
   const trace: Record<string, TraceEntry> = {};
@@ -174,7 +182,7 @@ export function derivePresence(
     ['sleeping', conditions.asleep, 'a worn wearable reports asleep'],
     ['on-the-phone', conditions.call, 'a phone or headset is in a call'],
     ['meeting', conditions.meeting, 'a busy calendar entry covers now'],
-    ['steering', conditions.driving, 'confident in-vehicle motion for the driving dwell time'],
+    ['steering', conditions.driving, 'confident in-vehicle motion lasting the driving dwell time'],
     ['away', conditions.outOfOffice, 'an out-of-office calendar entry covers now'],
   ];
   for (const [activity, keys, rule] of activityRules) {
@@ -213,6 +221,48 @@ export function derivePresence(
     },
     validUntil,
   };
+}
+
+/**
+ * Debounce over one device's motion history: the raw activity is the latest
+ * confident report (from its `since`, or its time); the shown state flips
+ * only when the raw state has held for the dwell. Returns whether driving
+ * shows now, and when it would flip next if nothing new arrives.
+ */
+function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: number): { driving: boolean; until: number | undefined; keys: string[] } {
+  const dwell = owner.dwell.drivingSeconds * 1000;
+  const reports = history
+    .flatMap((s) => {
+      const e = s.event;
+      if (e.kind !== 'motion' || e.activity === 'unknown' || e.confidence < owner.minMotionConfidence) return [];
+      const start = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
+      return [{ start, vehicle: e.activity === 'in-vehicle', key: signalKey(s) }];
+    })
+    .sort((a, b) => a.start - b.start);
+  // Collapse consecutive reports of the same state into segments.
+  const segments: { start: number; vehicle: boolean; keys: string[] }[] = [];
+  for (const r of reports) {
+    const last = segments.at(-1);
+    if (last && last.vehicle === r.vehicle) last.keys.push(r.key);
+    else segments.push({ start: r.start, vehicle: r.vehicle, keys: [r.key] });
+  }
+  let shown = false;
+  let keys: string[] = [];
+  let pending: number | undefined;
+  segments.forEach((segment, i) => {
+    const end = segments[i + 1]?.start ?? now;
+    if (segment.vehicle === shown) {
+      if (shown) keys = [...keys, ...segment.keys];
+      return;
+    }
+    if (end - segment.start >= dwell) {
+      shown = segment.vehicle;
+      keys = shown ? [...segment.keys] : [];
+    } else if (i === segments.length - 1) {
+      pending = segment.start + dwell;
+    }
+  });
+  return { driving: shown, until: pending, keys };
 }
 
 interface Evidence {

@@ -1,5 +1,7 @@
+import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js';
+
 /**
- * The in-memory directory of owners, devices and watchers:
+ * The in-memory directory of owners (and their settings), devices and watchers:
  * what the hot paths (MQTT ingest, presence reads) consult without touching
  * the database. Loaded at start; changed only after the database commit that
  * makes a change durable, so memory never holds what storage does not.
@@ -24,6 +26,7 @@ export interface WatcherRecord {
 }
 
 export class Directory {
+  private readonly settingsByOwner = new Map<string, OwnerSettings>();
   private readonly ownersById = new Map<string, OwnerRecord>();
   private readonly ownersByHandle = new Map<string, OwnerRecord>();
   private readonly devices = new Map<string, DeviceRecord>();
@@ -32,6 +35,15 @@ export class Directory {
   putOwner(owner: OwnerRecord): void {
     this.ownersById.set(owner.id, owner);
     this.ownersByHandle.set(owner.handle, owner);
+  }
+
+  putSettings(ownerId: string, settings: OwnerSettings): void {
+    this.settingsByOwner.set(ownerId, settings);
+  }
+
+  /** The owner's settings, or the defaults. */
+  settings(ownerId: string): OwnerSettings {
+    return this.settingsByOwner.get(ownerId) ?? DEFAULT_OWNER_SETTINGS;
   }
 
   putDevice(device: DeviceRecord): void {
@@ -48,6 +60,11 @@ export class Directory {
 
   ownerByHandle(handle: string): OwnerRecord | undefined {
     return this.ownersByHandle.get(handle);
+  }
+
+  /** Any registered device, revoked or not. */
+  device(id: string): DeviceRecord | undefined {
+    return this.devices.get(id);
   }
 
   /** Only devices that may still publish. */

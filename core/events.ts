@@ -31,8 +31,8 @@ export const motionEventSchema = z.object({
   confidence: z.number().int().min(0).max(100),
   /**
    * When this activity began (CoreMotion's startDate, the Activity
-   * Recognition transition time). With it, dwell times apply; without it the
-   * activity counts from the report.
+   * Recognition transition time); without it, from this report. Dwell times
+   * are measured from it.
    */
   since: time.optional(),
 });
@@ -206,6 +206,9 @@ export function signalQualifier(event: SensorEvent): string {
       return `occupancy/${event.room}`;
     case 'ble-room':
       return `ble-room/${event.id}/${event.room}`;
+    case 'motion':
+      // A short history, not one value (see MOTION_HISTORY in signal-store).
+      return `motion@${event.at}`;
     default:
       return event.kind;
   }

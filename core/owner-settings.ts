@@ -76,7 +76,8 @@ export type Zone = z.infer<typeof zoneSchema>;
 
 export const ignorableSignals = ['motion', 'user-input', 'screen', 'call', 'calendar', 'focus', 'network', 'geofence', 'location', 'sleep', 'occupancy', 'ble-room', 'headset'] as const;
 
-export const ownerSettingsSchema = z
+/** The settings object without its cross-field checks (see withSettingsChecks). */
+export const ownerSettingsFields = z
   .object({
     timeZone: timeZoneSchema.optional(),
     zones: z.array(zoneSchema).max(50).default([]),
@@ -101,10 +102,40 @@ export const ownerSettingsSchema = z
     /** Signal kinds that never count for this owner. */
     ignore: z.array(z.enum(ignorableSignals)).max(ignorableSignals.length).default([]),
   })
-  .strict()
-  .refine((s) => !s.quietHours || s.timeZone, { message: 'quietHours needs timeZone', path: ['quietHours'] })
-  .refine((s) => new Set(s.zones.map((z) => z.name)).size === s.zones.length, { message: 'zone names must be unique', path: ['zones'] });
+  .strict();
+
+export function withSettingsChecks<T extends z.ZodType<{ timeZone?: string | undefined; quietHours?: unknown; zones: readonly { name: string }[] }>>(schema: T) {
+  return schema
+    .refine((s) => !s.quietHours || s.timeZone, { message: 'quietHours needs timeZone', path: ['quietHours'] })
+    .refine((s) => new Set(s.zones.map((zone) => zone.name)).size === s.zones.length, { message: 'zone names must be unique', path: ['zones'] });
+}
+
+export const ownerSettingsSchema = withSettingsChecks(ownerSettingsFields);
 
 export type OwnerSettings = z.infer<typeof ownerSettingsSchema>;
 
 export const DEFAULT_OWNER_SETTINGS: OwnerSettings = ownerSettingsSchema.parse({});
+
+/**
+ * The settings as an owner sends them: a zone may name Wi-Fi networks in
+ * clear (`wifi`); they are digested on the way in (toStoredSettings) and
+ * only the digests are kept, as for the network events themselves.
+ */
+export const settingsInputSchema = withSettingsChecks(
+  ownerSettingsFields.extend({
+    zones: z
+      .array(zoneSchema.extend({ wifi: z.array(z.string().min(1).max(32)).max(20).optional() }))
+      .max(50)
+      .default([]),
+  }),
+);
+export type SettingsInput = z.infer<typeof settingsInputSchema>;
+
+export function toStoredSettings(input: SettingsInput, digestNetworkName: (ssid: string) => string): OwnerSettings {
+  const zones = input.zones.map(({ wifi, ...zone }) => {
+    if (!wifi || wifi.length === 0) return zone;
+    const networks = [...new Set([...(zone.networks ?? []), ...wifi.map(digestNetworkName)])];
+    return { ...zone, networks };
+  });
+  return ownerSettingsSchema.parse({ ...input, zones });
+}

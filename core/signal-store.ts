@@ -35,10 +35,24 @@ export function supersedes(candidate: Signal, current: Signal | undefined): bool
   return candidate.canonical > current.canonical;
 }
 
+/**
+ * Motion keeps a short history per device (the latest MOTION_HISTORY
+ * reports) rather than one value: debouncing driving needs to know when an
+ * activity began and whether a different one lasted long enough to end it.
+ * Keeping the N newest of the union is still commutative, associative and
+ * idempotent: top-N(top-N(S + a) + b) = top-N(S + a + b).
+ */
+export const MOTION_HISTORY = 8;
+
 /** Merges one signal into the set in place; returns whether the set changed. */
 export function mergeSignal(set: SignalSet, signal: Signal): boolean {
   const key = signalKey(signal);
   if (!supersedes(signal, set.get(key))) return false;
   set.set(key, signal);
-  return true;
+  if (signal.kind !== 'motion') return true;
+  const history = [...set.entries()].filter(([, s]) => s.kind === 'motion' && s.deviceId === signal.deviceId);
+  if (history.length <= MOTION_HISTORY) return true;
+  history.sort(([, a], [, b]) => (supersedes(a, b) ? -1 : 1)); // newest first
+  for (const [old] of history.slice(MOTION_HISTORY)) set.delete(old);
+  return set.get(key) === signal;
 }

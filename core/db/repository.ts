@@ -18,7 +18,7 @@ export interface StoredRule {
 }
 
 export interface Snapshot {
-  readonly owners: readonly { id: string; handle: string }[];
+  readonly owners: readonly { id: string; handle: string; settings: unknown }[];
   readonly devices: readonly { id: string; ownerId: string; deviceClass: string; revoked: boolean }[];
   readonly watchers: readonly { id: string; kind: string; name: string; revoked: boolean }[];
   readonly rules: readonly StoredRule[];
@@ -32,7 +32,7 @@ export class Repository {
 
   async loadSnapshot(): Promise<Snapshot> {
     const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows] = await Promise.all([
-      this.db.select({ id: owners.id, handle: owners.handle }).from(owners),
+      this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners),
       this.db.select().from(devices),
       this.db.select().from(watchers),
       this.db.select().from(consentRules).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
@@ -70,6 +70,10 @@ export class Repository {
       .onConflictDoNothing()
       .returning({ id: owners.id });
     return rows.length === 1;
+  }
+
+  async updateOwnerSettings(ownerId: string, settings: unknown): Promise<void> {
+    await this.db.update(owners).set({ settings }).where(eq(owners.id, ownerId));
   }
 
   async insertDevice(device: { id: string; ownerId: string; deviceClass: string; name: string | undefined }): Promise<void> {

@@ -12,6 +12,8 @@ export const owners = pgTable(
     id: uuid('id').primaryKey(),
     handle: text('handle').notNull().unique(),
     displayName: text('display_name'),
+    /** Validated OwnerSettings (zones, dwell times, ...); {} means the defaults. */
+    settings: jsonb('settings').notNull().default({}),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [check('owners_handle_shape', sql`${t.handle} ~ '^[a-z0-9][a-z0-9._-]{0,62}$'`)],

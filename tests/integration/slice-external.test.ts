@@ -225,14 +225,16 @@ t.test('an unmodified OwnTracks app feeds the same signals; Wi-Fi names are neve
   const topic = `${ownTracksRoot}/${alice.device.id}/iphone`;
   const tst = Math.floor(clock() / 1000);
   const before = accepted();
-  // As the booklet documents them: a location with extended data, then a transition.
+  // As the booklet documents them: locations with extended data, then a transition.
+  // Three minutes of automotive reports: longer than the driving dwell.
+  await device.publishAsync(topic, JSON.stringify({ _type: 'location', acc: 15, lat: 48.14, lon: 11.57, motionactivities: ['automotive'], t: 't', tid: 'AL', tst: tst - 180 }), { qos: 1 });
   await device.publishAsync(
     topic,
     JSON.stringify({ _type: 'location', acc: 12, batt: 64, bs: 1, conn: 'w', SSID: 'CorpWiFi-5G', lat: 48.1372, lon: 11.5756, inregions: ['Office'], motionactivities: ['automotive'], t: 'p', tid: 'AL', tst }),
     { qos: 1, retain: false },
   );
   await device.publishAsync(`${topic}/event`, JSON.stringify({ _type: 'transition', event: 'leave', desc: 'Office', lat: 48.1372, lon: 11.5756, acc: 12, tid: 'AL', t: 'c', tst: tst + 1, wtst: tst - 86400 }), { qos: 1 });
-  await waitFor(() => accepted() >= before + 2, 'both OwnTracks messages');
+  await waitFor(() => accepted() >= before + 3, 'the OwnTracks messages');
   t.match(await (await read(bob.token)).json(), { availability: 'busy', activities: ['meeting', 'steering'] }, 'automotive counts as driving');
 
   const ignoredBefore = service.metrics.value(INGEST_IGNORED);

@@ -74,6 +74,24 @@ t.test('driving needs the activity to last the dwell time from its start', async
   t.same(derive([[phone, driving(-10 * 60_000)]]).state.activities, ['steering']);
 });
 
+t.test('a brief stop does not end a drive; a real one does', async (t) => {
+  const motion = (at: number, activity: 'in-vehicle' | 'still' | 'walking', since = at, confidence = 90): [string, SensorEvent] => [
+    phone,
+    { kind: 'motion', at: iso(at), activity, confidence, since: iso(since) },
+  ];
+  const blip = derive([motion(-20 * 60_000, 'in-vehicle'), motion(-5 * 60_000, 'still'), motion(-4 * 60_000, 'in-vehicle')]);
+  t.same(blip.state.activities, ['steering'], 'one minute at a light: still driving');
+  const stopped = derive([motion(-20 * 60_000, 'in-vehicle'), motion(-3 * 60_000, 'walking')]);
+  t.same(stopped.state.activities, [], 'walking for three minutes: the drive is over');
+  const justStopped = derive([motion(-20 * 60_000, 'in-vehicle'), motion(-60_000, 'still')]);
+  t.same(justStopped.state.activities, ['steering'], 'stopped a minute ago: not yet over');
+  t.equal(justStopped.validUntil, NOW + 60_000, 'over once the stop lasts the dwell');
+  const unsure = derive([motion(-20 * 60_000, 'in-vehicle'), motion(-10 * 60_000, 'still', -10 * 60_000, 30)]);
+  t.same(unsure.state.activities, ['steering'], 'an unsure still does not end it');
+  const periodic = derive([0, 1, 2, 3].map((m) => motion(-m * 60_000, 'in-vehicle', -m * 60_000)));
+  t.same(periodic.state.activities, ['steering'], 'periodic reports without a start: dwell from the first of the run');
+});
+
 t.test('quiet hours and the time offset come from the owner time zone', async (t) => {
   const quiet = ownerSettingsSchema.parse({ ...owner, quietHours: { from: '12:00', to: '13:00' } });
   const on = derive([[phone, { kind: 'call', at: iso(0), state: 'idle' }]], NOW, quiet);

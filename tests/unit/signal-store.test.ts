@@ -11,6 +11,13 @@ const devices = ['11111111-1111-4111-8111-111111111111', '22222222-2222-4222-822
 const base = Date.parse('2026-01-01T00:00:00Z');
 
 const eventArb: fc.Arbitrary<SensorEvent> = fc.oneof(
+  // Motion keeps a bounded history (MOTION_HISTORY newest), which must converge too.
+  fc.record({
+    kind: fc.constant('motion' as const),
+    at: fc.integer({ min: 0, max: 20 }).map((s) => new Date(base + s * 1000).toISOString()),
+    activity: fc.constantFrom('still' as const, 'in-vehicle' as const),
+    confidence: fc.constantFrom(50, 90),
+  }),
   fc.record({
     kind: fc.constant('call' as const),
     at: fc.integer({ min: 0, max: 20 }).map((s) => new Date(base + s * 1000).toISOString()),

@@ -1,0 +1,1 @@
+ALTER TABLE "owners" ADD COLUMN "settings" jsonb DEFAULT '{}'::jsonb NOT NULL;
