@@ -251,3 +251,39 @@ t.test('an unmodified OwnTracks app feeds the same signals; Wi-Fi names are neve
   t.match(stored, /"network": "[A-Za-z0-9_-]{22}"/, 'its keyed digest is');
   t.match(stored, /"zone": "Office", "transition": "leave"/, 'the transition replaced the region entry');
 });
+
+t.test('the owner sets zones and reads everything derived, with the trace', async (t) => {
+  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
+  const put = (body: unknown) => service.api('PUT', '/v1/me/settings', { token: ownerToken, body });
+  const settings = {
+    timeZone: 'Europe/Berlin',
+    zones: [{ name: 'Office', sphere: 'work', placeType: 'office', wifi: ['CorpWiFi-5G'] }],
+    dwell: { drivingSeconds: 60, leaveSeconds: 120 },
+  };
+  const saved = await put(settings);
+  t.equal(saved.status, 200);
+  const body = (await saved.json()) as { zones: { networks?: string[] }[] };
+  t.notMatch(JSON.stringify(body), /CorpWiFi/, 'the Wi-Fi name is not kept');
+  t.match(body.zones[0]?.networks?.[0], /^[A-Za-z0-9_-]{22}$/);
+
+  const bad = await put({ ...settings, quietHours: { from: '22:00', to: '7am' } });
+  t.equal(bad.status, 400);
+  t.match(await bad.json(), { code: 'invalid_request' });
+  t.same(await (await service.api('GET', '/v1/me/settings', { token: ownerToken })).json(), body, 'a refused update changes nothing');
+
+  // The phone joins the office Wi-Fi: the owner is placed there, and sees why.
+  const before = accepted();
+  await publish({ kind: 'network', at: new Date(clock()).toISOString(), connection: 'wifi', ssid: 'CorpWiFi-5G' });
+  await waitFor(() => accepted() > before, 'the network event');
+  const view = (await (await service.api('GET', '/v1/me/presence', { token: ownerToken })).json()) as Record<string, unknown>;
+  t.match(view, {
+    entity: 'pres:alice@presence.local',
+    place: { zone: 'Office', placeType: 'office', sphere: 'work' },
+    timeOffsetMinutes: Number,
+    devices: [{ id: alice.device.id, class: 'phone', basic: 'open' }],
+    // The newest Office evidence: the Wi-Fi, or the OwnTracks leave still being confirmed.
+    trace: { place: { rule: /tagged for the zone|not yet confirmed/, signals: [new RegExp(`^${alice.device.id}/`)] } },
+  });
+  t.notMatch(JSON.stringify(await (await read(bob.token)).json()), /Office|trace/, 'watchers see none of it');
+  t.equal((await service.api('GET', '/v1/me/presence', { token: bob.token })).status, 403, 'not for watchers');
+});
