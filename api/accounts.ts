@@ -2,6 +2,7 @@ import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
 import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../core/owner-settings.js';
 import type { PresenceHub } from '../core/presence-hub.js';
+import type { OverrideInput, PresenceOverride } from '../core/presence-overrides.js';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
@@ -22,7 +23,7 @@ export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number>
 export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Scope[]> = {
   device: ['presence:write'],
   watcher: ['presence:read'],
-  owner: ['presence:read', 'consent:manage', 'settings:manage'],
+  owner: ['presence:read', 'presence:write', 'consent:manage', 'settings:manage'],
 };
 
 export class Accounts {
@@ -37,6 +38,24 @@ export class Accounts {
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
   ) {}
+
+  /** Sets the owner's manual status or an app session (by source), stored first. */
+  async setOverride(ownerId: string, source: string, input: OverrideInput): Promise<PresenceOverride> {
+    const override: PresenceOverride = {
+      source,
+      availability: input.availability,
+      activities: input.activities,
+      expiresAt: this.clock() + input.expiresInSeconds * 1000,
+    };
+    await this.repository.upsertOverride(ownerId, override);
+    this.hub.setOverride(ownerId, override, this.clock());
+    return override;
+  }
+
+  async removeOverride(ownerId: string, source: string): Promise<void> {
+    if (!(await this.repository.deleteOverride(ownerId, source))) throw new AppError('not_found', 'Nothing set.');
+    this.hub.removeOverride(ownerId, source, this.clock());
+  }
 
   settingsOf(ownerId: string): OwnerSettings {
     return this.directory.settings(ownerId);

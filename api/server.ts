@@ -13,6 +13,7 @@ import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
 import { ruleRoutes } from './routes/rules.js';
 import { settingsRoutes } from './routes/settings.js';
+import { statusRoutes } from './routes/status.js';
 import { systemRoutes } from './routes/system.js';
 
 export interface ApiDeps {
@@ -56,6 +57,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   });
   ruleRoutes(app, { auth, accounts: deps.accounts });
   settingsRoutes(app, { auth, accounts: deps.accounts });
+  statusRoutes(app, { auth, accounts: deps.accounts });
   adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
   return app;
 }

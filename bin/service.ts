@@ -17,6 +17,7 @@ import { TokenVerifier } from '../core/identity/token-verifier.js';
 import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
 import { Metrics } from '../core/metrics.js';
 import { PresenceHub } from '../core/presence-hub.js';
+import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
@@ -227,6 +228,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     ruleBook.replace(ownerId, rules);
   }
   for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
+  const overridesByOwner = new Map<string, PresenceOverride[]>();
+  for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
+  for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(ownerId, overrides, now);
   if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0) {
     // A rule that no longer validates grants nothing (default deny).
     log.warn({ skippedRules, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');

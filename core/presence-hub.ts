@@ -3,6 +3,7 @@ import { derivePresence, type Derived, type DeriveSettings } from './derive-pres
 import { OFFLINE_STATE, samePresence, type PresenceState } from './presence.js';
 import { mergeSignal, toSignal, type Signal, type SignalSet } from './signal-store.js';
 import type { SensorEvent } from './events.js';
+import { applyOverrides, type PresenceOverride } from './presence-overrides.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js';
 
 /**
@@ -40,6 +41,7 @@ export interface PresenceChange {
 
 export class PresenceHub {
   private readonly owners = new Map<string, OwnerPresence>();
+  private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
   private readonly events = new EventEmitter();
 
@@ -48,6 +50,32 @@ export class PresenceHub {
     private readonly ownerSettings: (ownerId: string) => OwnerSettings = () => DEFAULT_OWNER_SETTINGS,
   ) {
     this.events.setMaxListeners(0);
+  }
+
+  /** Sets (or replaces, by source) a manual status or an app session. */
+  setOverride(ownerId: string, override: PresenceOverride, now: number): void {
+    const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source);
+    this.overrides.set(ownerId, [...rest, override]);
+    this.rederive(ownerId, this.entry(ownerId, now), now);
+  }
+
+  removeOverride(ownerId: string, source: string, now: number): void {
+    this.overrides.set(
+      ownerId,
+      (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== source),
+    );
+    const entry = this.owners.get(ownerId);
+    if (entry) this.rederive(ownerId, entry, now);
+  }
+
+  /** Loads stored overrides at start (after restore()). */
+  restoreOverrides(ownerId: string, overrides: readonly PresenceOverride[], now: number): void {
+    this.overrides.set(ownerId, overrides);
+    this.rederive(ownerId, this.entry(ownerId, now), now);
+  }
+
+  overridesOf(ownerId: string): readonly PresenceOverride[] {
+    return this.overrides.get(ownerId) ?? [];
   }
 
   /** Re-derives now, after the owner's settings changed. */
@@ -79,7 +107,7 @@ export class PresenceHub {
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new Map();
     for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
-    this.owners.set(ownerId, { signals: set, version, derived: derivePresence(set.values(), this.settings, now, this.ownerSettings(ownerId)) });
+    this.owners.set(ownerId, { signals: set, version, derived: this.derive(ownerId, set, now) });
   }
 
   /** Hands over the owners changed since the last call (coalesced). */
@@ -123,8 +151,14 @@ export class PresenceHub {
     return entry;
   }
 
+  private derive(ownerId: string, signals: SignalSet, now: number): Derived {
+    const derived = derivePresence(signals.values(), this.settings, now, this.ownerSettings(ownerId));
+    const overrides = this.overrides.get(ownerId);
+    return overrides && overrides.length > 0 ? applyOverrides(derived, overrides, now) : derived;
+  }
+
   private rederive(ownerId: string, entry: OwnerPresence, now: number): boolean {
-    const next = derivePresence(entry.signals.values(), this.settings, now, this.ownerSettings(ownerId));
+    const next = this.derive(ownerId, entry.signals, now);
     if (samePresence(next.state, entry.derived.state)) {
       entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
       return false;

@@ -1,15 +1,18 @@
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
+import { activitySchema, availabilitySchema } from '../presence.js';
+import type { PresenceOverride } from '../presence-overrides.js';
 import type { Database } from './connect.js';
-import { consentRules, devices, owners, presenceState, signingKeys, watchers } from './schema.js';
+import { consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watchers } from './schema.js';
 
 /**
  * Every query the service makes, in one place. Rows read back are validated:
  * the database is a boundary too (an operator may have edited it).
  */
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
+const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema) });
 
 export interface StoredRule {
   readonly id: string;
@@ -23,6 +26,8 @@ export interface Snapshot {
   readonly watchers: readonly { id: string; kind: string; name: string; revoked: boolean }[];
   readonly rules: readonly StoredRule[];
   readonly states: readonly { ownerId: string; version: number; signals: readonly PersistedSignal[] }[];
+  /** Unexpired manual statuses and app sessions. */
+  readonly overrides: readonly { ownerId: string; override: PresenceOverride }[];
   /** Stored signals that failed validation and were skipped (one by one). */
   readonly skippedSignals: number;
 }
@@ -31,17 +36,27 @@ export class Repository {
   constructor(readonly db: Database) {}
 
   async loadSnapshot(): Promise<Snapshot> {
-    const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows] = await Promise.all([
+    let skippedSignals = 0;
+    const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows, overrideRows] = await Promise.all([
       this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners),
       this.db.select().from(devices),
       this.db.select().from(watchers),
       this.db.select().from(consentRules).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
       this.db.select().from(presenceState),
+      this.db.select().from(presenceOverrides).where(gt(presenceOverrides.expiresAt, sql`now()`)),
     ]);
+    const overrides: { ownerId: string; override: PresenceOverride }[] = [];
+    for (const row of overrideRows) {
+      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities });
+      if (!parsed.success) {
+        skippedSignals += 1;
+        continue;
+      }
+      overrides.push({ ownerId: row.ownerId, override: { source: row.source, ...parsed.data, expiresAt: row.expiresAt.getTime() } });
+    }
     // A bad signal is dropped alone; the row's version is kept whatever its
     // content, so the next write (version + 1) still moves the row forward.
     const states: { ownerId: string; version: number; signals: PersistedSignal[] }[] = [];
-    let skippedSignals = 0;
     for (const row of stateRows) {
       const signals: PersistedSignal[] = [];
       for (const candidate of Array.isArray(row.signals) ? row.signals : []) {
@@ -58,6 +73,7 @@ export class Repository {
       watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, revoked: w.revokedAt !== null })),
       rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body })),
       states,
+      overrides,
       skippedSignals,
     };
   }
@@ -95,6 +111,23 @@ export class Repository {
       .where(and(eq(consentRules.ownerId, ownerId), eq(consentRules.id, ruleId)))
       .returning({ id: consentRules.id });
     return rows[0]?.id;
+  }
+
+  async upsertOverride(ownerId: string, override: PresenceOverride): Promise<void> {
+    const row = { availability: override.availability, activities: [...override.activities], expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
+    await this.db
+      .insert(presenceOverrides)
+      .values({ ownerId, source: override.source, ...row })
+      .onConflictDoUpdate({ target: [presenceOverrides.ownerId, presenceOverrides.source], set: row });
+  }
+
+  /** Returns false if there was none. */
+  async deleteOverride(ownerId: string, source: string): Promise<boolean> {
+    const rows = await this.db
+      .delete(presenceOverrides)
+      .where(and(eq(presenceOverrides.ownerId, ownerId), eq(presenceOverrides.source, source)))
+      .returning({ source: presenceOverrides.source });
+    return rows.length === 1;
   }
 
   async saveSigningKey(kid: string, algorithm: string, publicJwk: unknown): Promise<void> {

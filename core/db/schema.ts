@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, jsonb, pgTable, text, timestamp, uuid, bigint, check } from 'drizzle-orm/pg-core';
+import { bigint, check, index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 
 /**
  * The one storage schema, PostgreSQL dialect, for both PGlite (embedded) and
@@ -77,6 +77,25 @@ export const presenceState = pgTable('presence_state', {
   version: bigint('version', { mode: 'number' }).notNull(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/**
+ * What the owner said (source `manual`) or an app holds for them (source
+ * `session:{id}`), each with an expiry; combined with the derived state.
+ */
+export const presenceOverrides = pgTable(
+  'presence_overrides',
+  {
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    source: text('source').notNull(),
+    availability: text('availability').notNull(),
+    activities: jsonb('activities').notNull(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.ownerId, t.source] })],
+);
 
 /** Public halves of the token signing keys (the private key never lands here). */
 export const signingKeys = pgTable('signing_keys', {

@@ -287,3 +287,31 @@ t.test('the owner sets zones and reads everything derived, with the trace', asyn
   t.notMatch(JSON.stringify(await (await read(bob.token)).json()), /Office|trace/, 'watchers see none of it');
   t.equal((await service.api('GET', '/v1/me/presence', { token: bob.token })).status, 403, 'not for watchers');
 });
+
+t.test('a manual status and app sessions, with expiry, stored and restored', async (t) => {
+  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
+  const put = await service.api('PUT', '/v1/me/status', { token: ownerToken, body: { availability: 'do-not-disturb', expiresInSeconds: 600 } });
+  t.equal(put.status, 200);
+  t.match(await put.json(), { source: 'manual', availability: 'do-not-disturb' });
+  t.match(await (await read(bob.token)).json(), { availability: 'do-not-disturb' }, 'watchers see it at once');
+  const session = await service.api('PUT', '/v1/me/sessions/softphone', { token: ownerToken, body: { availability: 'busy', activities: ['on-the-phone'], expiresInSeconds: 1200 } });
+  t.equal(session.status, 200);
+  t.match(await (await read(bob.token)).json(), { availability: 'do-not-disturb' }, 'the manual status beats the session');
+  t.equal((await service.api('PUT', '/v1/me/status', { token: ownerToken, body: { availability: 'busy', expiresInSeconds: 5 } })).status, 400, 'too brief');
+  t.equal((await service.api('PUT', '/v1/me/status', { token: bob.token, body: { availability: 'busy', expiresInSeconds: 600 } })).status, 403, 'not for watchers');
+
+  await service.close();
+  service = await startTestService(root, config, { clock });
+  t.match(await (await read(bob.token)).json(), { availability: 'do-not-disturb' }, 'restored after a restart');
+
+  offsetMs = 601_000; // the manual status expires; the session still runs
+  const now = clock();
+  const before = accepted();
+  await publish({ kind: 'user-input', at: new Date(now).toISOString(), state: 'active' });
+  await waitFor(() => accepted() > before, 'a heartbeat');
+  t.match(await (await read(bob.token)).json(), { availability: 'busy', activities: ['on-the-phone'] }, 'the session shows once the status expired');
+  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: ownerToken })).status, 204);
+  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: ownerToken })).status, 404);
+  t.not((await (await read(bob.token)).json() as { availability: string }).availability, 'do-not-disturb');
+  offsetMs = 0;
+});

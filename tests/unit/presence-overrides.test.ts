@@ -1,0 +1,59 @@
+import t from 'tap';
+import type { Derived } from '../../core/derive-presence.js';
+import { OFFLINE_STATE, type PresenceState } from '../../core/presence.js';
+import { applyOverrides, MANUAL, overrideInputSchema, sessionSource, type PresenceOverride } from '../../core/presence-overrides.js';
+import { PresenceHub } from '../../core/presence-hub.js';
+
+const NOW = Date.parse('2026-05-04T10:00:00Z');
+const state = (availability: PresenceState['availability'], activities: PresenceState['activities'] = []): Derived => ({
+  state: { ...OFFLINE_STATE, availability, activities, lastSeen: NOW, trace: { availability: { rule: 'derived', signals: [] } } },
+  validUntil: NOW + 3_600_000,
+});
+const o = (source: string, availability: PresenceOverride['availability'], activities: PresenceOverride['activities'] = [], expiresIn = 600_000): PresenceOverride => ({
+  source,
+  availability,
+  activities,
+  expiresAt: NOW + expiresIn,
+});
+const shown = (d: Derived) => [d.state.availability, d.state.activities.join(',')];
+
+t.test('the manual status replaces the derived availability until it expires', async (t) => {
+  const d = applyOverrides(state('busy', ['meeting']), [o(MANUAL, 'available')], NOW);
+  t.same(shown(d), ['available', 'meeting'], 'derived activities kept when the status names none');
+  t.equal(d.validUntil, NOW + 600_000, 're-derived when it expires');
+  t.match(d.state.trace.availability?.rule, /^manual status until/);
+  t.same(shown(applyOverrides(state('available'), [o(MANUAL, 'busy', ['meeting'])], NOW)), ['busy', 'meeting']);
+  t.same(shown(applyOverrides(state('busy', ['on-the-phone']), [o(MANUAL, 'offline')], NOW)), ['offline', ''], 'appear offline: nothing shows');
+  t.same(shown(applyOverrides(state('offline'), [o(MANUAL, 'available')], NOW)), ['available', ''], 'even with every device silent');
+  t.same(shown(applyOverrides(state('busy', ['meeting']), [o(MANUAL, 'available', [], -1)], NOW)), ['busy', 'meeting'], 'expired: gone');
+});
+
+t.test('the manual status beats app sessions', async (t) => {
+  t.same(shown(applyOverrides(state('available'), [o(sessionSource('softphone'), 'busy', ['on-the-phone']), o(MANUAL, 'do-not-disturb')], NOW)), ['do-not-disturb', '']);
+});
+
+t.test('app sessions combine: the most significant availability wins, activities merge', async (t) => {
+  t.same(shown(applyOverrides(state('away'), [o(sessionSource('chat'), 'available')], NOW)), ['available', ''], 'an app in use beats idle');
+  t.same(shown(applyOverrides(state('available', ['meeting']), [o(sessionSource('softphone'), 'busy', ['on-the-phone'])], NOW)), ['busy', 'on-the-phone,meeting']);
+  t.same(shown(applyOverrides(state('do-not-disturb', ['sleeping']), [o(sessionSource('chat'), 'available')], NOW)), ['do-not-disturb', 'sleeping'], 'asleep is not overruled by an app');
+  t.same(shown(applyOverrides(state('offline'), [o(sessionSource('softphone'), 'busy', ['on-the-phone'])], NOW)), ['busy', 'on-the-phone']);
+  const two = applyOverrides(state('available'), [o(sessionSource('a'), 'busy', [], 60_000), o(sessionSource('b'), 'away', [], 120_000)], NOW);
+  t.equal(two.validUntil, NOW + 60_000, 'the first expiry');
+});
+
+t.test('input validation', async (t) => {
+  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 10 }).success, 'at least a minute');
+  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 8 * 86_400 }).success, 'at most a week');
+  t.notOk(overrideInputSchema.safeParse({ availability: 'free', expiresInSeconds: 600 }).success);
+  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 600, note: 'x' }).success, 'no unknown fields');
+});
+
+t.test('the hub shows a manual status for an owner no device ever reported for, until it expires', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  hub.setOverride('o1', o(MANUAL, 'busy', ['meeting']), NOW);
+  t.equal(hub.current('o1', NOW).availability, 'busy');
+  t.equal(hub.current('o1', NOW + 600_000).availability, 'offline', 'expired');
+  hub.setOverride('o1', o(MANUAL, 'busy'), NOW);
+  hub.removeOverride('o1', MANUAL, NOW);
+  t.equal(hub.current('o1', NOW).availability, 'offline', 'removed');
+});
