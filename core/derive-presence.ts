@@ -1,3 +1,4 @@
+import type { SensorEvent } from './events.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings, type Zone } from './owner-settings.js';
 import type { Activity, Availability, DeviceSeen, Place, PresenceState, TraceEntry, UserInput } from './presence.js';
 import { OFFLINE_STATE } from './presence.js';
@@ -7,6 +8,22 @@ export interface DeriveSettings {
   /** A device silent for this long stops counting; all silent means offline. */
   readonly offlineAfterMs: number;
 }
+
+/**
+ * How long a reported state can count at most, even while its device keeps
+ * reporting other things: a call state stuck by an app crash must not keep
+ * the owner "on the phone" all day. Kinds not listed live as long as their
+ * device does (a newer report replaces them, or the device goes silent).
+ */
+export const SIGNAL_LIFETIME_MS: Partial<Record<SensorEvent['kind'], number>> = {
+  call: 4 * 3_600_000,
+  headset: 4 * 3_600_000,
+  focus: 24 * 3_600_000,
+  sleep: 16 * 3_600_000,
+  occupancy: 12 * 3_600_000,
+  'ble-room': 3_600_000,
+  location: 6 * 3_600_000,
+};
 
 export interface Derived {
   readonly state: PresenceState;
@@ -24,7 +41,8 @@ export interface Derived {
  * trace of the rule and signals behind each field (for the owner only).
  *
  * A silent device stops counting: a device's signals count only while that
- * device has reported anything within offlineAfterMs. Signal kinds the owner
+ * device has reported anything within offlineAfterMs; some states also have
+ * a lifetime of their own (SIGNAL_LIFETIME_MS). Signal kinds the owner
  * ignores never count. Calendar entries count inside their [start, end).
  *
  * Availability and activities: every condition that holds adds its activity
@@ -88,7 +106,14 @@ export function derivePresence(
   if (lastSeen === undefined) return { state: OFFLINE_STATE, validUntil: Infinity };
 
   const ignored = new Set<string>(owner.ignore);
-  const counted = all.filter((s) => live.has(s.deviceId) && !ignored.has(s.kind));
+  const counted = all.filter((s) => {
+    if (!live.has(s.deviceId) || ignored.has(s.kind)) return false;
+    const lifetime = SIGNAL_LIFETIME_MS[s.kind];
+    if (lifetime === undefined) return true;
+    if (now >= s.at + lifetime) return false;
+    until(s.at + lifetime);
+    return true;
+  });
   const notWorn = new Set(counted.filter((s) => s.event.kind === 'worn' && s.event.state === 'off').map((s) => s.deviceId));
 
   const conditions = {

@@ -105,6 +105,27 @@ t.test('quiet hours and the time offset come from the owner time zone', async (t
   t.equal(localTime('Asia/Kolkata', NOW).offsetMinutes, 330);
 });
 
+t.test('a state older than its lifetime stops counting even while its device reports', async (t) => {
+  const stuck = derive([
+    [phone, { kind: 'call', at: iso(-5 * 3_600_000), state: 'in-call' }],
+    [phone, { kind: 'user-input', at: iso(0), state: 'active' }],
+  ]);
+  t.equal(stuck.state.availability, 'available', 'a call reported five hours ago and never ended: not on the phone');
+  const recent = derive([
+    [phone, { kind: 'call', at: iso(-3 * 3_600_000), state: 'in-call' }],
+    [phone, { kind: 'user-input', at: iso(0), state: 'active' }],
+  ]);
+  t.equal(recent.state.availability, 'busy', 'three hours: still a (long) call');
+  const anHourLater = derive(
+    [
+      [phone, { kind: 'call', at: iso(-3 * 3_600_000), state: 'in-call' }],
+      [phone, { kind: 'user-input', at: iso(3_600_000), state: 'active' }],
+    ],
+    NOW + 3_600_000,
+  );
+  t.equal(anHourLater.state.availability, 'available', 'at four hours the lifetime ends');
+});
+
 t.test('ignored signal kinds never count', async (t) => {
   const ignoring = ownerSettingsSchema.parse({ ...owner, ignore: ['call'] });
   t.equal(derive([[phone, { kind: 'call', at: iso(0), state: 'in-call' }]], NOW, ignoring).state.availability, 'available');
