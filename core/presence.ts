@@ -65,7 +65,30 @@ export const OFFLINE_STATE: PresenceState = Object.freeze({
   trace: Object.freeze({ availability: Object.freeze({ rule: 'no device reported within OFFLINE_AFTER_SECONDS', signals: [] }) }),
 });
 
-/** Equal states render equally; the derivation is deterministic, so JSON equality is exact. */
+function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
+  return a.length === b.length && a.every((x, i) => same(x, b[i] as T));
+}
+
+const sameStrings = (a: readonly string[], b: readonly string[]) => sameList(a, b, (x, y) => x === y);
+
+/**
+ * Field by field, cheapest first (on the ingest hot path the last-seen time
+ * differs on almost every event, so most calls end at the first test).
+ */
 export function samePresence(a: PresenceState, b: PresenceState): boolean {
-  return a === b || JSON.stringify(a) === JSON.stringify(b);
+  if (a === b) return true;
+  if (a.lastSeen !== b.lastSeen || a.availability !== b.availability || a.timeOffsetMinutes !== b.timeOffsetMinutes) return false;
+  if (!sameStrings(a.activities, b.activities)) return false;
+  if ((a.userInput === undefined) !== (b.userInput === undefined) || a.userInput?.state !== b.userInput?.state || a.userInput?.lastInput !== b.userInput?.lastInput) return false;
+  if ((a.place === undefined) !== (b.place === undefined) || a.place?.zone !== b.place?.zone || a.place?.placeType !== b.place?.placeType || a.place?.sphere !== b.place?.sphere) {
+    return false;
+  }
+  if (!sameList(a.devices, b.devices, (x, y) => x.id === y.id && x.lastSeen === y.lastSeen && x.live === y.live)) return false;
+  const keys = Object.keys(a.trace);
+  if (keys.length !== Object.keys(b.trace).length) return false;
+  return keys.every((key) => {
+    const x = a.trace[key];
+    const y = b.trace[key];
+    return x !== undefined && y !== undefined && x.rule === y.rule && sameStrings(x.signals, y.signals);
+  });
 }

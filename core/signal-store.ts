@@ -24,8 +24,28 @@ export function signalKey(signal: Signal): string {
   return `${signal.deviceId}/${signalQualifier(signal.event)}`;
 }
 
+/** The canonical form is needed only to break a tie on time, so it is made on first use. */
+class SignalRecord implements Signal {
+  readonly kind: SensorEvent['kind'];
+  readonly at: number;
+  private canonicalForm: string | undefined;
+
+  constructor(
+    readonly deviceId: string,
+    readonly event: SensorEvent,
+  ) {
+    this.kind = event.kind;
+    this.at = Date.parse(event.at);
+  }
+
+  get canonical(): string {
+    this.canonicalForm ??= JSON.stringify(this.event);
+    return this.canonicalForm;
+  }
+}
+
 export function toSignal(deviceId: string, event: SensorEvent): Signal {
-  return { deviceId, kind: event.kind, at: Date.parse(event.at), event, canonical: JSON.stringify(event) };
+  return new SignalRecord(deviceId, event);
 }
 
 /** True when `candidate` should replace `current` under last-writer-wins. */
