@@ -2,7 +2,7 @@ import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
 import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../core/owner-settings.js';
 import type { PresenceHub } from '../core/presence-hub.js';
-import type { OverrideInput, PresenceOverride } from '../core/presence-overrides.js';
+import { MANUAL, MAX_SESSIONS, type OverrideInput, type PresenceOverride } from '../core/presence-overrides.js';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
@@ -23,7 +23,7 @@ export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number>
 export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Scope[]> = {
   device: ['presence:write'],
   watcher: ['presence:read'],
-  owner: ['presence:read', 'presence:write', 'consent:manage', 'settings:manage'],
+  owner: ['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage'],
 };
 
 export class Accounts {
@@ -41,6 +41,9 @@ export class Accounts {
 
   /** Sets the owner's manual status or an app session (by source), stored first. */
   async setOverride(ownerId: string, source: string, input: OverrideInput): Promise<PresenceOverride> {
+    const now = this.clock();
+    const others = this.hub.overridesOf(ownerId).filter((o) => o.expiresAt > now && o.source !== source && o.source !== MANUAL);
+    if (source !== MANUAL && others.length >= MAX_SESSIONS) throw new AppError('conflict', `At most ${MAX_SESSIONS} app sessions at once; end one first.`);
     const override: PresenceOverride = {
       source,
       availability: input.availability,
@@ -63,7 +66,9 @@ export class Accounts {
 
   /** Stores the settings (Wi-Fi names digested), then re-derives the owner's presence with them. */
   async updateSettings(ownerId: string, input: SettingsInput): Promise<OwnerSettings> {
-    const settings = toStoredSettings(input, (ssid) => this.digestNetworkName(ownerId, ssid));
+    const stored = toStoredSettings(input, (ssid) => this.digestNetworkName(ownerId, ssid));
+    if (!stored.success) throw new AppError('invalid_request', 'The settings are not valid.', stored.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+    const settings = stored.data;
     await this.repository.updateOwnerSettings(ownerId, settings);
     this.directory.putSettings(ownerId, settings);
     this.hub.refresh(ownerId, this.clock());

@@ -24,7 +24,7 @@ commands:
   token watcher <watcher-id> [--ttl SECONDS] [--scopes S,...]
                                                    issue a watcher or app token (HTTP; default scope presence:read)
   token owner <handle> [--ttl SECONDS] [--scopes S,...]
-                                                   issue an owner token (HTTP; default presence:read,presence:write,consent:manage,settings:manage)
+                                                   issue an owner token (HTTP; default presence:read,presence:write,status:manage,consent:manage,settings:manage)
   token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
   allow <owner-handle> <watcher-id> [--fields availability,activities]
                                                    add a rule letting the watcher see those fields

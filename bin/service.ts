@@ -138,7 +138,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (deadLetterRoot) {
         onRejected = (topic, payload, reason, now) => {
           const letter = deadLetter(deadLetterRoot, topic, payload, reason, now);
-          subscriber.client.publish(letter.topic, letter.payload, { qos: 0, retain: false });
+          if (letter) subscriber.client.publish(letter.topic, letter.payload, { qos: 0, retain: false });
         };
       }
     }

@@ -121,6 +121,12 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   // Secrets have no defaults in production: a key generated per process
   // would make every process refuse the others' tokens.
   if (env.NODE_ENV === 'production' && !env.SIGNING_KEY) problems.push('SIGNING_KEY: required when NODE_ENV=production');
+  // A persistent session needs an id that is stable and unique per process;
+  // a host name is neither (several processes per host, new hosts per deploy).
+  if (env.NODE_ENV === 'production' && env.MQTT_URL && !env.MQTT_CLIENT_ID) problems.push('MQTT_CLIENT_ID: required with MQTT_URL when NODE_ENV=production');
+  const native = `${env.MQTT_TOPIC_ROOT}/`;
+  const owntracks = `${env.OWNTRACKS_TOPIC_ROOT}/`;
+  if (native.startsWith(owntracks) || owntracks.startsWith(native)) problems.push('OWNTRACKS_TOPIC_ROOT: must not overlap MQTT_TOPIC_ROOT');
   return problems;
 }
 

@@ -80,20 +80,23 @@ export function derivePresence(
   now: number,
   owner: OwnerSettings = DEFAULT_OWNER_SETTINGS,
 ): Derived {
-  // A device clock slightly ahead (within the accepted skew) counts as now.
-  const deviceSeen = new Map<string, number>();
-  const all: Signal[] = [];
-  for (const signal of signals) {
-    all.push(signal);
-    const seen = Math.min(signal.at, now);
-    const previous = deviceSeen.get(signal.deviceId);
-    if (previous === undefined || seen > previous) deviceSeen.set(signal.deviceId, seen);
-  }
-
   let validUntil = Infinity;
   const until = (instant: number) => {
     if (instant > now) validUntil = Math.min(validUntil, instant);
   };
+  // Ignored kinds do not even count as a heartbeat. A device clock slightly
+  // ahead (within the accepted skew) counts as now, until its time comes.
+  const ignored = new Set<string>(owner.ignore);
+  const deviceSeen = new Map<string, number>();
+  const all: Signal[] = [];
+  for (const signal of signals) {
+    if (ignored.has(signal.kind)) continue;
+    all.push(signal);
+    if (signal.at > now) until(signal.at);
+    const seen = Math.min(signal.at, now);
+    const previous = deviceSeen.get(signal.deviceId);
+    if (previous === undefined || seen > previous) deviceSeen.set(signal.deviceId, seen);
+  }
   let lastSeen: number | undefined;
   const live = new Set<string>();
   for (const [deviceId, seen] of deviceSeen) {
@@ -105,9 +108,8 @@ export function derivePresence(
   }
   if (lastSeen === undefined) return { state: OFFLINE_STATE, validUntil: Infinity };
 
-  const ignored = new Set<string>(owner.ignore);
   const counted = all.filter((s) => {
-    if (!live.has(s.deviceId) || ignored.has(s.kind)) return false;
+    if (!live.has(s.deviceId)) return false;
     const lifetime = SIGNAL_LIFETIME_MS[s.kind];
     if (lifetime === undefined) return true;
     if (now >= s.at + lifetime) return false;
@@ -162,7 +164,14 @@ export function derivePresence(
         break;
       case 'user-input':
         // RFC 4480 §3.11: the most recent report across devices wins.
-        if (!latestInput || signal.at > latestInput.at || (signal.at === latestInput.at && signal.canonical > latestInput.canonical)) latestInput = signal;
+        // Ties broken by value, then by device: never by arrival order.
+        if (
+          !latestInput ||
+          signal.at > latestInput.at ||
+          (signal.at === latestInput.at && (signal.canonical > latestInput.canonical || (signal.canonical === latestInput.canonical && signal.deviceId < latestInput.deviceId)))
+        ) {
+          latestInput = signal;
+        }
         break;
       default:
         break;
@@ -191,15 +200,17 @@ export function derivePresence(
   }
 
   const local = owner.timeZone ? localTime(owner.timeZone, now) : undefined;
+  // Quiet hours and the time offset can change only on a whole minute (every
+  // UTC offset is whole minutes, DST jumps included), so with a time zone the
+  // state is re-derived at the next minute: exact, and a cheap Map lookup on
+  // reads in between.
+  if (local) until(now - (now % 60_000) + 60_000);
   let quiet = false;
   if (local && owner.quietHours) {
     const from = minutesOf(owner.quietHours.from);
     const to = minutesOf(owner.quietHours.to);
     const m = local.minutes;
     quiet = from <= to ? m >= from && m < to : m >= from || m < to;
-    // The next boundary, capped so a DST change can never make it late.
-    const toNext = Math.min(...[from, to].map((b) => (b - m + 1440) % 1440 || 1440));
-    until(Math.min(now + toNext * 60_000 - local.seconds * 1000, now + 15 * 60_000));
   }
 
   const activities: Activity[] = [];
@@ -213,7 +224,7 @@ export function derivePresence(
   for (const [activity, keys, rule] of activityRules) {
     if (keys.length === 0) continue;
     activities.push(activity);
-    trace[`activity:${activity}`] = { rule, signals: keys };
+    trace[`activity:${activity}`] = { rule, signals: [...keys].sort() };
   }
 
   const availabilityRules: [boolean, Availability, string, string[]][] = [
@@ -228,7 +239,7 @@ export function derivePresence(
   ];
   const chosen = availabilityRules.find(([holds]) => holds);
   const availability: Availability = chosen ? chosen[1] : 'available';
-  trace.availability = chosen ? { rule: chosen[2], signals: chosen[3] } : { rule: 'a device reported recently and nothing else applies', signals: [] };
+  trace.availability = chosen ? { rule: chosen[2], signals: [...chosen[3]].sort() } : { rule: 'a device reported recently and nothing else applies', signals: [] };
 
   const place = derivePlace(counted, owner, now, until, trace);
 
@@ -261,9 +272,10 @@ function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: 
       const e = s.event;
       if (e.kind !== 'motion' || e.activity === 'unknown' || e.confidence < owner.minMotionConfidence) return [];
       const start = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
-      return [{ start, vehicle: e.activity === 'in-vehicle', key: signalKey(s) }];
+      return [{ start, vehicle: e.activity === 'in-vehicle', key: signalKey(s), signal: s }];
     })
-    .sort((a, b) => a.start - b.start);
+    // A total order, so the result never depends on arrival order.
+    .sort((a, b) => a.start - b.start || a.signal.at - b.signal.at || (a.signal.canonical < b.signal.canonical ? -1 : a.signal.canonical > b.signal.canonical ? 1 : 0));
   // Collapse consecutive reports of the same state into segments.
   const segments: { start: number; vehicle: boolean; keys: string[] }[] = [];
   for (const r of reports) {
@@ -299,6 +311,7 @@ interface Evidence {
 
 function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: number, until: (instant: number) => void, trace: Record<string, TraceEntry>): Place | undefined {
   const evidence: Evidence[] = [];
+  const confirmedLeave = new Map<string, number>();
   let latestAccurateFix: Signal | undefined;
   for (const signal of counted) {
     const event = signal.event;
@@ -314,6 +327,8 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
             if (now < confirmedAt) {
               evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} left, not yet confirmed`, key });
               until(confirmedAt);
+            } else {
+              confirmedLeave.set(zone.name, Math.max(confirmedLeave.get(zone.name) ?? -Infinity, signal.at));
             }
           }
         }
@@ -343,8 +358,15 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
         break;
     }
   }
+  // A confirmed leave outweighs everything older for that zone (an old fix,
+  // a stale Wi-Fi): only evidence newer than the leave can put the owner back.
   let best: Evidence | undefined;
-  for (const e of evidence) if (!best || e.at > best.at) best = e;
+  for (const e of evidence) {
+    const left = confirmedLeave.get(e.zone.name);
+    if (left !== undefined && e.at <= left) continue;
+    // Newest first; ties broken by signal key, then zone name: never by arrival order.
+    if (!best || e.at > best.at || (e.at === best.at && (e.key < best.key || (e.key === best.key && e.zone.name < best.zone.name)))) best = e;
+  }
   if (latestAccurateFix && (!best || latestAccurateFix.at > best.at) && !evidence.some((e) => e.key === signalKey(latestAccurateFix as Signal))) {
     trace.place = { rule: 'the newest accurate location fix is outside every zone', signals: [signalKey(latestAccurateFix)] };
     return undefined;
@@ -371,7 +393,7 @@ function minutesOf(hhmm: string): number {
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
 /** Local wall-clock minutes and the UTC offset in a time zone, at `now`. */
-export function localTime(timeZone: string, now: number): { minutes: number; seconds: number; offsetMinutes: number } {
+export function localTime(timeZone: string, now: number): { minutes: number; offsetMinutes: number } {
   let format = formatters.get(timeZone);
   if (!format) {
     format = new Intl.DateTimeFormat('en-US', {
@@ -390,5 +412,5 @@ export function localTime(timeZone: string, now: number): { minutes: number; sec
   for (const part of format.formatToParts(new Date(now))) if (part.type !== 'literal') parts[part.type] = Number(part.value);
   const get = (type: string) => parts[type] ?? 0;
   const asUtc = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour'), get('minute'), get('second'));
-  return { minutes: get('hour') * 60 + get('minute'), seconds: get('second'), offsetMinutes: Math.round((asUtc - (now - (now % 1000))) / 60_000) };
+  return { minutes: get('hour') * 60 + get('minute'), offsetMinutes: Math.round((asUtc - (now - (now % 1000))) / 60_000) };
 }

@@ -207,7 +207,7 @@ export function signalQualifier(event: SensorEvent): string {
     case 'ble-room':
       return `ble-room/${event.id}/${event.room}`;
     case 'motion':
-      // A short history, not one value (see MOTION_HISTORY in signal-store).
+      // A short history, not one value (bounded by SIGNAL_FAMILIES in signal-store).
       return `motion@${event.at}`;
     default:
       return event.kind;

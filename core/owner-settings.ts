@@ -131,11 +131,12 @@ export const settingsInputSchema = withSettingsChecks(
 );
 export type SettingsInput = z.infer<typeof settingsInputSchema>;
 
-export function toStoredSettings(input: SettingsInput, digestNetworkName: (ssid: string) => string): OwnerSettings {
+/** Digests the Wi-Fi names; the result is checked again (digests added to `networks` may exceed its limit). */
+export function toStoredSettings(input: SettingsInput, digestNetworkName: (ssid: string) => string) {
   const zones = input.zones.map(({ wifi, ...zone }) => {
     if (!wifi || wifi.length === 0) return zone;
     const networks = [...new Set([...(zone.networks ?? []), ...wifi.map(digestNetworkName)])];
     return { ...zone, networks };
   });
-  return ownerSettingsSchema.parse({ ...input, zones });
+  return ownerSettingsSchema.safeParse({ ...input, zones });
 }

@@ -54,7 +54,8 @@ export class PresenceHub {
 
   /** Sets (or replaces, by source) a manual status or an app session. */
   setOverride(ownerId: string, override: PresenceOverride, now: number): void {
-    const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source);
+    // Expired overrides are dropped here, so the list stays bounded.
+    const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source && o.expiresAt > now);
     this.overrides.set(ownerId, [...rest, override]);
     this.rederive(ownerId, this.entry(ownerId, now), now);
   }

@@ -33,6 +33,8 @@ export type OverrideInput = z.infer<typeof overrideInputSchema>;
 export const sessionIdSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be 1-64 of a-z 0-9 . _ -');
 
 export const MANUAL = 'manual';
+/** Live app sessions per owner; a further one is refused until one ends or expires. */
+export const MAX_SESSIONS = 16;
 export const sessionSource = (id: string) => `session:${id}`;
 
 export interface PresenceOverride {

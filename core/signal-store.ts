@@ -56,23 +56,36 @@ export function supersedes(candidate: Signal, current: Signal | undefined): bool
 }
 
 /**
- * Motion keeps a short history per device (the latest MOTION_HISTORY
- * reports) rather than one value: debouncing driving needs to know when an
- * activity began and whether a different one lasted long enough to end it.
- * Keeping the N newest of the union is still commutative, associative and
- * idempotent: top-N(top-N(S + a) + b) = top-N(S + a + b).
+ * Kinds that keep more than one signal per device are bounded, so no device
+ * can grow an owner's state without limit (rotating BLE ids, invented zone
+ * names): each keeps at most `max` signals per device, the newest, and
+ * motion only those within `windowMs` of the newest report (debouncing
+ * driving needs to know when an activity began and whether another one
+ * lasted long enough to end it). Keeping "the newest N within W of the
+ * newest" of the union is still commutative, associative and idempotent:
+ * the newest time only grows, so whatever one merge drops, the final set
+ * drops too.
  */
-export const MOTION_HISTORY = 8;
+export const SIGNAL_FAMILIES: Partial<Record<SensorEvent['kind'], { readonly max: number; readonly windowMs?: number }>> = {
+  motion: { max: 32, windowMs: 30 * 60_000 },
+  geofence: { max: 16 },
+  occupancy: { max: 16 },
+  'ble-room': { max: 16 },
+};
 
 /** Merges one signal into the set in place; returns whether the set changed. */
 export function mergeSignal(set: SignalSet, signal: Signal): boolean {
   const key = signalKey(signal);
   if (!supersedes(signal, set.get(key))) return false;
   set.set(key, signal);
-  if (signal.kind !== 'motion') return true;
-  const history = [...set.entries()].filter(([, s]) => s.kind === 'motion' && s.deviceId === signal.deviceId);
-  if (history.length <= MOTION_HISTORY) return true;
-  history.sort(([, a], [, b]) => (supersedes(a, b) ? -1 : 1)); // newest first
-  for (const [old] of history.slice(MOTION_HISTORY)) set.delete(old);
+  const family = SIGNAL_FAMILIES[signal.kind];
+  if (!family) return true;
+  const members: [string, Signal][] = [];
+  for (const entry of set) if (entry[1].kind === signal.kind && entry[1].deviceId === signal.deviceId) members.push(entry);
+  members.sort(([, a], [, b]) => (supersedes(a, b) ? -1 : 1)); // newest first
+  const newest = (members[0] as [string, Signal])[1].at;
+  members.forEach(([k, s], i) => {
+    if (i >= family.max || (family.windowMs !== undefined && s.at < newest - family.windowMs)) set.delete(k);
+  });
   return set.get(key) === signal;
 }

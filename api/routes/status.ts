@@ -9,13 +9,15 @@ import type { Authenticator } from '../authenticate.js';
  * The owner's manual status (PUT/DELETE /v1/me/status) and app presence
  * sessions (PUT/DELETE /v1/me/sessions/{id}), each with an expiry; see
  * core/presence-overrides.ts for how they combine with the derived state.
- * Owner tokens with presence:write (an app acting for its owner holds one).
+ * Owner tokens: status:manage for the manual status, presence:write for
+ * sessions (an app acting for its owner holds such a token).
  */
 const overrideResponse = z.object({ source: z.string(), availability: z.string(), activities: z.array(z.string()), expiresAt: z.string() });
 
 export function statusRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const owner = async (request: FastifyRequest) => (await deps.auth.require(request, ['owner'], 'presence:write')).subject;
+  // An app holding presence:write may run sessions; only status:manage may set or clear the owner's own status.
+  const owner = async (request: FastifyRequest, scope: 'presence:write' | 'status:manage' = 'presence:write') => (await deps.auth.require(request, ['owner'], scope)).subject;
   const sessionParams = z.object({ id: sessionIdSchema });
   const respond = (o: { source: string; availability: string; activities: readonly string[]; expiresAt: number }) => ({
     source: o.source,
@@ -25,10 +27,10 @@ export function statusRoutes(app: FastifyInstance, deps: { auth: Authenticator; 
   });
 
   r.put('/v1/me/status', { schema: { body: overrideInputSchema, response: { 200: overrideResponse } } }, async (request) =>
-    respond(await deps.accounts.setOverride(await owner(request), MANUAL, request.body)),
+    respond(await deps.accounts.setOverride(await owner(request, 'status:manage'), MANUAL, request.body)),
   );
   r.delete('/v1/me/status', async (request, reply) => {
-    await deps.accounts.removeOverride(await owner(request), MANUAL);
+    await deps.accounts.removeOverride(await owner(request, 'status:manage'), MANUAL);
     return reply.code(204).send();
   });
   r.put('/v1/me/sessions/:id', { schema: { params: sessionParams, body: overrideInputSchema, response: { 200: overrideResponse } } }, async (request) =>

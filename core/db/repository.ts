@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
@@ -114,6 +114,7 @@ export class Repository {
   }
 
   async upsertOverride(ownerId: string, override: PresenceOverride): Promise<void> {
+    await this.db.delete(presenceOverrides).where(and(eq(presenceOverrides.ownerId, ownerId), lt(presenceOverrides.expiresAt, sql`now()`)));
     const row = { availability: override.availability, activities: [...override.activities], expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
     await this.db
       .insert(presenceOverrides)

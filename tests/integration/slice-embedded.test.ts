@@ -116,11 +116,13 @@ t.test('an OwnTracks app connects with its device id and token and publishes bel
   await app.publishAsync(`owntracks/${device.id}/iphone/waypoints`, JSON.stringify({ _type: 'waypoints', waypoints: [] }), { qos: 1 });
   await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before, 'the location');
   t.ok(app.connected, 'its other messages are allowed (and not consumed)');
+  const other = await ctl('device', 'add', 'alice', '--class', 'tablet');
   const closed = new Promise<void>((resolve) => app.once('close', () => resolve()));
-  app.publish(`owntracks/${crypto.randomUUID()}/iphone`, JSON.stringify({ _type: 'location', lat: 1, lon: 1, tst }), { qos: 1 });
+  const accepted = service.metrics.value(INGEST_ACCEPTED);
+  app.publish(`owntracks/${other.id}/iphone`, JSON.stringify({ _type: 'location', lat: 1, lon: 1, acc: 5, tst }), { qos: 1 });
   await closed;
   app.end(true);
-  t.pass('publishing below another id closes the connection');
+  t.equal(service.metrics.value(INGEST_ACCEPTED), accepted, "publishing below another registered device's id closes the connection, nothing applied");
 });
 
 t.test('an oversized packet closes the connection before it is buffered', async (t) => {

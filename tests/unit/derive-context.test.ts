@@ -61,8 +61,9 @@ t.test('place from each kind of evidence', async (t) => {
 t.test('leaving a geofence counts only after the leave dwell', async (t) => {
   const left = derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }]]);
   t.equal(left.state.place?.zone, 'Office', 'a minute after leaving: not confirmed yet');
-  t.equal(left.validUntil, NOW - 60_000 + 180_000);
-  t.equal(derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }]], left.validUntil).state.place, undefined);
+  t.ok(left.validUntil <= NOW - 60_000 + 180_000, 're-derived by the time the leave is confirmed');
+  const confirmed = NOW - 60_000 + 180_000;
+  t.equal(derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }], [desk, { kind: 'call', at: iso(120_000), state: 'idle' }]], confirmed).state.place, undefined);
 });
 
 t.test('driving needs the activity to last the dwell time from its start', async (t) => {
@@ -128,7 +129,7 @@ t.test('a state older than its lifetime stops counting even while its device rep
 
 t.test('ignored signal kinds never count', async (t) => {
   const ignoring = ownerSettingsSchema.parse({ ...owner, ignore: ['call'] });
-  t.equal(derive([[phone, { kind: 'call', at: iso(0), state: 'in-call' }]], NOW, ignoring).state.availability, 'available');
+  t.equal(derive([[phone, { kind: 'call', at: iso(0), state: 'in-call' }], [phone, { kind: 'user-input', at: iso(0), state: 'active' }]], NOW, ignoring).state.availability, 'available');
 });
 
 t.test('devices are service tuples: open while live, closed once silent', async (t) => {
@@ -164,4 +165,55 @@ t.test('settings are validated', async (t) => {
   t.notOk(ownerSettingsSchema.safeParse({ zones: [{ name: 'A', circle: { latitude: 0, longitude: 0, radiusMeters: 5 } }] }).success, 'radius at least 20 m');
   t.notOk(ownerSettingsSchema.safeParse({ surprise: true }).success, 'unknown settings refused');
   t.ok(Math.abs(distanceMeters(48.137, 11.575, 48.15, 11.55) - 2337) < 30, 'haversine');
+});
+
+t.test('a confirmed leave outweighs older evidence for the zone', async (t) => {
+  const signals: [string, SensorEvent][] = [
+    [phone, { kind: 'location', at: iso(-20 * 60_000), latitude: 48.1371, longitude: 11.5751, accuracy: 10 }],
+    [phone, { kind: 'geofence', at: iso(-10 * 60_000), zone: 'Office', transition: 'leave' }],
+  ];
+  t.equal(derive(signals).state.place, undefined, 'the leave is confirmed: the older fix no longer places the owner');
+  signals.push([desk, { kind: 'occupancy', at: iso(-60_000), room: 'Desk 4.12', occupied: true }]);
+  t.equal(derive(signals).state.place?.zone, 'Office', 'newer evidence brings the owner back');
+});
+
+t.test('frequent motion reports and long runs of stops within the window', async (t) => {
+  const every10s = Array.from({ length: 21 }, (_, i): [string, SensorEvent] => [phone, { kind: 'motion', at: iso(-200_000 + i * 10_000), activity: 'in-vehicle', confidence: 90 }]);
+  t.same(derive(every10s).state.activities, ['steering'], 'reports every 10 s for 200 s: driving');
+  const stop = Array.from({ length: 8 }, (_, i): [string, SensorEvent] => [phone, { kind: 'motion', at: iso(-40_000 + i * 5000), activity: 'still', confidence: 90 }]);
+  t.same(derive([...every10s.map(([d, e]): [string, SensorEvent] => [d, { ...e, at: new Date(Date.parse(e.at) - 60_000).toISOString() }]), ...stop]).state.activities, ['steering'], '8 still reports over 40 s do not end it');
+});
+
+t.test('the derived state does not depend on the order signals arrived in', async (t) => {
+  const signals: [string, SensorEvent][] = [
+    [phone, { kind: 'motion', at: iso(-300_000), activity: 'in-vehicle', confidence: 90, since: iso(-300_000) }],
+    [phone, { kind: 'motion', at: iso(-299_000), activity: 'still', confidence: 90, since: iso(-300_000) }],
+    [desk, { kind: 'occupancy', at: iso(-60_000), room: 'Desk 4.12', occupied: true }],
+    [phone, { kind: 'network', at: iso(-60_000), connection: 'wifi', network: 'HOMEdigestHOMEdigest12' }],
+    [phone, { kind: 'call', at: iso(0), state: 'in-call' }],
+  ];
+  const a = JSON.stringify(derive(signals).state);
+  const b = JSON.stringify(derive([...signals].reverse()).state);
+  t.equal(a, b);
+});
+
+t.test('quiet hours switch on the exact minute, and the time offset at DST', async (t) => {
+  const quiet = ownerSettingsSchema.parse({ ...owner, quietHours: { from: '13:00', to: '14:00' } });
+  const justBefore = Date.parse('2026-05-04T10:59:59.500Z'); // 12:59:59.500 in Berlin
+  const heartbeat: [string, SensorEvent][] = [[phone, { kind: 'call', at: new Date(justBefore).toISOString(), state: 'idle' }]];
+  const before = derive(heartbeat, justBefore, quiet);
+  t.equal(before.state.availability, 'available');
+  t.equal(before.validUntil, Date.parse('2026-05-04T11:00:00.000Z'), 're-derived exactly at 13:00');
+  t.equal(derive(heartbeat, before.validUntil, quiet).state.availability, 'do-not-disturb');
+  const dst = Date.parse('2026-10-25T00:59:30Z'); // 02:59:30 CEST; at 01:00Z clocks go back to 02:00 CET
+  const tz = ownerSettingsSchema.parse({ timeZone: 'Europe/Berlin' });
+  const d = derive([[phone, { kind: 'call', at: new Date(dst).toISOString(), state: 'idle' }]], dst, tz);
+  t.equal(d.state.timeOffsetMinutes, 120);
+  t.equal(d.validUntil, Date.parse('2026-10-25T01:00:00Z'));
+  t.equal(derive([[phone, { kind: 'call', at: new Date(dst).toISOString(), state: 'idle' }]], d.validUntil, tz).state.timeOffsetMinutes, 60);
+});
+
+t.test('ignored kinds do not even keep the owner online', async (t) => {
+  const ignoring = ownerSettingsSchema.parse({ ...owner, ignore: ['location'] });
+  t.equal(derive([[phone, { kind: 'location', at: iso(0), latitude: 1, longitude: 1, accuracy: 5 }]], NOW, ignoring).state.availability, 'offline');
 });

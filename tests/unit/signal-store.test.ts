@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import t from 'tap';
+import { derivePresence } from '../../core/derive-presence.js';
 import type { SensorEvent } from '../../core/events.js';
 import { mergeSignal, toSignal, type Signal, type SignalSet } from '../../core/signal-store.js';
 
@@ -11,7 +12,7 @@ const devices = ['11111111-1111-4111-8111-111111111111', '22222222-2222-4222-822
 const base = Date.parse('2026-01-01T00:00:00Z');
 
 const eventArb: fc.Arbitrary<SensorEvent> = fc.oneof(
-  // Motion keeps a bounded history (MOTION_HISTORY newest), which must converge too.
+  // Motion keeps a bounded history (SIGNAL_FAMILIES), which must converge too.
   fc.record({
     kind: fc.constant('motion' as const),
     at: fc.integer({ min: 0, max: 20 }).map((s) => new Date(base + s * 1000).toISOString()),
@@ -66,4 +67,38 @@ t.test('a later event replaces an earlier one; an older or equal one does not', 
   t.notOk(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 2000).toISOString(), state: 'in-call' })), 'duplicate ignored');
   t.ok(mergeSignal(set, toSignal(d, { kind: 'call', at: new Date(base + 3000).toISOString(), state: 'idle' })));
   t.equal(set.size, 1);
+});
+
+t.test('multi-valued kinds stay bounded per device', async (t) => {
+  const set: SignalSet = new Map();
+  const d = devices[0] as string;
+  for (let i = 0; i < 500; i++) {
+    mergeSignal(set, toSignal(d, { kind: 'ble-room', at: new Date(base + i * 1000).toISOString(), id: `rotating-${i}`, room: 'kitchen', distance: 1 }));
+    mergeSignal(set, toSignal(d, { kind: 'geofence', at: new Date(base + i * 1000).toISOString(), zone: `zone-${i}`, transition: 'enter' }));
+    mergeSignal(set, toSignal(d, { kind: 'motion', at: new Date(base + i * 1000).toISOString(), activity: 'walking', confidence: 90 }));
+  }
+  const count = (kind: string) => [...set.values()].filter((s) => s.kind === kind).length;
+  t.equal(count('ble-room'), 16);
+  t.equal(count('geofence'), 16);
+  t.equal(count('motion'), 32);
+  t.ok([...set.values()].filter((s) => s.kind === 'ble-room').every((s) => s.at >= base + 484_000), 'the newest kept');
+});
+
+t.test('property: the derived presence does not depend on arrival order either', async (t) => {
+  const now = base + 21_000;
+  fc.assert(
+    fc.property(
+      fc.array(signalArb, { minLength: 1, maxLength: 30 }).chain((signals) => fc.tuple(fc.constant(signals), fc.shuffledSubarray(signals, { minLength: signals.length, maxLength: signals.length }))),
+      ([signals, shuffled]) => {
+        const a: SignalSet = new Map();
+        const b: SignalSet = new Map();
+        for (const s of signals) mergeSignal(a, s);
+        for (const s of shuffled) mergeSignal(b, s);
+        const settings = { offlineAfterMs: 600_000 };
+        return JSON.stringify(derivePresence(a.values(), settings, now)) === JSON.stringify(derivePresence(b.values(), settings, now));
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('same state in every run');
 });
