@@ -60,6 +60,10 @@ export interface Derived {
  *   9. idle input for idleAfterSeconds                     -             away
  *  10. otherwise                                           -             available
  *
+ * The place adds one more activity, after the sensed ones: travel (airport,
+ * station, public transport), meal (restaurant, cafe) or working (a work
+ * sphere); none while asleep.
+ *
  * Anti-flapping, with the result still a pure function of the
  * (order-independent) signal set: driving is debounced over each device's
  * short motion history, starting only after in-vehicle motion lasted
@@ -242,6 +246,22 @@ export function derivePresence(
   trace.availability = chosen ? { rule: chosen[2], signals: [...chosen[3]].sort() } : { rule: 'a device reported recently and nothing else applies', signals: [] };
 
   const place = derivePlace(counted, owner, now, until, trace);
+  // Activities the place implies (RFC 4480 §3.2 travel, meal, working),
+  // listed after those sensed directly; they never set the availability.
+  const placeActivity: Activity | undefined = !place || conditions.asleep.length > 0
+    ? undefined
+    : place.placeType && travelPlaces.has(place.placeType)
+      ? 'travel'
+      : place.placeType && mealPlaces.has(place.placeType)
+        ? 'meal'
+        : place.sphere === 'work'
+          ? 'working'
+          : undefined;
+  if (placeActivity) {
+    const awayAt = activities.indexOf('away');
+    activities.splice(awayAt === -1 ? activities.length : awayAt, 0, placeActivity);
+    trace[`activity:${placeActivity}`] = { rule: `implied by the place ${place?.zone ?? ''}`, signals: [...(trace.place?.signals ?? [])] };
+  }
 
   const devices: DeviceSeen[] = [...deviceSeen.keys()].sort().map((id) => ({ id, lastSeen: deviceSeen.get(id) ?? 0, live: live.has(id) }));
   return {
@@ -301,6 +321,9 @@ function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: 
   });
   return { driving: shown, until: pending, keys };
 }
+
+const travelPlaces = new Set<string>(['airport', 'train-station', 'public-transport']);
+const mealPlaces = new Set<string>(['restaurant', 'cafe']);
 
 interface Evidence {
   readonly zone: Zone;

@@ -10,8 +10,8 @@ import type { PlaceType, Sphere } from './owner-settings.js';
 export const availabilitySchema = z.enum(['available', 'busy', 'do-not-disturb', 'away', 'offline']);
 export type Availability = z.infer<typeof availabilitySchema>;
 
-/** RFC 4480 §3.2 activities the service can derive (a subset of the RPID list); `steering` is driving. */
-export const activitySchema = z.enum(['sleeping', 'on-the-phone', 'meeting', 'steering', 'away']);
+/** RFC 4480 §3.2 activities the service can derive (a subset of the RPID list), most significant first; `steering` is driving. */
+export const activitySchema = z.enum(['sleeping', 'on-the-phone', 'meeting', 'steering', 'travel', 'meal', 'working', 'away']);
 export type Activity = z.infer<typeof activitySchema>;
 
 export interface UserInput {

@@ -33,6 +33,7 @@ export function escapeXml(text: string): string {
  * §4.1.4 closed / open).
  */
 const saysBusy: readonly Activity[] = ['on-the-phone', 'meeting', 'steering', 'sleeping'];
+// travel, meal and working do not say busy: a busy owner at work is shown as both.
 
 function rpidActivities(input: PidfInput): readonly string[] {
   const listed: string[] = [...(input.activities ?? [])];

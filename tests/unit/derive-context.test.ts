@@ -58,6 +58,24 @@ t.test('place from each kind of evidence', async (t) => {
   t.match(office.trace.place, { rule: 'geofence Office entered', signals: [`${phone}/geofence/Office`] });
 });
 
+t.test('the place implies travel, meal or working', async (t) => {
+  const places = ownerSettingsSchema.parse({
+    ...owner,
+    zones: [
+      ...owner.zones,
+      { name: 'Airport', placeType: 'airport', geofences: ['MUC'] },
+      { name: 'Canteen', placeType: 'restaurant', geofences: ['Canteen'], sphere: 'work' },
+    ],
+  });
+  const at = (zone: string): [string, SensorEvent] => [phone, { kind: 'geofence', at: iso(0), zone, transition: 'enter' }];
+  t.same(derive([at('MUC')], NOW, places).state.activities, ['travel']);
+  t.same(derive([at('Canteen')], NOW, places).state.activities, ['meal'], 'a meal, even at work');
+  t.same(derive([at('Office')], NOW, places).state.activities, ['working']);
+  t.equal(derive([at('Office')], NOW, places).state.availability, 'available', 'working does not make busy');
+  t.same(derive([at('Office'), [phone, { kind: 'call', at: iso(0), state: 'in-call' }]], NOW, places).state.activities, ['on-the-phone', 'working'], 'after the sensed ones');
+  t.same(derive([at('Office'), [desk, { kind: 'sleep', at: iso(0), state: 'asleep' }]], NOW, places).state.activities, ['sleeping'], 'none while asleep');
+});
+
 t.test('leaving a geofence counts only after the leave dwell', async (t) => {
   const left = derive([[phone, { kind: 'geofence', at: iso(-60_000), zone: 'Office', transition: 'leave' }]]);
   t.equal(left.state.place?.zone, 'Office', 'a minute after leaving: not confirmed yet');

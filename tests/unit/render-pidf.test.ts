@@ -49,7 +49,10 @@ t.test('every document shape the service can emit passes the official schemas (s
       ['steering'],
       ['sleeping'],
       ['on-the-phone', 'meeting'],
-      ['sleeping', 'on-the-phone', 'meeting', 'steering', 'away'],
+      ['travel'],
+      ['meal'],
+      ['working'],
+      ['sleeping', 'on-the-phone', 'meeting', 'steering', 'travel', 'meal', 'working', 'away'],
     ] as const) {
       for (const basic of ['open', 'closed'] as const) {
         documents[`${availability ?? 'none'}-${(activities ?? ['none']).join('+') || 'empty'}-${basic}`] = renderPidf({ entity, basic, availability, activities });
