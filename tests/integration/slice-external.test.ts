@@ -116,7 +116,7 @@ t.test('bad MQTT input is counted, never applied, never fatal', async (t) => {
   t.same(letters.map((l) => l.topic.slice(deadLetterRoot.length + 1)).sort(), ['invalid_event', 'invalid_event', 'invalid_event', 'malformed_json', 'payload_too_large'].sort(), 'none for an unregistered device');
   t.match(letters.find((l) => l.body.reason === 'malformed_json')?.body, { topic: alice.device.topic, bytes: 17 });
   t.same(letters.find((l) => l.body.reason === 'invalid_event')?.body.fields, ['kind', 'at', 'state'], 'field names, never the payload');
-  t.notMatch(JSON.stringify(letters), /in-call|42|yesterday/, 'no values');
+  t.notMatch(JSON.stringify(letters), /in-call|yesterday|teleport/, 'no values');
 });
 
 t.test('a generated corpus of 1,000 hostile payloads over Mosquitto: all refused and counted, state untouched', async (t) => {
