@@ -23,6 +23,8 @@ const urlWithScheme = (schemes: readonly string[]) =>
     { message: `must be a URL with scheme ${schemes.join(', ')}` },
   );
 
+const topicRoot = z.string().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /');
+
 export const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -37,17 +39,11 @@ export const envSchema = z.object({
   // 1883 is the standard MQTT port; the embedded broker defaults to 1884 so it
   // can run beside a system broker (this project's machines run Mosquitto).
   MQTT_PORT: port.default(1884),
-  MQTT_TOPIC_ROOT: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+  MQTT_TOPIC_ROOT: topicRoot
     .default('presence'),
-  OWNTRACKS_TOPIC_ROOT: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+  OWNTRACKS_TOPIC_ROOT: topicRoot
     .default('owntracks'),
-  MQTT_DEAD_LETTER_TOPIC: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /')
+  MQTT_DEAD_LETTER_TOPIC: topicRoot
     .optional(),
   SIGNING_KEY: z
     .string()

@@ -84,3 +84,9 @@ export async function addRule(service: TestService, handle: string, watcherId: s
   if (response.status !== 201) throw new Error(`rule not created: ${response.status} ${await response.text()}`);
   return (await response.json()) as { id: string };
 }
+
+/** An owner token for `handle`, issued through the admin API. */
+export async function ownerToken(service: TestService, handle: string): Promise<string> {
+  const response = await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: handle } });
+  return ((await response.json()) as { token: string }).token;
+}

@@ -8,7 +8,7 @@ import { ingestRejections } from '../../core/errors.js';
 import { badPayloads } from '../helpers/bad-payloads.js';
 import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
-import { addRule, addWatcher, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { addRule, addWatcher, ownerToken, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
 
 /**
  * The thin slice on the real components this machine and CI run: Mosquitto
@@ -206,20 +206,20 @@ t.test('HTTP errors are JSON with stable codes', async (t) => {
 });
 
 t.test('the owner manages their own rules and reads their own presence', async (t) => {
-  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
+  const aliceToken = await ownerToken(service, 'alice');
   const created = await service.api('POST', '/v1/me/rules', {
-    token: ownerToken,
+    token: aliceToken,
     body: { conditions: { identity: { watchers: [eve.id] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: false } },
   });
   t.equal(created.status, 201);
   const rule = (await created.json()) as { id: string };
   t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy' }, 'availability only');
-  const upper = await service.api('DELETE', `/v1/me/rules/${rule.id.toUpperCase()}`, { token: ownerToken });
+  const upper = await service.api('DELETE', `/v1/me/rules/${rule.id.toUpperCase()}`, { token: aliceToken });
   t.equal(upper.status, 400, 'ids are lower case: an upper-case id is refused, not half-deleted');
   t.match(await (await read(eve.token)).json(), { basic: 'open' }, 'the rule still holds');
-  t.equal((await service.api('DELETE', `/v1/me/rules/${rule.id}`, { token: ownerToken })).status, 204);
+  t.equal((await service.api('DELETE', `/v1/me/rules/${rule.id}`, { token: aliceToken })).status, 204);
   t.same(await (await read(eve.token)).json(), { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' }, 'revoked on the next read');
-  const self = await service.api('GET', '/v1/presence/alice', { token: ownerToken, headers: { accept: 'application/json' } });
+  const self = await service.api('GET', '/v1/presence/alice', { token: aliceToken, headers: { accept: 'application/json' } });
   t.same(await self.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['meeting'] });
 });
 
@@ -255,8 +255,8 @@ t.test('an unmodified OwnTracks app feeds the same signals; Wi-Fi names are neve
 });
 
 t.test('the owner sets zones and reads everything derived, with the trace', async (t) => {
-  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
-  const put = (body: unknown) => service.api('PUT', '/v1/me/settings', { token: ownerToken, body });
+  const aliceToken = await ownerToken(service, 'alice');
+  const put = (body: unknown) => service.api('PUT', '/v1/me/settings', { token: aliceToken, body });
   const settings = {
     timeZone: 'Europe/Berlin',
     zones: [{ name: 'Office', sphere: 'work', placeType: 'office', wifi: ['CorpWiFi-5G'] }],
@@ -271,14 +271,14 @@ t.test('the owner sets zones and reads everything derived, with the trace', asyn
   const bad = await put({ ...settings, quietHours: { from: '22:00', to: '7am' } });
   t.equal(bad.status, 400);
   t.match(await bad.json(), { code: 'invalid_request' });
-  t.same(await (await service.api('GET', '/v1/me/settings', { token: ownerToken })).json(), body, 'a refused update changes nothing');
+  t.same(await (await service.api('GET', '/v1/me/settings', { token: aliceToken })).json(), body, 'a refused update changes nothing');
 
   // The phone joins the office Wi-Fi: the owner is placed there, and sees why.
   const before = accepted();
   // Dated just after the OwnTracks transition, so it is the newest evidence.
   await publish({ kind: 'network', at: new Date(clock() + 1500).toISOString(), connection: 'wifi', ssid: 'CorpWiFi-5G' });
   await waitFor(() => accepted() > before, 'the network event');
-  const view = (await (await service.api('GET', '/v1/me/presence', { token: ownerToken })).json()) as Record<string, unknown>;
+  const view = (await (await service.api('GET', '/v1/me/presence', { token: aliceToken })).json()) as Record<string, unknown>;
   t.match(view, {
     entity: 'pres:alice@presence.local',
     place: { zone: 'Office', placeType: 'office', sphere: 'work' },
@@ -291,15 +291,15 @@ t.test('the owner sets zones and reads everything derived, with the trace', asyn
 });
 
 t.test('a manual status and app sessions, with expiry, stored and restored', async (t) => {
-  const ownerToken = ((await (await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'alice' } })).json()) as { token: string }).token;
-  const put = await service.api('PUT', '/v1/me/status', { token: ownerToken, body: { availability: 'do-not-disturb', expiresInSeconds: 600 } });
+  const aliceToken = await ownerToken(service, 'alice');
+  const put = await service.api('PUT', '/v1/me/status', { token: aliceToken, body: { availability: 'do-not-disturb', expiresInSeconds: 600 } });
   t.equal(put.status, 200);
   t.match(await put.json(), { source: 'manual', availability: 'do-not-disturb' });
   t.match(await (await read(bob.token)).json(), { availability: 'do-not-disturb' }, 'watchers see it at once');
-  const session = await service.api('PUT', '/v1/me/sessions/softphone', { token: ownerToken, body: { availability: 'busy', activities: ['on-the-phone'], expiresInSeconds: 1200 } });
+  const session = await service.api('PUT', '/v1/me/sessions/softphone', { token: aliceToken, body: { availability: 'busy', activities: ['on-the-phone'], expiresInSeconds: 1200 } });
   t.equal(session.status, 200);
   t.match(await (await read(bob.token)).json(), { availability: 'do-not-disturb' }, 'the manual status beats the session');
-  t.equal((await service.api('PUT', '/v1/me/status', { token: ownerToken, body: { availability: 'busy', expiresInSeconds: 5 } })).status, 400, 'too brief');
+  t.equal((await service.api('PUT', '/v1/me/status', { token: aliceToken, body: { availability: 'busy', expiresInSeconds: 5 } })).status, 400, 'too brief');
   t.equal((await service.api('PUT', '/v1/me/status', { token: bob.token, body: { availability: 'busy', expiresInSeconds: 600 } })).status, 403, 'not for watchers');
 
   await service.close();
@@ -312,8 +312,8 @@ t.test('a manual status and app sessions, with expiry, stored and restored', asy
   await publish({ kind: 'user-input', at: new Date(now).toISOString(), state: 'active' });
   await waitFor(() => accepted() > before, 'a heartbeat');
   t.match(await (await read(bob.token)).json(), { availability: 'busy', activities: ['on-the-phone'] }, 'the session shows once the status expired');
-  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: ownerToken })).status, 204);
-  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: ownerToken })).status, 404);
+  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: aliceToken })).status, 204);
+  t.equal((await service.api('DELETE', '/v1/me/sessions/softphone', { token: aliceToken })).status, 404);
   const after = (await (await read(bob.token)).json()) as { availability: string; activities?: string[] };
   t.not(after.availability, 'do-not-disturb', 'the manual status is gone');
   t.notOk(after.activities?.includes('on-the-phone'), 'and the session with its call');
