@@ -37,6 +37,7 @@ export class Accounts {
     private readonly clock: () => number,
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
+    private readonly flushAccessLog: () => Promise<void> = async () => undefined,
   ) {}
 
   /** Sets the owner's manual status or an app session (by source), stored first. */
@@ -58,6 +59,23 @@ export class Accounts {
   async removeOverride(ownerId: string, source: string): Promise<void> {
     if (!(await this.repository.deleteOverride(ownerId, source))) throw new AppError('not_found', 'Nothing set.');
     this.hub.removeOverride(ownerId, source, this.clock());
+  }
+
+  /** Pending entries are written first, so a read right after an access finds it. */
+  async accessLog(ownerId: string, before: Date | undefined, limit: number) {
+    await this.flushAccessLog();
+    const rows = await this.repository.listAccessLog(ownerId, before, limit);
+    return {
+      entries: rows.map((r) => ({
+        watcherId: r.watcherId,
+        watcherName: r.watcherName,
+        at: r.at.toISOString(),
+        action: r.action,
+        outcome: r.outcome,
+        fields: Array.isArray(r.fields) ? r.fields.map(String) : [],
+        count: r.count,
+      })),
+    };
   }
 
   settingsOf(ownerId: string): OwnerSettings {

@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import type { Metrics } from '../core/metrics.js';
@@ -12,6 +13,7 @@ import { RepresentationCache } from './representations.js';
 import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
 import { ruleRoutes } from './routes/rules.js';
+import { accessLogRoutes } from './routes/access-log.js';
 import { settingsRoutes } from './routes/settings.js';
 import { statusRoutes } from './routes/status.js';
 import { systemRoutes } from './routes/system.js';
@@ -27,6 +29,7 @@ export interface ApiDeps {
   readonly clock: () => number;
   readonly ready: () => boolean;
   readonly deviceTopic: (deviceId: string) => string;
+  readonly accessLog: AccessLogBuffer;
 }
 
 /** Bodies are small JSON documents; anything larger is refused with 413. */
@@ -54,9 +57,11 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     accounts: deps.accounts,
     representations: new RepresentationCache(),
     clock: deps.clock,
+    accessLog: deps.accessLog,
   });
   ruleRoutes(app, { auth, accounts: deps.accounts });
   settingsRoutes(app, { auth, accounts: deps.accounts });
+  accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });
   adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
   return app;

@@ -9,7 +9,9 @@ import type { Config } from '../core/config.js';
 import type { IngestRejection } from '../core/errors.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
-import { StateWriter } from '../core/db/state-writer.js';
+import { writeAccessLog, writeStates } from '../core/db/state-writer.js';
+import { WriteBehind } from '../core/db/write-behind.js';
+import { AccessLogBuffer } from '../core/access-log.js';
 import { Directory } from '../core/directory.js';
 import { ownerSettingsSchema } from '../core/owner-settings.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
@@ -80,12 +82,39 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
-    const writer = new StateWriter(hub, repository, config.persistIntervalMs, log, 500, (rows) => metrics.inc('presence_state_rows_flushed_total', undefined, rows));
     metrics.counter('presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind');
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
+    const writer = new WriteBehind(
+      'presence_state',
+      config.persistIntervalMs,
+      writeStates(hub, repository, (rows) => metrics.inc('presence_state_rows_flushed_total', undefined, rows)),
+      log,
+    );
     writer.start();
     cleanups.push(() => writer.stop());
+
+    // Privacy invariant 6: every watcher read lands in the owner's access log.
+    const accessLog = new AccessLogBuffer();
+    metrics.counter('presence_access_log_rows_written_total', 'Access-log rows written');
+    metrics.gauge('presence_access_log_pending', 'Access-log entries awaiting the next write', () => accessLog.size);
+    metrics.gauge('presence_access_log_dropped_total', 'Access-log records dropped because the buffer was full (should stay 0)', () => accessLog.dropped);
+    const auditWriter = new WriteBehind(
+      'access_log',
+      config.persistIntervalMs,
+      writeAccessLog(accessLog, repository, (rows) => metrics.inc('presence_access_log_rows_written_total', undefined, rows)),
+      log,
+    );
+    auditWriter.start();
+    cleanups.push(() => auditWriter.stop());
+    const purge = async () => {
+      const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
+      if (removed > 0) log.info({ removed }, 'access log purged past retention');
+    };
+    await purge();
+    const purgeTimer = setInterval(() => void purge().catch((err: unknown) => log.error({ err }, 'access log purge failed')), 3_600_000);
+    purgeTimer.unref();
+    cleanups.push(async () => clearInterval(purgeTimer));
 
     const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
@@ -143,7 +172,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }
     }
 
-    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock, hub, digestNetworkName);
+    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock, hub, digestNetworkName, () =>
+      auditWriter.flush(),
+    );
     let ready = false;
     const app = buildApi({
       log,
@@ -156,6 +187,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       clock,
       ready: () => ready,
       deviceTopic: (id) => deviceTopic(topics, id),
+      accessLog,
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
@@ -174,7 +206,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
       metrics,
       signingKey,
       log,
-      flush: () => writer.flush(),
+      flush: async () => {
+        await writer.flush();
+        await auditWriter.flush();
+      },
       close: () => {
         ready = false;
         closing ??= closeAll();

@@ -58,6 +58,7 @@ export const envSchema = z.object({
   MAX_CLOCK_SKEW_SECONDS: positiveInt.default(300),
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
+  AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -95,6 +96,7 @@ export interface Config {
   readonly maxClockSkewMs: number;
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
+  readonly auditRetentionDays: number;
   readonly logLevel: string;
 }
 
@@ -175,6 +177,7 @@ export function parseConfig(source: Env): ConfigResult {
     maxClockSkewMs: e.MAX_CLOCK_SKEW_SECONDS * 1000,
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
+    auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     logLevel: e.LOG_LEVEL,
   };
   return { ok: true, config: deepFreeze(config) };

@@ -8,7 +8,8 @@ import type { PresenceHub } from '../../core/presence-hub.js';
 import { OFFLINE_STATE } from '../../core/presence.js';
 import { evaluateConsent, type Decision } from '../../policy/evaluate-consent.js';
 import type { RuleBook } from '../../policy/rule-book.js';
-import { buildWatcherView } from '../../policy/watcher-view.js';
+import { buildWatcherView, type WatcherView } from '../../policy/watcher-view.js';
+import type { AccessLogBuffer } from '../../core/access-log.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 import { negotiate } from '../negotiate.js';
@@ -22,6 +23,12 @@ export interface PresenceRouteDeps {
   readonly accounts: Accounts;
   readonly representations: RepresentationCache;
   readonly clock: () => number;
+  readonly accessLog: AccessLogBuffer;
+}
+
+/** The fields a view carries beyond its identity. */
+function viewFields(view: WatcherView): string[] {
+  return Object.keys(view).filter((k) => k !== 'entity');
 }
 
 const OWNER_SELF: Decision = { kind: 'allow', grant: { availability: true, activities: true }, ruleIds: [] };
@@ -54,6 +61,14 @@ export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): v
       const state = owner ? deps.hub.current(owner.id, now) : OFFLINE_STATE;
       const view = buildWatcherView(deps.accounts.entityOf(handle), state, decision);
       const representation = deps.representations.get(view, mediaType);
+      // Privacy invariant 6, on both paths alike (so timing does not tell them apart).
+      if (owner && principal.kind === 'watcher') {
+        const shown = decision.kind === 'allow';
+        deps.accessLog.record(
+          { ownerId: owner.id, watcherId: principal.subject, action: 'read', outcome: shown ? 'shown' : 'withheld', fields: shown ? viewFields(view) : [] },
+          now,
+        );
+      }
 
       reply
         .header('content-type', representation.contentType)

@@ -1,11 +1,12 @@
-import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
+import type { AccessEntry } from '../access-log.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
 import type { Database } from './connect.js';
-import { consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watchers } from './schema.js';
+import { accessLog, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watchers } from './schema.js';
 
 /**
  * Every query the service makes, in one place. Rows read back are validated:
@@ -129,6 +130,45 @@ export class Repository {
       .where(and(eq(presenceOverrides.ownerId, ownerId), eq(presenceOverrides.source, source)))
       .returning({ source: presenceOverrides.source });
     return rows.length === 1;
+  }
+
+  /** Many entries in one statement, as one jsonb parameter. */
+  async insertAccessLog(entries: readonly AccessEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const rows = entries.map((e) => ({
+      owner_id: e.ownerId,
+      watcher_id: e.watcherId,
+      at: new Date(e.at).toISOString(),
+      action: e.action,
+      outcome: e.outcome,
+      fields: e.fields,
+      count: e.count,
+    }));
+    await this.db.execute(sql`
+      insert into access_log (owner_id, watcher_id, at, action, outcome, fields, count)
+      select r.owner_id, r.watcher_id, r.at, r.action, r.outcome, r.fields, r.count
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as r(owner_id uuid, watcher_id uuid, at timestamptz, action text, outcome text, fields jsonb, count int)
+      where exists (select 1 from owners o where o.id = r.owner_id)`);
+  }
+
+  /** Newest first, from `before` (exclusive) backwards. */
+  async listAccessLog(ownerId: string, before: Date | undefined, limit: number) {
+    const rows = await this.db
+      .select({ id: accessLog.id, watcherId: accessLog.watcherId, watcherName: watchers.name, at: accessLog.at, action: accessLog.action, outcome: accessLog.outcome, fields: accessLog.fields, count: accessLog.count })
+      .from(accessLog)
+      .leftJoin(watchers, eq(watchers.id, accessLog.watcherId))
+      .where(before ? and(eq(accessLog.ownerId, ownerId), lt(accessLog.at, before)) : eq(accessLog.ownerId, ownerId))
+      .orderBy(desc(accessLog.at), desc(accessLog.id))
+      .limit(limit);
+    return rows;
+  }
+
+  /** Deletes entries older than `olderThan`; returns how many. */
+  async purgeAccessLog(olderThan: Date): Promise<number> {
+    const result = await this.db.execute(sql`with gone as (delete from access_log where at < ${olderThan.toISOString()}::timestamptz returning 1) select count(*)::int as n from gone`);
+    const row = (result as unknown as { rows: { n: number }[] }).rows[0];
+    return row?.n ?? 0;
   }
 
   async saveSigningKey(kid: string, algorithm: string, publicJwk: unknown): Promise<void> {

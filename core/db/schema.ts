@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, check, index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 
 /**
  * The one storage schema, PostgreSQL dialect, for both PGlite (embedded) and
@@ -95,6 +95,30 @@ export const presenceOverrides = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.ownerId, t.source] })],
+);
+
+/**
+ * The owner's access log (privacy invariant 6): who read what, when, and
+ * whether anything was shown. Reads of the same view by the same watcher in
+ * the same second are one row with a count. Kept AUDIT_RETENTION_DAYS.
+ */
+export const accessLog = pgTable(
+  'access_log',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    watcherId: uuid('watcher_id').notNull(),
+    at: timestamp('at', { withTimezone: true }).notNull(),
+    action: text('action').notNull(),
+    /** `shown`, or `withheld` (the watcher got the offline view). */
+    outcome: text('outcome').notNull(),
+    /** The view's fields the watcher received. */
+    fields: jsonb('fields').notNull(),
+    count: integer('count').notNull(),
+  },
+  (t) => [index('access_log_owner_at_idx').on(t.ownerId, t.at)],
 );
 
 /** Public halves of the token signing keys (the private key never lands here). */

@@ -1,69 +1,44 @@
-import type { Log } from '../log.js';
+import type { AccessLogBuffer } from '../access-log.js';
 import type { PresenceHub } from '../presence-hub.js';
 import type { Repository } from './repository.js';
 
 /**
- * Write-behind persistence of signals: every interval, the owners whose
- * signals changed are written in one statement per chunk. Coalesced by
- * construction (an owner changed a thousand times is written once) and
- * bounded by the number of owners. A failed write puts the owners back so the
- * next round retries them; nothing is dropped.
+ * What the write-behind writes (see WriteBehind for the scheduling).
  *
- * Writes never overlap: each flush() queues one write after the current one,
- * so when flush() resolves, everything dirty at the time of the call is
- * written (or the returned promise rejects).
+ * Signals: the owners whose signals changed, in one statement per chunk.
+ * Coalesced by construction (an owner changed a thousand times is written
+ * once) and bounded by the number of owners. A failed write puts the owners
+ * back so the next round retries them; nothing is dropped.
  */
-export class StateWriter {
-  private timer: NodeJS.Timeout | undefined;
-  private tail: Promise<void> = Promise.resolve();
-  private writing = false;
-
-  constructor(
-    private readonly hub: PresenceHub,
-    private readonly repository: Repository,
-    private readonly intervalMs: number,
-    private readonly log: Log,
-    private readonly chunkSize = 500,
-    private readonly onBatch: (rows: number) => void = () => undefined,
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      // A slow database must not pile up queued rounds; the next tick catches up.
-      if (!this.writing) void this.flush().catch(() => undefined);
-    }, this.intervalMs);
-    this.timer.unref();
-  }
-
-  flush(): Promise<void> {
-    const next = this.tail.catch(() => undefined).then(() => this.writeOnce());
-    this.tail = next;
-    return next;
-  }
-
-  /** Stops the timer and writes what is left; rejects if that last write fails. */
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.flush();
-  }
-
-  private async writeOnce(): Promise<void> {
-    this.writing = true;
-    const dirty = this.hub.takeDirty();
-    try {
-      for (let i = 0; i < dirty.length; i += this.chunkSize) {
-        const chunk = dirty.slice(i, i + this.chunkSize);
-        try {
-          await this.repository.upsertStates(chunk);
-          this.onBatch(chunk.length);
-        } catch (error) {
-          this.hub.markDirty(dirty.slice(i).map((d) => d.ownerId));
-          this.log.error({ err: error, owners: dirty.length - i }, 'presence state write failed; will retry');
-          throw error;
-        }
+export function writeStates(hub: PresenceHub, repository: Repository, onBatch: (rows: number) => void, chunkSize = 500): () => Promise<void> {
+  return async () => {
+    const dirty = hub.takeDirty();
+    for (let i = 0; i < dirty.length; i += chunkSize) {
+      const chunk = dirty.slice(i, i + chunkSize);
+      try {
+        await repository.upsertStates(chunk);
+        onBatch(chunk.length);
+      } catch (error) {
+        hub.markDirty(dirty.slice(i).map((d) => d.ownerId));
+        throw error;
       }
-    } finally {
-      this.writing = false;
     }
-  }
+  };
+}
+
+/** Access-log entries, in chunks; a failed write puts them back. */
+export function writeAccessLog(buffer: AccessLogBuffer, repository: Repository, onBatch: (rows: number) => void, chunkSize = 1000): () => Promise<void> {
+  return async () => {
+    const entries = buffer.take();
+    for (let i = 0; i < entries.length; i += chunkSize) {
+      const chunk = entries.slice(i, i + chunkSize);
+      try {
+        await repository.insertAccessLog(chunk);
+        onBatch(chunk.length);
+      } catch (error) {
+        buffer.putBack(entries.slice(i));
+        throw error;
+      }
+    }
+  };
 }

@@ -319,3 +319,38 @@ t.test('a manual status and app sessions, with expiry, stored and restored', asy
   t.notOk(after.activities?.includes('on-the-phone'), 'and the session with its call');
   offsetMs = 0;
 });
+
+t.test('every watcher read is in the owner access log, granted or withheld', async (t) => {
+  const aliceToken = await ownerToken(service, 'alice');
+  const carol = await addWatcher(service, 'Carol');
+  const dave = await addWatcher(service, 'Dave'); // no rule: withheld
+  await addRule(service, 'alice', carol.id, 'allow');
+  const since = clock();
+  await read(carol.token);
+  await read(carol.token);
+  await read(dave.token, 'application/pidf+xml');
+  const response = await service.api('GET', '/v1/me/access-log?limit=50', { token: aliceToken });
+  t.equal(response.status, 200);
+  const { entries } = (await response.json()) as { entries: { watcherId: string; watcherName: string; at: string; outcome: string; fields: string[]; count: number }[] };
+  const recent = entries.filter((e) => Date.parse(e.at) >= since - (since % 1000));
+  const carols = recent.filter((e) => e.watcherId === carol.id);
+  t.equal(carols.reduce((n, e) => n + e.count, 0), 2, "both of Carol's reads (coalesced per second)");
+  t.match(carols[0], { watcherName: 'Carol', outcome: 'shown', fields: ['basic', 'availability', 'activities'] });
+  t.match(entries.find((e) => e.watcherId === dave.id), { watcherName: 'Dave', outcome: 'withheld', fields: [], count: 1 }, 'a watcher with no consent is logged too');
+  t.equal((await service.api('GET', '/v1/me/access-log', { token: bob.token })).status, 403, 'not for watchers');
+  t.equal((await service.api('GET', '/v1/me/access-log?limit=5000', { token: aliceToken })).status, 400);
+  const older = await service.api('GET', `/v1/me/access-log?before=${encodeURIComponent(new Date(since - 3_600_000).toISOString())}`, { token: aliceToken });
+  t.ok(((await older.json()) as { entries: { at: string }[] }).entries.every((e) => Date.parse(e.at) < since - 3_600_000), 'paged by before');
+});
+
+t.test('access-log entries past AUDIT_RETENTION_DAYS are purged', async (t) => {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  t.teardown(() => db.end());
+  await db.query(`insert into access_log (owner_id, watcher_id, at, action, outcome, fields, count) values ($1, $2, now() - interval '91 days', 'read', 'shown', '[]', 1)`, [alice.owner.id, bob.id]);
+  const old = async () => (await db.query(`select count(*)::int as n from access_log where at < now() - interval '90 days'`)).rows[0].n as number;
+  t.equal(await old(), 1);
+  await service.close();
+  service = await startTestService(root, config, { clock }); // the purge runs at start, then hourly
+  t.equal(await old(), 0, 'the 91-day-old entry is gone (default retention 90 days)');
+});

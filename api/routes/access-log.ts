@@ -1,0 +1,44 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { handleSchema } from '../../core/identifiers.js';
+import type { Accounts } from '../accounts.js';
+import type { Authenticator } from '../authenticate.js';
+
+/**
+ * The owner's access log: every read of their presence by a watcher, newest
+ * first, paged with `before` (the `at` of the last entry of a page). JSON,
+ * so it doubles as the export. Kept AUDIT_RETENTION_DAYS.
+ */
+const query = z
+  .object({
+    before: z.iso.datetime({ offset: true }).optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+  })
+  .strict();
+
+const response = z.object({
+  entries: z.array(
+    z.object({
+      watcherId: z.string(),
+      watcherName: z.string().nullable(),
+      at: z.string(),
+      action: z.string(),
+      outcome: z.string(),
+      fields: z.array(z.string()),
+      count: z.number(),
+    }),
+  ),
+});
+
+export function accessLogRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const list = (ownerId: string, q: z.infer<typeof query>) => deps.accounts.accessLog(ownerId, q.before ? new Date(q.before) : undefined, q.limit);
+  const self = async (request: FastifyRequest) => (await deps.auth.require(request, ['owner'], 'consent:manage')).subject;
+
+  r.get('/v1/me/access-log', { schema: { querystring: query, response: { 200: response } } }, async (request) => list(await self(request), request.query));
+  r.get('/v1/admin/owners/:handle/access-log', { schema: { params: z.object({ handle: handleSchema }), querystring: query, response: { 200: response } } }, async (request) => {
+    await deps.auth.require(request, ['admin'], 'admin');
+    return list(deps.accounts.ownerByHandle(request.params.handle).id, request.query);
+  });
+}
