@@ -98,7 +98,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const accessLog = new AccessLogBuffer();
     metrics.counter('presence_access_log_rows_written_total', 'Access-log rows written');
     metrics.gauge('presence_access_log_pending', 'Access-log entries awaiting the next write', () => accessLog.size);
-    metrics.gauge('presence_access_log_dropped_total', 'Access-log records dropped because the buffer was full (should stay 0)', () => accessLog.dropped);
+    metrics.gauge('presence_access_log_dropped_records', 'Access-log records dropped since start because the buffer was full (should stay 0)', () => accessLog.dropped);
     const auditWriter = new WriteBehind(
       'access_log',
       config.persistIntervalMs,
