@@ -15,6 +15,7 @@ import { presenceRoutes } from './routes/presence.js';
 import { ruleRoutes } from './routes/rules.js';
 import { accessLogRoutes } from './routes/access-log.js';
 import { settingsRoutes } from './routes/settings.js';
+import { streamRoutes } from './routes/stream.js';
 import { statusRoutes } from './routes/status.js';
 import { systemRoutes } from './routes/system.js';
 
@@ -42,6 +43,11 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_BODY_BYTES,
     return503OnClosing: true,
+    // At close, connections still open are cut rather than waited for: the
+    // sockets of hijacked streams are not "idle" to Node and would hold the
+    // shutdown until clients give up. Draining in-flight requests first is
+    // part of the graceful-shutdown work still to come.
+    forceCloseConnections: true,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -49,7 +55,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
 
   const auth = new Authenticator(deps.verifier, deps.directory, deps.clock);
   systemRoutes(app, { metrics: deps.metrics, ready: deps.ready });
-  presenceRoutes(app, {
+  const presenceDeps = {
     auth,
     directory: deps.directory,
     ruleBook: deps.ruleBook,
@@ -58,7 +64,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     representations: new RepresentationCache(),
     clock: deps.clock,
     accessLog: deps.accessLog,
-  });
+  };
+  presenceRoutes(app, presenceDeps);
+  streamRoutes(app, presenceDeps);
   ruleRoutes(app, { auth, accounts: deps.accounts });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });

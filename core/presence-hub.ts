@@ -44,6 +44,7 @@ export class PresenceHub {
   private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
   private readonly events = new EventEmitter();
+  private readonly watchers = new Map<string, Set<(state: PresenceState) => void>>();
 
   constructor(
     private readonly settings: DeriveSettings,
@@ -104,6 +105,11 @@ export class PresenceHub {
     return entry.derived.state;
   }
 
+  /** When the owner's current derivation stops holding (Infinity: only an event can change it). */
+  validUntil(ownerId: string): number {
+    return this.owners.get(ownerId)?.derived.validUntil ?? Infinity;
+  }
+
   /** Loads persisted signals at start (no change event, nothing dirty). */
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new Map();
@@ -141,6 +147,20 @@ export class PresenceHub {
     return () => this.events.off('change', listener);
   }
 
+  /** Listens to one owner only: a change costs its own watchers, not every open stream. */
+  watch(ownerId: string, listener: (state: PresenceState) => void): () => void {
+    let listeners = this.watchers.get(ownerId);
+    if (!listeners) {
+      listeners = new Set();
+      this.watchers.set(ownerId, listeners);
+    }
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0) this.watchers.delete(ownerId);
+    };
+  }
+
   private entry(ownerId: string, now: number): OwnerPresence {
     let entry = this.owners.get(ownerId);
     if (!entry) {
@@ -166,6 +186,7 @@ export class PresenceHub {
     }
     entry.derived = next;
     this.events.emit('change', { ownerId, state: next.state } satisfies PresenceChange);
+    for (const listener of this.watchers.get(ownerId) ?? []) listener(next.state);
     return true;
   }
 }
