@@ -26,6 +26,19 @@ export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Sco
   owner: ['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage'],
 };
 
+/** Access-log page cursors: opaque to clients, `{at}|{id}` inside. */
+function encodeCursor(at: Date, id: number): string {
+  return Buffer.from(`${at.toISOString()}|${id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { at: Date; id: number } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const date = new Date(at ?? '');
+  const n = Number(id);
+  if (Number.isNaN(date.getTime()) || !Number.isSafeInteger(n) || n < 0) throw new AppError('invalid_request', 'The cursor is not valid.');
+  return { at: date, id: n };
+}
+
 export class Accounts {
   constructor(
     private readonly repository: Repository,
@@ -62,10 +75,12 @@ export class Accounts {
   }
 
   /** Pending entries are written first, so a read right after an access finds it. */
-  async accessLog(ownerId: string, before: Date | undefined, limit: number) {
+  async accessLog(ownerId: string, cursor: string | undefined, limit: number) {
     await this.flushAccessLog();
-    const rows = await this.repository.listAccessLog(ownerId, before, limit);
+    const rows = await this.repository.listAccessLog(ownerId, cursor === undefined ? undefined : decodeCursor(cursor), limit);
+    const last = rows.at(-1);
     return {
+      ...(last && rows.length === limit ? { next: encodeCursor(last.at, last.id) } : {}),
       entries: rows.map((r) => ({
         watcherId: r.watcherId,
         watcherName: r.watcherName,

@@ -29,6 +29,11 @@ export class Authenticator {
     return principal;
   }
 
+  /** For long-lived connections: the token has not expired and its subject still exists. */
+  stillValid(principal: Principal, now: number): boolean {
+    return now < principal.expiresAt && this.isLive(principal);
+  }
+
   private isLive(principal: Principal): boolean {
     switch (principal.kind) {
       case 'watcher':

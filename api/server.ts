@@ -33,6 +33,9 @@ export interface ApiDeps {
   readonly accessLog: AccessLogBuffer;
 }
 
+/** How long a shutdown waits for requests in flight. */
+export const DRAIN_MS = 5000;
+
 /** Bodies are small JSON documents; anything larger is refused with 413. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -43,10 +46,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_BODY_BYTES,
     return503OnClosing: true,
-    // At close, connections still open are cut rather than waited for: the
-    // sockets of hijacked streams are not "idle" to Node and would hold the
-    // shutdown until clients give up. Draining in-flight requests first is
-    // part of the graceful-shutdown work still to come.
+    // After the drain below, connections still open are cut rather than
+    // waited for: sockets that carried hijacked streams are never "idle" to
+    // Node and would hold the shutdown until their clients give up.
     forceCloseConnections: true,
   });
   app.setValidatorCompiler(validatorCompiler);
@@ -72,5 +74,21 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });
   adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
+
+  // Graceful close: new requests get 503 (return503OnClosing), streams are
+  // ended by their own hook (registered above, so it runs first), then the
+  // requests in flight get up to DRAIN_MS to finish before the remaining
+  // connections are cut (forceCloseConnections).
+  let inFlight = 0;
+  app.addHook('onRequest', async (_request, reply) => {
+    inFlight += 1;
+    reply.raw.once('close', () => {
+      inFlight -= 1;
+    });
+  });
+  app.addHook('preClose', async () => {
+    const deadline = Date.now() + DRAIN_MS;
+    while (inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  });
   return app;
 }

@@ -111,10 +111,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
       const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
     };
-    await purge();
-    const purgeTimer = setInterval(() => void purge().catch((err: unknown) => log.error({ err }, 'access log purge failed')), 3_600_000);
+    // Off the start-up path: a large purge must not delay readiness.
+    let purging = purge().catch((err: unknown) => log.error({ err }, 'access log purge failed'));
+    const purgeTimer = setInterval(() => {
+      purging = purging.then(() => purge()).catch((err: unknown) => log.error({ err }, 'access log purge failed'));
+    }, 3_600_000);
     purgeTimer.unref();
-    cleanups.push(async () => clearInterval(purgeTimer));
+    cleanups.push(async () => {
+      clearInterval(purgeTimer);
+      await purging;
+    });
 
     const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };

@@ -13,6 +13,7 @@ export const httpErrors = {
   not_acceptable: { status: 406, message: 'None of the accepted media types can be produced.' },
   conflict: { status: 409, message: 'The resource already exists.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
+  too_many_requests: { status: 429, message: 'Too many requests.' },
   unsupported_media_type: { status: 415, message: 'The request media type is not supported.' },
   internal: { status: 500, message: 'Internal error.' },
   unavailable: { status: 503, message: 'The service is not ready.' },

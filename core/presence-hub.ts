@@ -181,7 +181,11 @@ export class PresenceHub {
   private rederive(ownerId: string, entry: OwnerPresence, now: number): boolean {
     const next = this.derive(ownerId, entry.signals, now);
     if (samePresence(next.state, entry.derived.state)) {
+      const sooner = next.validUntil < entry.derived.validUntil;
       entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
+      // Nothing changed, but a change now comes sooner (a meeting was just
+      // booked): watchers re-arm their timers.
+      if (sooner) for (const listener of this.watchers.get(ownerId) ?? []) listener(entry.derived.state);
       return false;
     }
     entry.derived = next;

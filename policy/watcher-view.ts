@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { activitySchema, availabilitySchema, type PresenceState } from '../core/presence.js';
+import { activitySchema, availabilitySchema, type Activity, type PresenceState } from '../core/presence.js';
 import type { Decision } from './evaluate-consent.js';
 
 /**
@@ -28,18 +28,26 @@ export function offlineView(entity: string): WatcherView {
   return { entity, basic: 'closed', availability: 'offline' };
 }
 
+/**
+ * Activities implied by the owner's place (travel, meal, working) reveal the
+ * place type or sphere, which no rule can grant yet: they never leave for a
+ * watcher until place permissions exist (RFC 5025 provide-place-type).
+ */
+const PLACE_IMPLIED: ReadonlySet<Activity> = new Set<Activity>(['travel', 'meal', 'working']);
+
 export function buildWatcherView(entity: string, state: PresenceState, decision: Decision): WatcherView {
   if (decision.kind !== 'allow' || state.availability === 'offline') return offlineView(entity);
   const { grant } = decision;
+  const activities = state.activities.filter((a) => !PLACE_IMPLIED.has(a));
   if (grant.availability) {
     const view: WatcherView = { entity, basic: 'open', availability: state.availability };
-    if (grant.activities) view.activities = [...state.activities];
+    if (grant.activities) view.activities = activities;
     return view;
   }
   // Activities without availability: with no activity to show, the watcher
   // sees what they would see of an offline owner. Whether the owner is
   // online (the basic status) is availability, which this grant lacks; an
   // activity shown implies it anyway.
-  if (grant.activities && state.activities.length > 0) return { entity, basic: 'open', activities: [...state.activities] };
+  if (grant.activities && activities.length > 0) return { entity, basic: 'open', activities };
   return offlineView(entity);
 }

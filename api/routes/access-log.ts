@@ -6,18 +6,21 @@ import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 
 /**
- * The owner's access log: every read of their presence by a watcher, newest
- * first, paged with `before` (the `at` of the last entry of a page). JSON,
+ * The owner's access log: every read and stream of their presence by a
+ * watcher, newest first, paged with the `next` cursor of each page. JSON,
  * so it doubles as the export. Kept AUDIT_RETENTION_DAYS.
  */
 const query = z
   .object({
-    before: z.iso.datetime({ offset: true }).optional(),
+    /** The `next` of the previous page. */
+    cursor: z.string().regex(/^[A-Za-z0-9_-]{1,200}$/).optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
   })
   .strict();
 
 const response = z.object({
+  /** Present when there may be more: pass it as `cursor`. */
+  next: z.string().optional(),
   entries: z.array(
     z.object({
       watcherId: z.string(),
@@ -33,7 +36,7 @@ const response = z.object({
 
 export function accessLogRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const list = (ownerId: string, q: z.infer<typeof query>) => deps.accounts.accessLog(ownerId, q.before ? new Date(q.before) : undefined, q.limit);
+  const list = (ownerId: string, q: z.infer<typeof query>) => deps.accounts.accessLog(ownerId, q.cursor, q.limit);
   const self = async (request: FastifyRequest) => (await deps.auth.require(request, ['owner'], 'consent:manage')).subject;
 
   r.get('/v1/me/access-log', { schema: { querystring: query, response: { 200: response } } }, async (request) => list(await self(request), request.query));

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { AppError } from '../../core/errors.js';
 import { handleSchema } from '../../core/identifiers.js';
 import { JSON_MEDIA_TYPE } from '../representations.js';
 import { recordAccess, viewFor, type PresenceRouteDeps } from './presence.js';
@@ -13,23 +14,45 @@ import { recordAccess, viewFor, type PresenceRouteDeps } from './presence.js';
  * narrowed rule narrows the stream at once (the offline view, exactly as a
  * polite-block shows). The event id is the view's entity tag: a client that
  * reconnects with Last-Event-ID gets nothing until the view differs from
- * what it already has. Opening and closing are recorded in the access log.
+ * what it already has.
+ *
+ * A stream ends when its token expires or its subject is removed, and in
+ * any case after STREAM_MAX_MS (the client reconnects, Last-Event-ID
+ * avoids a repeat): authorization is re-checked at least that often, for
+ * every stream alike. Each event sent is recorded in the owner's access
+ * log, as are opening and closing. Streams are limited per caller and in
+ * total, and a client that stops reading is cut off rather than buffered.
  */
 export const HEARTBEAT_MS = 25_000;
+export const STREAM_MAX_MS = 10 * 60_000;
+export const MAX_STREAMS_PER_CALLER = 8;
+export const MAX_STREAMS = 10_000;
+const MAX_BUFFERED_BYTES = 256 * 1024;
 
 export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): void {
   // Open streams never end on their own: on shutdown they are ended first,
   // or the HTTP server would wait for them for ever.
   const open = new Set<Socket>();
+  const perCaller = new Map<string, number>();
   app.addHook('preClose', async () => {
     for (const socket of open) socket.destroy();
   });
 
   app.withTypeProvider<ZodTypeProvider>().get('/v1/presence/:handle/stream', { schema: { params: z.object({ handle: handleSchema }) } }, async (request, reply) => {
     const principal = await deps.auth.require(request, ['watcher', 'owner'], 'presence:read');
+    const caller = `${principal.kind}:${principal.subject}`;
+    if ((perCaller.get(caller) ?? 0) >= MAX_STREAMS_PER_CALLER) throw new AppError('too_many_requests', `At most ${MAX_STREAMS_PER_CALLER} open streams per caller.`);
+    if (open.size >= MAX_STREAMS) throw new AppError('unavailable', 'Too many open streams; try again later.');
     const { handle } = request.params;
-    const opened = viewFor(deps, principal, handle, deps.clock());
-    recordAccess(deps, principal, opened, 'stream-open', deps.clock());
+    const socket = request.raw.socket;
+    // The client may have gone while its token was being verified.
+    if (socket.destroyed) return reply.hijack();
+
+    const openedAt = deps.clock();
+    const opened = viewFor(deps, principal, handle, openedAt);
+    recordAccess(deps, principal, opened, 'stream-open', openedAt);
+    perCaller.set(caller, (perCaller.get(caller) ?? 0) + 1);
+    open.add(socket);
 
     reply.hijack();
     const res = reply.raw;
@@ -46,27 +69,37 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
     let lastSent = typeof lastEventId === 'string' ? lastEventId : undefined;
     let timer: NodeJS.Timeout | undefined;
     let closed = false;
+    const endAt = Math.min(openedAt + STREAM_MAX_MS, principal.expiresAt);
+
+    const write = (text: string) => {
+      if (res.writableLength > MAX_BUFFERED_BYTES) return socket.destroy(); // not reading
+      res.write(text);
+    };
 
     const check = () => {
       if (closed) return;
       const now = deps.clock();
-      const { owner, view } = viewFor(deps, principal, handle, now);
-      const representation = deps.representations.get(view, JSON_MEDIA_TYPE);
+      if (now >= endAt || !deps.auth.stillValid(principal, now)) return socket.destroy();
+      const access = viewFor(deps, principal, handle, now);
+      const representation = deps.representations.get(access.view, JSON_MEDIA_TYPE);
       const id = representation.etag.replaceAll('"', '');
       if (id !== lastSent) {
-        res.write(`id: ${id}\nevent: presence\ndata: ${representation.body.trimEnd()}\n\n`);
+        write(`id: ${id}\nevent: presence\ndata: ${representation.body.trimEnd()}\n\n`);
         lastSent = id;
+        recordAccess(deps, principal, access, 'stream-event', now);
       }
-      // Wake up when the state stops holding without any event (a meeting ends).
+      // Wake up when the state stops holding without any event (a meeting
+      // ends), or when the stream must end, whichever comes first.
       if (timer) clearTimeout(timer);
-      const until = owner ? deps.hub.validUntil(owner.id) : Infinity;
-      if (Number.isFinite(until)) timer = setTimeout(check, Math.max(0, Math.min(until - now, 2_147_000_000)) + 1);
+      const until = Math.min(access.owner ? deps.hub.validUntil(access.owner.id) : Infinity, endAt);
+      timer = setTimeout(check, Math.max(0, Math.min(until - now, 2_147_000_000)) + 1);
     };
 
     const ownerId = opened.owner?.id;
     const unsubscribeHub = ownerId ? deps.hub.watch(ownerId, check) : () => undefined;
     const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => true;
-    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+    const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
+    heartbeat.unref();
     const close = () => {
       if (closed) return;
       closed = true;
@@ -74,19 +107,19 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       unsubscribeRules();
       clearInterval(heartbeat);
       if (timer) clearTimeout(timer);
+      open.delete(socket);
+      const left = (perCaller.get(caller) ?? 1) - 1;
+      if (left > 0) perCaller.set(caller, left);
+      else perCaller.delete(caller);
       recordAccess(deps, principal, opened, 'stream-close', deps.clock());
     };
     // The server keeps half-open sockets (a client's FIN does not end the
     // response), so a client that goes away is noticed at its FIN, not at the
     // next heartbeat: the stream and its socket end there.
-    const socket = request.raw.socket;
-    open.add(socket);
     socket.once('end', () => socket.destroy());
-    socket.once('close', () => {
-      open.delete(socket);
-      close();
-    });
-    res.on('close', close);
+    socket.once('close', close);
+    res.once('close', close);
+    if (socket.destroyed) return close();
     check();
   });
 }

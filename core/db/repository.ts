@@ -152,23 +152,39 @@ export class Repository {
       where exists (select 1 from owners o where o.id = r.owner_id)`);
   }
 
-  /** Newest first, from `before` (exclusive) backwards. */
-  async listAccessLog(ownerId: string, before: Date | undefined, limit: number) {
+  /**
+   * Newest first, in the total order (at, id), after `cursor` (exclusive):
+   * entries sharing a second are neither skipped nor repeated across pages.
+   */
+  async listAccessLog(ownerId: string, cursor: { at: Date; id: number } | undefined, limit: number) {
     const rows = await this.db
       .select({ id: accessLog.id, watcherId: accessLog.watcherId, watcherName: watchers.name, at: accessLog.at, action: accessLog.action, outcome: accessLog.outcome, fields: accessLog.fields, count: accessLog.count })
       .from(accessLog)
       .leftJoin(watchers, eq(watchers.id, accessLog.watcherId))
-      .where(before ? and(eq(accessLog.ownerId, ownerId), lt(accessLog.at, before)) : eq(accessLog.ownerId, ownerId))
+      .where(
+        cursor
+          ? and(eq(accessLog.ownerId, ownerId), sql`(${accessLog.at}, ${accessLog.id}) < (${cursor.at.toISOString()}::timestamptz, ${cursor.id})`)
+          : eq(accessLog.ownerId, ownerId),
+      )
       .orderBy(desc(accessLog.at), desc(accessLog.id))
       .limit(limit);
     return rows;
   }
 
   /** Deletes entries older than `olderThan`; returns how many. */
-  async purgeAccessLog(olderThan: Date): Promise<number> {
-    const result = await this.db.execute(sql`with gone as (delete from access_log where at < ${olderThan.toISOString()}::timestamptz returning 1) select count(*)::int as n from gone`);
-    const row = (result as unknown as { rows: { n: number }[] }).rows[0];
-    return row?.n ?? 0;
+  async purgeAccessLog(olderThan: Date, batch = 10_000): Promise<number> {
+    // In batches, so a lowered retention never becomes one huge transaction.
+    let total = 0;
+    for (;;) {
+      const result = await this.db.execute(sql`
+        with gone as (
+          delete from access_log where id in (select id from access_log where at < ${olderThan.toISOString()}::timestamptz limit ${batch})
+          returning 1)
+        select count(*)::int as n from gone`);
+      const n = (result as unknown as { rows: { n: number }[] }).rows[0]?.n ?? 0;
+      total += n;
+      if (n < batch) return total;
+    }
   }
 
   async saveSigningKey(kid: string, algorithm: string, publicJwk: unknown): Promise<void> {

@@ -118,7 +118,7 @@ export const accessLog = pgTable(
     fields: jsonb('fields').notNull(),
     count: integer('count').notNull(),
   },
-  (t) => [index('access_log_owner_at_idx').on(t.ownerId, t.at)],
+  (t) => [index('access_log_owner_at_idx').on(t.ownerId, t.at, t.id), index('access_log_at_idx').on(t.at)],
 );
 
 /** Public halves of the token signing keys (the private key never lands here). */

@@ -3,6 +3,8 @@ import t from 'tap';
 import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
 import { addRule, addWatcher, ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
 import { openStream } from '../helpers/sse.js';
+import { issueToken } from '../../core/identity/tokens.js';
+import { MAX_STREAMS_PER_CALLER } from '../../api/routes/stream.js';
 
 /**
  * Live updates over Server-Sent Events, on Mosquitto and PostgreSQL: only
@@ -76,9 +78,24 @@ t.test('revoking a rule narrows an open stream at once; streams are in the acces
   await waitFor(async () => {
     const log = (await (await service.api('GET', '/v1/me/access-log?limit=100', { token })).json()) as { entries: { watcherId: string; action: string }[] };
     const bobs = log.entries.filter((e) => e.watcherId === bob.id).map((e) => e.action);
-    return bobs.includes('stream-open') && bobs.includes('stream-close') && bobs;
-  }, 'stream-open and stream-close in the access log');
+    return bobs.includes('stream-open') && bobs.includes('stream-event') && bobs.includes('stream-close') && bobs;
+  }, 'stream-open, each stream-event and stream-close in the access log');
   t.pass('recorded');
+});
+
+t.test('a stream ends when its token expires; streams per caller are limited', async (t) => {
+  const { token } = await issueToken(service.signingKey, config.tokenIssuer, { kind: 'watcher', subject: vera.id, scopes: ['presence:read'], ttlSeconds: 2 }, Date.now());
+  const shortLived = await openStream(url, token);
+  await shortLived.nth(1);
+  await waitFor(() => shortLived.ended(), 'the stream to end with its token', 5000);
+  t.pass('ended at expiry');
+
+  const streams = await Promise.all(Array.from({ length: MAX_STREAMS_PER_CALLER }, () => openStream(url, vera.token)));
+  t.teardown(() => streams.forEach((s) => s.close()));
+  await Promise.all(streams.map((s) => s.nth(1)));
+  const refused = await fetch(url, { headers: { authorization: `Bearer ${vera.token}`, accept: 'text/event-stream' } });
+  t.equal(refused.status, 429);
+  t.match(await refused.json(), { code: 'too_many_requests' });
 });
 
 t.test('shutdown ends open streams', async (t) => {

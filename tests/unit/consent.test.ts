@@ -76,6 +76,17 @@ t.test('an activities-only grant does not reveal that an idle owner is online', 
   t.same(buildWatcherView(ENTITY, busy, d), { entity: ENTITY, basic: 'open', activities: ['on-the-phone'] });
 });
 
+t.test('activities implied by the place never reach a watcher (no rule can grant the place yet)', async (t) => {
+  const atWork: PresenceState = { ...busy, availability: 'available', activities: ['working'] };
+  t.same(buildWatcherView(ENTITY, atWork, evaluateConsent([rule([W1], 'allow', false, true)], W1)), offlineView(ENTITY), 'activities-only: nothing to show');
+  t.same(buildWatcherView(ENTITY, { ...atWork, activities: ['meeting', 'travel'] }, evaluateConsent([rule([W1], 'allow')], W1)), {
+    entity: ENTITY,
+    basic: 'open',
+    availability: 'available',
+    activities: ['meeting'],
+  });
+});
+
 t.test('ids are lower-case UUIDs only', async (t) => {
   t.notOk(ruleBodySchema.safeParse({ conditions: { identity: { watchers: [W1.toUpperCase()] } }, actions: { subHandling: 'allow' } }).success);
 });
@@ -90,9 +101,11 @@ function expectedView(rules: readonly Rule[], watcher: string, state: PresenceSt
   const showAvailability = allowing.some((r) => r.transformations.availability);
   const showActivities = allowing.some((r) => r.transformations.activities);
   const offline = { entity: ENTITY, basic: 'closed', availability: 'offline' } as const;
+  // Place-implied activities need a place permission, which rules cannot give yet.
+  const sensed = state.activities.filter((a) => a !== 'travel' && a !== 'meal' && a !== 'working');
   if (state.availability === 'offline') return offline;
-  if (showAvailability) return { entity: ENTITY, basic: 'open', availability: state.availability, ...(showActivities ? { activities: [...state.activities] } : {}) };
-  if (showActivities && state.activities.length > 0) return { entity: ENTITY, basic: 'open', activities: [...state.activities] };
+  if (showAvailability) return { entity: ENTITY, basic: 'open', availability: state.availability, ...(showActivities ? { activities: sensed } : {}) };
+  if (showActivities && sensed.length > 0) return { entity: ENTITY, basic: 'open', activities: sensed };
   return offline;
 }
 
