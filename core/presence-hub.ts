@@ -3,6 +3,7 @@ import { derivePresence, type Derived, type DeriveSettings } from './derive-pres
 import { OFFLINE_STATE, samePresence, type PresenceState } from './presence.js';
 import { mergeSignal, toSignal, type Signal, type SignalSet } from './signal-store.js';
 import type { SensorEvent } from './events.js';
+import { OwnerListeners } from './owner-listeners.js';
 import { applyOverrides, type PresenceOverride } from './presence-overrides.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js';
 
@@ -44,7 +45,7 @@ export class PresenceHub {
   private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
   private readonly events = new EventEmitter();
-  private readonly watchers = new Map<string, Set<(state: PresenceState) => void>>();
+  private readonly watchers = new OwnerListeners<PresenceState>();
 
   constructor(
     private readonly settings: DeriveSettings,
@@ -149,16 +150,7 @@ export class PresenceHub {
 
   /** Listens to one owner only: a change costs its own watchers, not every open stream. */
   watch(ownerId: string, listener: (state: PresenceState) => void): () => void {
-    let listeners = this.watchers.get(ownerId);
-    if (!listeners) {
-      listeners = new Set();
-      this.watchers.set(ownerId, listeners);
-    }
-    listeners.add(listener);
-    return () => {
-      listeners.delete(listener);
-      if (listeners.size === 0) this.watchers.delete(ownerId);
-    };
+    return this.watchers.add(ownerId, listener);
   }
 
   private entry(ownerId: string, now: number): OwnerPresence {
@@ -185,12 +177,12 @@ export class PresenceHub {
       entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
       // Nothing changed, but a change now comes sooner (a meeting was just
       // booked): watchers re-arm their timers.
-      if (sooner) for (const listener of this.watchers.get(ownerId) ?? []) listener(entry.derived.state);
+      if (sooner) this.watchers.notify(ownerId, entry.derived.state);
       return false;
     }
     entry.derived = next;
     this.events.emit('change', { ownerId, state: next.state } satisfies PresenceChange);
-    for (const listener of this.watchers.get(ownerId) ?? []) listener(next.state);
+    this.watchers.notify(ownerId, next.state);
     return true;
   }
 }

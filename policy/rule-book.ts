@@ -1,3 +1,4 @@
+import { OwnerListeners } from '../core/owner-listeners.js';
 import type { Rule } from './rule.js';
 
 /**
@@ -8,20 +9,11 @@ import type { Rule } from './rule.js';
  */
 export class RuleBook {
   private readonly byOwner = new Map<string, readonly Rule[]>();
-  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly listeners = new OwnerListeners<void>();
 
   /** Called after this owner's rules change (open streams re-check what they may show). */
   watch(ownerId: string, listener: () => void): () => void {
-    let set = this.listeners.get(ownerId);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(ownerId, set);
-    }
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.listeners.delete(ownerId);
-    };
+    return this.listeners.add(ownerId, listener);
   }
 
   rules(ownerId: string): readonly Rule[] {
@@ -30,6 +22,6 @@ export class RuleBook {
 
   replace(ownerId: string, rules: readonly Rule[]): void {
     this.byOwner.set(ownerId, Object.freeze([...rules]));
-    for (const listener of this.listeners.get(ownerId) ?? []) listener();
+    this.listeners.notify(ownerId, undefined);
   }
 }

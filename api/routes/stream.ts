@@ -97,7 +97,7 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
 
     const ownerId = opened.owner?.id;
     const unsubscribeHub = ownerId ? deps.hub.watch(ownerId, check) : () => undefined;
-    const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => true;
+    const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => undefined;
     const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
     heartbeat.unref();
     const close = () => {
