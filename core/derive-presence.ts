@@ -58,7 +58,8 @@ export interface Derived {
  *   7. inside the owner's quiet hours                      -             do-not-disturb
  *   8. an out-of-office entry covering now                 away          away
  *   9. idle input for idleAfterSeconds                     -             away
- *  10. otherwise                                           -             available
+ *  10. only battery, heart-rate or worn reports            -             unknown
+ *  11. otherwise                                           -             available
  *
  * The place adds one more activity, after the sensed ones: travel (airport,
  * station, public transport), meal (restaurant, cafe) or working (a work
@@ -240,6 +241,9 @@ export function derivePresence(
     [quiet, 'do-not-disturb', 'quiet hours', []],
     [conditions.outOfOffice.length > 0, 'away', 'out of office', conditions.outOfOffice],
     [idle, 'away', 'idle input for idleAfterSeconds', trace.userInput?.signals ? [...trace.userInput.signals] : []],
+    // Only body or battery readings (a watch's heart rate, a charging phone):
+    // a device is alive, but nothing says whether its owner is reachable.
+    [!counted.some((s) => !SAYS_NOTHING_OF_REACHABILITY.has(s.kind)), 'unknown', 'only battery, heart-rate or worn reports', []],
   ];
   const chosen = availabilityRules.find(([holds]) => holds);
   const availability: Availability = chosen ? chosen[1] : 'available';
@@ -321,6 +325,8 @@ function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: 
   });
   return { driving: shown, until: pending, keys };
 }
+
+const SAYS_NOTHING_OF_REACHABILITY: ReadonlySet<string> = new Set(['battery', 'heart-rate', 'worn']);
 
 const travelPlaces = new Set<string>(['airport', 'train-station', 'public-transport']);
 const mealPlaces = new Set<string>(['restaurant', 'cafe']);

@@ -13,8 +13,8 @@ import { activitySchema, availabilitySchema, type Activity, type Availability } 
  *      `offline` is "appear offline": no activities at all;
  *   2. otherwise every unexpired app session combines with the derived state:
  *      the most significant availability wins (do-not-disturb > busy >
- *      available > away > offline: an app in use beats idle, a call in an app
- *      beats available), and the activities are merged.
+ *      available > away > unknown > offline: an app in use beats idle, a call
+ *      in an app beats available), and the activities are merged.
  */
 export const overrideInputSchema = z
   .object({
@@ -46,7 +46,7 @@ export interface PresenceOverride {
   readonly expiresAt: number;
 }
 
-const significance: Record<Availability, number> = { 'do-not-disturb': 4, busy: 3, available: 2, away: 1, offline: 0 };
+const significance: Record<Availability, number> = { 'do-not-disturb': 5, busy: 4, available: 3, away: 2, unknown: 1, offline: 0 };
 const activityOrder: readonly Activity[] = activitySchema.options;
 
 export function applyOverrides(derived: Derived, overrides: readonly PresenceOverride[], now: number): Derived {

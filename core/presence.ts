@@ -7,7 +7,7 @@ import type { PlaceType, Sphere } from './owner-settings.js';
  * the service's view of the owner; watchers never see it directly, only the
  * view the policy engine cuts from it.
  */
-export const availabilitySchema = z.enum(['available', 'busy', 'do-not-disturb', 'away', 'offline']);
+export const availabilitySchema = z.enum(['available', 'busy', 'do-not-disturb', 'away', 'unknown', 'offline']);
 export type Availability = z.infer<typeof availabilitySchema>;
 
 /** RFC 4480 §3.2 activities the service can derive (a subset of the RPID list), most significant first; `steering` is driving. */

@@ -40,6 +40,8 @@ function rpidActivities(input: PidfInput): readonly string[] {
   const specific = listed.some((a) => saysBusy.includes(a as Activity));
   if ((input.availability === 'busy' || input.availability === 'do-not-disturb') && !specific) listed.push('busy');
   if (input.availability === 'away' && !listed.includes('away')) listed.push('away');
+  // RFC 4480 §3.2: "unknown" says the activity cannot be determined.
+  if (input.availability === 'unknown' && listed.length === 0) listed.push('unknown');
   return listed;
 }
 

@@ -110,7 +110,7 @@ function expectedView(rules: readonly Rule[], watcher: string, state: PresenceSt
 }
 
 t.test('property: the view is exactly what the merged rules grant, no field more', async (t) => {
-  const availabilityArb = fc.constantFrom<Availability>('available', 'busy', 'do-not-disturb', 'away', 'offline');
+  const availabilityArb = fc.constantFrom<Availability>('available', 'busy', 'do-not-disturb', 'away', 'unknown', 'offline');
   const activitiesArb = fc.subarray<Activity>(['sleeping', 'on-the-phone', 'meeting', 'steering', 'travel', 'meal', 'working', 'away']);
   const stateArb = fc.record({ availability: availabilityArb, activities: activitiesArb }).map(
     (s): PresenceState => ({ ...busy, ...s, lastSeen: s.availability === 'offline' ? undefined : 5 }),

@@ -141,6 +141,16 @@ cases.push(
   },
   { name: 'focus beats idle', signals: [[laptop, ev.idle], [phone, ev.focus]], availability: 'do-not-disturb', activities: [] },
   { name: 'a location alone keeps the owner online, available', signals: [[phone, ev.location]], availability: 'available', activities: [] },
+  { name: 'only a heart rate: alive, reachability unknown', signals: [[watch, { kind: 'heart-rate', at: iso(0), bpm: 60 } as SensorEvent]], availability: 'unknown', activities: [] },
+  {
+    name: 'a heart rate and a sleep report: asleep',
+    signals: [
+      [watch, { kind: 'heart-rate', at: iso(0), bpm: 52 } as SensorEvent],
+      [watch, ev.asleep],
+    ],
+    availability: 'do-not-disturb',
+    activities: ['sleeping'],
+  },
 );
 
 for (const c of cases) {

@@ -39,7 +39,7 @@ t.test('escaping of the entity attribute', async (t) => {
 
 t.test('every document shape the service can emit passes the official schemas (strict)', async (t) => {
   const documents: Record<string, string> = {};
-  for (const availability of ['available', 'busy', 'do-not-disturb', 'away', 'offline', undefined] as const) {
+  for (const availability of ['available', 'busy', 'do-not-disturb', 'away', 'unknown', 'offline', undefined] as const) {
     for (const activities of [
       undefined,
       [],
