@@ -65,7 +65,6 @@ export const envSchema = z.object({
 export type Env = Readonly<Record<string, string | undefined>>;
 
 export interface Config {
-  readonly env: 'development' | 'production' | 'test';
   readonly http: { readonly host: string; readonly port: number };
   readonly dataDir: string;
   readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string };
@@ -147,7 +146,6 @@ export function parseConfig(source: Env): ConfigResult {
   if (problems.length > 0) return { ok: false, problems };
 
   const config: Config = {
-    env: e.NODE_ENV,
     http: { host: e.HOST, port: e.PORT },
     dataDir: e.DATA_DIR,
     database: e.DATABASE_URL ? { kind: 'postgres', url: e.DATABASE_URL } : { kind: 'embedded' },

@@ -77,8 +77,4 @@ export class Directory {
     const watcher = this.watchers.get(id);
     return watcher && !watcher.revoked ? watcher : undefined;
   }
-
-  get ownerCount(): number {
-    return this.ownersById.size;
-  }
 }

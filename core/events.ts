@@ -191,7 +191,6 @@ export const sensorMessageSchema = z.union([
 ]);
 
 export type SensorEvent = z.infer<typeof sensorEventSchema>;
-export type SensorEventKind = SensorEvent['kind'];
 
 /**
  * Which signal an event updates: most kinds keep one value per device; a

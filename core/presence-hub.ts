@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import { derivePresence, type Derived, type DeriveSettings } from './derive-presence.js';
 import { OFFLINE_STATE, samePresence, type PresenceState } from './presence.js';
 import { mergeSignal, toSignal, type Signal, type SignalSet } from './signal-store.js';
@@ -9,7 +8,8 @@ import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js'
 
 /**
  * The hot state: each owner's signals and the presence derived from them.
- * Ingest applies events here; reads and streams ask for the current state;
+ * Ingest applies events here; reads ask for the current state, streams
+ * watch one owner each;
  * the write-behind persister drains the set of owners whose signals changed.
  *
  * Derivation is re-run lazily: when signals change, or when a read comes at
@@ -35,24 +35,16 @@ export interface DirtyOwner {
   readonly signals: readonly PersistedSignal[];
 }
 
-export interface PresenceChange {
-  readonly ownerId: string;
-  readonly state: PresenceState;
-}
-
 export class PresenceHub {
   private readonly owners = new Map<string, OwnerPresence>();
   private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
-  private readonly events = new EventEmitter();
   private readonly watchers = new OwnerListeners<PresenceState>();
 
   constructor(
     private readonly settings: DeriveSettings,
     private readonly ownerSettings: (ownerId: string) => OwnerSettings = () => DEFAULT_OWNER_SETTINGS,
-  ) {
-    this.events.setMaxListeners(0);
-  }
+  ) {}
 
   /** Sets (or replaces, by source) a manual status or an app session. */
   setOverride(ownerId: string, override: PresenceOverride, now: number): void {
@@ -143,11 +135,6 @@ export class PresenceHub {
     return this.owners.size;
   }
 
-  onChange(listener: (change: PresenceChange) => void): () => void {
-    this.events.on('change', listener);
-    return () => this.events.off('change', listener);
-  }
-
   /** Listens to one owner only: a change costs its own watchers, not every open stream. */
   watch(ownerId: string, listener: (state: PresenceState) => void): () => void {
     return this.watchers.add(ownerId, listener);
@@ -181,7 +168,6 @@ export class PresenceHub {
       return false;
     }
     entry.derived = next;
-    this.events.emit('change', { ownerId, state: next.state } satisfies PresenceChange);
     this.watchers.notify(ownerId, next.state);
     return true;
   }

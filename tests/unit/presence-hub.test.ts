@@ -1,5 +1,6 @@
 import t from 'tap';
-import { PresenceHub, type PresenceChange } from '../../core/presence-hub.js';
+import { PresenceHub } from '../../core/presence-hub.js';
+import type { PresenceState } from '../../core/presence.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const OWNER = 'o1';
@@ -8,8 +9,8 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 t.test('applies events, emits a change only when presence changes, re-derives when it stops holding', async (t) => {
   const hub = new PresenceHub({ offlineAfterMs: 60_000 });
-  const changes: PresenceChange[] = [];
-  hub.onChange((c) => changes.push(c));
+  const changes: PresenceState[] = [];
+  hub.watch(OWNER, (state) => changes.push(state));
 
   t.equal(hub.current(OWNER, NOW).availability, 'offline', 'never heard from');
   t.ok(hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW));
@@ -47,7 +48,7 @@ t.test('hands over changed owners once, coalesced, and takes them back after a f
 t.test('restores persisted signals without announcing a change', async (t) => {
   const hub = new PresenceHub({ offlineAfterMs: 60_000 });
   let changes = 0;
-  hub.onChange(() => changes++);
+  hub.watch(OWNER, () => changes++);
   hub.restore(OWNER, 7, [{ deviceId: PHONE, event: { kind: 'call', at: iso(NOW), state: 'in-call' } }], NOW + 1000);
   t.same(hub.current(OWNER, NOW + 1000).activities, ['on-the-phone']);
   t.equal(changes, 0);
