@@ -82,31 +82,26 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
-    metrics.counter('presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind');
+    // Write-behind: presence state, and (privacy invariant 6) the access log.
+    const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>) => {
+      metrics.counter(rowsMetric, help);
+      const writer = new WriteBehind(name, config.persistIntervalMs, write((rows) => metrics.inc(rowsMetric, undefined, rows)), log);
+      writer.start();
+      cleanups.push(() => writer.stop());
+      return writer;
+    };
+    const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
+      writeStates(hub, repository, onBatch),
+    );
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
-    const writer = new WriteBehind(
-      'presence_state',
-      config.persistIntervalMs,
-      writeStates(hub, repository, (rows) => metrics.inc('presence_state_rows_flushed_total', undefined, rows)),
-      log,
-    );
-    writer.start();
-    cleanups.push(() => writer.stop());
 
-    // Privacy invariant 6: every watcher read lands in the owner's access log.
     const accessLog = new AccessLogBuffer();
-    metrics.counter('presence_access_log_rows_written_total', 'Access-log rows written');
+    const auditWriter = writeBehind('access_log', 'presence_access_log_rows_written_total', 'Access-log rows written', (onBatch) =>
+      writeAccessLog(accessLog, repository, onBatch),
+    );
     metrics.gauge('presence_access_log_pending', 'Access-log entries awaiting the next write', () => accessLog.size);
     metrics.gauge('presence_access_log_dropped_records', 'Access-log records dropped since start because the buffer was full (should stay 0)', () => accessLog.dropped);
-    const auditWriter = new WriteBehind(
-      'access_log',
-      config.persistIntervalMs,
-      writeAccessLog(accessLog, repository, (rows) => metrics.inc('presence_access_log_rows_written_total', undefined, rows)),
-      log,
-    );
-    auditWriter.start();
-    cleanups.push(() => auditWriter.stop());
     const purge = async () => {
       const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
