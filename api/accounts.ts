@@ -50,7 +50,7 @@ export class Accounts {
     private readonly clock: () => number,
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
-    private readonly flushAccessLog: () => Promise<void> = async () => undefined,
+    private readonly flushAccessLog: () => Promise<void>,
   ) {}
 
   /** Sets the owner's manual status or an app session (by source), stored first. */
@@ -62,7 +62,7 @@ export class Accounts {
       source,
       availability: input.availability,
       activities: input.activities,
-      expiresAt: this.clock() + input.expiresInSeconds * 1000,
+      expiresAt: now + input.expiresInSeconds * 1000,
     };
     await this.repository.upsertOverride(ownerId, override);
     this.hub.setOverride(ownerId, override, this.clock());

@@ -22,6 +22,8 @@ export interface AccessEntry extends AccessRecord {
   count: number;
 }
 
+const keyOf = (r: AccessRecord, at: number) => `${r.ownerId}|${r.watcherId}|${r.action}|${r.outcome}|${r.fields.join(',')}|${at}`;
+
 export class AccessLogBuffer {
   private entries = new Map<string, AccessEntry>();
   private droppedTotal = 0;
@@ -30,7 +32,7 @@ export class AccessLogBuffer {
 
   record(record: AccessRecord, now: number): void {
     const at = now - (now % 1000);
-    const key = `${record.ownerId}|${record.watcherId}|${record.action}|${record.outcome}|${record.fields.join(',')}|${at}`;
+    const key = keyOf(record, at);
     const entry = this.entries.get(key);
     if (entry) {
       entry.count += 1;
@@ -52,7 +54,7 @@ export class AccessLogBuffer {
   /** After a failed write: back in, as far as there is room. */
   putBack(entries: readonly AccessEntry[]): void {
     for (const entry of entries) {
-      const key = `${entry.ownerId}|${entry.watcherId}|${entry.action}|${entry.outcome}|${entry.fields.join(',')}|${entry.at}`;
+      const key = keyOf(entry, entry.at);
       const existing = this.entries.get(key);
       if (existing) existing.count += entry.count;
       else if (this.entries.size < this.maxEntries) this.entries.set(key, entry);
