@@ -6,7 +6,8 @@ import { MANUAL, MAX_SESSIONS, type OverrideInput, type PresenceOverride } from 
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
-import { ruleSchema, type Rule, type RuleBody } from '../policy/rule.js';
+import { identityMatches } from '../policy/evaluate-consent.js';
+import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
 
 /**
@@ -39,6 +40,18 @@ function decodeCursor(cursor: string): { at: Date; id: number } {
   return { at: date, id: n };
 }
 
+export interface WatcherInfo {
+  readonly watcherId: string;
+  readonly name: string;
+  readonly kind: 'person' | 'app';
+  readonly domain: string | null;
+  readonly status: 'pending' | 'active' | 'terminated';
+  readonly event: 'subscribe' | 'approved' | 'rejected' | 'deactivated';
+  readonly message: string | null;
+  readonly requestedAt: string | null;
+  readonly updatedAt: string | null;
+}
+
 export class Accounts {
   constructor(
     private readonly repository: Repository,
@@ -51,6 +64,7 @@ export class Accounts {
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
     private readonly flushAccessLog: () => Promise<void>,
+    private readonly onBackgroundError: (error: unknown) => void = () => undefined,
   ) {}
 
   /** Sets the owner's manual status or an app session (by source), stored first. */
@@ -62,6 +76,7 @@ export class Accounts {
       source,
       availability: input.availability,
       activities: input.activities,
+      ...(input.note === undefined ? {} : { note: input.note }),
       expiresAt: now + input.expiresInSeconds * 1000,
     };
     await this.repository.upsertOverride(ownerId, override);
@@ -118,6 +133,8 @@ export class Accounts {
       place: state.place ? { zone: state.place.zone, placeType: state.place.placeType ?? null, sphere: state.place.sphere ?? null } : null,
       userInput: state.userInput ? { state: state.userInput.state, lastInput: state.userInput.lastInput === undefined ? null : new Date(state.userInput.lastInput).toISOString() } : null,
       timeOffsetMinutes: state.timeOffsetMinutes ?? null,
+      location: state.location ? { latitude: state.location.latitude, longitude: state.location.longitude, accuracy: state.location.accuracy } : null,
+      note: state.note ?? null,
       lastSeen: state.lastSeen === undefined ? null : new Date(state.lastSeen).toISOString(),
       devices: state.devices.map((d) => ({
         id: d.id,
@@ -150,11 +167,11 @@ export class Accounts {
     return { id, ownerId: owner.id, owner: owner.handle, class: deviceClass };
   }
 
-  async registerWatcher(kind: 'person' | 'app', name: string) {
+  async registerWatcher(kind: 'person' | 'app', name: string, domain: string | undefined) {
     const id = crypto.randomUUID();
-    await this.repository.insertWatcher({ id, kind, name });
-    this.directory.putWatcher({ id, kind, name, revoked: false });
-    return { id, kind, name };
+    await this.repository.insertWatcher({ id, kind, name, domain });
+    this.directory.putWatcher({ id, kind, name, domain, revoked: false });
+    return { id, kind, name, ...(domain === undefined ? {} : { domain }) };
   }
 
   /** `subject`: a device id, a watcher id, or an owner's id or handle. */
@@ -189,12 +206,39 @@ export class Accounts {
     return this.ruleBook.rules(ownerId);
   }
 
+  /**
+   * A rule must name only what exists: active watchers and the owner's own
+   * groups and zones. A typo would otherwise grant nothing, silently.
+   */
+  private checkRule(ownerId: string, body: RuleBody, groups: readonly Group[] = this.ruleBook.groups(ownerId)): void {
+    const problems: string[] = [];
+    const identity = body.conditions.identity;
+    for (const w of [...identity.watchers, ...identity.except.watchers]) if (!this.directory.activeWatcher(w)) problems.push(`unknown watcher ${w}`);
+    for (const g of identity.groups) if (!groups.some((group) => group.id === g)) problems.push(`unknown group ${g}`);
+    const zone = body.conditions.untilArrivalAt;
+    if (zone !== undefined && !this.directory.settings(ownerId).zones.some((z) => z.name === zone)) problems.push(`unknown zone ${zone}`);
+    if (problems.length > 0) throw new AppError('invalid_request', 'The rule names what does not exist.', problems);
+  }
+
   async addRule(ownerId: string, body: RuleBody): Promise<Rule> {
-    const unknown = body.conditions.identity.watchers.filter((w) => !this.directory.activeWatcher(w));
-    if (unknown.length > 0) throw new AppError('invalid_request', 'The rule names unknown watchers.', unknown);
+    this.checkRule(ownerId, body);
     const rule = ruleSchema.parse({ ...body, id: crypto.randomUUID() });
     await this.repository.insertRule({ id: rule.id, ownerId, body });
     this.ruleBook.replace(ownerId, [...this.ruleBook.rules(ownerId), rule]);
+    this.watchArrivals(ownerId);
+    return rule;
+  }
+
+  /** Replaces a rule's body; narrowing takes effect on the next read and on open streams at once. */
+  async updateRule(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
+    this.checkRule(ownerId, body);
+    if (!(await this.repository.updateRule(ownerId, ruleId, body))) throw new AppError('not_found', 'No such rule.');
+    const rule = ruleSchema.parse({ ...body, id: ruleId });
+    this.ruleBook.replace(
+      ownerId,
+      this.ruleBook.rules(ownerId).map((r) => (r.id === ruleId ? rule : r)),
+    );
+    this.watchArrivals(ownerId);
     return rule;
   }
 
@@ -206,6 +250,222 @@ export class Accounts {
       ownerId,
       this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
     );
+  }
+
+  /**
+   * Replaces all of the owner's rules at once (pres-rules import): every
+   * rule is checked before anything is stored, and the set is swapped in one
+   * transaction, so a refused document changes nothing.
+   */
+  async replaceRules(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
+    const problems: string[] = [];
+    imported.forEach((item, index) => {
+      try {
+        this.checkRule(ownerId, item.body);
+      } catch (error) {
+        if (error instanceof AppError) problems.push(...(error.details ?? []).map((d) => `rule ${item.id ?? index + 1}: ${d}`));
+        else throw error;
+      }
+    });
+    if (problems.length > 0) throw new AppError('invalid_document', 'The rules name what does not exist; nothing was changed.', problems);
+    const rules = imported.map((item) => ruleSchema.parse({ ...item.body, id: item.id ?? crypto.randomUUID(), ...(item.arrivedAt ? { arrivedAt: item.arrivedAt } : {}) }));
+    if (new Set(rules.map((r) => r.id)).size !== rules.length) throw new AppError('invalid_document', 'Rule ids must be unique; nothing was changed.');
+    await this.repository.replaceRules(
+      ownerId,
+      rules.map(({ id, arrivedAt, ...body }) => ({ id, body, arrivedAt: arrivedAt ? new Date(arrivedAt) : null })),
+    );
+    this.ruleBook.replace(ownerId, rules);
+    this.watchArrivals(ownerId);
+    return rules;
+  }
+
+  // --- groups ---------------------------------------------------------------
+
+  listGroups(ownerId: string): readonly Group[] {
+    return this.ruleBook.groups(ownerId);
+  }
+
+  private checkMembers(members: readonly string[]): void {
+    const unknown = members.filter((m) => !this.directory.activeWatcher(m));
+    if (unknown.length > 0) throw new AppError('invalid_request', 'The group names unknown watchers.', unknown);
+  }
+
+  async addGroup(ownerId: string, body: GroupBody): Promise<Group> {
+    this.checkMembers(body.members);
+    const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
+    await this.repository.insertGroup({ ...group, ownerId });
+    this.ruleBook.replaceGroups(ownerId, [...this.ruleBook.groups(ownerId), group]);
+    return group;
+  }
+
+  async updateGroup(ownerId: string, groupId: string, body: GroupBody): Promise<Group> {
+    this.checkMembers(body.members);
+    const group: Group = { id: groupId, name: body.name, members: [...new Set(body.members)] };
+    if (!(await this.repository.updateGroup(ownerId, groupId, group))) throw new AppError('not_found', 'No such group.');
+    this.ruleBook.replaceGroups(
+      ownerId,
+      this.ruleBook.groups(ownerId).map((g) => (g.id === groupId ? group : g)),
+    );
+    return group;
+  }
+
+  /** A group named by a rule cannot go: the rule would silently stop matching. */
+  async deleteGroup(ownerId: string, groupId: string): Promise<void> {
+    const users = this.ruleBook.rules(ownerId).filter((r) => r.conditions.identity.groups.includes(groupId));
+    if (users.length > 0) throw new AppError('conflict', 'Rules name this group; change them first.', users.map((r) => r.id));
+    if (!(await this.repository.deleteGroup(ownerId, groupId))) throw new AppError('not_found', 'No such group.');
+    this.ruleBook.replaceGroups(
+      ownerId,
+      this.ruleBook.groups(ownerId).filter((g) => g.id !== groupId),
+    );
+  }
+
+  // --- "share until I arrive" ----------------------------------------------
+
+  private readonly arrivalWatches = new Map<string, () => void>();
+
+  /**
+   * While an owner has an unspent "until I arrive" rule, their presence is
+   * watched; on arrival the rule is marked spent (stored, then in memory), so
+   * it holds no more even after the owner leaves again. Until the mark is
+   * stored the engine already refuses the rule while the owner is there.
+   */
+  watchArrivals(ownerId: string): void {
+    const pending = () => this.ruleBook.rules(ownerId).filter((r) => r.conditions.untilArrivalAt !== undefined && r.arrivedAt === undefined);
+    if (pending().length === 0) {
+      this.arrivalWatches.get(ownerId)?.();
+      this.arrivalWatches.delete(ownerId);
+      return;
+    }
+    if (this.arrivalWatches.has(ownerId)) return;
+    let marking = false;
+    const check = () => {
+      if (marking) return;
+      const zone = this.hub.current(ownerId, this.clock()).place?.zone;
+      const arrived = pending().filter((r) => r.conditions.untilArrivalAt === zone);
+      if (arrived.length === 0) return;
+      marking = true;
+      const at = new Date(this.clock());
+      void Promise.all(arrived.map((r) => this.repository.markRuleArrived(ownerId, r.id, at)))
+        .then(() => {
+          const ids = new Set(arrived.map((r) => r.id));
+          this.ruleBook.replace(
+            ownerId,
+            this.ruleBook.rules(ownerId).map((r) => (ids.has(r.id) ? { ...r, arrivedAt: at.toISOString() } : r)),
+          );
+          this.watchArrivals(ownerId);
+        })
+        .catch((error: unknown) => this.onBackgroundError(error))
+        .finally(() => {
+          marking = false;
+        });
+    };
+    this.arrivalWatches.set(ownerId, this.hub.watch(ownerId, check));
+    check();
+  }
+
+  // --- access requests and watcher information (RFC 3857) -------------------
+
+  /**
+   * A watcher asks to see an owner. A block rule (RFC 5025 §3.2.1 `block`)
+   * refuses the request itself; an allow rule makes it active at once;
+   * anything else (no rule, confirm, polite-block, or a request the owner
+   * denied) leaves it pending, and the watcher cannot tell these apart.
+   */
+  async requestAccess(handle: string, watcherId: string, message: string | undefined): Promise<{ status: 'pending' | 'active' }> {
+    const owner = this.directory.ownerByHandle(handle);
+    // An unknown owner looks like one who has not answered yet.
+    if (!owner) return { status: 'pending' };
+    const decision = this.identityDecision(owner.id, watcherId);
+    if (decision === 'block') throw new AppError('request_refused');
+    const existing = await this.repository.accessRequest(owner.id, watcherId);
+    if (decision === 'allow') {
+      await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'active', event: 'approved', message });
+      return { status: 'active' };
+    }
+    // A denied request stays denied: asking again changes nothing the owner sees but the message.
+    if (existing?.status === 'terminated') {
+      await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'terminated', event: existing.event, message });
+      return { status: 'pending' };
+    }
+    await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'pending', event: 'subscribe', message });
+    return { status: 'pending' };
+  }
+
+  /**
+   * The strongest sub-handling among the rules naming this watcher by
+   * identity, whatever their time or place conditions: whether the owner
+   * lets them in at all, not what they see right now.
+   */
+  private identityDecision(ownerId: string, watcherId: string): SubHandling | 'none' {
+    const watcher = { id: watcherId, domain: this.directory.activeWatcher(watcherId)?.domain };
+    const policy = this.ruleBook.policy(ownerId);
+    const order: readonly SubHandling[] = ['block', 'confirm', 'polite-block', 'allow'];
+    let best: SubHandling | 'none' = 'none';
+    for (const rule of policy.rules) {
+      if (!identityMatches(rule.conditions.identity, watcher, policy.groups)) continue;
+      if (best === 'none' || order.indexOf(rule.actions.subHandling) > order.indexOf(best)) best = rule.actions.subHandling;
+    }
+    return best;
+  }
+
+  /**
+   * RFC 3857 watcher information for the owner: every watcher who asked,
+   * plus every watcher a rule names. Status follows the rules now in force:
+   * active while a rule allows them (event approved), terminated when the
+   * owner denied (rejected), blocked them (rejected) or removed the rule that
+   * allowed them (deactivated), pending otherwise (subscribe).
+   */
+  async watcherInfo(ownerId: string): Promise<WatcherInfo[]> {
+    const requests = await this.repository.accessRequests(ownerId);
+    const byWatcher = new Map(requests.map((r) => [r.watcherId, r]));
+    const named = new Set(this.ruleBook.rules(ownerId).flatMap((r) => [...r.conditions.identity.watchers]));
+    for (const g of this.ruleBook.groups(ownerId)) for (const m of g.members) named.add(m);
+    const ids = [...byWatcher.keys(), ...[...named].filter((id) => !byWatcher.has(id)).sort()];
+    const out: WatcherInfo[] = [];
+    for (const watcherId of ids) {
+      const watcher = this.directory.activeWatcher(watcherId);
+      if (!watcher) continue;
+      const request = byWatcher.get(watcherId);
+      const decision = this.identityDecision(ownerId, watcherId);
+      let status: WatcherInfo['status'];
+      let event: WatcherInfo['event'];
+      if (decision === 'allow') [status, event] = ['active', 'approved'];
+      else if (decision === 'block' || decision === 'polite-block') [status, event] = ['terminated', 'rejected'];
+      else if (request?.status === 'terminated') [status, event] = ['terminated', request.event === 'deactivated' ? 'deactivated' : 'rejected'];
+      else if (request?.status === 'active') [status, event] = ['terminated', 'deactivated'];
+      else if (request) [status, event] = ['pending', 'subscribe'];
+      else continue; // named by a rule that shows nothing, never asked: nothing to report
+      out.push({
+        watcherId,
+        name: watcher.name,
+        kind: watcher.kind,
+        domain: watcher.domain ?? null,
+        status,
+        event,
+        message: request?.message ?? null,
+        requestedAt: request ? request.createdAt.toISOString() : null,
+        updatedAt: request ? request.updatedAt.toISOString() : null,
+      });
+    }
+    return out;
+  }
+
+  /** Approves a request with a rule for this watcher (by default: availability only). */
+  async approve(ownerId: string, watcherId: string, transformations: Transformations): Promise<Rule> {
+    const request = await this.repository.accessRequest(ownerId, watcherId);
+    if (!request) throw new AppError('not_found', 'No request from this watcher.');
+    const rule = await this.addRule(ownerId, ruleBodySchema.parse({ conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling: 'allow' }, transformations }));
+    await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved' });
+    return rule;
+  }
+
+  /** Denies a request: it stays "pending" to the watcher (who must not learn of the refusal). */
+  async deny(ownerId: string, watcherId: string): Promise<void> {
+    const request = await this.repository.accessRequest(ownerId, watcherId);
+    if (!request) throw new AppError('not_found', 'No request from this watcher.');
+    if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule allows this watcher; remove or narrow it instead.');
+    await this.repository.putAccessRequest({ ownerId, watcherId, status: 'terminated', event: 'rejected' });
   }
 
   ownerById(id: string) {

@@ -10,9 +10,11 @@ import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { installErrorHandlers } from './http-errors.js';
 import { RepresentationCache } from './representations.js';
+import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
-import { ruleRoutes } from './routes/rules.js';
+import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
+import { watcherRoutes } from './routes/watchers.js';
 import { accessLogRoutes } from './routes/access-log.js';
 import { settingsRoutes } from './routes/settings.js';
 import { streamRoutes } from './routes/stream.js';
@@ -54,6 +56,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandlers(app);
+  // XML bodies arrive as text and are parsed by the route with the safe parser (core/parse-xml.ts).
+  app.addContentTypeParser([AUTH_POLICY_MEDIA_TYPE, PIDF_MEDIA_TYPE], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
   const auth = new Authenticator(deps.verifier, deps.directory, deps.clock);
   systemRoutes(app, { metrics: deps.metrics, ready: deps.ready });
@@ -62,7 +66,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     directory: deps.directory,
     ruleBook: deps.ruleBook,
     hub: deps.hub,
-    accounts: deps.accounts,
+    entityOf: (handle: string) => deps.accounts.entityOf(handle),
     representations: new RepresentationCache(),
     clock: deps.clock,
     accessLog: deps.accessLog,
@@ -70,6 +74,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   presenceRoutes(app, presenceDeps);
   streamRoutes(app, presenceDeps);
   ruleRoutes(app, { auth, accounts: deps.accounts });
+  watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });

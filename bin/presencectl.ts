@@ -19,14 +19,15 @@ commands:
   owner create <handle> [--name NAME]              create an owner
   device add <owner-handle> --class CLASS [--name NAME]
                                                    register a device (class: phone, watch, sensor, ...)
-  watcher add --kind person|app --name NAME        register a watcher (a person or a third-party app)
+  watcher add --kind person|app --name NAME [--domain DOMAIN]
+                                                   register a watcher (a person or a third-party app)
   token device <device-id> [--ttl SECONDS]         issue a device token (MQTT password)
   token watcher <watcher-id> [--ttl SECONDS] [--scopes S,...]
                                                    issue a watcher or app token (HTTP; default scope presence:read)
   token owner <handle> [--ttl SECONDS] [--scopes S,...]
                                                    issue an owner token (HTTP; default presence:read,presence:write,status:manage,consent:manage,settings:manage)
   token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
-  allow <owner-handle> <watcher-id> [--fields availability,activities]
+  allow <owner-handle> <watcher-id> [--fields availability,activities,place,sphere,note,time-offset] [--location city|km|100m|exact]
                                                    add a rule letting the watcher see those fields
   block <owner-handle> <watcher-id> [--polite]     add a block (or polite-block) rule
   rules <owner-handle>                             list the owner's rules
@@ -69,6 +70,8 @@ async function main(argv: string[]): Promise<unknown> {
       kind: { type: 'string' },
       ttl: { type: 'string' },
       fields: { type: 'string' },
+      location: { type: 'string' },
+      domain: { type: 'string' },
       scopes: { type: 'string' },
       polite: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -126,7 +129,7 @@ async function main(argv: string[]): Promise<unknown> {
       return call('POST', '/v1/admin/devices', { owner: need(arg1, '<owner-handle>'), class: need(values.class, '--class'), ...(values.name ? { name: values.name } : {}) });
     case 'watcher':
       if (sub !== 'add') throw new UsageError('watcher: expected "add"');
-      return call('POST', '/v1/admin/watchers', { kind: need(values.kind, '--kind'), name: need(values.name, '--name') });
+      return call('POST', '/v1/admin/watchers', { kind: need(values.kind, '--kind'), name: need(values.name, '--name'), ...(values.domain ? { domain: values.domain } : {}) });
     case 'token':
       if (sub === 'admin') {
         const seconds = ttl ?? 3600;
@@ -141,20 +144,29 @@ async function main(argv: string[]): Promise<unknown> {
       });
     case 'allow': {
       const fields = (values.fields ?? 'availability,activities').split(',').map((f) => f.trim());
-      const known = ['availability', 'activities'];
+      const known = ['availability', 'activities', 'place', 'sphere', 'note', 'time-offset'];
       const unknown = fields.filter((f) => !known.includes(f));
       if (unknown.length > 0) throw new UsageError(`--fields: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
+      const precisions = ['city', 'km', '100m', 'exact'];
+      if (values.location !== undefined && !precisions.includes(values.location)) throw new UsageError(`--location: one of ${precisions.join(', ')}`);
       return call('POST', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`, {
         conditions: { identity: { watchers: [need(arg1, '<watcher-id>')] } },
         actions: { subHandling: 'allow' },
-        transformations: { availability: fields.includes('availability'), activities: fields.includes('activities') },
+        transformations: {
+          availability: fields.includes('availability'),
+          activities: fields.includes('activities'),
+          place: fields.includes('place') ? 'zone' : 'none',
+          sphere: fields.includes('sphere'),
+          note: fields.includes('note'),
+          timeOffset: fields.includes('time-offset'),
+          ...(values.location ? { location: values.location } : {}),
+        },
       });
     }
     case 'block':
       return call('POST', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`, {
         conditions: { identity: { watchers: [need(arg1, '<watcher-id>')] } },
         actions: { subHandling: values.polite ? 'polite-block' : 'block' },
-        transformations: { availability: false, activities: false },
       });
     case 'rules':
       return call('GET', `/v1/admin/owners/${encodeURIComponent(need(sub, '<owner-handle>'))}/rules`);

@@ -25,7 +25,7 @@ import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { deviceTopic } from '../ingest/topics.js';
-import { ruleBodySchema } from '../policy/rule.js';
+import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { loadOrCreateKeyPem } from './key-file.js';
 
@@ -173,9 +173,21 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }
     }
 
-    const accounts = new Accounts(repository, directory, ruleBook, signingKey, config.tokenIssuer, config.presenceDomain, clock, hub, digestNetworkName, () =>
-      auditWriter.flush(),
+    const accounts = new Accounts(
+      repository,
+      directory,
+      ruleBook,
+      signingKey,
+      config.tokenIssuer,
+      config.presenceDomain,
+      clock,
+      hub,
+      digestNetworkName,
+      () => auditWriter.flush(),
+      (err) => log.error({ err }, 'recording an arrival failed'),
     );
+    // "Share until I arrive" rules loaded from storage are watched from the start.
+    for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
     let ready = false;
     const app = buildApi({
       log,
@@ -234,6 +246,11 @@ function networkDigester(keyPem: string): (ownerId: string, ssid: string) => str
   return (ownerId, ssid) => createHmac('sha256', key).update(ownerId).update('\0').update(ssid).digest('base64url').slice(0, 22);
 }
 
+/** Owners with at least one rule (the only ones an arrival can concern). */
+function snapshotOwners(directory: Directory, ruleBook: RuleBook): string[] {
+  return directory.ownerIds().filter((id) => ruleBook.rules(id).length > 0);
+}
+
 async function loadSnapshot(repository: Repository, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger) {
   const snapshot = await repository.loadSnapshot();
   let skippedSettings = 0;
@@ -245,9 +262,20 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
   }
   for (const device of snapshot.devices) directory.putDevice(device);
   for (const watcher of snapshot.watchers) {
-    if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind });
+    if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind, domain: watcher.domain ?? undefined });
   }
-  const rulesByOwner = new Map<string, { id: string; body: unknown }[]>();
+  const groupsByOwner = new Map<string, Group[]>();
+  let skippedGroups = 0;
+  for (const stored of snapshot.groups) {
+    const parsed = groupSchema.safeParse({ id: stored.id, name: stored.name, members: stored.members });
+    if (!parsed.success) {
+      skippedGroups += 1; // a group that no longer validates matches nobody (default deny)
+      continue;
+    }
+    groupsByOwner.set(stored.ownerId, [...(groupsByOwner.get(stored.ownerId) ?? []), parsed.data]);
+  }
+  for (const [ownerId, groups] of groupsByOwner) ruleBook.replaceGroups(ownerId, groups);
+  const rulesByOwner = new Map<string, { id: string; body: unknown; arrivedAt: Date | null }[]>();
   for (const rule of snapshot.rules) {
     const list = rulesByOwner.get(rule.ownerId) ?? [];
     list.push(rule);
@@ -256,9 +284,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
   let skippedRules = 0;
   for (const [ownerId, stored] of rulesByOwner) {
     const rules = [];
-    for (const { id, body } of stored) {
+    for (const { id, body, arrivedAt } of stored) {
       const parsed = ruleBodySchema.safeParse(body);
-      if (parsed.success) rules.push({ ...parsed.data, id });
+      if (parsed.success) rules.push({ ...parsed.data, id, ...(arrivedAt ? { arrivedAt: arrivedAt.toISOString() } : {}) });
       else skippedRules += 1;
     }
     ruleBook.replace(ownerId, rules);
@@ -267,9 +295,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
   const overridesByOwner = new Map<string, PresenceOverride[]>();
   for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
   for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(ownerId, overrides, now);
-  if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0) {
+  if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0 || skippedGroups > 0) {
     // A rule that no longer validates grants nothing (default deny).
-    log.warn({ skippedRules, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
+    log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
   }
   log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
 }

@@ -1,6 +1,6 @@
 import type { SensorEvent } from './events.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings, type Zone } from './owner-settings.js';
-import type { Activity, Availability, DeviceSeen, Place, PresenceState, TraceEntry, UserInput } from './presence.js';
+import type { Activity, Availability, DeviceSeen, Location, Place, PresenceState, TraceEntry, UserInput } from './presence.js';
 import { OFFLINE_STATE } from './presence.js';
 import { signalKey, type Signal } from './signal-store.js';
 
@@ -250,6 +250,7 @@ export function derivePresence(
   trace.availability = chosen ? { rule: chosen[2], signals: [...chosen[3]].sort() } : { rule: 'a device reported recently and nothing else applies', signals: [] };
 
   const place = derivePlace(counted, owner, now, until, trace);
+  const location = latestLocation(counted, owner);
   // Activities the place implies (RFC 4480 §3.2 travel, meal, working),
   // listed after those sensed directly; they never set the availability.
   const placeActivity: Activity | undefined = !place || conditions.asleep.length > 0
@@ -274,6 +275,7 @@ export function derivePresence(
       activities,
       userInput,
       place,
+      location,
       timeOffsetMinutes: local?.offsetMinutes,
       lastSeen,
       devices,
@@ -364,7 +366,7 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
         break;
       case 'location':
         if (event.accuracy > owner.maxLocationAccuracyMeters) break;
-        if (!latestAccurateFix || signal.at > latestAccurateFix.at) latestAccurateFix = signal;
+        if (newerFix(signal, latestAccurateFix)) latestAccurateFix = signal;
         for (const zone of owner.zones) {
           if (zone.circle && distanceMeters(event.latitude, event.longitude, zone.circle.latitude, zone.circle.longitude) - event.accuracy <= zone.circle.radiusMeters) {
             evidence.push({ zone, at: signal.at, rule: 'an accurate location fix touches the zone', key });
@@ -403,6 +405,22 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
   if (!best) return undefined;
   trace.place = { rule: best.rule, signals: [best.key] };
   return { zone: best.zone.name, placeType: best.zone.placeType, sphere: best.zone.sphere };
+}
+
+/** Newest first; a tie on time broken by signal key, never by arrival order (order independence). */
+function newerFix(candidate: Signal, current: Signal | undefined): boolean {
+  if (!current) return true;
+  return candidate.at > current.at || (candidate.at === current.at && signalKey(candidate) < signalKey(current));
+}
+
+/** The newest fix precise enough to count (maxLocationAccuracyMeters). */
+function latestLocation(counted: readonly Signal[], owner: OwnerSettings): Location | undefined {
+  let latest: Signal | undefined;
+  for (const signal of counted) {
+    if (signal.event.kind === 'location' && signal.event.accuracy <= owner.maxLocationAccuracyMeters && newerFix(signal, latest)) latest = signal;
+  }
+  if (latest?.event.kind !== 'location') return undefined;
+  return { latitude: latest.event.latitude, longitude: latest.event.longitude, accuracy: latest.event.accuracy };
 }
 
 /** Haversine distance on a spherical Earth (mean radius 6,371,008.8 m). */

@@ -22,6 +22,8 @@ export interface WatcherRecord {
   readonly id: string;
   readonly kind: 'person' | 'app';
   readonly name: string;
+  /** RFC 4745 §7.1.3 domain, lower case; undefined matches no domain rule. */
+  readonly domain: string | undefined;
   readonly revoked: boolean;
 }
 
@@ -56,6 +58,10 @@ export class Directory {
 
   owner(id: string): OwnerRecord | undefined {
     return this.ownersById.get(id);
+  }
+
+  ownerIds(): string[] {
+    return [...this.ownersById.keys()];
   }
 
   ownerByHandle(handle: string): OwnerRecord | undefined {

@@ -6,8 +6,12 @@
  */
 export const httpErrors = {
   invalid_request: { status: 400, message: 'The request is not valid.' },
+  /** An XML or JSON document in the body is malformed, unsafe or uses what the service does not support. */
+  invalid_document: { status: 400, message: 'The document is not valid.' },
   unauthorized: { status: 401, message: 'A valid bearer token is required.' },
   forbidden: { status: 403, message: 'The token does not allow this operation.' },
+  /** A block rule (RFC 5025 §3.2.1 `block`, not polite-block) refuses the access request itself. */
+  request_refused: { status: 403, message: 'The owner does not accept this request.' },
   not_found: { status: 404, message: 'No such resource.' },
   method_not_allowed: { status: 405, message: 'Method not allowed.' },
   not_acceptable: { status: 406, message: 'None of the accepted media types can be produced.' },

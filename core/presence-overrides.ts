@@ -20,6 +20,14 @@ export const overrideInputSchema = z
   .object({
     availability: availabilitySchema,
     activities: z.array(activitySchema).max(5).default([]),
+    /** The owner's own words (RFC 3863 §4.1.5 note), shown only to watchers granted provide-note. */
+    note: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text')
+      .optional(),
     /** 1 minute to 7 days. */
     expiresInSeconds: z
       .number()
@@ -42,6 +50,7 @@ export interface PresenceOverride {
   readonly source: string;
   readonly availability: Availability;
   readonly activities: readonly Activity[];
+  readonly note?: string | undefined;
   /** ms since the epoch. */
   readonly expiresAt: number;
 }
@@ -59,7 +68,9 @@ export function applyOverrides(derived: Derived, overrides: readonly PresenceOve
   if (manual) {
     const activities = manual.availability === 'offline' ? [] : manual.activities.length > 0 ? [...manual.activities] : [...state.activities];
     const trace = { ...state.trace, availability: { rule: `manual status until ${new Date(manual.expiresAt).toISOString()}`, signals: [] } };
-    return { state: { ...state, availability: manual.availability, activities, trace }, validUntil };
+    // "Appear offline" says nothing, not even a note.
+    const note = manual.availability === 'offline' ? undefined : manual.note;
+    return { state: { ...state, availability: manual.availability, activities, note, trace }, validUntil };
   }
 
   let availability = state.availability;

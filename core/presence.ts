@@ -34,6 +34,14 @@ export interface Place {
   readonly sphere: Sphere | undefined;
 }
 
+/** The newest accurate location fix (WGS 84); watchers get it only snapped to their granted precision. */
+export interface Location {
+  readonly latitude: number;
+  readonly longitude: number;
+  /** Radius of the 68% confidence circle, metres. */
+  readonly accuracy: number;
+}
+
 /** Why a field has its value: the rule and the signals (device/kind keys) behind it. Owner's eyes only. */
 export interface TraceEntry {
   readonly rule: string;
@@ -46,6 +54,9 @@ export interface PresenceState {
   readonly activities: readonly Activity[];
   readonly userInput: UserInput | undefined;
   readonly place: Place | undefined;
+  readonly location?: Location | undefined;
+  /** The owner's own words, from their manual status (RFC 3863 §4.1.5 note). */
+  readonly note?: string | undefined;
   /** RFC 4480 §3.9 time-offset: minutes from UTC in the owner's time zone. */
   readonly timeOffsetMinutes: number | undefined;
   /** Latest event time from any device (ms), or undefined if none ever reported. */
@@ -83,6 +94,7 @@ export function samePresence(a: PresenceState, b: PresenceState): boolean {
   if ((a.place === undefined) !== (b.place === undefined) || a.place?.zone !== b.place?.zone || a.place?.placeType !== b.place?.placeType || a.place?.sphere !== b.place?.sphere) {
     return false;
   }
+  if (a.note !== b.note || a.location?.latitude !== b.location?.latitude || a.location?.longitude !== b.location?.longitude || a.location?.accuracy !== b.location?.accuracy) return false;
   if (!sameList(a.devices, b.devices, (x, y) => x.id === y.id && x.lastSeen === y.lastSeen && x.live === y.live)) return false;
   const keys = Object.keys(a.trace);
   if (keys.length !== Object.keys(b.trace).length) return false;

@@ -1,27 +1,47 @@
 import { OwnerListeners } from '../core/owner-listeners.js';
-import type { Rule } from './rule.js';
+import type { OwnerPolicy } from './evaluate-consent.js';
+import type { Group, Rule } from './rule.js';
 
 /**
- * Each owner's consent rules in memory, consulted on every read. Replaced
- * whole after the database commit that changes them, so a read sees either
- * the old set or the new one, never half of a change; revoking takes effect
- * on the next read (privacy invariant 5).
+ * Each owner's consent rules and watcher groups in memory, consulted on
+ * every read. Replaced whole after the database commit that changes them, so
+ * a read sees either the old set or the new one, never half of a change;
+ * revoking takes effect on the next read (privacy invariant 5), and open
+ * streams are told at once to re-check what they may show.
  */
+const EMPTY: OwnerPolicy = Object.freeze({ rules: Object.freeze([]) as readonly Rule[], groups: Object.freeze([]) as readonly Group[] });
+
 export class RuleBook {
-  private readonly byOwner = new Map<string, readonly Rule[]>();
+  private readonly byOwner = new Map<string, OwnerPolicy>();
   private readonly listeners = new OwnerListeners<void>();
 
-  /** Called after this owner's rules change (open streams re-check what they may show). */
+  /** Called after this owner's rules or groups change. */
   watch(ownerId: string, listener: () => void): () => void {
     return this.listeners.add(ownerId, listener);
   }
 
+  policy(ownerId: string): OwnerPolicy {
+    return this.byOwner.get(ownerId) ?? EMPTY;
+  }
+
   rules(ownerId: string): readonly Rule[] {
-    return this.byOwner.get(ownerId) ?? [];
+    return this.policy(ownerId).rules;
+  }
+
+  groups(ownerId: string): readonly Group[] {
+    return this.policy(ownerId).groups;
   }
 
   replace(ownerId: string, rules: readonly Rule[]): void {
-    this.byOwner.set(ownerId, Object.freeze([...rules]));
+    this.set(ownerId, { rules: Object.freeze([...rules]), groups: this.groups(ownerId) });
+  }
+
+  replaceGroups(ownerId: string, groups: readonly Group[]): void {
+    this.set(ownerId, { rules: this.rules(ownerId), groups: Object.freeze([...groups]) });
+  }
+
+  private set(ownerId: string, policy: OwnerPolicy): void {
+    this.byOwner.set(ownerId, Object.freeze(policy));
     this.listeners.notify(ownerId, undefined);
   }
 }

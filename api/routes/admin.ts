@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { deviceClassSchema, displayNameSchema, handleSchema } from '../../core/identifiers.js';
 import { scopeSchema } from '../../core/identity/tokens.js';
+import { domainSchema } from '../../policy/rule.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 
@@ -44,13 +45,13 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/watchers',
     {
       schema: {
-        body: z.object({ kind: z.enum(['person', 'app']), name: displayNameSchema }).strict(),
-        response: { 201: z.object({ id: z.uuid(), kind: z.enum(['person', 'app']), name: z.string() }) },
+        body: z.object({ kind: z.enum(['person', 'app']), name: displayNameSchema, domain: domainSchema.optional() }).strict(),
+        response: { 201: z.object({ id: z.uuid(), kind: z.enum(['person', 'app']), name: z.string(), domain: z.string().optional() }) },
       },
     },
     async (request, reply) => {
       await admin(request);
-      return reply.code(201).send(await deps.accounts.registerWatcher(request.body.kind, request.body.name));
+      return reply.code(201).send(await deps.accounts.registerWatcher(request.body.kind, request.body.name, request.body.domain));
     },
   );
 

@@ -1,62 +1,27 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import type { Directory } from '../../core/directory.js';
 import { AppError } from '../../core/errors.js';
 import { handleSchema } from '../../core/identifiers.js';
-import type { PresenceHub } from '../../core/presence-hub.js';
-import { OFFLINE_STATE } from '../../core/presence.js';
-import { evaluateConsent, type Decision } from '../../policy/evaluate-consent.js';
-import type { RuleBook } from '../../policy/rule-book.js';
-import { buildWatcherView, type WatcherView } from '../../policy/watcher-view.js';
-import type { AccessLogBuffer, AccessRecord } from '../../core/access-log.js';
+import type { AccessLogBuffer } from '../../core/access-log.js';
 import type { Principal } from '../../core/identity/tokens.js';
-import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 import { negotiate } from '../negotiate.js';
+import { computeView, recordAccess, type Viewer, type WatcherViewDeps } from '../watcher-views.js';
 import { ifNoneMatchHits, presenceMediaTypes, type RepresentationCache } from '../representations.js';
 
-export interface PresenceRouteDeps {
+export interface PresenceRouteDeps extends WatcherViewDeps {
   readonly auth: Authenticator;
-  readonly directory: Directory;
-  readonly ruleBook: RuleBook;
-  readonly hub: PresenceHub;
-  readonly accounts: Accounts;
   readonly representations: RepresentationCache;
   readonly clock: () => number;
   readonly accessLog: AccessLogBuffer;
 }
 
-/** The fields a view carries beyond its identity. */
-function viewFields(view: WatcherView): string[] {
-  return Object.keys(view).filter((k) => k !== 'entity');
-}
-
-const OWNER_SELF: Decision = { kind: 'allow', grant: { availability: true, activities: true }, ruleIds: [] };
-
-/**
- * What `principal` may see of `handle` now: the one computation behind reads
- * and streams. Unknown owners take the same path as known ones.
- */
-export function viewFor(deps: PresenceRouteDeps, principal: Principal, handle: string, now: number) {
-  const owner = deps.directory.ownerByHandle(handle);
-  let decision: Decision;
-  if (principal.kind === 'owner') {
-    if (owner?.id !== principal.subject) throw new AppError('forbidden', 'Owners read their own presence only.');
-    decision = OWNER_SELF;
-  } else {
-    decision = owner ? evaluateConsent(deps.ruleBook.rules(owner.id), principal.subject) : { kind: 'no-match' };
-  }
-  const state = owner ? deps.hub.current(owner.id, now) : OFFLINE_STATE;
-  const view = buildWatcherView(deps.accounts.entityOf(handle), state, decision);
-  return { owner, decision, view };
-}
-
-/** Privacy invariant 6, on the granted and the withheld path alike (so timing does not tell them apart). */
-export function recordAccess(deps: PresenceRouteDeps, principal: Principal, access: ReturnType<typeof viewFor>, action: AccessRecord['action'], now: number): void {
-  if (!access.owner || principal.kind !== 'watcher') return;
-  const shown = access.decision.kind === 'allow';
-  deps.accessLog.record({ ownerId: access.owner.id, watcherId: principal.subject, action, outcome: shown ? 'shown' : 'withheld', fields: shown ? viewFields(access.view) : [] }, now);
+/** The caller as a viewer: owners read their own presence only. */
+export function viewerOf(deps: PresenceRouteDeps, principal: Principal, handle: string): Viewer {
+  if (principal.kind !== 'owner') return { kind: 'watcher', id: principal.subject };
+  if (deps.directory.ownerByHandle(handle)?.id !== principal.subject) throw new AppError('forbidden', 'Owners read their own presence only.');
+  return { kind: 'owner' };
 }
 
 /**
@@ -75,9 +40,10 @@ export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): v
       if (!mediaType) throw new AppError('not_acceptable', `Acceptable: ${presenceMediaTypes.join(', ')}.`);
 
       const now = deps.clock();
-      const access = viewFor(deps, principal, request.params.handle, now);
+      const viewer = viewerOf(deps, principal, request.params.handle);
+      const access = computeView(deps, viewer, request.params.handle, now);
       const representation = deps.representations.get(access.view, mediaType);
-      recordAccess(deps, principal, access, 'read', now);
+      if (viewer.kind === 'watcher') recordAccess(deps.accessLog, viewer.id, access, 'read', now);
 
       reply
         .header('content-type', representation.contentType)

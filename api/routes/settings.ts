@@ -18,6 +18,8 @@ const ownerViewSchema = z.object({
   place: z.object({ zone: z.string(), placeType: z.string().nullable(), sphere: z.string().nullable() }).nullable(),
   userInput: z.object({ state: z.string(), lastInput: z.string().nullable() }).nullable(),
   timeOffsetMinutes: z.number().nullable(),
+  location: z.object({ latitude: z.number(), longitude: z.number(), accuracy: z.number() }).nullable(),
+  note: z.string().nullable(),
   lastSeen: z.string().nullable(),
   devices: z.array(z.object({ id: z.string(), class: z.string().nullable(), lastSeen: z.string(), basic: z.enum(['open', 'closed']) })),
   trace: z.record(z.string(), z.object({ rule: z.string(), signals: z.array(z.string()) })),

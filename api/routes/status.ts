@@ -12,17 +12,18 @@ import type { Authenticator } from '../authenticate.js';
  * Owner tokens: status:manage for the manual status, presence:write for
  * sessions (an app acting for its owner holds such a token).
  */
-const overrideResponse = z.object({ source: z.string(), availability: z.string(), activities: z.array(z.string()), expiresAt: z.string() });
+const overrideResponse = z.object({ source: z.string(), availability: z.string(), activities: z.array(z.string()), note: z.string().optional(), expiresAt: z.string() });
 
 export function statusRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   // An app holding presence:write may run sessions; only status:manage may set or clear the owner's own status.
   const owner = async (request: FastifyRequest, scope: 'presence:write' | 'status:manage' = 'presence:write') => (await deps.auth.require(request, ['owner'], scope)).subject;
   const sessionParams = z.object({ id: sessionIdSchema });
-  const respond = (o: { source: string; availability: string; activities: readonly string[]; expiresAt: number }) => ({
+  const respond = (o: { source: string; availability: string; activities: readonly string[]; note?: string | undefined; expiresAt: number }) => ({
     source: o.source,
     availability: o.availability,
     activities: [...o.activities],
+    ...(o.note === undefined ? {} : { note: o.note }),
     expiresAt: new Date(o.expiresAt).toISOString(),
   });
 

@@ -5,7 +5,8 @@ import { z } from 'zod';
 import { AppError } from '../../core/errors.js';
 import { handleSchema } from '../../core/identifiers.js';
 import { JSON_MEDIA_TYPE } from '../representations.js';
-import { recordAccess, viewFor, type PresenceRouteDeps } from './presence.js';
+import { computeView, recordAccess } from '../watcher-views.js';
+import { viewerOf, type PresenceRouteDeps } from './presence.js';
 
 /**
  * GET /v1/presence/{handle}/stream: the caller's view as Server-Sent Events
@@ -48,9 +49,13 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
     // The client may have gone while its token was being verified.
     if (socket.destroyed) return reply.hijack();
 
+    const viewer = viewerOf(deps, principal, handle);
+    const audit = (access: ReturnType<typeof computeView>, action: 'stream-open' | 'stream-event' | 'stream-close', at: number) => {
+      if (viewer.kind === 'watcher') recordAccess(deps.accessLog, viewer.id, access, action, at);
+    };
     const openedAt = deps.clock();
-    const opened = viewFor(deps, principal, handle, openedAt);
-    recordAccess(deps, principal, opened, 'stream-open', openedAt);
+    const opened = computeView(deps, viewer, handle, openedAt);
+    audit(opened, 'stream-open', openedAt);
     perCaller.set(caller, (perCaller.get(caller) ?? 0) + 1);
     open.add(socket);
 
@@ -80,18 +85,19 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       if (closed) return;
       const now = deps.clock();
       if (now >= endAt || !deps.auth.stillValid(principal, now)) return socket.destroy();
-      const access = viewFor(deps, principal, handle, now);
+      const access = computeView(deps, viewer, handle, now);
       const representation = deps.representations.get(access.view, JSON_MEDIA_TYPE);
       const id = representation.etag.replaceAll('"', '');
       if (id !== lastSent) {
         write(`id: ${id}\nevent: presence\ndata: ${representation.body.trimEnd()}\n\n`);
         lastSent = id;
-        recordAccess(deps, principal, access, 'stream-event', now);
+        audit(access, 'stream-event', now);
       }
       // Wake up when the state stops holding without any event (a meeting
-      // ends), or when the stream must end, whichever comes first.
+      // ends) or a rule's time window opens or closes, or when the stream
+      // must end, whichever comes first.
       if (timer) clearTimeout(timer);
-      const until = Math.min(access.owner ? deps.hub.validUntil(access.owner.id) : Infinity, endAt);
+      const until = Math.min(access.validUntil, endAt);
       timer = setTimeout(check, Math.max(0, Math.min(until - now, 2_147_000_000)) + 1);
     };
 
@@ -111,7 +117,7 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       const left = (perCaller.get(caller) ?? 1) - 1;
       if (left > 0) perCaller.set(caller, left);
       else perCaller.delete(caller);
-      recordAccess(deps, principal, opened, 'stream-close', deps.clock());
+      audit(opened, 'stream-close', deps.clock());
     };
     // The server keeps half-open sockets (a client's FIN does not end the
     // response), so a client that goes away is noticed at its FIN, not at the

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, isNull, lt, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
@@ -6,26 +6,49 @@ import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
 import type { Database } from './connect.js';
-import { accessLog, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watchers } from './schema.js';
+import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers } from './schema.js';
 
 /**
  * Every query the service makes, in one place. Rows read back are validated:
  * the database is a boundary too (an operator may have edited it).
  */
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
-const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema) });
+const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable() });
 
 export interface StoredRule {
   readonly id: string;
   readonly ownerId: string;
   readonly body: unknown;
+  readonly arrivedAt: Date | null;
+}
+
+export interface StoredGroup {
+  readonly id: string;
+  readonly ownerId: string;
+  readonly name: string;
+  readonly members: unknown;
+}
+
+export type AccessRequestStatus = 'pending' | 'active' | 'terminated';
+
+export interface StoredAccessRequest {
+  readonly ownerId: string;
+  readonly watcherId: string;
+  readonly watcherName: string | null;
+  readonly watcherDomain: string | null;
+  readonly status: string;
+  readonly event: string;
+  readonly message: string | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
 }
 
 export interface Snapshot {
   readonly owners: readonly { id: string; handle: string; settings: unknown }[];
   readonly devices: readonly { id: string; ownerId: string; deviceClass: string; revoked: boolean }[];
-  readonly watchers: readonly { id: string; kind: string; name: string; revoked: boolean }[];
+  readonly watchers: readonly { id: string; kind: string; name: string; domain: string | null; revoked: boolean }[];
   readonly rules: readonly StoredRule[];
+  readonly groups: readonly StoredGroup[];
   readonly states: readonly { ownerId: string; version: number; signals: readonly PersistedSignal[] }[];
   /** Unexpired manual statuses and app sessions. */
   readonly overrides: readonly { ownerId: string; override: PresenceOverride }[];
@@ -38,22 +61,24 @@ export class Repository {
 
   async loadSnapshot(): Promise<Snapshot> {
     let skippedSignals = 0;
-    const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows, overrideRows] = await Promise.all([
+    const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows, overrideRows, groupRows] = await Promise.all([
       this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners),
       this.db.select().from(devices),
       this.db.select().from(watchers),
       this.db.select().from(consentRules).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
       this.db.select().from(presenceState),
       this.db.select().from(presenceOverrides).where(gt(presenceOverrides.expiresAt, sql`now()`)),
+      this.db.select().from(watcherGroups).orderBy(asc(watcherGroups.createdAt), asc(watcherGroups.id)),
     ]);
     const overrides: { ownerId: string; override: PresenceOverride }[] = [];
     for (const row of overrideRows) {
-      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities });
+      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities, note: row.note });
       if (!parsed.success) {
         skippedSignals += 1;
         continue;
       }
-      overrides.push({ ownerId: row.ownerId, override: { source: row.source, ...parsed.data, expiresAt: row.expiresAt.getTime() } });
+      const { note, ...rest } = parsed.data;
+      overrides.push({ ownerId: row.ownerId, override: { source: row.source, ...rest, ...(note === null ? {} : { note }), expiresAt: row.expiresAt.getTime() } });
     }
     // A bad signal is dropped alone; the row's version is kept whatever its
     // content, so the next write (version + 1) still moves the row forward.
@@ -71,8 +96,9 @@ export class Repository {
     return {
       owners: ownerRows,
       devices: deviceRows.map((d) => ({ id: d.id, ownerId: d.ownerId, deviceClass: d.deviceClass, revoked: d.revokedAt !== null })),
-      watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, revoked: w.revokedAt !== null })),
-      rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body })),
+      watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, domain: w.domain, revoked: w.revokedAt !== null })),
+      rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body, arrivedAt: r.arrivedAt })),
+      groups: groupRows.map((g) => ({ id: g.id, ownerId: g.ownerId, name: g.name, members: g.members })),
       states,
       overrides,
       skippedSignals,
@@ -97,12 +123,93 @@ export class Repository {
     await this.db.insert(devices).values({ ...device, name: device.name ?? null });
   }
 
-  async insertWatcher(watcher: { id: string; kind: 'person' | 'app'; name: string }): Promise<void> {
-    await this.db.insert(watchers).values(watcher);
+  async insertWatcher(watcher: { id: string; kind: 'person' | 'app'; name: string; domain: string | undefined }): Promise<void> {
+    await this.db.insert(watchers).values({ ...watcher, domain: watcher.domain ?? null });
   }
 
   async insertRule(rule: { id: string; ownerId: string; body: unknown }): Promise<void> {
     await this.db.insert(consentRules).values(rule);
+  }
+
+  /** Replaces the body (a changed rule holds afresh: any recorded arrival is cleared). Returns false if the owner has no such rule. */
+  async updateRule(ownerId: string, ruleId: string, body: unknown): Promise<boolean> {
+    const rows = await this.db
+      .update(consentRules)
+      .set({ body, arrivedAt: null, updatedAt: new Date() })
+      .where(and(eq(consentRules.ownerId, ownerId), eq(consentRules.id, ruleId)))
+      .returning({ id: consentRules.id });
+    return rows.length === 1;
+  }
+
+  async markRuleArrived(ownerId: string, ruleId: string, at: Date): Promise<boolean> {
+    const rows = await this.db
+      .update(consentRules)
+      .set({ arrivedAt: at })
+      .where(and(eq(consentRules.ownerId, ownerId), eq(consentRules.id, ruleId), isNull(consentRules.arrivedAt)))
+      .returning({ id: consentRules.id });
+    return rows.length === 1;
+  }
+
+  /** All of an owner's rules at once, in one transaction (import): the old set or the new one, never a mix. */
+  async replaceRules(ownerId: string, rules: readonly { id: string; body: unknown; arrivedAt: Date | null }[]): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      await tx.delete(consentRules).where(eq(consentRules.ownerId, ownerId));
+      if (rules.length > 0) await tx.insert(consentRules).values(rules.map((r) => ({ ...r, ownerId })));
+    });
+  }
+
+  async insertGroup(group: { id: string; ownerId: string; name: string; members: readonly string[] }): Promise<void> {
+    await this.db.insert(watcherGroups).values({ ...group, members: [...group.members] });
+  }
+
+  async updateGroup(ownerId: string, groupId: string, change: { name: string; members: readonly string[] }): Promise<boolean> {
+    const rows = await this.db
+      .update(watcherGroups)
+      .set({ name: change.name, members: [...change.members] })
+      .where(and(eq(watcherGroups.ownerId, ownerId), eq(watcherGroups.id, groupId)))
+      .returning({ id: watcherGroups.id });
+    return rows.length === 1;
+  }
+
+  async deleteGroup(ownerId: string, groupId: string): Promise<boolean> {
+    const rows = await this.db
+      .delete(watcherGroups)
+      .where(and(eq(watcherGroups.ownerId, ownerId), eq(watcherGroups.id, groupId)))
+      .returning({ id: watcherGroups.id });
+    return rows.length === 1;
+  }
+
+  async accessRequest(ownerId: string, watcherId: string): Promise<StoredAccessRequest | undefined> {
+    return (await this.accessRequests(ownerId, watcherId))[0];
+  }
+
+  /** RFC 3857 watcher information, newest change first. */
+  async accessRequests(ownerId: string, watcherId?: string): Promise<StoredAccessRequest[]> {
+    return this.db
+      .select({
+        ownerId: accessRequests.ownerId,
+        watcherId: accessRequests.watcherId,
+        watcherName: watchers.name,
+        watcherDomain: watchers.domain,
+        status: accessRequests.status,
+        event: accessRequests.event,
+        message: accessRequests.message,
+        createdAt: accessRequests.createdAt,
+        updatedAt: accessRequests.updatedAt,
+      })
+      .from(accessRequests)
+      .leftJoin(watchers, eq(watchers.id, accessRequests.watcherId))
+      .where(watcherId === undefined ? eq(accessRequests.ownerId, ownerId) : and(eq(accessRequests.ownerId, ownerId), eq(accessRequests.watcherId, watcherId)))
+      .orderBy(desc(accessRequests.updatedAt), asc(accessRequests.watcherId));
+  }
+
+  async putAccessRequest(request: { ownerId: string; watcherId: string; status: AccessRequestStatus; event: string; message?: string | undefined }): Promise<void> {
+    const now = new Date();
+    const change = { status: request.status, event: request.event, updatedAt: now, ...(request.message === undefined ? {} : { message: request.message }) };
+    await this.db
+      .insert(accessRequests)
+      .values({ ownerId: request.ownerId, watcherId: request.watcherId, message: request.message ?? null, status: request.status, event: request.event, createdAt: now, updatedAt: now })
+      .onConflictDoUpdate({ target: [accessRequests.ownerId, accessRequests.watcherId], set: change });
   }
 
   /** The id of the deleted rule as stored, or undefined if the owner has no such rule. */
@@ -116,7 +223,7 @@ export class Repository {
 
   async upsertOverride(ownerId: string, override: PresenceOverride): Promise<void> {
     await this.db.delete(presenceOverrides).where(and(eq(presenceOverrides.ownerId, ownerId), lt(presenceOverrides.expiresAt, sql`now()`)));
-    const row = { availability: override.availability, activities: [...override.activities], expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
+    const row = { availability: override.availability, activities: [...override.activities], note: override.note ?? null, expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
     await this.db
       .insert(presenceOverrides)
       .values({ ownerId, source: override.source, ...row })

@@ -42,6 +42,8 @@ export const watchers = pgTable(
     id: uuid('id').primaryKey(),
     kind: text('kind').notNull(),
     name: text('name').notNull(),
+    /** For rules naming a domain (RFC 4745 §7.1.3 `<many domain>`); lower case. */
+    domain: text('domain'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
@@ -57,10 +59,54 @@ export const consentRules = pgTable(
       .notNull()
       .references(() => owners.id, { onDelete: 'cascade' }),
     body: jsonb('body').notNull(),
+    /** When the owner arrived at the zone of an "until I arrive" rule: the rule holds no more. */
+    arrivedAt: timestamp('arrived_at', { withTimezone: true }),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [index('consent_rules_owner_idx').on(t.ownerId)],
+);
+
+/** Owner-defined groups of watchers, named by id in rules. */
+export const watcherGroups = pgTable(
+  'watcher_groups',
+  {
+    id: uuid('id').primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    /** Watcher ids (validated on the way in and on load). */
+    members: jsonb('members').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('watcher_groups_owner_idx').on(t.ownerId)],
+);
+
+/**
+ * Watcher information (RFC 3857): who asked to see an owner and where that
+ * stands (pending, active, terminated) and why (the last event).
+ */
+export const accessRequests = pgTable(
+  'access_requests',
+  {
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    watcherId: uuid('watcher_id')
+      .notNull()
+      .references(() => watchers.id, { onDelete: 'cascade' }),
+    status: text('status').notNull(),
+    event: text('event').notNull(),
+    /** What the watcher said when asking (shown to the owner only). */
+    message: text('message'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.ownerId, t.watcherId] }),
+    check('access_requests_status', sql`${t.status} in ('pending', 'active', 'terminated')`),
+  ],
 );
 
 /**
@@ -91,6 +137,7 @@ export const presenceOverrides = pgTable(
     source: text('source').notNull(),
     availability: text('availability').notNull(),
     activities: jsonb('activities').notNull(),
+    note: text('note'),
     expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },

@@ -68,9 +68,9 @@ export async function provision(service: TestService, handle: string) {
   return { owner, device, deviceToken };
 }
 
-export async function addWatcher(service: TestService, name: string, kind: 'person' | 'app' = 'person') {
+export async function addWatcher(service: TestService, name: string, kind: 'person' | 'app' = 'person', domain?: string) {
   const admin = { token: service.adminToken };
-  const watcher = (await (await service.api('POST', '/v1/admin/watchers', { ...admin, body: { kind, name } })).json()) as { id: string };
+  const watcher = (await (await service.api('POST', '/v1/admin/watchers', { ...admin, body: { kind, name, ...(domain ? { domain } : {}) } })).json()) as { id: string };
   const token = ((await (await service.api('POST', '/v1/admin/tokens', { ...admin, body: { kind: 'watcher', subject: watcher.id } })).json()) as { token: string })
     .token;
   return { id: watcher.id, token };

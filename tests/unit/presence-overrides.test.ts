@@ -45,7 +45,9 @@ t.test('input validation', async (t) => {
   t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 10 }).success, 'at least a minute');
   t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 8 * 86_400 }).success, 'at most a week');
   t.notOk(overrideInputSchema.safeParse({ availability: 'free', expiresInSeconds: 600 }).success);
-  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 600, note: 'x' }).success, 'no unknown fields');
+  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 600, mood: 'x' }).success, 'no unknown fields');
+  t.notOk(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 600, note: 'a\u0007b' }).success, 'a note is printable text');
+  t.ok(overrideInputSchema.safeParse({ availability: 'busy', expiresInSeconds: 600, note: 'Back at 3' }).success, 'a note');
 });
 
 t.test('the hub shows a manual status for an owner no device ever reported for, until it expires', async (t) => {

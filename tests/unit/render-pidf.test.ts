@@ -66,3 +66,64 @@ t.test('every document shape the service can emit passes the official schemas (s
   t.ok(result.ok, result.output);
   t.equal((result.output.match(/: OK/g) ?? []).length, Object.keys(distinct).length, 'every distinct document validated');
 });
+
+/** A view with every field a rule can grant (RFC 4479 person/device/service, RPID, PIDF-LO). */
+const full: PidfInput = {
+  entity,
+  basic: 'open',
+  availability: 'busy',
+  activities: ['on-the-phone', 'working'],
+  placeType: 'office',
+  zone: 'HQ & "annex"',
+  sphere: 'work',
+  location: { latitude: 48.2037, longitude: 16.3735, radiusMeters: 708 },
+  userInput: { state: 'idle', idleThresholdSeconds: 300, lastInput: '2026-11-25T10:29:00.000Z' },
+  timeOffsetMinutes: 60,
+  note: 'Back at 3 <pm>',
+  devices: [{ id: 'd0123456789ab', deviceId: 'urn:uuid:01234567-89ab-8cde-8f01-23456789abcd', class: 'phone' }],
+  services: [
+    { id: 's0123456789ab', class: 'phone', basic: 'open' },
+    { id: 's0123456789ac', basic: 'closed' },
+  ],
+};
+
+t.test('golden: every granted field', async (t) => {
+  t.equal(
+    renderPidf(full),
+    '<?xml version="1.0" encoding="UTF-8"?>\n' +
+      '<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"' +
+      ' xmlns:lt="urn:ietf:params:xml:ns:location-type" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:gbp="urn:ietf:params:xml:ns:pidf:geopriv10:basicPolicy"' +
+      ' xmlns:gml="http://www.opengis.net/gml" xmlns:gs="http://www.opengis.net/pidflo/1.0" entity="pres:alice@example.com">' +
+      '<tuple id="presence"><status><basic>open</basic></status><note>Back at 3 &lt;pm&gt;</note></tuple>' +
+      '<tuple id="s0123456789ab"><status><basic>open</basic></status><rpid:class>phone</rpid:class></tuple>' +
+      '<tuple id="s0123456789ac"><status><basic>closed</basic></status></tuple>' +
+      '<dm:person id="p"><rpid:activities><rpid:on-the-phone/><rpid:working/></rpid:activities>' +
+      '<rpid:place-type><rpid:note>HQ &amp; &quot;annex&quot;</rpid:note><lt:office/></rpid:place-type>' +
+      '<rpid:sphere><rpid:work/></rpid:sphere><rpid:time-offset>60</rpid:time-offset>' +
+      '<rpid:user-input idle-threshold="300" last-input="2026-11-25T10:29:00.000Z">idle</rpid:user-input>' +
+      '<gp:geopriv><gp:location-info><gs:Circle srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>48.2037 16.3735</gml:pos>' +
+      '<gs:radius uom="urn:ogc:def:uom:EPSG::9001">708</gs:radius></gs:Circle></gp:location-info>' +
+      '<gp:usage-rules><gbp:retransmission-allowed>false</gbp:retransmission-allowed></gp:usage-rules></gp:geopriv></dm:person>' +
+      '<dm:device id="d0123456789ab"><rpid:class>phone</rpid:class><dm:deviceID>urn:uuid:01234567-89ab-8cde-8f01-23456789abcd</dm:deviceID></dm:device>' +
+      '</presence>\n',
+  );
+});
+
+t.test('documents with every field pass the schemas; without a place type (RFC 4589 has no schema to check) also in strict mode', async (t) => {
+  const { placeType: _placeType, ...noPlaceType } = full;
+  const zoneOnly: PidfInput = { entity, basic: 'open', zone: 'Cabin' };
+  const each: Record<string, PidfInput> = {
+    'no-place-type': noPlaceType,
+    'zone-without-type': zoneOnly,
+    'location-only': { entity, basic: 'open', location: { latitude: -33.9, longitude: 151.2, radiusMeters: 1 } },
+    'user-input-bare': { entity, basic: 'open', availability: 'available', userInput: { state: 'active' } },
+    'device-without-class': { entity, basic: 'open', devices: [{ id: 'd1', deviceId: 'urn:uuid:01234567-89ab-8cde-8f01-23456789abcd' }] },
+    'note-only': { entity, basic: 'open', note: 'x' },
+    'negative-offset': { entity, basic: 'open', timeOffsetMinutes: -570 },
+  };
+  const strict = await validatePidf(Object.fromEntries(Object.entries(each).map(([name, input]) => [name, renderPidf(input)])), true);
+  t.ok(strict.ok, strict.output);
+  // lt: (RFC 4589) is declared lax at its extension point; --strict rejects any namespace without a schema by design.
+  const lax = await validatePidf({ full: renderPidf(full), 'type-only': renderPidf({ entity, basic: 'open', placeType: 'airport' }) }, false);
+  t.ok(lax.ok, lax.output);
+});

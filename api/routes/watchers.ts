@@ -1,0 +1,129 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError } from '../../core/errors.js';
+import { handleSchema, idSchema } from '../../core/identifiers.js';
+import { renderWatcherInfo, WATCHERINFO_MEDIA_TYPE } from '../../core/render-watcherinfo.js';
+import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
+import { NOTHING, ruleSchema, transformationsSchema } from '../../policy/rule.js';
+import { watcherViewSchema } from '../../policy/watcher-view.js';
+import type { Accounts } from '../accounts.js';
+import type { Authenticator } from '../authenticate.js';
+import { negotiate } from '../negotiate.js';
+import { JSON_MEDIA_TYPE, type RepresentationCache } from '../representations.js';
+import { computeView, type WatcherViewDeps } from '../watcher-views.js';
+
+/**
+ * The consent flow and what the owner sees of it:
+ * - a watcher asks: POST /v1/presence/{handle}/access-requests;
+ * - the owner lists watcher information (RFC 3857 semantics) as JSON or
+ *   `application/watcherinfo+xml` (RFC 3858): GET /v1/me/watchers;
+ * - the owner approves with a rule, or denies: POST /v1/me/watchers/{id}/approve|deny;
+ * - the owner previews exactly what a watcher would get now, and which
+ *   rules produced each field: GET /v1/me/preview/{watcherId}.
+ */
+const messageSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .max(200)
+  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
+
+const watcherInfoSchema = z.object({
+  watcherId: z.string(),
+  name: z.string(),
+  kind: z.enum(['person', 'app']),
+  domain: z.string().nullable(),
+  status: z.enum(['pending', 'active', 'terminated']),
+  event: z.enum(['subscribe', 'approved', 'rejected', 'deactivated']),
+  message: z.string().nullable(),
+  requestedAt: z.string().nullable(),
+  updatedAt: z.string().nullable(),
+});
+
+/** Fastify hands an absent body over as null: an absent body is the empty object. */
+const optionalBody = <T extends z.ZodType>(schema: T) => z.preprocess((body) => body ?? {}, schema);
+
+export interface WatcherRouteDeps extends WatcherViewDeps {
+  readonly auth: Authenticator;
+  readonly accounts: Accounts;
+  readonly representations: RepresentationCache;
+  readonly clock: () => number;
+}
+
+export function watcherRoutes(app: FastifyInstance, deps: WatcherRouteDeps): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const self = async (request: FastifyRequest) => (await deps.auth.require(request, ['owner'], 'consent:manage')).subject;
+  const watcherParams = z.object({ watcherId: idSchema });
+
+  r.post(
+    '/v1/presence/:handle/access-requests',
+    {
+      schema: {
+        params: z.object({ handle: handleSchema }),
+        body: optionalBody(z.object({ message: messageSchema.optional() }).strict()),
+        response: { 200: z.object({ status: z.literal('active') }), 202: z.object({ status: z.literal('pending') }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = await deps.auth.require(request, ['watcher'], 'presence:read');
+      const result = await deps.accounts.requestAccess(request.params.handle, principal.subject, request.body.message);
+      return result.status === 'active' ? reply.code(200).send({ status: 'active' as const }) : reply.code(202).send({ status: 'pending' as const });
+    },
+  );
+
+  r.get('/v1/me/watchers', async (request, reply) => {
+    const ownerId = await self(request);
+    const mediaType = negotiate(request.headers.accept, [JSON_MEDIA_TYPE, WATCHERINFO_MEDIA_TYPE]);
+    if (!mediaType) throw new AppError('not_acceptable', `Acceptable: ${JSON_MEDIA_TYPE}, ${WATCHERINFO_MEDIA_TYPE}.`);
+    const watchers = await deps.accounts.watcherInfo(ownerId);
+    if (mediaType === JSON_MEDIA_TYPE) return reply.type(`${JSON_MEDIA_TYPE}; charset=utf-8`).send(z.object({ watchers: z.array(watcherInfoSchema) }).parse({ watchers }));
+    const owner = deps.accounts.ownerById(ownerId);
+    const xml = renderWatcherInfo({
+      resource: deps.entityOf(owner.handle),
+      version: 0,
+      state: 'full',
+      watchers: watchers.map((w) => ({ id: w.watcherId, uri: `urn:uuid:${w.watcherId}`, displayName: w.name, status: w.status, event: w.event })),
+    });
+    return reply.type(`${WATCHERINFO_MEDIA_TYPE}; charset=utf-8`).send(xml);
+  });
+
+  r.post(
+    '/v1/me/watchers/:watcherId/approve',
+    {
+      schema: {
+        params: watcherParams,
+        // By default an approval shows availability only: the owner widens it explicitly.
+        body: optionalBody(z.object({ transformations: transformationsSchema.default({ ...NOTHING, availability: true }) }).strict()),
+        response: { 201: ruleSchema },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await deps.accounts.approve(await self(request), request.params.watcherId, request.body.transformations)),
+  );
+  r.post('/v1/me/watchers/:watcherId/deny', { schema: { params: watcherParams } }, async (request, reply) => {
+    await deps.accounts.deny(await self(request), request.params.watcherId);
+    return reply.code(204).send();
+  });
+
+  // Preview as contact: the very bytes the watcher would get now (PIDF), or
+  // in JSON the view with the decision and the rules behind each field.
+  r.get('/v1/me/preview/:watcherId', { schema: { params: watcherParams } }, async (request, reply) => {
+    const ownerId = await self(request);
+    const mediaType = negotiate(request.headers.accept, [JSON_MEDIA_TYPE, PIDF_MEDIA_TYPE]);
+    if (!mediaType) throw new AppError('not_acceptable', `Acceptable: ${JSON_MEDIA_TYPE}, ${PIDF_MEDIA_TYPE}.`);
+    if (!deps.directory.activeWatcher(request.params.watcherId)) throw new AppError('not_found', 'No such watcher.');
+    const owner = deps.accounts.ownerById(ownerId);
+    const access = computeView(deps, { kind: 'watcher', id: request.params.watcherId }, owner.handle, deps.clock());
+    const representation = deps.representations.get(access.view, mediaType === PIDF_MEDIA_TYPE ? PIDF_MEDIA_TYPE : JSON_MEDIA_TYPE);
+    reply.header('cache-control', 'private, no-store').header('etag', representation.etag);
+    if (mediaType === PIDF_MEDIA_TYPE) return reply.type(representation.contentType).send(representation.body);
+    const decision = access.decision;
+    return reply.type(`${JSON_MEDIA_TYPE}; charset=utf-8`).send({
+      view: watcherViewSchema.parse(access.view),
+      decision: decision.kind,
+      matchingRules: [...decision.ruleIds],
+      fields: decision.kind === 'allow' ? decision.provenance : {},
+      etag: representation.etag,
+    });
+  });
+}
