@@ -2,7 +2,9 @@ import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
 import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../core/owner-settings.js';
 import type { PresenceHub } from '../core/presence-hub.js';
-import { MANUAL, MAX_SESSIONS, type OverrideInput, type PresenceOverride } from '../core/presence-overrides.js';
+import { MANUAL, MAX_PUBLICATIONS, MAX_SESSIONS, PUBLICATION_PREFIX, type OverrideInput, type PresenceOverride } from '../core/presence-overrides.js';
+import type { Activity, Availability } from '../core/presence.js';
+import { randomBytes } from 'node:crypto';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
@@ -40,6 +42,12 @@ function decodeCursor(cursor: string): { at: Date; id: number } {
   return { at: date, id: n };
 }
 
+export interface PublicationContent {
+  readonly availability: Availability;
+  readonly activities: readonly Activity[];
+  readonly note?: string | undefined;
+}
+
 export interface WatcherInfo {
   readonly watcherId: string;
   readonly name: string;
@@ -70,7 +78,7 @@ export class Accounts {
   /** Sets the owner's manual status or an app session (by source), stored first. */
   async setOverride(ownerId: string, source: string, input: OverrideInput): Promise<PresenceOverride> {
     const now = this.clock();
-    const others = this.hub.overridesOf(ownerId).filter((o) => o.expiresAt > now && o.source !== source && o.source !== MANUAL);
+    const others = this.hub.overridesOf(ownerId).filter((o) => o.expiresAt > now && o.source !== source && o.source.startsWith('session:'));
     if (source !== MANUAL && others.length >= MAX_SESSIONS) throw new AppError('conflict', `At most ${MAX_SESSIONS} app sessions at once; end one first.`);
     const override: PresenceOverride = {
       source,
@@ -82,6 +90,67 @@ export class Accounts {
     await this.repository.upsertOverride(ownerId, override);
     this.hub.setOverride(ownerId, override, this.clock());
     return override;
+  }
+
+  // --- publications (RFC 3903 PUBLISH semantics over HTTP) ------------------
+
+  private readonly publishing = new Map<string, Promise<unknown>>();
+
+  /** One publication change at a time per owner: two refreshes racing on one tag must not both succeed. */
+  private serialized<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.publishing.get(ownerId) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const settled = next.catch(() => undefined);
+    this.publishing.set(ownerId, settled);
+    void settled.then(() => {
+      if (this.publishing.get(ownerId) === settled) this.publishing.delete(ownerId);
+    });
+    return next;
+  }
+
+  /**
+   * An event state compositor's PUBLISH handling (RFC 3903 §6): without
+   * If-Match, an initial publication (a body is required); with it, a
+   * refresh (no body), a modify (a body) or a removal (expiry 0) of the
+   * live publication holding that tag, else 412. Every success but a
+   * removal issues a new entity tag (§6, step 8). Stored before it is
+   * applied, like every other change.
+   */
+  async publish(ownerId: string, request: { ifMatch: string | undefined; expiresSeconds: number; content: PublicationContent | undefined }): Promise<{ etag: string | undefined; expiresSeconds: number; created: boolean }> {
+    return this.serialized(ownerId, async () => {
+      const now = this.clock();
+      const live = this.hub.overridesOf(ownerId).filter((o) => o.expiresAt > now && o.source.startsWith(PUBLICATION_PREFIX));
+      let source: string;
+      let content: PublicationContent;
+      if (request.ifMatch === undefined) {
+        if (!request.content) throw new AppError('invalid_request', 'An initial publication needs a body (RFC 3903 §6).');
+        if (request.expiresSeconds === 0) throw new AppError('invalid_request', 'An initial publication cannot have expiry 0.');
+        if (live.length >= MAX_PUBLICATIONS) throw new AppError('conflict', `At most ${MAX_PUBLICATIONS} live publications per owner; remove or let one expire.`);
+        source = `${PUBLICATION_PREFIX}${crypto.randomUUID()}`;
+        content = request.content;
+      } else {
+        const current = live.find((o) => o.etag === request.ifMatch);
+        if (!current) throw new AppError('precondition_failed');
+        source = current.source;
+        if (request.expiresSeconds === 0) {
+          await this.repository.deleteOverride(ownerId, source);
+          this.hub.removeOverride(ownerId, source, this.clock());
+          return { etag: undefined, expiresSeconds: 0, created: false };
+        }
+        content = request.content ?? { availability: current.availability, activities: current.activities, note: current.note };
+      }
+      const publication: PresenceOverride = {
+        source,
+        availability: content.availability,
+        activities: content.activities,
+        ...(content.note === undefined ? {} : { note: content.note }),
+        etag: randomBytes(18).toString('base64url'),
+        expiresAt: now + request.expiresSeconds * 1000,
+      };
+      await this.repository.upsertOverride(ownerId, publication);
+      this.hub.setOverride(ownerId, publication, this.clock());
+      return { etag: publication.etag, expiresSeconds: request.expiresSeconds, created: request.ifMatch === undefined };
+    });
   }
 
   async removeOverride(ownerId: string, source: string): Promise<void> {

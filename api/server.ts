@@ -15,6 +15,7 @@ import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
 import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
 import { watcherRoutes } from './routes/watchers.js';
+import { publicationRoutes } from './routes/publications.js';
 import { accessLogRoutes } from './routes/access-log.js';
 import { settingsRoutes } from './routes/settings.js';
 import { streamRoutes } from './routes/stream.js';
@@ -75,6 +76,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   streamRoutes(app, presenceDeps);
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
+  publicationRoutes(app, { auth, accounts: deps.accounts });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });

@@ -16,7 +16,13 @@ export const httpErrors = {
   method_not_allowed: { status: 405, message: 'Method not allowed.' },
   not_acceptable: { status: 406, message: 'None of the accepted media types can be produced.' },
   conflict: { status: 409, message: 'The resource already exists.' },
+  /** RFC 3903 §6 (SIP 412 Conditional Request Failed): the If-Match entity tag names no live publication. */
+  precondition_failed: { status: 412, message: 'No live publication has this entity tag.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
+  /** RFC 3903 §6 (SIP 423 Interval Too Brief): the Min-Expires header gives the minimum. */
+  interval_too_brief: { status: 423, message: 'The expiry is too brief.' },
+  /** RFC 6665 §8.3.2 (SIP 489 Bad Event): the only event package is presence. */
+  bad_event: { status: 400, message: 'Unknown event package; only "presence" is supported.' },
   too_many_requests: { status: 429, message: 'Too many requests.' },
   unsupported_media_type: { status: 415, message: 'The request media type is not supported.' },
   internal: { status: 500, message: 'Internal error.' },

@@ -44,6 +44,9 @@ export const MANUAL = 'manual';
 /** Live app sessions per owner; a further one is refused until one ends or expires. */
 export const MAX_SESSIONS = 16;
 export const sessionSource = (id: string) => `session:${id}`;
+/** A publication (RFC 3903 PUBLISH over HTTP): combined like an app session. */
+export const PUBLICATION_PREFIX = 'publication:';
+export const MAX_PUBLICATIONS = 16;
 
 export interface PresenceOverride {
   /** `manual`, or `session:{id}`. */
@@ -51,6 +54,8 @@ export interface PresenceOverride {
   readonly availability: Availability;
   readonly activities: readonly Activity[];
   readonly note?: string | undefined;
+  /** Publications only (RFC 3903): the entity tag a refresh, modify or remove must name. */
+  readonly etag?: string | undefined;
   /** ms since the epoch. */
   readonly expiresAt: number;
 }
@@ -76,7 +81,8 @@ export function applyOverrides(derived: Derived, overrides: readonly PresenceOve
   let availability = state.availability;
   let decidedBy: PresenceOverride | undefined;
   const activities = new Set<Activity>(state.activities);
-  for (const session of [...live].sort((a, b) => (a.source < b.source ? -1 : 1))) {
+  const sorted = [...live].sort((a, b) => (a.source < b.source ? -1 : 1));
+  for (const session of sorted) {
     for (const activity of session.activities) activities.add(activity);
     if (significance[session.availability] > significance[availability]) {
       availability = session.availability;
@@ -84,8 +90,10 @@ export function applyOverrides(derived: Derived, overrides: readonly PresenceOve
     }
   }
   const trace = decidedBy ? { ...state.trace, availability: { rule: `app ${decidedBy.source} until ${new Date(decidedBy.expiresAt).toISOString()}`, signals: [] } } : state.trace;
+  // A note from a session or publication: the one that decided the availability, else the first by source.
+  const note = decidedBy?.note ?? sorted.find((o) => o.note !== undefined)?.note;
   return {
-    state: { ...state, availability, activities: activityOrder.filter((a) => activities.has(a)), trace },
+    state: { ...state, availability, activities: activityOrder.filter((a) => activities.has(a)), ...(note === undefined ? {} : { note }), trace },
     validUntil,
   };
 }

@@ -8,7 +8,11 @@ import type { Principal } from '../../core/identity/tokens.js';
 import type { Authenticator } from '../authenticate.js';
 import { negotiate } from '../negotiate.js';
 import { computeView, recordAccess, type Viewer, type WatcherViewDeps } from '../watcher-views.js';
-import { ifNoneMatchHits, presenceMediaTypes, type RepresentationCache } from '../representations.js';
+import { ifNoneMatchHits, JSON_MEDIA_TYPE, presenceMediaTypes, type RepresentationCache } from '../representations.js';
+import { watcherViewSchema } from '../../policy/watcher-view.js';
+
+/** Owners per batch read. */
+export const MAX_BATCH = 100;
 
 export interface PresenceRouteDeps extends WatcherViewDeps {
   readonly auth: Authenticator;
@@ -52,6 +56,31 @@ export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): v
         .header('vary', 'Accept, Authorization');
       if (ifNoneMatchHits(request.headers['if-none-match'], representation.etag)) return reply.code(304).send();
       return reply.code(200).send(representation.body);
+    },
+  );
+
+  // Batch read for apps with many contacts: each owner's view exactly as a
+  // single read would give it (the same entity tags), each read audited.
+  app.withTypeProvider<ZodTypeProvider>().get(
+    '/v1/presence',
+    {
+      schema: {
+        querystring: z.object({ handle: z.union([handleSchema, z.array(handleSchema).min(1).max(MAX_BATCH)]) }).strict(),
+        response: { 200: z.object({ results: z.array(z.object({ handle: z.string(), etag: z.string(), view: watcherViewSchema })) }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = await deps.auth.require(request, ['watcher', 'owner'], 'presence:read');
+      if (!negotiate(request.headers.accept, [JSON_MEDIA_TYPE])) throw new AppError('not_acceptable', `Acceptable: ${JSON_MEDIA_TYPE}.`);
+      const handles = [...new Set(Array.isArray(request.query.handle) ? request.query.handle : [request.query.handle])];
+      const now = deps.clock();
+      const results = handles.map((handle) => {
+        const viewer = viewerOf(deps, principal, handle);
+        const access = computeView(deps, viewer, handle, now);
+        if (viewer.kind === 'watcher') recordAccess(deps.accessLog, viewer.id, access, 'read', now);
+        return { handle, etag: deps.representations.get(access.view, JSON_MEDIA_TYPE).etag, view: access.view };
+      });
+      return reply.header('cache-control', 'private, no-cache').send({ results });
     },
   );
 }

@@ -13,7 +13,7 @@ import { accessLog, accessRequests, consentRules, devices, owners, presenceOverr
  * the database is a boundary too (an operator may have edited it).
  */
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
-const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable() });
+const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable(), etag: z.string().max(64).nullable() });
 
 export interface StoredRule {
   readonly id: string;
@@ -72,13 +72,16 @@ export class Repository {
     ]);
     const overrides: { ownerId: string; override: PresenceOverride }[] = [];
     for (const row of overrideRows) {
-      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities, note: row.note });
+      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities, note: row.note, etag: row.etag });
       if (!parsed.success) {
         skippedSignals += 1;
         continue;
       }
-      const { note, ...rest } = parsed.data;
-      overrides.push({ ownerId: row.ownerId, override: { source: row.source, ...rest, ...(note === null ? {} : { note }), expiresAt: row.expiresAt.getTime() } });
+      const { note, etag, ...rest } = parsed.data;
+      overrides.push({
+        ownerId: row.ownerId,
+        override: { source: row.source, ...rest, ...(note === null ? {} : { note }), ...(etag === null ? {} : { etag }), expiresAt: row.expiresAt.getTime() },
+      });
     }
     // A bad signal is dropped alone; the row's version is kept whatever its
     // content, so the next write (version + 1) still moves the row forward.
@@ -223,7 +226,7 @@ export class Repository {
 
   async upsertOverride(ownerId: string, override: PresenceOverride): Promise<void> {
     await this.db.delete(presenceOverrides).where(and(eq(presenceOverrides.ownerId, ownerId), lt(presenceOverrides.expiresAt, sql`now()`)));
-    const row = { availability: override.availability, activities: [...override.activities], note: override.note ?? null, expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
+    const row = { availability: override.availability, activities: [...override.activities], note: override.note ?? null, etag: override.etag ?? null, expiresAt: new Date(override.expiresAt), updatedAt: new Date() };
     await this.db
       .insert(presenceOverrides)
       .values({ ownerId, source: override.source, ...row })

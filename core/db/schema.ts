@@ -138,6 +138,8 @@ export const presenceOverrides = pgTable(
     availability: text('availability').notNull(),
     activities: jsonb('activities').notNull(),
     note: text('note'),
+    /** RFC 3903 entity tag of a publication (source `publication:{id}`); a new one on every refresh or modify. */
+    etag: text('etag'),
     expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },

@@ -1,0 +1,111 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError } from '../../core/errors.js';
+import { handleSchema } from '../../core/identifiers.js';
+import { parsePidf } from '../../core/parse-pidf.js';
+import { activitySchema, availabilitySchema } from '../../core/presence.js';
+import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
+import type { Accounts, PublicationContent } from '../accounts.js';
+import type { Authenticator } from '../authenticate.js';
+
+/**
+ * POST /v1/presence/{handle}: SIP PUBLISH (RFC 3903) mapped onto HTTP, for
+ * apps, manual clients and SIP bridges publishing for an owner (owner token
+ * with presence:write). The mapping:
+ *
+ * | SIP (RFC 3903)                   | HTTP here                                  |
+ * |----------------------------------|--------------------------------------------|
+ * | PUBLISH to the presentity        | POST /v1/presence/{handle}                 |
+ * | Event: presence                  | Event: presence (optional; other -> bad_event, as 489) |
+ * | Expires / Min-Expires            | Expires / Min-Expires (seconds)            |
+ * | SIP-ETag in the 2xx              | ETag (and `etag` in the JSON body)         |
+ * | SIP-If-Match                     | If-Match (one strong tag)                  |
+ * | 412 Conditional Request Failed   | 412 precondition_failed                    |
+ * | 423 Interval Too Brief           | 423 interval_too_brief + Min-Expires       |
+ * | application/pidf+xml body        | application/pidf+xml, or the JSON form     |
+ *
+ * Initial: no If-Match, a body -> 201. Refresh: If-Match, no body. Modify:
+ * If-Match and a body. Remove: If-Match and Expires: 0. Every live
+ * publication is composed with the sensor-derived state like an app
+ * session (core/presence-overrides.ts): the most significant availability
+ * wins, activities merge, a manual status overrides them all.
+ */
+export const MIN_EXPIRES_SECONDS = 60;
+export const MAX_EXPIRES_SECONDS = 86_400;
+export const DEFAULT_EXPIRES_SECONDS = 3600;
+
+const jsonPublication = z
+  .object({
+    availability: availabilitySchema,
+    activities: z.array(activitySchema).max(8).default([]),
+    note: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text')
+      .optional(),
+  })
+  .strict();
+
+/** RFC 3903 §4.1 / RFC 9110 §8.8.3: one strong entity tag, quoted; the tags this service issues are base64url. */
+function parseIfMatch(header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const value = Array.isArray(header) ? header.join(',') : header;
+  const match = /^\s*"([A-Za-z0-9_-]{1,64})"\s*$/.exec(value);
+  if (!match?.[1]) throw new AppError('invalid_request', 'If-Match must be one strong entity tag from a previous publication, such as "abc123".');
+  return match[1];
+}
+
+function parseExpires(header: string | string[] | undefined, reply: FastifyReply): number {
+  if (header === undefined) return DEFAULT_EXPIRES_SECONDS;
+  if (Array.isArray(header) || !/^\s*\d{1,10}\s*$/.test(header)) throw new AppError('invalid_request', 'Expires must be a number of seconds.');
+  const seconds = Number(header);
+  if (seconds !== 0 && seconds < MIN_EXPIRES_SECONDS) {
+    reply.header('min-expires', String(MIN_EXPIRES_SECONDS));
+    throw new AppError('interval_too_brief', `The expiry must be 0 or at least ${MIN_EXPIRES_SECONDS} seconds.`);
+  }
+  // RFC 3903 §6 step 6: the compositor may shorten a long expiry.
+  return Math.min(seconds, MAX_EXPIRES_SECONDS);
+}
+
+function parseEvent(header: string | string[] | undefined): void {
+  if (header === undefined) return;
+  const value = (Array.isArray(header) ? header.join(',') : header).split(';')[0]?.trim().toLowerCase();
+  if (value !== 'presence') throw new AppError('bad_event');
+}
+
+function contentOf(contentType: string | undefined, body: unknown, entity: string): PublicationContent | undefined {
+  if (body === undefined || body === null || body === '') return undefined;
+  const type = (contentType ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type === PIDF_MEDIA_TYPE) {
+    const published = parsePidf(String(body));
+    // RFC 3903 §6 step 4 compares the Request-URI and the document's entity.
+    if (published.entity !== entity) throw new AppError('invalid_document', `The document's entity must be ${entity}.`);
+    return published;
+  }
+  if (type !== 'application/json') throw new AppError('unsupported_media_type', `Publish ${PIDF_MEDIA_TYPE} or application/json.`);
+  const parsed = jsonPublication.safeParse(body);
+  if (!parsed.success) throw new AppError('invalid_request', 'Invalid body.', parsed.error.issues.map((i) => `/${i.path.join('/')} ${i.message}`));
+  return parsed.data;
+}
+
+export function publicationRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
+  app.withTypeProvider<ZodTypeProvider>().post('/v1/presence/:handle', { schema: { params: z.object({ handle: handleSchema }) } }, async (request, reply) => {
+    const principal = await deps.auth.require(request, ['owner'], 'presence:write');
+    const owner = deps.accounts.ownerByHandle(request.params.handle);
+    if (owner.id !== principal.subject) throw new AppError('forbidden', 'Owners publish their own presence only.');
+    // Every header is checked before anything is stored.
+    parseEvent(request.headers.event);
+    const ifMatch = parseIfMatch(request.headers['if-match']);
+    const expiresSeconds = parseExpires(request.headers.expires, reply);
+    const content = contentOf(request.headers['content-type'], request.body, deps.accounts.entityOf(owner.handle));
+    if (expiresSeconds === 0 && content !== undefined) throw new AppError('invalid_request', 'A removal (Expires: 0) carries no body.');
+
+    const result = await deps.accounts.publish(owner.id, { ifMatch, expiresSeconds, content });
+    reply.header('expires', String(result.expiresSeconds)).header('cache-control', 'no-store');
+    if (result.etag !== undefined) reply.header('etag', `"${result.etag}"`);
+    return reply.code(result.created ? 201 : 200).send({ ...(result.etag === undefined ? {} : { etag: result.etag }), expires: result.expiresSeconds });
+  });
+}

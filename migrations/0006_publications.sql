@@ -1,0 +1,1 @@
+ALTER TABLE "presence_overrides" ADD COLUMN "etag" text;
