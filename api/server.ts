@@ -9,7 +9,12 @@ import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { installErrorHandlers } from './http-errors.js';
-import { RepresentationCache } from './representations.js';
+import type { RepresentationCache } from './representations.js';
+import { webhookRoutes } from './routes/webhooks.js';
+import type { WebhookDispatcher } from './webhook-dispatcher.js';
+import type { Repository } from '../core/db/repository.js';
+import { publicJwkOf } from '../core/identity/signing-key.js';
+import type { SigningKey } from '../core/identity/tokens.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { presenceRoutes } from './routes/presence.js';
@@ -34,6 +39,11 @@ export interface ApiDeps {
   readonly ready: () => boolean;
   readonly deviceTopic: (deviceId: string) => string;
   readonly accessLog: AccessLogBuffer;
+  readonly representations: RepresentationCache;
+  readonly repository: Repository;
+  readonly webhooks: WebhookDispatcher;
+  readonly webhookAllowHttp: boolean;
+  readonly signingKey: SigningKey;
 }
 
 /** How long a shutdown waits for requests in flight. */
@@ -68,7 +78,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     ruleBook: deps.ruleBook,
     hub: deps.hub,
     entityOf: (handle: string) => deps.accounts.entityOf(handle),
-    representations: new RepresentationCache(),
+    representations: deps.representations,
     clock: deps.clock,
     accessLog: deps.accessLog,
   };
@@ -77,6 +87,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   publicationRoutes(app, { auth, accounts: deps.accounts });
+  webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp });
+  // Receivers of webhooks verify their signatures with this key set (RFC 7517).
+  let jwks: string | undefined;
+  app.get('/.well-known/jwks.json', async (_request, reply) => {
+    jwks ??= JSON.stringify({ keys: [await publicJwkOf(deps.signingKey)] });
+    return reply.type('application/jwk-set+json').header('cache-control', 'public, max-age=300').send(jwks);
+  });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });

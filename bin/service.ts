@@ -27,6 +27,8 @@ import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { deviceTopic } from '../ingest/topics.js';
 import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
+import { RepresentationCache } from '../api/representations.js';
+import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
 import { loadOrCreateKeyPem } from './key-file.js';
 
 /**
@@ -37,6 +39,8 @@ import { loadOrCreateKeyPem } from './key-file.js';
 export interface ServiceOptions {
   readonly log?: Logger;
   readonly clock?: () => number;
+  /** Webhook retry timing (tests shorten it). */
+  readonly webhookRetry?: RetryPolicy;
 }
 
 export interface RunningService {
@@ -188,6 +192,22 @@ export async function startService(config: Config, options: ServiceOptions = {})
     );
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
+    const representations = new RepresentationCache();
+    const webhooks = new WebhookDispatcher({
+      directory,
+      ruleBook,
+      hub,
+      entityOf: (handle) => accounts.entityOf(handle),
+      representations,
+      accessLog,
+      clock,
+      signingKey,
+      issuer: config.tokenIssuer,
+      metrics,
+      ...(options.webhookRetry ? { retry: options.webhookRetry } : {}),
+    });
+    cleanups.push(async () => webhooks.close());
+    for (const hook of await repository.listWebhooks()) webhooks.add(hook);
     let ready = false;
     const app = buildApi({
       log,
@@ -201,6 +221,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       ready: () => ready,
       deviceTopic: (id) => deviceTopic(topics, id),
       accessLog,
+      representations,
+      repository,
+      webhooks,
+      webhookAllowHttp: config.webhookAllowHttp,
+      signingKey,
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());

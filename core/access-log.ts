@@ -9,8 +9,8 @@
 export interface AccessRecord {
   readonly ownerId: string;
   readonly watcherId: string;
-  /** A single read; a live stream opened, an event sent on it, or its closing. */
-  readonly action: 'read' | 'stream-open' | 'stream-event' | 'stream-close';
+  /** A single read; a live stream opened, an event sent on it, or its closing; a view published outward (webhook, SIP). */
+  readonly action: 'read' | 'stream-open' | 'stream-event' | 'stream-close' | 'publish';
   /** `shown`: the view rules granted; `withheld`: the offline view of a blocked or unknown watcher. */
   readonly outcome: 'shown' | 'withheld';
   readonly fields: readonly string[];

@@ -59,6 +59,8 @@ export const envSchema = z.object({
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
+  /** Whether webhook URLs may be plain http (default: only outside production). */
+  WEBHOOK_ALLOW_HTTP: z.enum(['true', 'false']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -96,6 +98,7 @@ export interface Config {
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
   readonly auditRetentionDays: number;
+  readonly webhookAllowHttp: boolean;
   readonly logLevel: string;
 }
 
@@ -176,6 +179,7 @@ export function parseConfig(source: Env): ConfigResult {
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    webhookAllowHttp: e.WEBHOOK_ALLOW_HTTP === undefined ? e.NODE_ENV !== 'production' : e.WEBHOOK_ALLOW_HTTP === 'true',
     logLevel: e.LOG_LEVEL,
   };
   return { ok: true, config: deepFreeze(config) };

@@ -6,7 +6,7 @@ import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
 import type { Database } from './connect.js';
-import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers } from './schema.js';
+import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
  * Every query the service makes, in one place. Rows read back are validated:
@@ -27,6 +27,13 @@ export interface StoredGroup {
   readonly ownerId: string;
   readonly name: string;
   readonly members: unknown;
+}
+
+export interface StoredWebhook {
+  readonly id: string;
+  readonly watcherId: string;
+  readonly ownerId: string;
+  readonly url: string;
 }
 
 export type AccessRequestStatus = 'pending' | 'active' | 'terminated';
@@ -179,6 +186,30 @@ export class Repository {
       .delete(watcherGroups)
       .where(and(eq(watcherGroups.ownerId, ownerId), eq(watcherGroups.id, groupId)))
       .returning({ id: watcherGroups.id });
+    return rows.length === 1;
+  }
+
+  async listWebhooks(): Promise<StoredWebhook[]> {
+    return this.db.select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url }).from(webhooks).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  }
+
+  async webhooksOf(watcherId: string): Promise<StoredWebhook[]> {
+    return this.db
+      .select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url })
+      .from(webhooks)
+      .where(eq(webhooks.watcherId, watcherId))
+      .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  }
+
+  async insertWebhook(hook: StoredWebhook): Promise<void> {
+    await this.db.insert(webhooks).values(hook);
+  }
+
+  async deleteWebhook(watcherId: string, id: string): Promise<boolean> {
+    const rows = await this.db
+      .delete(webhooks)
+      .where(and(eq(webhooks.watcherId, watcherId), eq(webhooks.id, id)))
+      .returning({ id: webhooks.id });
     return rows.length === 1;
   }
 

@@ -109,6 +109,23 @@ export const accessRequests = pgTable(
   ],
 );
 
+/** Webhooks: a watcher asks for its view of one owner to be POSTed, signed, to a URL on every change. */
+export const webhooks = pgTable(
+  'webhooks',
+  {
+    id: uuid('id').primaryKey(),
+    watcherId: uuid('watcher_id')
+      .notNull()
+      .references(() => watchers.id, { onDelete: 'cascade' }),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    url: text('url').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('webhooks_watcher_idx').on(t.watcherId)],
+);
+
 /**
  * The latest signals of each owner (the merge input of derivation), written
  * behind the hot path in coalesced batches and restored at start. Derived

@@ -1,0 +1,73 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { Directory } from '../../core/directory.js';
+import { AppError } from '../../core/errors.js';
+import { handleSchema, idSchema } from '../../core/identifiers.js';
+import type { Repository } from '../../core/db/repository.js';
+import type { Authenticator } from '../authenticate.js';
+import type { WebhookDispatcher } from '../webhook-dispatcher.js';
+
+/**
+ * Webhooks (watcher tokens with presence:read): POST /v1/webhooks
+ * `{handle, url}` asks for this watcher's view of that owner to be POSTed to
+ * the URL on every change (see api/webhook-dispatcher.ts); GET lists the
+ * watcher's webhooks, DELETE /v1/webhooks/{id} ends one. The current view is
+ * sent at once. An unknown owner is 404: unlike a read, registering a
+ * webhook tells whether a handle exists (handles are addresses, like SIP
+ * AORs; what the owner shows stays behind consent).
+ */
+export const MAX_WEBHOOKS_PER_WATCHER = 100;
+
+const webhookSchema = z.object({ id: z.string(), handle: z.string(), url: z.string() });
+
+export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new AppError('invalid_request', 'The url is not a URL.');
+  }
+  if (url.protocol !== 'https:' && !(allowHttp && url.protocol === 'http:')) throw new AppError('invalid_request', allowHttp ? 'The url must be http or https.' : 'The url must be https.');
+  if (url.username || url.password) throw new AppError('invalid_request', 'The url must not carry credentials.');
+  if (url.hash) throw new AppError('invalid_request', 'The url must not carry a fragment.');
+  return url.toString();
+}
+
+export function webhookRoutes(
+  app: FastifyInstance,
+  deps: { auth: Authenticator; directory: Directory; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean },
+): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const watcherOf = async (request: FastifyRequest) => (await deps.auth.require(request, ['watcher'], 'presence:read')).subject;
+  const handleOf = (ownerId: string) => deps.directory.owner(ownerId)?.handle ?? '';
+
+  r.post(
+    '/v1/webhooks',
+    { schema: { body: z.object({ handle: handleSchema, url: z.string().max(2048) }).strict(), response: { 201: webhookSchema } } },
+    async (request, reply) => {
+      const watcherId = await watcherOf(request);
+      const url = parseWebhookUrl(request.body.url, deps.allowHttp);
+      if ((await deps.repository.webhooksOf(watcherId)).length >= MAX_WEBHOOKS_PER_WATCHER) throw new AppError('conflict', `At most ${MAX_WEBHOOKS_PER_WATCHER} webhooks per watcher.`);
+      const owner = deps.directory.ownerByHandle(request.body.handle);
+      if (!owner) throw new AppError('not_found', 'No such owner.');
+      const hook = { id: crypto.randomUUID(), watcherId, ownerId: owner.id, url };
+      await deps.repository.insertWebhook(hook);
+      deps.dispatcher.add(hook);
+      return reply.code(201).send({ id: hook.id, handle: owner.handle, url });
+    },
+  );
+
+  r.get('/v1/webhooks', { schema: { response: { 200: z.object({ webhooks: z.array(webhookSchema) }) } } }, async (request) => {
+    const watcherId = await watcherOf(request);
+    const hooks = await deps.repository.webhooksOf(watcherId);
+    return { webhooks: hooks.map((h) => ({ id: h.id, handle: handleOf(h.ownerId), url: h.url })) };
+  });
+
+  r.delete('/v1/webhooks/:id', { schema: { params: z.object({ id: idSchema }) } }, async (request, reply) => {
+    const watcherId = await watcherOf(request);
+    if (!(await deps.repository.deleteWebhook(watcherId, request.params.id))) throw new AppError('not_found', 'No such webhook.');
+    deps.dispatcher.remove(request.params.id);
+    return reply.code(204).send();
+  });
+}

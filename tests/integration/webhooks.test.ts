@@ -1,0 +1,97 @@
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { compactVerify, createLocalJWKSet } from 'jose';
+import { connectAsync } from 'mqtt';
+import t from 'tap';
+import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
+import { addRule, addWatcher, ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
+
+/**
+ * Webhooks on Mosquitto and PostgreSQL: signed (JWS, verified against the
+ * service's JWKS), sent only when the watcher's view changes, retried after
+ * failures, audited as outbound publications, stopped when deleted.
+ */
+const received: { body: string; at: number }[] = [];
+let failNext = 0;
+const receiver = createServer((request: IncomingMessage, response) => {
+  let body = '';
+  request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+  request.on('end', () => {
+    if (failNext > 0) {
+      failNext -= 1;
+      response.writeHead(503).end();
+      return;
+    }
+    received.push({ body, at: Date.now() });
+    response.writeHead(204).end();
+  });
+});
+await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+t.teardown(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+
+const config = await testConfig(t, { DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('w'), OWNTRACKS_TOPIC_ROOT: uniqueName('wot') });
+const service = await startTestService(t, config, { webhookRetry: { baseMs: 50, maxAttempts: 4, timeoutMs: 2000 } });
+const alice = await provision(service, 'alice');
+const app = await addWatcher(service, 'Calendar app', 'app');
+await addRule(service, 'alice', app.id, 'allow', { availability: true, activities: false });
+const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
+t.teardown(() => device.endAsync());
+const publish = (event: Record<string, unknown>) => device.publishAsync(alice.device.topic, JSON.stringify({ ...event, at: new Date().toISOString() }), { qos: 1 });
+const jwks = createLocalJWKSet((await (await service.api('GET', '/.well-known/jwks.json')).json()) as { keys: [] });
+const verified = async (i: number) => {
+  const { payload, protectedHeader } = await compactVerify(received[i]?.body ?? '', jwks);
+  t.equal(protectedHeader.alg, 'ES256');
+  return JSON.parse(new TextDecoder().decode(payload)) as { view: Record<string, unknown>; sub: string; etag: string; webhook: string };
+};
+
+t.test('signed deliveries of visible changes only, retried after failures, audited', async (t) => {
+  const created = await service.api('POST', '/v1/webhooks', { token: app.token, body: { handle: 'alice', url: hookUrl } });
+  t.equal(created.status, 201);
+  const hook = (await created.json()) as { id: string };
+  await waitFor(() => received.length >= 1, 'the current view at once');
+  const first = await verified(0);
+  t.same(first.view, { entity: 'pres:alice@presence.local', basic: 'closed', availability: 'offline' });
+  t.equal(first.webhook, hook.id);
+
+  failNext = 2;
+  await publish({ kind: 'call', state: 'in-call' });
+  await waitFor(() => received.length >= 2, 'delivered after two 503s');
+  t.match((await verified(1)).view, { availability: 'busy' });
+  t.notOk('activities' in (await verified(1)).view, 'only what the rule grants');
+
+  // A meeting starting while on the phone changes nothing the app can see.
+  const now = Date.now();
+  await publish({ kind: 'calendar', state: 'busy', start: new Date(now - 60_000).toISOString(), end: new Date(now + 3_600_000).toISOString() });
+  await publish({ kind: 'call', state: 'idle' });
+  await publish({ kind: 'calendar', state: 'free', start: new Date(now - 60_000).toISOString(), end: new Date(now + 3_600_000).toISOString() });
+  await waitFor(() => received.length >= 3, 'the change to available');
+  t.match((await verified(2)).view, { availability: 'available' });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.equal(received.length, 3, 'no delivery for the invisible changes');
+
+  const log = (await (await service.api('GET', '/v1/me/access-log', { token: await ownerToken(service, 'alice') })).json()) as { entries: { action: string; outcome: string; fields: string[]; count: number }[] };
+  const published = log.entries.filter((e) => e.action === 'publish');
+  t.equal(published.reduce((sum, e) => sum + e.count, 0), 3, 'each delivery (not each attempt) is an outbound publication in the access log');
+  t.ok(published.some((e) => e.outcome === 'shown' && e.fields.includes('availability')));
+
+  const listed = (await (await service.api('GET', '/v1/webhooks', { token: app.token })).json()) as { webhooks: { id: string; handle: string }[] };
+  t.same(listed.webhooks.map((w) => [w.id, w.handle]), [[hook.id, 'alice']]);
+  t.equal((await service.api('DELETE', `/v1/webhooks/${hook.id}`, { token: app.token })).status, 204);
+  await publish({ kind: 'call', state: 'in-call' });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(received.length, 3, 'nothing after deletion');
+});
+
+t.test('bad registrations are refused', async (t) => {
+  const cases: [unknown, number][] = [
+    [{ handle: 'alice', url: 'not a url' }, 400],
+    [{ handle: 'alice', url: 'ftp://example.com/x' }, 400],
+    [{ handle: 'alice', url: 'https://user:pw@example.com/x' }, 400],
+    [{ handle: 'alice', url: 'https://example.com/x#frag' }, 400],
+    [{ handle: 'nobody', url: hookUrl }, 404],
+    [{ handle: 'alice', url: hookUrl, extra: 1 }, 400],
+  ];
+  for (const [body, status] of cases) t.equal((await service.api('POST', '/v1/webhooks', { token: app.token, body })).status, status, JSON.stringify(body));
+  t.equal((await service.api('POST', '/v1/webhooks', { token: await ownerToken(service, 'alice'), body: { handle: 'alice', url: hookUrl } })).status, 403, 'watchers only');
+});
