@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { handleSchema } from '../../core/identifiers.js';
 import type { Accounts } from '../accounts.js';
@@ -7,8 +8,8 @@ import type { Authenticator } from '../authenticate.js';
 
 /**
  * The owner's access log: every read and stream of their presence by a
- * watcher, newest first, paged with the `next` cursor of each page. JSON,
- * so it doubles as the export. Kept AUDIT_RETENTION_DAYS.
+ * watcher, newest first, paged with the `next` cursor of each page, and
+ * exported whole as NDJSON. Kept AUDIT_RETENTION_DAYS.
  */
 const query = z
   .object({
@@ -40,6 +41,24 @@ export function accessLogRoutes(app: FastifyInstance, deps: { auth: Authenticato
   const self = async (request: FastifyRequest) => (await deps.auth.require(request, ['owner'], 'consent:manage')).subject;
 
   r.get('/v1/me/access-log', { schema: { querystring: query, response: { 200: response } } }, async (request) => list(await self(request), request.query));
+  // The whole log as newline-delimited JSON (one entry per line, newest
+  // first), streamed page by page so a long history never sits in memory.
+  r.get('/v1/me/access-log/export', async (request, reply) => {
+    const ownerId = await self(request);
+    async function* lines() {
+      let cursor: string | undefined;
+      do {
+        const page = await deps.accounts.accessLog(ownerId, cursor, 1000);
+        for (const entry of page.entries) yield `${JSON.stringify(entry)}\n`;
+        cursor = page.next;
+      } while (cursor !== undefined);
+    }
+    return reply
+      .type('application/x-ndjson; charset=utf-8')
+      .header('content-disposition', 'attachment; filename="access-log.ndjson"')
+      .header('cache-control', 'no-store')
+      .send(Readable.from(lines()));
+  });
   r.get('/v1/admin/owners/:handle/access-log', { schema: { params: z.object({ handle: handleSchema }), querystring: query, response: { 200: response } } }, async (request) => {
     await deps.auth.require(request, ['admin'], 'admin');
     return list(deps.accounts.ownerByHandle(request.params.handle).id, request.query);

@@ -352,6 +352,17 @@ t.test('every watcher read is in the owner access log, granted or withheld', asy
     cursor = page.next;
   } while (cursor);
   t.same(paged, all.entries, 'paging by cursor yields exactly the full list');
+  const exported = await service.api('GET', '/v1/me/access-log/export', { token: aliceToken });
+  t.equal(exported.headers.get('content-type'), 'application/x-ndjson; charset=utf-8');
+  t.same(
+    (await exported.text())
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line) as unknown),
+    all.entries,
+    'the NDJSON export holds the same entries',
+  );
+  t.equal((await service.api('GET', '/v1/me/access-log/export', { token: bob.token })).status, 403);
   t.equal((await service.api('GET', '/v1/me/access-log?cursor=bm90LWEtY3Vyc29y', { token: aliceToken })).status, 400, 'a forged cursor is refused');
 });
 
