@@ -160,13 +160,21 @@ const higher = <T extends string>(order: readonly T[], a: T, b: T): T => (order.
 
 function unionClasses(a: ClassSet, b: ClassSet): ClassSet {
   if (a === 'all' || b === 'all') return 'all';
+  if (b.length === 0) return a;
+  if (a.length === 0) return [...new Set(b)].sort();
   return [...new Set([...a, ...b])].sort();
 }
+
+/** Class lists sorted and without repeats: the form the combination produces, so one grant can stand for itself. */
+const canonicalClasses = (set: ClassSet) => set === 'all' || set.every((c, i) => i === 0 || (set[i - 1] as string) < c);
+const isCanonical = (t: Transformations) => canonicalClasses(t.devices) && canonicalClasses(t.services);
 
 const isNothing = (value: Transformations[Field]) => value === false || value === 'none' || value === 'false' || (Array.isArray(value) && value.length === 0);
 
 /** RFC 4745 §10.2, field by field. Exported for the property tests and the preview. */
 export function combineTransformations(grants: readonly Transformations[]): Transformations {
+  // The common case, one allow rule, costs nothing (reads must not be slower when granted: invariant 1).
+  if (grants.length === 1 && isCanonical(grants[0] as Transformations)) return grants[0] as Transformations;
   let out: Transformations = NOTHING;
   for (const g of grants) {
     out = {
@@ -202,6 +210,28 @@ function provenanceOf(allowRules: readonly Rule[], grant: Transformations): Prov
   return out;
 }
 
+/**
+ * Only the owner's preview asks which rule granted what: worked out on
+ * demand, so a granted read costs about what a refused one does (privacy
+ * invariant 1: timing must not tell a refusal from an offline owner).
+ */
+class AllowDecision {
+  readonly kind = 'allow' as const;
+  private explained: Provenance | undefined;
+
+  constructor(
+    readonly grant: Transformations,
+    readonly ruleIds: readonly string[],
+    readonly validUntil: number,
+    private readonly allowRules: readonly Rule[],
+  ) {}
+
+  get provenance(): Provenance {
+    this.explained ??= provenanceOf(this.allowRules, this.grant);
+    return this.explained;
+  }
+}
+
 export function evaluateConsent(policy: OwnerPolicy, watcher: WatcherIdentity, context: PolicyContext): Decision {
   const matching: Rule[] = [];
   let validUntil = Infinity;
@@ -219,5 +249,5 @@ export function evaluateConsent(policy: OwnerPolicy, watcher: WatcherIdentity, c
 
   const allowRules = matching.filter((r) => r.actions.subHandling === 'allow');
   const grant = combineTransformations(allowRules.map((r) => r.transformations));
-  return { kind: 'allow', grant, provenance: provenanceOf(allowRules, grant), ruleIds, validUntil };
+  return new AllowDecision(grant, ruleIds, validUntil, allowRules);
 }
