@@ -24,11 +24,13 @@ export class RepresentationCache {
 
   constructor(private readonly maxEntries = 50_000) {}
 
-  get(view: WatcherView, mediaType: PresenceMediaType): Representation {
-    const key = `${mediaType}\n${JSON.stringify(view)}`;
+  /** `now` matters only to a PIDF with a location (its retention-expiry is dated by the day). */
+  get(view: WatcherView, mediaType: PresenceMediaType, now = 0): Representation {
+    const day = mediaType === PIDF_MEDIA_TYPE && view.location ? Math.floor(now / 86_400_000) : 0;
+    const key = `${mediaType}\n${day}\n${JSON.stringify(view)}`;
     const hit = this.entries.get(key);
     if (hit) return hit;
-    const body = mediaType === PIDF_MEDIA_TYPE ? renderPidf(view) : `${JSON.stringify(view)}\n`;
+    const body = mediaType === PIDF_MEDIA_TYPE ? renderPidf(view, now) : `${JSON.stringify(view)}\n`;
     const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
     const representation: Representation = {
       body,

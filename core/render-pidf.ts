@@ -21,7 +21,15 @@ export interface PidfInput {
   readonly placeType?: PlaceType | undefined;
   readonly zone?: string | undefined;
   readonly sphere?: Sphere | undefined;
-  readonly location?: { readonly latitude: number; readonly longitude: number; readonly radiusMeters: number } | undefined;
+  readonly location?:
+    | {
+        readonly latitude: number;
+        readonly longitude: number;
+        readonly radiusMeters: number;
+        readonly retransmissionAllowed?: boolean | undefined;
+        readonly retentionDays?: number | undefined;
+      }
+    | undefined;
   readonly userInput?: { readonly state: 'active' | 'idle'; readonly idleThresholdSeconds?: number | undefined; readonly lastInput?: string | undefined } | undefined;
   readonly timeOffsetMinutes?: number | undefined;
   readonly note?: string | undefined;
@@ -66,14 +74,25 @@ function rpidActivities(input: PidfInput): readonly string[] {
   return listed;
 }
 
+/**
+ * RFC 4119 §2.2.2 retention-expiry: the end of the UTC day `now` falls in,
+ * plus the granted days. A whole day, so the document changes once a day at
+ * most, never on every read.
+ */
+export function retentionExpiry(now: number, days: number): string {
+  const endOfDay = now - (now % 86_400_000) + 86_400_000;
+  return new Date(endOfDay + days * 86_400_000).toISOString().replace('.000Z', 'Z');
+}
+
 /** RFC 4119 §2.2.2 / RFC 5491 §5.2.3: a circle in WGS 84 (EPSG 4326), radius in metres (EPSG 9001). */
-function geopriv(location: NonNullable<PidfInput['location']>): string {
+function geopriv(location: NonNullable<PidfInput['location']>, now: number): string {
   return (
     `<gp:geopriv><gp:location-info><gs:Circle srsName="urn:ogc:def:crs:EPSG::4326">` +
     `<gml:pos>${location.latitude} ${location.longitude}</gml:pos>` +
     `<gs:radius uom="urn:ogc:def:uom:EPSG::9001">${location.radiusMeters}</gs:radius></gs:Circle></gp:location-info>` +
-    // RFC 4119 §2.2.2: the recipient must not pass the location on.
-    `<gp:usage-rules><gbp:retransmission-allowed>false</gbp:retransmission-allowed></gp:usage-rules></gp:geopriv>`
+    // RFC 4119 §2.2.2: whether the recipient may pass the location on, and until when it may keep it.
+    `<gp:usage-rules><gbp:retransmission-allowed>${location.retransmissionAllowed === true}</gbp:retransmission-allowed>` +
+    `<gbp:retention-expiry>${retentionExpiry(now, location.retentionDays ?? 0)}</gbp:retention-expiry></gp:usage-rules></gp:geopriv>`
   );
 }
 
@@ -91,7 +110,7 @@ function userInput(ui: NonNullable<PidfInput['userInput']>): string {
   return `<rpid:user-input${threshold}${last}>${ui.state}</rpid:user-input>`;
 }
 
-function person(input: PidfInput): string {
+function person(input: PidfInput, now: number): string {
   const activities = rpidActivities(input);
   const parts =
     (activities.length === 0 ? '' : `<rpid:activities>${activities.map((a) => `<rpid:${a}/>`).join('')}</rpid:activities>`) +
@@ -100,13 +119,14 @@ function person(input: PidfInput): string {
     (input.timeOffsetMinutes !== undefined ? `<rpid:time-offset>${input.timeOffsetMinutes}</rpid:time-offset>` : '') +
     (input.userInput !== undefined ? userInput(input.userInput) : '') +
     // RFC 5491 §3.4: the person's location goes in the person element.
-    (input.location !== undefined ? geopriv(input.location) : '');
+    (input.location !== undefined ? geopriv(input.location, now) : '');
   return parts === '' ? '' : `<dm:person id="p">${parts}</dm:person>`;
 }
 
 const rpidClass = (c: string | undefined) => (c === undefined ? '' : `<rpid:class>${escapeXml(c)}</rpid:class>`);
 
-export function renderPidf(input: PidfInput): string {
+/** `now` dates the location's retention-expiry only; without a location the document does not depend on it. */
+export function renderPidf(input: PidfInput, now = 0): string {
   const namespaces =
     `xmlns="${NS_PIDF}" xmlns:dm="${NS_DM}" xmlns:rpid="${NS_RPID}"` +
     (input.placeType !== undefined ? ` xmlns:lt="${NS_LT}"` : '') +
@@ -120,7 +140,7 @@ export function renderPidf(input: PidfInput): string {
     `<presence ${namespaces} entity="${escapeXml(input.entity)}">` +
     `<tuple id="presence"><status><basic>${input.basic}</basic></status>${note}</tuple>` +
     services +
-    person(input) +
+    person(input, now) +
     devices +
     `</presence>\n`
   );

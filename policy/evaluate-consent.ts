@@ -169,7 +169,7 @@ function unionClasses(a: ClassSet, b: ClassSet): ClassSet {
 const canonicalClasses = (set: ClassSet) => set === 'all' || set.every((c, i) => i === 0 || (set[i - 1] as string) < c);
 const isCanonical = (t: Transformations) => canonicalClasses(t.devices) && canonicalClasses(t.services);
 
-const isNothing = (value: Transformations[Field]) => value === false || value === 'none' || value === 'false' || (Array.isArray(value) && value.length === 0);
+const isNothing = (value: Transformations[Field]) => value === false || value === 0 || value === 'none' || value === 'false' || (Array.isArray(value) && value.length === 0);
 
 /** RFC 4745 §10.2, field by field. Exported for the property tests and the preview. */
 export function combineTransformations(grants: readonly Transformations[]): Transformations {
@@ -183,6 +183,8 @@ export function combineTransformations(grants: readonly Transformations[]): Tran
       place: higher(placeRank, out.place, g.place),
       sphere: out.sphere || g.sphere,
       location: higher(locationRank, out.location, g.location),
+      locationRetransmission: out.locationRetransmission || g.locationRetransmission,
+      locationRetentionDays: Math.max(out.locationRetentionDays, g.locationRetentionDays),
       userInput: higher(userInputRank, out.userInput, g.userInput),
       devices: unionClasses(out.devices, g.devices),
       services: unionClasses(out.services, g.services),

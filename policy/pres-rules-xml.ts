@@ -181,6 +181,10 @@ function transformationsOut(t: Transformations): Out[] {
           ),
         ]
       : []),
+    // RFC 4119 usage rules have no pres-rules element: an extension, written only when not the defaults.
+    ...(t.locationRetransmission || t.locationRetentionDays > 0
+      ? [el('pp:location-usage', [['retransmission-allowed', String(t.locationRetransmission)], ['retention-days', String(t.locationRetentionDays)]])]
+      : []),
   ];
 }
 
@@ -656,6 +660,8 @@ class Importer {
     let zoneName: string | undefined;
     let sphere = false;
     let location: LocationPrecision = 'none';
+    let locationRetransmission = false;
+    let locationRetentionDays = 0;
     let userInput: Transformations['userInput'] = 'false';
     let devices: ClassSet = [];
     let services: ClassSet = [];
@@ -729,6 +735,14 @@ class Importer {
         zoneName = this.boolean(child, p) ? p : undefined;
       } else if (is(child, GEOLOCATION_POLICY_NS, 'provide-location')) {
         location = this.location(child, p) ?? 'none';
+      } else if (is(child, POLICY_EXTENSION_NS, 'location-usage')) {
+        this.empty(child, p, ['retransmission-allowed', 'retention-days']);
+        const retransmission = child.attributes['retransmission-allowed'] ?? 'false';
+        const days = child.attributes['retention-days'] ?? '0';
+        if (retransmission !== 'true' && retransmission !== 'false') this.problem(p, 'retransmission-allowed is true or false');
+        else locationRetransmission = retransmission === 'true';
+        if (!/^\d{1,3}$/.test(days) || Number(days) > 365) this.problem(p, 'retention-days is a whole number of days, 0 to 365');
+        else locationRetentionDays = Number(days);
       } else {
         this.unknown(child, p);
       }
@@ -746,6 +760,8 @@ class Importer {
       place: allAttributes || zoneName !== undefined ? 'zone' : placeType ? 'type' : 'none',
       sphere: sphere || allAttributes,
       location,
+      locationRetransmission,
+      locationRetentionDays,
       userInput: allAttributes ? 'full' : userInput,
       devices,
       services,

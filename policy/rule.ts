@@ -122,6 +122,10 @@ export const transformationsSchema = z
     sphere: z.boolean().default(false),
     /** RFC 6772 provide-location, snapped to a fixed grid below `exact`. */
     location: locationPrecisionSchema.default('none'),
+    /** RFC 4119 §2.2.2 usage rule sent with the location: may the recipient pass it on. */
+    locationRetransmission: z.boolean().default(false),
+    /** RFC 4119 §2.2.2 retention-expiry: the end of the current UTC day plus this many days. */
+    locationRetentionDays: z.number().int().min(0).max(365).default(0),
     /** RFC 5025 §3.3.2 provide-user-input. */
     userInput: userInputPermissionSchema.default('false'),
     /** RFC 5025 §3.3.1 provide-devices. */

@@ -51,6 +51,9 @@ export const watcherViewSchema = z
         longitude: z.number(),
         radiusMeters: z.number(),
         precision: z.enum(['city', 'km', '100m', 'exact']),
+        /** RFC 4119 §2.2.2 usage rules, from the consent rule. */
+        retransmissionAllowed: z.boolean(),
+        retentionDays: z.number().int(),
       })
       .strict()
       .optional(),
@@ -132,7 +135,12 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   if (grant.sphere && state.place?.sphere) out.sphere = state.place.sphere;
   if (grant.location !== 'none' && state.location) {
     const { latitude, longitude, accuracy } = state.location;
-    out.location = { ...snapLocation(latitude, longitude, accuracy, grant.location), precision: grant.location };
+    out.location = {
+      ...snapLocation(latitude, longitude, accuracy, grant.location),
+      precision: grant.location,
+      retransmissionAllowed: grant.locationRetransmission,
+      retentionDays: grant.locationRetentionDays,
+    };
   }
   if (grant.userInput !== 'false' && state.userInput) {
     const ui: NonNullable<WatcherView['userInput']> = { state: state.userInput.state };

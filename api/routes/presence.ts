@@ -46,7 +46,7 @@ export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): v
       const now = deps.clock();
       const viewer = viewerOf(deps, principal, request.params.handle);
       const access = computeView(deps, viewer, request.params.handle, now);
-      const representation = deps.representations.get(access.view, mediaType);
+      const representation = deps.representations.get(access.view, mediaType, now);
       if (viewer.kind === 'watcher') recordAccess(deps.accessLog, viewer.id, access, 'read', now);
 
       reply

@@ -113,8 +113,9 @@ export function watcherRoutes(app: FastifyInstance, deps: WatcherRouteDeps): voi
     if (!mediaType) throw new AppError('not_acceptable', `Acceptable: ${JSON_MEDIA_TYPE}, ${PIDF_MEDIA_TYPE}.`);
     if (!deps.directory.activeWatcher(request.params.watcherId)) throw new AppError('not_found', 'No such watcher.');
     const owner = deps.accounts.ownerById(ownerId);
-    const access = computeView(deps, { kind: 'watcher', id: request.params.watcherId }, owner.handle, deps.clock());
-    const representation = deps.representations.get(access.view, mediaType === PIDF_MEDIA_TYPE ? PIDF_MEDIA_TYPE : JSON_MEDIA_TYPE);
+    const now = deps.clock();
+    const access = computeView(deps, { kind: 'watcher', id: request.params.watcherId }, owner.handle, now);
+    const representation = deps.representations.get(access.view, mediaType === PIDF_MEDIA_TYPE ? PIDF_MEDIA_TYPE : JSON_MEDIA_TYPE, now);
     reply.header('cache-control', 'private, no-store').header('etag', representation.etag);
     if (mediaType === PIDF_MEDIA_TYPE) return reply.type(representation.contentType).send(representation.body);
     const decision = access.decision;

@@ -106,6 +106,8 @@ const transformationsInputArb = fc.record(
     place: fc.constantFrom(...PLACE_ORDER),
     sphere: fc.boolean(),
     location: fc.constantFrom(...LOCATION_ORDER),
+    locationRetransmission: fc.boolean(),
+    locationRetentionDays: fc.integer({ min: 0, max: 365 }),
     userInput: fc.constantFrom(...USER_INPUT_ORDER),
     devices: classSetArb,
     services: classSetArb,
@@ -260,13 +262,15 @@ interface Grant {
   readonly place: (typeof PLACE_ORDER)[number];
   readonly sphere: boolean;
   readonly location: (typeof LOCATION_ORDER)[number];
+  readonly locationRetransmission: boolean;
+  readonly locationRetentionDays: number;
   readonly userInput: (typeof USER_INPUT_ORDER)[number];
   readonly devices: 'all' | ReadonlySet<string>;
   readonly services: 'all' | ReadonlySet<string>;
   readonly note: boolean;
   readonly timeOffset: boolean;
 }
-const NO_GRANT: Grant = { availability: false, activities: false, place: 'none', sphere: false, location: 'none', userInput: 'false', devices: new Set(), services: new Set(), note: false, timeOffset: false };
+const NO_GRANT: Grant = { availability: false, activities: false, place: 'none', sphere: false, location: 'none', locationRetransmission: false, locationRetentionDays: 0, userInput: 'false', devices: new Set(), services: new Set(), note: false, timeOffset: false };
 
 const maxOf = <T>(order: readonly T[], a: T, b: T): T => (rank(order, b) > rank(order, a) ? b : a);
 const unionOf = (a: 'all' | ReadonlySet<string>, b: 'all' | readonly string[]): 'all' | ReadonlySet<string> => (a === 'all' || b === 'all' ? 'all' : new Set([...a, ...b]));
@@ -278,6 +282,8 @@ function mergeGrant(g: Grant, t: Transformations): Grant {
     place: maxOf(PLACE_ORDER, g.place, t.place),
     sphere: g.sphere || t.sphere,
     location: maxOf(LOCATION_ORDER, g.location, t.location),
+    locationRetransmission: g.locationRetransmission || t.locationRetransmission,
+    locationRetentionDays: Math.max(g.locationRetentionDays, t.locationRetentionDays),
     userInput: maxOf(USER_INPUT_ORDER, g.userInput, t.userInput),
     devices: unionOf(g.devices, t.devices),
     services: unionOf(g.services, t.services),
@@ -375,7 +381,16 @@ function ensureSound(s: Scenario, view: WatcherView, expected: Expected): void {
     ensure(view.location.precision === grant.location, `location at ${view.location.precision}, granted ${grant.location}`);
     ensure(state.location !== undefined, 'a location the owner does not have');
     const { latitude, longitude, accuracy } = state.location;
-    ensureEqual(view.location, { ...snapLocation(latitude, longitude, accuracy, grant.location), precision: grant.location }, 'the location snapped to the granted grid');
+    ensureEqual(
+      view.location,
+      {
+        ...snapLocation(latitude, longitude, accuracy, grant.location),
+        precision: grant.location,
+        retransmissionAllowed: grant.locationRetransmission,
+        retentionDays: grant.locationRetentionDays,
+      },
+      'the location snapped to the granted grid, with the granted usage rules',
+    );
   }
   if (view.userInput !== undefined) {
     ensure(grant.userInput !== 'false', 'user input shown without the grant');
@@ -431,6 +446,8 @@ function whyShowsMore(a: WatcherView, b: WatcherView): string | undefined {
   if (a.activities && !a.activities.every((x) => b.activities?.includes(x))) return 'an activity only in the first view';
   for (const key of ['placeType', 'zone', 'sphere', 'timeOffsetMinutes', 'note'] as const) if (a[key] !== undefined && a[key] !== b[key]) return `${key} differs`;
   if (a.location && b.location && rank(LOCATION_ORDER, a.location.precision) > rank(LOCATION_ORDER, b.location.precision)) return `location ${a.location.precision} > ${b.location.precision}`;
+  if (a.location && b.location && a.location.retransmissionAllowed && !b.location.retransmissionAllowed) return 'retransmission only in the first view';
+  if (a.location && b.location && a.location.retentionDays > b.location.retentionDays) return 'longer retention in the first view';
   if (a.userInput && b.userInput) {
     if (a.userInput.state !== b.userInput.state) return 'user input state differs';
     if (a.userInput.idleThresholdSeconds !== undefined && b.userInput.idleThresholdSeconds === undefined) return 'idle threshold only in the first view';
@@ -453,6 +470,8 @@ function grantAtMost(a: Grant, b: Grant): boolean {
     rank(PLACE_ORDER, a.place) <= rank(PLACE_ORDER, b.place) &&
     (!a.sphere || b.sphere) &&
     rank(LOCATION_ORDER, a.location) <= rank(LOCATION_ORDER, b.location) &&
+    (!a.locationRetransmission || b.locationRetransmission) &&
+    a.locationRetentionDays <= b.locationRetentionDays &&
     rank(USER_INPUT_ORDER, a.userInput) <= rank(USER_INPUT_ORDER, b.userInput) &&
     sub(a.devices, b.devices) &&
     sub(a.services, b.services) &&

@@ -94,7 +94,7 @@ t.test('RFC 4745 §10.2: per field, the most permissive value among matching rul
   if (d.kind !== 'allow') return;
   t.same(
     { ...d.grant },
-    { availability: true, activities: true, place: 'type', sphere: false, location: 'km', userInput: 'full', devices: ['phone', 'watch'], services: [], note: false, timeOffset: false },
+    { availability: true, activities: true, place: 'type', sphere: false, location: 'km', locationRetransmission: false, locationRetentionDays: 0, userInput: 'full', devices: ['phone', 'watch'], services: [], note: false, timeOffset: false },
   );
   t.same(d.provenance.location, [d.ruleIds[1]], 'the rule holding the winning precision');
   t.same(d.provenance.devices, d.ruleIds, 'both rules add a class');
@@ -104,7 +104,20 @@ t.test('RFC 4745 §10.2: per field, the most permissive value among matching rul
 
 t.test('RFC 5025 §3.3: an omitted permission is its lowest value; old stored rule bodies keep their meaning', async (t) => {
   const parsed = ruleBodySchema.parse({ conditions: { identity: { watchers: [W1] } }, actions: { subHandling: 'allow' } });
-  t.same(parsed.transformations, { availability: false, activities: false, place: 'none', sphere: false, location: 'none', userInput: 'false', devices: [], services: [], note: false, timeOffset: false });
+  t.same(parsed.transformations, {
+    availability: false,
+    activities: false,
+    place: 'none',
+    sphere: false,
+    location: 'none',
+    locationRetransmission: false,
+    locationRetentionDays: 0,
+    userInput: 'false',
+    devices: [],
+    services: [],
+    note: false,
+    timeOffset: false,
+  });
   t.same(shown([rule({ conditions: { identity: { watchers: [W1] } }, actions: { subHandling: 'allow' } })]), offlineView(ENTITY));
   const stored = ruleBodySchema.safeParse({ conditions: { identity: { watchers: [W1] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: false } });
   t.ok(stored.success, 'a body stored before the richer model parses');
@@ -221,7 +234,9 @@ t.test('RFC 5025 §3.3 transformations, field by field', async (t) => {
 
 t.test('RFC 6772 §6.5.2: location is snapped to the granted grid; exact is the fix itself', async (t) => {
   const at = (precision: 'city' | 'km' | '100m' | 'exact') => shown([allow([W1], { availability: true, location: precision })]).location;
-  t.same(at('exact'), { latitude: 48.208176, longitude: 16.373819, radiusMeters: 12, precision: 'exact' });
+  t.same(at('exact'), { latitude: 48.208176, longitude: 16.373819, radiusMeters: 12, precision: 'exact', retransmissionAllowed: false, retentionDays: 0 });
+  const usage = shown([allow([W1], { location: 'km', locationRetentionDays: 7 }), allow([W1], { location: 'city', locationRetransmission: true })]).location;
+  t.match(usage, { precision: 'km', retransmissionAllowed: true, retentionDays: 7 }, 'RFC 4119 usage rules combine to the most permissive too');
   for (const p of ['city', 'km', '100m'] as const) {
     const loc = at(p);
     t.ok(loc && (loc.latitude !== 48.208176 || loc.longitude !== 16.373819), `${p}: not the true point`);

@@ -666,3 +666,25 @@ t.test('parse-xml resolves namespaces and decodes text', async (t) => {
   t.equal(parseXml('<a b="l1\nl2\r\nl3"/>').attributes.b, 'l1 l2 l3', 'literal white space in attributes becomes spaces (XML 1.0 §3.3.3)');
   t.equal(parseXml('<a b="l1&#10;l2&#13;"/>').attributes.b, 'l1\nl2\r', 'character references keep it');
 });
+
+t.test('RFC 4119 location usage rules travel as an extension and round-trip', async (t) => {
+  const rule = ruleSchema.parse({
+    ...ruleBodySchema.parse({
+      conditions: { identity: { watchers: ['aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa'] } },
+      actions: { subHandling: 'allow' },
+      transformations: { location: 'km', locationRetransmission: true, locationRetentionDays: 30 },
+    }),
+    id: '00000000-0000-4000-8000-00000000abcd',
+  });
+  const xml = exportPresRules([rule]);
+  t.match(xml, /<pp:location-usage retransmission-allowed="true" retention-days="30"\/>/);
+  t.same(importPresRules(xml)[0]?.body.transformations, rule.transformations);
+  const plain = exportPresRules([{ ...rule, transformations: { ...rule.transformations, locationRetransmission: false, locationRetentionDays: 0 } }]);
+  t.notMatch(plain, /location-usage/, 'the defaults are not written');
+  for (const bad of ['retention-days="366"', 'retention-days="x"', 'retransmission-allowed="yes"']) {
+    const broken = xml.replace(/retransmission-allowed="true" retention-days="30"/, bad.startsWith('retention') ? `retransmission-allowed="true" ${bad}` : `${bad} retention-days="30"`);
+    t.throws(() => importPresRules(broken), { code: 'invalid_document' }, bad);
+  }
+  const valid = await validatePidf({ usage: xml }, false);
+  t.ok(valid.ok, valid.output);
+});

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { escapeXml, renderPidf, type PidfInput } from '../../core/render-pidf.js';
+import { escapeXml, renderPidf, retentionExpiry, type PidfInput } from '../../core/render-pidf.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
 
 const entity = 'pres:alice@example.com';
@@ -76,7 +76,7 @@ const full: PidfInput = {
   placeType: 'office',
   zone: 'HQ & "annex"',
   sphere: 'work',
-  location: { latitude: 48.2037, longitude: 16.3735, radiusMeters: 708 },
+  location: { latitude: 48.2037, longitude: 16.3735, radiusMeters: 708, retransmissionAllowed: true, retentionDays: 7 },
   userInput: { state: 'idle', idleThresholdSeconds: 300, lastInput: '2026-11-25T10:29:00.000Z' },
   timeOffsetMinutes: 60,
   note: 'Back at 3 <pm>',
@@ -87,9 +87,15 @@ const full: PidfInput = {
   ],
 };
 
+t.test('RFC 4119 retention-expiry: the end of the UTC day plus the granted days', async (t) => {
+  t.equal(retentionExpiry(Date.parse('2026-11-25T10:30:00Z'), 0), '2026-11-26T00:00:00Z');
+  t.equal(retentionExpiry(Date.parse('2026-11-25T23:59:59Z'), 1), '2026-11-27T00:00:00Z');
+  t.equal(retentionExpiry(Date.parse('2026-11-26T00:00:00Z'), 0), '2026-11-27T00:00:00Z');
+});
+
 t.test('golden: every granted field', async (t) => {
   t.equal(
-    renderPidf(full),
+    renderPidf(full, Date.parse('2026-11-25T10:30:00Z')),
     '<?xml version="1.0" encoding="UTF-8"?>\n' +
       '<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"' +
       ' xmlns:lt="urn:ietf:params:xml:ns:location-type" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:gbp="urn:ietf:params:xml:ns:pidf:geopriv10:basicPolicy"' +
@@ -103,7 +109,7 @@ t.test('golden: every granted field', async (t) => {
       '<rpid:user-input idle-threshold="300" last-input="2026-11-25T10:29:00.000Z">idle</rpid:user-input>' +
       '<gp:geopriv><gp:location-info><gs:Circle srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>48.2037 16.3735</gml:pos>' +
       '<gs:radius uom="urn:ogc:def:uom:EPSG::9001">708</gs:radius></gs:Circle></gp:location-info>' +
-      '<gp:usage-rules><gbp:retransmission-allowed>false</gbp:retransmission-allowed></gp:usage-rules></gp:geopriv></dm:person>' +
+      '<gp:usage-rules><gbp:retransmission-allowed>true</gbp:retransmission-allowed><gbp:retention-expiry>2026-12-03T00:00:00Z</gbp:retention-expiry></gp:usage-rules></gp:geopriv></dm:person>' +
       '<dm:device id="d0123456789ab"><rpid:class>phone</rpid:class><dm:deviceID>urn:uuid:01234567-89ab-8cde-8f01-23456789abcd</dm:deviceID></dm:device>' +
       '</presence>\n',
   );
