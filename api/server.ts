@@ -9,6 +9,7 @@ import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { installErrorHandlers } from './http-errors.js';
+import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import type { WebhookDispatcher } from './webhook-dispatcher.js';
@@ -66,6 +67,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  // Before any route: the document is built from the routes added after this.
+  registerOpenApi(app);
   installErrorHandlers(app);
   // XML bodies arrive as text and are parsed by the route with the safe parser (core/parse-xml.ts).
   app.addContentTypeParser([AUTH_POLICY_MEDIA_TYPE, PIDF_MEDIA_TYPE], { parseAs: 'string' }, (_request, body, done) => done(null, body));
@@ -90,7 +93,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp });
   // Receivers of webhooks verify their signatures with this key set (RFC 7517).
   let jwks: string | undefined;
-  app.get('/.well-known/jwks.json', async (_request, reply) => {
+  app.get('/.well-known/jwks.json', { schema: jwksRouteSchema }, async (_request, reply) => {
     jwks ??= JSON.stringify({ keys: [await publicJwkOf(deps.signingKey)] });
     return reply.type('application/jwk-set+json').header('cache-control', 'public, max-age=300').send(jwks);
   });

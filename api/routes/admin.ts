@@ -6,6 +6,7 @@ import { scopeSchema } from '../../core/identity/tokens.js';
 import { domainSchema } from '../../policy/rule.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
+import { adminAccess, errors, json, operation } from '../openapi.js';
 
 /** Operator API (admin tokens only): the command-line tool's backend. */
 export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts; deviceTopic: (id: string) => string }): void {
@@ -16,8 +17,12 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/owners',
     {
       schema: {
+        ...operation('admin', 'Create an owner', adminAccess),
         body: z.object({ handle: handleSchema, displayName: displayNameSchema.optional() }).strict(),
-        response: { 201: z.object({ id: z.uuid(), handle: z.string(), entity: z.string() }) },
+        response: {
+          201: json(z.object({ id: z.uuid(), handle: z.string(), entity: z.string() }), 'The owner, with their presentity URI.'),
+          ...errors(400, 401, 403, 'conflict', 413, 415),
+        },
       },
     },
     async (request, reply) => {
@@ -30,8 +35,12 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/devices',
     {
       schema: {
+        ...operation('admin', 'Register a device for an owner', adminAccess),
         body: z.object({ owner: handleSchema, class: deviceClassSchema, name: displayNameSchema.optional() }).strict(),
-        response: { 201: z.object({ id: z.uuid(), ownerId: z.uuid(), owner: z.string(), class: z.string(), topic: z.string() }) },
+        response: {
+          201: json(z.object({ id: z.uuid(), ownerId: z.uuid(), owner: z.string(), class: z.string(), topic: z.string() }), 'The device, with the MQTT topic it publishes to.'),
+          ...errors(400, 401, 403, 404, 413, 415),
+        },
       },
     },
     async (request, reply) => {
@@ -45,8 +54,12 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/watchers',
     {
       schema: {
+        ...operation('admin', 'Register a watcher (a person or an app)', adminAccess),
         body: z.object({ kind: z.enum(['person', 'app']), name: displayNameSchema, domain: domainSchema.optional() }).strict(),
-        response: { 201: z.object({ id: z.uuid(), kind: z.enum(['person', 'app']), name: z.string(), domain: z.string().optional() }) },
+        response: {
+          201: json(z.object({ id: z.uuid(), kind: z.enum(['person', 'app']), name: z.string(), domain: z.string().optional() }), 'The watcher.'),
+          ...errors(400, 401, 403, 413, 415),
+        },
       },
     },
     async (request, reply) => {
@@ -59,6 +72,7 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/tokens',
     {
       schema: {
+        ...operation('admin', 'Issue a token', adminAccess, 'A device token (MQTT), or a watcher or owner token (HTTP); the scopes default to all the kind may carry.'),
         body: z
           .object({
             kind: z.enum(['device', 'watcher', 'owner']),
@@ -68,7 +82,8 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
           })
           .strict(),
         response: {
-          201: z.object({ kind: z.string(), subject: z.string(), token: z.string(), expiresAt: z.string(), scopes: z.array(z.string()) }),
+          201: json(z.object({ kind: z.string(), subject: z.string(), token: z.string(), expiresAt: z.string(), scopes: z.array(z.string()) }), 'The token.'),
+          ...errors(400, 401, 403, 404, 413, 415),
         },
       },
     },

@@ -10,6 +10,8 @@ import { negotiate } from '../negotiate.js';
 import { computeView, recordAccess, type Viewer, type WatcherViewDeps } from '../watcher-views.js';
 import { ifNoneMatchHits, JSON_MEDIA_TYPE, presenceMediaTypes, type RepresentationCache } from '../representations.js';
 import { watcherViewSchema } from '../../policy/watcher-view.js';
+import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
+import { documented, empty, errors, json, media, operation } from '../openapi.js';
 
 /** Owners per batch read. */
 export const MAX_BATCH = 100;
@@ -37,7 +39,31 @@ export function viewerOf(deps: PresenceRouteDeps, principal: Principal, handle: 
 export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): void {
   app.withTypeProvider<ZodTypeProvider>().get(
     '/v1/presence/:handle',
-    { schema: { params: z.object({ handle: handleSchema }) } },
+    {
+      schema: {
+        ...operation(
+          'presence',
+          "Read an owner's presence",
+          { kinds: ['watcher', 'owner'], scope: 'presence:read' },
+          "The caller's view, as PIDF (RFC 3863, with RPID RFC 4480; the default) or JSON, chosen by Accept. An unknown owner, an offline one, and one who does not let the caller see them all give the same offline view. Owners read their own presence only.",
+        ),
+        params: z.object({ handle: handleSchema }),
+        response: {
+          200: media(
+            "The caller's view.",
+            { [PIDF_MEDIA_TYPE]: z.string().describe('A PIDF document (RFC 3863) with RPID (RFC 4480) elements.'), [JSON_MEDIA_TYPE]: watcherViewSchema },
+            {
+              ETag: { type: 'string', description: 'Strong entity tag of these bytes; send it back in If-None-Match.' },
+              'Cache-Control': { type: 'string', description: 'private, no-cache' },
+              Vary: { type: 'string', description: 'Accept, Authorization' },
+            },
+          ),
+          304: empty('The view is still the one with the entity tag in If-None-Match (no body; the same ETag header).'),
+          ...errors('invalid_request', 401, 'forbidden', 406),
+        },
+      },
+      config: documented({ headers: z.object({ 'if-none-match': z.string().optional().describe('Entity tags of views already held (RFC 9110 §13.1.2).') }) }),
+    },
     async (request, reply) => {
       const principal = await deps.auth.require(request, ['watcher', 'owner'], 'presence:read');
       const mediaType = negotiate(request.headers.accept, presenceMediaTypes);
@@ -65,8 +91,17 @@ export function presenceRoutes(app: FastifyInstance, deps: PresenceRouteDeps): v
     '/v1/presence',
     {
       schema: {
+        ...operation(
+          'presence',
+          'Read the presence of several owners',
+          { kinds: ['watcher', 'owner'], scope: 'presence:read' },
+          `Up to ${MAX_BATCH} handles (repeat \`handle\`); each view exactly as a single read in JSON would give it, with the same entity tag, each read recorded in that owner's access log.`,
+        ),
         querystring: z.object({ handle: z.union([handleSchema, z.array(handleSchema).min(1).max(MAX_BATCH)]) }).strict(),
-        response: { 200: z.object({ results: z.array(z.object({ handle: z.string(), etag: z.string(), view: watcherViewSchema })) }) },
+        response: {
+          200: json(z.object({ results: z.array(z.object({ handle: z.string(), etag: z.string(), view: watcherViewSchema })) }), "The caller's view of each owner."),
+          ...errors('invalid_request', 401, 'forbidden', 406),
+        },
       },
     },
     async (request, reply) => {

@@ -8,6 +8,7 @@ import { activitySchema, availabilitySchema } from '../../core/presence.js';
 import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
 import type { Accounts, PublicationContent } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
+import { documented, errors, json, operation, ownerAccess, type ResponseHeaders } from '../openapi.js';
 
 /**
  * POST /v1/presence/{handle}: SIP PUBLISH (RFC 3903) mapped onto HTTP, for
@@ -91,8 +92,52 @@ function contentOf(contentType: string | undefined, body: unknown, entity: strin
   return parsed.data;
 }
 
+const publicationResult = z.object({
+  etag: z.string().optional().describe('The entity tag of the publication (also in the ETag header); absent after a removal.'),
+  expires: z.number().int().min(0).describe('Seconds until the publication expires (also in the Expires header); 0 after a removal.'),
+});
+
+const publicationHeaders: ResponseHeaders = {
+  ETag: { type: 'string', description: 'The entity tag of the publication (SIP-ETag): send it in If-Match to refresh, modify or remove it.' },
+  Expires: { type: 'integer', description: 'Seconds until the publication expires.' },
+  'Cache-Control': { type: 'string', description: 'no-store' },
+};
+
+const publishErrors = errors('invalid_request', 'invalid_document', 'bad_event', 401, 'forbidden', 404, 'conflict', 412, 413, 415, 423);
+
 export function publicationRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts }): void {
-  app.withTypeProvider<ZodTypeProvider>().post('/v1/presence/:handle', { schema: { params: z.object({ handle: handleSchema }) } }, async (request, reply) => {
+  const schema = {
+    ...operation(
+      'publish',
+      "Publish, refresh, modify or remove the owner's presence",
+      ownerAccess('presence:write'),
+      'SIP PUBLISH (RFC 3903) over HTTP. Initial: a body and no If-Match (201). Refresh: If-Match and no body. Modify: If-Match and a body. Remove: If-Match and Expires: 0. Owners publish their own presence only.',
+    ),
+    params: z.object({ handle: handleSchema }),
+    response: {
+      200: json(publicationResult, 'The publication was refreshed, modified or removed.', publicationHeaders),
+      201: json(publicationResult, 'The publication was created.', publicationHeaders),
+      ...publishErrors,
+      423: { ...publishErrors[423], headers: { 'Min-Expires': { type: 'integer', description: `The shortest expiry accepted, in seconds (${MIN_EXPIRES_SECONDS}).` } } satisfies ResponseHeaders },
+    },
+  };
+  const config = documented({
+    headers: z.object({
+      event: z.string().optional().describe('The event package: presence, the only one (another is `bad_event`).'),
+      'if-match': z.string().optional().describe('One strong entity tag of a live publication (SIP-If-Match).'),
+      expires: z
+        .string()
+        .regex(/^\d+$/)
+        .optional()
+        .describe(`Seconds: 0 removes, otherwise at least ${MIN_EXPIRES_SECONDS} (longer is cut to ${MAX_EXPIRES_SECONDS}); default ${DEFAULT_EXPIRES_SECONDS}.`),
+    }),
+    body: {
+      description: 'The presence to publish, as PIDF or as JSON; none for a refresh or a removal.',
+      content: { [PIDF_MEDIA_TYPE]: z.string().describe('A PIDF document (RFC 3863) whose entity is the owner.'), 'application/json': jsonPublication },
+    },
+    optionalBody: true,
+  });
+  app.withTypeProvider<ZodTypeProvider>().post('/v1/presence/:handle', { schema, config }, async (request, reply) => {
     const principal = await deps.auth.require(request, ['owner'], 'presence:write');
     const owner = deps.accounts.ownerByHandle(request.params.handle);
     if (owner.id !== principal.subject) throw new AppError('forbidden', 'Owners publish their own presence only.');

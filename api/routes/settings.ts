@@ -5,6 +5,7 @@ import { handleSchema } from '../../core/identifiers.js';
 import { ownerSettingsSchema, settingsInputSchema } from '../../core/owner-settings.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
+import { adminAccess, errors, json, operation, ownerAccess } from '../openapi.js';
 
 /**
  * The owner's settings (zones, dwell times, quiet hours, ...) and their own
@@ -37,24 +38,60 @@ export function settingsRoutes(app: FastifyInstance, deps: { auth: Authenticator
     return deps.accounts.ownerByHandle(handle);
   };
 
-  r.get('/v1/me/settings', { schema: { response: { 200: ownerSettingsSchema } } }, async (request) => deps.accounts.settingsOf(await self(request, 'settings:manage')));
-  r.put('/v1/me/settings', { schema: { body: settingsInputSchema, response: { 200: ownerSettingsSchema } } }, async (request) =>
-    deps.accounts.updateSettings(await self(request, 'settings:manage'), request.body),
-  );
-  r.get('/v1/me/presence', { schema: { response: { 200: ownerViewSchema } } }, async (request) => {
-    const ownerId = await self(request, 'presence:read');
-    const owner = deps.accounts.ownerById(ownerId);
-    return deps.accounts.ownerView(owner.id, owner.handle);
-  });
+  const settings = (description: string) => json(ownerSettingsSchema, description);
+  const ownerView = json(ownerViewSchema, "The owner's full presence, as derived, with the rule and signals behind each field.");
+  const settingsHelp = 'A PUT replaces the settings whole (absent fields take their defaults) and re-derives presence.';
 
-  r.get('/v1/admin/owners/:handle/settings', { schema: { params: handleParams, response: { 200: ownerSettingsSchema } } }, async (request) =>
-    deps.accounts.settingsOf((await byHandle(request, request.params.handle)).id),
+  r.get(
+    '/v1/me/settings',
+    { schema: { ...operation('settings', 'Read your settings', ownerAccess('settings:manage')), response: { 200: settings('The settings.'), ...errors(401, 'forbidden') } } },
+    async (request) => deps.accounts.settingsOf(await self(request, 'settings:manage')),
   );
-  r.put('/v1/admin/owners/:handle/settings', { schema: { params: handleParams, body: settingsInputSchema, response: { 200: ownerSettingsSchema } } }, async (request) =>
-    deps.accounts.updateSettings((await byHandle(request, request.params.handle)).id, request.body),
+  r.put(
+    '/v1/me/settings',
+    {
+      schema: {
+        ...operation('settings', 'Replace your settings', ownerAccess('settings:manage'), settingsHelp),
+        body: settingsInputSchema,
+        response: { 200: settings('The settings now in force.'), ...errors('invalid_request', 401, 'forbidden', 413, 415) },
+      },
+    },
+    async (request) => deps.accounts.updateSettings(await self(request, 'settings:manage'), request.body),
   );
-  r.get('/v1/admin/owners/:handle/presence', { schema: { params: handleParams, response: { 200: ownerViewSchema } } }, async (request) => {
-    const owner = await byHandle(request, request.params.handle);
-    return deps.accounts.ownerView(owner.id, owner.handle);
-  });
+  r.get(
+    '/v1/me/presence',
+    { schema: { ...operation('settings', 'Read your own full presence, with its trace', ownerAccess('presence:read')), response: { 200: ownerView, ...errors(401, 'forbidden') } } },
+    async (request) => {
+      const ownerId = await self(request, 'presence:read');
+      const owner = deps.accounts.ownerById(ownerId);
+      return deps.accounts.ownerView(owner.id, owner.handle);
+    },
+  );
+
+  const admin = (summary: string, description?: string) => operation(['settings', 'admin'], summary, adminAccess, description);
+  r.get(
+    '/v1/admin/owners/:handle/settings',
+    { schema: { ...admin("Read an owner's settings"), params: handleParams, response: { 200: settings('The settings.'), ...errors('invalid_request', 401, 'forbidden', 404) } } },
+    async (request) => deps.accounts.settingsOf((await byHandle(request, request.params.handle)).id),
+  );
+  r.put(
+    '/v1/admin/owners/:handle/settings',
+    {
+      schema: {
+        ...admin("Replace an owner's settings", settingsHelp),
+        params: handleParams,
+        body: settingsInputSchema,
+        response: { 200: settings('The settings now in force.'), ...errors('invalid_request', 401, 'forbidden', 404, 413, 415) },
+      },
+    },
+    async (request) => deps.accounts.updateSettings((await byHandle(request, request.params.handle)).id, request.body),
+  );
+  r.get(
+    '/v1/admin/owners/:handle/presence',
+    { schema: { ...admin("Read an owner's full presence, with its trace"), params: handleParams, response: { 200: ownerView, ...errors('invalid_request', 401, 'forbidden', 404) } } },
+    async (request) => {
+      const owner = await byHandle(request, request.params.handle);
+      return deps.accounts.ownerView(owner.id, owner.handle);
+    },
+  );
 }

@@ -7,6 +7,7 @@ import { handleSchema } from '../../core/identifiers.js';
 import { JSON_MEDIA_TYPE } from '../representations.js';
 import { computeView, recordAccess } from '../watcher-views.js';
 import { viewerOf, type PresenceRouteDeps } from './presence.js';
+import { documented, errors, media, operation } from '../openapi.js';
 
 /**
  * GET /v1/presence/{handle}/stream: the caller's view as Server-Sent Events
@@ -39,7 +40,21 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
     for (const socket of open) socket.destroy();
   });
 
-  app.withTypeProvider<ZodTypeProvider>().get('/v1/presence/:handle/stream', { schema: { params: z.object({ handle: handleSchema }) } }, async (request, reply) => {
+  const schema = {
+    ...operation(
+      'stream',
+      "Stream an owner's presence",
+      { kinds: ['watcher', 'owner'], scope: 'presence:read' },
+      `Server-Sent Events: event \`presence\` with the caller's view as JSON (as a JSON read gives it) in \`data\` and its entity tag as \`id\`, sent at once and then only when the view changes; a comment every ${HEARTBEAT_MS / 1000} s keeps the connection open. The stream ends when the token expires or its subject is removed, and after ${STREAM_MAX_MS / 60_000} minutes in any case: reconnect with Last-Event-ID. At most ${MAX_STREAMS_PER_CALLER} streams per caller.`,
+    ),
+    params: z.object({ handle: handleSchema }),
+    response: {
+      200: media("The caller's view, then each change of it.", { 'text/event-stream': z.string().describe('Server-Sent Events (`id`, `event: presence`, `data`: a WatcherView as JSON).') }),
+      ...errors('invalid_request', 401, 'forbidden', 429, 503),
+    },
+  };
+  const config = documented({ headers: z.object({ 'last-event-id': z.string().optional().describe('The id of the last event received: nothing is sent until the view differs from it.') }) });
+  app.withTypeProvider<ZodTypeProvider>().get('/v1/presence/:handle/stream', { schema, config }, async (request, reply) => {
     const principal = await deps.auth.require(request, ['watcher', 'owner'], 'presence:read');
     const caller = `${principal.kind}:${principal.subject}`;
     if ((perCaller.get(caller) ?? 0) >= MAX_STREAMS_PER_CALLER) throw new AppError('too_many_requests', `At most ${MAX_STREAMS_PER_CALLER} open streams per caller.`);

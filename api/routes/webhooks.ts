@@ -7,6 +7,7 @@ import { handleSchema, idSchema } from '../../core/identifiers.js';
 import type { Repository } from '../../core/db/repository.js';
 import type { Authenticator } from '../authenticate.js';
 import type { WebhookDispatcher } from '../webhook-dispatcher.js';
+import { empty, errors, json, operation, watcherAccess } from '../openapi.js';
 
 /**
  * Webhooks (watcher tokens with presence:read): POST /v1/webhooks
@@ -44,7 +45,18 @@ export function webhookRoutes(
 
   r.post(
     '/v1/webhooks',
-    { schema: { body: z.object({ handle: handleSchema, url: z.string().max(2048) }).strict(), response: { 201: webhookSchema } } },
+    {
+      schema: {
+        ...operation(
+          'webhooks',
+          'Register a webhook',
+          watcherAccess('presence:read'),
+          `The watcher's view of the owner is POSTed to the url (https) now and on every change, signed with a key from /.well-known/jwks.json. At most ${MAX_WEBHOOKS_PER_WATCHER} per watcher. Unlike a read, an unknown owner is not_found.`,
+        ),
+        body: z.object({ handle: handleSchema, url: z.string().max(2048) }).strict(),
+        response: { 201: json(webhookSchema, 'The webhook.'), ...errors('invalid_request', 401, 'forbidden', 404, 'conflict', 413, 415) },
+      },
+    },
     async (request, reply) => {
       const watcherId = await watcherOf(request);
       const url = parseWebhookUrl(request.body.url, deps.allowHttp);
@@ -58,16 +70,35 @@ export function webhookRoutes(
     },
   );
 
-  r.get('/v1/webhooks', { schema: { response: { 200: z.object({ webhooks: z.array(webhookSchema) }) } } }, async (request) => {
-    const watcherId = await watcherOf(request);
-    const hooks = await deps.repository.webhooksOf(watcherId);
-    return { webhooks: hooks.map((h) => ({ id: h.id, handle: handleOf(h.ownerId), url: h.url })) };
-  });
+  r.get(
+    '/v1/webhooks',
+    {
+      schema: {
+        ...operation('webhooks', "List the watcher's webhooks", watcherAccess('presence:read')),
+        response: { 200: json(z.object({ webhooks: z.array(webhookSchema) }), 'Every webhook of the watcher.'), ...errors(401, 'forbidden') },
+      },
+    },
+    async (request) => {
+      const watcherId = await watcherOf(request);
+      const hooks = await deps.repository.webhooksOf(watcherId);
+      return { webhooks: hooks.map((h) => ({ id: h.id, handle: handleOf(h.ownerId), url: h.url })) };
+    },
+  );
 
-  r.delete('/v1/webhooks/:id', { schema: { params: z.object({ id: idSchema }) } }, async (request, reply) => {
-    const watcherId = await watcherOf(request);
-    if (!(await deps.repository.deleteWebhook(watcherId, request.params.id))) throw new AppError('not_found', 'No such webhook.');
-    deps.dispatcher.remove(request.params.id);
-    return reply.code(204).send();
-  });
+  r.delete(
+    '/v1/webhooks/:id',
+    {
+      schema: {
+        ...operation('webhooks', 'Delete a webhook', watcherAccess('presence:read')),
+        params: z.object({ id: idSchema }),
+        response: { 204: empty('The webhook is gone.'), ...errors('invalid_request', 401, 'forbidden', 404, 413, 415) },
+      },
+    },
+    async (request, reply) => {
+      const watcherId = await watcherOf(request);
+      if (!(await deps.repository.deleteWebhook(watcherId, request.params.id))) throw new AppError('not_found', 'No such webhook.');
+      deps.dispatcher.remove(request.params.id);
+      return reply.code(204).send();
+    },
+  );
 }
