@@ -420,7 +420,7 @@ function latestLocation(counted: readonly Signal[], owner: OwnerSettings): Locat
     if (signal.event.kind === 'location' && signal.event.accuracy <= owner.maxLocationAccuracyMeters && newerFix(signal, latest)) latest = signal;
   }
   if (latest?.event.kind !== 'location') return undefined;
-  return { latitude: latest.event.latitude, longitude: latest.event.longitude, accuracy: latest.event.accuracy };
+  return { latitude: latest.event.latitude, longitude: latest.event.longitude, accuracy: latest.event.accuracy, deviceId: latest.deviceId };
 }
 
 /** Haversine distance on a spherical Earth (mean radius 6,371,008.8 m). */

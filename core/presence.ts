@@ -40,6 +40,8 @@ export interface Location {
   readonly longitude: number;
   /** Radius of the 68% confidence circle, metres. */
   readonly accuracy: number;
+  /** The device that measured it (RFC 5491 §3.4: a location belongs to the device element). */
+  readonly deviceId?: string | undefined;
 }
 
 /** Why a field has its value: the rule and the signals (device/kind keys) behind it. Owner's eyes only. */
@@ -94,7 +96,7 @@ export function samePresence(a: PresenceState, b: PresenceState): boolean {
   if ((a.place === undefined) !== (b.place === undefined) || a.place?.zone !== b.place?.zone || a.place?.placeType !== b.place?.placeType || a.place?.sphere !== b.place?.sphere) {
     return false;
   }
-  if (a.note !== b.note || a.location?.latitude !== b.location?.latitude || a.location?.longitude !== b.location?.longitude || a.location?.accuracy !== b.location?.accuracy) return false;
+  if (a.note !== b.note || a.location?.latitude !== b.location?.latitude || a.location?.longitude !== b.location?.longitude || a.location?.accuracy !== b.location?.accuracy || a.location?.deviceId !== b.location?.deviceId) return false;
   if (!sameList(a.devices, b.devices, (x, y) => x.id === y.id && x.lastSeen === y.lastSeen && x.live === y.live)) return false;
   const keys = Object.keys(a.trace);
   if (keys.length !== Object.keys(b.trace).length) return false;

@@ -28,6 +28,8 @@ export interface PidfInput {
         readonly radiusMeters: number;
         readonly retransmissionAllowed?: boolean | undefined;
         readonly retentionDays?: number | undefined;
+        /** The device element to carry it (RFC 5491 §3.4); without one, the person element. */
+        readonly device?: { readonly id: string; readonly deviceId: string } | undefined;
       }
     | undefined;
   readonly userInput?: { readonly state: 'active' | 'idle'; readonly idleThresholdSeconds?: number | undefined; readonly lastInput?: string | undefined } | undefined;
@@ -118,8 +120,8 @@ function person(input: PidfInput, now: number): string {
     (input.sphere !== undefined ? `<rpid:sphere><rpid:${input.sphere}/></rpid:sphere>` : '') +
     (input.timeOffsetMinutes !== undefined ? `<rpid:time-offset>${input.timeOffsetMinutes}</rpid:time-offset>` : '') +
     (input.userInput !== undefined ? userInput(input.userInput) : '') +
-    // RFC 5491 §3.4: the person's location goes in the person element.
-    (input.location !== undefined ? geopriv(input.location, now) : '');
+    // RFC 5491 §3.4: a location with no device to carry it describes the person.
+    (input.location !== undefined && input.location.device === undefined ? geopriv(input.location, now) : '');
   return parts === '' ? '' : `<dm:person id="p">${parts}</dm:person>`;
 }
 
@@ -134,7 +136,16 @@ export function renderPidf(input: PidfInput, now = 0): string {
   // RFC 3863 §4.1.5: the note goes in the presence tuple, where every PIDF client reads it.
   const note = input.note !== undefined ? `<note>${escapeXml(input.note)}</note>` : '';
   const services = (input.services ?? []).map((s) => `<tuple id="${escapeXml(s.id)}"><status><basic>${s.basic}</basic></status>${rpidClass(s.class)}</tuple>`).join('');
-  const devices = (input.devices ?? []).map((d) => `<dm:device id="${escapeXml(d.id)}">${rpidClass(d.class)}<dm:deviceID>${escapeXml(d.deviceId)}</dm:deviceID></dm:device>`).join('');
+  // RFC 5491 §3.4: the location goes in the element of the device that measured it, merged with
+  // that device's own element when devices are granted too.
+  const located = input.location?.device;
+  const geo = (id: string) => (input.location !== undefined && located?.id === id ? geopriv(input.location, now) : '');
+  const listed = input.devices ?? [];
+  const devices =
+    listed.map((d) => `<dm:device id="${escapeXml(d.id)}">${geo(d.id)}${rpidClass(d.class)}<dm:deviceID>${escapeXml(d.deviceId)}</dm:deviceID></dm:device>`).join('') +
+    (located !== undefined && !listed.some((d) => d.id === located.id)
+      ? `<dm:device id="${escapeXml(located.id)}">${geo(located.id)}<dm:deviceID>${escapeXml(located.deviceId)}</dm:deviceID></dm:device>`
+      : '');
   return (
     `<?xml version="1.0" encoding="UTF-8"?>\n` +
     `<presence ${namespaces} entity="${escapeXml(input.entity)}">` +

@@ -54,6 +54,8 @@ export const watcherViewSchema = z
         /** RFC 4119 §2.2.2 usage rules, from the consent rule. */
         retransmissionAllowed: z.boolean(),
         retentionDays: z.number().int(),
+        /** The device element the location belongs to (RFC 5491 §3.4), by its derived ids. */
+        device: z.object({ id: z.string(), deviceId: z.string() }).strict(),
       })
       .strict()
       .optional(),
@@ -135,11 +137,13 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   if (grant.sphere && state.place?.sphere) out.sphere = state.place.sphere;
   if (grant.location !== 'none' && state.location) {
     const { latitude, longitude, accuracy } = state.location;
+    const ref = deviceRef(state.location.deviceId ?? 'unknown');
     out.location = {
       ...snapLocation(latitude, longitude, accuracy, grant.location),
       precision: grant.location,
       retransmissionAllowed: grant.locationRetransmission,
       retentionDays: grant.locationRetentionDays,
+      device: { id: ref.occurrence, deviceId: ref.urn },
     };
   }
   if (grant.userInput !== 'false' && state.userInput) {

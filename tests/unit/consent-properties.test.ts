@@ -388,6 +388,7 @@ function ensureSound(s: Scenario, view: WatcherView, expected: Expected): void {
         precision: grant.location,
         retransmissionAllowed: grant.locationRetransmission,
         retentionDays: grant.locationRetentionDays,
+        device: view.location.device,
       },
       'the location snapped to the granted grid, with the granted usage rules',
     );

@@ -133,3 +133,17 @@ t.test('documents with every field pass the schemas; without a place type (RFC 4
   const lax = await validatePidf({ full: renderPidf(full), 'type-only': renderPidf({ entity, basic: 'open', placeType: 'airport' }) }, false);
   t.ok(lax.ok, lax.output);
 });
+
+t.test('RFC 5491 §3.4: the location goes in the element of the device that measured it', async (t) => {
+  const now = Date.parse('2026-11-25T10:30:00Z');
+  const device = { id: 'd0123456789ab', deviceId: 'urn:uuid:01234567-89ab-8cde-8f01-23456789abcd' };
+  const location = { latitude: 48.2037, longitude: 16.3735, radiusMeters: 708, device };
+  const alone = renderPidf({ entity, basic: 'open', location }, now);
+  t.match(alone, /<dm:device id="d0123456789ab"><gp:geopriv>.*<\/gp:geopriv><dm:deviceID>urn:uuid:01234567-89ab-8cde-8f01-23456789abcd<\/dm:deviceID><\/dm:device>/);
+  t.notMatch(alone, /<dm:person/, 'nothing else to say of the person');
+  const merged = renderPidf({ entity, basic: 'open', location, devices: [{ ...device, class: 'phone' }, { id: 'dother', deviceId: 'urn:uuid:11111111-89ab-8cde-8f01-23456789abcd' }] }, now);
+  t.equal(merged.match(/<dm:device /g)?.length, 2, 'merged with the granted device, not repeated');
+  t.match(merged, /<dm:device id="d0123456789ab"><gp:geopriv>.*<\/gp:geopriv><rpid:class>phone<\/rpid:class><dm:deviceID>/);
+  const valid = await validatePidf({ alone, merged }, true);
+  t.ok(valid.ok, valid.output);
+});
