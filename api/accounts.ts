@@ -177,6 +177,13 @@ export class Accounts {
     };
   }
 
+  private readonly settingsListeners: ((ownerId: string) => void)[] = [];
+
+  /** Called after an owner's settings change (the SIP gateway starts or stops publishing). */
+  onSettingsChange(listener: (ownerId: string) => void): void {
+    this.settingsListeners.push(listener);
+  }
+
   settingsOf(ownerId: string): OwnerSettings {
     return this.directory.settings(ownerId);
   }
@@ -189,6 +196,7 @@ export class Accounts {
     await this.repository.updateOwnerSettings(ownerId, settings);
     this.directory.putSettings(ownerId, settings);
     this.hub.refresh(ownerId, this.clock());
+    for (const listener of this.settingsListeners) listener(ownerId);
     return settings;
   }
 

@@ -29,6 +29,8 @@ import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
+import { SipGateway } from '../api/sip-gateway.js';
+import { SipPublisherPool, sipGatewayConfigSchema } from '../api/sip/index.js';
 import { loadOrCreateKeyPem } from './key-file.js';
 
 /**
@@ -208,6 +210,39 @@ export async function startService(config: Config, options: ServiceOptions = {})
     });
     cleanups.push(async () => webhooks.close());
     for (const hook of await repository.listWebhooks()) webhooks.add(hook);
+
+    if (config.sip) {
+      // SIP gateway: publications are removed (Expires: 0) by the pool's close, after the gateway stops watching.
+      const sip = sipGatewayConfigSchema.safeParse({
+        server: config.sip.server,
+        domain: config.sip.domain,
+        localHost: config.sip.localHost,
+        expires: config.sip.expires,
+        ...(config.sip.username !== undefined ? { username: config.sip.username, password: config.sip.password } : {}),
+      });
+      if (!sip.success) throw new Error(`invalid SIP configuration: ${sip.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      const pool = await SipPublisherPool.create(sip.data, { onOutcome: SipGateway.outcomeCounter(metrics) });
+      cleanups.push(() => pool.close());
+      if (!directory.activeWatcher(config.sip.audience)) log.warn('SIP_AUDIENCE names no active watcher: the SIP server will be sent the offline view until it exists and rules name it');
+      const gateway = new SipGateway({
+        directory,
+        ruleBook,
+        hub,
+        entityOf: (handle) => pool.presentityUri(handle),
+        pool,
+        audience: config.sip.audience,
+        enabled: (ownerId) => directory.settings(ownerId).sipPublish,
+        representations,
+        accessLog,
+        clock,
+        metrics,
+        onError: (err: unknown) => log.warn({ err }, 'SIP publication failed'),
+      });
+      cleanups.push(async () => gateway.close());
+      accounts.onSettingsChange((ownerId) => gateway.sync(ownerId));
+      for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
+      log.info({ server: config.sip.server }, 'SIP gateway on');
+    }
     let ready = false;
     const app = buildApi({
       log,

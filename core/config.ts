@@ -59,6 +59,17 @@ export const envSchema = z.object({
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
+  /** The SIP presence server the gateway PUBLISHes to, e.g. sip:127.0.0.1:5070;transport=tcp; unset: no gateway. */
+  SIP_SERVER: z.string().regex(/^sip:[^\s<>"]+$/, 'must be a sip: URI such as sip:127.0.0.1:5070;transport=tcp').optional(),
+  /** Domain of the presentity URIs the gateway publishes (sip:{handle}@{SIP_DOMAIN}); default PRESENCE_DOMAIN. */
+  SIP_DOMAIN: z.string().min(1).max(253).optional(),
+  /** The watcher id whose consent decides what the SIP server receives. */
+  SIP_AUDIENCE: z.uuid().regex(/^[0-9a-f-]+$/, 'must be a lower-case UUID').optional(),
+  SIP_USERNAME: z.string().min(1).max(256).optional(),
+  SIP_PASSWORD: z.string().min(1).max(1024).optional(),
+  SIP_EXPIRES: positiveInt.min(60).max(86_400).default(3600),
+  /** Local address for the gateway's socket. */
+  SIP_LOCAL_HOST: z.string().default('127.0.0.1'),
   /** Whether webhook URLs may be plain http (default: only outside production). */
   WEBHOOK_ALLOW_HTTP: z.enum(['true', 'false']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -99,6 +110,17 @@ export interface Config {
   readonly persistIntervalMs: number;
   readonly auditRetentionDays: number;
   readonly webhookAllowHttp: boolean;
+  readonly sip:
+    | {
+        readonly server: string;
+        readonly domain: string;
+        readonly audience: string;
+        readonly username: string | undefined;
+        readonly password: string | undefined;
+        readonly expires: number;
+        readonly localHost: string;
+      }
+    | undefined;
   readonly logLevel: string;
 }
 
@@ -124,6 +146,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   // A persistent session needs an id that is stable and unique per process;
   // a host name is neither (several processes per host, new hosts per deploy).
   if (env.NODE_ENV === 'production' && env.MQTT_URL && !env.MQTT_CLIENT_ID) problems.push('MQTT_CLIENT_ID: required with MQTT_URL when NODE_ENV=production');
+  if (env.SIP_SERVER && !env.SIP_AUDIENCE) problems.push('SIP_AUDIENCE: required with SIP_SERVER (the watcher whose consent decides what the SIP server sees)');
+  if (!env.SIP_SERVER && (env.SIP_AUDIENCE || env.SIP_USERNAME || env.SIP_DOMAIN)) problems.push('SIP_AUDIENCE/SIP_USERNAME/SIP_DOMAIN: only used with SIP_SERVER');
+  if ((env.SIP_USERNAME === undefined) !== (env.SIP_PASSWORD === undefined)) problems.push('SIP_USERNAME/SIP_PASSWORD: set both or neither');
   const native = `${env.MQTT_TOPIC_ROOT}/`;
   const owntracks = `${env.OWNTRACKS_TOPIC_ROOT}/`;
   if (native.startsWith(owntracks) || owntracks.startsWith(native)) problems.push('OWNTRACKS_TOPIC_ROOT: must not overlap MQTT_TOPIC_ROOT');
@@ -179,6 +204,18 @@ export function parseConfig(source: Env): ConfigResult {
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    sip:
+      e.SIP_SERVER && e.SIP_AUDIENCE
+        ? {
+            server: e.SIP_SERVER,
+            domain: e.SIP_DOMAIN ?? e.PRESENCE_DOMAIN,
+            audience: e.SIP_AUDIENCE,
+            username: e.SIP_USERNAME,
+            password: e.SIP_PASSWORD,
+            expires: e.SIP_EXPIRES,
+            localHost: e.SIP_LOCAL_HOST,
+          }
+        : undefined,
     webhookAllowHttp: e.WEBHOOK_ALLOW_HTTP === undefined ? e.NODE_ENV !== 'production' : e.WEBHOOK_ALLOW_HTTP === 'true',
     logLevel: e.LOG_LEVEL,
   };

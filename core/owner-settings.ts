@@ -99,6 +99,8 @@ export const ownerSettingsFields = z
     maxBleDistanceMeters: z.number().min(0).max(1000).default(5),
     /** Do-not-disturb between these local times (needs timeZone). */
     quietHours: z.object({ from: hhmm, to: hhmm }).strict().optional(),
+    /** Publish this owner's presence to the SIP presence server (SIP_SERVER), as the SIP audience may see it. */
+    sipPublish: z.boolean().default(false),
     /** Signal kinds that never count for this owner. */
     ignore: z.array(z.enum(ignorableSignals)).max(ignorableSignals.length).default([]),
   })

@@ -1,0 +1,114 @@
+import type { AccessLogBuffer } from '../core/access-log.js';
+import type { Metrics } from '../core/metrics.js';
+import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
+import type { RepresentationCache } from './representations.js';
+import type { PublishOutcome, SipPublisherPool } from './sip/index.js';
+import { computeView, recordAccess, type WatcherViewDeps } from './watcher-views.js';
+
+/**
+ * The SIP gateway: for owners who turn it on (settings `sipPublish`), the
+ * service acts as their presence user agent and PUBLISHes (RFC 3903) to the
+ * configured SIP presence server the view granted to the SIP audience, a
+ * watcher like any other (the owner's rules decide what it sees: consent
+ * applies to SIP exactly as to HTTP). A document is sent when the rendered
+ * PIDF changes; the publisher pool keeps the entity tag, refreshes before
+ * expiry and starts over on 412. Turning the gateway off, or shutting down,
+ * removes the publication (Expires: 0). Each document sent is an outbound
+ * publication in the owner's access log.
+ */
+export interface SipGatewayDeps extends WatcherViewDeps {
+  readonly pool: SipPublisherPool;
+  /** The watcher whose consent applies to what the SIP server receives. */
+  readonly audience: string;
+  readonly enabled: (ownerId: string) => boolean;
+  readonly representations: RepresentationCache;
+  readonly accessLog: AccessLogBuffer;
+  readonly clock: () => number;
+  readonly metrics: Metrics;
+  readonly onError: (error: unknown) => void;
+}
+
+interface Served {
+  readonly handle: string;
+  lastBody: string | undefined;
+  timer: NodeJS.Timeout | undefined;
+  readonly unsubscribe: () => void;
+}
+
+export class SipGateway {
+  private readonly served = new Map<string, Served>();
+  private closed = false;
+
+  constructor(private readonly deps: SipGatewayDeps) {
+    deps.metrics.counter('presence_sip_publish_total', 'SIP PUBLISH transactions by kind (initial, modify, refresh, remove) and final status');
+    deps.metrics.gauge('presence_sip_publications', 'Owners whose presence the SIP gateway publishes', () => this.served.size);
+  }
+
+  /** The pool's outcome callback: counted for operators (no presentity in labels). */
+  static outcomeCounter(metrics: Metrics): (outcome: PublishOutcome) => void {
+    return (outcome) => metrics.inc('presence_sip_publish_total', { kind: outcome.kind, status: String(outcome.status) });
+  }
+
+  /** Starts or stops publishing for one owner, as their settings now say. */
+  sync(ownerId: string): void {
+    if (this.closed) return;
+    const owner = this.deps.directory.owner(ownerId);
+    const wanted = owner !== undefined && this.deps.enabled(ownerId);
+    const current = this.served.get(ownerId);
+    if (wanted && !current && owner) {
+      const check = () => this.check(ownerId);
+      const offHub = this.deps.hub.watch(ownerId, check);
+      const offRules = this.deps.ruleBook.watch(ownerId, check);
+      this.served.set(ownerId, {
+        handle: owner.handle,
+        lastBody: undefined,
+        timer: undefined,
+        unsubscribe: () => {
+          offHub();
+          offRules();
+        },
+      });
+      check();
+    } else if (!wanted && current) {
+      this.stop(ownerId, current);
+      this.deps.pool.remove(current.handle).catch(this.deps.onError);
+    }
+  }
+
+  /** Stops watching; the pool's close() removes the publications. */
+  close(): void {
+    this.closed = true;
+    for (const [ownerId, served] of this.served) this.stop(ownerId, served);
+  }
+
+  private stop(ownerId: string, served: Served): void {
+    served.unsubscribe();
+    clearTimeout(served.timer);
+    this.served.delete(ownerId);
+  }
+
+  private check(ownerId: string): void {
+    const served = this.served.get(ownerId);
+    if (!served || this.closed) return;
+    const now = this.deps.clock();
+    const access = computeView(this.deps, { kind: 'watcher', id: this.deps.audience }, served.handle, now);
+    clearTimeout(served.timer);
+    if (Number.isFinite(access.validUntil)) {
+      served.timer = setTimeout(() => this.check(ownerId), Math.min(Math.max(0, access.validUntil - now) + 1, 2_147_000_000));
+      served.timer.unref();
+    }
+    const body = this.deps.representations.get(access.view, PIDF_MEDIA_TYPE, now).body;
+    if (body === served.lastBody) return;
+    served.lastBody = body;
+    // The pool sends only the newest document if several queue up.
+    this.deps.pool.update(served.handle, body).then(
+      (outcome) => {
+        if (outcome && outcome.status >= 200 && outcome.status < 300) recordAccess(this.deps.accessLog, this.deps.audience, access, 'publish', this.deps.clock());
+      },
+      (error: unknown) => {
+        served.lastBody = undefined; // try again on the next change
+        this.deps.onError(error);
+      },
+    );
+  }
+}

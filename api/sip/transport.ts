@@ -1,0 +1,412 @@
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { connect, isIPv6, type Socket as TcpSocket } from 'node:net';
+import { StreamFramer } from './framing.js';
+import { buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
+
+/**
+ * Client transports for non-INVITE transactions (RFC 3261 §17.1.2, §18.1):
+ * `send(request)` resolves with the final response of that transaction.
+ *
+ * - UDP: one socket; responses are matched to transactions by the topmost
+ *   Via branch and the CSeq method (§17.1.3); the request is retransmitted
+ *   on Timer E (T1, doubling up to T2; T2 once a provisional response came)
+ *   until Timer F (64*T1) ends the transaction (§17.1.2.2).
+ * - TCP: one persistent connection, opened on first use and re-opened on the
+ *   next request after it closes; framing by Content-Length (§18.3); no
+ *   retransmission (§17.1.2.2: Timer E is for unreliable transports only),
+ *   Timer F still bounds the wait. Closing the connection fails the
+ *   transactions on it (§17.1.4 transport error).
+ *
+ * Both bound the transactions in flight and the requests waiting for a slot.
+ */
+
+export type SipTransportErrorCode = 'timeout' | 'network' | 'closed' | 'overloaded' | 'invalid-request';
+
+export class SipTransportError extends Error {
+  override readonly name = 'SipTransportError';
+  constructor(
+    readonly code: SipTransportErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SipTransport {
+  readonly protocol: 'udp' | 'tcp';
+  /** Runs one non-INVITE client transaction; rejects with a {@link SipTransportError}. */
+  send(request: SipRequestSpec): Promise<SipResponse>;
+  /** Fails what is pending with `closed`, stops every timer, releases the socket. */
+  close(): Promise<void>;
+}
+
+export interface TransactionTimers {
+  /** RFC 3261 §17.1.1.1 T1, RTT estimate: 500 ms. */
+  readonly t1Ms: number;
+  /** RFC 3261 §17.1.2.2 T2, retransmit cap: 4 s. */
+  readonly t2Ms: number;
+  /** RFC 3261 §17.1.2.2 Timer F: 64*T1 by default. */
+  readonly timerFMs: number;
+}
+
+export interface TransportOptions {
+  readonly remoteHost: string;
+  readonly remotePort: number;
+  /** Local address to bind (UDP) or to connect from (TCP); also the Via sent-by. Default 127.0.0.1. */
+  readonly localHost?: string;
+  /** Local UDP port (0 = ephemeral). TCP always uses an ephemeral source port. */
+  readonly localPort?: number;
+  readonly timers?: Partial<TransactionTimers>;
+  /** Transactions in flight at once (default 64); more wait in a queue. */
+  readonly maxConcurrent?: number;
+  /** Requests allowed to wait for a slot (default 10,000); beyond that `overloaded`. */
+  readonly maxQueued?: number;
+  /** Called for each 1xx (RFC 3261 §17.1.2.2: passed to the TU). */
+  readonly onProvisional?: (response: SipResponse) => void;
+  /** Called for input that is not a well-formed SIP message (it is dropped). */
+  readonly onMalformed?: (error: SipParseError) => void;
+}
+
+export function resolveTimers(timers: Partial<TransactionTimers> = {}): TransactionTimers {
+  const t1Ms = timers.t1Ms ?? 500;
+  return { t1Ms, t2Ms: timers.t2Ms ?? 4000, timerFMs: timers.timerFMs ?? 64 * t1Ms };
+}
+
+interface Transaction {
+  readonly key: string;
+  readonly bytes: Buffer;
+  readonly resolve: (response: SipResponse) => void;
+  readonly reject: (error: SipTransportError) => void;
+  timerE?: NodeJS.Timeout;
+  timerF?: NodeJS.Timeout;
+  interval: number;
+  proceeding: boolean;
+  /** TCP: the connection the request went out on. */
+  connection?: TcpSocket;
+}
+
+const transactionKey = (branch: string, method: string): string => `${branch}\u0000${method.toUpperCase()}`;
+
+abstract class ClientTransport implements SipTransport {
+  abstract readonly protocol: 'udp' | 'tcp';
+  protected readonly timers: TransactionTimers;
+  protected readonly pending = new Map<string, Transaction>();
+  protected closed = false;
+  private active = 0;
+  private readonly waiting: { grant: () => void; deny: (e: SipTransportError) => void }[] = [];
+  private readonly maxConcurrent: number;
+  private readonly maxQueued: number;
+
+  constructor(protected readonly options: TransportOptions) {
+    this.timers = resolveTimers(options.timers);
+    this.maxConcurrent = Math.max(1, options.maxConcurrent ?? 64);
+    this.maxQueued = Math.max(0, options.maxQueued ?? 10_000);
+  }
+
+  /** Via sent-by of this transport, and whether to add rport (RFC 3581). */
+  protected abstract via(): { host: string; port: number; transport: 'UDP' | 'TCP'; rport: boolean };
+  /** Makes sure the transport can send (TCP connects); rejects with a transport error. */
+  protected abstract ready(): Promise<void>;
+  /** Puts the bytes on the wire for a transaction. */
+  protected abstract transmit(tx: Transaction): void;
+  protected abstract release(): Promise<void>;
+
+  async send(request: SipRequestSpec): Promise<SipResponse> {
+    if (this.closed) throw new SipTransportError('closed', 'transport is closed');
+    await this.acquire();
+    try {
+      return await this.run(request);
+    } finally {
+      this.active--;
+      this.waiting.shift()?.grant();
+    }
+  }
+
+  private acquire(): Promise<void> {
+    if (this.active < this.maxConcurrent) {
+      this.active++;
+      return Promise.resolve();
+    }
+    if (this.waiting.length >= this.maxQueued) return Promise.reject(new SipTransportError('overloaded', `${this.active} transactions in flight and ${this.waiting.length} waiting`));
+    return new Promise((resolve, reject) => {
+      this.waiting.push({
+        grant: () => {
+          this.active++;
+          resolve();
+        },
+        deny: reject,
+      });
+    });
+  }
+
+  private run(request: SipRequestSpec): Promise<SipResponse> {
+    return new Promise<SipResponse>((resolve, reject) => {
+      const branch = newBranch();
+      const key = transactionKey(branch, request.method);
+      const tx: Transaction = {
+        key,
+        bytes: Buffer.alloc(0),
+        resolve,
+        reject,
+        interval: this.timers.t1Ms,
+        proceeding: false,
+      };
+      // Timer F runs from the start, connection set-up included.
+      tx.timerF = setTimeout(() => this.finish(tx, new SipTransportError('timeout', `no final response within ${this.timers.timerFMs} ms (Timer F)`)), this.timers.timerFMs);
+      this.pending.set(key, tx);
+      this.ready().then(
+        () => {
+          if (!this.pending.has(key)) return;
+          let bytes: Buffer;
+          try {
+            bytes = buildRequest(request, { ...this.via(), branch });
+          } catch (error) {
+            this.finish(tx, new SipTransportError('invalid-request', error instanceof Error ? error.message : String(error)));
+            return;
+          }
+          (tx as { bytes: Buffer }).bytes = bytes;
+          this.transmit(tx);
+        },
+        (error: unknown) => this.finish(tx, error instanceof SipTransportError ? error : new SipTransportError('network', String(error))),
+      );
+    });
+  }
+
+  /** Ends a transaction with a final response or an error; idempotent. */
+  protected finish(tx: Transaction, outcome: SipResponse | SipTransportError): void {
+    if (this.pending.get(tx.key) !== tx) return;
+    this.pending.delete(tx.key);
+    clearTimeout(tx.timerE);
+    clearTimeout(tx.timerF);
+    if (outcome instanceof SipTransportError) tx.reject(outcome);
+    else tx.resolve(outcome);
+  }
+
+  /** Hands a received message to its transaction (RFC 3261 §17.1.3 matching). */
+  protected receive(result: ParseResult<SipMessage>): void {
+    if (!result.ok) {
+      this.options.onMalformed?.(result.error);
+      return;
+    }
+    const message = result.value;
+    // A client-only user agent: requests from the server (keep-alive OPTIONS and the like) are not for us.
+    if (message.kind !== 'response') return;
+    const branch = topViaBranch(message.headers);
+    const cseq = parseCSeq(message.headers.get('cseq'));
+    if (branch === undefined || !cseq) return;
+    const tx = this.pending.get(transactionKey(branch, cseq.method));
+    if (!tx) return; // a retransmitted final response, or a stray: absorbed (§17.1.2.2 Completed state)
+    if (message.status < 200) {
+      if (!tx.proceeding) {
+        tx.proceeding = true;
+        this.onProceeding(tx);
+      }
+      this.options.onProvisional?.(message);
+      return;
+    }
+    this.finish(tx, message);
+  }
+
+  protected onProceeding(_tx: Transaction): void {}
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const closedError = (): SipTransportError => new SipTransportError('closed', 'transport closed');
+    for (const waiter of this.waiting.splice(0)) waiter.deny(closedError());
+    for (const tx of [...this.pending.values()]) this.finish(tx, closedError());
+    await this.release();
+  }
+}
+
+class UdpTransport extends ClientTransport {
+  readonly protocol = 'udp' as const;
+  private readonly socket: UdpSocket;
+  private port = 0;
+  private readonly host: string;
+
+  constructor(options: TransportOptions) {
+    super(options);
+    this.host = options.localHost ?? '127.0.0.1';
+    this.socket = createSocket(isIPv6(this.host) ? 'udp6' : 'udp4');
+    this.socket.on('message', (data) => this.receive(parseMessage(data)));
+    // Socket errors after bind (ICMP unreachable on some systems) must not crash the process; pending transactions time out.
+    this.socket.on('error', () => {});
+  }
+
+  async bind(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error): void => reject(new SipTransportError('network', `cannot bind UDP ${this.host}:${this.options.localPort ?? 0}: ${error.message}`));
+      this.socket.once('error', onError);
+      this.socket.bind(this.options.localPort ?? 0, this.host, () => {
+        this.socket.off('error', onError);
+        this.port = this.socket.address().port;
+        resolve();
+      });
+    });
+  }
+
+  get localPort(): number {
+    return this.port;
+  }
+
+  protected via() {
+    return { host: this.host, port: this.port, transport: 'UDP' as const, rport: true };
+  }
+
+  protected ready(): Promise<void> {
+    return this.closed ? Promise.reject(new SipTransportError('closed', 'transport closed')) : Promise.resolve();
+  }
+
+  protected transmit(tx: Transaction): void {
+    this.write(tx);
+    this.armTimerE(tx);
+  }
+
+  private write(tx: Transaction): void {
+    this.socket.send(tx.bytes, this.options.remotePort, this.options.remoteHost, (error) => {
+      // §17.1.4: a transport error ends the transaction.
+      if (error) this.finish(tx, new SipTransportError('network', `UDP send failed: ${error.message}`));
+    });
+  }
+
+  /** RFC 3261 §17.1.2.2: Timer E fires at T1, 2*T1, ... capped at T2; in Proceeding always T2. */
+  private armTimerE(tx: Transaction): void {
+    tx.timerE = setTimeout(() => {
+      if (this.pending.get(tx.key) !== tx) return;
+      this.write(tx);
+      tx.interval = tx.proceeding ? this.timers.t2Ms : Math.min(2 * tx.interval, this.timers.t2Ms);
+      this.armTimerE(tx);
+    }, tx.interval);
+  }
+
+  protected override onProceeding(tx: Transaction): void {
+    // Switch to T2 now rather than after the current (possibly shorter) interval.
+    tx.interval = this.timers.t2Ms;
+    clearTimeout(tx.timerE);
+    this.armTimerE(tx);
+  }
+
+  protected release(): Promise<void> {
+    return new Promise((resolve) => {
+      try {
+        this.socket.close(() => resolve());
+      } catch {
+        resolve();
+      }
+    });
+  }
+}
+
+class TcpTransport extends ClientTransport {
+  readonly protocol = 'tcp' as const;
+  private socket: TcpSocket | undefined;
+  private connecting: Promise<TcpSocket> | undefined;
+  /** The socket of a connection attempt in progress. */
+  private opening: TcpSocket | undefined;
+
+  protected via() {
+    const s = this.socket;
+    return { host: s?.localAddress ?? this.options.localHost ?? '127.0.0.1', port: s?.localPort ?? 0, transport: 'TCP' as const, rport: false };
+  }
+
+  protected async ready(): Promise<void> {
+    if (this.closed) throw new SipTransportError('closed', 'transport closed');
+    if (this.socket && !this.socket.destroyed) return;
+    this.connecting ??= this.open().finally(() => {
+      this.connecting = undefined;
+    });
+    await this.connecting;
+  }
+
+  private open(): Promise<TcpSocket> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: this.options.remoteHost, port: this.options.remotePort, localAddress: this.options.localHost ?? '127.0.0.1' });
+      this.opening = socket;
+      const framer = new StreamFramer();
+      const failed = (why: string): void => {
+        clearTimeout(timer);
+        if (this.opening === socket) this.opening = undefined;
+        socket.destroy();
+        reject(new SipTransportError(this.closed ? 'closed' : 'network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`));
+      };
+      // A connection that does not come up within Timer F is given up.
+      // (failed() runs from events and this timer only, so after `timer` exists.)
+      const timer = setTimeout(() => failed('timed out'), this.timers.timerFMs);
+      const onError = (error: Error): void => failed(error.message);
+      const onClose = (): void => failed('closed');
+      socket.once('error', onError);
+      socket.once('close', onClose);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', onError);
+        socket.off('close', onClose);
+        if (this.opening === socket) this.opening = undefined;
+        if (this.closed) {
+          socket.destroy();
+          reject(new SipTransportError('closed', 'transport closed'));
+          return;
+        }
+        socket.setNoDelay(true);
+        socket.on('error', () => {}); // 'close' follows and does the clean-up
+        socket.on('data', (chunk: Buffer) => {
+          for (const result of framer.push(chunk)) this.receive(result);
+          // The stream cannot be re-synchronised after a framing error.
+          if (framer.broken) socket.destroy();
+        });
+        socket.on('close', () => {
+          if (this.socket === socket) this.socket = undefined;
+          for (const tx of [...this.pending.values()]) {
+            if (tx.connection === socket) this.finish(tx, new SipTransportError('network', 'TCP connection closed before the final response'));
+          }
+        });
+        this.socket = socket;
+        resolve(socket);
+      });
+    });
+  }
+
+  protected transmit(tx: Transaction): void {
+    const socket = this.socket;
+    if (!socket || socket.destroyed) {
+      this.finish(tx, new SipTransportError('network', 'TCP connection lost'));
+      return;
+    }
+    tx.connection = socket;
+    socket.write(tx.bytes);
+  }
+
+  protected async release(): Promise<void> {
+    const s = this.socket;
+    this.socket = undefined;
+    // An attempt still connecting is abandoned (its promise rejects on 'close').
+    this.opening?.destroy();
+    await this.connecting?.catch(() => undefined);
+    if (!s || s.destroyed) return;
+    await new Promise<void>((resolve) => {
+      // Do not wait long for a peer that never closes its side.
+      const force = setTimeout(() => s.destroy(), 500);
+      s.once('close', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      s.end();
+    });
+  }
+}
+
+/** A UDP transport bound and ready. */
+export async function createUdpTransport(options: TransportOptions): Promise<SipTransport & { readonly localPort: number }> {
+  const transport = new UdpTransport(options);
+  await transport.bind();
+  return transport;
+}
+
+/** A TCP transport; it connects on the first request. */
+export function createTcpTransport(options: TransportOptions): SipTransport {
+  return new TcpTransport(options);
+}
+
+export async function createTransport(protocol: 'udp' | 'tcp', options: TransportOptions): Promise<SipTransport> {
+  return protocol === 'udp' ? createUdpTransport(options) : createTcpTransport(options);
+}

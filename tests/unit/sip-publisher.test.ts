@@ -1,0 +1,649 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { createServer, type Socket } from 'node:net';
+import t, { type Test } from 'tap';
+import { sipGatewayConfigSchema, type SipGatewayConfigInput } from '../../api/sip/config.js';
+import { StreamFramer } from '../../api/sip/framing.js';
+import { headerParams, parseMessage, splitHeaderList, type SipRequest } from '../../api/sip/message.js';
+import { SipPoolClosedError, SipPublisherPool, type SipPublisherPoolOptions } from '../../api/sip/pool.js';
+import { defaultRefreshDelayMs, type Clock, type PublishOutcome } from '../../api/sip/publisher.js';
+import { createTcpTransport, createUdpTransport, SipTransportError } from '../../api/sip/transport.js';
+
+// ------------------------------------------------------------ a fake server
+
+interface Received {
+  readonly req: SipRequest;
+  readonly raw: string;
+  readonly at: number;
+  readonly connection: number;
+}
+
+interface Reply {
+  readonly status: number;
+  readonly reason?: string;
+  readonly headers?: readonly string[];
+  readonly delayMs?: number;
+}
+
+/** The script: what to answer to the n-th request (0-based); undefined drops it. */
+type Script = (req: SipRequest, n: number, server: FakeSipServer) => Reply | readonly Reply[] | undefined;
+
+/**
+ * A scripted SIP server on 127.0.0.1:0 over UDP or TCP: records every
+ * request (retransmissions included) and answers as the script says.
+ */
+class FakeSipServer {
+  readonly received: Received[] = [];
+  connections = 0;
+  private readonly sockets = new Set<Socket>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closeFn: () => Promise<void> = async () => {};
+  port = 0;
+
+  private constructor(
+    readonly protocol: 'udp' | 'tcp',
+    public script: Script,
+  ) {}
+
+  static async start(protocol: 'udp' | 'tcp', script: Script): Promise<FakeSipServer> {
+    const server = new FakeSipServer(protocol, script);
+    if (protocol === 'udp') {
+      const socket = createSocket('udp4');
+      socket.on('message', (data, rinfo) => server.handle(data, 0, (bytes) => socket.send(bytes, rinfo.port, rinfo.address)));
+      await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+      server.port = socket.address().port;
+      server.closeFn = () => new Promise((resolve) => socket.close(() => resolve()));
+    } else {
+      const tcp = createServer((conn) => {
+        const id = ++server.connections;
+        server.sockets.add(conn);
+        conn.on('close', () => server.sockets.delete(conn));
+        conn.on('error', () => {});
+        const framer = new StreamFramer();
+        conn.on('data', (chunk: Buffer) => {
+          for (const r of framer.push(chunk)) if (r.ok) server.handleParsed(r.value as SipRequest, '', id, (bytes) => conn.write(bytes));
+        });
+      });
+      await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', () => resolve()));
+      const address = tcp.address();
+      server.port = typeof address === 'object' && address ? address.port : 0;
+      server.closeFn = () =>
+        new Promise((resolve) => {
+          for (const s of server.sockets) s.destroy();
+          tcp.close(() => resolve());
+        });
+    }
+    return server;
+  }
+
+  get uri(): string {
+    return `sip:127.0.0.1:${this.port};transport=${this.protocol}`;
+  }
+
+  /** Drops every open TCP connection (the server side closes). */
+  dropConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private handle(data: Buffer, connection: number, send: (bytes: Buffer) => void): void {
+    const parsed = parseMessage(data);
+    if (!parsed.ok || parsed.value.kind !== 'request') return;
+    this.handleParsed(parsed.value, data.toString(), connection, send);
+  }
+
+  private handleParsed(req: SipRequest, raw: string, connection: number, send: (bytes: Buffer) => void): void {
+    const n = this.received.length;
+    this.received.push({ req, raw, at: performance.now(), connection });
+    const replies = this.script(req, n, this);
+    if (replies === undefined) return;
+    for (const reply of Array.isArray(replies) ? (replies as readonly Reply[]) : [replies as Reply]) {
+      const bytes = FakeSipServer.response(req, reply);
+      if (reply.delayMs) {
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          send(bytes);
+        }, reply.delayMs);
+        this.timers.add(timer);
+      } else send(bytes);
+    }
+  }
+
+  static response(req: SipRequest, reply: Reply): Buffer {
+    const h = req.headers;
+    const lines = [
+      `SIP/2.0 ${reply.status} ${reply.reason ?? 'Scripted'}`,
+      ...h.getAll('via').map((v) => `Via: ${v}`),
+      `From: ${h.get('from') ?? ''}`,
+      `To: ${h.get('to') ?? ''};tag=fake`,
+      `Call-ID: ${h.get('call-id') ?? ''}`,
+      `CSeq: ${h.get('cseq') ?? ''}`,
+      ...(reply.headers ?? []),
+      'Content-Length: 0',
+    ];
+    return Buffer.from(`${lines.join('\r\n')}\r\n\r\n`);
+  }
+
+  /** Requests with duplicates (UDP retransmissions: same branch) removed. */
+  get requests(): SipRequest[] {
+    const seen = new Set<string>();
+    const out: SipRequest[] = [];
+    for (const r of this.received) {
+      const key = branchOf(r.req);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push(r.req);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
+    await this.closeFn();
+  }
+}
+
+const branchOf = (req: SipRequest): string => headerParams(splitHeaderList(req.headers.get('via') ?? '')[0] ?? '').get('branch') ?? '';
+const body = (req: SipRequest): string => req.body.toString('utf8');
+
+/** An event state compositor that behaves like Kamailio 5.6: a new SIP-ETag on every refresh/modify; the old one then gets 412. */
+type Esc = ((req: SipRequest, n?: number, server?: FakeSipServer) => Reply) & { readonly live: Map<string, string> };
+function kamailioLike(options: { grant?: number } = {}): Esc {
+  const live = new Map<string, string>(); // etag -> body
+  let counter = 0;
+  const script = (req: SipRequest): Reply => {
+    const ifMatch = req.headers.get('sip-if-match');
+    const expires = Number(req.headers.get('expires') ?? '3600');
+    let current = '';
+    if (ifMatch !== undefined) {
+      const known = live.get(ifMatch);
+      if (known === undefined) return { status: 412, reason: 'Conditional Request Failed' };
+      live.delete(ifMatch);
+      current = known;
+    }
+    if (expires === 0) return { status: 200, reason: 'OK' };
+    const etag = `e${++counter}`;
+    live.set(etag, req.body.length > 0 ? body(req) : current);
+    return { status: 200, reason: 'OK', headers: [`SIP-ETag: ${etag}`, `Expires: ${Math.min(expires, options.grant ?? 3600)}`] };
+  };
+  return Object.assign(script, { live });
+}
+
+const PIDF = (note: string): string =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:alice@example.com"><tuple id="t1"><status><basic>open</basic></status><note>${note}</note></tuple></presence>`;
+
+async function poolFor(t: Test, server: FakeSipServer, config: Partial<SipGatewayConfigInput> = {}, options: SipPublisherPoolOptions = {}): Promise<{ pool: SipPublisherPool; outcomes: PublishOutcome[] }> {
+  const parsed = sipGatewayConfigSchema.parse({ server: server.uri, domain: 'example.com', ...config });
+  const outcomes: PublishOutcome[] = [];
+  const pool = await SipPublisherPool.create(parsed, { timers: { t1Ms: 50 }, backoff: { initialMs: 50, maxMs: 400 }, onOutcome: (o) => outcomes.push(o), ...options });
+  t.teardown(() => pool.close());
+  return { pool, outcomes };
+}
+
+async function fake(t: Test, protocol: 'udp' | 'tcp', script: Script): Promise<FakeSipServer> {
+  const server = await FakeSipServer.start(protocol, script);
+  t.teardown(() => server.close());
+  return server;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** Independent digest check (not the code under test): RFC 7616 §3.4.1 with qop=auth. */
+function digestIsValid(authorization: string, password: string, method: string): boolean {
+  const p = new Map<string, string>();
+  for (const m of authorization.replace(/^Digest\s+/i, '').matchAll(/([a-z]+)=(?:"([^"]*)"|([^,\s]+))/gi)) p.set((m[1] ?? '').toLowerCase(), m[2] ?? m[3] ?? '');
+  const algo = (p.get('algorithm') ?? 'MD5').toUpperCase() === 'SHA-256' ? 'sha256' : 'md5';
+  const H = (s: string): string => createHash(algo).update(s).digest('hex');
+  const ha1 = H(`${p.get('username')}:${p.get('realm')}:${password}`);
+  const ha2 = H(`${method}:${p.get('uri')}`);
+  const expected = H(`${ha1}:${p.get('nonce')}:${p.get('nc')}:${p.get('cnonce')}:${p.get('qop')}:${ha2}`);
+  return p.get('qop') === 'auth' && expected === p.get('response');
+}
+
+// ------------------------------------------------------------------ tests
+
+for (const protocol of ['udp', 'tcp'] as const) {
+  t.test(`${protocol}: initial, modify, refresh with a new SIP-ETag each time, remove on close`, async (t) => {
+    const esc = kamailioLike({ grant: 2 });
+    const server = await fake(t, protocol, esc);
+    const { pool, outcomes } = await poolFor(t, server, { username: undefined });
+
+    const first = await pool.update('alice', PIDF('one'));
+    t.match(first, { presentity: 'sip:alice@example.com', kind: 'initial', status: 200, etag: 'e1', expires: 2 });
+    const initial = server.requests[0];
+    if (!initial) throw new Error('no request');
+    t.equal(initial.method, 'PUBLISH');
+    t.equal(initial.uri, 'sip:alice@example.com', 'Request-URI sip:{user}@{domain}');
+    t.equal(initial.headers.get('event'), 'presence', 'Event: presence (RFC 3903 §4.1, RFC 3856)');
+    t.equal(initial.headers.get('content-type'), 'application/pidf+xml');
+    t.equal(initial.headers.get('expires'), '3600', 'configured Expires');
+    t.equal(initial.headers.get('max-forwards'), '70');
+    t.equal(initial.headers.get('sip-if-match'), undefined, 'initial PUBLISH has no SIP-If-Match');
+    t.match(initial.headers.get('from') ?? '', /^<sip:alice@example\.com>;tag=[0-9a-f]{16}$/, 'From is the presentity, with a tag');
+    t.equal(initial.headers.get('to'), '<sip:alice@example.com>');
+    t.match(initial.headers.get('via') ?? '', protocol === 'udp' ? /^SIP\/2\.0\/UDP 127\.0\.0\.1:\d+;branch=z9hG4bK[0-9a-f]{32};rport$/ : /^SIP\/2\.0\/TCP 127\.0\.0\.1:\d+;branch=z9hG4bK[0-9a-f]{32}$/);
+    t.equal(body(initial), PIDF('one'));
+
+    const second = await pool.update('sip:alice@example.com', PIDF('two'));
+    t.match(second, { kind: 'modify', status: 200, etag: 'e2' });
+    const modify = server.requests[1];
+    t.equal(modify?.headers.get('sip-if-match'), 'e1', 'modify names the latest tag');
+    t.equal(body(modify ?? initial), PIDF('two'));
+
+    // Granted 2 s: refreshes come after 1 s (half the lifetime), each with the newest tag and no body.
+    const t0 = performance.now();
+    await until(() => outcomes.length >= 4, 'two refreshes', 4000);
+    const [r1, r2] = [server.requests[2], server.requests[3]];
+    t.equal(r1?.headers.get('sip-if-match'), 'e2');
+    t.equal(r2?.headers.get('sip-if-match'), 'e3', 'the refresh uses the tag the previous refresh got');
+    t.equal(r1?.body.length, 0, 'a refresh carries no body (RFC 3903 §4.3)');
+    t.equal(r1?.headers.get('content-type'), undefined);
+    const refreshAt = (server.received.find((r) => r.req === r1)?.at ?? 0) - t0;
+    t.ok(refreshAt > 700 && refreshAt < 1900, `first refresh after ~1 s (${Math.round(refreshAt)} ms), before the 2 s expiry`);
+    t.equal(esc.live.get('e4'), PIDF('two'), 'the server still holds the last document');
+    t.equal(pool.entityTag('alice'), 'e4');
+
+    await pool.close();
+    const last = server.requests.at(-1);
+    t.equal(last?.headers.get('expires'), '0', 'close removes the publication: Expires 0');
+    t.equal(last?.headers.get('sip-if-match'), 'e4', 'with the latest tag');
+    t.same(
+      outcomes.map((o) => `${o.kind}:${o.status}`),
+      ['initial:200', 'modify:200', 'refresh:200', 'refresh:200', 'remove:200'],
+    );
+    await t.rejects(pool.update('alice', PIDF('x')), SipPoolClosedError);
+  });
+}
+
+t.test('refreshWithBody: the refresh re-sends the document with SIP-IF-Match (a modify)', async (t) => {
+  const esc = kamailioLike({ grant: 2 });
+  const server = await fake(t, 'udp', esc);
+  const { pool, outcomes } = await poolFor(t, server, { refreshWithBody: true }, { refreshDelayMs: () => 100 });
+  await pool.update('ray', PIDF('kept'));
+  await until(() => outcomes.some((o) => o.kind === 'refresh'), 'a refresh');
+  const refresh = server.requests[1];
+  t.equal(refresh?.headers.get('sip-if-match'), 'e1');
+  t.equal(refresh && body(refresh), PIDF('kept'), 'the refresh carries the document');
+  t.equal(refresh?.headers.get('content-type'), 'application/pidf+xml');
+});
+
+t.test('412 Conditional Request Failed: start over with an initial PUBLISH of the latest body', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', esc);
+  const { pool, outcomes } = await poolFor(t, server);
+  await pool.update('bob', PIDF('v1'));
+  esc.live.clear(); // the server lost the publication (restart, expiry)
+  const outcome = await pool.update('bob', PIDF('v2'));
+  t.match(outcome, { kind: 'initial', status: 200, etag: 'e2' });
+  const [, modify, restart] = server.requests;
+  t.equal(modify?.headers.get('sip-if-match'), 'e1');
+  t.equal(restart?.headers.get('sip-if-match'), undefined, 'the restart has no SIP-If-Match');
+  t.equal(restart && body(restart), PIDF('v2'), 'and carries the latest body');
+  t.same(
+    outcomes.map((o) => `${o.kind}:${o.status}`),
+    ['initial:200', 'modify:412', 'initial:200'],
+  );
+});
+
+t.test('423 Interval Too Brief: retry with Min-Expires, and keep it for refreshes', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => {
+    if (Number(req.headers.get('expires')) < 7200) return { status: 423, reason: 'Interval Too Brief', headers: ['Min-Expires: 7200'] };
+    return esc(req, n, s);
+  });
+  const { pool } = await poolFor(t, server, { expires: 3600 });
+  const outcome = await pool.update('carol', PIDF('x'));
+  t.match(outcome, { kind: 'initial', status: 200 });
+  t.same(
+    server.requests.map((r) => r.headers.get('expires')),
+    ['3600', '7200'],
+  );
+  await pool.update('carol', PIDF('y'));
+  t.equal(server.requests.at(-1)?.headers.get('expires'), '7200', 'later requests ask for Min-Expires directly');
+
+  const bad = await fake(t, 'udp', () => ({ status: 423, headers: ['Min-Expires: 10'] }));
+  const { pool: pool2 } = await poolFor(t, bad);
+  const refused = await pool2.update('carol', PIDF('x'));
+  t.match(refused, { status: 423 }, 'a Min-Expires below what was asked is not followed');
+  t.equal(bad.requests.length, 1);
+});
+
+const authCases = [
+  { protocol: 'udp', status: 401, algorithms: ['MD5'], expect: 'MD5' },
+  { protocol: 'tcp', status: 407, algorithms: ['MD5'], expect: 'MD5' },
+  { protocol: 'udp', status: 407, algorithms: ['SHA-256'], expect: 'SHA-256' },
+  { protocol: 'tcp', status: 401, algorithms: ['MD5', 'SHA-256'], expect: 'SHA-256' },
+] as const;
+
+for (const c of authCases) {
+  t.test(`${c.protocol}: ${c.status} challenge offering ${c.algorithms.join(' + ')} is answered with ${c.expect}`, async (t) => {
+    const password = 'pa55-word';
+    const esc = kamailioLike();
+    const nonces = new Set<string>();
+    const credHeader = c.status === 401 ? 'authorization' : 'proxy-authorization';
+    const verdicts: boolean[] = [];
+    const server = await fake(t, c.protocol, (req, n, s) => {
+      const cred = req.headers.get(credHeader);
+      if (cred !== undefined) {
+        const nonce = /nonce="([^"]+)"/.exec(cred)?.[1] ?? '';
+        const ok = nonces.has(nonce) && digestIsValid(cred, password, 'PUBLISH') && cred.includes(`algorithm=${c.expect}`);
+        verdicts.push(ok);
+        if (ok) return esc(req, n, s);
+      }
+      const nonce = randomBytes(12).toString('hex');
+      nonces.add(nonce);
+      const name = c.status === 401 ? 'WWW-Authenticate' : 'Proxy-Authenticate';
+      return { status: c.status, headers: c.algorithms.map((a) => `${name}: Digest realm="example.com", nonce="${nonce}", qop="auth", algorithm=${a}`) };
+    });
+    const { pool } = await poolFor(t, server, { username: 'alice', password });
+    t.match(await pool.update('alice', PIDF('a')), { kind: 'initial', status: 200 });
+    t.match(await pool.update('alice', PIDF('b')), { kind: 'modify', status: 200 });
+    t.same(verdicts, [true, true], 'the fake recomputed both responses independently and they match');
+    t.equal(server.requests.length, 3, 'challenge once; the modify reuses the cached nonce (nc=2) without a new challenge');
+    t.match(server.requests[2]?.headers.get(credHeader) ?? '', /nc=00000002/);
+    t.match(server.requests[1]?.headers.get(credHeader) ?? '', /uri="sip:alice@example\.com"/, 'digest-uri is the Request-URI');
+  });
+}
+
+t.test('wrong password: gives up after the challenges, without a loop', async (t) => {
+  const server = await fake(t, 'udp', () => ({ status: 401, headers: [`WWW-Authenticate: Digest realm="r", nonce="${randomBytes(6).toString('hex')}", qop="auth"`] }));
+  const { pool } = await poolFor(t, server, { username: 'alice', password: 'wrong' });
+  const outcome = await pool.update('alice', PIDF('a'));
+  t.match(outcome, { status: 401, error: /gave up/ });
+  t.equal(server.requests.length, 3, 'the first request and two answered challenges');
+  await sleep(150);
+  t.equal(server.requests.length, 3, 'no retry loop afterwards');
+
+  const same = await fake(t, 'udp', () => ({ status: 407, headers: ['Proxy-Authenticate: Digest realm="r", nonce="fixed", qop="auth"'] }));
+  const { pool: pool2 } = await poolFor(t, same, { username: 'alice', password: 'wrong' });
+  t.match(await pool2.update('alice', PIDF('a')), { status: 407, error: /credentials refused/ });
+  t.equal(same.requests.length, 2, 'the same nonce refused twice: credentials are wrong, one answer only');
+
+  const none = await fake(t, 'udp', () => ({ status: 401, headers: ['WWW-Authenticate: Digest realm="r", nonce="n"'] }));
+  const { pool: pool3 } = await poolFor(t, none);
+  t.match(await pool3.update('alice', PIDF('a')), { status: 401, error: /none are configured/ });
+});
+
+t.test('stale=true: retried with the new nonce', async (t) => {
+  const esc = kamailioLike();
+  let current = 'n1';
+  let staleSent = false;
+  const server = await fake(t, 'udp', (req, n, s) => {
+    const cred = req.headers.get('authorization');
+    const nonce = cred ? /nonce="([^"]+)"/.exec(cred)?.[1] : undefined;
+    if (cred && nonce === current && digestIsValid(cred, 'pw', 'PUBLISH')) return esc(req, n, s);
+    const stale = cred !== undefined && nonce !== current;
+    if (stale) staleSent = true;
+    return { status: 401, headers: [`WWW-Authenticate: Digest realm="r", nonce="${current}", qop="auth"${stale ? ', stale=true' : ''}`] };
+  });
+  const { pool } = await poolFor(t, server, { username: 'u', password: 'pw' });
+  await pool.update('dave', PIDF('1'));
+  current = 'n2'; // the server rotates its nonce: the cached one is now stale
+  const outcome = await pool.update('dave', PIDF('2'));
+  t.ok(staleSent, 'the server answered the old nonce with stale=true');
+  t.match(outcome, { kind: 'modify', status: 200 });
+  t.match(server.requests.at(-1)?.headers.get('authorization') ?? '', /nonce="n2"/);
+});
+
+t.test('udp: retransmission on Timer E (T1 doubling to T2), identical bytes', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => (n < 4 ? undefined : esc(req, n, s)));
+  const { pool } = await poolFor(t, server, {}, { timers: { t1Ms: 40, t2Ms: 160 } });
+  const outcome = await pool.update('erin', PIDF('x'));
+  t.match(outcome, { status: 200 });
+  t.equal(server.requests.length, 1, 'one transaction');
+  t.equal(server.received.length, 5, 'sent once and retransmitted four times');
+  t.ok(server.received.every((r) => r.raw === server.received[0]?.raw), 'retransmissions are byte-identical (same branch)');
+  const gaps = server.received.slice(1).map((r, i) => r.at - (server.received[i]?.at ?? 0));
+  const expected = [40, 80, 160, 160]; // T1, 2*T1, 4*T1 = T2, capped at T2
+  gaps.forEach((gap, i) => t.ok(gap >= (expected[i] ?? 0) * 0.8 && gap < (expected[i] ?? 0) + 150, `gap ${i + 1}: ${Math.round(gap)} ms ~ ${expected[i]} ms`));
+});
+
+t.test('udp: a provisional response switches retransmission to T2', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => (n === 0 ? { status: 100, reason: 'Trying' } : n < 3 ? undefined : esc(req, n, s)));
+  const { pool } = await poolFor(t, server, {}, { timers: { t1Ms: 20, t2Ms: 150 } });
+  t.match(await pool.update('fay', PIDF('x')), { status: 200 });
+  const gaps = server.received.slice(1).map((r, i) => r.at - (server.received[i]?.at ?? 0));
+  t.equal(gaps.length, 3);
+  for (const gap of gaps) t.ok(gap >= 120 && gap < 400, `gap ${Math.round(gap)} ms ~ T2 (150 ms), not T1 (20 ms)`);
+});
+
+t.test('Timer F: no answer -> timeout; back-off retry publishes the latest body', async (t) => {
+  let answering = false;
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => (answering ? esc(req, n, s) : undefined));
+  const { pool, outcomes } = await poolFor(t, server, {}, { timers: { t1Ms: 10 }, backoff: { initialMs: 300, maxMs: 300 } });
+  const started = performance.now();
+  const outcome = await pool.update('gus', PIDF('old'));
+  const elapsed = performance.now() - started;
+  t.match(outcome, { status: 0, error: /^timeout/ });
+  t.ok(elapsed >= 600 && elapsed < 1500, `Timer F = 64*T1 = 640 ms (${Math.round(elapsed)} ms)`);
+  t.ok(server.received.length >= 5 && server.received.length <= 12, `retransmitted until Timer F (${server.received.length} copies)`);
+  answering = true;
+  const newer = pool.update('gus', PIDF('new')); // during the back-off: supersedes the failed body
+  t.match(await newer, { kind: 'initial', status: 200 });
+  const sent = server.requests.map(body);
+  t.same(sent, [PIDF('old'), PIDF('new')], 'after the back-off only the latest body is sent');
+  t.same(
+    outcomes.map((o) => o.status),
+    [0, 200],
+  );
+});
+
+t.test('5xx: exponential back-off, bounded, then success; Retry-After lengthens it', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => (n < 4 ? { status: 503, reason: 'Service Unavailable', ...(n === 3 ? { headers: ['Retry-After: 1'] } : {}) } : esc(req, n, s)));
+  const delays: number[] = [];
+  const clock: Clock = {
+    now: () => Date.now(),
+    // Records the back-off delays and fires them at once: no waiting in the test.
+    setTimeout: (cb, ms) => {
+      if (ms < 10_000) delays.push(ms);
+      return setTimeout(cb, ms < 10_000 ? 1 : ms);
+    },
+    clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  };
+  const { pool, outcomes } = await poolFor(t, server, {}, { clock, backoff: { initialMs: 100, maxMs: 500 } });
+  t.match(await pool.update('hal', PIDF('x')), { status: 503 }, 'the caller learns the first attempt failed');
+  await until(() => outcomes.some((o) => o.status === 200), 'eventual success');
+  t.same(delays, [100, 200, 400, 500], 'doubling from 100 ms, capped at 500 ms (Retry-After: 1 s capped too)');
+  t.equal(server.requests.length, 5);
+  t.ok(
+    server.requests.every((r) => body(r) === PIDF('x')),
+    'every retry carries the body',
+  );
+  t.equal(defaultRefreshDelayMs(3600), 2_880_000, 'refresh at 80 % of an hour');
+  t.equal(defaultRefreshDelayMs(60), 30_000, 'never before half the lifetime');
+  t.equal(defaultRefreshDelayMs(120), 88_000, 'Timer F (32 s) before expiry when that comes first');
+});
+
+t.test('tcp: one persistent connection, reconnect after close, no retransmission', async (t) => {
+  const esc = kamailioLike();
+  let drop = false;
+  const server = await fake(t, 'tcp', (req, n, s) => (drop ? undefined : esc(req, n, s)));
+  const { pool } = await poolFor(t, server, {}, { timers: { t1Ms: 10 } });
+  await pool.update('ivy', PIDF('1'));
+  await pool.update('jon', PIDF('1'));
+  await pool.update('ivy', PIDF('2'));
+  t.equal(server.connections, 1, 'three transactions over one connection');
+  server.dropConnections();
+  await sleep(50);
+  t.match(await pool.update('ivy', PIDF('3')), { kind: 'modify', status: 200 });
+  t.equal(server.connections, 2, 'reconnected on the next request');
+  drop = true;
+  const before = server.received.length;
+  t.match(await pool.update('ivy', PIDF('4')), { status: 0, error: /^timeout/ }, 'Timer F bounds the wait over TCP too');
+  t.equal(server.received.length - before, 1, 'no retransmission over TCP (RFC 3261 §17.1.2.2)');
+});
+
+t.test('serialized per presentity: a newer body supersedes a queued one', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => ({ ...esc(req, n, s), delayMs: 80 }));
+  const { pool } = await poolFor(t, server);
+  const results = await Promise.all([1, 2, 3, 4, 5].map((i) => pool.update('kim', PIDF(`v${i}`))));
+  t.same(
+    server.requests.map(body),
+    [PIDF('v1'), PIDF('v5')],
+    'v2..v4 were never sent',
+  );
+  t.match(results[0], { kind: 'initial' });
+  for (const r of results.slice(1)) t.match(r, { kind: 'modify', status: 200 }, 'superseded callers get the outcome that covered them');
+  t.equal(esc.live.get(pool.entityTag('kim') ?? ''), PIDF('v5'));
+});
+
+t.test('remove(): Expires 0 with SIP-If-Match, forgets the tag; then a fresh initial', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'tcp', esc);
+  const { pool } = await poolFor(t, server);
+  await pool.update('lea', PIDF('1'));
+  t.match(await pool.remove('lea'), { kind: 'remove', status: 200 });
+  const removal = server.requests.at(-1);
+  t.equal(removal?.headers.get('expires'), '0');
+  t.equal(removal?.headers.get('sip-if-match'), 'e1');
+  t.equal(removal?.body.length, 0);
+  t.equal(pool.entityTag('lea'), undefined);
+  t.equal(pool.size, 0, 'the pool forgets a removed presentity');
+  t.equal(await pool.remove('lea'), undefined, 'nothing to remove');
+  t.match(await pool.update('lea', PIDF('2')), { kind: 'initial' });
+  t.throws(() => pool.presentityUri('a b'), TypeError);
+  t.throws(() => pool.presentityUri('x>\r\nEvil: 1'), TypeError);
+  t.equal(pool.presentityUri('pres:m@other.org'), 'sip:m@other.org');
+});
+
+t.test('close() removes every publication, bounded by a timeout', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', esc);
+  const { pool } = await poolFor(t, server);
+  await Promise.all(['a', 'b', 'c'].map((u) => pool.update(u, PIDF(u))));
+  await pool.close();
+  const removals = server.requests.filter((r) => r.headers.get('expires') === '0');
+  t.same(removals.map((r) => r.uri).sort(), ['sip:a@example.com', 'sip:b@example.com', 'sip:c@example.com']);
+  t.equal(esc.live.size, 0, 'nothing left published');
+
+  const silent = await fake(t, 'udp', (req, n, s) => (req.headers.get('expires') === '0' ? undefined : esc(req, n, s)));
+  const { pool: pool2 } = await poolFor(t, silent, {}, { closeTimeoutMs: 200 });
+  await pool2.update('z', PIDF('z'));
+  const started = performance.now();
+  await pool2.close();
+  const took = performance.now() - started;
+  t.ok(took >= 180 && took < 1000, `close waits at most closeTimeoutMs for an unresponsive server (${Math.round(took)} ms)`);
+});
+
+t.test('edge cases: no tag, refused, remove during back-off, absurd lifetimes, bad presentities', async (t) => {
+  const delays: number[] = [];
+  const clock: Clock = {
+    now: () => Date.now(),
+    setTimeout: (cb, ms) => {
+      delays.push(ms);
+      return setTimeout(cb, ms > 1000 ? 2 ** 31 - 1 : ms);
+    },
+    clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  };
+  let mode: 'no-etag' | 'forever' | 'refuse' | 'fail' | 'ok' = 'no-etag';
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => {
+    if (mode === 'no-etag') return { status: 200, headers: ['Expires: 60'] };
+    if (mode === 'forever') {
+      esc.live.set('forever', body(req));
+      return { status: 200, headers: ['SIP-ETag: forever', `Expires: ${2 ** 32 - 1}`] };
+    }
+    if (mode === 'refuse') return { status: 489, reason: 'Bad Event' };
+    if (mode === 'fail' && req.headers.get('expires') !== '0') return { status: 500 };
+    return esc(req, n, s);
+  });
+  const { pool, outcomes } = await poolFor(t, server, {}, { clock, backoff: { initialMs: 5000, maxMs: 5000 } });
+
+  t.match(await pool.update('ed', PIDF('1')), { status: 200, error: /without SIP-ETag/ }, 'a 2xx without SIP-ETag is reported');
+  mode = 'forever';
+  t.match(await pool.update('ed', PIDF('2')), { kind: 'initial', etag: 'forever' }, 'so the next publish starts over');
+  t.equal(delays.at(-1), 2 ** 31 - 1, 'a lifetime of 136 years is refreshed within the longest timer, not at once');
+
+  mode = 'refuse';
+  t.match(await pool.update('fe', PIDF('1')), { kind: 'initial', status: 489 });
+  await sleep(30);
+  t.equal(outcomes.filter((o) => o.presentity === 'sip:fe@example.com').length, 1, '4xx is final: no retry');
+
+  mode = 'fail';
+  const started = outcomes.length;
+  t.match(await pool.update('ed', PIDF('3')), { kind: 'modify', status: 500 }, 'a modify fails; a 5 s back-off starts');
+  const removal = await pool.remove('ed');
+  t.match(removal, { kind: 'remove', status: 200 }, 'remove() does not wait for the back-off');
+  t.same(
+    outcomes.slice(started).map((o) => `${o.kind}:${o.status}`),
+    ['modify:500', 'remove:200'],
+  );
+  await t.rejects(pool.update('not a user', PIDF('x')), TypeError, 'a bad presentity rejects');
+  await t.rejects(pool.remove('bad\r\nuser'), TypeError);
+});
+
+t.test('transport: bounded concurrency, overload, malformed input, close', async (t) => {
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const server = await fake(t, 'udp', () => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    setTimeout(() => inFlight--, 40);
+    return { status: 200, delayMs: 40 };
+  });
+  const malformed: string[] = [];
+  const transport = await createUdpTransport({ remoteHost: '127.0.0.1', remotePort: server.port, maxConcurrent: 2, maxQueued: 3, onMalformed: (e) => malformed.push(e.code) });
+  t.teardown(() => transport.close());
+  const request = (i: number) => ({ method: 'PUBLISH', requestUri: 'sip:a@b', from: { uri: 'sip:a@b', tag: 't' }, to: { uri: 'sip:a@b' }, callId: `c${i}`, cseq: 1, expires: 60 });
+  const sends = [1, 2, 3, 4, 5].map((i) => transport.send(request(i)));
+  const sixth = transport.send(request(6));
+  await t.rejects(sixth, { code: 'overloaded' }, '2 in flight + 3 queued: the sixth is refused');
+  const results = await Promise.all(sends);
+  t.ok(
+    results.every((r) => r.status === 200),
+    'the queued ones complete',
+  );
+  t.equal(maxInFlight, 2, 'never more than 2 transactions in flight');
+
+  // Garbage and a response for an unknown transaction before the real one: ignored.
+  const noisy = await fake(t, 'udp', () => undefined);
+  const socket = createSocket('udp4');
+  t.teardown(() => new Promise<void>((resolve) => socket.close(() => resolve())));
+  const noisyTransport = await createUdpTransport({ remoteHost: '127.0.0.1', remotePort: noisy.port, onMalformed: (e) => malformed.push(e.code) });
+  t.teardown(() => noisyTransport.close());
+  noisy.script = (req) => {
+    const reply = FakeSipServer.response(req, { status: 200 });
+    const port = Number(/:(\d+);branch/.exec(req.headers.get('via') ?? '')?.[1]);
+    socket.send(Buffer.from('SIP/2.0 2OO OK\r\n\r\n'), port, '127.0.0.1');
+    socket.send(Buffer.alloc(60_000, 'x'), port, '127.0.0.1');
+    socket.send(Buffer.from(reply.toString().replace(/branch=[^;\r]+/, 'branch=z9hG4bKother')), port, '127.0.0.1');
+    setTimeout(() => socket.send(reply, port, '127.0.0.1'), 20);
+    return undefined;
+  };
+  const r = await noisyTransport.send(request(7));
+  t.equal(r.status, 200, 'the matching response still completes the transaction');
+  t.same(malformed.sort(), ['bad-status-code', 'no-header-end'], 'malformed datagrams reported, not thrown');
+
+  const hanging = noisyTransport.send({ ...request(8), callId: 'never' });
+  noisy.script = () => undefined;
+  await sleep(10);
+  const hangingRejected = t.rejects(hanging, { code: 'closed' }, 'close fails what is pending');
+  await noisyTransport.close();
+  await hangingRejected;
+  await t.rejects(noisyTransport.send(request(9)), SipTransportError);
+
+  const silentTcp = await fake(t, 'tcp', () => undefined);
+  const tcp = createTcpTransport({ remoteHost: '127.0.0.1', remotePort: silentTcp.port });
+  const pendingTcp = tcp.send(request(11));
+  await until(() => silentTcp.received.length === 1, 'the TCP request');
+  const closing = performance.now();
+  const tcpRejected = t.rejects(pendingTcp, { code: 'closed' }, 'TCP close fails what is pending');
+  await tcp.close();
+  await tcpRejected;
+  t.ok(performance.now() - closing < 600, 'and does not wait for the peer');
+
+  const refused = createTcpTransport({ remoteHost: '127.0.0.1', remotePort: 1, timers: { t1Ms: 10 } });
+  await t.rejects(refused.send(request(10)), { code: 'network' }, 'TCP connect failure is a transport error');
+  await refused.close();
+});
