@@ -13,6 +13,12 @@ import { projectRoot } from './env.js';
  */
 const run = promisify(execFile);
 
+/** The schemas folder: `../shared/schemas` beside the checkout when present, else the vendored copy. */
+export function schemasDir(): string {
+  const shared = join(projectRoot, '..', 'shared', 'schemas');
+  return existsSync(join(shared, 'validate-pidf.sh')) ? shared : join(projectRoot, 'tests', 'schemas');
+}
+
 export function validatorPath(): string {
   const shared = join(projectRoot, '..', 'shared', 'schemas', 'validate-pidf.sh');
   return existsSync(shared) ? shared : join(projectRoot, 'tests', 'schemas', 'validate-pidf.sh');

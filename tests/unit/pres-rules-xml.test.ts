@@ -8,8 +8,7 @@ import { parseXml } from '../../core/parse-xml.js';
 import { identityMatches } from '../../policy/evaluate-consent.js';
 import { COMMON_POLICY_NS, exportPresRules, importPresRules, POLICY_EXTENSION_NS, PRES_RULES_NS, type RuleInputWithId } from '../../policy/pres-rules-xml.js';
 import { NOTHING, ruleBodySchema, ruleSchema, type Group, type Identity, type Rule, type RuleBody } from '../../policy/rule.js';
-import { projectRoot } from '../helpers/env.js';
-import { validatePidf } from '../helpers/pidf-validator.js';
+import { schemasDir, validatePidf } from '../helpers/pidf-validator.js';
 
 /**
  * RFC 5025 pres-rules import and export (policy/pres-rules-xml.ts) and the
@@ -437,7 +436,7 @@ t.test('property: any valid rule round-trips to the same meaning; only dead exce
 
 // --- the RFC sample ------------------------------------------------------------------
 
-const SAMPLE = readFileSync(join(projectRoot, '..', 'shared', 'schemas', 'samples', 'valid-4-pres-rules.xml'), 'utf8');
+const SAMPLE = readFileSync(join(schemasDir(), 'samples', 'valid-4-pres-rules.xml'), 'utf8');
 
 t.test('RFC 5025 sample (valid-4-pres-rules.xml): refused for its sip: identity', async (t) => {
   const error = errorOf(() => importPresRules(SAMPLE));
