@@ -15,9 +15,10 @@ import { computeView, recordAccess, type ComputedView, type WatcherViewDeps } fr
  * error, timeout, 408, 429, 5xx) is retried with exponential backoff; any
  * other 4xx gives up (the receiver refused it). Only the newest view is
  * pending per webhook: a change during retries replaces the payload, so a
- * slow receiver costs one pending view, not a queue. A delivery that gives
- * up is counted, and the next change tries again. Every delivery is an
- * outbound publication in the owner's access log (action `publish`).
+ * slow receiver costs one pending view, not a queue, and ends up with the
+ * newest view even when the view flips back and forth meanwhile. A view
+ * given up on is counted, and the next change tries again. Every POST is
+ * an outbound publication in the owner's access log (action `publish`).
  */
 export interface Webhook {
   readonly id: string;
@@ -47,25 +48,29 @@ export interface WebhookDeps extends WatcherViewDeps {
   readonly fetch?: typeof fetch;
 }
 
-interface Pending {
+/** The newest view computed for a webhook: what the receiver should end up with. */
+interface Latest {
   readonly etag: string;
-  readonly body: string;
   readonly access: ComputedView;
-  attempts: number;
 }
 
 interface Active {
   readonly hook: Webhook;
   readonly handle: string;
-  lastDelivered: string | undefined;
-  pending: Pending | undefined;
-  inFlight: boolean;
-  retryTimer: NodeJS.Timeout | undefined;
+  latest: Latest | undefined;
+  /** The entity tag the receiver acknowledged last (2xx). */
+  delivered: string | undefined;
+  /** The entity tag given up on (retries exhausted or refused): not retried until the view changes. */
+  abandoned: string | undefined;
+  /** A delivery loop is running (at most one per webhook). */
+  running: boolean;
   wakeTimer: NodeJS.Timeout | undefined;
+  /** Wakes a loop sleeping between retries (removal, or a newer view). */
+  nudge: (() => void) | undefined;
   readonly unsubscribe: () => void;
 }
 
-const RETRYABLE = (status: number) => status === 408 || status === 429 || status >= 500;
+const RETRYABLE = (status: number) => status === 0 || status === 408 || status === 429 || status >= 500;
 
 export class WebhookDispatcher {
   private readonly active = new Map<string, Active>();
@@ -76,7 +81,7 @@ export class WebhookDispatcher {
   constructor(private readonly deps: WebhookDeps) {
     this.retry = deps.retry ?? DEFAULT_RETRY;
     this.send = deps.fetch ?? fetch;
-    deps.metrics.counter('presence_webhook_deliveries_total', 'Webhook deliveries by outcome (delivered, retried, gave_up)');
+    deps.metrics.counter('presence_webhook_deliveries_total', 'Webhook POSTs by outcome (delivered, retried, gave_up)');
     deps.metrics.gauge('presence_webhooks_active', 'Webhooks being served', () => this.active.size);
   }
 
@@ -91,11 +96,12 @@ export class WebhookDispatcher {
     this.active.set(hook.id, {
       hook,
       handle: owner.handle,
-      lastDelivered: undefined,
-      pending: undefined,
-      inFlight: false,
-      retryTimer: undefined,
+      latest: undefined,
+      delivered: undefined,
+      abandoned: undefined,
+      running: false,
       wakeTimer: undefined,
+      nudge: undefined,
       unsubscribe: () => {
         offHub();
         offRules();
@@ -109,8 +115,8 @@ export class WebhookDispatcher {
     if (!entry) return;
     this.active.delete(id);
     entry.unsubscribe();
-    clearTimeout(entry.retryTimer);
     clearTimeout(entry.wakeTimer);
+    entry.nudge?.();
   }
 
   close(): void {
@@ -127,42 +133,88 @@ export class WebhookDispatcher {
     const access = computeView(this.deps, { kind: 'watcher', id: entry.hook.watcherId }, entry.handle, now);
     // Wake when the view may change with no event (a meeting ends, a rule's window closes).
     clearTimeout(entry.wakeTimer);
-    if (Number.isFinite(access.validUntil)) entry.wakeTimer = setTimeout(() => this.check(id), Math.min(Math.max(0, access.validUntil - now) + 1, 2_147_000_000));
-    const representation = this.deps.representations.get(access.view, JSON_MEDIA_TYPE);
-    if (representation.etag === entry.lastDelivered && !entry.pending) return;
-    if (representation.etag === entry.pending?.etag) return;
-    const payload = {
-      iss: this.deps.issuer,
-      sub: access.view.entity,
-      aud: `urn:uuid:${entry.hook.watcherId}`,
-      iat: Math.floor(now / 1000),
-      jti: crypto.randomUUID(),
-      webhook: entry.hook.id,
-      etag: representation.etag,
-      view: access.view,
-    };
-    const pending: Pending = { etag: representation.etag, body: JSON.stringify(payload), access, attempts: 0 };
-    if (representation.etag === entry.lastDelivered) {
-      // Back to what the receiver already has: drop the pending change.
-      entry.pending = undefined;
-      return;
+    if (Number.isFinite(access.validUntil)) {
+      entry.wakeTimer = setTimeout(() => this.check(id), Math.min(Math.max(0, access.validUntil - now) + 1, 2_147_000_000));
+      entry.wakeTimer.unref();
     }
-    entry.pending = pending;
-    if (!entry.inFlight && !entry.retryTimer) void this.deliver(id);
+    const etag = this.deps.representations.get(access.view, JSON_MEDIA_TYPE).etag;
+    if (etag === entry.latest?.etag) return;
+    entry.latest = { etag, access };
+    entry.abandoned = undefined;
+    entry.nudge?.();
+    if (!entry.running) void this.run(entry);
   }
 
-  private async deliver(id: string): Promise<void> {
-    const entry = this.active.get(id);
-    const pending = entry?.pending;
-    if (!entry || !pending || this.closed) return;
-    entry.inFlight = true;
-    entry.retryTimer = undefined;
-    pending.attempts += 1;
-    let status = 0;
+  /**
+   * One loop per webhook: while the newest view is not the one the receiver
+   * acknowledged, POST it; a failure is retried with backoff, and a newer
+   * view meanwhile is sent next instead (the receiver only needs the latest).
+   */
+  private async run(entry: Active): Promise<void> {
+    entry.running = true;
+    let attempts = 0;
+    let attemptFor: string | undefined;
     try {
-      const jws = await new CompactSign(new TextEncoder().encode(pending.body))
-        .setProtectedHeader({ alg: SIGNING_ALG, kid: this.deps.signingKey.kid, typ: 'presence+jws', cty: 'json' })
-        .sign(this.deps.signingKey.privateKey);
+      for (;;) {
+        const latest = entry.latest;
+        if (this.active.get(entry.hook.id) !== entry || !latest || latest.etag === entry.delivered || latest.etag === entry.abandoned) return;
+        if (attemptFor !== latest.etag) [attempts, attemptFor] = [0, latest.etag];
+        attempts += 1;
+        const status = await this.post(entry, latest);
+        if (status >= 200 && status < 300) {
+          this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'delivered' });
+          entry.delivered = latest.etag;
+          continue;
+        }
+        if (!RETRYABLE(status) || attempts >= this.retry.maxAttempts) {
+          this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'gave_up' });
+          entry.abandoned = latest.etag;
+          continue;
+        }
+        this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'retried' });
+        // Sleep before retrying, unless a newer view (or removal) nudges us awake.
+        if (entry.latest === latest) await this.sleep(entry, this.retry.baseMs * 2 ** (attempts - 1));
+      }
+    } finally {
+      entry.running = false;
+    }
+  }
+
+  private sleep(entry: Active, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      // Not unref'd: close() and remove() nudge sleeping loops awake, so it never holds a shutdown.
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        entry.nudge = undefined;
+        resolve();
+      }
+      entry.nudge = done;
+    });
+  }
+
+  /** One signed POST; 0 for a network error or timeout. */
+  private async post(entry: Active, latest: Latest): Promise<number> {
+    const now = this.deps.clock();
+    const payload = {
+      iss: this.deps.issuer,
+      sub: latest.access.view.entity,
+      aud: `urn:uuid:${entry.hook.watcherId}`,
+      iat: Math.floor(now / 1000),
+      // A receiver must not accept a replay of an old view as news.
+      exp: Math.floor(now / 1000) + 300,
+      jti: crypto.randomUUID(),
+      webhook: entry.hook.id,
+      etag: latest.etag,
+      view: latest.access.view,
+    };
+    const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+      .setProtectedHeader({ alg: SIGNING_ALG, kid: this.deps.signingKey.kid, typ: 'presence+jws', cty: 'json' })
+      .sign(this.deps.signingKey.privateKey);
+    // Privacy invariant 6: every POST carrying the view is an outbound
+    // publication, whatever the receiver answers (the body left either way).
+    recordAccess(this.deps.accessLog, entry.hook.watcherId, latest.access, 'publish', now);
+    try {
       const response = await this.send(entry.hook.url, {
         method: 'POST',
         headers: { 'content-type': WEBHOOK_MEDIA_TYPE, 'user-agent': 'presence-service-webhook' },
@@ -170,31 +222,10 @@ export class WebhookDispatcher {
         redirect: 'manual',
         signal: AbortSignal.timeout(this.retry.timeoutMs),
       });
-      status = response.status;
       await response.body?.cancel().catch(() => undefined);
+      return response.status;
     } catch {
-      status = 0; // network error or timeout: retryable
+      return 0;
     }
-    entry.inFlight = false;
-    if (!this.active.has(id)) return;
-    const delivered = status >= 200 && status < 300;
-    const newer = entry.pending !== pending;
-    if (delivered) {
-      this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'delivered' });
-      entry.lastDelivered = pending.etag;
-      // Audited once the view has left, granted and withheld views alike.
-      recordAccess(this.deps.accessLog, entry.hook.watcherId, pending.access, 'publish', this.deps.clock());
-      if (!newer) entry.pending = undefined;
-    } else if ((status === 0 || RETRYABLE(status)) && (newer || pending.attempts < this.retry.maxAttempts)) {
-      this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'retried' });
-      const delay = newer ? 0 : this.retry.baseMs * 2 ** (pending.attempts - 1);
-      entry.retryTimer = setTimeout(() => void this.deliver(id), delay);
-      entry.retryTimer.unref();
-      return;
-    } else {
-      this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'gave_up' });
-      if (!newer) entry.pending = undefined;
-    }
-    if (entry.pending) void this.deliver(id);
   }
 }

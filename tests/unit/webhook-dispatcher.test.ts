@@ -1,0 +1,122 @@
+import t from 'tap';
+import { AccessLogBuffer } from '../../core/access-log.js';
+import { Directory } from '../../core/directory.js';
+import { generateSigningKeyPem, signingKeyFromPem } from '../../core/identity/signing-key.js';
+import { Metrics } from '../../core/metrics.js';
+import { PresenceHub } from '../../core/presence-hub.js';
+import type { Availability } from '../../core/presence.js';
+import { RuleBook } from '../../policy/rule-book.js';
+import { ruleBodySchema } from '../../policy/rule.js';
+import { RepresentationCache } from '../../api/representations.js';
+import { WebhookDispatcher } from '../../api/webhook-dispatcher.js';
+
+/**
+ * The dispatcher's delivery loop with a scripted receiver: the receiver
+ * always ends with the newest view, whatever the order of changes, slow
+ * answers and failures; nothing stalls; every POST is audited.
+ */
+const OWNER = '00000000-0000-4000-8000-000000000001';
+const WATCHER = '00000000-0000-4000-8000-000000000002';
+const signingKey = await signingKeyFromPem(await generateSigningKeyPem());
+
+interface Call {
+  readonly availability: string;
+  answer(status: number): void;
+}
+
+function setup() {
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putWatcher({ id: WATCHER, kind: 'app', name: 'App', domain: undefined, revoked: false });
+  const ruleBook = new RuleBook();
+  ruleBook.replace(OWNER, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [WATCHER] } }, actions: { subHandling: 'allow' }, transformations: { availability: true } }), id: '00000000-0000-4000-8000-000000000003' }]);
+  const hub = new PresenceHub({ offlineAfterMs: 900_000 });
+  const accessLog = new AccessLogBuffer();
+  const calls: Call[] = [];
+  const waiting: (() => void)[] = [];
+  const fetch = (async (_url: string | URL | Request, init?: RequestInit) => {
+    const payload = JSON.parse(Buffer.from(String(init?.body).split('.')[1] ?? '', 'base64url').toString()) as { view: { availability: string } };
+    return new Promise<Response>((resolve) => {
+      calls.push({ availability: payload.view.availability, answer: (status) => resolve(new Response(null, { status })) });
+      for (const w of waiting.splice(0)) w();
+    });
+  }) as typeof globalThis.fetch;
+  const dispatcher = new WebhookDispatcher({
+    directory,
+    ruleBook,
+    hub,
+    entityOf: (h) => `pres:${h}@test`,
+    representations: new RepresentationCache(),
+    accessLog,
+    clock: Date.now,
+    signingKey,
+    issuer: 'test',
+    metrics: new Metrics(),
+    retry: { baseMs: 20, maxAttempts: 3, timeoutMs: 1000 },
+    fetch,
+  });
+  const set = (availability: Availability) => hub.setOverride(OWNER, { source: 'manual', availability, activities: [], expiresAt: Date.now() + 3_600_000 }, Date.now());
+  const nextCall = async (n: number) => {
+    while (calls.length < n) await new Promise<void>((resolve) => waiting.push(resolve));
+    return calls[n - 1] as Call;
+  };
+  const audited = () => accessLog.take().reduce((sum, e) => sum + (e.action === 'publish' ? e.count : 0), 0);
+  return { dispatcher, set, calls, nextCall, audited };
+}
+
+t.test('a view that flips back while a delivery fails: the receiver keeps the right view, later changes still go out', async (t) => {
+  const { dispatcher, set, calls, nextCall, audited } = setup();
+  t.teardown(() => dispatcher.close());
+  set('available');
+  dispatcher.add({ id: 'h1', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  (await nextCall(1)).answer(204); // available delivered
+  await new Promise((r) => setTimeout(r, 10));
+  set('busy');
+  const busy = await nextCall(2);
+  set('available'); // back to what the receiver has, while busy is in flight
+  busy.answer(503);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(calls.length, 2, 'nothing more to send: the receiver already has "available"');
+  set('away');
+  const away = await nextCall(3);
+  t.equal(away.availability, 'away', 'a later change still goes out (no stall)');
+  away.answer(204);
+  t.equal(audited(), 3, 'every POST is in the access log, failed ones included');
+});
+
+t.test('a slow success of a stale view is followed by the newest one', async (t) => {
+  const { dispatcher, set, nextCall } = setup();
+  t.teardown(() => dispatcher.close());
+  set('available');
+  dispatcher.add({ id: 'h2', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  (await nextCall(1)).answer(204);
+  await new Promise((r) => setTimeout(r, 10));
+  set('busy');
+  const busy = await nextCall(2);
+  set('available');
+  busy.answer(204); // the receiver now shows busy
+  const fix = await nextCall(3);
+  t.equal(fix.availability, 'available', 'the newest view is sent after the stale one landed');
+  fix.answer(204);
+});
+
+t.test('retries with backoff, then gives up; the next change tries again; removal stops a sleeping retry', async (t) => {
+  const { dispatcher, set, calls, nextCall } = setup();
+  t.teardown(() => dispatcher.close());
+  set('busy');
+  dispatcher.add({ id: 'h3', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  (await nextCall(1)).answer(500);
+  (await nextCall(2)).answer(500);
+  (await nextCall(3)).answer(500);
+  await new Promise((r) => setTimeout(r, 150));
+  t.equal(calls.length, 3, 'gave up after maxAttempts');
+  set('away');
+  (await nextCall(4)).answer(400);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(calls.length, 4, 'a 4xx is not retried');
+  set('available');
+  (await nextCall(5)).answer(503);
+  dispatcher.remove('h3');
+  await new Promise((r) => setTimeout(r, 150));
+  t.equal(calls.length, 5, 'no retry after removal');
+});
