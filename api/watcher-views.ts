@@ -53,14 +53,18 @@ export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: strin
   else if (!owner) decision = { kind: 'no-match', ruleIds: [], validUntil: Infinity };
   else {
     const watcher = deps.directory.activeWatcher(viewer.id);
-    decision = evaluateConsent(deps.ruleBook.policy(owner.id), { id: viewer.id, domain: watcher?.domain }, { now, sphere: state.place?.sphere, zone: state.place?.zone });
+    // A revoked or unknown watcher matches no rule, not even "any authenticated".
+    if (!watcher) decision = { kind: 'no-match', ruleIds: [], validUntil: Infinity };
+    else decision = evaluateConsent(deps.ruleBook.policy(owner.id), { id: viewer.id, domain: watcher?.domain }, { now, sphere: state.place?.sphere, zone: state.place?.zone });
   }
   const view = buildWatcherView(state, decision, {
     entity: deps.entityOf(handle),
     deviceClass: (id) => deps.directory.device(id)?.deviceClass,
     idleThresholdSeconds: owner ? deps.directory.settings(owner.id).idleAfterSeconds : 0,
   });
-  const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id) : Infinity);
+  // A location's PIDF-LO retention-expiry is dated by the UTC day: re-render at midnight.
+  const midnight = view.location ? now - (now % 86_400_000) + 86_400_000 : Infinity;
+  const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id) : Infinity, midnight);
   return { owner, decision, view, validUntil };
 }
 

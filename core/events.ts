@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isPrintableText } from './text.js';
 
 /**
  * Sensor events as devices publish them (the MQTT payload contract): one
@@ -19,7 +20,7 @@ const label = z
   .string()
   .min(1)
   .max(64)
-  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
+  .refine(isPrintableText, 'must be printable text');
 
 // --- phone -----------------------------------------------------------------
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isPrintableText } from './text.js';
 
 /**
  * What an owner tells the service about their life, validated: places and
@@ -10,7 +11,7 @@ const label = z
   .trim()
   .min(1)
   .max(64)
-  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
+  .refine(isPrintableText, 'must be printable text');
 
 export const sphereSchema = z.enum(['home', 'work']);
 export type Sphere = z.infer<typeof sphereSchema>;

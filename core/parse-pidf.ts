@@ -1,5 +1,6 @@
 import { AppError } from './errors.js';
 import { parseXml, type XmlElement } from './parse-xml.js';
+import { isPrintableText } from './text.js';
 import type { Activity, Availability } from './presence.js';
 
 /**
@@ -48,7 +49,7 @@ function noteOf(e: XmlElement): string | undefined {
   const text = e.text.trim();
   if (text.length === 0) return undefined;
   if (text.length > MAX_NOTE) fail(`A note may hold at most ${MAX_NOTE} characters.`);
-  if ([...text].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) fail('A note must be printable text.');
+  if (!isPrintableText(text)) fail('A note must be printable text.');
   return text;
 }
 

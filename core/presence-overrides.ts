@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Derived } from './derive-presence.js';
 import { activitySchema, availabilitySchema, type Activity, type Availability } from './presence.js';
+import { isPrintableText } from './text.js';
 
 /**
  * What people and apps say, on top of what sensors say. Compare Microsoft
@@ -26,7 +27,7 @@ export const overrideInputSchema = z
       .trim()
       .min(1)
       .max(200)
-      .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text')
+      .refine(isPrintableText, 'must be printable text')
       .optional(),
     /** 1 minute to 7 days. */
     expiresInSeconds: z

@@ -52,8 +52,16 @@ const NS_GS = 'http://www.opengis.net/pidflo/1.0';
 
 const xmlEscapes: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' };
 
+/**
+ * XML 1.0 §2.2 excludes C0 controls (but tab, LF, CR), U+FFFE, U+FFFF and
+ * unpaired surrogates: inputs are validated against them, and whatever got
+ * through anyway becomes U+FFFD here, so no document is ever ill-formed.
+ */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const NOT_XML = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => xmlEscapes[ch] ?? ch);
+  return text.replace(/[&<>"']/g, (ch) => xmlEscapes[ch] ?? ch).replace(NOT_XML, '\uFFFD');
 }
 
 /**

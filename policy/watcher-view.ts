@@ -54,8 +54,8 @@ export const watcherViewSchema = z
         /** RFC 4119 §2.2.2 usage rules, from the consent rule. */
         retransmissionAllowed: z.boolean(),
         retentionDays: z.number().int(),
-        /** The device element the location belongs to (RFC 5491 §3.4), by its derived ids. */
-        device: z.object({ id: z.string(), deviceId: z.string() }).strict(),
+        /** The device element the location belongs to (RFC 5491 §3.4), by its derived ids; only when that device is granted. */
+        device: z.object({ id: z.string(), deviceId: z.string() }).strict().optional(),
       })
       .strict()
       .optional(),
@@ -137,13 +137,16 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   if (grant.sphere && state.place?.sphere) out.sphere = state.place.sphere;
   if (grant.location !== 'none' && state.location) {
     const { latitude, longitude, accuracy } = state.location;
-    const ref = deviceRef(state.location.deviceId ?? 'unknown');
+    // The location names its device (RFC 5491 §3.4) only when that device is
+    // granted too; otherwise it is the person's, and no device is revealed.
+    const measuredBy = state.location.deviceId;
+    const shownDevice = measuredBy !== undefined && classAllowed(grant.devices, context.deviceClass(measuredBy)) ? deviceRef(measuredBy) : undefined;
     out.location = {
       ...snapLocation(latitude, longitude, accuracy, grant.location),
       precision: grant.location,
       retransmissionAllowed: grant.locationRetransmission,
       retentionDays: grant.locationRetentionDays,
-      device: { id: ref.occurrence, deviceId: ref.urn },
+      ...(shownDevice ? { device: { id: shownDevice.occurrence, deviceId: shownDevice.urn } } : {}),
     };
   }
   if (grant.userInput !== 'false' && state.userInput) {

@@ -9,6 +9,7 @@ import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
 import type { Accounts, PublicationContent } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 import { documented, errors, json, operation, ownerAccess, type ResponseHeaders } from '../openapi.js';
+import { isPrintableText } from '../../core/text.js';
 
 /**
  * POST /v1/presence/{handle}: SIP PUBLISH (RFC 3903) mapped onto HTTP, for
@@ -45,7 +46,7 @@ const jsonPublication = z
       .trim()
       .min(1)
       .max(200)
-      .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text')
+      .refine(isPrintableText, 'must be printable text')
       .optional(),
   })
   .strict();

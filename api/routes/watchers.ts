@@ -13,6 +13,7 @@ import { negotiate } from '../negotiate.js';
 import { JSON_MEDIA_TYPE, type RepresentationCache } from '../representations.js';
 import { computeView, type WatcherViewDeps } from '../watcher-views.js';
 import { documented, empty, errors, json, media, operation, ownerAccess, watcherAccess } from '../openapi.js';
+import { isPrintableText } from '../../core/text.js';
 
 /**
  * The consent flow and what the owner sees of it:
@@ -28,7 +29,7 @@ const messageSchema = z
   .trim()
   .min(1)
   .max(200)
-  .refine((s) => [...s].every((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f), 'must be printable text');
+  .refine(isPrintableText, 'must be printable text');
 
 const watcherInfoSchema = z.object({
   watcherId: z.string(),

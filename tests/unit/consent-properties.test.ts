@@ -193,7 +193,7 @@ const stateArb: fc.Arbitrary<PresenceState> = fc.record({
     1,
     3,
   ),
-  location: maybe(fc.record({ latitude: latitudeArb, longitude: longitudeArb, accuracy: accuracyArb }), 1, 2),
+  location: maybe(fc.record({ latitude: latitudeArb, longitude: longitudeArb, accuracy: accuracyArb, deviceId: maybe(fc.constantFrom(...DEVICE_IDS)) }), 1, 2),
   note: maybe(fc.string({ maxLength: 24 })),
   timeOffsetMinutes: maybe(fc.integer({ min: -720, max: 840 })),
   lastSeen: maybe(fc.integer({ min: BASE_NOW - DAY, max: BASE_NOW })),
@@ -388,9 +388,15 @@ function ensureSound(s: Scenario, view: WatcherView, expected: Expected): void {
         precision: grant.location,
         retransmissionAllowed: grant.locationRetransmission,
         retentionDays: grant.locationRetentionDays,
-        device: view.location.device,
+        ...(view.location.device ? { device: view.location.device } : {}),
       },
       'the location snapped to the granted grid, with the granted usage rules',
+    );
+    // RFC 5491 §3.4 names the measuring device only when the devices grant covers it (invariant 2).
+    const measuredBy = state.location.deviceId;
+    ensure(
+      (view.location.device !== undefined) === (measuredBy !== undefined && classAllowed(grant.devices, classOf(registration, measuredBy))),
+      'the location names its device exactly when that device is granted',
     );
   }
   if (view.userInput !== undefined) {

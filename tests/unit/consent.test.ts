@@ -234,7 +234,9 @@ t.test('RFC 5025 §3.3 transformations, field by field', async (t) => {
 
 t.test('RFC 6772 §6.5.2: location is snapped to the granted grid; exact is the fix itself', async (t) => {
   const at = (precision: 'city' | 'km' | '100m' | 'exact') => shown([allow([W1], { availability: true, location: precision })]).location;
-  t.match(at('exact'), { latitude: 48.208176, longitude: 16.373819, radiusMeters: 12, precision: 'exact', retransmissionAllowed: false, retentionDays: 0, device: { id: /^d[0-9a-f]{12}$/ } });
+  t.same(at('exact'), { latitude: 48.208176, longitude: 16.373819, radiusMeters: 12, precision: 'exact', retransmissionAllowed: false, retentionDays: 0 }, 'no device named without a devices grant');
+  t.match(shown([allow([W1], { location: 'exact', devices: ['phone'] })]).location, { device: { id: /^d[0-9a-f]{12}$/ } }, 'the measuring phone is named when phones are granted');
+  t.notOk(shown([allow([W1], { location: 'exact', devices: ['watch'] })]).location?.device, 'not when only watches are');
   const usage = shown([allow([W1], { location: 'km', locationRetentionDays: 7 }), allow([W1], { location: 'city', locationRetransmission: true })]).location;
   t.match(usage, { precision: 'km', retransmissionAllowed: true, retentionDays: 7 }, 'RFC 4119 usage rules combine to the most permissive too');
   for (const p of ['city', 'km', '100m'] as const) {
@@ -267,7 +269,7 @@ t.test('RFC 5025 §3.3: devices and services, all or by class, never by their se
 t.test('the owner-only trace never reaches a watcher, whatever is granted', async (t) => {
   const everything = shown([allow([W1], { availability: true, activities: true, place: 'zone', sphere: true, location: 'exact', userInput: 'full', devices: 'all', services: 'all', note: true, timeOffset: true })]);
   t.notMatch(JSON.stringify(everything), /in a call|dev-phone|trace/);
-  t.equal(everything.location?.device.id, everything.devices?.[0]?.id, 'the location names its device by the same derived id');
+  t.equal(everything.location?.device?.id, everything.devices?.[0]?.id, 'the location names its device by the same derived id');
 });
 
 t.test('access-log fields name the precision shown', async (t) => {

@@ -32,6 +32,11 @@ for (const [name, { input, xml }] of Object.entries(golden)) {
   t.test(`golden: ${name}`, async (t) => t.equal(renderPidf(input), xml));
 }
 
+t.test('characters XML 1.0 cannot carry never reach a document (XML 1.0 §2.2)', async (t) => {
+  t.equal(escapeXml('a\u0001b\uFFFEc\uD800d\uDC00e'), 'a\uFFFDb\uFFFDc\uFFFDd\uFFFDe');
+  t.equal(escapeXml('\uD83D\uDE00 ok'), '\uD83D\uDE00 ok', 'a surrogate pair is kept');
+});
+
 t.test('escaping of the entity attribute', async (t) => {
   t.equal(escapeXml(`a&b<c>"d'`), 'a&amp;b&lt;c&gt;&quot;d&apos;');
   t.match(renderPidf({ entity: 'pres:a&b@x', basic: 'closed' }), /entity="pres:a&amp;b@x"/);
