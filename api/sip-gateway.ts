@@ -3,7 +3,7 @@ import type { Metrics } from '../core/metrics.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import type { RepresentationCache } from './representations.js';
 import type { PublishOutcome, SipPublisherPool } from './sip/index.js';
-import { computeView, recordAccess, type WatcherViewDeps } from './watcher-views.js';
+import { computeView, recordAccess, type ComputedView, type WatcherViewDeps } from './watcher-views.js';
 
 /**
  * The SIP gateway: for owners who turn it on (settings `sipPublish`), the
@@ -30,13 +30,20 @@ export interface SipGatewayDeps extends WatcherViewDeps {
 
 interface Served {
   readonly handle: string;
+  readonly uri: string;
   lastBody: string | undefined;
+  /** The view behind the newest document handed to the pool (audited when the server accepts it). */
+  lastAccess: ComputedView | undefined;
   timer: NodeJS.Timeout | undefined;
   readonly unsubscribe: () => void;
 }
 
+/** After the server refuses a document for good, try it again this much later (the view may not change for hours). */
+export const REPUBLISH_AFTER_MS = 30_000;
+
 export class SipGateway {
   private readonly served = new Map<string, Served>();
+  private readonly ownerByUri = new Map<string, string>();
   private closed = false;
 
   constructor(private readonly deps: SipGatewayDeps) {
@@ -44,9 +51,28 @@ export class SipGateway {
     deps.metrics.gauge('presence_sip_publications', 'Owners whose presence the SIP gateway publishes', () => this.served.size);
   }
 
-  /** The pool's outcome callback: counted for operators (no presentity in labels). */
-  static outcomeCounter(metrics: Metrics): (outcome: PublishOutcome) => void {
-    return (outcome) => metrics.inc('presence_sip_publish_total', { kind: outcome.kind, status: String(outcome.status) });
+  /**
+   * The pool's outcome callback: counted for operators (no presentity in
+   * labels); a document the server accepted (initial or modify, 2xx) is an
+   * outbound publication in the owner's access log, whenever it lands (a
+   * retry may succeed long after update() settled); a document refused for
+   * good (a final 4xx) is sent again later, so a publication that the
+   * server dropped does not stay gone until the view changes.
+   */
+  onOutcome(outcome: PublishOutcome): void {
+    this.deps.metrics.inc('presence_sip_publish_total', { kind: outcome.kind, status: String(outcome.status) });
+    const ownerId = this.ownerByUri.get(outcome.presentity);
+    const served = ownerId === undefined ? undefined : this.served.get(ownerId);
+    if (ownerId === undefined || !served) return;
+    const accepted = outcome.status >= 200 && outcome.status < 300;
+    if (accepted && (outcome.kind === 'initial' || outcome.kind === 'modify') && served.lastAccess) {
+      recordAccess(this.deps.accessLog, this.deps.audience, served.lastAccess, 'publish', this.deps.clock());
+    } else if (!accepted && outcome.kind !== 'remove' && outcome.status >= 400 && ![401, 407, 412, 423].includes(outcome.status)) {
+      served.lastBody = undefined;
+      clearTimeout(served.timer);
+      served.timer = setTimeout(() => this.check(ownerId), REPUBLISH_AFTER_MS);
+      served.timer.unref();
+    }
   }
 
   /** Starts or stops publishing for one owner, as their settings now say. */
@@ -59,9 +85,13 @@ export class SipGateway {
       const check = () => this.check(ownerId);
       const offHub = this.deps.hub.watch(ownerId, check);
       const offRules = this.deps.ruleBook.watch(ownerId, check);
+      const uri = this.deps.pool.presentityUri(owner.handle);
+      this.ownerByUri.set(uri, ownerId);
       this.served.set(ownerId, {
         handle: owner.handle,
+        uri,
         lastBody: undefined,
+        lastAccess: undefined,
         timer: undefined,
         unsubscribe: () => {
           offHub();
@@ -85,6 +115,7 @@ export class SipGateway {
     served.unsubscribe();
     clearTimeout(served.timer);
     this.served.delete(ownerId);
+    this.ownerByUri.delete(served.uri);
   }
 
   private check(ownerId: string): void {
@@ -100,15 +131,11 @@ export class SipGateway {
     const body = this.deps.representations.get(access.view, PIDF_MEDIA_TYPE, now).body;
     if (body === served.lastBody) return;
     served.lastBody = body;
-    // The pool sends only the newest document if several queue up.
-    this.deps.pool.update(served.handle, body).then(
-      (outcome) => {
-        if (outcome && outcome.status >= 200 && outcome.status < 300) recordAccess(this.deps.accessLog, this.deps.audience, access, 'publish', this.deps.clock());
-      },
-      (error: unknown) => {
-        served.lastBody = undefined; // try again on the next change
-        this.deps.onError(error);
-      },
-    );
+    served.lastAccess = access;
+    // The pool sends only the newest document if several queue up; outcomes arrive through onOutcome.
+    this.deps.pool.update(served.handle, body).catch((error: unknown) => {
+      served.lastBody = undefined; // try again on the next change
+      this.deps.onError(error);
+    });
   }
 }
