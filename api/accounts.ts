@@ -193,6 +193,9 @@ export class Accounts {
     const stored = toStoredSettings(input, (ssid) => this.digestNetworkName(ownerId, ssid));
     if (!stored.success) throw new AppError('invalid_request', 'The settings are not valid.', stored.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
     const settings = stored.data;
+    // An unspent "until I arrive" rule needs its zone: without it, the arrival could never be seen and the rule would share for ever.
+    const orphaned = this.ruleBook.rules(ownerId).filter((r) => r.conditions.untilArrivalAt !== undefined && r.arrivedAt === undefined && !settings.zones.some((z) => z.name === r.conditions.untilArrivalAt));
+    if (orphaned.length > 0) throw new AppError('conflict', '"Until I arrive" rules name a zone these settings remove; change or delete those rules first.', orphaned.map((r) => r.id));
     await this.repository.updateOwnerSettings(ownerId, settings);
     this.directory.putSettings(ownerId, settings);
     this.hub.refresh(ownerId, this.clock());
@@ -297,7 +300,12 @@ export class Accounts {
     if (problems.length > 0) throw new AppError('invalid_request', 'The rule names what does not exist.', problems);
   }
 
-  async addRule(ownerId: string, body: RuleBody): Promise<Rule> {
+  /** Consent changes for one owner happen one at a time (the same queue as publications), so no two interleave. */
+  addRule(ownerId: string, body: RuleBody): Promise<Rule> {
+    return this.serialized(ownerId, () => this.addRuleNow(ownerId, body));
+  }
+
+  private async addRuleNow(ownerId: string, body: RuleBody): Promise<Rule> {
     this.checkRule(ownerId, body);
     const rule = ruleSchema.parse({ ...body, id: crypto.randomUUID() });
     await this.repository.insertRule({ id: rule.id, ownerId, body });
@@ -307,7 +315,11 @@ export class Accounts {
   }
 
   /** Replaces a rule's body; narrowing takes effect on the next read and on open streams at once. */
-  async updateRule(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
+  updateRule(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
+    return this.serialized(ownerId, () => this.updateRuleNow(ownerId, ruleId, body));
+  }
+
+  private async updateRuleNow(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
     this.checkRule(ownerId, body);
     if (!(await this.repository.updateRule(ownerId, ruleId, body))) throw new AppError('not_found', 'No such rule.');
     const rule = ruleSchema.parse({ ...body, id: ruleId });
@@ -319,14 +331,17 @@ export class Accounts {
     return rule;
   }
 
-  async deleteRule(ownerId: string, ruleId: string): Promise<void> {
-    // Memory forgets exactly the row the database deleted, by its stored id.
-    const deleted = await this.repository.deleteRule(ownerId, ruleId);
-    if (!deleted) throw new AppError('not_found', 'No such rule.');
-    this.ruleBook.replace(
-      ownerId,
-      this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
-    );
+  deleteRule(ownerId: string, ruleId: string): Promise<void> {
+    return this.serialized(ownerId, async () => {
+      // Memory forgets exactly the row the database deleted, by its stored id.
+      const deleted = await this.repository.deleteRule(ownerId, ruleId);
+      if (!deleted) throw new AppError('not_found', 'No such rule.');
+      this.ruleBook.replace(
+        ownerId,
+        this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
+      );
+      this.watchArrivals(ownerId);
+    });
   }
 
   /**
@@ -334,7 +349,11 @@ export class Accounts {
    * rule is checked before anything is stored, and the set is swapped in one
    * transaction, so a refused document changes nothing.
    */
-  async replaceRules(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
+  replaceRules(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
+    return this.serialized(ownerId, () => this.replaceRulesNow(ownerId, imported));
+  }
+
+  private async replaceRulesNow(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
     const problems: string[] = [];
     imported.forEach((item, index) => {
       try {
@@ -345,12 +364,27 @@ export class Accounts {
       }
     });
     if (problems.length > 0) throw new AppError('invalid_document', 'The rules name what does not exist; nothing was changed.', problems);
-    const rules = imported.map((item) => ruleSchema.parse({ ...item.body, id: item.id ?? crypto.randomUUID(), ...(item.arrivedAt ? { arrivedAt: item.arrivedAt } : {}) }));
+    // A spent "until I arrive" rule stays spent when the set is written back
+    // without its arrival (a client that drops the field must not revive it).
+    const current = new Map(this.ruleBook.rules(ownerId).map((r) => [r.id, r]));
+    const rules = imported.map((item) => {
+      const previous = item.id === undefined ? undefined : current.get(item.id);
+      const arrivedAt = item.arrivedAt ?? (previous?.arrivedAt !== undefined && previous.conditions.untilArrivalAt === item.body.conditions.untilArrivalAt ? previous.arrivedAt : undefined);
+      return ruleSchema.parse({ ...item.body, id: item.id ?? crypto.randomUUID(), ...(arrivedAt ? { arrivedAt } : {}) });
+    });
     if (new Set(rules.map((r) => r.id)).size !== rules.length) throw new AppError('invalid_document', 'Rule ids must be unique; nothing was changed.');
-    await this.repository.replaceRules(
-      ownerId,
-      rules.map(({ id, arrivedAt, ...body }) => ({ id, body, arrivedAt: arrivedAt ? new Date(arrivedAt) : null })),
-    );
+    try {
+      await this.repository.replaceRules(
+        ownerId,
+        rules.map(({ id, arrivedAt, ...body }) => ({ id, body, arrivedAt: arrivedAt ? new Date(arrivedAt) : null })),
+      );
+    } catch (error) {
+      // Another owner's rule id: refused like any other bad id (nothing changed: one transaction).
+      if ((error as { code?: unknown; cause?: { code?: unknown } }).code === '23505' || (error as { cause?: { code?: unknown } }).cause?.code === '23505') {
+        throw new AppError('invalid_document', 'A rule id is already in use; leave ids out to have new ones assigned. Nothing was changed.');
+      }
+      throw error;
+    }
     this.ruleBook.replace(ownerId, rules);
     this.watchArrivals(ownerId);
     return rules;
@@ -367,39 +401,45 @@ export class Accounts {
     if (unknown.length > 0) throw new AppError('invalid_request', 'The group names unknown watchers.', unknown);
   }
 
-  async addGroup(ownerId: string, body: GroupBody): Promise<Group> {
-    this.checkMembers(body.members);
-    const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
-    await this.repository.insertGroup({ ...group, ownerId });
-    this.ruleBook.replaceGroups(ownerId, [...this.ruleBook.groups(ownerId), group]);
-    return group;
+  addGroup(ownerId: string, body: GroupBody): Promise<Group> {
+    return this.serialized(ownerId, async () => {
+      this.checkMembers(body.members);
+      const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
+      await this.repository.insertGroup({ ...group, ownerId });
+      this.ruleBook.replaceGroups(ownerId, [...this.ruleBook.groups(ownerId), group]);
+      return group;
+    });
   }
 
-  async updateGroup(ownerId: string, groupId: string, body: GroupBody): Promise<Group> {
-    this.checkMembers(body.members);
-    const group: Group = { id: groupId, name: body.name, members: [...new Set(body.members)] };
-    if (!(await this.repository.updateGroup(ownerId, groupId, group))) throw new AppError('not_found', 'No such group.');
-    this.ruleBook.replaceGroups(
-      ownerId,
-      this.ruleBook.groups(ownerId).map((g) => (g.id === groupId ? group : g)),
-    );
-    return group;
+  updateGroup(ownerId: string, groupId: string, body: GroupBody): Promise<Group> {
+    return this.serialized(ownerId, async () => {
+      this.checkMembers(body.members);
+      const group: Group = { id: groupId, name: body.name, members: [...new Set(body.members)] };
+      if (!(await this.repository.updateGroup(ownerId, groupId, group))) throw new AppError('not_found', 'No such group.');
+      this.ruleBook.replaceGroups(
+        ownerId,
+        this.ruleBook.groups(ownerId).map((g) => (g.id === groupId ? group : g)),
+      );
+      return group;
+    });
   }
 
   /** A group named by a rule cannot go: the rule would silently stop matching. */
-  async deleteGroup(ownerId: string, groupId: string): Promise<void> {
-    const users = this.ruleBook.rules(ownerId).filter((r) => r.conditions.identity.groups.includes(groupId));
-    if (users.length > 0) throw new AppError('conflict', 'Rules name this group; change them first.', users.map((r) => r.id));
-    if (!(await this.repository.deleteGroup(ownerId, groupId))) throw new AppError('not_found', 'No such group.');
-    this.ruleBook.replaceGroups(
-      ownerId,
-      this.ruleBook.groups(ownerId).filter((g) => g.id !== groupId),
-    );
+  deleteGroup(ownerId: string, groupId: string): Promise<void> {
+    return this.serialized(ownerId, async () => {
+      const users = this.ruleBook.rules(ownerId).filter((r) => r.conditions.identity.groups.includes(groupId));
+      if (users.length > 0) throw new AppError('conflict', 'Rules name this group; change them first.', users.map((r) => r.id));
+      if (!(await this.repository.deleteGroup(ownerId, groupId))) throw new AppError('not_found', 'No such group.');
+      this.ruleBook.replaceGroups(
+        ownerId,
+        this.ruleBook.groups(ownerId).filter((g) => g.id !== groupId),
+      );
+    });
   }
 
   // --- "share until I arrive" ----------------------------------------------
 
-  private readonly arrivalWatches = new Map<string, () => void>();
+  private readonly arrivalWatches = new Map<string, (() => void) & { check: () => void }>();
 
   /**
    * While an owner has an unspent "until I arrive" rule, their presence is
@@ -414,31 +454,43 @@ export class Accounts {
       this.arrivalWatches.delete(ownerId);
       return;
     }
-    if (this.arrivalWatches.has(ownerId)) return;
-    let marking = false;
-    const check = () => {
-      if (marking) return;
-      const zone = this.hub.current(ownerId, this.clock()).place?.zone;
-      const arrived = pending().filter((r) => r.conditions.untilArrivalAt === zone);
-      if (arrived.length === 0) return;
-      marking = true;
-      const at = new Date(this.clock());
-      void Promise.all(arrived.map((r) => this.repository.markRuleArrived(ownerId, r.id, at)))
-        .then(() => {
+    let watch = this.arrivalWatches.get(ownerId);
+    if (!watch) {
+      let marking = false;
+      const check = () => {
+        if (marking) return;
+        const zone = this.hub.current(ownerId, this.clock()).place?.zone;
+        if (!pending().some((r) => r.conditions.untilArrivalAt === zone)) return;
+        marking = true;
+        // With the other consent changes, so an edit of the rule cannot interleave with its marking.
+        this.serialized(ownerId, async () => {
+          const arrived = pending().filter((r) => r.conditions.untilArrivalAt === zone);
+          const at = new Date(this.clock());
+          for (const rule of arrived) await this.repository.markRuleArrived(ownerId, rule.id, at);
           const ids = new Set(arrived.map((r) => r.id));
           this.ruleBook.replace(
             ownerId,
             this.ruleBook.rules(ownerId).map((r) => (ids.has(r.id) ? { ...r, arrivedAt: at.toISOString() } : r)),
           );
-          this.watchArrivals(ownerId);
         })
-        .catch((error: unknown) => this.onBackgroundError(error))
-        .finally(() => {
-          marking = false;
-        });
-    };
-    this.arrivalWatches.set(ownerId, this.hub.watch(ownerId, check));
-    check();
+          .then(
+            () => {
+              marking = false;
+              this.watchArrivals(ownerId);
+            },
+            (error: unknown) => {
+              marking = false;
+              this.onBackgroundError(error);
+              // Not stored: try again soon (the engine refuses the rule meanwhile only while the owner is there).
+              setTimeout(check, 5000).unref();
+            },
+          );
+      };
+      watch = Object.assign(this.hub.watch(ownerId, check), { check });
+      this.arrivalWatches.set(ownerId, watch);
+    }
+    // A rule added while the owner is already there is spent at once.
+    watch.check();
   }
 
   // --- access requests and watcher information (RFC 3857) -------------------
@@ -532,9 +584,11 @@ export class Accounts {
   async approve(ownerId: string, watcherId: string, transformations: Transformations): Promise<Rule> {
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
-    const rule = await this.addRule(ownerId, ruleBodySchema.parse({ conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling: 'allow' }, transformations }));
-    await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved' });
-    return rule;
+    return this.serialized(ownerId, async () => {
+      // The request is marked first: should the rule then fail, a retry adds it; never a rule twice.
+      await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved' });
+      return this.addRuleNow(ownerId, ruleBodySchema.parse({ conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling: 'allow' }, transformations }));
+    });
   }
 
   /** Denies a request: it stays "pending" to the watcher (who must not learn of the refusal). */

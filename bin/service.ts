@@ -221,11 +221,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
         ...(config.sip.username !== undefined ? { username: config.sip.username, password: config.sip.password } : {}),
       });
       if (!sip.success) throw new Error(`invalid SIP configuration: ${sip.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-      let gateway: SipGateway | undefined;
-      const pool = await SipPublisherPool.create(sip.data, { onOutcome: (outcome) => gateway?.onOutcome(outcome) });
+      // Outcomes reach the gateway once it exists (it needs the pool to be built).
+      const outcomes: { gateway?: SipGateway } = {};
+      const pool = await SipPublisherPool.create(sip.data, { onOutcome: (outcome) => outcomes.gateway?.onOutcome(outcome) });
       cleanups.push(() => pool.close());
       if (!directory.activeWatcher(config.sip.audience)) log.warn('SIP_AUDIENCE names no active watcher: it matches no rule, so the SIP server is sent the offline view');
-      gateway = new SipGateway({
+      const gateway = new SipGateway({
         directory,
         ruleBook,
         hub,
@@ -239,10 +240,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
         metrics,
         onError: (err: unknown) => log.warn({ err }, 'SIP publication failed'),
       });
-      const started = gateway;
-      cleanups.push(async () => started.close());
-      accounts.onSettingsChange((ownerId) => started.sync(ownerId));
-      for (const ownerId of directory.ownerIds()) started.sync(ownerId);
+      outcomes.gateway = gateway;
+      cleanups.push(async () => gateway.close());
+      accounts.onSettingsChange((ownerId) => gateway.sync(ownerId));
+      for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
       log.info({ server: config.sip.server }, 'SIP gateway on');
     }
     let ready = false;

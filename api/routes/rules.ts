@@ -23,7 +23,7 @@ export const AUTH_POLICY_MEDIA_TYPE = 'application/auth-policy+xml';
 const JSON_MEDIA_TYPE = 'application/json';
 
 const rulesResponse = z.object({ rules: z.array(ruleSchema) });
-const rulesBody = z.object({ rules: z.array(ruleBodySchema.extend({ id: idSchema.optional() })).max(200) }).strict();
+const rulesBody = z.object({ rules: z.array(ruleBodySchema.extend({ id: idSchema.optional(), arrivedAt: z.iso.datetime({ offset: true }).optional() })).max(200) }).strict();
 const groupsResponse = z.object({ groups: z.array(groupSchema) });
 const idParams = z.object({ id: idSchema });
 const handleParams = z.object({ handle: handleSchema });
@@ -101,7 +101,7 @@ export function ruleRoutes(app: FastifyInstance, deps: { auth: Authenticator; ac
       } else if (type === JSON_MEDIA_TYPE) {
         const parsed = rulesBody.safeParse(request.body);
         if (!parsed.success) throw new AppError('invalid_request', 'Invalid body.', parsed.error.issues.map((i) => `/${i.path.join('/')} ${i.message}`));
-        items = parsed.data.rules.map(({ id, ...body }) => ({ id, body }));
+        items = parsed.data.rules.map(({ id, arrivedAt, ...body }) => ({ id, body, arrivedAt }));
       } else {
         throw new AppError('unsupported_media_type', `Send ${JSON_MEDIA_TYPE} or ${AUTH_POLICY_MEDIA_TYPE}.`);
       }

@@ -162,4 +162,19 @@ t.test('share until I arrive, and location at the granted precision', async (t) 
   await publish({ kind: 'location', latitude: 48.3, longitude: 16.4, accuracy: 10 });
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.equal((await json(await read(kate.token))).availability, 'offline', 'left again: the rule is spent');
+
+  // Writing the rules back without the arrival (a client that drops the field) does not revive the rule.
+  const listed = (await json(await me('GET', '/v1/me/rules'))).rules as { id: string; arrivedAt?: string }[];
+  const stripped = listed.map(({ arrivedAt: _arrivedAt, ...rule }) => rule);
+  t.equal((await me('PUT', '/v1/me/rules', { rules: stripped })).status, 200);
+  t.ok(((await json(await me('GET', '/v1/me/rules'))).rules as { arrivedAt?: string }[]).some((r) => r.arrivedAt), 'still spent');
+  t.equal((await me('PUT', '/v1/me/rules', { rules: listed })).status, 200, 'and the JSON the service gives is accepted back as it is');
+  t.equal((await json(await read(kate.token))).availability, 'offline');
+
+  // A zone an unspent "until I arrive" rule needs cannot be removed from the settings.
+  await me('PUT', '/v1/me/settings', { zones: [{ name: 'Home', sphere: 'home', placeType: 'residence', geofences: ['home'] }, { name: 'Office', geofences: ['office'] }] });
+  const pending = await json(await me('POST', '/v1/me/rules', { conditions: { identity: { watchers: [kate.id] }, untilArrivalAt: 'Office' }, actions: { subHandling: 'allow' } }));
+  const orphaning = await me('PUT', '/v1/me/settings', { zones: [{ name: 'Home', geofences: ['home'] }] });
+  t.equal(orphaning.status, 409);
+  t.same((await json(orphaning)).details, [pending.id]);
 });
