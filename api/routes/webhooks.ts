@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import type { Directory } from '../../core/directory.js';
 import { AppError } from '../../core/errors.js';
@@ -32,7 +33,33 @@ export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
   if (url.protocol !== 'https:' && !(allowHttp && url.protocol === 'http:')) throw new AppError('invalid_request', allowHttp ? 'The url must be http or https.' : 'The url must be https.');
   if (url.username || url.password) throw new AppError('invalid_request', 'The url must not carry credentials.');
   if (url.hash) throw new AppError('invalid_request', 'The url must not carry a fragment.');
+  // Where only https is allowed (production), an address literal inside the
+  // operator's own networks is refused: a watcher must not make the service
+  // POST to its neighbours. (A name that resolves there is not caught here.)
+  if (!allowHttp && isInternalAddress(url.hostname.replace(/^\[|\]$/g, ''))) throw new AppError('invalid_request', 'The url must not name a loopback, private or link-local address.');
   return url.toString();
+}
+
+/** Loopback, private (RFC 1918, RFC 4193), link-local, unspecified and CGNAT addresses, and localhost. */
+export function isInternalAddress(host: string): boolean {
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  if (isIPv4(host)) {
+    const [a = 0, b = 0] = host.split('.').map(Number);
+    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
+  }
+  if (isIPv6(host)) {
+    const h = host.toLowerCase();
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+    if (mapped?.[1]) return isInternalAddress(mapped[1]);
+    // The WHATWG URL parser writes IPv4-mapped addresses in hex (::ffff:c0a8:101).
+    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+    if (hex?.[1] && hex[2]) {
+      const [hi, lo] = [parseInt(hex[1], 16), parseInt(hex[2], 16)];
+      return isInternalAddress(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
+    }
+    return h === '::' || h === '::1' || /^f[cd]/.test(h) || /^fe[89ab]/.test(h);
+  }
+  return false;
 }
 
 export function webhookRoutes(
