@@ -1,17 +1,12 @@
 import { z } from 'zod';
-import { isPrintableText } from './text.js';
+import { printableText } from './text.js';
 
 /**
  * What an owner tells the service about their life, validated: places and
  * zones, dwell times, thresholds, quiet hours, signals to ignore. Input to
  * derivation, never shown to watchers.
  */
-const label = z
-  .string()
-  .trim()
-  .min(1)
-  .max(64)
-  .refine(isPrintableText, 'must be printable text');
+const label = printableText(64);
 
 export const sphereSchema = z.enum(['home', 'work']);
 export type Sphere = z.infer<typeof sphereSchema>;

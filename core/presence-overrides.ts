@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Derived } from './derive-presence.js';
 import { activitySchema, availabilitySchema, type Activity, type Availability } from './presence.js';
-import { isPrintableText } from './text.js';
+import { noteSchema } from './text.js';
 
 /**
  * What people and apps say, on top of what sensors say. Compare Microsoft
@@ -22,13 +22,7 @@ export const overrideInputSchema = z
     availability: availabilitySchema,
     activities: z.array(activitySchema).max(5).default([]),
     /** The owner's own words (RFC 3863 §4.1.5 note), shown only to watchers granted provide-note. */
-    note: z
-      .string()
-      .trim()
-      .min(1)
-      .max(200)
-      .refine(isPrintableText, 'must be printable text')
-      .optional(),
+    note: noteSchema.optional(),
     /** 1 minute to 7 days. */
     expiresInSeconds: z
       .number()

@@ -9,7 +9,7 @@ import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
 import type { Accounts, PublicationContent } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 import { documented, errors, json, operation, ownerAccess, type ResponseHeaders } from '../openapi.js';
-import { isPrintableText } from '../../core/text.js';
+import { noteSchema } from '../../core/text.js';
 
 /**
  * POST /v1/presence/{handle}: SIP PUBLISH (RFC 3903) mapped onto HTTP, for
@@ -41,13 +41,7 @@ const jsonPublication = z
   .object({
     availability: availabilitySchema,
     activities: z.array(activitySchema).max(8).default([]),
-    note: z
-      .string()
-      .trim()
-      .min(1)
-      .max(200)
-      .refine(isPrintableText, 'must be printable text')
-      .optional(),
+    note: noteSchema.optional(),
   })
   .strict();
 

@@ -13,7 +13,7 @@ import { negotiate } from '../negotiate.js';
 import { JSON_MEDIA_TYPE, type RepresentationCache } from '../representations.js';
 import { computeView, type WatcherViewDeps } from '../watcher-views.js';
 import { documented, empty, errors, json, media, operation, ownerAccess, watcherAccess } from '../openapi.js';
-import { isPrintableText } from '../../core/text.js';
+import { printableText } from '../../core/text.js';
 
 /**
  * The consent flow and what the owner sees of it:
@@ -24,12 +24,7 @@ import { isPrintableText } from '../../core/text.js';
  * - the owner previews exactly what a watcher would get now, and which
  *   rules produced each field: GET /v1/me/preview/{watcherId}.
  */
-const messageSchema = z
-  .string()
-  .trim()
-  .min(1)
-  .max(200)
-  .refine(isPrintableText, 'must be printable text');
+const messageSchema = printableText(200);
 
 const watcherInfoSchema = z.object({
   watcherId: z.string(),
