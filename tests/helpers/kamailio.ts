@@ -145,6 +145,16 @@ async function stopChild(child: ChildProcess, group: boolean): Promise<void> {
 
 /** Starts Kamailio from the template on a free port and waits until it answers OPTIONS. */
 export async function startKamailio(options: KamailioOptions = {}): Promise<KamailioServer> {
+  // One more try on a fresh port and folder: a start can lose a race for its
+  // port with another test, or (rarely) meet sqlite's lock while its children start.
+  try {
+    return await startKamailioOnce(options);
+  } catch {
+    return startKamailioOnce(options);
+  }
+}
+
+async function startKamailioOnce(options: KamailioOptions): Promise<KamailioServer> {
   const dir = await mkdtemp(join(tmpdir(), 'kamailio-test-'));
   const port = await freeSipPort();
   const template = await readFile(join(KAMAILIO_DIR, 'kamailio.cfg.template'), 'utf8');
@@ -156,7 +166,11 @@ export async function startKamailio(options: KamailioOptions = {}): Promise<Kama
   await writeFile(cfg, config);
   const db = join(dir, 'presence.db');
   if (options.inMemory) await writeFile(db, '');
-  else for (const schema of ['standard-create.sql', 'presence-create.sql']) await run('sh', ['-c', `sqlite3 "${db}" < "${join(SQL_DIR, schema)}"`]);
+  else {
+    for (const schema of ['standard-create.sql', 'presence-create.sql']) await run('sh', ['-c', `sqlite3 "${db}" < "${join(SQL_DIR, schema)}"`]);
+    // WAL is a property of the file: set once here, no child has to switch it at start.
+    await run('sqlite3', [db, 'PRAGMA journal_mode=WAL;']);
+  }
 
   const defines: string[] = [];
   if (options.auth) defines.push('-A', 'WITH_AUTH');
