@@ -585,7 +585,9 @@ export class Accounts {
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
     return this.serialized(ownerId, async () => {
-      // The request is marked first: should the rule then fail, a retry adds it; never a rule twice.
+      // An approval adds one rule: a second one (a double click, a retry after success) is refused.
+      if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule already allows this watcher; change that rule instead.');
+      // The request is marked first: should adding the rule then fail, a retry adds it.
       await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved' });
       return this.addRuleNow(ownerId, ruleBodySchema.parse({ conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling: 'allow' }, transformations }));
     });

@@ -130,7 +130,7 @@ export function watcherRoutes(app: FastifyInstance, deps: WatcherRouteDeps): voi
         params: watcherParams,
         // By default an approval shows availability only: the owner widens it explicitly.
         body: optionalBody(z.object({ transformations: transformationsSchema.default({ ...NOTHING, availability: true }) }).strict()),
-        response: { 201: json(ruleSchema, 'The rule added.'), ...errors('invalid_request', 401, 'forbidden', 404, 413, 415) },
+        response: { 201: json(ruleSchema, 'The rule added.'), ...errors('invalid_request', 401, 'forbidden', 404, 'conflict', 413, 415) },
       },
       config: documented({ optionalBody: true }),
     },

@@ -45,6 +45,7 @@ t.test('access requests: pending until approved; a denied watcher cannot tell; a
   const approved = await me('POST', `/v1/me/watchers/${carol.id}/approve`, { transformations: { availability: true, activities: true } });
   t.equal(approved.status, 201);
   t.match(await approved.json(), { conditions: { identity: { watchers: [carol.id] } }, actions: { subHandling: 'allow' } });
+  t.equal((await me('POST', `/v1/me/watchers/${carol.id}/approve`)).status, 409, 'approving twice adds no second rule');
   const again = await ask(carol.token);
   t.equal(again.status, 200);
   t.same(await again.json(), { status: 'active' });
