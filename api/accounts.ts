@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
 import type { Repository } from '../core/db/repository.js';
-import { identityMatches } from '../policy/evaluate-consent.js';
+import { identityMatches, strongerSubHandling } from '../policy/evaluate-consent.js';
 import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
 
@@ -529,12 +529,8 @@ export class Accounts {
   private identityDecision(ownerId: string, watcherId: string): SubHandling | 'none' {
     const watcher = { id: watcherId, domain: this.directory.activeWatcher(watcherId)?.domain };
     const policy = this.ruleBook.policy(ownerId);
-    const order: readonly SubHandling[] = ['block', 'confirm', 'polite-block', 'allow'];
     let best: SubHandling | 'none' = 'none';
-    for (const rule of policy.rules) {
-      if (!identityMatches(rule.conditions.identity, watcher, policy.groups)) continue;
-      if (best === 'none' || order.indexOf(rule.actions.subHandling) > order.indexOf(best)) best = rule.actions.subHandling;
-    }
+    for (const rule of policy.rules) if (identityMatches(rule.conditions.identity, watcher, policy.groups)) best = strongerSubHandling(best, rule.actions.subHandling);
     return best;
   }
 

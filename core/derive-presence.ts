@@ -432,7 +432,8 @@ export function distanceMeters(lat1: number, lon1: number, lat2: number, lon2: n
   return 2 * 6_371_008.8 * Math.asin(Math.min(1, Math.sqrt(a)));
 }
 
-function minutesOf(hhmm: string): number {
+/** Minutes since midnight of an `HH:MM` wall-clock time (quiet hours, recurring consent windows). */
+export function minutesOf(hhmm: string): number {
   const [h, m] = hhmm.split(':').map(Number);
   return (h ?? 0) * 60 + (m ?? 0);
 }

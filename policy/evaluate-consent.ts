@@ -1,4 +1,4 @@
-import { localTime } from '../core/derive-presence.js';
+import { localTime, minutesOf } from '../core/derive-presence.js';
 import type { Sphere } from '../core/owner-settings.js';
 import {
   locationPrecisionSchema,
@@ -61,6 +61,11 @@ export type Decision =
 
 const subHandlingRank: Record<SubHandling, number> = { block: 0, confirm: 1, 'polite-block': 2, allow: 3 };
 
+/** The higher of two sub-handlings (RFC 5025 §3.2.1 order); `none` is below every value. */
+export function strongerSubHandling(a: SubHandling | 'none', b: SubHandling): SubHandling {
+  return a === 'none' || subHandlingRank[b] > subHandlingRank[a] ? b : a;
+}
+
 export function identityMatches(identity: Identity, watcher: WatcherIdentity, groups: readonly Group[]): boolean {
   // RFC 4745 §7.1.2 <one>: named watchers (and members of named groups) match outright.
   if (identity.watchers.includes(watcher.id)) return true;
@@ -77,7 +82,6 @@ export function identityMatches(identity: Identity, watcher: WatcherIdentity, gr
 const WEEKDAYS: readonly Weekday[] = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 const DAY_MINUTES = 1440;
 
-const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
 /** Whether a recurring window holds at `now`, and when it may next flip. */
 export function recurringWindowState(window: RecurringWindow, now: number): { open: boolean; nextEdge: number } {
@@ -246,7 +250,7 @@ export function evaluateConsent(policy: OwnerPolicy, watcher: WatcherIdentity, c
   if (matching.length === 0) return { kind: 'no-match', ruleIds, validUntil };
 
   let subHandling: SubHandling = 'block';
-  for (const rule of matching) if (subHandlingRank[rule.actions.subHandling] > subHandlingRank[subHandling]) subHandling = rule.actions.subHandling;
+  for (const rule of matching) subHandling = strongerSubHandling(subHandling, rule.actions.subHandling);
   if (subHandling !== 'allow') return { kind: subHandling, ruleIds, validUntil };
 
   const allowRules = matching.filter((r) => r.actions.subHandling === 'allow');
