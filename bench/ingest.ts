@@ -1,10 +1,10 @@
+import { createScratchDatabase } from './scratch-db.js';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectAsync } from 'mqtt';
-import pg from 'pg';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
 import { ingestRejections } from '../core/errors.js';
@@ -29,7 +29,6 @@ import { startPrivateBroker } from '../tests/helpers/mosquitto.js';
 const messages = Number(process.env.BENCH_MESSAGES ?? 200_000);
 const deviceCount = Number(process.env.BENCH_DEVICES ?? 1000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const pgAdminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const publisherScript = join(fileURLToPath(new URL('.', import.meta.url)), 'publisher.js');
 const PUBLISH_WINDOW = 1000;
 
@@ -89,16 +88,11 @@ async function measure(count: () => number, target: number, publish: () => Promi
 
 async function main() {
   const broker = process.env.BENCH_MQTT_URL ? { url: process.env.BENCH_MQTT_URL, stop: async () => undefined } : await startPrivateBroker();
-  const dbName = `presence_bench_${Date.now().toString(36)}`;
-  const admin = new pg.Client({ connectionString: pgAdminUrl });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const dbUrl = new URL(pgAdminUrl);
-  dbUrl.pathname = `/${dbName}`;
+  const database = await createScratchDatabase();
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-presence-'));
 
   const parsed = parseConfig({
-    DATABASE_URL: dbUrl.toString(),
+    DATABASE_URL: database.url,
     MQTT_URL: broker.url,
     MQTT_TOPIC_ROOT: 'bench-svc',
     DATA_DIR: dataDir,
@@ -169,8 +163,7 @@ async function main() {
   } finally {
     await service.close();
     await broker.stop();
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await database.drop();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

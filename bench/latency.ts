@@ -1,3 +1,4 @@
+import { createScratchDatabase } from './scratch-db.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,6 @@ import { monitorEventLoopDelay, PerformanceObserver, constants as perfConstants,
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { connectAsync } from 'mqtt';
-import pg from 'pg';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
 import { ingestRejections } from '../core/errors.js';
@@ -66,7 +66,6 @@ import type { ClientResult, ClientSpec, Stats, StreamSpec } from './latency-clie
 const ownerCount = Number(process.env.BENCH_OWNERS ?? 10);
 const qos = (process.env.BENCH_QOS === '0' ? 0 : 1) as 0 | 1;
 const mqttUrl = process.env.BENCH_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
-const pgAdminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const here = fileURLToPath(new URL('.', import.meta.url));
 const TARGET_P99_MS = 15;
 
@@ -137,15 +136,10 @@ async function main() {
   const serviceRoot = `bench-lat-${unique}`;
   const bareRoot = `bench-lat-bare-${unique}`;
   const clientId = `bench-latency-svc-${unique}`;
-  const dbName = `presence_bench_${unique}`;
-  const admin = new pg.Client({ connectionString: pgAdminUrl });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const dbUrl = new URL(pgAdminUrl);
-  dbUrl.pathname = `/${dbName}`;
+  const database = await createScratchDatabase();
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-latency-'));
   const parsed = parseConfig({
-    DATABASE_URL: dbUrl.toString(),
+    DATABASE_URL: database.url,
     MQTT_URL: mqttUrl,
     MQTT_TOPIC_ROOT: serviceRoot,
     OWNTRACKS_TOPIC_ROOT: `${serviceRoot}-ot`,
@@ -240,8 +234,7 @@ async function main() {
     // Leave no persistent session (and no queue) behind on the shared broker.
     const session = await connectAsync(mqttUrl, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 2000 }).catch(() => undefined);
     await session?.endAsync();
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await database.drop();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -1,3 +1,4 @@
+import { createScratchDatabase } from './scratch-db.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request, type IncomingHttpHeaders } from 'node:http';
@@ -5,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
 import { issueToken } from '../core/identity/tokens.js';
@@ -60,7 +60,6 @@ const revalidateSeconds = Number(process.env.BENCH_REVALIDATE_SECONDS ?? 3);
 const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const client = process.env.BENCH_CLIENT === 'node' ? 'node' : 'raw';
-const pgAdminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const here = fileURLToPath(new URL('.', import.meta.url));
 const TARGET = 0.6;
 
@@ -136,14 +135,9 @@ async function startBare(spec: BareSpec): Promise<{ port: number; child: ChildPr
 const pct = (share: number) => `${(share * 100).toFixed(0)}%`;
 
 async function main() {
-  const dbName = `presence_bench_${Date.now().toString(36)}`;
-  const admin = new pg.Client({ connectionString: pgAdminUrl });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const dbUrl = new URL(pgAdminUrl);
-  dbUrl.pathname = `/${dbName}`;
+  const database = await createScratchDatabase();
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-reads-'));
-  const parsed = parseConfig({ DATABASE_URL: dbUrl.toString(), DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+  const parsed = parseConfig({ DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);
   let bare: ChildProcess | undefined;
@@ -264,8 +258,7 @@ async function main() {
   } finally {
     bare?.kill('SIGTERM');
     await service.close();
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await database.drop();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -1,3 +1,4 @@
+import { createScratchDatabase } from './scratch-db.js';
 import pg from 'pg';
 import { openDatabase } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
@@ -16,25 +17,19 @@ import type { DirtyOwner } from '../core/presence-hub.js';
  * database is created next to it and dropped after), BENCH_OWNERS (20000),
  * BENCH_SINGLE_ROWS (2000), BENCH_ROUNDS (3).
  */
-const pgAdminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const ownerCount = Number(process.env.BENCH_OWNERS ?? 20_000);
 const singleRows = Number(process.env.BENCH_SINGLE_ROWS ?? 2000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const CHUNK = 500;
 
-const dbName = `presence_wb_${Date.now().toString(36)}`;
-const admin = new pg.Client({ connectionString: pgAdminUrl });
-await admin.connect();
-await admin.query(`create database ${dbName}`);
-const url = new URL(pgAdminUrl);
-url.pathname = `/${dbName}`;
-const handle = await openDatabase({ kind: 'postgres', url: url.toString() });
+const database = await createScratchDatabase();
+const handle = await openDatabase({ kind: 'postgres', url: database.url });
 const repository = new Repository(handle.db);
 
 try {
   // Owners exist first (states reference them), inserted in bulk.
   const ids = Array.from({ length: ownerCount }, () => crypto.randomUUID());
-  const raw = new pg.Client({ connectionString: url.toString() });
+  const raw = new pg.Client({ connectionString: database.url });
   await raw.connect();
   for (let i = 0; i < ids.length; i += 5000) {
     const slice = ids.slice(i, i + 5000);
@@ -80,6 +75,5 @@ try {
   console.log(`| write-behind batch of ${CHUNK} (one jsonb parameter) | ${batched.toFixed(0)} | ${(batched / single).toFixed(1)} |`);
 } finally {
   await handle.close();
-  await admin.query(`drop database if exists ${dbName} with (force)`);
-  await admin.end();
+  await database.drop();
 }
