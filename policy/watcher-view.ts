@@ -112,11 +112,19 @@ const classAllowed = (set: ClassSet, deviceClass: string | undefined) => set ===
 
 /** Stable per device and not reversible to its id (which is also its MQTT user name). */
 function deviceRef(deviceId: string): { occurrence: string; urn: string } {
+  // Views are built on every read: hash each device once (the map is bounded by registered devices; cleared past a cap).
+  const known = deviceRefs.get(deviceId);
+  if (known) return known;
   const h = createHash('sha256').update(`presence-device:${deviceId}`).digest('hex');
   // An RFC 9562 version 8 UUID carrying the digest: a valid urn:uuid, unlinkable to the id.
   const uuid = `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-  return { occurrence: `d${h.slice(0, 12)}`, urn: `urn:uuid:${uuid}` };
+  const ref = { occurrence: `d${h.slice(0, 12)}`, urn: `urn:uuid:${uuid}` };
+  if (deviceRefs.size >= MAX_DEVICE_REFS) deviceRefs.clear();
+  deviceRefs.set(deviceId, ref);
+  return ref;
 }
+const deviceRefs = new Map<string, { occurrence: string; urn: string }>();
+const MAX_DEVICE_REFS = 100_000;
 
 function devicesShown(devices: readonly DeviceSeen[], set: ClassSet, context: ViewContext): DeviceSeen[] {
   if (set !== 'all' && set.length === 0) return [];
