@@ -30,7 +30,7 @@ import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
 import { SipGateway } from '../api/sip-gateway.js';
-import { SipPublisherPool, sipGatewayConfigSchema } from '../api/sip/index.js';
+import { SipPublisherPool, sipGatewayConfigSchema, type SipGatewayConfig } from '../api/sip/index.js';
 import { loadOrCreateKeyPem } from './key-file.js';
 
 /**
@@ -66,6 +66,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const closeAll = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
   };
+
+  // The SIP settings are checked before anything starts (the URI grammar lives with the SIP client).
+  const sipConfig = config.sip ? parseSipSettings(config.sip) : undefined;
 
   try {
     await mkdir(config.dataDir, { recursive: true });
@@ -211,19 +214,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(async () => webhooks.close());
     for (const hook of await repository.listWebhooks()) webhooks.add(hook);
 
-    if (config.sip) {
+    if (config.sip && sipConfig) {
       // SIP gateway: publications are removed (Expires: 0) by the pool's close, after the gateway stops watching.
-      const sip = sipGatewayConfigSchema.safeParse({
-        server: config.sip.server,
-        domain: config.sip.domain,
-        localHost: config.sip.localHost,
-        expires: config.sip.expires,
-        ...(config.sip.username !== undefined ? { username: config.sip.username, password: config.sip.password } : {}),
-      });
-      if (!sip.success) throw new Error(`invalid SIP configuration: ${sip.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       // Outcomes reach the gateway once it exists (it needs the pool to be built).
       const outcomes: { gateway?: SipGateway } = {};
-      const pool = await SipPublisherPool.create(sip.data, { onOutcome: (outcome) => outcomes.gateway?.onOutcome(outcome) });
+      const pool = await SipPublisherPool.create(sipConfig, { onOutcome: (outcome) => outcomes.gateway?.onOutcome(outcome) });
       cleanups.push(() => pool.close());
       if (!directory.activeWatcher(config.sip.audience)) log.warn('SIP_AUDIENCE names no active watcher: it matches no rule, so the SIP server is sent the offline view');
       const gateway = new SipGateway({
@@ -307,6 +302,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
 function networkDigester(keyPem: string): (ownerId: string, ssid: string) => string {
   const key = createHash('sha256').update('presence network digest v1\0').update(keyPem).digest();
   return (ownerId, ssid) => createHmac('sha256', key).update(ownerId).update('\0').update(ssid).digest('base64url').slice(0, 22);
+}
+
+function parseSipSettings(sip: NonNullable<Config['sip']>): SipGatewayConfig {
+  const parsed = sipGatewayConfigSchema.safeParse({
+    server: sip.server,
+    domain: sip.domain,
+    localHost: sip.localHost,
+    expires: sip.expires,
+    ...(sip.username !== undefined ? { username: sip.username, password: sip.password } : {}),
+  });
+  if (!parsed.success) throw new Error(`invalid SIP configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return parsed.data;
 }
 
 /** Owners with at least one rule (the only ones an arrival can concern). */
