@@ -2,11 +2,13 @@ import { createHash, createHmac } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import type { MqttClient } from 'mqtt';
 import { pino, type Logger } from 'pino';
 import { Accounts } from '../api/accounts.js';
 import { buildApi } from '../api/server.js';
 import type { Config } from '../core/config.js';
 import type { IngestRejection } from '../core/errors.js';
+import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
 import { writeAccessLog, writeStates } from '../core/db/state-writer.js';
@@ -24,6 +26,7 @@ import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
+import { ClusterSync } from '../ingest/cluster-sync.js';
 import { deviceTopic } from '../ingest/topics.js';
 import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
@@ -99,9 +102,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(() => writer.stop());
       return writer;
     };
+    // Scale-out: what this process applies reaches the others over the broker (ingest/cluster-sync.ts).
+    const clusterConfig = config.mqtt.kind === 'external' ? config.mqtt.cluster : undefined;
+    const requestWrite = { now: () => undefined as void };
+    const cluster = clusterConfig
+      ? new ClusterSync({ root: clusterConfig.syncRoot, clientId: clusterConfig.clientId, hub, clock, log, metrics, requestWrite: () => requestWrite.now() })
+      : undefined;
     const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
-      writeStates(hub, repository, onBatch),
+      writeStates(hub, repository, onBatch, clock, cluster),
     );
+    requestWrite.now = () => void writer.flush().catch((err: unknown) => log.error({ err }, 'write-behind failed; will retry'));
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
 
@@ -134,9 +144,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName,
+      ...(cluster ? { onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => cluster.applied(ownerId, deviceId, events) } : {}),
     });
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
     const onMessage = (topic: string, payload: Buffer) => {
+      if (cluster?.owns(topic)) {
+        cluster.handle(topic, payload);
+        return;
+      }
       const now = clock();
       const reason = pipeline.handle(topic, payload, now);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
@@ -170,8 +185,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
         topics,
         log,
         onMessage,
+        ...(cluster && clusterConfig
+          ? { shareGroup: clusterConfig.shareGroup, extraSubscriptions: cluster.subscriptions(), will: cluster.will(), onClient: (client: MqttClient) => cluster.attach(client) }
+          : {}),
       });
       cleanups.push(() => subscriber.close());
+      if (cluster) {
+        // On a clean stop, what was applied is written and announced while
+        // the connection is still up (cleanups run in reverse order), so the
+        // other processes hold nothing for this one.
+        cleanups.push(() => writer.flush());
+        log.info({ node: cluster.node, shareGroup: clusterConfig?.shareGroup }, 'scale-out: sharing ingest with the group');
+      }
       mqttUrl = config.mqtt.url;
       const deadLetterRoot = config.mqtt.deadLetterRoot;
       if (deadLetterRoot) {

@@ -45,6 +45,10 @@ export const envSchema = z.object({
     .default('owntracks'),
   MQTT_DEAD_LETTER_TOPIC: topicRoot
     .optional(),
+  /** Scale-out: processes sharing this group split the device topics (MQTT 5 / Mosquitto `$share/{group}/...`). */
+  MQTT_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ -').optional(),
+  /** Scale-out: where the processes tell each other what they applied (below it: {clientId}/{signals|persisted|gone}). */
+  MQTT_SYNC_TOPIC: topicRoot.default('presence-sync'),
   SIGNING_KEY: z
     .string()
     .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
@@ -100,6 +104,8 @@ export interface Config {
         readonly clientId: string | undefined;
         /** Refused messages are republished below this root, if set. */
         readonly deadLetterRoot: string | undefined;
+        /** Several processes on one broker and one database (MQTT_SHARE_GROUP). */
+        readonly cluster: { readonly shareGroup: string; readonly syncRoot: string; readonly clientId: string } | undefined;
       };
   readonly signingKeyPem: string | undefined;
   readonly tokenIssuer: string;
@@ -149,6 +155,18 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   if (env.SIP_SERVER && !env.SIP_AUDIENCE) problems.push('SIP_AUDIENCE: required with SIP_SERVER (the watcher whose consent decides what the SIP server sees)');
   if (!env.SIP_SERVER && (env.SIP_AUDIENCE || env.SIP_USERNAME || env.SIP_DOMAIN)) problems.push('SIP_AUDIENCE/SIP_USERNAME/SIP_DOMAIN: only used with SIP_SERVER');
   if ((env.SIP_USERNAME === undefined) !== (env.SIP_PASSWORD === undefined)) problems.push('SIP_USERNAME/SIP_PASSWORD: set both or neither');
+  if (env.MQTT_SHARE_GROUP) {
+    // Each process needs its own persistent session (its share of device
+    // messages and the sync topic wait there while it restarts), and the
+    // processes meet in one database: PGlite lives inside one process.
+    if (!env.MQTT_URL) problems.push('MQTT_SHARE_GROUP: needs MQTT_URL (several processes share an external broker)');
+    if (!env.MQTT_CLIENT_ID) problems.push('MQTT_SHARE_GROUP: needs MQTT_CLIENT_ID, stable across restarts and unique per process');
+    if (!env.DATABASE_URL) problems.push('MQTT_SHARE_GROUP: needs DATABASE_URL (the embedded database serves one process)');
+    const sync = `${env.MQTT_SYNC_TOPIC}/`;
+    for (const [name, root] of [['MQTT_TOPIC_ROOT', env.MQTT_TOPIC_ROOT], ['OWNTRACKS_TOPIC_ROOT', env.OWNTRACKS_TOPIC_ROOT], ['MQTT_DEAD_LETTER_TOPIC', env.MQTT_DEAD_LETTER_TOPIC]] as const) {
+      if (root !== undefined && (sync.startsWith(`${root}/`) || `${root}/`.startsWith(sync))) problems.push(`MQTT_SYNC_TOPIC: must not overlap ${name}`);
+    }
+  }
   const native = `${env.MQTT_TOPIC_ROOT}/`;
   const owntracks = `${env.OWNTRACKS_TOPIC_ROOT}/`;
   if (native.startsWith(owntracks) || owntracks.startsWith(native)) problems.push('OWNTRACKS_TOPIC_ROOT: must not overlap MQTT_TOPIC_ROOT');
@@ -187,6 +205,7 @@ export function parseConfig(source: Env): ConfigResult {
           ownTracksRoot: e.OWNTRACKS_TOPIC_ROOT,
           clientId: e.MQTT_CLIENT_ID,
           deadLetterRoot: e.MQTT_DEAD_LETTER_TOPIC,
+          cluster: e.MQTT_SHARE_GROUP && e.MQTT_CLIENT_ID ? { shareGroup: e.MQTT_SHARE_GROUP, syncRoot: e.MQTT_SYNC_TOPIC, clientId: e.MQTT_CLIENT_ID } : undefined,
         }
       : {
           kind: 'embedded',

@@ -79,14 +79,28 @@ export class PresenceHub {
     if (entry) this.rederive(ownerId, entry, now);
   }
 
-  /** Merges one device's events; returns true if the derived state changed. */
+  /** Merges one device's events, ingested here (to be persisted by this process); returns true if the derived state changed. */
   apply(ownerId: string, deviceId: string, events: readonly SensorEvent[], now: number): boolean {
+    return this.mergeInto(ownerId, events.map((event) => toSignal(deviceId, event)), true, now);
+  }
+
+  /**
+   * Merges signals another process ingested (over the broker) or stored (read
+   * back by a write): the same join, so every process converges on the same
+   * signals whichever saw what first; not marked for writing, as the process
+   * that ingested them writes them.
+   */
+  merge(ownerId: string, signals: readonly PersistedSignal[], now: number): boolean {
+    return this.mergeInto(ownerId, signals.map((s) => toSignal(s.deviceId, s.event)), false, now);
+  }
+
+  private mergeInto(ownerId: string, signals: readonly Signal[], persistHere: boolean, now: number): boolean {
     const entry = this.entry(ownerId, now);
     let signalsChanged = false;
-    for (const event of events) signalsChanged = mergeSignal(entry.signals, toSignal(deviceId, event)) || signalsChanged;
+    for (const signal of signals) signalsChanged = mergeSignal(entry.signals, signal) || signalsChanged;
     if (!signalsChanged) return false;
     entry.version += 1;
-    this.dirty.add(ownerId);
+    if (persistHere) this.dirty.add(ownerId);
     return this.rederive(ownerId, entry, now);
   }
 
@@ -108,6 +122,12 @@ export class PresenceHub {
     const set: SignalSet = new Map();
     for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
     this.owners.set(ownerId, { signals: set, version, derived: this.derive(ownerId, set, now) });
+  }
+
+  /** The owner's current signals (empty for an owner never heard from). */
+  signalsOf(ownerId: string): PersistedSignal[] {
+    const entry = this.owners.get(ownerId);
+    return entry ? [...entry.signals.values()].map(persisted) : [];
   }
 
   /** Hands over the owners changed since the last call (coalesced). */

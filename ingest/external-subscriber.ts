@@ -23,6 +23,14 @@ export interface ExternalSubscriberOptions {
   readonly log: Log;
   readonly onMessage: (topic: string, payload: Buffer) => void;
   readonly connectTimeoutMs?: number;
+  /** Scale-out: device topics are split between the processes of this group (`$share/{group}/...`). */
+  readonly shareGroup?: string;
+  /** More filters on the same session (the scale-out sync topic), not shared. */
+  readonly extraSubscriptions?: readonly string[];
+  /** Published by the broker if this connection ends without a DISCONNECT. */
+  readonly will?: IClientOptions['will'];
+  /** Given the client before it connects: a resumed session delivers messages right after CONNACK, and handlers may publish. */
+  readonly onClient?: (client: MqttClient) => void;
 }
 
 export interface ExternalSubscriber {
@@ -40,8 +48,13 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   };
   if (options.username) clientOptions.username = options.username;
   if (options.password) clientOptions.password = options.password;
+  if (options.will) clientOptions.will = options.will;
   const client = connect(options.url, clientOptions);
-  const filters = ingestSubscriptions(options.topics);
+  options.onClient?.(client);
+  // A shared subscription (MQTT 5 §4.8.2; Mosquitto also offers it to 3.1.1
+  // clients) hands each message to one process of the group.
+  const share = options.shareGroup ? `$share/${options.shareGroup}/` : '';
+  const filters = [...ingestSubscriptions(options.topics).map((f) => share + f), ...(options.extraSubscriptions ?? [])];
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   // Listeners first: a message may arrive right after SUBACK, and a socket
   // error with no listener would crash the process.

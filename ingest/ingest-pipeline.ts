@@ -1,5 +1,5 @@
 import type { Directory } from '../core/directory.js';
-import { sanitizeEvent } from '../core/events.js';
+import { sanitizeEvent, type SensorEvent } from '../core/events.js';
 import { ingestRejections, type IngestRejection } from '../core/errors.js';
 import type { Log } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
@@ -16,6 +16,8 @@ export interface IngestOptions extends DecodeLimits {
   readonly topics: TopicScheme;
   /** Keyed digest of a Wi-Fi name for one owner (never stored in clear). */
   readonly digestNetworkName: (ownerId: string, ssid: string) => string;
+  /** Told of what was applied, synchronously (scale-out publishes it to the other processes). */
+  readonly onApplied?: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => void;
 }
 
 export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
@@ -61,6 +63,7 @@ export class IngestPipeline {
     }
     const events = decoded.events.map((event) => sanitizeEvent(event, (ssid) => this.options.digestNetworkName(device.ownerId, ssid)));
     this.hub.apply(device.ownerId, device.id, events, now);
+    this.options.onApplied?.(device.ownerId, device.id, events);
     this.metrics.inc(INGEST_ACCEPTED);
     this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
     return undefined;

@@ -5,6 +5,7 @@ import type { AccessEntry } from '../access-log.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
+import { mergeSignal, toSignal, type SignalSet } from '../signal-store.js';
 import type { Database } from './connect.js';
 import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
@@ -63,6 +64,24 @@ export interface Snapshot {
   readonly skippedSignals: number;
 }
 
+/** A stored signal list, validated one by one: a bad signal is dropped alone. */
+function validSignals(stored: unknown): { signals: PersistedSignal[]; skipped: number } {
+  if (!Array.isArray(stored)) return { signals: [], skipped: 1 };
+  const signals: PersistedSignal[] = [];
+  let skipped = 0;
+  for (const candidate of stored) {
+    const parsed = persistedSignalSchema.safeParse(candidate);
+    if (parsed.success) signals.push(parsed.data);
+    else skipped += 1;
+  }
+  return { signals, skipped };
+}
+
+export interface StoredState {
+  readonly ownerId: string;
+  readonly signals: readonly PersistedSignal[];
+}
+
 export class Repository {
   constructor(readonly db: Database) {}
 
@@ -90,18 +109,12 @@ export class Repository {
         override: { source: row.source, ...rest, ...(note === null ? {} : { note }), ...(etag === null ? {} : { etag }), expiresAt: row.expiresAt.getTime() },
       });
     }
-    // A bad signal is dropped alone; the row's version is kept whatever its
-    // content, so the next write (version + 1) still moves the row forward.
+    // A bad signal is dropped alone; the rest of the row still counts.
     const states: { ownerId: string; version: number; signals: PersistedSignal[] }[] = [];
     for (const row of stateRows) {
-      const signals: PersistedSignal[] = [];
-      for (const candidate of Array.isArray(row.signals) ? row.signals : []) {
-        const parsed = persistedSignalSchema.safeParse(candidate);
-        if (parsed.success) signals.push(parsed.data);
-        else skippedSignals += 1;
-      }
-      if (!Array.isArray(row.signals)) skippedSignals += 1;
-      states.push({ ownerId: row.ownerId, version: row.version, signals });
+      const valid = validSignals(row.signals);
+      skippedSignals += valid.skipped;
+      states.push({ ownerId: row.ownerId, version: row.version, signals: valid.signals });
     }
     return {
       owners: ownerRows,
@@ -333,25 +346,64 @@ export class Repository {
   }
 
   /**
-   * Writes many owners' signals in one statement: the batch travels as one
-   * jsonb parameter (measured ~4x a multi-row insert, ~40x a row per
-   * transaction). A row only moves forward: an older version never
-   * overwrites a newer one. Owners deleted meanwhile are skipped, so one
-   * vanished owner cannot fail the whole batch on every retry.
+   * Merges many owners' signals into what is stored, in one transaction of
+   * three statements whatever the batch size (the batch travels as one jsonb
+   * parameter: measured ~4x a multi-row insert, ~40x a row per transaction).
    *
-   * Versions are per process: with several processes writing one owner,
-   * this is not yet a merge (scale-out, issue 6, merges signals in SQL).
+   * Several processes may write the same owner (each persists what it
+   * ingested, and a survivor takes over a dead process's unwritten changes),
+   * so the stored row is never overwritten: it is locked, merged with the
+   * batch by the signal store's own last-writer-wins join (the same function
+   * as in memory, so memory and storage cannot disagree on a tie), and
+   * written back. The join is commutative, associative and idempotent: the
+   * stored state converges whichever process writes what, in any order.
+   * Rows are created empty first, then locked in owner order, so two
+   * processes writing a new owner at once merge rather than overwrite, and
+   * two overlapping batches cannot deadlock. Owners deleted meanwhile are
+   * skipped, so one vanished owner cannot fail the whole batch on every
+   * retry.
+   *
+   * Returns the merged signals of the owners where storage held something
+   * the batch did not, so the writer's memory learns what other processes
+   * stored.
    */
-  async upsertStates(batch: readonly DirtyOwner[]): Promise<void> {
-    if (batch.length === 0) return;
-    const rows = batch.map((b) => ({ owner_id: b.ownerId, version: b.version, signals: b.signals }));
-    await this.db.execute(sql`
-      insert into presence_state (owner_id, signals, version, updated_at)
-      select r.owner_id, r.signals, r.version, now()
-      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(owner_id uuid, signals jsonb, version bigint)
-      where exists (select 1 from owners o where o.id = r.owner_id)
-      on conflict (owner_id) do update
-        set signals = excluded.signals, version = excluded.version, updated_at = excluded.updated_at
-        where presence_state.version < excluded.version`);
+  async upsertStates(batch: readonly DirtyOwner[]): Promise<StoredState[]> {
+    if (batch.length === 0) return [];
+    const byOwner = new Map<string, readonly PersistedSignal[]>();
+    for (const b of batch) byOwner.set(b.ownerId, b.signals);
+    const ids = JSON.stringify([...byOwner.keys()].sort());
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`
+        insert into presence_state (owner_id, signals, version)
+        select o.id, '[]'::jsonb, 0
+        from owners o join jsonb_array_elements_text(${ids}::jsonb) as i(id) on o.id = i.id::uuid
+        order by o.id
+        on conflict (owner_id) do nothing`);
+      const result = await tx.execute(sql`
+        select owner_id, signals from presence_state
+        where owner_id in (select id::uuid from jsonb_array_elements_text(${ids}::jsonb) as i(id))
+        order by owner_id
+        for update`);
+      const stored = (result as unknown as { rows: { owner_id: string; signals: unknown }[] }).rows;
+      const merged: StoredState[] = [];
+      const learned: StoredState[] = [];
+      for (const row of stored) {
+        const set: SignalSet = new Map();
+        for (const s of byOwner.get(row.owner_id) ?? []) mergeSignal(set, toSignal(s.deviceId, s.event));
+        let storeAddedSome = false;
+        for (const s of validSignals(row.signals).signals) storeAddedSome = mergeSignal(set, toSignal(s.deviceId, s.event)) || storeAddedSome;
+        const state = { ownerId: row.owner_id, signals: [...set.values()].map((s) => ({ deviceId: s.deviceId, event: s.event })) };
+        merged.push(state);
+        if (storeAddedSome) learned.push(state);
+      }
+      if (merged.length > 0) {
+        await tx.execute(sql`
+          update presence_state p
+          set signals = r.signals, version = p.version + 1, updated_at = now()
+          from jsonb_to_recordset(${JSON.stringify(merged.map((m) => ({ owner_id: m.ownerId, signals: m.signals })))}::jsonb) as r(owner_id uuid, signals jsonb)
+          where p.owner_id = r.owner_id`);
+      }
+      return learned;
+    });
   }
 }

@@ -26,16 +26,42 @@ function chunked<T>(take: () => T[], write: (chunk: T[]) => Promise<void>, putBa
 /**
  * Signals of the owners whose signals changed: coalesced by construction (an
  * owner changed a thousand times is written once), bounded by the number of
- * owners.
+ * owners. What storage held beyond the batch (written by another process)
+ * is merged back into memory.
+ *
+ * `progress` (scale-out) is told what was durable: `mark()` before the
+ * owners are taken names everything applied so far, and `persisted(mark)`
+ * after every chunk was written says all of it is stored.
  */
-export function writeStates(hub: PresenceHub, repository: Repository, onBatch: (rows: number) => void, chunkSize = 500): () => Promise<void> {
-  return chunked(
+export interface PersistProgress {
+  mark(): number;
+  persisted(mark: number): void;
+}
+
+export function writeStates(
+  hub: PresenceHub,
+  repository: Repository,
+  onBatch: (rows: number) => void,
+  clock: () => number,
+  progress?: PersistProgress,
+  chunkSize = 500,
+): () => Promise<void> {
+  const write = chunked(
     () => hub.takeDirty(),
-    (chunk) => repository.upsertStates(chunk),
+    async (chunk) => {
+      const learned = await repository.upsertStates(chunk);
+      const now = clock();
+      for (const state of learned) hub.merge(state.ownerId, state.signals, now);
+    },
     (rest) => hub.markDirty(rest.map((d) => d.ownerId)),
     onBatch,
     chunkSize,
   );
+  return async () => {
+    const mark = progress?.mark();
+    await write();
+    if (progress && mark !== undefined) progress.persisted(mark);
+  };
 }
 
 /** Access-log entries (already coalesced per second by the buffer). */

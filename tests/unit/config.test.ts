@@ -76,3 +76,15 @@ t.test('empty strings count as unset', async (t) => {
     t.equal(result.config.http.port, 8080);
   }
 });
+
+t.test('scale-out needs an external broker, a client id per process and PostgreSQL', async (t) => {
+  const alone = parseConfig({ MQTT_SHARE_GROUP: 'presence' });
+  t.notOk(alone.ok);
+  if (!alone.ok) for (const needed of ['needs MQTT_URL', 'needs MQTT_CLIENT_ID', 'needs DATABASE_URL']) t.ok(alone.problems.some((p) => p.includes(needed)), needed);
+  const overlapping = parseConfig({ MQTT_URL: 'mqtt://b', MQTT_CLIENT_ID: 'a', DATABASE_URL: 'postgres://db/x', MQTT_SHARE_GROUP: 'g', MQTT_SYNC_TOPIC: 'presence/sync' });
+  t.notOk(overlapping.ok, 'the sync topic must not be below the device topics');
+  t.notOk(parseConfig({ MQTT_URL: 'mqtt://b', MQTT_CLIENT_ID: 'a', DATABASE_URL: 'postgres://db/x', MQTT_SHARE_GROUP: 'a/b' }).ok, 'a group is one topic level');
+  const fine = parseConfig({ MQTT_URL: 'mqtt://b', MQTT_CLIENT_ID: 'node-1', DATABASE_URL: 'postgres://db/x', MQTT_SHARE_GROUP: 'presence' });
+  t.ok(fine.ok);
+  if (fine.ok && fine.config.mqtt.kind === 'external') t.same(fine.config.mqtt.cluster, { shareGroup: 'presence', syncRoot: 'presence-sync', clientId: 'node-1' });
+});

@@ -1,0 +1,166 @@
+import { randomBytes } from 'node:crypto';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { SensorEvent } from '../core/events.js';
+import type { Log } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
+import type { PersistedSignal, PresenceHub } from '../core/presence-hub.js';
+import { ReplicaLedger, syncMessageSchema, type SyncMessage } from '../core/replication.js';
+
+/**
+ * The broker side of scale-out (see core/replication.ts for the protocol):
+ * publishes what this process applied and stored, and applies what the
+ * others did. Topics: {root}/{clientId}/signals | persisted | gone, all at
+ * QoS 1; every process subscribes to {root}/+/+ on its persistent session,
+ * so what is published while it restarts waits for it at the broker.
+ *
+ * The sync topic must be writable by the service processes only (broker
+ * ACL): what arrives there is merged without a device check. It is still
+ * validated (zod), as any MQTT payload is.
+ */
+export interface ClusterSyncOptions {
+  readonly root: string;
+  readonly clientId: string;
+  readonly hub: PresenceHub;
+  readonly clock: () => number;
+  readonly log: Log;
+  readonly metrics: Metrics;
+  /** Writes pending state soon (after taking over a dead process's owners). */
+  readonly requestWrite: () => void;
+}
+
+export const SYNC_MESSAGES = 'presence_sync_messages_total';
+
+/** At most one log line per window for refused sync messages. */
+const LOG_WINDOW_MS = 10_000;
+
+export class ClusterSync {
+  /** This process lifetime: a restart is a new node, so a survivor never confuses the two. */
+  readonly node: string;
+  private readonly ledger = new ReplicaLedger();
+  private client: MqttClient | undefined;
+  private seq = 0;
+  private confirmed = 0;
+  private lastRefusalLog = -Infinity;
+
+  constructor(private readonly options: ClusterSyncOptions) {
+    this.node = `${options.clientId}#${randomBytes(6).toString('hex')}`;
+    options.metrics.counter(SYNC_MESSAGES, 'Scale-out sync messages, by type and outcome');
+    options.metrics.gauge('presence_sync_pending_owners', 'Owners applied by other processes and not yet stored by them', () => this.ledger.pendingCount);
+  }
+
+  /** The MQTT will of the ingest connection: the broker announces this node's death. */
+  will(): NonNullable<IClientOptions['will']> {
+    return { topic: this.topic('gone'), payload: Buffer.from(JSON.stringify({ v: 1, type: 'gone', node: this.node })), qos: 1, retain: false };
+  }
+
+  subscriptions(): string[] {
+    return [`${this.options.root}/+/+`];
+  }
+
+  owns(topic: string): boolean {
+    return topic.startsWith(`${this.options.root}/`);
+  }
+
+  attach(client: MqttClient): void {
+    this.client = client;
+  }
+
+  /**
+   * Called by ingest right after the hub applied a device's events, inside
+   * the message handler: the sync PUBLISH is written before mqtt.js writes
+   * the device message's PUBACK, on the same connection.
+   */
+  applied(ownerId: string, deviceId: string, events: readonly SensorEvent[]): void {
+    this.publishSignals(ownerId, events.map((event) => ({ deviceId, event })));
+  }
+
+  /** PersistProgress: everything applied so far. */
+  mark(): number {
+    return this.seq;
+  }
+
+  /** PersistProgress: what `mark` named is stored; the others may forget it. */
+  persisted(mark: number): void {
+    if (mark <= this.confirmed) return;
+    this.confirmed = mark;
+    this.publish('persisted', { v: 1, type: 'persisted', node: this.node, seq: mark });
+  }
+
+  handle(topic: string, payload: Buffer): void {
+    const message = decode(payload);
+    if (!message) {
+      this.count('invalid', 'refused');
+      const now = this.options.clock();
+      if (now - this.lastRefusalLog > LOG_WINDOW_MS) {
+        this.lastRefusalLog = now;
+        this.options.log.warn({ topic }, 'sync message refused (not a valid sync message)');
+      }
+      return;
+    }
+    if (message.node === this.node) return; // our own, echoed (MQTT 3.1.1 has no "no local")
+    this.count(message.type, 'applied');
+    const now = this.options.clock();
+    switch (message.type) {
+      case 'signals': {
+        this.options.hub.merge(message.owner, message.signals, now);
+        if (this.ledger.received(message.node, message.seq, message.owner) === 'write-here') {
+          this.options.hub.markDirty([message.owner]);
+          this.options.requestWrite();
+        }
+        return;
+      }
+      case 'persisted':
+        this.ledger.persisted(message.node, message.seq);
+        return;
+      case 'gone': {
+        const owners = this.ledger.takeOver(message.node);
+        if (owners.length === 0) return;
+        this.options.log.warn({ node: message.node, owners: owners.length }, 'a process died; writing what it had not stored');
+        this.options.hub.markDirty(owners);
+        // Re-announced as ours, so the dead process's next start (whose
+        // session kept these messages) learns them even if it loaded its
+        // snapshot before this process wrote them.
+        for (const owner of owners) {
+          const signals = this.options.hub.signalsOf(owner);
+          if (signals.length > 0) this.publishSignals(owner, signals);
+        }
+        this.options.requestWrite();
+        return;
+      }
+    }
+  }
+
+  private publishSignals(ownerId: string, signals: readonly PersistedSignal[]): void {
+    // Large sets go in slices within the schema's bound.
+    for (let i = 0; i < signals.length; i += 512) {
+      this.seq += 1;
+      this.publish('signals', { v: 1, type: 'signals', node: this.node, seq: this.seq, owner: ownerId, signals: signals.slice(i, i + 512) });
+    }
+  }
+
+  private publish(type: SyncMessage['type'], message: SyncMessage): void {
+    if (!this.client) throw new Error('cluster sync used before its MQTT connection was attached');
+    // QoS 1: mqtt.js keeps it (and resends it) across a reconnect.
+    this.client.publish(this.topic(type), JSON.stringify(message), { qos: 1, retain: false });
+    this.count(type, 'sent');
+  }
+
+  private topic(type: SyncMessage['type']): string {
+    return `${this.options.root}/${this.options.clientId}/${type}`;
+  }
+
+  private count(type: string, outcome: string): void {
+    this.options.metrics.inc(SYNC_MESSAGES, { type, outcome });
+  }
+}
+
+function decode(payload: Buffer): SyncMessage | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const parsed = syncMessageSchema.safeParse(json);
+  return parsed.success ? parsed.data : undefined;
+}
