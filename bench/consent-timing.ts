@@ -5,6 +5,7 @@ import { Agent, request } from 'node:http';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
 import { issueToken } from '../core/identity/tokens.js';
+import { reportToSuite } from './suite-row.js';
 
 /**
  * Consent timing benchmark (privacy invariant 1, issue 4 item 4): a watcher
@@ -109,6 +110,31 @@ for (const handle of cases) {
   const same = first.get(handle)?.status === first.get('offline')?.status && first.get(handle)?.body === offlineBody;
   console.log(`| ${handle} | ${same ? 'yes' : 'no'} | ${m.toFixed(0)} | ${p.toFixed(0)} | ${(m / baseMedian).toFixed(3)} | ${(p / baseP90).toFixed(3)} |`);
 }
+
+// Headline figures for the suite (bench/suite.ts): the refusal whose median is furthest from the
+// offline baseline's, and whether every refusal got the offline answer's status and body.
+const refusals = ['polite', 'blocked', 'norule', 'nosuchowner'];
+const worst = refusals
+  .map((handle) => ({ handle, median: quantile(samples.get(handle) ?? [], 0.5) }))
+  .reduce((a, b) => (Math.abs(b.median / baseMedian - 1) > Math.abs(a.median / baseMedian - 1) ? b : a));
+reportToSuite({
+  part: 'consent',
+  figure: `read time of the most distinguishable refusal (${worst.handle}), median of ${rounds}`,
+  value: worst.median,
+  unit: 'µs',
+  baseline: { name: 'offline owner', value: baseMedian },
+  ratio: worst.median / baseMedian,
+  target: 'indistinguishable (ratio ~1)',
+});
+const answeredLikeOffline = refusals.filter((handle) => first.get(handle)?.status === first.get('offline')?.status && first.get(handle)?.body === offlineBody).length;
+reportToSuite({
+  part: 'consent',
+  figure: 'refusals answered with the offline status and body',
+  value: answeredLikeOffline,
+  unit: `of ${refusals.length}`,
+  target: 'all',
+  met: answeredLikeOffline === refusals.length,
+});
 
 agent.destroy();
 await service.close();

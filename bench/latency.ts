@@ -13,6 +13,7 @@ import { ingestRejections } from '../core/errors.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { INGEST_ACCEPTED, INGEST_REJECTED } from '../ingest/ingest-pipeline.js';
 import type { ClientResult, ClientSpec, Stats, StreamSpec } from './latency-client.js';
+import { reportToSuite } from './suite-row.js';
 
 /**
  * Latency benchmark: from a device's MQTT publish to the watcher's
@@ -227,6 +228,22 @@ async function main() {
         `Service ingest: ${service.metrics.value(INGEST_ACCEPTED)} accepted, ${refused} refused.`,
       `The service process during the measured rounds (both paths' rounds): ${loop}.`,
     );
+    // Headline figures for the suite (bench/suite.ts): p50 and p99 against the bare relay's; the target is on the absolute p99.
+    const barePaced = result.paced.bare ?? [];
+    const at = plan.rate ? `${result.rate}/s (BENCH_RATE)` : `${result.rate}/s (half max)`;
+    for (const [label, of] of [['p50', (s: Stats) => s.p50Us], ['p99', (s: Stats) => s.p99Us]] as const) {
+      const value = median(servicePaced.map(of)) / 1000;
+      const baseline = median(barePaced.map(of)) / 1000;
+      reportToSuite({
+        part: 'latency',
+        figure: `MQTT publish -> SSE ${label} at ${at}, QoS ${qos}, median of ${servicePaced.length}`,
+        value,
+        unit: 'ms',
+        baseline: { name: 'bare relay', value: baseline },
+        ratio: value / baseline,
+        ...(label === 'p99' ? { target: `p99 <= ${TARGET_P99_MS} ms`, met: value <= TARGET_P99_MS } : {}),
+      });
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     relay?.kill('SIGTERM');

@@ -11,6 +11,7 @@ import { parseConfig } from '../core/config.js';
 import { issueToken } from '../core/identity/tokens.js';
 import type { BareSpec } from './bare-http.js';
 import type { LoadResult, LoadSpec } from './http-load.js';
+import { reportToSuite } from './suite-row.js';
 
 /**
  * Read benchmark: authenticated, consent-filtered PIDF reads
@@ -247,6 +248,20 @@ async function main() {
     const readRuns = results.get(modes[0]?.name ?? '') ?? [];
     const readRatio = median(readRuns.map((r) => r.service.rate / r.bare.rate));
     const cpuRatio = median(readRuns.map((r) => r.bare.serverCpuUs / r.service.serverCpuUs));
+    // Headline figures for the suite (bench/suite.ts): the read against its target, the revalidation beside it.
+    for (const [name, rs] of results) {
+      const isRead = name === 'read (200, PIDF)';
+      const ratio = median(rs.map((r) => r.service.rate / r.bare.rate));
+      reportToSuite({
+        part: 'reads',
+        figure: `${isRead ? 'PIDF reads' : 'revalidations (304)'}/s, consented, ${concurrency} connections, median of ${rs.length}`,
+        value: median(rs.map((r) => r.service.rate)),
+        unit: 'req/s',
+        baseline: { name: 'bare node:http', value: median(rs.map((r) => r.bare.rate)) },
+        ratio,
+        ...(isRead ? { target: `>= ${TARGET} of bare`, met: ratio >= TARGET } : {}),
+      });
+    }
     lines.push(
       '',
       `Medians over the rounds (ratios: medians of the per-round ratios). Target: read ratio >= ${TARGET}: ${readRatio >= TARGET ? 'met' : 'missed'} by req/s (${readRatio.toFixed(2)}), ` +

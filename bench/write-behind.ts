@@ -3,6 +3,7 @@ import pg from 'pg';
 import { openDatabase } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
 import type { DirtyOwner } from '../core/presence-hub.js';
+import { reportToSuite } from './suite-row.js';
 
 /**
  * Write-behind benchmark (issue 6 item 2): owner state rows per second as
@@ -73,6 +74,14 @@ try {
   console.log('|---|---|---|');
   console.log(`| single-row upsert per transaction (baseline) | ${single.toFixed(0)} | 1.0 |`);
   console.log(`| write-behind batch of ${CHUNK} (one jsonb parameter) | ${batched.toFixed(0)} | ${(batched / single).toFixed(1)} |`);
+  reportToSuite({
+    part: 'write-behind',
+    figure: `owner state rows/s, batches of ${CHUNK}, median of ${rounds}`,
+    value: batched,
+    unit: 'rows/s',
+    baseline: { name: 'single-row upsert per transaction', value: single },
+    ratio: batched / single,
+  });
 } finally {
   await handle.close();
   await database.drop();

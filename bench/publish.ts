@@ -1,0 +1,296 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { startService } from '../bin/service.js';
+import { parseConfig } from '../core/config.js';
+import { issueToken } from '../core/identity/tokens.js';
+import { kamailioUnavailable } from '../tests/helpers/kamailio.js';
+import type { PublishLoadResult, PublishLoadSpec, PublishTarget } from './publish-load.js';
+import { cpuOfProcesses, runSipp, startBenchKamailio, type BenchKamailio, type SippResult } from './publish-sipp.js';
+import { createScratchDatabase } from './scratch-db.js';
+import { reportToSuite } from './suite-row.js';
+
+/**
+ * PUBLISH benchmark: HTTP PUBLISH modifications per second
+ * (POST /v1/presence/{handle} with If-Match of the current entity tag and a
+ * changed PIDF body, answered 200 with a new ETag: RFC 3903 §4.4 over HTTP,
+ * the steady state of a publisher), against Kamailio's SIP PUBLISH
+ * modifications (SIP-If-Match and a changed PIDF body) driven by sipp on
+ * the same machine, in the same run. Target (issue): at least equal.
+ *
+ *   npm run build && node dist/bench/publish.js        (about 55 s)
+ *
+ * Service side: the service runs in this process on a scratch PostgreSQL
+ * (bench/scratch-db.ts), LOG_LEVEL=warn, the embedded MQTT broker on an
+ * ephemeral port (unused). BENCH_CONCURRENCY (32) owners per round, each
+ * with an owner token (presence:write) and a keep-alive connection of its
+ * own, so entity-tag chains never conflict; the load generator
+ * (bench/publish-load.ts, raw net sockets) runs in a child process. Each
+ * connection publishes once (201), then modifies with the tag of the
+ * previous answer for the rest of the run; only modifications answered 200
+ * with an ETag count.
+ *
+ * Baseline: Kamailio 5.6 from the project's own configuration
+ * (tests/kamailio/kamailio.cfg.template, the SIP integration test's) with
+ * publications in memory (publ_cache=2: its fastest set-up, the one
+ * /work/shared/STACK.md says to compare against), 1 GB of shared memory and
+ * no per-request log line (bench/publish-sipp.ts lists every change), over
+ * UDP (Kamailio's default transport). sipp keeps BENCH_CONCURRENCY calls,
+ * each a presentity of its own: an initial PUBLISH, then modifications with
+ * SIP-If-Match of the last SIP-ETag and a changed body of the same shape
+ * and size (~600 bytes), one transaction in flight per call, like the HTTP
+ * connections; the rate is read from sipp's per-message counters
+ * (-trace_counts, a row a second) over the same window. One more run
+ * against the template's default storage (sqlite), for reference: the
+ * service stores every publication in PostgreSQL before it answers, while
+ * Kamailio in memory stores nothing.
+ *
+ * Why it is fair: the same operation (a conditional modification of a
+ * ~600-byte PIDF publication, a new entity tag per answer), the same number
+ * of independent chains with one request in flight each, generator and
+ * server in separate processes on the same two cores, both generators
+ * cheap (raw sockets; sipp is C++), both servers configured as for
+ * production logging. Not identical: HTTP carries a bearer token checked on
+ * every request, TCP vs UDP, and Kamailio has two UDP worker processes
+ * where the service has one event loop (plus PostgreSQL).
+ *
+ * Each run: BENCH_WARMUP_SECONDS (1) of warm-up, then BENCH_SECONDS (5)
+ * counted; BENCH_ROUNDS (3) rounds, service then Kamailio; medians are
+ * printed (the ratio is the median of the per-round ratios). Beside the
+ * rates: latency (p50 / p99 for HTTP; for both the mean by Little's law,
+ * concurrency / rate, since sipp's timer has a 4 ms resolution here),
+ * server CPU (the service process plus its PostgreSQL backends, found by
+ * database name in /proc; Kamailio's process group) and the generators'
+ * CPU, over the counted window, as shares of one core.
+ *
+ * Other knobs: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test;
+ * the scratch database is created next to it and dropped after);
+ * BENCH_KAMAILIO=0 skips the baseline (for profiling the service, e.g.
+ * node --cpu-prof); BENCH_KAMAILIO_SQLITE=0 skips the sqlite reference run;
+ * BENCH_PG_SYNCHRONOUS_COMMIT=off (diagnostic only) sets it on the scratch
+ * database, to see how much of the cost is waiting for the commit's flush.
+ */
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const withKamailio = (process.env.BENCH_KAMAILIO ?? '1') !== '0';
+const withSqlite = (process.env.BENCH_KAMAILIO_SQLITE ?? '1') !== '0';
+const synchronousCommit = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
+const here = fileURLToPath(new URL('.', import.meta.url));
+const TARGET = 1.0;
+
+interface Run {
+  readonly rate: number;
+  readonly ok: number;
+  /** Non-200 answers, timeouts and socket errors in the window. */
+  readonly failed: number;
+  readonly p50Us?: number;
+  readonly p99Us?: number;
+  /** Mean latency by Little's law: concurrency / rate, µs. */
+  readonly meanUs: number;
+  readonly serverCpu: number;
+  /** Of which PostgreSQL's backends (service only). */
+  readonly dbCpu?: number;
+  readonly serverCpuUs: number;
+  readonly clientCpu: number;
+  readonly note?: string;
+}
+
+/** Runs the HTTP load generator; samples the service's CPU (this process plus its PostgreSQL backends) when its window opens and closes. */
+function runHttp(spec: PublishLoadSpec, serverCpu: () => Promise<{ own: number; db: number }>): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(here, 'publish-load.js'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: child.stdout });
+    let start: { at: number; cpu: Promise<{ own: number; db: number }> } | undefined;
+    let end: { at: number; cpu: Promise<{ own: number; db: number }> } | undefined;
+    let result: PublishLoadResult | undefined;
+    lines.on('line', (line) => {
+      if (line === 'window-start') start = { at: performance.now(), cpu: serverCpu() };
+      else if (line === 'window-end') end = { at: performance.now(), cpu: serverCpu() };
+      else result = JSON.parse(line) as PublishLoadResult;
+    });
+    // 'close', not 'exit': the last lines of its stdout have been read by then.
+    child.once('close', (code) => {
+      void (async () => {
+        if (code !== 0 || !result || !start || !end) return reject(new Error(`publish load generator exited with ${code}`));
+        const [a, b] = [await start.cpu, await end.cpu];
+        const db = b.db - a.db;
+        const cpu = b.own - a.own + db;
+        const elapsedMs = end.at - start.at;
+        resolve({
+          rate: result.rate,
+          ok: result.ok,
+          failed: result.wrong + result.errors,
+          p50Us: result.p50Us,
+          p99Us: result.p99Us,
+          meanUs: (concurrency / result.rate) * 1e6,
+          serverCpu: cpu / 1000 / elapsedMs,
+          dbCpu: db / 1000 / elapsedMs,
+          serverCpuUs: cpu / ((result.ok * elapsedMs) / spec.durationMs),
+          clientCpu: result.clientCpu,
+          ...(result.sample ? { note: result.sample } : {}),
+        });
+      })().catch(reject);
+    });
+  });
+}
+
+function fromSipp(result: SippResult): Run {
+  return {
+    rate: result.rate,
+    ok: result.ok,
+    failed: result.failed,
+    meanUs: (concurrency / result.rate) * 1e6,
+    serverCpu: result.serverCpu,
+    serverCpuUs: result.serverCpuUs,
+    clientCpu: result.clientCpu,
+    ...(result.retransmissions || result.failures ? { note: [result.failures, result.retransmissions ? `${result.retransmissions} UDP retransmissions` : ''].filter(Boolean).join('; ') } : {}),
+  };
+}
+
+function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
+}
+const pct = (share: number) => `${(share * 100).toFixed(0)}%`;
+const ms = (us: number | undefined) => (us === undefined || Number.isNaN(us) ? '-' : (us / 1000).toFixed(2));
+
+async function main() {
+  const unavailable = withKamailio ? await kamailioUnavailable() : 'BENCH_KAMAILIO=0';
+  const database = await createScratchDatabase();
+  try {
+    await measure(database.url, unavailable);
+  } finally {
+    await database.drop();
+  }
+}
+
+async function measure(databaseUrl: string, unavailable: string | undefined) {
+  const databaseName = new URL(databaseUrl).pathname.slice(1);
+  if (synchronousCommit) {
+    // Diagnostic only: how much of a publication's cost is waiting for PostgreSQL's commit to reach the disk.
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    await admin.query(`alter database ${databaseName} set synchronous_commit = ${synchronousCommit === 'off' ? 'off' : 'on'}`);
+    await admin.end();
+  }
+  const dataDir = await mkdtemp(join(tmpdir(), 'bench-publish-'));
+  const parsed = parseConfig({ DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+  if (!parsed.ok) throw new Error(parsed.problems.join('; '));
+  const service = await startService(parsed.config);
+  let kamailio: BenchKamailio | undefined;
+  try {
+    const port = Number(new URL(service.httpUrl).port);
+    const { token: adminToken } = await issueToken(service.signingKey, parsed.config.tokenIssuer, { kind: 'admin', subject: 'bench', scopes: ['admin'], ttlSeconds: 3600 }, Date.now());
+    const api = async (path: string, body: unknown) => {
+      const response = await fetch(`${service.httpUrl}${path}`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+      return (await response.json()) as Record<string, string>;
+    };
+
+    // Fresh owners for every round: each round's initial PUBLISH creates a new publication, and an owner holds at most 16.
+    const targetsOf: PublishTarget[][] = [];
+    for (let round = 0; round < rounds; round++) {
+      const targets: PublishTarget[] = [];
+      for (let i = 0; i < concurrency; i++) {
+        const handle = `pub${round}-${i}`;
+        const owner = await api('/v1/admin/owners', { handle });
+        const { token } = await api('/v1/admin/tokens', { kind: 'owner', subject: handle });
+        targets.push({ path: `/v1/presence/${handle}`, token: token as string, entity: owner.entity as string });
+      }
+      targetsOf.push(targets);
+    }
+
+    // The service's CPU: this process, plus the PostgreSQL backends serving the scratch database.
+    const serviceCpu = async () => {
+      const own = process.cpuUsage();
+      return { own: own.user + own.system, db: await cpuOfProcesses((_fields, cmdline) => cmdline.startsWith('postgres: ') && cmdline.includes(` ${databaseName} `)) };
+    };
+
+    if (!withKamailio) process.stderr.write('Kamailio baseline skipped: BENCH_KAMAILIO=0\n');
+    else if (unavailable === undefined) kamailio = await startBenchKamailio('memory');
+    else process.stderr.write(`Kamailio baseline skipped: ${unavailable}\n`);
+
+    const results: { service: Run; kamailio?: Run }[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const http = await runHttp({ port, targets: targetsOf[round] ?? [], expires: 3600, warmupMs: warmupSeconds * 1000, durationMs: seconds * 1000 }, serviceCpu);
+      const sip = kamailio
+        ? fromSipp(await runSipp({ kamailio, concurrency, warmupMs: warmupSeconds * 1000, durationMs: seconds * 1000, run: `r${round}x` }))
+        : undefined;
+      results.push({ service: http, ...(sip ? { kamailio: sip } : {}) });
+      process.stderr.write(
+        `round ${round + 1}: service ${http.rate.toFixed(0)}/s (server CPU ${pct(http.serverCpu)}, PostgreSQL ${pct(http.dbCpu ?? NaN)}, client ${pct(http.clientCpu)}, failed ${http.failed}${http.note ? `: ${http.note}` : ''})` +
+          (sip ? `, Kamailio ${sip.rate.toFixed(0)}/s (server CPU ${pct(sip.serverCpu)}, sipp ${pct(sip.clientCpu)}, failed ${sip.failed}${sip.note ? `: ${sip.note}` : ''}), ratio ${(http.rate / sip.rate).toFixed(2)}` : '') +
+          '\n',
+      );
+    }
+
+    let sqlite: Run | undefined;
+    if (kamailio && withSqlite) {
+      await kamailio.stop();
+      kamailio = await startBenchKamailio('sqlite');
+      sqlite = fromSipp(await runSipp({ kamailio, concurrency, warmupMs: warmupSeconds * 1000, durationMs: seconds * 1000, run: 'sq' }));
+      const locked = ((await kamailio.log()).match(/database is locked/g) ?? []).length;
+      if (locked) sqlite = { ...sqlite, note: `Kamailio logged "database is locked" ${locked} times: 500s, each restarting a chain` };
+      process.stderr.write(`Kamailio sqlite: ${sqlite.rate.toFixed(0)}/s (failed ${sqlite.failed})\n`);
+    }
+
+    const m = (f: (r: { service: Run; kamailio?: Run }) => number | undefined) => median(results.map((r) => f(r) ?? NaN));
+    const serviceRate = m((r) => r.service.rate);
+    const kamailioRate = results[0]?.kamailio ? m((r) => r.kamailio?.rate) : undefined;
+    const ratio = kamailioRate === undefined ? undefined : m((r) => (r.kamailio ? r.service.rate / r.kamailio.rate : undefined));
+
+    const row = (what: string, runs: readonly Run[], ratioText: string) => {
+      const mm = (f: (r: Run) => number | undefined) => median(runs.map((r) => f(r) ?? NaN));
+      const failed = runs.reduce((s, r) => s + r.failed, 0);
+      return (
+        `| ${what} | ${mm((r) => r.rate).toFixed(0)} | ${ratioText} | ${ms(mm((r) => r.p50Us))} / ${ms(mm((r) => r.p99Us))} | ${ms(mm((r) => r.meanUs))} | ` +
+        `${pct(mm((r) => r.serverCpu))}${runs[0]?.dbCpu === undefined ? '' : ` (PostgreSQL ${pct(mm((r) => r.dbCpu))})`} | ${mm((r) => r.serverCpuUs).toFixed(0)} | ${pct(mm((r) => r.clientCpu))} | ${failed}${runs.find((r) => r.note)?.note ? ` (${runs.find((r) => r.note)?.note?.slice(0, 120)})` : ''} |`
+      );
+    };
+    const serviceRuns = results.map((r) => r.service);
+    const kamailioRuns = results.flatMap((r) => (r.kamailio ? [r.kamailio] : []));
+    const lines = [
+      `PUBLISH benchmark: modifications (If-Match / SIP-If-Match of the last entity tag, a changed ~600-byte PIDF body), ${concurrency} chains with one request in flight each, ` +
+        `${rounds} round(s) service then Kamailio, ${warmupSeconds} s warm-up + ${seconds} s counted per run; service on PostgreSQL, load generator in its own process (raw sockets); ` +
+        'Kamailio 5.6 (project template, in memory: publ_cache=2, 1 GB shm, no per-request log) driven by sipp over UDP.',
+      '',
+      '| what | req/s | ratio (service / Kamailio in memory) | p50 / p99 ms | mean latency ms (concurrency / rate) | server CPU | server CPU µs/req | generator CPU | failed in window |',
+      '|---|---|---|---|---|---|---|---|---|',
+      row('service: HTTP PUBLISH modify (POST, If-Match, PIDF), PostgreSQL', serviceRuns, ratio === undefined ? '-' : ratio.toFixed(2)),
+    ];
+    if (kamailioRuns.length) lines.push(row('Kamailio: SIP PUBLISH modify (SIP-If-Match, PIDF) via sipp, UDP, in memory', kamailioRuns, '1.00 (baseline)'));
+    if (sqlite) lines.push(row('Kamailio, sqlite storage (reference; one run)', [sqlite], `service / this: ${(serviceRate / sqlite.rate).toFixed(2)}`));
+    lines.push(
+      '',
+      ratio === undefined
+        ? `No Kamailio baseline (${unavailable ?? 'not run'}).`
+        : `Medians over the rounds (ratio: median of the per-round ratios). Target: service >= ${TARGET.toFixed(1)} x Kamailio: ${ratio >= TARGET ? 'met' : 'missed'} (${ratio.toFixed(2)}); ` +
+          `by server CPU per request, less sensitive to what else runs on the machine: Kamailio ${median(kamailioRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs / service ${median(serviceRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs = ${median(results.flatMap((r) => (r.kamailio ? [r.kamailio.serverCpuUs / r.service.serverCpuUs] : []))).toFixed(2)}.`,
+      `Server CPU: the service process plus its PostgreSQL backends / Kamailio and its workers, over the counted window, as a share of one core (this machine has ${cpus().length}).`,
+    );
+    process.stdout.write(`${lines.join('\n')}\n`);
+
+    reportToSuite({
+      part: 'publish',
+      figure: 'HTTP PUBLISH (modify) req/s',
+      value: Math.round(serviceRate),
+      unit: 'req/s',
+      ...(kamailioRate === undefined ? {} : { baseline: { name: 'Kamailio SIP PUBLISH via sipp', value: Math.round(kamailioRate) } }),
+      ...(ratio === undefined ? {} : { ratio: Number(ratio.toFixed(3)), met: ratio >= TARGET }),
+      target: '>= 1.0 of Kamailio',
+    });
+  } finally {
+    await kamailio?.stop();
+    await service.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();
