@@ -199,8 +199,13 @@ export class Accounts {
     await this.repository.updateOwnerSettings(ownerId, settings);
     this.directory.putSettings(ownerId, settings);
     this.hub.refresh(ownerId, this.clock());
-    for (const listener of this.settingsListeners) listener(ownerId);
+    this.settingsChanged(ownerId);
     return settings;
+  }
+
+  /** Tells the listeners (also when another process changed the settings). */
+  settingsChanged(ownerId: string): void {
+    for (const listener of this.settingsListeners) listener(ownerId);
   }
 
   /** Everything derived about the owner, with the trace: for the owner's own eyes. */

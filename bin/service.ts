@@ -10,7 +10,8 @@ import type { Config } from '../core/config.js';
 import type { IngestRejection } from '../core/errors.js';
 import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
-import { Repository } from '../core/db/repository.js';
+import { Repository, type Snapshot } from '../core/db/repository.js';
+import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
 import { writeAccessLog, writeStates } from '../core/db/state-writer.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
@@ -222,6 +223,53 @@ export async function startService(config: Config, options: ServiceOptions = {})
     );
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
+
+    // Scale-out, control plane: what another process changed is reloaded
+    // here (one owner at a time, coalesced while a reload runs).
+    if (clusterConfig && config.database.kind === 'postgres') {
+      const reloading = new Map<string, Promise<void>>();
+      const again = new Set<string>();
+      const reloadOwner = (ownerId: string): void => {
+        if (reloading.has(ownerId)) {
+          again.add(ownerId);
+          return;
+        }
+        const run = repository
+          .loadSnapshot(ownerId)
+          .then((snapshot) => {
+            applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
+            accounts.settingsChanged(ownerId);
+            accounts.watchArrivals(ownerId);
+          })
+          .catch((err: unknown) => log.error({ err, ownerId }, 'reloading an owner changed elsewhere failed'))
+          .finally(() => {
+            reloading.delete(ownerId);
+            if (again.delete(ownerId)) reloadOwner(ownerId);
+          });
+        reloading.set(ownerId, run);
+      };
+      const reloadWatcher = (watcherId: string): void => {
+        repository.loadWatcher(watcherId).then(
+          (watcher) => watcher && putWatcher(directory, watcher),
+          (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
+        );
+      };
+      const onChange = (change: ControlChange) => ('owner' in change ? reloadOwner(change.owner) : reloadWatcher(change.watcher));
+      const control = await listenForChanges(config.database.url, {
+        onChange,
+        // Changes may have been missed while the channel was down.
+        onResync: () => {
+          void repository.loadSnapshot().then(
+            (snapshot) => {
+              for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
+              for (const owner of snapshot.owners) reloadOwner(owner.id);
+            },
+            (err: unknown) => log.error({ err }, 'control resync failed'),
+          );
+        },
+      }, log);
+      cleanups.push(() => control.close());
+    }
     const representations = new RepresentationCache();
     const webhooks = new WebhookDispatcher({
       directory,
@@ -348,6 +396,20 @@ function snapshotOwners(directory: Directory, ruleBook: RuleBook): string[] {
 
 async function loadSnapshot(repository: Repository, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger) {
   const snapshot = await repository.loadSnapshot();
+  applySnapshot(snapshot, directory, ruleBook, hub, now, log, undefined);
+  log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
+}
+
+function putWatcher(directory: Directory, watcher: Snapshot['watchers'][number]) {
+  if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind, domain: watcher.domain ?? undefined });
+}
+
+/**
+ * Puts stored records in memory: the whole snapshot at start, or one
+ * owner's records (`reloaded`) after another process changed them, where an
+ * owner with no rules, groups or statuses left gets empty ones.
+ */
+function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger, reloaded: string | undefined) {
   let skippedSettings = 0;
   for (const owner of snapshot.owners) {
     directory.putOwner({ id: owner.id, handle: owner.handle });
@@ -356,10 +418,8 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     else skippedSettings += 1; // the defaults apply
   }
   for (const device of snapshot.devices) directory.putDevice(device);
-  for (const watcher of snapshot.watchers) {
-    if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind, domain: watcher.domain ?? undefined });
-  }
-  const groupsByOwner = new Map<string, Group[]>();
+  for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
+  const groupsByOwner = new Map<string, Group[]>(reloaded ? [[reloaded, []]] : []);
   let skippedGroups = 0;
   for (const stored of snapshot.groups) {
     const parsed = groupSchema.safeParse({ id: stored.id, name: stored.name, members: stored.members });
@@ -370,7 +430,7 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     groupsByOwner.set(stored.ownerId, [...(groupsByOwner.get(stored.ownerId) ?? []), parsed.data]);
   }
   for (const [ownerId, groups] of groupsByOwner) ruleBook.replaceGroups(ownerId, groups);
-  const rulesByOwner = new Map<string, { id: string; body: unknown; arrivedAt: Date | null }[]>();
+  const rulesByOwner = new Map<string, { id: string; body: unknown; arrivedAt: Date | null }[]>(reloaded ? [[reloaded, []]] : []);
   for (const rule of snapshot.rules) {
     const list = rulesByOwner.get(rule.ownerId) ?? [];
     list.push(rule);
@@ -387,12 +447,11 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
     ruleBook.replace(ownerId, rules);
   }
   for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
-  const overridesByOwner = new Map<string, PresenceOverride[]>();
+  const overridesByOwner = new Map<string, PresenceOverride[]>(reloaded ? [[reloaded, []]] : []);
   for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
   for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(ownerId, overrides, now);
   if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0 || skippedGroups > 0) {
     // A rule that no longer validates grants nothing (default deny).
     log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
   }
-  log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
 }

@@ -85,16 +85,25 @@ export interface StoredState {
 export class Repository {
   constructor(readonly db: Database) {}
 
-  async loadSnapshot(): Promise<Snapshot> {
+  /**
+   * Everything the processes hold in memory, loaded at start; with `ownerId`,
+   * one owner's records only (no watchers, no signals), reloaded when
+   * another process changed them (scale-out).
+   */
+  async loadSnapshot(ownerId?: string): Promise<Snapshot> {
     let skippedSignals = 0;
+    const one = ownerId !== undefined;
     const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows, overrideRows, groupRows] = await Promise.all([
-      this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners),
-      this.db.select().from(devices),
-      this.db.select().from(watchers),
-      this.db.select().from(consentRules).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
-      this.db.select().from(presenceState),
-      this.db.select().from(presenceOverrides).where(gt(presenceOverrides.expiresAt, sql`now()`)),
-      this.db.select().from(watcherGroups).orderBy(asc(watcherGroups.createdAt), asc(watcherGroups.id)),
+      this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners).where(one ? eq(owners.id, ownerId) : undefined),
+      this.db.select().from(devices).where(one ? eq(devices.ownerId, ownerId) : undefined),
+      one ? Promise.resolve([]) : this.db.select().from(watchers),
+      this.db.select().from(consentRules).where(one ? eq(consentRules.ownerId, ownerId) : undefined).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
+      one ? Promise.resolve([]) : this.db.select().from(presenceState),
+      this.db
+        .select()
+        .from(presenceOverrides)
+        .where(and(gt(presenceOverrides.expiresAt, sql`now()`), one ? eq(presenceOverrides.ownerId, ownerId) : undefined)),
+      this.db.select().from(watcherGroups).where(one ? eq(watcherGroups.ownerId, ownerId) : undefined).orderBy(asc(watcherGroups.createdAt), asc(watcherGroups.id)),
     ]);
     const overrides: { ownerId: string; override: PresenceOverride }[] = [];
     for (const row of overrideRows) {
@@ -126,6 +135,11 @@ export class Repository {
       overrides,
       skippedSignals,
     };
+  }
+
+  async loadWatcher(id: string): Promise<{ id: string; kind: string; name: string; domain: string | null; revoked: boolean } | undefined> {
+    const [row] = await this.db.select().from(watchers).where(eq(watchers.id, id));
+    return row ? { id: row.id, kind: row.kind, name: row.name, domain: row.domain, revoked: row.revokedAt !== null } : undefined;
   }
 
   /** Returns false if the handle is taken. */

@@ -56,7 +56,7 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
     owners.push({ handle, token: await ownerToken(seed, handle), devices });
   }
   const watcher = await addWatcher(seed, 'colleague');
-  await addRule(seed, 'scale0', watcher.id, 'allow');
+  const rule = await addRule(seed, 'scale0', watcher.id, 'allow');
   await seed.close();
 
   const nodes: Node[] = [];
@@ -160,6 +160,16 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
   // Changes ingested anywhere reach a stream on A.
   await waitFor(() => stream.events.some((e) => /on-the-phone/.test(e.data)), 'the call on the stream', 15_000);
   t.pass('the watcher streaming on A saw the call, whichever process ingested it');
+
+  // Consent changed through C holds on A at once (privacy invariant 5): the
+  // rule is deleted on C, A reloads the owner (PostgreSQL NOTIFY) and its
+  // open stream falls back to the offline view.
+  const seenBefore = stream.events.length;
+  const deleted = await fetch(`${c.url}/v1/me/rules/${rule.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${(owners[0] as (typeof owners)[number]).token}` } });
+  t.equal(deleted.status, 204);
+  await waitFor(() => stream.events.slice(seenBefore).some((e) => !/on-the-phone/.test(e.data)), 'the stream on A to drop what the deleted rule granted', 10_000);
+  const read = await fetch(`${a.url}/v1/presence/scale0`, { headers: { authorization: `Bearer ${watcher.token}`, accept: 'application/pidf+xml' } });
+  t.notMatch(await read.text(), /on-the-phone/, 'a read on A no longer shows it');
 
   // A process killed right after it applied the last events of some owners,
   // before its write-behind ran: nobody else has those owners to write, so

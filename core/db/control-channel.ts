@@ -1,0 +1,83 @@
+import pg from 'pg';
+import { z } from 'zod';
+import type { Log } from '../log.js';
+
+/**
+ * Scale-out, control plane: PostgreSQL LISTEN on the channel the triggers of
+ * migration 0008 notify after every committed change to owners, devices,
+ * watchers, rules, groups, manual statuses, publications and webhooks. Each
+ * process reloads what changed, so a rule revoked through one process holds
+ * on every process at the next read (privacy invariant 5).
+ *
+ * A dedicated connection (LISTEN is per session). If it drops, changes may
+ * have been missed while it was down: after reconnecting, `onResync` asks
+ * for everything to be reloaded.
+ */
+export const CONTROL_CHANNEL = 'presence_control';
+
+const changeSchema = z.union([z.object({ owner: z.uuid() }).strict(), z.object({ watcher: z.uuid() }).strict()]);
+export type ControlChange = z.infer<typeof changeSchema>;
+
+export interface ControlListener {
+  close(): Promise<void>;
+}
+
+export async function listenForChanges(
+  url: string,
+  handlers: { onChange: (change: ControlChange) => void; onResync: () => void },
+  log: Log,
+  retryMs = 1000,
+): Promise<ControlListener> {
+  let closed = false;
+  let client: pg.Client | undefined;
+  let retry: NodeJS.Timeout | undefined;
+
+  const connect = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString: url });
+    next.on('notification', (message) => {
+      if (message.channel !== CONTROL_CHANNEL) return;
+      let json: unknown;
+      try {
+        json = JSON.parse(message.payload ?? '');
+      } catch {
+        json = undefined;
+      }
+      const parsed = changeSchema.safeParse(json);
+      if (parsed.success) handlers.onChange(parsed.data);
+      else log.warn({ channel: CONTROL_CHANNEL }, 'control notification ignored (unexpected payload)');
+    });
+    next.on('error', (err) => {
+      log.warn({ err: err.message }, 'control channel lost; reconnecting');
+      void next.end().catch(() => undefined);
+      if (client === next) client = undefined;
+      schedule();
+    });
+    await next.connect();
+    await next.query(`LISTEN ${CONTROL_CHANNEL}`);
+    client = next;
+  };
+
+  const schedule = () => {
+    if (closed || retry) return;
+    retry = setTimeout(() => {
+      retry = undefined;
+      connect().then(
+        () => handlers.onResync(),
+        (err: unknown) => {
+          log.warn({ err: err instanceof Error ? err.message : String(err) }, 'control channel reconnect failed');
+          schedule();
+        },
+      );
+    }, retryMs);
+    retry.unref();
+  };
+
+  await connect();
+  return {
+    close: async () => {
+      closed = true;
+      clearTimeout(retry);
+      await client?.end().catch(() => undefined);
+    },
+  };
+}
