@@ -85,8 +85,39 @@ export class WebhookDispatcher {
     deps.metrics.gauge('presence_webhooks_active', 'Webhooks being served', () => this.active.size);
   }
 
-  /** Starts serving a webhook: the current view is delivered at once. */
+  /** Every registered webhook; served (in `active`) only while this process delivers. */
+  private readonly known = new Map<string, Webhook>();
+  private delivering = true;
+
+  /** Registers a webhook; while this process delivers, the current view is delivered at once. */
   add(hook: Webhook): void {
+    this.known.set(hook.id, hook);
+    if (this.delivering) this.activate(hook);
+  }
+
+  remove(id: string): void {
+    this.known.delete(id);
+    this.deactivate(id);
+  }
+
+  /** Makes the registered webhooks of one owner exactly `hooks` (another process changed them). */
+  replaceOwner(ownerId: string, hooks: readonly Webhook[]): void {
+    const wanted = new Set(hooks.map((h) => h.id));
+    for (const [id, hook] of this.known) if (hook.ownerId === ownerId && !wanted.has(id)) this.remove(id);
+    for (const hook of hooks) if (!this.known.has(hook.id)) this.add(hook);
+  }
+
+  /**
+   * Scale-out: one process of the group delivers (it holds the delivery
+   * lease); the others keep the registry and take over when it goes.
+   */
+  setDelivering(on: boolean): void {
+    this.delivering = on;
+    if (on) for (const hook of this.known.values()) this.activate(hook);
+    else for (const id of [...this.active.keys()]) this.deactivate(id);
+  }
+
+  private activate(hook: Webhook): void {
     if (this.closed || this.active.has(hook.id)) return;
     const owner = this.deps.directory.owner(hook.ownerId);
     if (!owner) return;
@@ -110,7 +141,7 @@ export class WebhookDispatcher {
     check();
   }
 
-  remove(id: string): void {
+  private deactivate(id: string): void {
     const entry = this.active.get(id);
     if (!entry) return;
     this.active.delete(id);
@@ -121,7 +152,7 @@ export class WebhookDispatcher {
 
   close(): void {
     this.closed = true;
-    for (const id of [...this.active.keys()]) this.remove(id);
+    for (const id of [...this.active.keys()]) this.deactivate(id);
   }
 
   private check(id: string): void {

@@ -12,6 +12,7 @@ import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
+import { acquireDeliveryLease } from '../core/db/delivery-lease.js';
 import { writeAccessLog, writeStates } from '../core/db/state-writer.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
@@ -224,6 +225,58 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
 
+    const representations = new RepresentationCache();
+    const webhooks = new WebhookDispatcher({
+      directory,
+      ruleBook,
+      hub,
+      entityOf: (handle) => accounts.entityOf(handle),
+      representations,
+      accessLog,
+      clock,
+      signingKey,
+      issuer: config.tokenIssuer,
+      metrics,
+      ...(options.webhookRetry ? { retry: options.webhookRetry } : {}),
+    });
+    cleanups.push(async () => webhooks.close());
+    // Scale-out: one process of the group delivers webhooks and SIP
+    // publications, the one holding the delivery lease (core/db/delivery-lease.ts).
+    const delivery = { held: clusterConfig === undefined };
+    webhooks.setDelivering(delivery.held);
+    for (const hook of await repository.listWebhooks()) webhooks.add(hook);
+    const deliveryChanged: ((held: boolean) => void)[] = [(held) => webhooks.setDelivering(held)];
+
+    if (config.sip && sipConfig) {
+      // SIP gateway: publications are removed (Expires: 0) by the pool's close, after the gateway stops watching.
+      // Outcomes reach the gateway once it exists (it needs the pool to be built).
+      const outcomes: { gateway?: SipGateway } = {};
+      const pool = await SipPublisherPool.create(sipConfig, { onOutcome: (outcome) => outcomes.gateway?.onOutcome(outcome) });
+      cleanups.push(() => pool.close());
+      if (!directory.activeWatcher(config.sip.audience)) log.warn('SIP_AUDIENCE names no active watcher: it matches no rule, so the SIP server is sent the offline view');
+      const gateway = new SipGateway({
+        directory,
+        ruleBook,
+        hub,
+        entityOf: (handle) => pool.presentityUri(handle),
+        pool,
+        audience: config.sip.audience,
+        enabled: (ownerId) => delivery.held && directory.settings(ownerId).sipPublish,
+        representations,
+        accessLog,
+        clock,
+        metrics,
+        onError: (err: unknown) => log.warn({ err }, 'SIP publication failed'),
+      });
+      outcomes.gateway = gateway;
+      cleanups.push(async () => gateway.close());
+      accounts.onSettingsChange((ownerId) => gateway.sync(ownerId));
+      for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
+      deliveryChanged.push(() => {
+        for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
+      });
+      log.info({ server: config.sip.server }, 'SIP gateway on');
+    }
     // Scale-out, control plane: what another process changed is reloaded
     // here (one owner at a time, coalesced while a reload runs).
     if (clusterConfig && config.database.kind === 'postgres') {
@@ -240,6 +293,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
             applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
             accounts.settingsChanged(ownerId);
             accounts.watchArrivals(ownerId);
+            return repository.webhooksOfOwner(ownerId).then((hooks) => webhooks.replaceOwner(ownerId, hooks));
           })
           .catch((err: unknown) => log.error({ err, ownerId }, 'reloading an owner changed elsewhere failed'))
           .finally(() => {
@@ -270,50 +324,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }, log);
       cleanups.push(() => control.close());
     }
-    const representations = new RepresentationCache();
-    const webhooks = new WebhookDispatcher({
-      directory,
-      ruleBook,
-      hub,
-      entityOf: (handle) => accounts.entityOf(handle),
-      representations,
-      accessLog,
-      clock,
-      signingKey,
-      issuer: config.tokenIssuer,
-      metrics,
-      ...(options.webhookRetry ? { retry: options.webhookRetry } : {}),
-    });
-    cleanups.push(async () => webhooks.close());
-    for (const hook of await repository.listWebhooks()) webhooks.add(hook);
-
-    if (config.sip && sipConfig) {
-      // SIP gateway: publications are removed (Expires: 0) by the pool's close, after the gateway stops watching.
-      // Outcomes reach the gateway once it exists (it needs the pool to be built).
-      const outcomes: { gateway?: SipGateway } = {};
-      const pool = await SipPublisherPool.create(sipConfig, { onOutcome: (outcome) => outcomes.gateway?.onOutcome(outcome) });
-      cleanups.push(() => pool.close());
-      if (!directory.activeWatcher(config.sip.audience)) log.warn('SIP_AUDIENCE names no active watcher: it matches no rule, so the SIP server is sent the offline view');
-      const gateway = new SipGateway({
-        directory,
-        ruleBook,
-        hub,
-        entityOf: (handle) => pool.presentityUri(handle),
-        pool,
-        audience: config.sip.audience,
-        enabled: (ownerId) => directory.settings(ownerId).sipPublish,
-        representations,
-        accessLog,
-        clock,
-        metrics,
-        onError: (err: unknown) => log.warn({ err }, 'SIP publication failed'),
-      });
-      outcomes.gateway = gateway;
-      cleanups.push(async () => gateway.close());
-      accounts.onSettingsChange((ownerId) => gateway.sync(ownerId));
-      for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
-      log.info({ server: config.sip.server }, 'SIP gateway on');
+    if (clusterConfig && config.database.kind === 'postgres') {
+      const lease = await acquireDeliveryLease(
+        config.database.url,
+        (held) => {
+          delivery.held = held;
+          for (const listener of deliveryChanged) listener(held);
+        },
+        log,
+      );
+      cleanups.push(() => lease.close());
     }
+
     let ready = false;
     const app = buildApi({
       log,

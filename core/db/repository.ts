@@ -220,6 +220,14 @@ export class Repository {
     return this.db.select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url }).from(webhooks).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
   }
 
+  async webhooksOfOwner(ownerId: string): Promise<StoredWebhook[]> {
+    return this.db
+      .select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url })
+      .from(webhooks)
+      .where(eq(webhooks.ownerId, ownerId))
+      .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  }
+
   async webhooksOf(watcherId: string): Promise<StoredWebhook[]> {
     return this.db
       .select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url })

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
@@ -90,6 +92,28 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
   });
   for (const name of ['node-a', 'node-b', 'node-c']) nodes.push(await start(name));
   const [a, b, c] = nodes as [Node, Node, Node];
+
+  // A webhook registered through C: one process of the group (the holder of
+  // the delivery lease) delivers it, so no view is POSTed twice.
+  const etags: string[] = [];
+  const receiver = createServer((request, response) => {
+    let body = '';
+    request.on('data', (d: Buffer) => (body += d.toString()));
+    request.on('end', () => {
+      const payload = JSON.parse(Buffer.from(body.split('.')[1] ?? '', 'base64url').toString()) as { etag: string };
+      etags.push(payload.etag);
+      response.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+  const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  const registered = await fetch(`${c.url}/v1/webhooks`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${watcher.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ handle: 'scale0', url: hookUrl }),
+  });
+  t.equal(registered.status, 201, 'webhook registered through C');
 
   // A watcher streams on A; the change it must see is ingested wherever
   // the shared subscription sends it.
@@ -197,4 +221,11 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
     20_000,
   );
   t.pass('what the killed process had applied and not written was stored by the survivors');
+
+  await waitFor(() => etags.length >= 3, 'webhook deliveries (initial, the call, the revocation)', 10_000);
+  await new Promise((r) => setTimeout(r, 500));
+  // The stream on A saw every view change once; three deliverers would
+  // POST each about three times (a busy webhook may skip a view, never repeat one).
+  t.ok(etags.length <= stream.events.length, `no more POSTs (${etags.length}) than views the stream saw (${stream.events.length})`);
+  t.ok(etags.every((etag, i) => i === 0 || etag !== etags[i - 1]), 'no view POSTed twice in a row');
 });
