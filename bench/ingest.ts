@@ -21,7 +21,8 @@ import { reportToSuite } from './suite-row.js';
  *
  *   npm run bench
  *
- * BENCH_MESSAGES (default 200000), BENCH_DEVICES (1000), BENCH_ROUNDS (3),
+ * BENCH_CLUSTER=1 runs the service as a member of a scale-out group (see
+ * docs/scaling.md). BENCH_MESSAGES (default 200000), BENCH_DEVICES (1000), BENCH_ROUNDS (3),
  * BENCH_MQTT_URL (default: a private Mosquitto started here with raised
  * in-flight and queue limits), BENCH_PG_URL (default
  * postgres://postgres@127.0.0.1:5432/test; a scratch database is created
@@ -101,6 +102,10 @@ async function main() {
     LOG_LEVEL: 'warn',
     // The publisher dates events up to totalSpanMs in the past; they must all count.
     OFFLINE_AFTER_SECONDS: String(Math.ceil(totalSpanMs / 1000) + 900),
+    // BENCH_CLUSTER=1: the process runs as one member of a scale-out group
+    // (shared subscription, every applied message republished on the sync
+    // topic and echoed back): the per-process cost of scaling out.
+    ...(process.env.BENCH_CLUSTER === '1' ? { MQTT_SHARE_GROUP: 'bench', MQTT_CLIENT_ID: `bench-svc-${process.pid}` } : {}),
   });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);
@@ -166,7 +171,7 @@ async function main() {
       const ratio = median(rs.map((r) => r.service.rate / r.bare.rate));
       reportToSuite({
         part: 'ingest',
-        figure: `QoS ${qos} events/s end to end (MQTT -> derived), median of ${rs.length}`,
+        figure: `QoS ${qos} events/s end to end (MQTT -> derived)${process.env.BENCH_CLUSTER === "1" ? ", as a scale-out group member" : ""}, median of ${rs.length}`,
         value: median(rs.map((r) => r.service.rate)),
         unit: 'msg/s',
         baseline: { name: 'bare mqtt.js', value: median(rs.map((r) => r.bare.rate)) },

@@ -64,6 +64,8 @@ interface Part {
 const PARTS: readonly Part[] = [
   // Standalone: 200,000 events, 3 rounds per QoS.
   { name: 'ingest', script: 'ingest.js', env: { BENCH_MESSAGES: '100000', BENCH_ROUNDS: '3' } },
+  // The same, the service being one member of a scale-out group (docs/scaling.md).
+  { name: 'ingest-cluster', script: 'ingest.js', env: { BENCH_MESSAGES: '100000', BENCH_ROUNDS: '3', BENCH_CLUSTER: '1' } },
   // Standalone: 10 s reads and 3 s revalidations per run, 3 rounds.
   { name: 'reads', script: 'reads.js', env: { BENCH_SECONDS: '5', BENCH_REVALIDATE_SECONDS: '2', BENCH_ROUNDS: '3' } },
   // Standalone: the same (the maximum-rate search, then 3 rounds of 5 s at half of it).

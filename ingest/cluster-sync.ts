@@ -41,9 +41,11 @@ export class ClusterSync {
   private seq = 0;
   private confirmed = 0;
   private lastRefusalLog = -Infinity;
+  private readonly ownPrefix: string;
 
   constructor(private readonly options: ClusterSyncOptions) {
     this.node = `${options.clientId}#${randomBytes(6).toString('hex')}`;
+    this.ownPrefix = `${options.root}/${options.clientId}/`;
     options.metrics.counter(SYNC_MESSAGES, 'Scale-out sync messages, by type and outcome');
     options.metrics.gauge('presence_sync_pending_owners', 'Owners applied by other processes and not yet stored by them', () => this.ledger.pendingCount);
   }
@@ -87,6 +89,11 @@ export class ClusterSync {
   }
 
   handle(topic: string, payload: Buffer): void {
+    // Our own messages come back (MQTT 3.1.1 has no "no local"): skipped
+    // before parsing. Those of an earlier run of this process under the same
+    // client id are skipped too: the others hold what it did not write and
+    // take it over on its will, and a restart reloads what was written.
+    if (topic.startsWith(this.ownPrefix)) return;
     const message = decode(payload);
     if (!message) {
       this.count('invalid', 'refused');
@@ -97,7 +104,6 @@ export class ClusterSync {
       }
       return;
     }
-    if (message.node === this.node) return; // our own, echoed (MQTT 3.1.1 has no "no local")
     this.count(message.type, 'applied');
     const now = this.options.clock();
     switch (message.type) {
