@@ -19,18 +19,50 @@ export interface Representation {
   readonly etag: string;
 }
 
+/** What one view object has been rendered to, per media type (a PIDF with its day: see get). */
+interface RenderedView {
+  json?: Representation;
+  pidf?: { readonly day: number; readonly representation: Representation };
+}
+
 export class RepresentationCache {
   private readonly entries = new Map<string, Representation>();
+  /**
+   * Views are memoized and frozen (api/watcher-views.ts), so most lookups
+   * come with a view object seen before: found by identity, without
+   * serializing the view into a key. Only frozen views are remembered (one
+   * that could still change might no longer match its bytes). Equal views
+   * that are different objects still share one entry through the key below.
+   */
+  private readonly byView = new WeakMap<WatcherView, RenderedView>();
 
   constructor(private readonly maxEntries = 50_000) {}
 
   /** `now` matters only to a PIDF with a location (its retention-expiry is dated by the day). */
   get(view: WatcherView, mediaType: PresenceMediaType, now = 0): Representation {
-    const day = mediaType === PIDF_MEDIA_TYPE && view.location ? Math.floor(now / 86_400_000) : 0;
-    const key = `${mediaType}\n${day}\n${JSON.stringify(view)}`;
+    const pidf = mediaType === PIDF_MEDIA_TYPE;
+    const day = pidf && view.location ? Math.floor(now / 86_400_000) : 0;
+    const rendered = this.byView.get(view);
+    if (rendered) {
+      if (!pidf && rendered.json) return rendered.json;
+      if (pidf && rendered.pidf?.day === day) return rendered.pidf.representation;
+    }
+    const representation = this.lookup(view, mediaType, day, now);
+    if (Object.isFrozen(view)) {
+      const entry = rendered ?? {};
+      if (pidf) entry.pidf = { day, representation };
+      else entry.json = representation;
+      if (!rendered) this.byView.set(view, entry);
+    }
+    return representation;
+  }
+
+  private lookup(view: WatcherView, mediaType: PresenceMediaType, day: number, now: number): Representation {
+    const json = JSON.stringify(view);
+    const key = `${mediaType}\n${day}\n${json}`;
     const hit = this.entries.get(key);
     if (hit) return hit;
-    const body = mediaType === PIDF_MEDIA_TYPE ? renderPidf(view, now) : `${JSON.stringify(view)}\n`;
+    const body = mediaType === PIDF_MEDIA_TYPE ? renderPidf(view, now) : `${json}\n`;
     const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
     const representation: Representation = {
       body,

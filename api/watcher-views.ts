@@ -23,7 +23,7 @@ export interface WatcherViewDeps {
 /** Who is looking: a watcher (consent applies), or the owner themself (everything). */
 export type Viewer = { readonly kind: 'watcher'; readonly id: string } | { readonly kind: 'owner' };
 
-const EVERYTHING = transformationsSchema.parse({
+const EVERYTHING = Object.freeze(transformationsSchema.parse({
   availability: true,
   activities: true,
   place: 'zone',
@@ -34,7 +34,7 @@ const EVERYTHING = transformationsSchema.parse({
   services: 'all',
   note: true,
   timeOffset: true,
-});
+}));
 const OWNER_SELF: Decision = { kind: 'allow', grant: EVERYTHING, provenance: {}, ruleIds: [], validUntil: Infinity };
 
 export interface ComputedView {
@@ -43,6 +43,74 @@ export interface ComputedView {
   readonly view: WatcherView;
   /** When the view may change with no new event: the state's or a rule's time condition. */
   readonly validUntil: number;
+}
+
+/**
+ * Views are built once per (grant, state) and reused, so that thousands of
+ * streams fanned out from one change, or a watcher polling, share a handful
+ * of view objects, and the representation cache can find their bytes by
+ * identity instead of serializing each view to look them up. The view is a
+ * pure function of the decision's grant (or that it grants nothing), the
+ * state, the entity, the idle threshold and the device classes it asked
+ * for; the state object is replaced whenever it changes (core/presence-hub:
+ * "its identity is a cheap did-anything-change key"), and a grant object
+ * belongs to a frozen rule that is replaced whole, so a memo
+ * keyed by both is reused only while the entity, threshold and every device
+ * class asked for are still what they were. Memoized views are frozen: a
+ * view handed to one watcher can then never be changed under another.
+ */
+interface ViewMemo {
+  readonly entity: string;
+  readonly idleThresholdSeconds: number;
+  /** The device classes the view was built with, by device id. */
+  readonly classes: readonly (readonly [string, string | undefined])[];
+  readonly view: WatcherView;
+}
+/** The memo key of every decision that shows nothing (they all give the offline view). */
+const SHOWS_NOTHING = Object.freeze({});
+const viewMemos = new WeakMap<object, WeakMap<PresenceState, ViewMemo>>();
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: PresenceState, decision: Decision, handle: string): WatcherView {
+  const entity = deps.entityOf(handle);
+  const idleThresholdSeconds = owner ? deps.directory.settings(owner.id).idleAfterSeconds : 0;
+  const key: object = decision.kind === 'allow' ? decision.grant : SHOWS_NOTHING;
+  // Rule-book grants are frozen (policy/rule-book.ts, evaluateConsent's combined grants); any other is built afresh.
+  const memoizable = Object.isFrozen(key);
+  let byState = memoizable ? viewMemos.get(key) : undefined;
+  const memo = byState?.get(state);
+  if (
+    memo &&
+    memo.entity === entity &&
+    memo.idleThresholdSeconds === idleThresholdSeconds &&
+    memo.classes.every(([id, deviceClass]) => deps.directory.device(id)?.deviceClass === deviceClass)
+  ) {
+    return memo.view;
+  }
+  const classes: (readonly [string, string | undefined])[] = [];
+  const view = buildWatcherView(state, decision, {
+    entity,
+    deviceClass: (id) => {
+      const deviceClass = deps.directory.device(id)?.deviceClass;
+      classes.push([id, deviceClass]);
+      return deviceClass;
+    },
+    idleThresholdSeconds,
+  });
+  if (!memoizable) return view;
+  if (!byState) {
+    byState = new WeakMap();
+    viewMemos.set(key, byState);
+  }
+  byState.set(state, { entity, idleThresholdSeconds, classes, view: deepFreeze(view) });
+  return view;
 }
 
 export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: string, now: number): ComputedView {
@@ -57,20 +125,28 @@ export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: strin
     if (!watcher) decision = { kind: 'no-match', ruleIds: [], validUntil: Infinity };
     else decision = evaluateConsent(deps.ruleBook.policy(owner.id), { id: viewer.id, domain: watcher?.domain }, { now, sphere: state.place?.sphere, zone: state.place?.zone });
   }
-  const view = buildWatcherView(state, decision, {
-    entity: deps.entityOf(handle),
-    deviceClass: (id) => deps.directory.device(id)?.deviceClass,
-    idleThresholdSeconds: owner ? deps.directory.settings(owner.id).idleAfterSeconds : 0,
-  });
+  const view = viewFor(deps, owner, state, decision, handle);
   // A location's PIDF-LO retention-expiry is dated by the UTC day: re-render at midnight.
   const midnight = view.location ? now - (now % 86_400_000) + 86_400_000 : Infinity;
   const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id) : Infinity, midnight);
   return { owner, decision, view, validUntil };
 }
 
+/** The fields of a (memoized, frozen) view, worked out once per view: every event and read records them. */
+const fieldsOfView = new WeakMap<WatcherView, readonly string[]>();
+function fieldsOf(view: WatcherView): readonly string[] {
+  let fields = fieldsOfView.get(view);
+  if (!fields) {
+    fields = Object.freeze(viewFields(view));
+    if (Object.isFrozen(view)) fieldsOfView.set(view, fields);
+  }
+  return fields;
+}
+const NO_FIELDS: readonly string[] = Object.freeze([]);
+
 /** Privacy invariant 6, on the granted and the withheld path alike (so timing does not tell them apart). */
 export function recordAccess(accessLog: AccessLogBuffer, watcherId: string, access: ComputedView, action: AccessRecord['action'], now: number): void {
   if (!access.owner) return;
   const shown = access.decision.kind === 'allow';
-  accessLog.record({ ownerId: access.owner.id, watcherId, action, outcome: shown ? 'shown' : 'withheld', fields: shown ? viewFields(access.view) : [] }, now);
+  accessLog.record({ ownerId: access.owner.id, watcherId, action, outcome: shown ? 'shown' : 'withheld', fields: shown ? fieldsOf(access.view) : NO_FIELDS }, now);
 }

@@ -22,48 +22,86 @@ export interface AccessEntry extends AccessRecord {
   count: number;
 }
 
-const keyOf = (r: AccessRecord, at: number) => `${r.ownerId}|${r.watcherId}|${r.action}|${r.outcome}|${r.fields.join(',')}|${at}`;
+/** Same action, outcome and field list: records that coalesce (owner, watcher and second are matched by the index). */
+function sameKind(entry: AccessEntry, record: AccessRecord): boolean {
+  if (entry.action !== record.action || entry.outcome !== record.outcome) return false;
+  const a = entry.fields;
+  const b = record.fields;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Entries indexed by second, owner and watcher, then a short list (one per
+ * action, outcome and field set). A change fanned out to thousands of open
+ * streams records one event per stream: nested lookups by the ids the caller
+ * already holds cost far less than building and hashing a long string key
+ * per record, and keying by the second first keeps each list short even when
+ * failed writes pile entries up.
+ */
+type Index = Map<number, Map<string, Map<string, AccessEntry[]>>>;
 
 export class AccessLogBuffer {
-  private entries = new Map<string, AccessEntry>();
+  /** Every entry, oldest first: what take() hands over. */
+  private order: AccessEntry[] = [];
+  private index: Index = new Map();
   private droppedTotal = 0;
 
   constructor(private readonly maxEntries = 100_000) {}
 
   record(record: AccessRecord, now: number): void {
     const at = now - (now % 1000);
-    const key = keyOf(record, at);
-    const entry = this.entries.get(key);
-    if (entry) {
-      entry.count += 1;
+    const existing = this.index.get(at)?.get(record.ownerId)?.get(record.watcherId)?.find((e) => sameKind(e, record));
+    if (existing) {
+      existing.count += 1;
       return;
     }
-    if (this.entries.size >= this.maxEntries) {
+    if (this.order.length >= this.maxEntries) {
       this.droppedTotal += 1;
       return;
     }
-    this.entries.set(key, { ...record, fields: [...record.fields], at, count: 1 });
+    // A frozen list (api/watcher-views.ts shares one per view) cannot change under the entry: no copy needed.
+    const fields = Object.isFrozen(record.fields) ? record.fields : [...record.fields];
+    this.add({ ownerId: record.ownerId, watcherId: record.watcherId, action: record.action, outcome: record.outcome, fields, at, count: 1 });
   }
 
   take(): AccessEntry[] {
-    const out = [...this.entries.values()];
-    this.entries = new Map();
+    const out = this.order;
+    this.order = [];
+    this.index = new Map();
     return out;
   }
 
   /** After a failed write: back in, as far as there is room. */
   putBack(entries: readonly AccessEntry[]): void {
     for (const entry of entries) {
-      const key = keyOf(entry, entry.at);
-      const existing = this.entries.get(key);
+      const existing = this.index.get(entry.at)?.get(entry.ownerId)?.get(entry.watcherId)?.find((e) => sameKind(e, entry));
       if (existing) existing.count += entry.count;
-      else if (this.entries.size < this.maxEntries) this.entries.set(key, entry);
+      else if (this.order.length < this.maxEntries) this.add(entry);
       else this.droppedTotal += entry.count;
     }
   }
 
+  private add(entry: AccessEntry): void {
+    let byOwner = this.index.get(entry.at);
+    if (!byOwner) {
+      byOwner = new Map();
+      this.index.set(entry.at, byOwner);
+    }
+    let byWatcher = byOwner.get(entry.ownerId);
+    if (!byWatcher) {
+      byWatcher = new Map();
+      byOwner.set(entry.ownerId, byWatcher);
+    }
+    const list = byWatcher.get(entry.watcherId);
+    if (list) list.push(entry);
+    else byWatcher.set(entry.watcherId, [entry]);
+    this.order.push(entry);
+  }
+
   get size(): number {
-    return this.entries.size;
+    return this.order.length;
   }
 
   get dropped(): number {

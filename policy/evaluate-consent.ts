@@ -66,7 +66,86 @@ export function strongerSubHandling(a: SubHandling | 'none', b: SubHandling): Su
   return a === 'none' || subHandlingRank[b] > subHandlingRank[a] ? b : a;
 }
 
+/**
+ * Who a rule is for, as Sets, built once per identity and group list rather
+ * than scanned for every rule for every watcher: a change fanned out to
+ * thousands of open streams evaluates every rule for each of them. `one`
+ * holds the named watchers and the members of the named groups, so a rule
+ * costs one lookup unless it also has a `<many>` part. Policies are frozen
+ * and replaced whole (policy/rule-book.ts), so a frozen identity or group
+ * list can never change under its index; the WeakMaps let an index go with
+ * the policy it belongs to. Anything not (deeply) frozen takes the linear
+ * path, which gives the same answer: the index is only ever a faster way
+ * to the same result (tests/unit/consent-properties.test.ts checks both).
+ */
+interface IdentityIndex {
+  /** The group list `one` was built with: a rule outlives a change of groups. */
+  readonly groups: readonly Group[];
+  readonly one: ReadonlySet<string>;
+  /** Whether there is a `<many>` part at all (any authenticated watcher, or domains). */
+  readonly many: boolean;
+  readonly exceptWatchers: ReadonlySet<string>;
+  readonly exceptDomains: ReadonlySet<string>;
+  readonly domains: ReadonlySet<string>;
+  readonly anyAuthenticated: boolean;
+}
+const identityIndexes = new WeakMap<Identity, IdentityIndex>();
+/** Group id -> members; the first group with an id wins, as `groups.find` does. */
+const groupMembers = new WeakMap<readonly Group[], ReadonlyMap<string, readonly string[]>>();
+
+function membersById(groups: readonly Group[]): ReadonlyMap<string, readonly string[]> | undefined {
+  const known = groupMembers.get(groups);
+  if (known) return known;
+  if (!Object.isFrozen(groups) || !groups.every((g) => Object.isFrozen(g) && Object.isFrozen(g.members))) return undefined;
+  const index = new Map<string, readonly string[]>();
+  for (const g of groups) if (!index.has(g.id)) index.set(g.id, g.members);
+  groupMembers.set(groups, index);
+  return index;
+}
+
+function identityIndex(identity: Identity, groups: readonly Group[]): IdentityIndex | undefined {
+  const known = identityIndexes.get(identity);
+  if (known?.groups === groups) return known;
+  const { except } = identity;
+  const frozen =
+    Object.isFrozen(identity) &&
+    Object.isFrozen(identity.watchers) &&
+    Object.isFrozen(identity.groups) &&
+    Object.isFrozen(identity.domains) &&
+    Object.isFrozen(except) &&
+    Object.isFrozen(except.watchers) &&
+    Object.isFrozen(except.domains);
+  const members = frozen ? membersById(groups) : undefined;
+  if (!members) return undefined;
+  const one = new Set(identity.watchers);
+  for (const groupId of identity.groups) for (const member of members.get(groupId) ?? []) one.add(member);
+  const index: IdentityIndex = {
+    groups,
+    one,
+    many: identity.anyAuthenticated || identity.domains.length > 0,
+    exceptWatchers: new Set(except.watchers),
+    exceptDomains: new Set(except.domains),
+    domains: new Set(identity.domains),
+    anyAuthenticated: identity.anyAuthenticated,
+  };
+  identityIndexes.set(identity, index);
+  return index;
+}
+
 export function identityMatches(identity: Identity, watcher: WatcherIdentity, groups: readonly Group[]): boolean {
+  const index = identityIndex(identity, groups);
+  if (!index) return identityMatchesLinear(identity, watcher, groups);
+  // The same steps as identityMatchesLinear, with Set lookups; without a
+  // <many> part nothing but <one> can match, so the exceptions need no look.
+  if (index.one.has(watcher.id)) return true;
+  if (!index.many) return false;
+  if (index.exceptWatchers.has(watcher.id)) return false;
+  if (watcher.domain !== undefined && index.exceptDomains.has(watcher.domain)) return false;
+  if (index.anyAuthenticated) return true;
+  return watcher.domain !== undefined && index.domains.has(watcher.domain);
+}
+
+function identityMatchesLinear(identity: Identity, watcher: WatcherIdentity, groups: readonly Group[]): boolean {
   // RFC 4745 §7.1.2 <one>: named watchers (and members of named groups) match outright.
   if (identity.watchers.includes(watcher.id)) return true;
   for (const groupId of identity.groups) {
@@ -119,13 +198,25 @@ function offsetChange(timeZone: string, now: number, offsetNow: number, until: n
   return hi * 60_000;
 }
 
+export interface RuleMatch {
+  readonly matches: boolean;
+  readonly nextEdge: number;
+}
+/** Most rules are for someone else: one shared answer rather than an object per rule per evaluation. */
+const NOT_FOR_THIS_WATCHER: RuleMatch = Object.freeze({ matches: false, nextEdge: Infinity });
+
 /**
  * Whether the rule's conditions hold for this watcher in this context, and
  * the next instant a time condition may change that.
  */
-export function ruleMatches(rule: Rule, watcher: WatcherIdentity, groups: readonly Group[], context: PolicyContext): { matches: boolean; nextEdge: number } {
+export function ruleMatches(rule: Rule, watcher: WatcherIdentity, groups: readonly Group[], context: PolicyContext): RuleMatch {
+  if (!identityMatches(rule.conditions.identity, watcher, groups)) return NOT_FOR_THIS_WATCHER;
+  return conditionsHold(rule, context);
+}
+
+/** The conditions beyond identity (RFC 4745 §7.2-7.4 and the extensions), for a rule whose identity matched. */
+function conditionsHold(rule: Rule, context: PolicyContext): RuleMatch {
   const c = rule.conditions;
-  if (!identityMatches(c.identity, watcher, groups)) return { matches: false, nextEdge: Infinity };
   let nextEdge = Infinity;
   let matches = true;
   // RFC 4745 §7.3: sphere.
@@ -238,13 +329,86 @@ class AllowDecision {
   }
 }
 
+/**
+ * A frozen policy (one held by the rule book), indexed once: which rules
+ * name each watcher (directly or through a group), and which have a
+ * `<many>` part. A rule whose identity does not match a watcher neither
+ * matches nor bounds validUntil (ruleMatches gives Infinity), so only these
+ * candidates need looking at: a read costs the rules that concern the
+ * watcher, not every rule the owner has (an owner with one rule per
+ * contact would otherwise pay for all of them on every read).
+ */
+interface CompiledPolicy {
+  /** Watcher id -> positions of the rules naming them, ascending. */
+  readonly named: ReadonlyMap<string, readonly number[]>;
+  /** Positions of the rules with a `<many>` part, ascending, and their indexes. */
+  readonly many: readonly number[];
+  readonly manyIndexes: readonly IdentityIndex[];
+}
+const compiledPolicies = new WeakMap<OwnerPolicy, CompiledPolicy>();
+const NO_RULES: readonly number[] = Object.freeze([]);
+
+function compiledPolicy(policy: OwnerPolicy): CompiledPolicy | undefined {
+  const known = compiledPolicies.get(policy);
+  if (known) return known;
+  // Frozen all the way down to what the index is built from (policy/rule-book.ts freezes it so).
+  if (!Object.isFrozen(policy) || !Object.isFrozen(policy.rules) || !policy.rules.every((r) => Object.isFrozen(r) && Object.isFrozen(r.conditions))) return undefined;
+  const named = new Map<string, number[]>();
+  const many: number[] = [];
+  const manyIndexes: IdentityIndex[] = [];
+  for (let i = 0; i < policy.rules.length; i++) {
+    const index = identityIndex((policy.rules[i] as Rule).conditions.identity, policy.groups);
+    if (!index) return undefined;
+    for (const id of index.one) {
+      const positions = named.get(id);
+      if (positions) positions.push(i);
+      else named.set(id, [i]);
+    }
+    if (index.many) {
+      many.push(i);
+      manyIndexes.push(index);
+    }
+  }
+  const compiled: CompiledPolicy = { named, many, manyIndexes };
+  compiledPolicies.set(policy, compiled);
+  return compiled;
+}
+
+/** RFC 4745 §7.1.3 <many> with <except>, for a watcher the rule does not name. */
+function manyMatches(index: IdentityIndex, watcher: WatcherIdentity): boolean {
+  if (index.exceptWatchers.has(watcher.id)) return false;
+  if (watcher.domain !== undefined && index.exceptDomains.has(watcher.domain)) return false;
+  if (index.anyAuthenticated) return true;
+  return watcher.domain !== undefined && index.domains.has(watcher.domain);
+}
+
 export function evaluateConsent(policy: OwnerPolicy, watcher: WatcherIdentity, context: PolicyContext): Decision {
   const matching: Rule[] = [];
   let validUntil = Infinity;
-  for (const rule of policy.rules) {
-    const result = ruleMatches(rule, watcher, policy.groups, context);
+  const consider = (rule: Rule, result: RuleMatch) => {
     validUntil = Math.min(validUntil, result.nextEdge);
     if (result.matches) matching.push(rule);
+  };
+  const compiled = compiledPolicy(policy);
+  if (compiled) {
+    // The candidates in rule order: merge the rules naming the watcher with those for many.
+    const named = compiled.named.get(watcher.id) ?? NO_RULES;
+    const { many, manyIndexes } = compiled;
+    let n = 0;
+    let m = 0;
+    while (n < named.length || m < many.length) {
+      const nextNamed = n < named.length ? (named[n] as number) : Infinity;
+      const nextMany = m < many.length ? (many[m] as number) : Infinity;
+      const position = Math.min(nextNamed, nextMany);
+      const rule = policy.rules[position] as Rule;
+      // Named: <one> matches outright (RFC 4745 §7.1.2), whatever the rule's <many> part says.
+      const identity = position === nextNamed || manyMatches(manyIndexes[m] as IdentityIndex, watcher);
+      if (position === nextNamed) n++;
+      if (position === nextMany) m++;
+      if (identity) consider(rule, conditionsHold(rule, context));
+    }
+  } else {
+    for (const rule of policy.rules) consider(rule, ruleMatches(rule, watcher, policy.groups, context));
   }
   const ruleIds = matching.map((r) => r.id);
   if (matching.length === 0) return { kind: 'no-match', ruleIds, validUntil };
@@ -254,6 +418,43 @@ export function evaluateConsent(policy: OwnerPolicy, watcher: WatcherIdentity, c
   if (subHandling !== 'allow') return { kind: subHandling, ruleIds, validUntil };
 
   const allowRules = matching.filter((r) => r.actions.subHandling === 'allow');
-  const grant = combineTransformations(allowRules.map((r) => r.transformations));
-  return new AllowDecision(grant, ruleIds, validUntil, allowRules);
+  return new AllowDecision(grantOf(policy, allowRules), ruleIds, validUntil, allowRules);
+}
+
+/**
+ * Combined grants, per frozen rule list and set of allow rules (by their
+ * positions in it): a watcher matched by several allow rules gets the same
+ * grant object on every evaluation, as one matched by a single rule does (its
+ * rule's own transformations), so that what is built from a grant can be
+ * reused by its identity (api/watcher-views.ts). Only for frozen rules, whose
+ * transformations cannot change; a handful of combinations per policy, so a
+ * small bound that is simply reset when exceeded.
+ */
+const combinedGrants = new WeakMap<readonly Rule[], Map<string, Transformations>>();
+const MAX_COMBINED_GRANTS = 64;
+
+function grantOf(policy: OwnerPolicy, allowRules: readonly Rule[]): Transformations {
+  const grants = allowRules.map((r) => r.transformations);
+  const single = grants.length === 1 ? (grants[0] as Transformations) : undefined;
+  if ((single && isCanonical(single)) || !Object.isFrozen(policy.rules) || !allowRules.every(frozenRule)) return combineTransformations(grants);
+  const key = allowRules.map((r) => policy.rules.indexOf(r)).join(',');
+  let known = combinedGrants.get(policy.rules);
+  const hit = known?.get(key);
+  if (hit) return hit;
+  const combined = combineTransformations(grants);
+  if (Array.isArray(combined.devices)) Object.freeze(combined.devices);
+  if (Array.isArray(combined.services)) Object.freeze(combined.services);
+  Object.freeze(combined);
+  if (!known || known.size >= MAX_COMBINED_GRANTS) {
+    known = new Map();
+    combinedGrants.set(policy.rules, known);
+  }
+  known.set(key, combined);
+  return combined;
+}
+
+/** A rule whose transformations can change neither in place nor by being swapped. */
+function frozenRule(rule: Rule): boolean {
+  const t = rule.transformations;
+  return Object.isFrozen(rule) && Object.isFrozen(t) && (t.devices === 'all' || Object.isFrozen(t.devices)) && (t.services === 'all' || Object.isFrozen(t.services));
 }

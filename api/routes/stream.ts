@@ -4,7 +4,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.js';
 import { handleSchema } from '../../core/identifiers.js';
-import { JSON_MEDIA_TYPE } from '../representations.js';
+import { JSON_MEDIA_TYPE, type Representation } from '../representations.js';
 import { computeView, recordAccess } from '../watcher-views.js';
 import { viewerOf, type PresenceRouteDeps } from './presence.js';
 import { documented, errors, media, operation } from '../openapi.js';
@@ -30,11 +30,66 @@ export const STREAM_MAX_MS = 10 * 60_000;
 export const MAX_STREAMS_PER_CALLER = 8;
 export const MAX_STREAMS = 10_000;
 const MAX_BUFFERED_BYTES = 256 * 1024;
+/** Streams checked per turn of the event loop after a state change (about 2 ms of work each turn). */
+const CHECK_BATCH = 256;
+
+/** An SSE event (its id is the entity tag without quotes) as sent, built once per representation rather than per stream. */
+interface StreamEvent {
+  readonly id: string;
+  readonly text: string;
+}
+const events = new WeakMap<Representation, StreamEvent>();
+function eventOf(representation: Representation): StreamEvent {
+  let event = events.get(representation);
+  if (!event) {
+    const id = representation.etag.replaceAll('"', '');
+    event = { id, text: `id: ${id}\nevent: presence\ndata: ${representation.body.trimEnd()}\n\n` };
+    events.set(representation, event);
+  }
+  return event;
+}
 
 export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): void {
   // Open streams never end on their own: on shutdown they are ended first,
   // or the HTTP server would wait for them for ever.
   const open = new Set<Socket>();
+
+  /**
+   * The hub tells every stream of an owner about a change synchronously,
+   * inside whatever made the change (often the owner's own request). Working
+   * out thousands of views there would hold that request, and every event,
+   * until the last view is done (node:http sends nothing before the loop
+   * ends). So each stream's check is queued instead and run in batches, with
+   * the event loop turning between batches: the request is answered and the
+   * first events leave after one batch, not after all of them. A stream is
+   * queued at most once however many changes arrive before its turn (a
+   * closed one's turn does nothing: check returns at once), and its
+   * check works out the view from the state at the time it runs, so a stream
+   * never shows an older view after a newer one and may skip views that were
+   * already superseded.
+   */
+  let queue: (() => void)[] = [];
+  let next = 0;
+  const drain = () => {
+    const end = Math.min(next + CHECK_BATCH, queue.length);
+    while (next < end) {
+      const run = queue[next++] as () => void;
+      // One stream's failure must not stall the others queued behind it.
+      try {
+        run();
+      } catch (error) {
+        app.log.error({ err: error }, 'stream check failed');
+      }
+    }
+    if (next < queue.length) setImmediate(drain);
+    else {
+      queue = [];
+      next = 0;
+    }
+  };
+  const scheduleCheck = (run: () => void) => {
+    if (queue.push(run) === 1) setImmediate(drain);
+  };
   const perCaller = new Map<string, number>();
   app.addHook('preClose', async () => {
     for (const socket of open) socket.destroy();
@@ -87,7 +142,9 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
 
     const lastEventId = request.headers['last-event-id'];
     let lastSent = typeof lastEventId === 'string' ? lastEventId : undefined;
+    /** Pending wake-up, and the instant it was set for. */
     let timer: NodeJS.Timeout | undefined;
+    let armedFor = NaN;
     let closed = false;
     const endAt = Math.min(openedAt + STREAM_MAX_MS, principal.expiresAt);
 
@@ -101,23 +158,44 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       const now = deps.clock();
       if (now >= endAt || !deps.auth.stillValid(principal, now)) return socket.destroy();
       const access = computeView(deps, viewer, handle, now);
-      const representation = deps.representations.get(access.view, JSON_MEDIA_TYPE);
-      const id = representation.etag.replaceAll('"', '');
-      if (id !== lastSent) {
-        write(`id: ${id}\nevent: presence\ndata: ${representation.body.trimEnd()}\n\n`);
-        lastSent = id;
+      const event = eventOf(deps.representations.get(access.view, JSON_MEDIA_TYPE));
+      if (event.id !== lastSent) {
+        write(event.text);
+        lastSent = event.id;
         audit(access, 'stream-event', now);
       }
       // Wake up when the state stops holding without any event (a meeting
       // ends) or a rule's time window opens or closes, or when the stream
-      // must end, whichever comes first.
-      if (timer) clearTimeout(timer);
+      // must end, whichever comes first. A timer already set for that very
+      // instant is kept: it fires when a new one would (re-arming it for
+      // every stream on every change costs more than computing the view).
       const until = Math.min(access.validUntil, endAt);
-      timer = setTimeout(check, Math.max(0, Math.min(until - now, 2_147_000_000)) + 1);
+      if (timer && armedFor === until) return;
+      if (timer) clearTimeout(timer);
+      armedFor = until;
+      timer = setTimeout(wake, Math.max(0, Math.min(until - now, 2_147_000_000)) + 1);
+    };
+    const wake = () => {
+      timer = undefined;
+      check();
     };
 
     const ownerId = opened.owner?.id;
-    const unsubscribeHub = ownerId ? deps.hub.watch(ownerId, check) : () => undefined;
+    // A state change is checked in a later batch (see scheduleCheck); a
+    // consent change at once, as always: a revoked or narrowed rule narrows
+    // the stream before the call that changed it returns (privacy invariant 5).
+    let queued = false;
+    const runQueued = () => {
+      queued = false;
+      check();
+    };
+    const unsubscribeHub = ownerId
+      ? deps.hub.watch(ownerId, () => {
+          if (queued) return;
+          queued = true;
+          scheduleCheck(runQueued);
+        })
+      : () => undefined;
     const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => undefined;
     const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
     heartbeat.unref();

@@ -39,3 +39,57 @@ t.test('bounded, with the overflow counted; a failed write puts entries back', a
     ],
   );
 });
+
+t.test('only the same owner, watcher, second, action, outcome and field list coalesce', async (t) => {
+  const buffer = new AccessLogBuffer();
+  buffer.record(read, NOW);
+  buffer.record({ ...read, fields: ['basic'] }, NOW);
+  buffer.record({ ...read, fields: ['basic', 'availability', 'note'] }, NOW);
+  buffer.record({ ...read, action: 'stream-event' }, NOW);
+  buffer.record({ ...read, ownerId: 'o2' }, NOW);
+  buffer.record({ ...read, fields: Object.freeze(['basic', 'availability']) }, NOW + 500);
+  t.same(
+    buffer.take().map((e) => [e.ownerId, e.action, e.fields.join(','), e.count]),
+    [
+      ['o1', 'read', 'basic,availability', 2],
+      ['o1', 'read', 'basic', 1],
+      ['o1', 'read', 'basic,availability,note', 1],
+      ['o1', 'stream-event', 'basic,availability', 1],
+      ['o2', 'read', 'basic,availability', 1],
+    ],
+  );
+});
+
+t.test('an entry keeps the fields it was recorded with', async (t) => {
+  const buffer = new AccessLogBuffer();
+  const fields = ['basic'];
+  buffer.record({ ...read, fields }, NOW);
+  fields.push('note');
+  t.same(buffer.take()[0]?.fields, ['basic']);
+});
+
+t.test('entries put back coalesce with new records of the same second, and keep the order', async (t) => {
+  const buffer = new AccessLogBuffer(3);
+  buffer.record(read, NOW);
+  buffer.record({ ...read, watcherId: 'w2' }, NOW);
+  const taken = buffer.take();
+  buffer.record({ ...read, watcherId: 'w2' }, NOW + 1);
+  buffer.record({ ...read, watcherId: 'w3' }, NOW + 1);
+  buffer.putBack(taken);
+  t.equal(buffer.size, 3);
+  t.same(
+    buffer.take().map((e) => [e.watcherId, e.count]),
+    [
+      ['w2', 2],
+      ['w3', 1],
+      ['w1', 1],
+    ],
+  );
+  buffer.record({ ...read, watcherId: 'x' }, NOW);
+  buffer.record({ ...read, watcherId: 'y' }, NOW);
+  buffer.record({ ...read, watcherId: 'z' }, NOW);
+  buffer.record({ ...read, watcherId: 'full' }, NOW);
+  buffer.record({ ...read, watcherId: 'x' }, NOW);
+  t.equal(buffer.dropped, 1, 'full: a new entry is dropped');
+  t.same(buffer.take().map((e) => e.count), [2, 1, 1], 'but an existing one still counts');
+});

@@ -15,6 +15,7 @@ import {
   type WatcherIdentity,
 } from '../../policy/evaluate-consent.js';
 import { NOTHING, ruleBodySchema, transformationsSchema, type Group, type Identity, type Rule, type RuleBodyInput, type SubHandling, type Transformations } from '../../policy/rule.js';
+import { RuleBook } from '../../policy/rule-book.js';
 import { gridCell, snapLocation } from '../../policy/snap-location.js';
 import { buildWatcherView, offlineView, watcherViewSchema, type ViewContext, type WatcherView } from '../../policy/watcher-view.js';
 
@@ -815,4 +816,70 @@ t.test('7b. validUntil example: a window that closes in the hour Europe/Berlin s
   t.equal(before.kind, 'allow', 'open at 01:50 CET');
   t.equal(at('2025-03-30T01:00:00Z').kind, 'no-match', 'closed at 03:00 CEST (01:00 UTC)');
   t.ok(before.validUntil <= SPRING_FORWARD, `the decision at 01:50 CET must not outlive the window: validUntil ${iso(before.validUntil)}, the window closed at ${iso(SPRING_FORWARD)}`);
+});
+
+t.test('8. a policy held by the rule book (frozen, indexed, grants reused) decides exactly as the same policy passed bare', async (t) => {
+  holds(t, 'identity matching through the Set index equals the linear scan', () =>
+    fc.assert(
+      fc.property(identityArb, watcherArb, groupsArb, (raw, watcher, groups) => {
+        const identity = ruleBodySchema.parse({ conditions: { identity: raw }, actions: { subHandling: 'allow' } }).conditions.identity;
+        const bare = identityMatches(structuredClone(identity), watcher, structuredClone(groups));
+        const book = new RuleBook();
+        book.replaceGroups('o', structuredClone(groups));
+        book.replace('o', [{ ...ruleBodySchema.parse({ conditions: { identity: structuredClone(identity) }, actions: { subHandling: 'allow' } }), id: 'r' }]);
+        const held = book.policy('o');
+        const heldIdentity = (held.rules[0] as Rule).conditions.identity;
+        ensure(Object.isFrozen(heldIdentity) && Object.isFrozen(heldIdentity.except.watchers) && Object.isFrozen(held.groups[0]?.members ?? []), 'the rule book freezes what it holds');
+        // Twice: the first call builds the index, the second uses it.
+        ensure(identityMatches(heldIdentity, watcher, held.groups) === bare, 'indexed match (first call)');
+        ensure(identityMatches(heldIdentity, watcher, held.groups) === bare, 'indexed match (cached)');
+      }),
+      { numRuns: 1000 },
+    ),
+  );
+
+  holds(t, 'evaluateConsent on the rule book policy: same kind, rules, validUntil and grant; a repeated evaluation gives the very same grant object', () =>
+    fc.assert(
+      fc.property(scenarioArb(), (s) => {
+        const bare = evaluateConsent({ rules: structuredClone(s.rules), groups: structuredClone(s.groups) }, s.watcher, policyContext(s.state, s.now));
+        const book = new RuleBook();
+        book.replaceGroups('o', structuredClone(s.groups));
+        book.replace('o', structuredClone(s.rules));
+        const first = evaluateConsent(book.policy('o'), s.watcher, policyContext(s.state, s.now));
+        const again = evaluateConsent(book.policy('o'), s.watcher, policyContext(s.state, s.now));
+        for (const held of [first, again]) {
+          ensure(held.kind === bare.kind, `decision ${held.kind}, bare ${bare.kind}`);
+          ensureEqual(held.ruleIds, bare.ruleIds, 'matching rules');
+          ensureEqual(held.validUntil, bare.validUntil, 'validUntil');
+          if (held.kind === 'allow' && bare.kind === 'allow') {
+            ensureEqual({ ...held.grant }, { ...bare.grant }, 'grant');
+            ensureEqual(held.provenance, bare.provenance, 'provenance');
+          }
+        }
+        if (first.kind === 'allow' && again.kind === 'allow') ensure(first.grant === again.grant, 'the same grant object for the same matching rules');
+      }),
+      { numRuns: 2000 },
+    ),
+  );
+});
+
+t.test('8b. groups sharing an id: the first one counts, indexed or not', async (t) => {
+  const [a, b] = WATCHERS as [string, string];
+  const groups: Group[] = [
+    { id: GROUP_IDS[0] as string, name: 'first', members: [a] },
+    { id: GROUP_IDS[0] as string, name: 'second', members: [b] },
+  ];
+  const identity = ruleBodySchema.parse({ conditions: { identity: { groups: [GROUP_IDS[0]] } }, actions: { subHandling: 'allow' } }).conditions.identity;
+  const book = new RuleBook();
+  book.replaceGroups('o', groups);
+  book.replace('o', [{ ...ruleBodySchema.parse({ conditions: { identity }, actions: { subHandling: 'allow' } }), id: 'r' }]);
+  const held = book.policy('o');
+  const heldIdentity = (held.rules[0] as Rule).conditions.identity;
+  for (const [watcher, expected] of [
+    [a, true],
+    [b, false],
+  ] as const) {
+    t.equal(identityMatches(heldIdentity, { id: watcher, domain: undefined }, held.groups), expected, `${watcher} (indexed)`);
+    t.equal(identityMatches(structuredClone(heldIdentity), { id: watcher, domain: undefined }, structuredClone(groups)), expected, `${watcher} (bare)`);
+  }
 });
