@@ -94,6 +94,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const directory = new Directory();
     const ruleBook = new RuleBook();
     const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
+    // Scale-out, control plane: listening starts before the snapshot is
+    // read, so a change another process commits in between is not missed;
+    // changes wait in `controlBacklog` until the reloading below is wired.
+    const clusterConfig = config.mqtt.kind === 'external' ? config.mqtt.cluster : undefined;
+    const controlBacklog: ControlChange[] = [];
+    const control: { onChange: (change: ControlChange) => void; onResync: () => void } = { onChange: (change) => void controlBacklog.push(change), onResync: () => undefined };
+    if (clusterConfig && config.database.kind === 'postgres') {
+      const listener = await listenForChanges(config.database.url, { onChange: (change) => control.onChange(change), onResync: () => control.onResync() }, log);
+      cleanups.push(() => listener.close());
+    }
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
     // Write-behind: presence state, and (privacy invariant 6) the access log.
@@ -105,7 +115,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
       return writer;
     };
     // Scale-out: what this process applies reaches the others over the broker (ingest/cluster-sync.ts).
-    const clusterConfig = config.mqtt.kind === 'external' ? config.mqtt.cluster : undefined;
     const requestWrite = { now: () => undefined as void };
     const cluster = clusterConfig
       ? new ClusterSync({ root: clusterConfig.syncRoot, clientId: clusterConfig.clientId, hub, clock, log, metrics, requestWrite: () => requestWrite.now() })
@@ -308,21 +317,19 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
         );
       };
-      const onChange = (change: ControlChange) => ('owner' in change ? reloadOwner(change.owner) : reloadWatcher(change.watcher));
-      const control = await listenForChanges(config.database.url, {
-        onChange,
-        // Changes may have been missed while the channel was down.
-        onResync: () => {
-          void repository.loadSnapshot().then(
-            (snapshot) => {
-              for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
-              for (const owner of snapshot.owners) reloadOwner(owner.id);
-            },
-            (err: unknown) => log.error({ err }, 'control resync failed'),
-          );
-        },
-      }, log);
-      cleanups.push(() => control.close());
+      control.onChange = (change) => ('owner' in change ? reloadOwner(change.owner) : reloadWatcher(change.watcher));
+      // Changes may have been missed while the channel was down: everything
+      // is reloaded, one owner at a time (costly with many owners; rare).
+      control.onResync = () => {
+        void repository.loadSnapshot().then(
+          (snapshot) => {
+            for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
+            for (const owner of snapshot.owners) reloadOwner(owner.id);
+          },
+          (err: unknown) => log.error({ err }, 'control resync failed'),
+        );
+      };
+      for (const change of controlBacklog.splice(0)) control.onChange(change);
     }
     if (clusterConfig && config.database.kind === 'postgres') {
       const lease = await acquireDeliveryLease(
