@@ -64,9 +64,11 @@ import { reportToSuite } from './suite-row.js';
  * Where the service's time goes, on the shared clock (wall clock with
  * sub-ms precision in both processes): from t0 to the presence hub's change
  * notification (HTTP, token, database write of the status), and from there
- * to the last stream's view computed and written (two extra hub listeners,
+ * to the hub's last listener returning (two extra hub listeners,
  * registered before the first stream and after the last: the hub calls
- * listeners in order).
+ * listeners in order). Streams past the first 256 only queue their check
+ * there (api/routes/stream.ts runs them in later event-loop turns), so this
+ * covers the first batch only; "all delivered" is the end-to-end figure.
  *
  * Also printed: when the first stream got the change (node:http corks a
  * response's writes until the next tick, so on both servers nothing leaves
@@ -423,8 +425,8 @@ async function main() {
       '',
       `Service / bare, all delivered: ${ratio.toFixed(2)}x (median of per-round ratios; rounds: service ${svc.map((s) => fmt(s.maxMs, 0)).join(', ')} ms; bare ${base.map((b) => fmt(b.maxMs, 0)).join(', ')} ms). p99: ${p99Ratio.toFixed(2)}x.`,
       `Service, on the shared clock (medians): hub notified ${fmt(median(svc.map((s) => s.hubMs)))} ms after t0 (HTTP, token, status stored); ` +
-        `all ${count(watcherCount)} streams' views computed and written ${fmt(median(svc.map((s) => s.streamsDoneMs)))} ms after t0 ` +
-        `(${fmt(median(svc.map((s) => s.streamsDoneMs - s.hubMs)))} ms, ${fmt((median(svc.map((s) => s.streamsDoneMs - s.hubMs)) * 1000) / watcherCount, 1)} µs per stream); the status request answered ${fmt(m(svc, (r) => r.triggerMs))} ms after t0; last view delivered ${fmt(m(svc, (r) => r.maxMs))} ms after t0.`,
+        `the hub's listeners returned ${fmt(median(svc.map((s) => s.streamsDoneMs)))} ms after t0 (the first batch of stream checks run, the rest queued) ` +
+        `(${fmt(median(svc.map((s) => s.streamsDoneMs - s.hubMs)))} ms, ${fmt((median(svc.map((s) => s.streamsDoneMs - s.hubMs)) * 1000) / watcherCount, 1)} µs per stream listener); the status request answered ${fmt(m(svc, (r) => r.triggerMs))} ms after t0; last view delivered ${fmt(m(svc, (r) => r.maxMs))} ms after t0.`,
       `Set-up (not counted): ${(setupMs / 1000).toFixed(1)} s; opening the streams took ${(serviceOpened.ms / 1000).toFixed(1)} s on the service, ${(bareOpened.ms / 1000).toFixed(1)} s on bare (${concurrency} at a time). ` +
         `Heartbeat comments during rounds: ${sum(svc, (r) => r.heartbeats)} (rounds waited ${fmt(heartbeatWaitMs, 0)} ms in all to avoid them).`,
     ];
