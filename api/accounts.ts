@@ -4,10 +4,11 @@ import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../cor
 import type { PresenceHub } from '../core/presence-hub.js';
 import { MANUAL, MAX_PUBLICATIONS, MAX_SESSIONS, PUBLICATION_PREFIX, type OverrideInput, type PresenceOverride } from '../core/presence-overrides.js';
 import type { Activity, Availability } from '../core/presence.js';
-import { randomBytes } from 'node:crypto';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
-import type { Repository } from '../core/db/repository.js';
+import type { PublicationWrite, Repository } from '../core/db/repository.js';
+import { GroupCommit } from '../core/group-commit.js';
+import { randomTag } from '../core/random-tag.js';
 import { identityMatches, strongerSubHandling } from '../policy/evaluate-consent.js';
 import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
@@ -96,6 +97,22 @@ export class Accounts {
 
   private readonly publishing = new Map<string, Promise<unknown>>();
 
+  /**
+   * Publications are stored by group commit: concurrent PUBLISH requests
+   * share one statement and one commit, and each is answered once its own
+   * row is durable (RFC 3903 §6: the 2xx confirms the publication).
+   */
+  private readonly publicationWrites = new GroupCommit<PublicationWrite, boolean>(
+    (batch) => this.repository.writePublications(batch),
+    (write) => `${write.ownerId} ${write.source}`,
+    { maxBatch: 500, maxQueued: 20_000 },
+  );
+
+  /** Publication writes waiting for the next group commit (a metric). */
+  get publicationQueueDepth(): number {
+    return this.publicationWrites.depth;
+  }
+
   /** One publication change at a time per owner: two refreshes racing on one tag must not both succeed. */
   private serialized<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
     const previous = this.publishing.get(ownerId) ?? Promise.resolve();
@@ -114,43 +131,53 @@ export class Accounts {
    * refresh (no body), a modify (a body) or a removal (expiry 0) of the
    * live publication holding that tag, else 412. Every success but a
    * removal issues a new entity tag (§6, step 8). Stored before it is
-   * applied, like every other change.
+   * applied, like every other change; the store checks the tag again, so a
+   * tag spent on another process of a group is refused here too.
    */
   async publish(ownerId: string, request: { ifMatch: string | undefined; expiresSeconds: number; content: PublicationContent | undefined }): Promise<{ etag: string | undefined; expiresSeconds: number; created: boolean }> {
     return this.serialized(ownerId, async () => {
       const now = this.clock();
       const live = this.hub.overridesOf(ownerId).filter((o) => o.expiresAt > now && o.source.startsWith(PUBLICATION_PREFIX));
-      let source: string;
-      let content: PublicationContent;
       if (request.ifMatch === undefined) {
         if (!request.content) throw new AppError('invalid_request', 'An initial publication needs a body (RFC 3903 §6).');
         if (request.expiresSeconds === 0) throw new AppError('invalid_request', 'An initial publication cannot have expiry 0.');
         if (live.length >= MAX_PUBLICATIONS) throw new AppError('conflict', `At most ${MAX_PUBLICATIONS} live publications per owner; remove or let one expire.`);
-        source = `${PUBLICATION_PREFIX}${crypto.randomUUID()}`;
-        content = request.content;
-      } else {
-        const current = live.find((o) => o.etag === request.ifMatch);
-        if (!current) throw new AppError('precondition_failed');
-        source = current.source;
-        if (request.expiresSeconds === 0) {
-          await this.repository.deleteOverride(ownerId, source);
-          this.hub.removeOverride(ownerId, source, this.clock());
-          return { etag: undefined, expiresSeconds: 0, created: false };
-        }
-        content = request.content ?? { availability: current.availability, activities: current.activities, note: current.note };
+        const publication = this.publication(`${PUBLICATION_PREFIX}${crypto.randomUUID()}`, request.content, now, request.expiresSeconds);
+        await this.storePublication({ op: 'create', ownerId, source: publication.source, publication });
+        return { etag: publication.etag, expiresSeconds: request.expiresSeconds, created: true };
       }
-      const publication: PresenceOverride = {
-        source,
-        availability: content.availability,
-        activities: content.activities,
-        ...(content.note === undefined ? {} : { note: content.note }),
-        etag: randomBytes(18).toString('base64url'),
-        expiresAt: now + request.expiresSeconds * 1000,
-      };
-      await this.repository.upsertOverride(ownerId, publication);
-      this.hub.setOverride(ownerId, publication, this.clock());
-      return { etag: publication.etag, expiresSeconds: request.expiresSeconds, created: request.ifMatch === undefined };
+      const current = live.find((o) => o.etag === request.ifMatch);
+      if (!current) throw new AppError('precondition_failed');
+      if (request.expiresSeconds === 0) {
+        await this.storePublication({ op: 'delete', ownerId, source: current.source, expectEtag: request.ifMatch });
+        return { etag: undefined, expiresSeconds: 0, created: false };
+      }
+      const content = request.content ?? { availability: current.availability, activities: current.activities, note: current.note };
+      const publication = this.publication(current.source, content, now, request.expiresSeconds);
+      await this.storePublication({ op: 'update', ownerId, source: current.source, expectEtag: request.ifMatch, publication });
+      return { etag: publication.etag, expiresSeconds: request.expiresSeconds, created: false };
     });
+  }
+
+  private publication(source: string, content: PublicationContent, now: number, expiresSeconds: number): PresenceOverride {
+    return {
+      source,
+      availability: content.availability,
+      activities: content.activities,
+      ...(content.note === undefined ? {} : { note: content.note }),
+      etag: randomTag(),
+      expiresAt: now + expiresSeconds * 1000,
+    };
+  }
+
+  /** Stored first (group commit), then applied; a write the store refused (the tag was spent elsewhere) is a 412. */
+  private async storePublication(write: PublicationWrite): Promise<void> {
+    if (!(await this.publicationWrites.submit(write))) {
+      if (write.op === 'create') throw new AppError('not_found', 'No such owner.');
+      throw new AppError('precondition_failed');
+    }
+    if (write.op === 'delete') this.hub.removeOverride(write.ownerId, write.source, this.clock());
+    else this.hub.setOverride(write.ownerId, write.publication, this.clock());
   }
 
   async removeOverride(ownerId: string, source: string): Promise<void> {

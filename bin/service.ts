@@ -231,6 +231,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       () => auditWriter.flush(),
       (err) => log.error({ err }, 'recording an arrival failed'),
     );
+    metrics.gauge('presence_publication_writes_queued', 'HTTP PUBLISH writes waiting for the next group commit', () => accounts.publicationQueueDepth);
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
 

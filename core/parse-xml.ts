@@ -137,6 +137,17 @@ function splitQName(qname: string, what: string): { prefix: string | undefined; 
 
 class DangerousName extends Error {}
 
+/** Building a parser costs about as much as parsing a small document: one per depth limit, reused (parse keeps no state between calls). */
+const parsers = new Map<number, XMLParser>();
+function parserFor(limits: XmlLimits): XMLParser {
+  let parser = parsers.get(limits.maxDepth);
+  if (!parser) {
+    parser = makeParser(limits);
+    if (parsers.size < 8) parsers.set(limits.maxDepth, parser);
+  }
+  return parser;
+}
+
 function makeParser(limits: XmlLimits): XMLParser {
   return new XMLParser({
     preserveOrder: true,
@@ -270,7 +281,7 @@ export function parseXml(input: string, limits: Partial<XmlLimits> = {}): XmlEle
 
   let parsed: unknown;
   try {
-    parsed = makeParser(l).parse(text);
+    parsed = parserFor(l).parse(text);
   } catch (error) {
     if (error instanceof DangerousName) throw refuse(`the name ${error.message} is not allowed for an element or attribute`);
     const message = error instanceof Error ? error.message : String(error);

@@ -16,6 +16,12 @@ import { accessLog, accessRequests, consentRules, devices, owners, presenceOverr
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
 const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable(), etag: z.string().max(64).nullable() });
 
+/** One publication change for Repository.writePublications. */
+export type PublicationWrite =
+  | { readonly op: 'create'; readonly ownerId: string; readonly source: string; readonly publication: PresenceOverride }
+  | { readonly op: 'update'; readonly ownerId: string; readonly source: string; readonly expectEtag: string; readonly publication: PresenceOverride }
+  | { readonly op: 'delete'; readonly ownerId: string; readonly source: string; readonly expectEtag: string };
+
 export interface StoredRule {
   readonly id: string;
   readonly ownerId: string;
@@ -297,6 +303,65 @@ export class Repository {
       .insert(presenceOverrides)
       .values({ ownerId, source: override.source, ...row })
       .onConflictDoUpdate({ target: [presenceOverrides.ownerId, presenceOverrides.source], set: row });
+  }
+
+  /**
+   * RFC 3903 §6 for a batch of publications, in one statement (one round
+   * trip, one commit; see core/group-commit.ts): an initial publication is
+   * inserted; a refresh or modify updates, and a removal deletes, only the
+   * row still holding the entity tag the request named, so two processes
+   * racing on one tag cannot both succeed. Expired rows of the batch's
+   * owners go in the same statement. Returns, per write, whether it was
+   * applied (false: the tag is no longer current, or the owner is gone).
+   */
+  async writePublications(batch: readonly PublicationWrite[]): Promise<boolean[]> {
+    if (batch.length === 0) return [];
+    const rows = batch.map((w) => ({
+      op: w.op,
+      owner_id: w.ownerId,
+      source: w.source,
+      expect: w.op === 'create' ? null : w.expectEtag,
+      availability: w.op === 'delete' ? null : w.publication.availability,
+      activities: w.op === 'delete' ? null : w.publication.activities,
+      note: w.op === 'delete' ? null : (w.publication.note ?? null),
+      etag: w.op === 'delete' ? null : (w.publication.etag ?? null),
+      expires_at: w.op === 'delete' ? null : new Date(w.publication.expiresAt).toISOString(),
+    }));
+    const result = await this.db.execute(sql`
+      with input as (
+        select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+          as r(op text, owner_id uuid, source text, expect text, availability text, activities jsonb, note text, etag text, expires_at timestamptz)
+      ),
+      created as (
+        insert into presence_overrides (owner_id, source, availability, activities, note, etag, expires_at, updated_at)
+        select r.owner_id, r.source, r.availability, r.activities, r.note, r.etag, r.expires_at, now()
+        from input r join owners o on o.id = r.owner_id
+        where r.op = 'create'
+        on conflict (owner_id, source) do nothing
+        returning owner_id, source
+      ),
+      updated as (
+        update presence_overrides p
+        set availability = r.availability, activities = r.activities, note = r.note, etag = r.etag, expires_at = r.expires_at, updated_at = now()
+        from input r
+        where r.op = 'update' and p.owner_id = r.owner_id and p.source = r.source and p.etag = r.expect
+        returning p.owner_id, p.source
+      ),
+      deleted as (
+        delete from presence_overrides p using input r
+        where r.op = 'delete' and p.owner_id = r.owner_id and p.source = r.source and p.etag = r.expect
+        returning p.owner_id, p.source
+      ),
+      purged as (
+        delete from presence_overrides p
+        where p.owner_id in (select owner_id from input) and p.expires_at < now()
+          and not exists (select 1 from input r where r.owner_id = p.owner_id and r.source = p.source)
+      )
+      select owner_id, source from created
+      union all select owner_id, source from updated
+      union all select owner_id, source from deleted`);
+    const applied = new Set((result as unknown as { rows: { owner_id: string; source: string }[] }).rows.map((r) => `${r.owner_id} ${r.source}`));
+    return batch.map((w) => applied.has(`${w.ownerId} ${w.source}`));
   }
 
   /** Returns false if there was none. */

@@ -5,7 +5,7 @@ import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
 import { presencectl } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
-import { startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { ownerToken, startTestService, testConfig, type TestService } from '../helpers/service.js';
 
 /**
  * The slice on the embedded defaults: PGlite under a fresh DATA_DIR (created,
@@ -146,6 +146,18 @@ t.test('a connection does not outlive its device token', async (t) => {
   client.end(true);
   offsetMs = 0;
   t.equal(service.metrics.value(INGEST_ACCEPTED), before, 'the publish after expiry was refused');
+});
+
+t.test('HTTP PUBLISH on the embedded database: create, modify, a spent tag, remove', async (t) => {
+  const token = await ownerToken(service, 'alice');
+  const publish = (body: unknown, headers: Record<string, string> = {}) => service.api('POST', '/v1/presence/alice', { token, ...(body === undefined ? {} : { body }), headers });
+  const created = await publish({ availability: 'away', activities: [] }, { expires: '600' });
+  t.equal(created.status, 201);
+  const tag1 = created.headers.get('etag') ?? '';
+  const modified = await publish({ availability: 'busy', activities: ['meeting'] }, { 'if-match': tag1 });
+  t.equal(modified.status, 200);
+  t.equal((await publish(undefined, { 'if-match': tag1 })).status, 412, 'the first tag is spent');
+  t.equal((await publish(undefined, { 'if-match': modified.headers.get('etag') ?? '', expires: '0' })).status, 200, 'removed');
 });
 
 t.test('a restart on the same data directory keeps key, directory, rules and state', async (t) => {
