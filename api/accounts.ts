@@ -237,7 +237,7 @@ export class Accounts {
 
   /** Everything derived about the owner, with the trace: for the owner's own eyes. */
   ownerView(ownerId: string, handle: string) {
-    const state = this.hub.current(ownerId, this.clock());
+    const state = this.hub.explain(ownerId, this.clock());
     return {
       entity: this.entityOf(handle),
       availability: state.availability,

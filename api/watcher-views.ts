@@ -6,6 +6,7 @@ import { evaluateConsent, type Decision } from '../policy/evaluate-consent.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import { transformationsSchema } from '../policy/rule.js';
 import { buildWatcherView, viewFields, type WatcherView } from '../policy/watcher-view.js';
+import { deepFreeze } from '../core/deep-freeze.js';
 
 /**
  * The one computation behind every output a watcher gets (reads, streams,
@@ -70,13 +71,6 @@ interface ViewMemo {
 const SHOWS_NOTHING = Object.freeze({});
 const viewMemos = new WeakMap<object, WeakMap<PresenceState, ViewMemo>>();
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const inner of Object.values(value)) deepFreeze(inner);
-    Object.freeze(value);
-  }
-  return value;
-}
 
 function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: PresenceState, decision: Decision, handle: string): WatcherView {
   const entity = deps.entityOf(handle);

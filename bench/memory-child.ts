@@ -216,7 +216,8 @@ function buildService(ids: Ids, count: number, after: (stage: string, last: bool
   after('directory: owners and devices', false);
   for (let i = 0; i < count; i++) directory.putSettings(ids.id(i, 'owner'), ownerSettingsSchema.parse({}));
   after('directory: settings parsed at start', false);
-  for (let i = 0; i < count; i++) ruleBook.replace(ids.id(i, 'owner'), [{ ...ruleBodySchema.parse(ruleOf(ids, i)), id: ids.id(i, 'rule') }]);
+  // Keyed as bin/service.ts applySnapshot keys them: by the directory's copy of the owner id.
+  for (let i = 0; i < count; i++) ruleBook.replace(directory.ownerId(ids.id(i, 'owner')), [{ ...ruleBodySchema.parse(ruleOf(ids, i)), id: ids.id(i, 'rule') }]);
   after('rule book: one allow rule', false);
   for (let i = 0; i < count; i++) {
     // Ingest takes the owner from the device record the topic names.

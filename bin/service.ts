@@ -459,7 +459,8 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
     }
     groupsByOwner.set(stored.ownerId, [...(groupsByOwner.get(stored.ownerId) ?? []), parsed.data]);
   }
-  for (const [ownerId, groups] of groupsByOwner) ruleBook.replaceGroups(ownerId, groups);
+  // Keyed by the directory's copy of each owner id: one string per owner in memory, not one per structure.
+  for (const [ownerId, groups] of groupsByOwner) ruleBook.replaceGroups(directory.ownerId(ownerId), groups);
   const rulesByOwner = new Map<string, { id: string; body: unknown; arrivedAt: Date | null }[]>(reloaded ? [[reloaded, []]] : []);
   for (const rule of snapshot.rules) {
     const list = rulesByOwner.get(rule.ownerId) ?? [];
@@ -474,12 +475,12 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
       if (parsed.success) rules.push({ ...parsed.data, id, ...(arrivedAt ? { arrivedAt: arrivedAt.toISOString() } : {}) });
       else skippedRules += 1;
     }
-    ruleBook.replace(ownerId, rules);
+    ruleBook.replace(directory.ownerId(ownerId), rules);
   }
-  for (const state of snapshot.states) hub.restore(state.ownerId, state.version, state.signals, now);
+  for (const state of snapshot.states) hub.restore(directory.ownerId(state.ownerId), state.version, state.signals, now);
   const overridesByOwner = new Map<string, PresenceOverride[]>(reloaded ? [[reloaded, []]] : []);
   for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
-  for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(ownerId, overrides, now);
+  for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(directory.ownerId(ownerId), overrides, now);
   if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0 || skippedGroups > 0) {
     // A rule that no longer validates grants nothing (default deny).
     log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { deepFreeze } from './deep-freeze.js';
 
 /**
  * Service configuration. Read once from the environment by the entry point,
@@ -241,10 +242,3 @@ export function parseConfig(source: Env): ConfigResult {
   return { ok: true, config: deepFreeze(config) };
 }
 
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    for (const inner of Object.values(value)) deepFreeze(inner);
-    Object.freeze(value);
-  }
-  return value;
-}

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { printableText } from './text.js';
+import { deepFreeze } from './deep-freeze.js';
 
 /**
  * What an owner tells the service about their life, validated: places and
@@ -112,7 +113,9 @@ export const ownerSettingsSchema = withSettingsChecks(ownerSettingsFields);
 
 export type OwnerSettings = z.infer<typeof ownerSettingsSchema>;
 
-export const DEFAULT_OWNER_SETTINGS: OwnerSettings = ownerSettingsSchema.parse({});
+/** Frozen: every owner without settings of their own shares this one object (core/directory.ts). */
+export const DEFAULT_OWNER_SETTINGS: OwnerSettings = deepFreeze(ownerSettingsSchema.parse({}));
+
 
 /**
  * The settings as an owner sends them: a zone may name Wi-Fi networks in

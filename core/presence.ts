@@ -97,12 +97,8 @@ export function samePresence(a: PresenceState, b: PresenceState): boolean {
     return false;
   }
   if (a.note !== b.note || a.location?.latitude !== b.location?.latitude || a.location?.longitude !== b.location?.longitude || a.location?.accuracy !== b.location?.accuracy || a.location?.deviceId !== b.location?.deviceId) return false;
-  if (!sameList(a.devices, b.devices, (x, y) => x.id === y.id && x.lastSeen === y.lastSeen && x.live === y.live)) return false;
-  const keys = Object.keys(a.trace);
-  if (keys.length !== Object.keys(b.trace).length) return false;
-  return keys.every((key) => {
-    const x = a.trace[key];
-    const y = b.trace[key];
-    return x !== undefined && y !== undefined && x.rule === y.rule && sameStrings(x.signals, y.signals);
-  });
+  // The trace is not compared: it is the owner's explanation, worked out on
+  // demand (PresenceHub.explain), and a new reason alone changes nothing
+  // anyone is shown.
+  return sameList(a.devices, b.devices, (x, y) => x.id === y.id && x.lastSeen === y.lastSeen && x.live === y.live);
 }

@@ -17,35 +17,102 @@ export interface Signal {
   readonly canonical: string;
 }
 
-export type SignalSet = Map<string, Signal>;
-
-/** One signal per device and qualifier (see signalQualifier). */
+/** One signal per device and qualifier (see signalQualifier): a readable name, for traces. */
 export function signalKey(signal: Signal): string {
   return `${signal.deviceId}/${signalQualifier(signal.event)}`;
 }
 
-/** The canonical form is needed only to break a tie on time, so it is made on first use. */
+/**
+ * Whether two events update the same signal of a device: signalQualifier's
+ * rule, without building its strings (the merge runs on every event).
+ */
+function sameQualifier(a: SensorEvent, b: SensorEvent): boolean {
+  if (a.kind !== b.kind) return false;
+  switch (a.kind) {
+    case 'geofence':
+      return a.zone === (b as typeof a).zone;
+    case 'occupancy':
+      return a.room === (b as typeof a).room;
+    case 'ble-room':
+      return a.id === (b as typeof a).id && a.room === (b as typeof a).room;
+    case 'motion':
+      return a.at === (b as typeof a).at;
+    default:
+      return true;
+  }
+}
+
+/**
+ * Three fields per signal; the kind is read from the event and the
+ * canonical form, needed only to break a tie on time, is made when asked
+ * (measured: a million owners' signals are the service's largest memory).
+ */
 class SignalRecord implements Signal {
-  readonly kind: SensorEvent['kind'];
   readonly at: number;
-  private canonicalForm: string | undefined;
 
   constructor(
     readonly deviceId: string,
     readonly event: SensorEvent,
   ) {
-    this.kind = event.kind;
     this.at = Date.parse(event.at);
   }
 
+  get kind(): SensorEvent['kind'] {
+    return this.event.kind;
+  }
+
   get canonical(): string {
-    this.canonicalForm ??= JSON.stringify(this.event);
-    return this.canonicalForm;
+    return JSON.stringify(this.event);
   }
 }
 
 export function toSignal(deviceId: string, event: SensorEvent): Signal {
   return new SignalRecord(deviceId, event);
+}
+
+/**
+ * An owner's signals: a plain array, scanned. An owner has a handful of
+ * signals (bounded below), where a Map would cost a hash table and a key
+ * string per signal.
+ */
+export class SignalSet implements Iterable<Signal> {
+  private items: Signal[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  values(): IterableIterator<Signal> {
+    return this.items.values();
+  }
+
+  [Symbol.iterator](): IterableIterator<Signal> {
+    return this.items.values();
+  }
+
+  /** The index of the signal in the same slot (device and qualifier) as `signal`, or -1. */
+  slotOf(signal: Signal): number {
+    for (let i = 0; i < this.items.length; i++) {
+      const held = this.items[i] as Signal;
+      if (held.deviceId === signal.deviceId && sameQualifier(held.event, signal.event)) return i;
+    }
+    return -1;
+  }
+
+  at(index: number): Signal | undefined {
+    return this.items[index];
+  }
+
+  /** Replaces the signal at `index`, or adds one for -1. */
+  put(index: number, signal: Signal): void {
+    if (index < 0) this.items.push(signal);
+    else this.items[index] = signal;
+  }
+
+  /** Keeps the signals `keep` says yes to. */
+  retain(keep: (signal: Signal) => boolean): void {
+    this.items = this.items.filter(keep);
+  }
 }
 
 /** True when `candidate` should replace `current` under last-writer-wins. */
@@ -75,17 +142,16 @@ export const SIGNAL_FAMILIES: Partial<Record<SensorEvent['kind'], { readonly max
 
 /** Merges one signal into the set in place; returns whether the set changed. */
 export function mergeSignal(set: SignalSet, signal: Signal): boolean {
-  const key = signalKey(signal);
-  if (!supersedes(signal, set.get(key))) return false;
-  set.set(key, signal);
+  const slot = set.slotOf(signal);
+  if (!supersedes(signal, slot < 0 ? undefined : set.at(slot))) return false;
+  set.put(slot, signal);
   const family = SIGNAL_FAMILIES[signal.kind];
   if (!family) return true;
-  const members: [string, Signal][] = [];
-  for (const entry of set) if (entry[1].kind === signal.kind && entry[1].deviceId === signal.deviceId) members.push(entry);
-  members.sort(([, a], [, b]) => (supersedes(a, b) ? -1 : 1)); // newest first
-  const newest = (members[0] as [string, Signal])[1].at;
-  members.forEach(([k, s], i) => {
-    if (i >= family.max || (family.windowMs !== undefined && s.at < newest - family.windowMs)) set.delete(k);
-  });
-  return set.get(key) === signal;
+  const members: Signal[] = [];
+  for (const s of set) if (s.kind === signal.kind && s.deviceId === signal.deviceId) members.push(s);
+  members.sort((a, b) => (supersedes(a, b) ? -1 : 1)); // newest first
+  const newest = (members[0] as Signal).at;
+  const dropped = new Set(members.filter((s, i) => i >= family.max || (family.windowMs !== undefined && s.at < newest - family.windowMs)));
+  if (dropped.size > 0) set.retain((s) => !dropped.has(s));
+  return !dropped.has(signal);
 }

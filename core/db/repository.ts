@@ -5,7 +5,7 @@ import type { AccessEntry } from '../access-log.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
-import { mergeSignal, toSignal, type SignalSet } from '../signal-store.js';
+import { mergeSignal, SignalSet, toSignal } from '../signal-store.js';
 import type { Database } from './connect.js';
 import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
@@ -475,7 +475,7 @@ export class Repository {
       const merged: StoredState[] = [];
       const learned: StoredState[] = [];
       for (const row of stored) {
-        const set: SignalSet = new Map();
+        const set = new SignalSet();
         for (const s of byOwner.get(row.owner_id) ?? []) mergeSignal(set, toSignal(s.deviceId, s.event));
         let storeAddedSome = false;
         for (const s of validSignals(row.signals).signals) storeAddedSome = mergeSignal(set, toSignal(s.deviceId, s.event)) || storeAddedSome;

@@ -56,3 +56,17 @@ t.test('restores persisted signals without announcing a change', async (t) => {
   hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 2000), state: 'idle' }], NOW + 2000);
   t.equal(hub.takeDirty()[0]?.version, 8, 'versions continue from the stored one');
 });
+
+t.test('the held state carries no trace; explain() works it out on demand, and equal activity lists are shared', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW);
+  hub.apply('o2', PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW);
+  const held = hub.current(OWNER, NOW);
+  t.same(held.trace, {}, 'nothing held per owner for the trace');
+  const explained = hub.explain(OWNER, NOW);
+  t.match(explained.trace, { availability: { rule: String, signals: Array }, 'activity:on-the-phone': { signals: [`${PHONE}/call`] } });
+  t.same({ ...explained, trace: {} }, held, 'the same presence, with its reasons');
+  t.equal(hub.current('o2', NOW).activities, held.activities, 'one list object for both owners');
+  t.ok(Object.isFrozen(held.activities));
+  t.equal(hub.explain('nobody', NOW).availability, 'offline');
+});

@@ -1,0 +1,31 @@
+import t from 'tap';
+import { Directory } from '../../core/directory.js';
+import { DEFAULT_OWNER_SETTINGS, ownerSettingsSchema } from '../../core/owner-settings.js';
+
+/** What the directory holds once per owner, and what it shares. */
+const copy = (s: string) => Buffer.from(s, 'latin1').toString('latin1');
+
+t.test('settings equal to the defaults are not held per owner', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putSettings('o1', ownerSettingsSchema.parse({}));
+  t.equal(directory.settings('o1'), DEFAULT_OWNER_SETTINGS, 'the one shared default object');
+  t.ok(Object.isFrozen(DEFAULT_OWNER_SETTINGS));
+  const own = ownerSettingsSchema.parse({ idleAfterSeconds: 120 });
+  directory.putSettings('o1', own);
+  t.equal(directory.settings('o1'), own, 'settings of its own are kept');
+  directory.putSettings('o1', ownerSettingsSchema.parse({}));
+  t.equal(directory.settings('o1'), DEFAULT_OWNER_SETTINGS, 'and dropped again when back to the defaults');
+});
+
+t.test("devices share their owner's id string; ownerId() hands out the directory's copy", async (t) => {
+  const directory = new Directory();
+  const id = crypto.randomUUID();
+  directory.putOwner({ id, handle: 'alice' });
+  directory.putDevice({ id: 'd1', ownerId: copy(id), deviceClass: copy('phone'), revoked: false });
+  const owner = directory.owner(id);
+  t.ok(owner);
+  t.equal(directory.device('d1')?.ownerId, owner?.id);
+  t.equal(directory.ownerId(copy(id)), owner?.id);
+  t.equal(directory.ownerId('unknown'), 'unknown', 'an unknown id is returned as given');
+});
