@@ -82,3 +82,17 @@ t.test('the verifier cache still honours expiry and audience', async (t) => {
   t.notOk((await verifier.verify(token, AUDIENCE_MQTT, NOW)).ok, 'cache keyed by audience');
   t.same(await verifier.verify(token, AUDIENCE_API, NOW + 60_000), { ok: false, reason: 'expired' }, 'cached entry expires');
 });
+
+t.test('peek answers from the cache only, and the cache stays bounded', async (t) => {
+  const verifier = new TokenVerifier(key.publicKey, issuer, 2);
+  const tokens = await Promise.all(['w1', 'w2', 'w3'].map(async (subject) => (await issueToken(key, issuer, { kind: 'watcher', subject, ttlSeconds: 60 }, NOW)).token));
+  const [first, second, third] = tokens as [string, string, string];
+  t.equal(verifier.peek(first, AUDIENCE_API, NOW), undefined, 'never verified: nothing cached');
+  for (const token of tokens) t.ok((await verifier.verify(token, AUDIENCE_API, NOW)).ok);
+  t.equal(verifier.peek(first, AUDIENCE_API, NOW), undefined, 'the oldest went when the third came');
+  t.match(verifier.peek(second, AUDIENCE_API, NOW), { subject: 'w2' });
+  t.match(verifier.peek(third, AUDIENCE_API, NOW), { subject: 'w3' });
+  t.equal(verifier.peek(third, AUDIENCE_MQTT, NOW), undefined, 'per audience');
+  t.equal(verifier.peek(third, AUDIENCE_API, NOW + 60_000), 'expired');
+  t.equal(verifier.peek(third, AUDIENCE_API, NOW), undefined, 'an expired entry is dropped');
+});
