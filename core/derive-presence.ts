@@ -1,7 +1,7 @@
 import type { SensorEvent } from './events.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings, type Zone } from './owner-settings.js';
 import type { Activity, Availability, DeviceSeen, Location, Place, PresenceState, TraceEntry, UserInput } from './presence.js';
-import { OFFLINE_STATE } from './presence.js';
+import { NO_TRACE, OFFLINE_STATE, sharedActivities } from './presence.js';
 import { signalKey, type Signal } from './signal-store.js';
 
 export interface DeriveSettings {
@@ -39,6 +39,8 @@ export interface Derived {
 /**
  * Pure: signals + settings + owner settings + now -> presence state, with a
  * trace of the rule and signals behind each field (for the owner only).
+ * `explain` false leaves the trace empty: the ingest path derives on every
+ * event and never shows the trace, so it does not pay for building it.
  *
  * A silent device stops counting: a device's signals count only while that
  * device has reported anything within offlineAfterMs; some states also have
@@ -84,6 +86,7 @@ export function derivePresence(
   settings: DeriveSettings,
   now: number,
   owner: OwnerSettings = DEFAULT_OWNER_SETTINGS,
+  explain = true,
 ): Derived {
   let validUntil = Infinity;
   const until = (instant: number) => {
@@ -91,11 +94,11 @@ export function derivePresence(
   };
   // Ignored kinds do not even count as a heartbeat. A device clock slightly
   // ahead (within the accepted skew) counts as now, until its time comes.
-  const ignored = new Set<string>(owner.ignore);
+  const ignored = owner.ignore.length > 0 ? new Set<string>(owner.ignore) : undefined;
   const deviceSeen = new Map<string, number>();
   const all: Signal[] = [];
   for (const signal of signals) {
-    if (ignored.has(signal.kind)) continue;
+    if (ignored?.has(signal.kind)) continue;
     all.push(signal);
     if (signal.at > now) until(signal.at);
     const seen = Math.min(signal.at, now);
@@ -121,31 +124,32 @@ export function derivePresence(
     until(s.at + lifetime);
     return true;
   });
-  const notWorn = new Set(counted.filter((s) => s.event.kind === 'worn' && s.event.state === 'off').map((s) => s.deviceId));
+  let notWorn: Set<string> | undefined;
+  for (const s of counted) if (s.event.kind === 'worn' && s.event.state === 'off') (notWorn ??= new Set()).add(s.deviceId);
 
+  // The signals behind each condition; their keys are made only for the trace.
   const conditions = {
-    asleep: [] as string[],
-    call: [] as string[],
-    meeting: [] as string[],
-    driving: [] as string[],
-    focus: [] as string[],
-    outOfOffice: [] as string[],
+    asleep: [] as Signal[],
+    call: [] as Signal[],
+    meeting: [] as Signal[],
+    driving: [] as Signal[],
+    focus: [] as Signal[],
+    outOfOffice: [] as Signal[],
   };
   let latestInput: Signal | undefined;
-  const motionByDevice = new Map<string, Signal[]>();
+  let motionByDevice: Map<string, Signal[]> | undefined;
   for (const signal of counted) {
-    const key = signalKey(signal);
     const event = signal.event;
     switch (event.kind) {
       case 'sleep':
         // A watch lying on the nightstand says nothing about its owner.
-        if (event.state === 'asleep' && !notWorn.has(signal.deviceId)) conditions.asleep.push(key);
+        if (event.state === 'asleep' && !notWorn?.has(signal.deviceId)) conditions.asleep.push(signal);
         break;
       case 'call':
-        if (event.state === 'in-call') conditions.call.push(key);
+        if (event.state === 'in-call') conditions.call.push(signal);
         break;
       case 'headset':
-        if (event.inCall) conditions.call.push(key);
+        if (event.inCall) conditions.call.push(signal);
         break;
       case 'calendar': {
         const start = Date.parse(event.start);
@@ -153,19 +157,20 @@ export function derivePresence(
         if (now < start) until(start);
         else if (now < end) {
           until(end);
-          if (event.state === 'busy') conditions.meeting.push(key);
-          else if (event.state === 'out-of-office') conditions.outOfOffice.push(key);
+          if (event.state === 'busy') conditions.meeting.push(signal);
+          else if (event.state === 'out-of-office') conditions.outOfOffice.push(signal);
         }
         break;
       }
       case 'motion': {
+        motionByDevice ??= new Map();
         const history = motionByDevice.get(signal.deviceId) ?? [];
         history.push(signal);
         motionByDevice.set(signal.deviceId, history);
         break;
       }
       case 'focus':
-        if (event.state === 'on') conditions.focus.push(key);
+        if (event.state === 'on') conditions.focus.push(signal);
         break;
       case 'user-input':
         // RFC 4480 §3.11: the most recent report across devices wins.
@@ -183,20 +188,21 @@ export function derivePresence(
     }
   }
 
-  for (const history of motionByDevice.values()) {
+  for (const history of motionByDevice?.values() ?? []) {
     const driving = debounceDriving(history, owner, now);
     if (driving.until !== undefined) until(driving.until);
-    if (driving.driving) conditions.driving.push(...driving.keys);
+    if (driving.driving) conditions.driving.push(...driving.signals);
   }
 
   const trace: Record<string, TraceEntry> = {};
+  const keysOf = (behind: readonly Signal[]) => behind.map(signalKey).sort();
   let userInput: UserInput | undefined;
   let idle = false;
   if (latestInput?.event.kind === 'user-input') {
     const event = latestInput.event;
     const lastInput = event.lastInput ? Date.parse(event.lastInput) : undefined;
     userInput = { state: event.state, lastInput };
-    trace.userInput = { rule: 'the most recent user-input report across devices', signals: [signalKey(latestInput)] };
+    if (explain) trace.userInput = { rule: 'the most recent user-input report across devices', signals: [signalKey(latestInput)] };
     if (event.state === 'idle') {
       const idleAt = (lastInput ?? latestInput.at) + owner.idleAfterSeconds * 1000;
       if (now >= idleAt) idle = true;
@@ -219,7 +225,7 @@ export function derivePresence(
   }
 
   const activities: Activity[] = [];
-  const activityRules: [Activity, string[], string][] = [
+  const activityRules: [Activity, Signal[], string][] = [
     ['sleeping', conditions.asleep, 'a worn wearable reports asleep'],
     ['on-the-phone', conditions.call, 'a phone or headset is in a call'],
     ['meeting', conditions.meeting, 'a busy calendar entry covers now'],
@@ -229,10 +235,10 @@ export function derivePresence(
   for (const [activity, keys, rule] of activityRules) {
     if (keys.length === 0) continue;
     activities.push(activity);
-    trace[`activity:${activity}`] = { rule, signals: [...keys].sort() };
+    if (explain) trace[`activity:${activity}`] = { rule, signals: keysOf(keys) };
   }
 
-  const availabilityRules: [boolean, Availability, string, string[]][] = [
+  const availabilityRules: [boolean, Availability, string, readonly Signal[]][] = [
     [conditions.asleep.length > 0, 'do-not-disturb', 'asleep', conditions.asleep],
     [conditions.call.length > 0, 'busy', 'in a call', conditions.call],
     [conditions.meeting.length > 0, 'busy', 'in a meeting', conditions.meeting],
@@ -240,16 +246,16 @@ export function derivePresence(
     [conditions.focus.length > 0, 'do-not-disturb', 'focus is on', conditions.focus],
     [quiet, 'do-not-disturb', 'quiet hours', []],
     [conditions.outOfOffice.length > 0, 'away', 'out of office', conditions.outOfOffice],
-    [idle, 'away', 'idle input for idleAfterSeconds', trace.userInput?.signals ? [...trace.userInput.signals] : []],
+    [idle, 'away', 'idle input for idleAfterSeconds', latestInput ? [latestInput] : []],
     // Only body or battery readings (a watch's heart rate, a charging phone):
     // a device is alive, but nothing says whether its owner is reachable.
     [!counted.some((s) => !SAYS_NOTHING_OF_REACHABILITY.has(s.kind)), 'unknown', 'only battery, heart-rate or worn reports', []],
   ];
   const chosen = availabilityRules.find(([holds]) => holds);
   const availability: Availability = chosen ? chosen[1] : 'available';
-  trace.availability = chosen ? { rule: chosen[2], signals: [...chosen[3]].sort() } : { rule: 'a device reported recently and nothing else applies', signals: [] };
+  if (explain) trace.availability = chosen ? { rule: chosen[2], signals: keysOf(chosen[3]) } : { rule: 'a device reported recently and nothing else applies', signals: [] };
 
-  const place = derivePlace(counted, owner, now, until, trace);
+  const place = derivePlace(counted, owner, now, until, trace, explain);
   const location = latestLocation(counted, owner);
   // Activities the place implies (RFC 4480 §3.2 travel, meal, working),
   // listed after those sensed directly; they never set the availability.
@@ -265,21 +271,21 @@ export function derivePresence(
   if (placeActivity) {
     const awayAt = activities.indexOf('away');
     activities.splice(awayAt === -1 ? activities.length : awayAt, 0, placeActivity);
-    trace[`activity:${placeActivity}`] = { rule: `implied by the place ${place?.zone ?? ''}`, signals: [...(trace.place?.signals ?? [])] };
+    if (explain) trace[`activity:${placeActivity}`] = { rule: `implied by the place ${place?.zone ?? ''}`, signals: [...(trace.place?.signals ?? [])] };
   }
 
   const devices: DeviceSeen[] = [...deviceSeen.keys()].sort().map((id) => ({ id, lastSeen: deviceSeen.get(id) ?? 0, live: live.has(id) }));
   return {
     state: {
       availability,
-      activities,
+      activities: sharedActivities(activities),
       userInput,
       place,
       location,
       timeOffsetMinutes: local?.offsetMinutes,
       lastSeen,
       devices,
-      trace,
+      trace: explain ? trace : NO_TRACE,
     },
     validUntil,
   };
@@ -291,41 +297,41 @@ export function derivePresence(
  * only when the raw state has held for the dwell. Returns whether driving
  * shows now, and when it would flip next if nothing new arrives.
  */
-function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: number): { driving: boolean; until: number | undefined; keys: string[] } {
+function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: number): { driving: boolean; until: number | undefined; signals: Signal[] } {
   const dwell = owner.dwell.drivingSeconds * 1000;
   const reports = history
     .flatMap((s) => {
       const e = s.event;
       if (e.kind !== 'motion' || e.activity === 'unknown' || e.confidence < owner.minMotionConfidence) return [];
       const start = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
-      return [{ start, vehicle: e.activity === 'in-vehicle', key: signalKey(s), signal: s }];
+      return [{ start, vehicle: e.activity === 'in-vehicle', signal: s }];
     })
     // A total order, so the result never depends on arrival order.
     .sort((a, b) => a.start - b.start || a.signal.at - b.signal.at || (a.signal.canonical < b.signal.canonical ? -1 : a.signal.canonical > b.signal.canonical ? 1 : 0));
   // Collapse consecutive reports of the same state into segments.
-  const segments: { start: number; vehicle: boolean; keys: string[] }[] = [];
+  const segments: { start: number; vehicle: boolean; signals: Signal[] }[] = [];
   for (const r of reports) {
     const last = segments.at(-1);
-    if (last && last.vehicle === r.vehicle) last.keys.push(r.key);
-    else segments.push({ start: r.start, vehicle: r.vehicle, keys: [r.key] });
+    if (last && last.vehicle === r.vehicle) last.signals.push(r.signal);
+    else segments.push({ start: r.start, vehicle: r.vehicle, signals: [r.signal] });
   }
   let shown = false;
-  let keys: string[] = [];
+  let signals: Signal[] = [];
   let pending: number | undefined;
   segments.forEach((segment, i) => {
     const end = segments[i + 1]?.start ?? now;
     if (segment.vehicle === shown) {
-      if (shown) keys = [...keys, ...segment.keys];
+      if (shown) signals = [...signals, ...segment.signals];
       return;
     }
     if (end - segment.start >= dwell) {
       shown = segment.vehicle;
-      keys = shown ? [...segment.keys] : [];
+      signals = shown ? [...segment.signals] : [];
     } else if (i === segments.length - 1) {
       pending = segment.start + dwell;
     }
   });
-  return { driving: shown, until: pending, keys };
+  return { driving: shown, until: pending, signals };
 }
 
 const SAYS_NOTHING_OF_REACHABILITY: ReadonlySet<string> = new Set(['battery', 'heart-rate', 'worn']);
@@ -340,23 +346,31 @@ interface Evidence {
   readonly key: string;
 }
 
-function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: number, until: (instant: number) => void, trace: Record<string, TraceEntry>): Place | undefined {
+function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: number, until: (instant: number) => void, trace: Record<string, TraceEntry>, explain: boolean): Place | undefined {
+  // Without zones there is no place: the common case costs one test.
+  if (owner.zones.length === 0) {
+    const fix = explain ? latestAccurateFixOf(counted, owner) : undefined;
+    if (fix) trace.place = { rule: 'the newest accurate location fix is outside every zone', signals: [signalKey(fix)] };
+    return undefined;
+  }
   const evidence: Evidence[] = [];
   const confirmedLeave = new Map<string, number>();
   let latestAccurateFix: Signal | undefined;
   for (const signal of counted) {
     const event = signal.event;
-    const key = signalKey(signal);
+    // Made only for a signal that is evidence (most are not).
+    let made: string | undefined;
+    const key = () => (made ??= signalKey(signal));
     switch (event.kind) {
       case 'geofence':
         for (const zone of owner.zones) {
           if (!(zone.geofences ?? [zone.name]).includes(event.zone)) continue;
-          if (event.transition === 'enter') evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} entered`, key });
+          if (event.transition === 'enter') evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} entered`, key: key() });
           else {
             // A leave is confirmed only after the dwell; until then, still there.
             const confirmedAt = signal.at + owner.dwell.leaveSeconds * 1000;
             if (now < confirmedAt) {
-              evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} left, not yet confirmed`, key });
+              evidence.push({ zone, at: signal.at, rule: `geofence ${event.zone} left, not yet confirmed`, key: key() });
               until(confirmedAt);
             } else {
               confirmedLeave.set(zone.name, Math.max(confirmedLeave.get(zone.name) ?? -Infinity, signal.at));
@@ -369,21 +383,21 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
         if (newerFix(signal, latestAccurateFix)) latestAccurateFix = signal;
         for (const zone of owner.zones) {
           if (zone.circle && distanceMeters(event.latitude, event.longitude, zone.circle.latitude, zone.circle.longitude) - event.accuracy <= zone.circle.radiusMeters) {
-            evidence.push({ zone, at: signal.at, rule: 'an accurate location fix touches the zone', key });
+            evidence.push({ zone, at: signal.at, rule: 'an accurate location fix touches the zone', key: key() });
           }
         }
         break;
       case 'occupancy':
         if (!event.occupied) break;
-        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `room ${event.room} occupied`, key });
+        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `room ${event.room} occupied`, key: key() });
         break;
       case 'ble-room':
         if (event.distance > owner.maxBleDistanceMeters) break;
-        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `seen in room ${event.room}`, key });
+        for (const zone of owner.zones) if (zone.rooms?.includes(event.room)) evidence.push({ zone, at: signal.at, rule: `seen in room ${event.room}`, key: key() });
         break;
       case 'network':
         if (event.connection !== 'wifi' || !event.network) break;
-        for (const zone of owner.zones) if (zone.networks?.includes(event.network)) evidence.push({ zone, at: signal.at, rule: 'on a Wi-Fi network tagged for the zone', key });
+        for (const zone of owner.zones) if (zone.networks?.includes(event.network)) evidence.push({ zone, at: signal.at, rule: 'on a Wi-Fi network tagged for the zone', key: key() });
         break;
       default:
         break;
@@ -399,11 +413,11 @@ function derivePlace(counted: readonly Signal[], owner: OwnerSettings, now: numb
     if (!best || e.at > best.at || (e.at === best.at && (e.key < best.key || (e.key === best.key && e.zone.name < best.zone.name)))) best = e;
   }
   if (latestAccurateFix && (!best || latestAccurateFix.at > best.at) && !evidence.some((e) => e.key === signalKey(latestAccurateFix as Signal))) {
-    trace.place = { rule: 'the newest accurate location fix is outside every zone', signals: [signalKey(latestAccurateFix)] };
+    if (explain) trace.place = { rule: 'the newest accurate location fix is outside every zone', signals: [signalKey(latestAccurateFix)] };
     return undefined;
   }
   if (!best) return undefined;
-  trace.place = { rule: best.rule, signals: [best.key] };
+  if (explain) trace.place = { rule: best.rule, signals: [best.key] };
   return { zone: best.zone.name, placeType: best.zone.placeType, sphere: best.zone.sphere };
 }
 
@@ -413,12 +427,17 @@ function newerFix(candidate: Signal, current: Signal | undefined): boolean {
   return candidate.at > current.at || (candidate.at === current.at && signalKey(candidate) < signalKey(current));
 }
 
-/** The newest fix precise enough to count (maxLocationAccuracyMeters). */
-function latestLocation(counted: readonly Signal[], owner: OwnerSettings): Location | undefined {
+function latestAccurateFixOf(counted: readonly Signal[], owner: OwnerSettings): Signal | undefined {
   let latest: Signal | undefined;
   for (const signal of counted) {
     if (signal.event.kind === 'location' && signal.event.accuracy <= owner.maxLocationAccuracyMeters && newerFix(signal, latest)) latest = signal;
   }
+  return latest;
+}
+
+/** The newest fix precise enough to count (maxLocationAccuracyMeters). */
+function latestLocation(counted: readonly Signal[], owner: OwnerSettings): Location | undefined {
+  const latest = latestAccurateFixOf(counted, owner);
   if (latest?.event.kind !== 'location') return undefined;
   return { latitude: latest.event.latitude, longitude: latest.event.longitude, accuracy: latest.event.accuracy, deviceId: latest.deviceId };
 }

@@ -1,5 +1,5 @@
 import { derivePresence, type Derived, type DeriveSettings } from './derive-presence.js';
-import { OFFLINE_STATE, samePresence, type Activity, type PresenceState } from './presence.js';
+import { NO_TRACE, OFFLINE_STATE, samePresence, sharedActivities, type PresenceState } from './presence.js';
 import { mergeSignal, SignalSet, toSignal, type Signal } from './signal-store.js';
 import type { SensorEvent } from './events.js';
 import { OwnerListeners } from './owner-listeners.js';
@@ -33,20 +33,6 @@ export interface DirtyOwner {
   readonly ownerId: string;
   readonly version: number;
   readonly signals: readonly PersistedSignal[];
-}
-
-const NO_TRACE: PresenceState['trace'] = Object.freeze({});
-
-/** Activity lists are few (combinations of eight values): one frozen array each. */
-const activityLists = new Map<string, readonly Activity[]>();
-function sharedActivities(activities: readonly Activity[]): readonly Activity[] {
-  const key = activities.join(' ');
-  let list = activityLists.get(key);
-  if (!list) {
-    list = Object.freeze([...activities]);
-    if (activityLists.size < 1024) activityLists.set(key, list);
-  }
-  return list;
 }
 
 export class PresenceHub {
@@ -186,8 +172,8 @@ export class PresenceHub {
   }
 
   /** With its trace: what derivePresence says, composed with the owner's manual status and publications. */
-  private deriveExplained(ownerId: string, signals: SignalSet, now: number): Derived {
-    const derived = derivePresence(signals.values(), this.settings, now, this.ownerSettings(ownerId));
+  private deriveExplained(ownerId: string, signals: SignalSet, now: number, explain = true): Derived {
+    const derived = derivePresence(signals.values(), this.settings, now, this.ownerSettings(ownerId), explain);
     const overrides = this.overrides.get(ownerId);
     return overrides && overrides.length > 0 ? applyOverrides(derived, overrides, now) : derived;
   }
@@ -199,7 +185,10 @@ export class PresenceHub {
    * shared among owners.
    */
   private derive(ownerId: string, signals: SignalSet, now: number): Derived {
-    const { state, validUntil } = this.deriveExplained(ownerId, signals, now);
+    const derived = this.deriveExplained(ownerId, signals, now, false);
+    const { state, validUntil } = derived;
+    // A manual status or a publication composed in adds a trace and a list of its own.
+    if (state.trace === NO_TRACE && state.activities === sharedActivities(state.activities)) return derived;
     // Object.assign, not spread: on Node 20 an object spread in hot code gives
     // each result a hidden class of its own (measured: ~200 bytes per owner).
     return { state: Object.assign({}, state, { activities: sharedActivities(state.activities), trace: NO_TRACE }), validUntil };

@@ -67,6 +67,28 @@ export interface PresenceState {
   readonly trace: Readonly<Record<string, TraceEntry>>;
 }
 
+/** The trace of a state derived without one (derivePresence's `explain` false). */
+export const NO_TRACE: PresenceState['trace'] = Object.freeze({});
+
+const NO_ACTIVITIES: readonly Activity[] = Object.freeze([]);
+const activityLists = new Map<string, readonly Activity[]>();
+
+/**
+ * Activity lists are few (ordered subsets of eight values): one frozen
+ * array each, shared by every state that has it, so a million owners do not
+ * hold a million copies. Returns the shared list equal to `activities`.
+ */
+export function sharedActivities(activities: readonly Activity[]): readonly Activity[] {
+  if (activities.length === 0) return NO_ACTIVITIES;
+  const key = activities.join(' ');
+  let list = activityLists.get(key);
+  if (!list) {
+    list = Object.freeze([...activities]);
+    if (activityLists.size < 1024) activityLists.set(key, list);
+  }
+  return list;
+}
+
 export const OFFLINE_STATE: PresenceState = Object.freeze({
   availability: 'offline',
   activities: Object.freeze([]) as readonly Activity[],

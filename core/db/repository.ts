@@ -433,6 +433,26 @@ export class Repository {
   }
 
   /**
+   * A single process's write: it is the only writer of presence state and
+   * holds everything storage holds (it loaded it at start), so the stored
+   * signals are replaced, in one statement, without reading them back
+   * (measured: about twice the rows per second of the merged write).
+   * Owners deleted meanwhile are skipped.
+   */
+  async replaceStates(batch: readonly DirtyOwner[]): Promise<void> {
+    if (batch.length === 0) return;
+    const rows = new Map<string, readonly PersistedSignal[]>();
+    for (const b of batch) rows.set(b.ownerId, b.signals);
+    await this.db.execute(sql`
+      insert into presence_state (owner_id, signals, version)
+      select r.owner_id, r.signals, 1
+      from jsonb_to_recordset(${JSON.stringify([...rows].map(([owner_id, signals]) => ({ owner_id, signals })))}::jsonb) as r(owner_id uuid, signals jsonb)
+      join owners o on o.id = r.owner_id
+      order by r.owner_id
+      on conflict (owner_id) do update set signals = excluded.signals, version = presence_state.version + 1, updated_at = now()`);
+  }
+
+  /**
    * Merges many owners' signals into what is stored, in one transaction of
    * three statements whatever the batch size (the batch travels as one jsonb
    * parameter: measured ~4x a multi-row insert, ~40x a row per transaction).

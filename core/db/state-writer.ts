@@ -38,6 +38,11 @@ export interface PersistProgress {
   persisted(mark: number): void;
 }
 
+/**
+ * `progress` is given in a scale-out group, where several processes write
+ * the same owners: each write is then merged with what storage holds. A
+ * single process is the only writer and replaces what it wrote before.
+ */
 export function writeStates(
   hub: PresenceHub,
   repository: Repository,
@@ -49,6 +54,7 @@ export function writeStates(
   const write = chunked(
     () => hub.takeDirty(),
     async (chunk) => {
+      if (!progress) return repository.replaceStates(chunk);
       const learned = await repository.upsertStates(chunk);
       const now = clock();
       for (const state of learned) hub.merge(state.ownerId, state.signals, now);

@@ -65,3 +65,30 @@ t.test('a write returns what storage held beyond the batch, so memory learns it'
   t.same(await repo.upsertStates([{ ownerId, version: 1, signals: [{ deviceId: phone, event: event(2) }, { deviceId: watch, event: event(1) }] }]), [], 'nothing new: nothing returned');
   t.same(await repo.upsertStates([{ ownerId: crypto.randomUUID(), version: 1, signals: [{ deviceId: phone, event: event(3) }] }]), [], 'an unknown owner is skipped, not an error');
 });
+
+t.test("a single process's write replaces what it stored before; unknown owners are skipped", async (t) => {
+  const url = await createTestDatabase(t);
+  const handle = await openDatabase({ kind: 'postgres', url });
+  t.teardown(() => handle.close());
+  const repo = new Repository(handle.db);
+  const ownerId = crypto.randomUUID();
+  await repo.insertOwner({ id: ownerId, handle: 'single', displayName: undefined });
+  const event = (s: number) => ({ kind: 'battery' as const, at: new Date(Date.UTC(2026, 10, 25, 10, 0, s)).toISOString(), level: s, charging: false });
+  const phone = crypto.randomUUID();
+  const watch = crypto.randomUUID();
+  await repo.replaceStates([{ ownerId, version: 1, signals: [{ deviceId: phone, event: event(1) }] }]);
+  await repo.replaceStates([
+    { ownerId, version: 2, signals: [{ deviceId: phone, event: event(2) }, { deviceId: watch, event: event(3) }] },
+    { ownerId: crypto.randomUUID(), version: 1, signals: [{ deviceId: phone, event: event(4) }] },
+  ]);
+  const snapshot = await repo.loadSnapshot();
+  t.equal(snapshot.states.length, 1, 'only the known owner');
+  t.same(
+    snapshot.states[0]?.signals.map((s) => [s.deviceId, s.event.kind === 'battery' ? s.event.level : -1]).sort(),
+    [
+      [phone, 2],
+      [watch, 3],
+    ].sort(),
+  );
+  t.equal(snapshot.states[0]?.version, 2, 'the version counts writes');
+});

@@ -102,3 +102,19 @@ t.test('property: the derived presence does not depend on arrival order either',
   );
   t.pass('same state in every run');
 });
+
+t.test('property: deriving without the trace gives the same presence', async (t) => {
+  const now = base + 21_000;
+  fc.assert(
+    fc.property(fc.array(signalArb, { minLength: 0, maxLength: 30 }), fc.integer({ min: 0, max: 40_000 }), (signals, offset) => {
+      const set = new SignalSet();
+      for (const s of signals) mergeSignal(set, s);
+      const settings = { offlineAfterMs: 600_000 };
+      const explained = derivePresence(set.values(), settings, now + offset, undefined, true);
+      const plain = derivePresence(set.values(), settings, now + offset, undefined, false);
+      return JSON.stringify({ ...explained.state, trace: {} }) === JSON.stringify({ ...plain.state, trace: {} }) && explained.validUntil === plain.validUntil;
+    }),
+    { numRuns: 500 },
+  );
+  t.pass('same state and validity in every run');
+});
