@@ -27,7 +27,7 @@ export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number>
 export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Scope[]> = {
   device: ['presence:write'],
   watcher: ['presence:read'],
-  owner: ['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage'],
+  owner: ['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage', 'account:manage'],
 };
 
 /** Access-log page cursors: opaque to clients, `{at}|{id}` inside. */
@@ -72,7 +72,8 @@ export class Accounts {
     private readonly clock: () => number,
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
-    private readonly flushAccessLog: () => Promise<void>,
+    /** Writes what the write-behind holds (state, access log, retained events): reads of storage then see everything. */
+    private readonly flushWrites: () => Promise<void>,
     private readonly onBackgroundError: (error: unknown) => void = () => undefined,
   ) {}
 
@@ -187,7 +188,7 @@ export class Accounts {
 
   /** Pending entries are written first, so a read right after an access finds it. */
   async accessLog(ownerId: string, cursor: string | undefined, limit: number) {
-    await this.flushAccessLog();
+    await this.flushWrites();
     const rows = await this.repository.listAccessLog(ownerId, cursor === undefined ? undefined : decodeCursor(cursor), limit);
     const last = rows.at(-1);
     return {
@@ -227,6 +228,8 @@ export class Accounts {
     this.directory.putSettings(ownerId, settings);
     this.hub.refresh(ownerId, this.clock());
     this.settingsChanged(ownerId);
+    // Retention turned off: what was kept goes now, not at the next purge (privacy invariant 4).
+    if (settings.keepRawEventsDays === 0) await this.repository.deleteRawEvents(ownerId);
     return settings;
   }
 
@@ -256,6 +259,101 @@ export class Accounts {
       })),
       trace: Object.fromEntries(Object.entries(state.trace).map(([field, entry]) => [field, { rule: entry.rule, signals: [...entry.signals] }])),
     };
+  }
+
+  // --- data rights and revocation -------------------------------------------
+
+  private readonly erasedListeners: ((ownerId: string, deviceIds: readonly string[]) => void)[] = [];
+  private readonly revokedListeners: ((deviceId: string) => void)[] = [];
+
+  /** Told after an owner was erased here or elsewhere (streams, webhooks, the SIP gateway, the broker's connections). */
+  onOwnerErased(listener: (ownerId: string, deviceIds: readonly string[]) => void): void {
+    this.erasedListeners.push(listener);
+  }
+
+  /** Told after a device was revoked (the broker disconnects it). */
+  onDeviceRevoked(listener: (deviceId: string) => void): void {
+    this.revokedListeners.push(listener);
+  }
+
+  async listDevices(ownerId: string) {
+    return (await this.repository.listDevices(ownerId)).map((d) => ({
+      id: d.id,
+      class: d.deviceClass,
+      name: d.name,
+      createdAt: d.createdAt.toISOString(),
+      revokedAt: d.revokedAt === null ? null : d.revokedAt.toISOString(),
+    }));
+  }
+
+  /**
+   * A lost phone: the device's tokens stop working at once (the directory
+   * says it is revoked, which every token check consults), its open broker
+   * connection is closed, and its events are refused from now on. Its past
+   * signals stay until they age out, like any silent device's.
+   */
+  async revokeDevice(deviceId: string, ownerId?: string): Promise<void> {
+    const revoked = await this.repository.revokeDevice(deviceId, ownerId);
+    if (!revoked) throw new AppError('not_found', 'No such device.');
+    this.directory.putDevice({ id: revoked.id, ownerId: revoked.ownerId, deviceClass: revoked.deviceClass, revoked: true });
+    this.deviceRevoked(revoked.id);
+  }
+
+  /** Tells the listeners (also when another process revoked it). */
+  deviceRevoked(deviceId: string): void {
+    for (const listener of this.revokedListeners) listener(deviceId);
+  }
+
+  /** A watcher revoked: their tokens stop working, they match no rule, their streams end at the next check. */
+  async revokeWatcher(watcherId: string): Promise<void> {
+    const watcher = this.directory.activeWatcher(watcherId);
+    if (!(await this.repository.revokeWatcher(watcherId))) throw new AppError('not_found', 'No such watcher.');
+    if (watcher) this.directory.putWatcher({ ...watcher, revoked: true });
+  }
+
+  /**
+   * Everything the service holds about the owner, as records (the right of
+   * access and to data portability): what storage holds, after the
+   * write-behind has written what memory held, then the presence derived
+   * now with the reasons behind it, then a trailer with the count, so that
+   * a cut-off download is detectable.
+   */
+  async *exportOwner(ownerId: string): AsyncGenerator<Record<string, unknown>> {
+    const owner = this.directory.owner(ownerId);
+    if (!owner) throw new AppError('not_found', 'No such owner.');
+    await this.flushWrites();
+    yield { type: 'export', format: 'presence-export/1', ownerId, exportedAt: new Date(this.clock()).toISOString() };
+    let records = 1;
+    for await (const record of this.repository.ownerData(ownerId)) {
+      records += 1;
+      yield record;
+    }
+    yield { type: 'presence', ...this.ownerView(ownerId, owner.handle) };
+    yield { type: 'end', records: records + 2 };
+  }
+
+  /**
+   * The right to erasure: the owner and everything that references them go
+   * in one committed delete (storage cascades), then every trace in memory.
+   * What the write-behind still held for them is never written (its writes
+   * skip owners that no longer exist). Serialized with the owner's other
+   * changes, so nothing the owner started is stored after it.
+   */
+  eraseOwner(ownerId: string): Promise<void> {
+    return this.serialized(ownerId, async () => {
+      const deviceIds = this.directory.devicesOf(ownerId).map((d) => d.id);
+      if (!(await this.repository.eraseOwner(ownerId))) throw new AppError('not_found', 'No such owner.');
+      this.forgetOwner(ownerId, deviceIds);
+    });
+  }
+
+  /** Drops the owner from memory (erased here, or found gone when reloading a change made elsewhere). */
+  forgetOwner(ownerId: string, deviceIds: readonly string[] = this.directory.devicesOf(ownerId).map((d) => d.id)): void {
+    this.directory.removeOwner(ownerId);
+    this.hub.forget(ownerId);
+    this.ruleBook.remove(ownerId);
+    this.watchArrivals(ownerId); // no rules left: stops watching
+    for (const listener of this.erasedListeners) listener(ownerId, deviceIds);
   }
 
   entityOf(handle: string): string {

@@ -38,6 +38,7 @@ export const tags = [
   { name: 'status', description: 'The manual status and app presence sessions.' },
   { name: 'access-log', description: "Who read or streamed the owner's presence, and when." },
   { name: 'webhooks', description: "Signed POSTs of a watcher's view on every change." },
+  { name: 'account', description: 'The owner\'s devices, and their data rights: export everything, erase everything.' },
   { name: 'admin', description: 'Operator API (admin tokens), the backend of presencectl.' },
   { name: 'system', description: 'Liveness, readiness, metrics, keys and this document.' },
 ] as const;

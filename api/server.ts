@@ -18,6 +18,7 @@ import { publicJwkOf } from '../core/identity/signing-key.js';
 import type { SigningKey } from '../core/identity/tokens.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
+import { dataRightsRoutes } from './routes/data-rights.js';
 import { presenceRoutes } from './routes/presence.js';
 import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
 import { watcherRoutes } from './routes/watchers.js';
@@ -101,6 +102,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });
   adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
+  dataRightsRoutes(app, { auth, accounts: deps.accounts });
 
   // Graceful close: new requests get 503 (return503OnClosing), streams are
   // ended by their own hook (registered above, so it runs first), then the

@@ -13,7 +13,8 @@ import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
 import { acquireDeliveryLease } from '../core/db/delivery-lease.js';
-import { writeAccessLog, writeStates } from '../core/db/state-writer.js';
+import { writeAccessLog, writeRawEvents, writeStates } from '../core/db/state-writer.js';
+import { RawEventBuffer } from '../core/raw-events.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
 import { Directory } from '../core/directory.js';
@@ -132,9 +133,17 @@ export async function startService(config: Config, options: ServiceOptions = {})
     );
     metrics.gauge('presence_access_log_pending', 'Access-log entries awaiting the next write', () => accessLog.size);
     metrics.gauge('presence_access_log_dropped_records', 'Access-log records dropped since start because the buffer was full (should stay 0)', () => accessLog.dropped);
+    // Privacy invariant 4: sensor events are kept only for owners who turned retention on, within the operator's cap.
+    const rawEvents = new RawEventBuffer();
+    const rawWriter = writeBehind('raw_events', 'presence_raw_events_written_total', 'Retained sensor events written', (onBatch) => writeRawEvents(rawEvents, repository, onBatch));
+    metrics.gauge('presence_raw_events_pending', 'Retained sensor events awaiting the next write', () => rawEvents.size);
+    metrics.gauge('presence_raw_events_dropped', 'Retained sensor events dropped since start because the buffer was full', () => rawEvents.dropped);
+    const keepsRawEvents = (ownerId: string) => config.rawEventsMaxDays > 0 && directory.settings(ownerId).keepRawEventsDays > 0;
     const purge = async () => {
       const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
+      const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);
+      if (expired > 0) log.info({ removed: expired }, 'retained sensor events purged past retention');
     };
     // Off the start-up path: a large purge must not delay readiness.
     let purging = purge().catch((err: unknown) => log.error({ err }, 'access log purge failed'));
@@ -155,7 +164,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName,
-      ...(cluster ? { onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => cluster.applied(ownerId, deviceId, events) } : {}),
+      onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => {
+        cluster?.applied(ownerId, deviceId, events);
+        if (keepsRawEvents(ownerId)) rawEvents.record(ownerId, deviceId, events, clock());
+      },
     });
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
     const onMessage = (topic: string, payload: Buffer) => {
@@ -169,6 +181,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     };
 
     let mqttUrl: string;
+    // An external broker authenticates devices itself: a revoked device's events are refused here (unknown_device).
+    let disconnectDevices: (deviceIds: readonly string[]) => void = () => undefined;
     if (config.mqtt.kind === 'embedded') {
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
@@ -185,6 +199,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(() => broker.close());
       mqttUrl = `mqtt://${config.mqtt.host}:${broker.port}`;
       metrics.gauge('presence_mqtt_connected_devices', 'Devices connected to the embedded broker', broker.connectedClients);
+      disconnectDevices = (deviceIds) => broker.disconnect(deviceIds);
     } else {
       const subscriber = await startExternalSubscriber({
         url: config.mqtt.url,
@@ -228,9 +243,21 @@ export async function startService(config: Config, options: ServiceOptions = {})
       clock,
       hub,
       digestNetworkName,
-      () => auditWriter.flush(),
+      async () => {
+        await writer.flush();
+        await auditWriter.flush();
+        await rawWriter.flush();
+      },
       (err) => log.error({ err }, 'recording an arrival failed'),
     );
+    accounts.onDeviceRevoked((deviceId) => disconnectDevices([deviceId]));
+    accounts.onOwnerErased((ownerId, deviceIds) => {
+      rawEvents.forget(ownerId);
+      disconnectDevices(deviceIds);
+    });
+    accounts.onSettingsChange((ownerId) => {
+      if (!keepsRawEvents(ownerId)) rawEvents.forget(ownerId);
+    });
     metrics.gauge('presence_publication_writes_queued', 'HTTP PUBLISH writes waiting for the next group commit', () => accounts.publicationQueueDepth);
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
@@ -255,6 +282,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const delivery = { held: clusterConfig === undefined };
     webhooks.setDelivering(delivery.held);
     for (const hook of await repository.listWebhooks()) webhooks.add(hook);
+    accounts.onOwnerErased((ownerId) => webhooks.replaceOwner(ownerId, []));
     const deliveryChanged: ((held: boolean) => void)[] = [(held) => webhooks.setDelivering(held)];
 
     if (config.sip && sipConfig) {
@@ -281,6 +309,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       outcomes.gateway = gateway;
       cleanups.push(async () => gateway.close());
       accounts.onSettingsChange((ownerId) => gateway.sync(ownerId));
+      // An erased owner's publication is removed (gateway.sync finds no owner).
+      accounts.onOwnerErased((ownerId) => gateway.sync(ownerId));
       for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
       deliveryChanged.push(() => {
         for (const ownerId of directory.ownerIds()) gateway.sync(ownerId);
@@ -300,7 +330,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
         const run = repository
           .loadSnapshot(ownerId)
           .then((snapshot) => {
+            // Erased through another process: forgotten here too.
+            if (!snapshot.owners.some((o) => o.id === ownerId)) {
+              if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
+              return;
+            }
+            const revokedBefore = new Set(directory.devicesOf(ownerId).filter((d) => d.revoked).map((d) => d.id));
             applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
+            for (const device of directory.devicesOf(ownerId)) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
             accounts.settingsChanged(ownerId);
             accounts.watchArrivals(ownerId);
             return repository.webhooksOfOwner(ownerId).then((hooks) => webhooks.replaceOwner(ownerId, hooks));
@@ -383,6 +420,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       flush: async () => {
         await writer.flush();
         await auditWriter.flush();
+        await rawWriter.flush();
       },
       close: () => {
         ready = false;

@@ -64,6 +64,8 @@ export const envSchema = z.object({
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
+  /** The longest an owner may keep raw sensor events (their keepRawEventsDays is capped to it); 0 keeps none for anyone. */
+  RAW_EVENTS_MAX_DAYS: z.coerce.number().int().min(0).max(365).default(30),
   /** The SIP presence server the gateway PUBLISHes to, e.g. sip:127.0.0.1:5070;transport=tcp; unset: no gateway. */
   SIP_SERVER: z.string().regex(/^sip:[^\s<>"]+$/, 'must be a sip: URI such as sip:127.0.0.1:5070;transport=tcp').optional(),
   /** Domain of the presentity URIs the gateway publishes (sip:{handle}@{SIP_DOMAIN}); default PRESENCE_DOMAIN. */
@@ -116,6 +118,7 @@ export interface Config {
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
   readonly auditRetentionDays: number;
+  readonly rawEventsMaxDays: number;
   readonly webhookAllowHttp: boolean;
   readonly sip:
     | {
@@ -224,6 +227,7 @@ export function parseConfig(source: Env): ConfigResult {
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    rawEventsMaxDays: e.RAW_EVENTS_MAX_DAYS,
     sip:
       e.SIP_SERVER && e.SIP_AUDIENCE
         ? {

@@ -106,6 +106,27 @@ export class Directory {
     return device && !device.revoked ? device : undefined;
   }
 
+  /** The owner's devices, revoked ones included. */
+  devicesOf(ownerId: string): DeviceRecord[] {
+    const out: DeviceRecord[] = [];
+    for (const device of this.devices.values()) if (device.ownerId === ownerId) out.push(device);
+    return out;
+  }
+
+  /**
+   * Forgets the owner, their settings and their devices (the owner was
+   * erased). Rare, so the devices are found by a scan rather than kept in
+   * an index of their own.
+   */
+  removeOwner(ownerId: string): void {
+    const owner = this.ownersById.get(ownerId);
+    if (!owner) return;
+    this.ownersById.delete(ownerId);
+    if (this.ownersByHandle.get(owner.handle) === owner) this.ownersByHandle.delete(owner.handle);
+    this.settingsByOwner.delete(ownerId);
+    for (const [id, device] of this.devices) if (device.ownerId === ownerId) this.devices.delete(id);
+  }
+
   activeWatcher(id: string): WatcherRecord | undefined {
     const watcher = this.watchers.get(id);
     return watcher && !watcher.revoked ? watcher : undefined;

@@ -100,6 +100,12 @@ export const ownerSettingsFields = z
     sipPublish: z.boolean().default(false),
     /** Signal kinds that never count for this owner. */
     ignore: z.array(z.enum(ignorableSignals)).max(ignorableSignals.length).default([]),
+    /**
+     * Keep every sensor event received for this many days (0: keep none, the
+     * default; privacy invariant 4), for the owner's own export. The operator
+     * caps it (RAW_EVENTS_MAX_DAYS); turning it back to 0 deletes them at once.
+     */
+    keepRawEventsDays: z.number().int().min(0).max(365).default(0),
   })
   .strict();
 

@@ -117,6 +117,18 @@ export class PresenceHub {
     return this.owners.get(ownerId)?.derived.validUntil ?? Infinity;
   }
 
+  /**
+   * Forgets everything about the owner (they were erased): signals, manual
+   * status and publications, and any write still pending. Watchers are told
+   * the owner is offline, which is what an unknown owner looks like.
+   */
+  forget(ownerId: string): void {
+    this.owners.delete(ownerId);
+    this.overrides.delete(ownerId);
+    this.dirty.delete(ownerId);
+    this.watchers.notify(ownerId, OFFLINE_STATE);
+  }
+
   /** Loads persisted signals at start (no change event, nothing dirty). */
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new SignalSet();

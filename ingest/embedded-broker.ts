@@ -30,6 +30,8 @@ export interface EmbeddedBrokerOptions {
 }
 
 export interface EmbeddedBroker {
+  /** Closes the connections of these devices (revoked, or their owner erased). */
+  disconnect(deviceIds: readonly string[]): void;
   readonly port: number;
   readonly connectedClients: () => number;
   close(): Promise<void>;
@@ -67,8 +69,9 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       if (!device || !mayPublish(options.topics, device.id, packet.topic)) {
         return done(new Error('a device publishes to its own topics only'));
       }
-      // The token was checked at CONNECT; a long-lived connection must not outlive it.
+      // The token was checked at CONNECT; a long-lived connection must not outlive it, nor the device's revocation.
       if (options.clock() >= device.expiresAt) return done(new Error('device token expired'));
+      if (!options.directory.activeDevice(device.id)) return done(new Error('device revoked'));
       // Privacy invariant 4: the broker must not keep raw sensor payloads.
       packet.retain = false;
       done(null);
@@ -103,6 +106,12 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   return {
     port,
     connectedClients: () => broker.connectedClients,
+    disconnect: (deviceIds) => {
+      // The client id is the device id (checked at CONNECT). aedes keeps its
+      // connected clients by id but does not declare the map in its types.
+      const clients = (broker as unknown as { clients: Record<string, Client | undefined> }).clients;
+      for (const id of deviceIds) clients[id]?.close();
+    },
     close: async () => {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -87,6 +87,12 @@ export class RuleBook {
     this.set(ownerId, { rules: this.rules(ownerId), groups: Object.freeze([...groups]) });
   }
 
+  /** Forgets the owner's rules and groups (the owner was erased); watchers of them are told, and now find none. */
+  remove(ownerId: string): void {
+    if (!this.byOwner.delete(ownerId)) return;
+    this.listeners.notify(ownerId, undefined);
+  }
+
   private set(ownerId: string, policy: OwnerPolicy): void {
     this.byOwner.set(ownerId, Object.freeze(policy));
     this.listeners.notify(ownerId, undefined);

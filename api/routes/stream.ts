@@ -174,6 +174,8 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       if (closed) return;
       const now = deps.clock();
       if (now >= endAt || !deps.auth.stillValid(principal, now)) return socket.destroy();
+      // The owner was erased: the stream ends (a new one finds no such owner, which looks like offline).
+      if (ownerId !== undefined && !deps.directory.owner(ownerId)) return socket.destroy();
       const access = computeView(deps, viewer, handle, now);
       const event = eventOf(deps.representations.get(access.view, JSON_MEDIA_TYPE));
       if (event.id !== lastSent) {

@@ -2,11 +2,13 @@ import { and, asc, desc, eq, gt, isNull, lt, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
+import type { RawEvent } from '../raw-events.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
 import { mergeSignal, SignalSet, toSignal } from '../signal-store.js';
 import type { Database } from './connect.js';
+import { eraseStoredOwner, storedOwnerData, type ExportRecord } from './owner-data.js';
 import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
@@ -168,6 +170,45 @@ export class Repository {
 
   async insertWatcher(watcher: { id: string; kind: 'person' | 'app'; name: string; domain: string | undefined }): Promise<void> {
     await this.db.insert(watchers).values({ ...watcher, domain: watcher.domain ?? null });
+  }
+
+  /** The owner's devices, oldest first. */
+  async listDevices(ownerId: string) {
+    return this.db
+      .select({ id: devices.id, deviceClass: devices.deviceClass, name: devices.name, createdAt: devices.createdAt, revokedAt: devices.revokedAt })
+      .from(devices)
+      .where(eq(devices.ownerId, ownerId))
+      .orderBy(asc(devices.createdAt), asc(devices.id));
+  }
+
+  /** Marks a device revoked (a lost phone); `ownerId` limits it to that owner's devices. Undefined if there is no such device. */
+  async revokeDevice(deviceId: string, ownerId?: string): Promise<{ id: string; ownerId: string; deviceClass: string } | undefined> {
+    const rows = await this.db
+      .update(devices)
+      .set({ revokedAt: sql`coalesce(${devices.revokedAt}, now())` })
+      .where(ownerId === undefined ? eq(devices.id, deviceId) : and(eq(devices.id, deviceId), eq(devices.ownerId, ownerId)))
+      .returning({ id: devices.id, ownerId: devices.ownerId, deviceClass: devices.deviceClass });
+    return rows[0];
+  }
+
+  /** Marks a watcher revoked: their tokens stop working and they match no rule. */
+  async revokeWatcher(watcherId: string): Promise<boolean> {
+    const rows = await this.db
+      .update(watchers)
+      .set({ revokedAt: sql`coalesce(${watchers.revokedAt}, now())` })
+      .where(eq(watchers.id, watcherId))
+      .returning({ id: watchers.id });
+    return rows.length === 1;
+  }
+
+  /** Everything stored about the owner (core/db/owner-data.ts). */
+  ownerData(ownerId: string): AsyncGenerator<ExportRecord> {
+    return storedOwnerData(this.db, ownerId);
+  }
+
+  /** Erases the owner and everything that references them (one cascading delete); false if there was none. */
+  eraseOwner(ownerId: string): Promise<boolean> {
+    return eraseStoredOwner(this.db, ownerId);
   }
 
   async insertRule(rule: { id: string; ownerId: string; body: unknown }): Promise<void> {
@@ -410,6 +451,49 @@ export class Repository {
       .orderBy(desc(accessLog.at), desc(accessLog.id))
       .limit(limit);
     return rows;
+  }
+
+  /**
+   * Retained sensor events, in one statement: only for owners who still
+   * keep them (the setting may have been turned off since they were
+   * recorded) and still exist.
+   */
+  async insertRawEvents(batch: readonly RawEvent[]): Promise<void> {
+    if (batch.length === 0) return;
+    const rows = batch.map((e) => ({ owner_id: e.ownerId, device_id: e.deviceId, received_at: new Date(e.receivedAt).toISOString(), event: e.event }));
+    await this.db.execute(sql`
+      insert into raw_events (owner_id, device_id, received_at, event)
+      select r.owner_id, r.device_id, r.received_at, r.event
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(owner_id uuid, device_id uuid, received_at timestamptz, event jsonb)
+      join owners o on o.id = r.owner_id
+      where coalesce((o.settings->>'keepRawEventsDays')::int, 0) > 0`);
+  }
+
+  /** All of an owner's retained events (retention turned off). */
+  async deleteRawEvents(ownerId: string): Promise<void> {
+    await this.db.execute(sql`delete from raw_events where owner_id = ${ownerId}::uuid`);
+  }
+
+  /**
+   * Events older than each owner's window, capped at `maxDays` (0 deletes
+   * them all), in batches so that a lowered cap never becomes one huge
+   * transaction. Returns how many went.
+   */
+  async purgeRawEvents(maxDays: number, batch = 10_000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const result = await this.db.execute(sql`
+        with gone as (
+          delete from raw_events where id in (
+            select r.id from raw_events r join owners o on o.id = r.owner_id
+            where r.received_at < now() - make_interval(days => least(coalesce((o.settings->>'keepRawEventsDays')::int, 0), ${maxDays}::int))
+            limit ${batch})
+          returning 1)
+        select count(*)::int as n from gone`);
+      const n = (result as unknown as { rows: { n: number }[] }).rows[0]?.n ?? 0;
+      total += n;
+      if (n < batch) return total;
+    }
   }
 
   /** Deletes entries older than `olderThan`; returns how many. */

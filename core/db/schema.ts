@@ -187,6 +187,27 @@ export const accessLog = pgTable(
   (t) => [index('access_log_owner_at_idx').on(t.ownerId, t.at, t.id), index('access_log_at_idx').on(t.at)],
 );
 
+/**
+ * Sensor events as received (validated, with Wi-Fi names already digested),
+ * kept only for owners who turned retention on (settings
+ * keepRawEventsDays), and purged past min(that, RAW_EVENTS_MAX_DAYS)
+ * (privacy invariant 4). Nothing else stores event history: presence_state
+ * holds the latest signal of each kind only.
+ */
+export const rawEvents = pgTable(
+  'raw_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => owners.id, { onDelete: 'cascade' }),
+    deviceId: uuid('device_id').notNull(),
+    receivedAt: timestamp('received_at', { withTimezone: true }).notNull(),
+    event: jsonb('event').notNull(),
+  },
+  (t) => [index('raw_events_owner_received_idx').on(t.ownerId, t.receivedAt, t.id), index('raw_events_received_idx').on(t.receivedAt)],
+);
+
 /** Public halves of the token signing keys (the private key never lands here). */
 export const signingKeys = pgTable('signing_keys', {
   kid: text('kid').primaryKey(),

@@ -1,4 +1,5 @@
 import type { AccessLogBuffer } from '../access-log.js';
+import type { RawEventBuffer } from '../raw-events.js';
 import type { PresenceHub } from '../presence-hub.js';
 import type { Repository } from './repository.js';
 
@@ -75,6 +76,17 @@ export function writeAccessLog(buffer: AccessLogBuffer, repository: Repository, 
   return chunked(
     () => buffer.take(),
     (chunk) => repository.insertAccessLog(chunk),
+    (rest) => buffer.putBack(rest),
+    onBatch,
+    chunkSize,
+  );
+}
+
+/** Retained sensor events (only owners who keep them; see core/raw-events.ts). */
+export function writeRawEvents(buffer: RawEventBuffer, repository: Repository, onBatch: (rows: number) => void, chunkSize = 1000): () => Promise<void> {
+  return chunked(
+    () => buffer.take(),
+    (chunk) => repository.insertRawEvents(chunk),
     (rest) => buffer.putBack(rest),
     onBatch,
     chunkSize,

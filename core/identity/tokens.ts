@@ -16,7 +16,7 @@ export const AUDIENCE_API = 'presence:api';
 export const tokenKindSchema = z.enum(['device', 'service', 'owner', 'watcher', 'admin']);
 export type TokenKind = z.infer<typeof tokenKindSchema>;
 
-export const scopeSchema = z.enum(['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage', 'admin']);
+export const scopeSchema = z.enum(['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage', 'account:manage', 'admin']);
 export type Scope = z.infer<typeof scopeSchema>;
 
 const claimsSchema = z.object({

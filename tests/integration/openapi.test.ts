@@ -70,7 +70,7 @@ t.test('GET /openapi.json is an OpenAPI 3.1 document of the service', async (t) 
   t.equal(API_VERSION, pkg.version);
   t.same(
     doc.tags.map((tag) => tag.name),
-    ['presence', 'publish', 'stream', 'consent', 'watchers', 'settings', 'status', 'access-log', 'webhooks', 'admin', 'system'],
+    ['presence', 'publish', 'stream', 'consent', 'watchers', 'settings', 'status', 'access-log', 'webhooks', 'account', 'admin', 'system'],
   );
   t.match(doc.components.securitySchemes[BEARER_SCHEME], { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
   t.match(doc.components.securitySchemes[BEARER_SCHEME]?.description, /ES256/);

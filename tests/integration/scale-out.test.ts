@@ -228,4 +228,14 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
   // POST each about three times (a busy webhook may skip a view, never repeat one).
   t.ok(etags.length <= stream.events.length, `no more POSTs (${etags.length}) than views the stream saw (${stream.events.length})`);
   t.ok(etags.every((etag, i) => i === 0 || etag !== etags[i - 1]), 'no view POSTed twice in a row');
+
+  // An owner erased through C is forgotten by A too (the owners row's
+  // NOTIFY; A finds the owner gone when it reloads): their token stops
+  // working there and nothing of them is left in the database.
+  const erased = owners[1] as (typeof owners)[number];
+  const erasure = await fetch(`${c.url}/v1/me?confirm=${erased.handle}`, { method: 'DELETE', headers: { authorization: `Bearer ${erased.token}` } });
+  t.equal(erasure.status, 204);
+  await waitFor(async () => (await fetch(`${a.url}/v1/me/presence`, { headers: { authorization: `Bearer ${erased.token}` } })).status === 401, 'A to forget the erased owner', 10_000);
+  const { rows: left } = await db.query<{ n: number }>('select count(*)::int as n from owners where handle = $1', [erased.handle]);
+  t.equal(left[0]?.n, 0, 'erased on every process, once');
 });

@@ -160,6 +160,19 @@ t.test('HTTP PUBLISH on the embedded database: create, modify, a spent tag, remo
   t.equal((await publish(undefined, { 'if-match': modified.headers.get('etag') ?? '', expires: '0' })).status, 200, 'removed');
 });
 
+t.test('a revoked device is disconnected from the embedded broker and cannot connect again', async (t) => {
+  const watch = await ctl('device', 'add', 'alice', '--class', 'watch');
+  const watchToken = (await ctl('token', 'device', watch.id as string)).token as string;
+  const client = await connectAsync(service.mqttUrl, { username: watch.id, password: watchToken, clientId: watch.id, reconnectPeriod: 0 });
+  const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const revoked = await service.api('DELETE', `/v1/me/devices/${watch.id as string}`, { token: await ownerToken(service, 'alice') });
+  t.equal(revoked.status, 204);
+  await closed;
+  client.end(true);
+  const again = await connectAsync(service.mqttUrl, { username: watch.id, password: watchToken, clientId: watch.id, reconnectPeriod: 0 }).catch((e: unknown) => e);
+  t.ok(again instanceof Error, 'its token no longer connects');
+});
+
 t.test('a restart on the same data directory keeps key, directory, rules and state', async (t) => {
   await service.close();
   service = await startTestService(root, config, { clock });
