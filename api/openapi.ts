@@ -82,14 +82,24 @@ export interface ErrorResponse {
 /**
  * Error responses for the response map of a route schema: each argument is
  * a status (every code of the catalog with that status) or a single code;
- * `internal` (500) is always included. Each status is described by the
- * codes it may carry.
+ * `internal` (500) is always included, and `too_many_requests` (429), which
+ * the abuse limits may answer on any route (api/server.ts installLimits).
+ * Each status is described by the codes it may carry.
  */
-export function errors<const W extends readonly (ErrorStatus | HttpErrorCode)[]>(...which: W): Record<StatusOf<W[number]> | 500, ErrorResponse> {
+export function errors<const W extends readonly (ErrorStatus | HttpErrorCode)[]>(...which: W): Record<StatusOf<W[number]> | 429 | 500, ErrorResponse> {
+  return errorResponses(['internal', 'too_many_requests'], which) as Record<StatusOf<W[number]> | 429 | 500, ErrorResponse>;
+}
+
+/** The same for the operators' probes (liveness, readiness, metrics), which the abuse limits never refuse. */
+export function probeErrors<const W extends readonly (ErrorStatus | HttpErrorCode)[]>(...which: W): Record<StatusOf<W[number]> | 500, ErrorResponse> {
+  return errorResponses(['internal'], which) as Record<StatusOf<W[number]> | 500, ErrorResponse>;
+}
+
+function errorResponses(always: readonly HttpErrorCode[], which: readonly (ErrorStatus | HttpErrorCode)[]): Record<number, ErrorResponse> {
   const byStatus = new Map<number, HttpErrorCode[]>();
   for (const code of errorCodes) {
     const { status } = httpErrors[code];
-    if (code !== 'internal' && !which.some((w) => w === code || w === status)) continue;
+    if (!always.includes(code) && !which.some((w) => w === code || w === status)) continue;
     byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
   }
   const out: Record<number, ErrorResponse> = {};
@@ -97,7 +107,7 @@ export function errors<const W extends readonly (ErrorStatus | HttpErrorCode)[]>
     const described = codes.map((code) => `\`${code}\`: ${httpErrors[code].message}`).join(' ');
     out[status] = { description: `${reasons[status as ErrorStatus]}. ${described}`, content: { 'application/json': { schema: errorBodySchema } } };
   }
-  return out as Record<StatusOf<W[number]> | 500, ErrorResponse>;
+  return out;
 }
 
 /** A JSON success response. */

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
@@ -8,7 +8,7 @@ import type { PresenceHub } from '../core/presence-hub.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
-import { installErrorHandlers } from './http-errors.js';
+import { installErrorHandlers, sendError } from './http-errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
 import { webhookRoutes } from './routes/webhooks.js';
@@ -16,6 +16,8 @@ import type { WebhookDispatcher } from './webhook-dispatcher.js';
 import type { Repository } from '../core/db/repository.js';
 import { publicJwkOf } from '../core/identity/signing-key.js';
 import type { SigningKey } from '../core/identity/tokens.js';
+import type { Config } from '../core/config.js';
+import { RateLimiter } from '../core/rate-limit.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { dataRightsRoutes } from './routes/data-rights.js';
@@ -46,20 +48,22 @@ export interface ApiDeps {
   readonly webhooks: WebhookDispatcher;
   readonly webhookAllowHttp: boolean;
   readonly signingKey: SigningKey;
+  readonly limits: Config['limits'];
 }
+
+/** Refusals by the abuse limits, by which limit (a metric label). */
+export const LIMIT_REFUSALS = 'presence_limit_refusals_total';
 
 /** How long a shutdown waits for requests in flight. */
 export const DRAIN_MS = 5000;
-
-/** Bodies are small JSON documents; anything larger is refused with 413. */
-export const MAX_BODY_BYTES = 64 * 1024;
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.log,
     // Request logs would carry owner handles in URLs: log errors only.
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: MAX_BODY_BYTES,
+    // Bodies are small JSON or XML documents; anything larger is refused with 413 (HTTP_MAX_BODY_BYTES).
+    bodyLimit: deps.limits.httpMaxBodyBytes,
     return503OnClosing: true,
     // After the drain below, connections still open are cut rather than
     // waited for: sockets that carried hijacked streams are never "idle" to
@@ -75,6 +79,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.addContentTypeParser([AUTH_POLICY_MEDIA_TYPE, PIDF_MEDIA_TYPE], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
   const auth = new Authenticator(deps.verifier, deps.directory, deps.clock);
+  installLimits(app, deps);
   systemRoutes(app, { metrics: deps.metrics, ready: deps.ready });
   const presenceDeps = {
     auth,
@@ -87,7 +92,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     accessLog: deps.accessLog,
   };
   presenceRoutes(app, presenceDeps);
-  streamRoutes(app, presenceDeps);
+  streamRoutes(app, {
+    ...presenceDeps,
+    maxStreams: deps.limits.httpMaxStreams,
+    maxStreamsPerCaller: deps.limits.httpMaxStreamsPerCaller,
+    onRefused: (limit) => deps.metrics.inc(LIMIT_REFUSALS, { limit }),
+  });
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   publicationRoutes(app, { auth, accounts: deps.accounts });
@@ -120,4 +130,46 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     while (inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
   });
   return app;
+}
+
+/**
+ * Abuse limits on every request but the operators' probes: a token bucket
+ * per client address, then one per bearer token (keyed by the token as
+ * sent, before it is verified, so a flood of forged tokens costs a
+ * verification each only within its address's budget). A refusal is a 429
+ * with Retry-After (RFC 9110 §10.2.3, RFC 6585 §4) and is counted. Bodies
+ * larger than HTTP_MAX_BODY_BYTES are refused by Fastify (413), and
+ * connections past HTTP_MAX_CONNECTIONS are dropped by the server; both are
+ * counted too.
+ */
+function installLimits(app: FastifyInstance, deps: ApiDeps): void {
+  deps.metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
+  for (const limit of ['http_address', 'http_token', 'http_body', 'http_streams', 'http_streams_per_caller', 'http_connections']) deps.metrics.inc(LIMIT_REFUSALS, { limit }, 0);
+  const byAddress = new RateLimiter(deps.limits.httpAddress);
+  const byToken = new RateLimiter(deps.limits.httpToken);
+  const exempt = new Set(['/healthz', '/readyz', '/metrics']);
+  const refuse = (reply: FastifyReply, limit: string, waitMs: number) => {
+    deps.metrics.inc(LIMIT_REFUSALS, { limit });
+    reply.header('retry-after', String(Math.max(1, Math.ceil(waitMs / 1000))));
+    return sendError(reply, 'too_many_requests', limit === 'http_address' ? 'Too many requests from this address.' : 'Too many requests with this token.');
+  };
+  if (byAddress.enabled || byToken.enabled) {
+    app.addHook('onRequest', async (request, reply) => {
+      if (exempt.has(request.url)) return;
+      const now = deps.clock();
+      const addressWait = byAddress.take(request.ip, now);
+      if (addressWait > 0) return refuse(reply, 'http_address', addressWait);
+      const header = request.headers.authorization;
+      if (header === undefined || !byToken.enabled) return;
+      const tokenWait = byToken.take(header, now);
+      if (tokenWait > 0) return refuse(reply, 'http_token', tokenWait);
+    });
+  }
+  app.addHook('onSend', async (_request, reply) => {
+    if (reply.statusCode === 413) deps.metrics.inc(LIMIT_REFUSALS, { limit: 'http_body' });
+  });
+  app.addHook('onReady', async () => {
+    app.server.maxConnections = deps.limits.httpMaxConnections;
+    app.server.on('drop', () => deps.metrics.inc(LIMIT_REFUSALS, { limit: 'http_connections' }));
+  });
 }

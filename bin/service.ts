@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { pino, type Logger } from 'pino';
 import { Accounts } from '../api/accounts.js';
-import { buildApi } from '../api/server.js';
+import { buildApi, LIMIT_REFUSALS } from '../api/server.js';
 import type { Config } from '../core/config.js';
 import type { IngestRejection } from '../core/errors.js';
 import type { SensorEvent } from '../core/events.js';
@@ -164,6 +164,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxBytes: config.maxEventBytes,
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName,
+      deviceRateLimit: config.limits.mqttDevice,
       onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => {
         cluster?.applied(ownerId, deviceId, events);
         if (keepsRawEvents(ownerId)) rawEvents.record(ownerId, deviceId, events, clock());
@@ -184,6 +185,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // An external broker authenticates devices itself: a revoked device's events are refused here (unknown_device).
     let disconnectDevices: (deviceIds: readonly string[]) => void = () => undefined;
     if (config.mqtt.kind === 'embedded') {
+      metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
+      metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }, 0);
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
         port: config.mqtt.port,
@@ -195,6 +198,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         onMessage,
         // Room for the topic, the packet id and a device token in CONNECT.
         maxPacketBytes: config.maxEventBytes + 4096,
+        maxConnections: config.limits.mqttMaxConnections,
+        onConnectionRefused: () => metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }),
       });
       cleanups.push(() => broker.close());
       mqttUrl = `mqtt://${config.mqtt.host}:${broker.port}`;
@@ -399,6 +404,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       webhooks,
       webhookAllowHttp: config.webhookAllowHttp,
       signingKey,
+      limits: config.limits,
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());

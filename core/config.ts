@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { deepFreeze } from './deep-freeze.js';
+import { rateLimitSchema, type RateLimit } from './rate-limit.js';
 
 /**
  * Service configuration. Read once from the environment by the entry point,
@@ -66,6 +67,15 @@ export const envSchema = z.object({
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
   /** The longest an owner may keep raw sensor events (their keepRawEventsDays is capped to it); 0 keeps none for anyone. */
   RAW_EVENTS_MAX_DAYS: z.coerce.number().int().min(0).max(365).default(30),
+  /** Abuse limits (PER_SECOND/BURST, 0: off): HTTP requests per client address and per bearer token, MQTT messages per device. */
+  RATE_LIMIT_HTTP_ADDRESS: rateLimitSchema.prefault('200/400'),
+  RATE_LIMIT_HTTP_TOKEN: rateLimitSchema.prefault('50/100'),
+  RATE_LIMIT_MQTT_DEVICE: rateLimitSchema.prefault('20/60'),
+  HTTP_MAX_BODY_BYTES: positiveInt.min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+  HTTP_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(20_000),
+  HTTP_MAX_STREAMS: positiveInt.max(1_000_000).default(10_000),
+  HTTP_MAX_STREAMS_PER_CALLER: positiveInt.max(10_000).default(8),
+  MQTT_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(100_000),
   /** The SIP presence server the gateway PUBLISHes to, e.g. sip:127.0.0.1:5070;transport=tcp; unset: no gateway. */
   SIP_SERVER: z.string().regex(/^sip:[^\s<>"]+$/, 'must be a sip: URI such as sip:127.0.0.1:5070;transport=tcp').optional(),
   /** Domain of the presentity URIs the gateway publishes (sip:{handle}@{SIP_DOMAIN}); default PRESENCE_DOMAIN. */
@@ -119,6 +129,16 @@ export interface Config {
   readonly persistIntervalMs: number;
   readonly auditRetentionDays: number;
   readonly rawEventsMaxDays: number;
+  readonly limits: {
+    readonly httpAddress: RateLimit;
+    readonly httpToken: RateLimit;
+    readonly mqttDevice: RateLimit;
+    readonly httpMaxBodyBytes: number;
+    readonly httpMaxConnections: number;
+    readonly httpMaxStreams: number;
+    readonly httpMaxStreamsPerCaller: number;
+    readonly mqttMaxConnections: number;
+  };
   readonly webhookAllowHttp: boolean;
   readonly sip:
     | {
@@ -228,6 +248,16 @@ export function parseConfig(source: Env): ConfigResult {
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     rawEventsMaxDays: e.RAW_EVENTS_MAX_DAYS,
+    limits: {
+      httpAddress: e.RATE_LIMIT_HTTP_ADDRESS,
+      httpToken: e.RATE_LIMIT_HTTP_TOKEN,
+      mqttDevice: e.RATE_LIMIT_MQTT_DEVICE,
+      httpMaxBodyBytes: e.HTTP_MAX_BODY_BYTES,
+      httpMaxConnections: e.HTTP_MAX_CONNECTIONS,
+      httpMaxStreams: e.HTTP_MAX_STREAMS,
+      httpMaxStreamsPerCaller: e.HTTP_MAX_STREAMS_PER_CALLER,
+      mqttMaxConnections: e.MQTT_MAX_CONNECTIONS,
+    },
     sip:
       e.SIP_SERVER && e.SIP_AUDIENCE
         ? {

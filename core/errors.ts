@@ -53,6 +53,8 @@ export const ingestRejections = [
   'bad_topic',
   'unknown_device',
   'clock_skew',
+  /** More messages from one device than RATE_LIMIT_MQTT_DEVICE allows. */
+  'rate_limited',
 ] as const;
 
 export type IngestRejection = (typeof ingestRejections)[number];

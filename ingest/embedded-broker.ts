@@ -25,6 +25,10 @@ export interface EmbeddedBrokerOptions {
   readonly clock: () => number;
   readonly log: Log;
   readonly onMessage: (topic: string, payload: Buffer) => void;
+  /** Connections at most (MQTT_MAX_CONNECTIONS); more are dropped at once. */
+  readonly maxConnections?: number;
+  /** Told of each connection dropped by that limit. */
+  readonly onConnectionRefused?: () => void;
   /** Largest MQTT packet body accepted (bytes); larger ones close the connection. */
   readonly maxPacketBytes: number;
 }
@@ -93,6 +97,8 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     guardFrames(socket, options.maxPacketBytes, (verdict) => options.log.info({ reason: verdict }, 'mqtt connection closed: bad packet header'));
     broker.handle(socket);
   });
+  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
+  server.on('drop', () => options.onConnectionRefused?.());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

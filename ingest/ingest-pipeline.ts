@@ -6,6 +6,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { PresenceHub } from '../core/presence-hub.js';
 import { decodeMessage, type DecodeLimits } from './decode-message.js';
 import { parseTopic, type TopicScheme } from './topics.js';
+import { RateLimiter, type RateLimit } from '../core/rate-limit.js';
 
 /**
  * One inbound MQTT message: topic -> device -> decoded events -> hub. Bad
@@ -16,6 +17,8 @@ export interface IngestOptions extends DecodeLimits {
   readonly topics: TopicScheme;
   /** Keyed digest of a Wi-Fi name for one owner (never stored in clear). */
   readonly digestNetworkName: (ownerId: string, ssid: string) => string;
+  /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited. */
+  readonly deviceRateLimit?: RateLimit;
   /** Told of what was applied, synchronously (scale-out publishes it to the other processes). */
   readonly onApplied?: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => void;
 }
@@ -30,6 +33,7 @@ const LOG_WINDOW_MS = 10_000;
 
 export class IngestPipeline {
   private readonly logged = new Map<IngestRejection, { windowStart: number; suppressed: number }>();
+  private readonly perDevice: RateLimiter;
 
   constructor(
     private readonly directory: Directory,
@@ -43,6 +47,7 @@ export class IngestPipeline {
     metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
     metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, ...)');
     for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
+    this.perDevice = new RateLimiter(options.deviceRateLimit ?? { perSecond: 0, burst: 0 });
   }
 
   /**
@@ -55,6 +60,8 @@ export class IngestPipeline {
     if (!parsed) return this.reject('bad_topic', undefined, now);
     const device = this.directory.activeDevice(parsed.deviceId);
     if (!device) return this.reject('unknown_device', parsed.deviceId, now);
+    // A device flooding the service is refused before its payload is even parsed.
+    if (this.perDevice.take(device.id, now) > 0) return this.reject('rate_limited', device.id, now);
     const decoded = decodeMessage(payload, this.options, now, parsed.format);
     if (!decoded.ok) return this.reject(decoded.reason, device.id, now);
     if (decoded.events.length === 0) {

@@ -27,6 +27,7 @@ import { documented, errors, media, operation } from '../openapi.js';
  */
 export const HEARTBEAT_MS = 25_000;
 export const STREAM_MAX_MS = 10 * 60_000;
+/** The defaults of HTTP_MAX_STREAMS_PER_CALLER and HTTP_MAX_STREAMS (core/config.ts), for tests and benchmarks. */
 export const MAX_STREAMS_PER_CALLER = 8;
 export const MAX_STREAMS = 10_000;
 const MAX_BUFFERED_BYTES = 256 * 1024;
@@ -49,7 +50,15 @@ function eventOf(representation: Representation): StreamEvent {
   return event;
 }
 
-export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): void {
+export interface StreamRouteDeps extends PresenceRouteDeps {
+  /** Open streams at most, in all (HTTP_MAX_STREAMS) and per caller (HTTP_MAX_STREAMS_PER_CALLER). */
+  readonly maxStreams: number;
+  readonly maxStreamsPerCaller: number;
+  /** Told of each stream refused by one of those limits. */
+  readonly onRefused: (limit: 'http_streams' | 'http_streams_per_caller') => void;
+}
+
+export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void {
   // Open streams never end on their own: on shutdown they are ended first,
   // or the HTTP server would wait for them for ever.
   const open = new Set<Socket>();
@@ -117,7 +126,7 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
       'stream',
       "Stream an owner's presence",
       { kinds: ['watcher', 'owner'], scope: 'presence:read' },
-      `Server-Sent Events: event \`presence\` with the caller's view as JSON (as a JSON read gives it) in \`data\` and its entity tag as \`id\`, sent at once and then only when the view changes; a comment every ${HEARTBEAT_MS / 1000} s keeps the connection open. The stream ends when the token expires or its subject is removed, and after ${STREAM_MAX_MS / 60_000} minutes in any case: reconnect with Last-Event-ID. At most ${MAX_STREAMS_PER_CALLER} streams per caller.`,
+      `Server-Sent Events: event \`presence\` with the caller's view as JSON (as a JSON read gives it) in \`data\` and its entity tag as \`id\`, sent at once and then only when the view changes; a comment every ${HEARTBEAT_MS / 1000} s keeps the connection open. The stream ends when the token expires or its subject is removed, and after ${STREAM_MAX_MS / 60_000} minutes in any case: reconnect with Last-Event-ID. At most ${deps.maxStreamsPerCaller} streams per caller (HTTP_MAX_STREAMS_PER_CALLER).`,
     ),
     params: z.object({ handle: handleSchema }),
     response: {
@@ -129,8 +138,14 @@ export function streamRoutes(app: FastifyInstance, deps: PresenceRouteDeps): voi
   app.withTypeProvider<ZodTypeProvider>().get('/v1/presence/:handle/stream', { schema, config }, async (request, reply) => {
     const principal = await deps.auth.require(request, ['watcher', 'owner'], 'presence:read');
     const caller = `${principal.kind}:${principal.subject}`;
-    if ((perCaller.get(caller) ?? 0) >= MAX_STREAMS_PER_CALLER) throw new AppError('too_many_requests', `At most ${MAX_STREAMS_PER_CALLER} open streams per caller.`);
-    if (open.size >= MAX_STREAMS) throw new AppError('unavailable', 'Too many open streams; try again later.');
+    if ((perCaller.get(caller) ?? 0) >= deps.maxStreamsPerCaller) {
+      deps.onRefused('http_streams_per_caller');
+      throw new AppError('too_many_requests', `At most ${deps.maxStreamsPerCaller} open streams per caller.`);
+    }
+    if (open.size >= deps.maxStreams) {
+      deps.onRefused('http_streams');
+      throw new AppError('unavailable', 'Too many open streams; try again later.');
+    }
     const { handle } = request.params;
     const socket = request.raw.socket;
     // The client may have gone while its token was being verified.

@@ -14,10 +14,14 @@ export interface TestService extends RunningService {
   api(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<Response>;
 }
 
+export const NO_RATE_LIMITS = { RATE_LIMIT_HTTP_ADDRESS: '0', RATE_LIMIT_HTTP_TOKEN: '0', RATE_LIMIT_MQTT_DEVICE: '0' } as const;
+
 export async function testConfig(t: Test, env: Record<string, string> = {}): Promise<Config> {
   // A client id of its own: test files run in parallel against one broker,
   // and a shared id would make them take each other's sessions.
-  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('svc'), ...env });
+  // The rate limits are off unless a test sets them (tests/integration/limits.test.ts does):
+  // functional tests poll and retry faster than any real client should.
+  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('svc'), ...NO_RATE_LIMITS, ...env });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const { mqtt } = parsed.config;
   if (mqtt.kind === 'external' && mqtt.clientId) {

@@ -7,6 +7,8 @@ import { buildApi, type ApiDeps } from '../../api/server.js';
 import { httpErrors, type HttpErrorCode } from '../../core/errors.js';
 import { projectRoot } from '../helpers/env.js';
 import { addWatcher, ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
+import { parseConfig } from '../../core/config.js';
+import { Metrics } from '../../core/metrics.js';
 
 /**
  * The OpenAPI document (GET /openapi.json) and its UI (/docs), on the
@@ -91,7 +93,9 @@ t.test('GET /openapi.json is an OpenAPI 3.1 document of the service', async (t) 
 t.test('every route of the app, with every method, is in the document', async (t) => {
   // A second app from the same buildApi, for its route table: routes are
   // only registered here, never called, so their dependencies are stubs.
-  const app = buildApi({ log: pino({ level: 'silent' }) } as unknown as ApiDeps);
+  const defaults = parseConfig({});
+  if (!defaults.ok) throw new Error(defaults.problems.join('; '));
+  const app = buildApi({ log: pino({ level: 'silent' }), metrics: new Metrics(), limits: defaults.config.limits, clock: Date.now } as unknown as ApiDeps);
   t.teardown(() => app.close());
   await app.ready();
   const routes = routesOf(app.printRoutes({ commonPrefix: false }))

@@ -9,7 +9,7 @@ import t from 'tap';
 import { parseConfig } from '../../core/config.js';
 import { createTestDatabase, projectRoot, tempDir, waitFor } from '../helpers/env.js';
 import { startPrivateBroker } from '../helpers/mosquitto.js';
-import { addRule, addWatcher, ownerToken, startTestService } from '../helpers/service.js';
+import { NO_RATE_LIMITS, addRule, addWatcher, ownerToken, startTestService } from '../helpers/service.js';
 import { openStream } from '../helpers/sse.js';
 
 /**
@@ -43,7 +43,7 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
 
   // Provisioning through one service first (then stopped): the three
   // processes load it from the database as they would after a deploy.
-  const seedConfig = parseConfig({ ...common, PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: 'seed' });
+  const seedConfig = parseConfig({ ...common, ...NO_RATE_LIMITS, PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: 'seed' });
   if (!seedConfig.ok) throw new Error(seedConfig.problems.join('; '));
   const seed = await startTestService(t, seedConfig.config);
   const admin = { token: seed.adminToken };
@@ -66,6 +66,7 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
     const child = spawn(process.execPath, [entry], {
       env: {
         PATH: process.env.PATH ?? '',
+        ...NO_RATE_LIMITS,
         ...common,
         PORT: '0',
         DATA_DIR: await tempDir(t),

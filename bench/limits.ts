@@ -1,0 +1,11 @@
+/**
+ * The abuse limits for benchmarks: set so high that they never refuse, so
+ * that the figures measure throughput, while the limit checks themselves
+ * still run on every request and message and are part of what is measured.
+ */
+export const BENCH_LIMITS = {
+  RATE_LIMIT_HTTP_ADDRESS: '1000000000/1000000000',
+  RATE_LIMIT_HTTP_TOKEN: '1000000000/1000000000',
+  RATE_LIMIT_MQTT_DEVICE: '1000000000/1000000000',
+  HTTP_MAX_STREAMS_PER_CALLER: '10000',
+} as const;

@@ -1,0 +1,130 @@
+import { connectAsync } from 'mqtt';
+import { connect, type Socket } from 'node:net';
+import t from 'tap';
+import { LIMIT_REFUSALS } from '../../api/server.js';
+import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
+import { MQTT_TEST_URL, createTestDatabase, tempDir, uniqueName, waitFor } from '../helpers/env.js';
+import { openStream } from '../helpers/sse.js';
+import { addRule, addWatcher, provision, startTestService, testConfig } from '../helpers/service.js';
+
+/**
+ * Abuse limits (issue 7): per address and per token on HTTP (429 with
+ * Retry-After), per device on MQTT, body size, open streams and
+ * connections; every refusal counted by limit. Small limits here so that a
+ * test reaches them; the defaults are in core/config.ts and the README.
+ */
+const limit = (service: { metrics: { value: (name: string, labels?: Record<string, string>) => number } }, name: string) => service.metrics.value(LIMIT_REFUSALS, { limit: name });
+
+t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) => {
+  const common = { DATA_DIR: await tempDir(t), DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('lim'), OWNTRACKS_TOPIC_ROOT: uniqueName('limot') };
+  // Set up without limits (the admin token counts like any other), then restart on the same database with them.
+  const setup = await startTestService(t, await testConfig(t, common));
+  const alice = await provision(setup, 'alice');
+  const watchers = [];
+  for (const name of ['w1', 'w2', 'w3', 'w4']) {
+    const w = await addWatcher(setup, name);
+    await addRule(setup, 'alice', w.id, 'allow');
+    watchers.push(w);
+  }
+  await setup.close();
+  const config = await testConfig(t, {
+    ...common,
+    RATE_LIMIT_HTTP_ADDRESS: '30/30',
+    RATE_LIMIT_HTTP_TOKEN: '5/5',
+    RATE_LIMIT_MQTT_DEVICE: '2/3',
+    HTTP_MAX_BODY_BYTES: '2048',
+    HTTP_MAX_STREAMS_PER_CALLER: '2',
+    HTTP_MAX_STREAMS: '3',
+  });
+  const service = await startTestService(t, config);
+  const [w1, w2, w3, w4] = watchers as [(typeof watchers)[number], (typeof watchers)[number], (typeof watchers)[number], (typeof watchers)[number]];
+  const read = (token: string) => service.api('GET', '/v1/presence/alice', { token });
+
+  t.test('per token: a burst, then 429 with Retry-After; another token is unaffected', async (t) => {
+    for (let i = 0; i < 5; i++) t.equal((await read(w1.token)).status, 200);
+    const refused = await read(w1.token);
+    t.equal(refused.status, 429);
+    t.match(refused.headers.get('retry-after'), /^[1-9]\d*$/);
+    t.match(await refused.json(), { code: 'too_many_requests', message: /token/ });
+    t.equal(limit(service, 'http_token'), 1, 'counted');
+    t.equal((await read(w2.token)).status, 200);
+  });
+
+  t.test('body size: 413, counted', async (t) => {
+    const response = await service.api('PUT', '/v1/admin/owners/alice/settings', { token: service.adminToken, body: { ignore: [], note: 'x'.repeat(4000) } });
+    t.equal(response.status, 413);
+    t.match(await response.json(), { code: 'payload_too_large' });
+    t.equal(limit(service, 'http_body'), 1);
+  });
+
+  t.test('streams: per caller, then in all', async (t) => {
+    const url = `${service.httpUrl}/v1/presence/alice/stream`;
+    const open = [await openStream(url, w3.token), await openStream(url, w3.token)];
+    t.teardown(() => open.forEach((s) => s.close()));
+    const third = await openStream(url, w3.token);
+    t.equal(third.response.status, 429, 'a third stream for the same caller');
+    third.close();
+    open.push(await openStream(url, w4.token));
+    t.equal(open.at(-1)?.response.status, 200);
+    const beyond = await openStream(url, w2.token);
+    t.equal(beyond.response.status, 503, 'the fourth stream in all');
+    beyond.close();
+    t.equal(limit(service, 'http_streams_per_caller'), 1);
+    t.equal(limit(service, 'http_streams'), 1);
+  });
+
+  t.test('per device on MQTT: the excess is refused as rate_limited, before decoding', async (t) => {
+    const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
+    t.teardown(() => device.endAsync());
+    const accepted = service.metrics.value(INGEST_ACCEPTED);
+    for (let i = 0; i < 8; i++) await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: i % 2 ? 'idle' : 'in-call' }), { qos: 1 });
+    await waitFor(() => service.metrics.value(INGEST_ACCEPTED) + service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }) >= accepted + 8, 'all eight handled');
+    const taken = service.metrics.value(INGEST_ACCEPTED) - accepted;
+    t.ok(taken >= 3 && taken <= 4, `the burst of 3 (and at most one refilled) accepted: ${taken}`);
+    t.equal(service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 8 - taken);
+  });
+
+  t.test('per address: requests with any token or none count; the probes do not', async (t) => {
+    let status = 0;
+    let sent = 0;
+    while (status !== 429 && sent < 60) {
+      status = (await service.api('GET', '/v1/presence/alice', { token: `forged-${sent}` })).status;
+      sent += 1;
+    }
+    t.equal(status, 429, `refused after ${sent} requests`);
+    t.ok(sent <= 31);
+    t.ok(limit(service, 'http_address') >= 1);
+    t.equal((await service.api('GET', '/healthz')).status, 200, 'liveness is exempt');
+    t.equal((await service.api('GET', '/readyz')).status, 200);
+    const metrics = await (await service.api('GET', '/metrics')).text();
+    t.match(metrics, /presence_limit_refusals_total\{limit="http_address"\} [1-9]/);
+    t.match(metrics, /presence_ingest_rejected_total\{reason="rate_limited"\} [1-9]/);
+  });
+});
+
+t.test('connection limits on the embedded defaults: HTTP and the embedded broker drop the excess', async (t) => {
+  const config = await testConfig(t, { HTTP_MAX_CONNECTIONS: '1', MQTT_MAX_CONNECTIONS: '1' });
+  const service = await startTestService(t, config);
+  const { port: httpPort } = new URL(service.httpUrl);
+  const { port: mqttPort } = new URL(service.mqttUrl);
+  const hold = async (port: string): Promise<Socket> => {
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    return socket;
+  };
+  const closedSoon = (socket: Socket) =>
+    new Promise<boolean>((resolve) => {
+      socket.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 2000);
+    });
+  for (const [port, name] of [
+    [httpPort, 'http_connections'],
+    [mqttPort, 'mqtt_connections'],
+  ] as const) {
+    const first = await hold(port);
+    const second = await hold(port).catch(() => undefined);
+    t.ok(second === undefined || (await closedSoon(second)), `the second ${name.split('_')[0]} connection is dropped`);
+    await waitFor(() => limit(service, name) === 1, `${name} to be counted`);
+    first.destroy();
+  }
+});
