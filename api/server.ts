@@ -119,11 +119,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // requests in flight get up to DRAIN_MS to finish before the remaining
   // connections are cut (forceCloseConnections).
   let inFlight = 0;
-  app.addHook('onRequest', async (_request, reply) => {
+  app.addHook('onRequest', (_request, reply, done) => {
     inFlight += 1;
     reply.raw.once('close', () => {
       inFlight -= 1;
     });
+    done();
   });
   app.addHook('preClose', async () => {
     const deadline = Date.now() + DRAIN_MS;
@@ -154,19 +155,22 @@ function installLimits(app: FastifyInstance, deps: ApiDeps): void {
     return sendError(reply, 'too_many_requests', limit === 'http_address' ? 'Too many requests from this address.' : 'Too many requests with this token.');
   };
   if (byAddress.enabled || byToken.enabled) {
-    app.addHook('onRequest', async (request, reply) => {
-      if (exempt.has(request.url)) return;
+    // A callback hook, not an async one: no promise per request on the hot path.
+    app.addHook('onRequest', (request, reply, done) => {
+      if (exempt.has(request.url)) return done();
       const now = deps.clock();
       const addressWait = byAddress.take(request.ip, now);
-      if (addressWait > 0) return refuse(reply, 'http_address', addressWait);
+      // Answered here: done() is not called, so nothing else runs for the request.
+      if (addressWait > 0) return void refuse(reply, 'http_address', addressWait);
       const header = request.headers.authorization;
-      if (header === undefined || !byToken.enabled) return;
-      const tokenWait = byToken.take(header, now);
-      if (tokenWait > 0) return refuse(reply, 'http_token', tokenWait);
+      const tokenWait = header === undefined ? 0 : byToken.take(header, now);
+      if (tokenWait > 0) return void refuse(reply, 'http_token', tokenWait);
+      done();
     });
   }
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (reply.statusCode === 413) deps.metrics.inc(LIMIT_REFUSALS, { limit: 'http_body' });
+    done(null, payload);
   });
   app.addHook('onReady', async () => {
     app.server.maxConnections = deps.limits.httpMaxConnections;
