@@ -14,13 +14,14 @@ import type { RepresentationCache } from './representations.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import type { WebhookDispatcher } from './webhook-dispatcher.js';
 import type { Repository } from '../core/db/repository.js';
-import { publicJwkOf } from '../core/identity/signing-key.js';
+import type { KeySet } from '../core/identity/key-set.js';
 import type { SigningKey } from '../core/identity/tokens.js';
 import type { Config } from '../core/config.js';
 import { RateLimiter } from '../core/rate-limit.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { dataRightsRoutes } from './routes/data-rights.js';
+import { keyRoutes } from './routes/keys.js';
 import { presenceRoutes } from './routes/presence.js';
 import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
 import { watcherRoutes } from './routes/watchers.js';
@@ -48,6 +49,7 @@ export interface ApiDeps {
   readonly webhooks: WebhookDispatcher;
   readonly webhookAllowHttp: boolean;
   readonly signingKey: SigningKey;
+  readonly keys: KeySet;
   readonly limits: Config['limits'];
 }
 
@@ -102,12 +104,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   publicationRoutes(app, { auth, accounts: deps.accounts });
   webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp });
-  // Receivers of webhooks verify their signatures with this key set (RFC 7517).
-  let jwks: string | undefined;
-  app.get('/.well-known/jwks.json', { schema: jwksRouteSchema }, async (_request, reply) => {
-    jwks ??= JSON.stringify({ keys: [await publicJwkOf(deps.signingKey)] });
-    return reply.type('application/jwk-set+json').header('cache-control', 'public, max-age=300').send(jwks);
-  });
+  // Receivers of webhooks and tokens verify signatures with this key set
+  // (RFC 7517): the key that signs now and every earlier one not retired.
+  app.get('/.well-known/jwks.json', { schema: jwksRouteSchema }, async (_request, reply) =>
+    reply.type('application/jwk-set+json').header('cache-control', 'public, max-age=300').send(JSON.stringify({ keys: deps.keys.published() })),
+  );
+  keyRoutes(app, { auth, repository: deps.repository, keys: deps.keys });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });

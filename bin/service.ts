@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
@@ -20,6 +20,7 @@ import { AccessLogBuffer } from '../core/access-log.js';
 import { Directory } from '../core/directory.js';
 import { ownerSettingsSchema } from '../core/owner-settings.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
+import { KeySet } from '../core/identity/key-set.js';
 import { TokenVerifier } from '../core/identity/token-verifier.js';
 import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
 import { Metrics } from '../core/metrics.js';
@@ -37,7 +38,7 @@ import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
 import { SipGateway } from '../api/sip-gateway.js';
 import { SipPublisherPool, sipGatewayConfigSchema, type SipGatewayConfig } from '../api/sip/index.js';
-import { loadOrCreateKeyPem } from './key-file.js';
+import { loadOrCreateDigestKey, loadOrCreateKeyPem } from './key-file.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -89,7 +90,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(() => database.close());
     log.info({ database: database.kind, ms: Date.now() - startedDb }, 'database ready, migrations applied');
     const repository = new Repository(database.db);
-    await repository.saveSigningKey(signingKey.kid, SIGNING_ALG, await publicJwkOf(signingKey));
+    const signingJwk = await publicJwkOf(signingKey);
+    await repository.saveSigningKey(signingKey.kid, SIGNING_ALG, signingJwk);
+    // Earlier keys keep verifying until retired (rotation); reloaded every minute and on an unknown kid.
+    const keys = new KeySet(signingKey, signingJwk, () => repository.liveSigningKeys());
+    await keys.reload();
+    const keyReload = setInterval(() => void keys.reload().catch((err: unknown) => log.warn({ err }, 'reloading the signing keys failed')), 60_000);
+    keyReload.unref();
+    cleanups.push(async () => clearInterval(keyReload));
 
     const metrics = new Metrics();
     const directory = new Directory();
@@ -156,9 +164,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await purging;
     });
 
-    const verifier = new TokenVerifier(signingKey.publicKey, config.tokenIssuer);
+    const verifier = new TokenVerifier(keys, config.tokenIssuer, undefined, clock);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
-    const digestNetworkName = networkDigester(keyPem);
+    const digestNetworkName = networkDigester(await loadOrCreateDigestKey(config.dataDir, config.networkDigestKey, keyPem));
     const pipeline = new IngestPipeline(directory, hub, metrics, log, {
       topics,
       maxBytes: config.maxEventBytes,
@@ -404,6 +412,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       webhooks,
       webhookAllowHttp: config.webhookAllowHttp,
       signingKey,
+      keys,
       limits: config.limits,
     });
     await app.listen({ host: config.http.host, port: config.http.port });
@@ -441,13 +450,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
 }
 
 /**
- * Wi-Fi names are stored only as HMAC-SHA256(key, ownerId, ssid), the key
- * derived from the signing key, so the same network digests differently for
- * each owner and a database dump does not reveal names by dictionary.
- * Rotating the signing key changes the digests (owners re-tag networks).
+ * Wi-Fi names are stored only as HMAC-SHA256(key, ownerId, ssid), so the
+ * same network digests differently for each owner and a database dump does
+ * not reveal names by dictionary. The key (bin/key-file.ts) is not the
+ * signing key, so rotating the signing key leaves the digests as they were.
  */
-function networkDigester(keyPem: string): (ownerId: string, ssid: string) => string {
-  const key = createHash('sha256').update('presence network digest v1\0').update(keyPem).digest();
+function networkDigester(key: Buffer): (ownerId: string, ssid: string) => string {
   return (ownerId, ssid) => createHmac('sha256', key).update(ownerId).update('\0').update(ssid).digest('base64url').slice(0, 22);
 }
 

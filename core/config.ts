@@ -55,6 +55,11 @@ export const envSchema = z.object({
     .string()
     .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
     .optional(),
+  /** Key of the per-owner Wi-Fi name digests (base64url, at least 32 bytes); else DATA_DIR/network-digest.key. Set it for a group. */
+  NETWORK_DIGEST_KEY: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43,}$/, 'must be at least 32 random bytes in base64url (43 characters or more)')
+    .optional(),
   TOKEN_ISSUER: z.string().min(1).default('presence-service'),
   PRESENCE_DOMAIN: z
     .string()
@@ -121,6 +126,7 @@ export interface Config {
         readonly cluster: { readonly shareGroup: string; readonly syncRoot: string; readonly clientId: string } | undefined;
       };
   readonly signingKeyPem: string | undefined;
+  readonly networkDigestKey: string | undefined;
   readonly tokenIssuer: string;
   readonly presenceDomain: string;
   readonly offlineAfterMs: number;
@@ -240,6 +246,7 @@ export function parseConfig(source: Env): ConfigResult {
           clientId: e.MQTT_CLIENT_ID,
         },
     signingKeyPem: e.SIGNING_KEY,
+    networkDigestKey: e.NETWORK_DIGEST_KEY,
     tokenIssuer: e.TOKEN_ISSUER,
     presenceDomain: e.PRESENCE_DOMAIN,
     offlineAfterMs: e.OFFLINE_AFTER_SECONDS * 1000,

@@ -516,6 +516,28 @@ export class Repository {
     await this.db.insert(signingKeys).values({ kid, algorithm, publicJwk }).onConflictDoNothing();
   }
 
+  /** The public keys that still verify (not retired), oldest first. */
+  async liveSigningKeys(): Promise<{ kid: string; publicJwk: unknown }[]> {
+    return this.db.select({ kid: signingKeys.kid, publicJwk: signingKeys.publicJwk }).from(signingKeys).where(isNull(signingKeys.retiredAt)).orderBy(asc(signingKeys.createdAt));
+  }
+
+  async listSigningKeys(): Promise<{ kid: string; algorithm: string; createdAt: Date; retiredAt: Date | null }[]> {
+    return this.db
+      .select({ kid: signingKeys.kid, algorithm: signingKeys.algorithm, createdAt: signingKeys.createdAt, retiredAt: signingKeys.retiredAt })
+      .from(signingKeys)
+      .orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid));
+  }
+
+  /** Retires a key: tokens it signed stop verifying. False if there is no such live key. */
+  async retireSigningKey(kid: string): Promise<boolean> {
+    const rows = await this.db
+      .update(signingKeys)
+      .set({ retiredAt: sql`now()` })
+      .where(and(eq(signingKeys.kid, kid), isNull(signingKeys.retiredAt)))
+      .returning({ kid: signingKeys.kid });
+    return rows.length === 1;
+  }
+
   /**
    * A single process's write: it is the only writer of presence state and
    * holds everything storage holds (it loaded it at start), so the stored

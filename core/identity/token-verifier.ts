@@ -1,4 +1,5 @@
 import type { CryptoKey } from 'jose';
+import { KeySet } from './key-set.js';
 import { verifyToken, type Principal, type VerifyFailure } from './tokens.js';
 
 /**
@@ -13,11 +14,25 @@ export class TokenVerifier {
   private readonly cache = new Map<string, Map<string, Principal>>();
   private size = 0;
 
+  private readonly key: CryptoKey | ((kid: string | undefined) => Promise<CryptoKey | undefined>);
+
+  /** `keys`: the key set of a running service (rotation), or one public key. */
   constructor(
-    private readonly publicKey: CryptoKey,
+    keys: CryptoKey | KeySet,
     private readonly issuer: string,
     private readonly maxEntries = 100_000,
-  ) {}
+    clock: () => number = Date.now,
+  ) {
+    this.key = keys instanceof KeySet ? (kid) => keys.keyFor(kid, clock()) : keys;
+    // A retired key's tokens must not live on in the cache.
+    if (keys instanceof KeySet) keys.onRetired(() => this.clear());
+  }
+
+  /** Forgets every verified token (they are verified again on their next use). */
+  clear(): void {
+    this.cache.clear();
+    this.size = 0;
+  }
 
   /** A cached verification only: the principal, 'expired', or undefined when this token was never verified here. */
   peek(token: string, audience: string, now: number): Principal | 'expired' | undefined {
@@ -38,7 +53,7 @@ export class TokenVerifier {
     const cached = this.peek(token, audience, now);
     if (cached === 'expired') return { ok: false, reason: 'expired' };
     if (cached) return { ok: true, principal: cached };
-    const result = await verifyToken(this.publicKey, token, { issuer: this.issuer, audience, now });
+    const result = await verifyToken(this.key, token, { issuer: this.issuer, audience, now });
     if (result.ok) {
       if (this.size >= this.maxEntries) this.evictOne();
       let byToken = this.cache.get(audience);

@@ -86,12 +86,21 @@ export type VerifyFailure = 'expired' | 'invalid';
  * token (a bad token is input, not an exceptional condition).
  */
 export async function verifyToken(
-  publicKey: CryptoKey,
+  publicKey: CryptoKey | ((kid: string | undefined) => Promise<CryptoKey | undefined>),
   token: string,
   expected: { issuer: string; audience: string; now: number },
 ): Promise<{ ok: true; principal: Principal } | { ok: false; reason: VerifyFailure }> {
+  // A key set picks the key by the token's kid (RFC 7515 §4.1.4); an unknown kid verifies nothing.
+  const key =
+    typeof publicKey === 'function'
+      ? async (header: { kid?: string | undefined }) => {
+          const found = await publicKey(header.kid);
+          if (!found) throw new joseErrors.JWKSNoMatchingKey();
+          return found;
+        }
+      : publicKey;
   try {
-    const { payload } = await jwtVerify(token, publicKey, {
+    const { payload } = await jwtVerify(token, key, {
       algorithms: [SIGNING_ALG],
       issuer: expected.issuer,
       audience: expected.audience,
