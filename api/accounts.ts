@@ -37,7 +37,8 @@ function encodeCursor(at: Date, id: number): string {
 
 function decodeCursor(cursor: string): { at: Date; id: number } {
   const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  const date = new Date(at ?? '');
+  // Exactly what encodeCursor writes: an ISO instant in the years 1-9999 (PostgreSQL cannot read years like +010000 or 0000).
+  const date = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(at ?? '') ? new Date(at ?? '') : new Date(NaN);
   const n = Number(id);
   if (Number.isNaN(date.getTime()) || !Number.isSafeInteger(n) || n < 0) throw new AppError('invalid_request', 'The cursor is not valid.');
   return { at: date, id: n };

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { STATUS_CODES } from 'node:http';
 import { AppError, httpErrors, type HttpErrorCode } from '../core/errors.js';
 
 /**
@@ -37,4 +38,25 @@ export function installErrorHandlers(app: FastifyInstance): void {
     return sendError(reply, 'internal');
   });
   app.setNotFoundHandler((_request, reply) => sendError(reply, 'not_found'));
+}
+
+/**
+ * Requests node:http cannot parse (a bad header character, a broken
+ * Content-Length or chunk, headers over the limit, too slow) never reach a
+ * route: they are answered here, on the raw socket, in the catalog's shape,
+ * and the connection is closed (after a framing error nothing more on it
+ * can be trusted).
+ */
+export function answerClientError(error: Error & { code?: string }, socket: { writable: boolean; destroyed: boolean; end(data: string): void; destroy(): void }): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  if (!socket.writable) return socket.destroy();
+  const code: HttpErrorCode = error.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'invalid_request';
+  writeRawError(socket, code, code === 'invalid_request' ? 'The request is not valid HTTP/1.1.' : undefined);
+}
+
+/** A whole error response on a raw socket: status line, headers, the catalog body; the connection closes. */
+export function writeRawError(socket: { end(data: string): void }, code: HttpErrorCode, message?: string): void {
+  const { status } = httpErrors[code];
+  const body = JSON.stringify({ code, message: message ?? httpErrors[code].message });
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

@@ -69,7 +69,10 @@ const reasons: Record<ErrorStatus, string> = {
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
   423: 'Interval Too Brief (RFC 3903)',
+  408: 'Request Timeout',
+  417: 'Expectation Failed',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
 };

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
@@ -8,7 +8,9 @@ import type { PresenceHub } from '../core/presence-hub.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
-import { installErrorHandlers, sendError } from './http-errors.js';
+import { answerClientError, installErrorHandlers, sendError } from './http-errors.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
 import { webhookRoutes } from './routes/webhooks.js';
@@ -71,6 +73,19 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     // waited for: sockets that carried hijacked streams are never "idle" to
     // Node and would hold the shutdown until their clients give up.
     forceCloseConnections: true,
+    // Errors before any route runs are answered in the catalog's shape too
+    // (found by tests/integration/fuzz-http.test.ts): what node:http cannot
+    // parse, URLs the router refuses, a request without Host (checked in
+    // installLimits' hook instead of node:http's empty 400).
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error, _request, reply) =>
+      sendError(reply, 'invalid_request', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long.' : 'The URL is not valid (malformed percent-encoding).'),
+    http: { requireHostHeader: false },
+  });
+  // RFC 9110 §10.1.1: an expectation the server cannot meet is a 417; node:http would answer it with an empty body.
+  app.server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
+    response.writeHead(httpErrors.expectation_failed.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+    response.end(JSON.stringify({ code: 'expectation_failed', message: httpErrors.expectation_failed.message }));
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -156,9 +171,16 @@ function installLimits(app: FastifyInstance, deps: ApiDeps): void {
     reply.header('retry-after', String(Math.max(1, Math.ceil(waitMs / 1000))));
     return sendError(reply, 'too_many_requests', limit === 'http_address' ? 'Too many requests from this address.' : 'Too many requests with this token.');
   };
-  if (byAddress.enabled || byToken.enabled) {
+  const missingHost = (request: FastifyRequest) => request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor >= 1 && !request.headers.host;
+  if (!byAddress.enabled && !byToken.enabled) {
+    app.addHook('onRequest', (request, reply, done) => {
+      if (missingHost(request)) return void sendError(reply, 'invalid_request', 'HTTP/1.1 requests need a Host header (RFC 9112 §3.2).');
+      done();
+    });
+  } else {
     // A callback hook, not an async one: no promise per request on the hot path.
     app.addHook('onRequest', (request, reply, done) => {
+      if (missingHost(request)) return void sendError(reply, 'invalid_request', 'HTTP/1.1 requests need a Host header (RFC 9112 §3.2).');
       if (exempt.has(request.url)) return done();
       const now = deps.clock();
       const addressWait = byAddress.take(request.ip, now);

@@ -24,6 +24,12 @@ export const httpErrors = {
   /** RFC 6665 §8.3.2 (SIP 489 Bad Event): the only event package is presence. */
   bad_event: { status: 400, message: 'Unknown event package; only "presence" is supported.' },
   too_many_requests: { status: 429, message: 'Too many requests.' },
+  /** The request's headers are larger than the server reads (RFC 6585 §5). */
+  headers_too_large: { status: 431, message: 'The request headers are too large.' },
+  /** An Expect header other than 100-continue (RFC 9110 §10.1.1). */
+  expectation_failed: { status: 417, message: 'Only "Expect: 100-continue" is supported.' },
+  /** The request did not arrive in time (headers or body too slow). */
+  request_timeout: { status: 408, message: 'The request took too long to arrive.' },
   unsupported_media_type: { status: 415, message: 'The request media type is not supported.' },
   internal: { status: 500, message: 'Internal error.' },
   unavailable: { status: 503, message: 'The service is not ready.' },

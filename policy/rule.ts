@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../core/identifiers.js';
+import { printableText } from '../core/text.js';
 import { sphereSchema, timeZoneSchema } from '../core/owner-settings.js';
 
 /**
@@ -161,7 +162,7 @@ export type Rule = z.infer<typeof ruleSchema>;
 /** An owner-defined group of watchers, named in rules by its id. */
 export const groupBodySchema = z
   .object({
-    name: z.string().trim().min(1).max(64),
+    name: printableText(64),
     members: z.array(idSchema).max(1000).default([]),
   })
   .strict();

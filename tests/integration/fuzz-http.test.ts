@@ -980,23 +980,15 @@ t.test(`${REQUESTS} generated hostile HTTP requests against a real service (seed
   const requestOf = (list: object[]) => [...new Set(list.map((f) => (f as { request: string }).request.split(/\r?\n/)[0]?.slice(0, 60)))].slice(0, 8);
   t.equal(sent, REQUESTS, `${sent} requests sent`);
   t.same(show(failures.serverErrors), { count: 0, first: [] }, 'never a 5xx');
-  t.same(requestOf(failures.cursorServerErrors), [], 'an access-log cursor with a time outside the years 1 to 9999 is refused (400), not a 5xx', {
-    todo: 'bug: api/accounts.ts decodeCursor accepts any JS Date; core/db/repository.ts listAccessLog sends cursor.at.toISOString()::timestamptz, which PostgreSQL cannot parse for such years: 500 internal',
-  });
+  t.same(requestOf(failures.cursorServerErrors), [], 'an access-log cursor with a time outside the years 1 to 9999 is refused (400), not a 5xx');
   t.comment(`cursor 5xx: ${failures.cursorServerErrors.length}, e.g. ${JSON.stringify(requestOf(failures.cursorServerErrors).slice(0, 2))}`);
   t.same(show(failures.noAnswer), { count: 0, first: [] }, `every well-formed request is answered within ${REQUEST_TIMEOUT_MS} ms`);
   t.same(show(failures.acceptedWrites), { count: 0, first: [] }, 'no fuzzed (invalid) write succeeds');
   t.same(show(failures.badShape), { count: 0, first: [] }, 'every error body the routes give is {code, message[, details]} with a catalog code and its status');
   // Known gaps, all at the protocol level, before any route runs (see the report of this fuzzing):
-  t.same(requestOf(failures.fastifyClientError), [], 'requests node:http cannot parse (bad header characters, duplicate or negative Content-Length, bad chunks, bare LF, obs-fold, unknown methods) and headers over 16 KiB (431) are answered with the catalog shape', {
-    todo: 'bug: api/server.ts buildApi sets no clientErrorHandler, so Fastify answers {"error":"Bad Request","message":"Client Error","statusCode":400} and a 431 the catalog lacks',
-  });
-  t.same(requestOf(failures.fastifyFramework), [], 'a path with malformed percent-encoding, or a path parameter over 100 characters, is answered with the catalog shape', {
-    todo: 'bug: api/server.ts buildApi sets no frameworkErrors handler, so Fastify answers FST_ERR_BAD_URL (400) and FST_ERR_MAX_PARAM_LENGTH (414, not in the catalog) itself: {"error":...,"code":"FST_ERR_...","statusCode":...}',
-  });
-  t.same(requestOf(failures.nodeBuiltIn), [], 'requests node:http refuses by itself (an Expect other than 100-continue, no Host) are answered with the catalog shape', {
-    todo: 'bug: node:http answers 417 (Expect) and 400 (no Host) with an empty body before Fastify runs; api/server.ts does not handle checkExpectation',
-  });
+  t.same(requestOf(failures.fastifyClientError), [], 'requests node:http cannot parse (bad header characters, duplicate or negative Content-Length, bad chunks, bare LF, obs-fold, unknown methods) and headers over 16 KiB (431) are answered with the catalog shape');
+  t.same(requestOf(failures.fastifyFramework), [], 'a path with malformed percent-encoding, or a path parameter over 100 characters, is answered with the catalog shape');
+  t.same(requestOf(failures.nodeBuiltIn), [], 'requests node:http refuses by itself (an Expect other than 100-continue, no Host) are answered with the catalog shape');
 
   for (const [name, list] of Object.entries({ fastifyClientError: failures.fastifyClientError, fastifyFramework: failures.fastifyFramework, nodeBuiltIn: failures.nodeBuiltIn })) {
     const kinds = [...new Set(list.map((f) => { const { status, answer } = f as { status: number; answer: string }; return `${status} ${answer.slice(0, 90)}`; }))];
@@ -1045,8 +1037,8 @@ t.test('minimal cases: input PostgreSQL cannot store is a client error, not a 5x
     const response = await service.api(c.method, c.path, { token: c.token, ...(c.body === undefined ? {} : { body: c.body }) });
     const text = await response.text();
     if (response.status < 300) wrote = true;
-    t.ok(response.status < 500, `${c.name}: not a 5xx (got ${response.status} ${text.slice(0, 80)})`, { todo: `bug: ${c.bug}; PostgreSQL refuses it and the service answers 500 internal` });
-    t.match({ status: response.status, body: text }, { status: 400, body: /"code":"invalid_request"/ }, `${c.name}: 400 invalid_request`, { todo: `bug: ${c.bug}` });
+    t.ok(response.status < 500, `${c.name}: not a 5xx (got ${response.status} ${text.slice(0, 80)}; was: ${c.bug})`);
+    t.match({ status: response.status, body: text }, { status: 400, body: /"code":"invalid_request"/ }, `${c.name}: 400 invalid_request`);
   }
   t.notOk(wrote, 'every case was refused');
   const after = await snapshot();
