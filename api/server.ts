@@ -24,6 +24,7 @@ import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { dataRightsRoutes } from './routes/data-rights.js';
 import { keyRoutes } from './routes/keys.js';
+import { identityRoutes } from './routes/identities.js';
 import { presenceRoutes } from './routes/presence.js';
 import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
 import { watcherRoutes } from './routes/watchers.js';
@@ -125,6 +126,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     reply.type('application/jwk-set+json').header('cache-control', 'public, max-age=300').send(JSON.stringify({ keys: deps.keys.published() })),
   );
   keyRoutes(app, { auth, repository: deps.repository, keys: deps.keys });
+  identityRoutes(app, { auth, repository: deps.repository, directory: deps.directory, forgetVerified: () => deps.verifier.clear() });
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });

@@ -4,7 +4,10 @@ import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { pino, type Logger } from 'pino';
-import { Accounts } from '../api/accounts.js';
+import { createRemoteJWKSet } from 'jose';
+import { z } from 'zod';
+import { OidcVerifier } from '../core/identity/oidc.js';
+import { Accounts, DEFAULT_SCOPES } from '../api/accounts.js';
 import { buildApi, LIMIT_REFUSALS } from '../api/server.js';
 import type { Config } from '../core/config.js';
 import type { IngestRejection } from '../core/errors.js';
@@ -164,7 +167,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await purging;
     });
 
-    const verifier = new TokenVerifier(keys, config.tokenIssuer, undefined, clock);
+    const oidc = config.oidc ? await oidcVerifier(config.oidc, repository, log) : undefined;
+    const verifier = new TokenVerifier(keys, config.tokenIssuer, undefined, clock, oidc);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
     const digestNetworkName = networkDigester(await loadOrCreateDigestKey(config.dataDir, config.networkDigestKey, keyPem));
     const pipeline = new IngestPipeline(directory, hub, metrics, log, {
@@ -537,4 +541,30 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
     // A rule that no longer validates grants nothing (default deny).
     log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
   }
+}
+
+/**
+ * The external provider's verifier: its JWK Set from OIDC_JWKS_URL, or
+ * from the jwks_uri its discovery document names (OpenID Connect Discovery
+ * 1.0 §4; the document's issuer must be the configured one, §4.3). jose
+ * caches the keys and fetches them again for a key id it has not seen.
+ */
+async function oidcVerifier(oidc: NonNullable<Config['oidc']>, repository: Repository, log: Logger): Promise<OidcVerifier> {
+  let jwksUrl = oidc.jwksUrl;
+  if (!jwksUrl) {
+    const discovery = new URL(`${oidc.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`);
+    const response = await fetch(discovery, { signal: AbortSignal.timeout(10_000) }).catch((error: unknown) => {
+      throw new Error(`cannot read the OpenID provider's configuration at ${discovery.href}: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    const document = z.object({ issuer: z.string(), jwks_uri: z.url() }).safeParse(await response.json().catch(() => undefined));
+    if (!response.ok || !document.success) throw new Error(`the OpenID provider's configuration at ${discovery.href} is not usable (HTTP ${response.status})`);
+    if (document.data.issuer !== oidc.issuer) throw new Error(`the OpenID provider says its issuer is ${document.data.issuer}, not OIDC_ISSUER ${oidc.issuer}`);
+    jwksUrl = document.data.jwks_uri;
+  }
+  const keys = createRemoteJWKSet(new URL(jwksUrl), { cooldownDuration: oidc.jwksCooldownMs, cacheMaxAge: oidc.jwksMaxAgeMs, timeoutDuration: 5000 });
+  log.info({ issuer: oidc.issuer, jwksUrl }, 'accepting tokens of an external OpenID provider');
+  return new OidcVerifier({ issuer: oidc.issuer, audience: oidc.audience, algorithms: oidc.algorithms }, keys, (issuer, subject) => repository.linkedIdentity(issuer, subject), {
+    owner: DEFAULT_SCOPES.owner,
+    watcher: DEFAULT_SCOPES.watcher,
+  });
 }

@@ -61,6 +61,19 @@ export const envSchema = z.object({
     .regex(/^[A-Za-z0-9_-]{43,}$/, 'must be at least 32 random bytes in base64url (43 characters or more)')
     .optional(),
   TOKEN_ISSUER: z.string().min(1).default('presence-service'),
+  /** An external OpenID Connect provider whose access tokens the API accepts for linked accounts. */
+  OIDC_ISSUER: urlWithScheme(['https', 'http']).optional(),
+  OIDC_AUDIENCE: z.string().min(1).max(512).optional(),
+  /** Default: the jwks_uri of {OIDC_ISSUER}/.well-known/openid-configuration. */
+  OIDC_JWKS_URL: urlWithScheme(['https', 'http']).optional(),
+  OIDC_ALGORITHMS: z
+    .string()
+    .regex(/^(RS|PS|ES)(256|384|512)(,(RS|PS|ES)(256|384|512))*$/, 'must be a comma-separated list of RS256, PS256, ES256 and the like')
+    .default('RS256,ES256'),
+  /** After fetching the provider's keys, no new fetch for a key id it has not seen for this long. */
+  OIDC_JWKS_COOLDOWN_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
+  /** The provider's keys are fetched again after this long, so keys it dropped stop verifying. */
+  OIDC_JWKS_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   PRESENCE_DOMAIN: z
     .string()
     .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a DNS name')
@@ -128,6 +141,7 @@ export interface Config {
   readonly signingKeyPem: string | undefined;
   readonly networkDigestKey: string | undefined;
   readonly tokenIssuer: string;
+  readonly oidc: { readonly issuer: string; readonly audience: string; readonly jwksUrl: string | undefined; readonly algorithms: readonly string[]; readonly jwksCooldownMs: number; readonly jwksMaxAgeMs: number } | undefined;
   readonly presenceDomain: string;
   readonly offlineAfterMs: number;
   readonly maxClockSkewMs: number;
@@ -179,6 +193,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   // Secrets have no defaults in production: a key generated per process
   // would make every process refuse the others' tokens.
   if (env.NODE_ENV === 'production' && !env.SIGNING_KEY) problems.push('SIGNING_KEY: required when NODE_ENV=production');
+  if ((env.OIDC_ISSUER === undefined) !== (env.OIDC_AUDIENCE === undefined)) problems.push('OIDC_ISSUER and OIDC_AUDIENCE: set both or neither');
+  if (env.NODE_ENV === 'production' && env.OIDC_ISSUER?.startsWith('http:')) problems.push('OIDC_ISSUER: must be https when NODE_ENV=production');
+  if (env.NODE_ENV === 'production' && env.OIDC_JWKS_URL?.startsWith('http:')) problems.push('OIDC_JWKS_URL: must be https when NODE_ENV=production');
   // A persistent session needs an id that is stable and unique per process;
   // a host name is neither (several processes per host, new hosts per deploy).
   if (env.NODE_ENV === 'production' && env.MQTT_URL && !env.MQTT_CLIENT_ID) problems.push('MQTT_CLIENT_ID: required with MQTT_URL when NODE_ENV=production');
@@ -248,6 +265,10 @@ export function parseConfig(source: Env): ConfigResult {
     signingKeyPem: e.SIGNING_KEY,
     networkDigestKey: e.NETWORK_DIGEST_KEY,
     tokenIssuer: e.TOKEN_ISSUER,
+    oidc:
+      e.OIDC_ISSUER && e.OIDC_AUDIENCE
+        ? { issuer: e.OIDC_ISSUER, audience: e.OIDC_AUDIENCE, jwksUrl: e.OIDC_JWKS_URL, algorithms: e.OIDC_ALGORITHMS.split(','), jwksCooldownMs: e.OIDC_JWKS_COOLDOWN_SECONDS * 1000, jwksMaxAgeMs: e.OIDC_JWKS_MAX_AGE_SECONDS * 1000 }
+        : undefined,
     presenceDomain: e.PRESENCE_DOMAIN,
     offlineAfterMs: e.OFFLINE_AFTER_SECONDS * 1000,
     maxClockSkewMs: e.MAX_CLOCK_SKEW_SECONDS * 1000,

@@ -1,6 +1,6 @@
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import type { Database } from './connect.js';
-import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, rawEvents, watcherGroups, watchers, webhooks } from './schema.js';
+import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, rawEvents, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
  * Everything storage holds about one owner, for their export (the right of
@@ -44,6 +44,10 @@ export async function* storedOwnerData(db: Database, ownerId: string): AsyncGene
     .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
   // Where the owner's presence is sent: the host, not the watcher's whole URL (its path may hold the watcher's own secrets).
   for (const h of hooks) yield { type: 'webhook', id: h.id, watcherId: h.watcherId, watcherName: h.watcherName, host: hostOf(h.url), createdAt: iso(h.createdAt) };
+
+  for (const x of await db.select().from(externalIdentities).where(eq(externalIdentities.ownerId, ownerId)).orderBy(asc(externalIdentities.issuer), asc(externalIdentities.subject))) {
+    yield { type: 'external-identity', issuer: x.issuer, subject: x.subject, createdAt: iso(x.createdAt) };
+  }
 
   const [state] = await db.select().from(presenceState).where(eq(presenceState.ownerId, ownerId));
   if (state) yield { type: 'stored-signals', signals: state.signals, version: state.version, updatedAt: iso(state.updatedAt) };

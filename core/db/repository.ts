@@ -9,7 +9,7 @@ import type { PresenceOverride } from '../presence-overrides.js';
 import { mergeSignal, SignalSet, toSignal } from '../signal-store.js';
 import type { Database } from './connect.js';
 import { eraseStoredOwner, storedOwnerData, type ExportRecord } from './owner-data.js';
-import { accessLog, accessRequests, consentRules, devices, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
+import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
  * Every query the service makes, in one place. Rows read back are validated:
@@ -199,6 +199,39 @@ export class Repository {
       .where(eq(watchers.id, watcherId))
       .returning({ id: watchers.id });
     return rows.length === 1;
+  }
+
+  /** The owner or watcher an external account is linked to. */
+  async linkedIdentity(issuer: string, subject: string): Promise<{ kind: 'owner' | 'watcher'; id: string } | undefined> {
+    const [row] = await this.db
+      .select({ ownerId: externalIdentities.ownerId, watcherId: externalIdentities.watcherId })
+      .from(externalIdentities)
+      .where(and(eq(externalIdentities.issuer, issuer), eq(externalIdentities.subject, subject)));
+    if (row?.ownerId) return { kind: 'owner', id: row.ownerId };
+    if (row?.watcherId) return { kind: 'watcher', id: row.watcherId };
+    return undefined;
+  }
+
+  /** False if the account is linked already. */
+  async linkIdentity(link: { issuer: string; subject: string; ownerId?: string; watcherId?: string }): Promise<boolean> {
+    const rows = await this.db
+      .insert(externalIdentities)
+      .values({ issuer: link.issuer, subject: link.subject, ownerId: link.ownerId ?? null, watcherId: link.watcherId ?? null })
+      .onConflictDoNothing()
+      .returning({ issuer: externalIdentities.issuer });
+    return rows.length === 1;
+  }
+
+  async unlinkIdentity(issuer: string, subject: string): Promise<boolean> {
+    const rows = await this.db
+      .delete(externalIdentities)
+      .where(and(eq(externalIdentities.issuer, issuer), eq(externalIdentities.subject, subject)))
+      .returning({ issuer: externalIdentities.issuer });
+    return rows.length === 1;
+  }
+
+  async listIdentities(): Promise<{ issuer: string; subject: string; ownerId: string | null; watcherId: string | null; createdAt: Date }[]> {
+    return this.db.select().from(externalIdentities).orderBy(asc(externalIdentities.issuer), asc(externalIdentities.subject));
   }
 
   /** Everything stored about the owner (core/db/owner-data.ts). */

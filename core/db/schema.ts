@@ -208,6 +208,24 @@ export const rawEvents = pgTable(
   (t) => [index('raw_events_owner_received_idx').on(t.ownerId, t.receivedAt, t.id), index('raw_events_received_idx').on(t.receivedAt)],
 );
 
+/**
+ * Accounts at an external OpenID Connect provider, linked to an owner or a
+ * watcher: a token the provider issued for (issuer, subject) acts as that
+ * owner or watcher. Exactly one of owner_id and watcher_id is set; the link
+ * goes with its owner or watcher (ON DELETE CASCADE).
+ */
+export const externalIdentities = pgTable(
+  'external_identities',
+  {
+    issuer: text('issuer').notNull(),
+    subject: text('subject').notNull(),
+    ownerId: uuid('owner_id').references(() => owners.id, { onDelete: 'cascade' }),
+    watcherId: uuid('watcher_id').references(() => watchers.id, { onDelete: 'cascade' }),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.issuer, t.subject] }), check('external_identities_one_principal', sql`(${t.ownerId} is null) <> (${t.watcherId} is null)`)],
+);
+
 /** Public halves of the token signing keys (the private key never lands here). */
 export const signingKeys = pgTable('signing_keys', {
   kid: text('kid').primaryKey(),

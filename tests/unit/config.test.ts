@@ -114,3 +114,20 @@ t.test('abuse limits: PER_SECOND/BURST or 0, with defaults; anything else is ref
   t.notOk(bad.ok);
   if (!bad.ok) for (const name of ['RATE_LIMIT_HTTP_ADDRESS', 'RATE_LIMIT_HTTP_TOKEN', 'RATE_LIMIT_MQTT_DEVICE', 'HTTP_MAX_BODY_BYTES', 'RAW_EVENTS_MAX_DAYS']) t.ok(bad.problems.some((p) => p.startsWith(name)), `${name} refused`);
 });
+
+t.test('an external OpenID provider: issuer and audience together, https in production', async (t) => {
+  const on = parseConfig({ OIDC_ISSUER: 'https://idp.example', OIDC_AUDIENCE: 'presence' });
+  t.ok(on.ok);
+  if (on.ok) t.same(on.config.oidc, { issuer: 'https://idp.example', audience: 'presence', jwksUrl: undefined, algorithms: ['RS256', 'ES256'], jwksCooldownMs: 30_000, jwksMaxAgeMs: 600_000 });
+  const off = parseConfig({});
+  t.equal(off.ok && off.config.oidc, undefined);
+  const half = parseConfig({ OIDC_ISSUER: 'https://idp.example' });
+  t.notOk(half.ok);
+  if (!half.ok) t.match(half.problems.join('\n'), /OIDC_ISSUER and OIDC_AUDIENCE/);
+  const plain = parseConfig({ NODE_ENV: 'production', OIDC_ISSUER: 'http://idp.example', OIDC_AUDIENCE: 'x' });
+  t.notOk(plain.ok);
+  if (!plain.ok) t.match(plain.problems.join('\n'), /OIDC_ISSUER: must be https/);
+  const hmac = parseConfig({ OIDC_ISSUER: 'https://idp.example', OIDC_AUDIENCE: 'x', OIDC_ALGORITHMS: 'HS256' });
+  t.notOk(hmac.ok);
+  if (!hmac.ok) t.match(hmac.problems.join('\n'), /OIDC_ALGORITHMS/, 'no HMAC: the provider publishes public keys');
+});
