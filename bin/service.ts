@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { pino, type Logger } from 'pino';
 import { createRemoteJWKSet } from 'jose';
@@ -34,6 +35,7 @@ import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
+import { IngestJournal } from '../ingest/ingest-journal.js';
 import { deviceTopic } from '../ingest/topics.js';
 import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
@@ -131,8 +133,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const cluster = clusterConfig
       ? new ClusterSync({ root: clusterConfig.syncRoot, clientId: clusterConfig.clientId, hub, clock, log, metrics, requestWrite: () => requestWrite.now() })
       : undefined;
+    // A single process journals what it acknowledges until it is stored (ingest/ingest-journal.ts).
+    const journaled = cluster ? undefined : IngestJournal.open(join(config.dataDir, 'ingest-journal'), log);
+    const journal = journaled?.journal;
+    // Closed after the writer's last flush (cleanups run in reverse order).
+    if (journal) {
+      cleanups.push(async () => journal.close());
+      metrics.gauge('presence_ingest_journal_failures', 'Ingest journal writes that failed since start (events then wait for the state write unprotected)', () => journal.failureCount);
+    }
     const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
-      writeStates(hub, repository, onBatch, clock, cluster),
+      writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined }),
     );
     requestWrite.now = () => void writer.flush().catch((err: unknown) => log.error({ err }, 'write-behind failed; will retry'));
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
@@ -179,6 +189,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       deviceRateLimit: config.limits.mqttDevice,
       onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => {
         cluster?.applied(ownerId, deviceId, events);
+        journal?.append(ownerId, deviceId, events);
         if (keepsRawEvents(ownerId)) rawEvents.record(ownerId, deviceId, events, clock());
       },
     });
@@ -192,6 +203,23 @@ export async function startService(config: Config, options: ServiceOptions = {})
       const reason = pipeline.handle(topic, payload, now);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
     };
+
+    if (journaled && (journaled.leftover.length > 0 || journaled.skipped > 0)) {
+      // Acknowledged before the last run stopped, perhaps never stored: applied
+      // again (merging is idempotent) and stored before any device is heard.
+      // An owner erased meanwhile is not brought back.
+      const now = clock();
+      const owners = new Set<string>();
+      for (const record of journaled.leftover) {
+        if (!directory.owner(record.owner)) continue;
+        const ownerId = directory.ownerId(record.owner);
+        hub.merge(ownerId, record.signals, now);
+        owners.add(ownerId);
+      }
+      hub.markDirty(owners);
+      await writer.flush();
+      log.info({ records: journaled.leftover.length, owners: owners.size, skipped: journaled.skipped }, 'ingest journal replayed and stored');
+    }
 
     let mqttUrl: string;
     // An external broker authenticates devices itself: a revoked device's events are refused here (unknown_device).
@@ -208,6 +236,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         clock,
         log,
         onMessage,
+        beforeAck: () => journal?.sync(),
         // Room for the topic, the packet id and a device token in CONNECT.
         maxPacketBytes: config.maxEventBytes + 4096,
         maxConnections: config.limits.mqttMaxConnections,
@@ -228,6 +257,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         topics,
         log,
         onMessage,
+        beforeAck: () => journal?.sync(),
         ...(cluster && clusterConfig
           ? { shareGroup: clusterConfig.shareGroup, extraSubscriptions: cluster.subscriptions(), will: cluster.will(), onClient: (client: MqttClient) => cluster.attach(client) }
           : {}),

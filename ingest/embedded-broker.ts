@@ -31,6 +31,8 @@ export interface EmbeddedBrokerOptions {
   readonly onConnectionRefused?: () => void;
   /** Largest MQTT packet body accepted (bytes); larger ones close the connection. */
   readonly maxPacketBytes: number;
+  /** Called before devices are acknowledged (the ingest journal writes what was applied). */
+  readonly beforeAck?: () => void;
 }
 
 export interface EmbeddedBroker {
@@ -85,9 +87,21 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     },
   });
 
+  // aedes acknowledges a device's QoS 1 PUBLISH when `cb` is called: the
+  // callbacks of one event-loop turn wait for one journal write
+  // (ingest/ingest-journal.ts), then all run.
+  const beforeAck = options.beforeAck;
+  let waiting: (() => void)[] = [];
+  const release = () => {
+    const callbacks = waiting;
+    waiting = [];
+    beforeAck?.();
+    for (const cb of callbacks) cb();
+  };
   const deliver = (packet: { topic: string; payload: Buffer | string }, cb: () => void) => {
     options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload);
-    cb();
+    if (!beforeAck) return cb();
+    if (waiting.push(cb) === 1) setImmediate(release);
   };
   for (const filter of ingestSubscriptions(options.topics)) {
     await new Promise<void>((resolve) => broker.subscribe(filter, deliver, resolve));

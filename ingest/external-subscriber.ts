@@ -31,6 +31,11 @@ export interface ExternalSubscriberOptions {
   readonly will?: IClientOptions['will'];
   /** Given the client before it connects: a resumed session delivers messages right after CONNACK, and handlers may publish. */
   readonly onClient?: (client: MqttClient) => void;
+  /**
+   * Called before bytes that may carry an acknowledgement leave for the
+   * broker (the ingest journal writes what was applied; ingest/ingest-journal.ts).
+   */
+  readonly beforeAck?: () => void;
 }
 
 export interface ExternalSubscriber {
@@ -64,7 +69,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   client.on('connect', () => {
     const socket = client.stream as { setNoDelay?: (noDelay: boolean) => unknown };
     socket.setNoDelay?.(true);
-    batchWrites(client.stream);
+    batchWrites(client.stream, options.beforeAck ?? (() => undefined));
   });
   client.on('message', (t, payload) => options.onMessage(t, payload));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
@@ -127,10 +132,26 @@ function redact(url: string): string {
  * the largest single cost of QoS 1 ingest. An acknowledgement leaves at most
  * one event-loop turn later than before, and still only after its message
  * was applied.
+ *
+ * `beforeSend` runs before corked bytes are released and before any write
+ * on an uncorked socket, so nothing acknowledges a message before the
+ * journal holds it.
  */
-function batchWrites(stream: unknown): void {
-  const socket = stream as { cork?: () => void; uncork?: () => void; on?: (event: 'data', listener: () => void) => unknown; destroyed?: boolean };
-  const { cork, uncork, on } = socket;
+function batchWrites(stream: unknown, beforeSend: () => void): void {
+  const socket = stream as {
+    cork?: () => void;
+    uncork?: () => void;
+    on?: (event: 'data', listener: () => void) => unknown;
+    write?: (...args: unknown[]) => boolean;
+    destroyed?: boolean;
+    writableCorked?: number;
+  };
+  const { cork, uncork, on, write } = socket;
+  if (typeof write !== 'function') return;
+  socket.write = (...args: unknown[]) => {
+    if (!socket.writableCorked) beforeSend();
+    return write.apply(socket, args);
+  };
   if (typeof cork !== 'function' || typeof uncork !== 'function' || typeof on !== 'function') return;
   let corked = false;
   on.call(socket, 'data', () => {
@@ -139,6 +160,7 @@ function batchWrites(stream: unknown): void {
     cork.call(socket);
     setImmediate(() => {
       corked = false;
+      beforeSend();
       if (!socket.destroyed) uncork.call(socket);
     });
   });

@@ -30,7 +30,7 @@ function chunked<T>(take: () => T[], write: (chunk: T[]) => Promise<void>, putBa
  * owners. What storage held beyond the batch (written by another process)
  * is merged back into memory.
  *
- * `progress` (scale-out) is told what was durable: `mark()` before the
+ * `progress` is told what was durable: `mark()` before the
  * owners are taken names everything applied so far, and `persisted(mark)`
  * after every chunk was written says all of it is stored.
  */
@@ -40,29 +40,31 @@ export interface PersistProgress {
 }
 
 /**
- * `progress` is given in a scale-out group, where several processes write
- * the same owners: each write is then merged with what storage holds. A
- * single process is the only writer and replaces what it wrote before.
+ * In a scale-out group (`shared`) several processes write the same owners:
+ * each write is then merged with what storage holds. A single process is
+ * the only writer and replaces what it wrote before. `progress` is told
+ * what became durable: the group's sync protocol, or a single process's
+ * ingest journal (ingest/ingest-journal.ts).
  */
 export function writeStates(
   hub: PresenceHub,
   repository: Repository,
   onBatch: (rows: number) => void,
   clock: () => number,
-  progress?: PersistProgress,
-  chunkSize = 500,
+  options: { readonly progress?: PersistProgress; readonly shared: boolean; readonly chunkSize?: number },
 ): () => Promise<void> {
+  const { progress, shared } = options;
   const write = chunked(
     () => hub.takeDirty(),
     async (chunk) => {
-      if (!progress) return repository.replaceStates(chunk);
+      if (!shared) return repository.replaceStates(chunk);
       const learned = await repository.upsertStates(chunk);
       const now = clock();
       for (const state of learned) hub.merge(state.ownerId, state.signals, now);
     },
     (rest) => hub.markDirty(rest.map((d) => d.ownerId)),
     onBatch,
-    chunkSize,
+    options.chunkSize ?? 500,
   );
   return async () => {
     const mark = progress?.mark();

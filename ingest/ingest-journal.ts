@@ -1,0 +1,170 @@
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { SensorEvent } from '../core/events.js';
+import type { Log } from '../core/log.js';
+import type { PersistedSignal } from '../core/presence-hub.js';
+import { syncSignalsSchema } from '../core/replication.js';
+import type { PersistProgress } from '../core/db/state-writer.js';
+
+/**
+ * A single process's answer to "acknowledged but not yet written": the
+ * write-behind stores an owner's signals up to a second after the broker
+ * was told (PUBACK, MQTT 3.1.1 §4.3.2) that the device's message is safe,
+ * so a SIGKILL in between would lose it, and the broker would not send it
+ * again. Every applied event is therefore appended here, and the file is
+ * written before any acknowledgement leaves the process (`sync`, called by
+ * the ingest connection before it sends bytes). At start, what the journal
+ * holds is applied again; signals merge idempotently, so events that were
+ * also stored, or that the broker delivers again, change nothing.
+ *
+ * The journal holds what the state rows hold (validated events, Wi-Fi names
+ * already digested), never raw payloads, and only until the next state
+ * write: each write-behind round starts a new segment (`mark`) and deletes
+ * the segments it stored (`persisted`).
+ *
+ * Written with write(2), not fsync(2): it survives the process (SIGKILL,
+ * a crash, an OOM kill), not the machine losing power. A scale-out group
+ * does not use it: the other processes hold what a dead one had not stored
+ * (core/replication.ts).
+ */
+const recordSchema = syncSignalsSchema.pick({ owner: true, signals: true }).extend({ v: z.literal(1) });
+
+export interface JournalRecord {
+  readonly owner: string;
+  readonly signals: readonly PersistedSignal[];
+}
+
+const SEGMENT = /^(\d{1,15})\.ndjson$/;
+
+export class IngestJournal implements PersistProgress {
+  private pending: string[] = [];
+  private fd: number;
+  private segment: number;
+  /** Writes to the open segment since it was opened. */
+  private appended = 0;
+  private failures = 0;
+  private lastFailureLog = -Infinity;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly log: Log,
+    segment: number,
+  ) {
+    this.segment = segment;
+    this.fd = this.openSegment(segment);
+  }
+
+  /**
+   * Opens the journal in `dir` and returns what earlier runs left in it, in
+   * order; the caller applies it and then writes (which deletes it). A torn
+   * last line (the process died mid-write) or any line that does not
+   * validate is skipped and counted.
+   */
+  static open(dir: string, log: Log): { journal: IngestJournal; leftover: JournalRecord[]; skipped: number } {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const segments = existingSegments(dir);
+    const leftover: JournalRecord[] = [];
+    let skipped = 0;
+    for (const segment of segments) {
+      const text = readFileSync(join(dir, `${segment}.ndjson`), 'utf8');
+      for (const line of text.split('\n')) {
+        if (line.length === 0) continue;
+        const record = parseRecord(line);
+        if (record) leftover.push(record);
+        else skipped += 1;
+      }
+    }
+    const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
+    return { journal: new IngestJournal(dir, log, next), leftover, skipped };
+  }
+
+  /** Called synchronously for each applied device message. */
+  append(ownerId: string, deviceId: string, events: readonly SensorEvent[]): void {
+    this.pending.push(JSON.stringify({ v: 1, owner: ownerId, signals: events.map((event) => ({ deviceId, event })) }));
+  }
+
+  /**
+   * Writes what was appended; called before an acknowledgement leaves. One
+   * write(2) for everything one read from the broker brought.
+   */
+  sync(): void {
+    if (this.pending.length === 0) return;
+    const text = this.pending.join('\n') + '\n';
+    this.pending = [];
+    const bytes = Buffer.from(text, 'utf8');
+    this.appended += 1;
+    try {
+      let offset = 0;
+      while (offset < bytes.length) offset += writeSync(this.fd, bytes, offset);
+    } catch (error) {
+      // A full or failing disk must not stop ingest: the events are applied
+      // in memory and the write-behind stores them as usual; only their
+      // protection against a SIGKILL before that write is lost. Counted and
+      // logged (at most once a minute) for the operator.
+      this.failures += 1;
+      const now = Date.now();
+      if (now - this.lastFailureLog > 60_000) {
+        this.lastFailureLog = now;
+        this.log.error({ err: error instanceof Error ? error.message : String(error), failures: this.failures }, 'ingest journal write failed; acknowledged events are protected only by the next state write');
+      }
+    }
+  }
+
+  /** Journal writes that failed since start (a metric). */
+  get failureCount(): number {
+    return this.failures;
+  }
+
+  /** PersistProgress: everything applied so far is in segments up to the returned one. */
+  mark(): number {
+    this.sync();
+    if (this.appended === 0) return this.segment - 1;
+    const closed = this.segment;
+    closeSync(this.fd);
+    this.segment += 1;
+    this.appended = 0;
+    this.fd = this.openSegment(this.segment);
+    return closed;
+  }
+
+  /** PersistProgress: segments up to `mark` are stored in the database. */
+  persisted(mark: number): void {
+    for (const segment of existingSegments(this.dir)) {
+      if (segment > mark || segment === this.segment) continue;
+      try {
+        unlinkSync(join(this.dir, `${segment}.ndjson`));
+      } catch (error) {
+        this.log.warn({ err: error instanceof Error ? error.message : String(error), segment }, 'could not delete a stored journal segment');
+      }
+    }
+  }
+
+  close(): void {
+    this.sync();
+    closeSync(this.fd);
+  }
+
+  private openSegment(segment: number): number {
+    return openSync(join(this.dir, `${segment}.ndjson`), 'a', 0o600);
+  }
+}
+
+function existingSegments(dir: string): number[] {
+  return readdirSync(dir)
+    .map((name) => SEGMENT.exec(name)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+function parseRecord(line: string): JournalRecord | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const parsed = recordSchema.safeParse(json);
+  return parsed.success ? parsed.data : undefined;
+}

@@ -1,0 +1,90 @@
+import { appendFileSync, closeSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import type { SensorEvent } from '../../core/events.js';
+import { IngestJournal } from '../../ingest/ingest-journal.js';
+import { tempDir } from '../helpers/env.js';
+
+const OWNER = '00000000-0000-4000-8000-000000000001';
+const DEVICE = '00000000-0000-4000-8000-000000000002';
+const silent = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
+const battery = (level: number): SensorEvent => ({ kind: 'battery', at: '2026-12-05T10:00:00.000Z', level, charging: false });
+
+t.test('what was synced survives the process; what the database stored is deleted', async (t) => {
+  const dir = await tempDir(t);
+  const first = IngestJournal.open(dir, silent);
+  t.same(first.leftover, [], 'a new journal holds nothing');
+  const journal = first.journal;
+  journal.append(OWNER, DEVICE, [battery(10)]);
+  journal.append(OWNER, DEVICE, [battery(11), battery(12)]);
+  t.same(readdirSync(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join(''), '', 'nothing is written before sync: appends are batched');
+  journal.sync();
+  const files = readdirSync(dir);
+  t.equal(files.length, 1);
+  t.equal(statSync(join(dir, files[0] ?? '')).mode & 0o777, 0o600, 'readable by the service only');
+  // No close: as after a SIGKILL.
+  const again = IngestJournal.open(dir, silent);
+  t.same(
+    again.leftover.map((r) => r.signals.map((s) => (s.event.kind === 'battery' ? s.event.level : -1))),
+    [[10], [11, 12]],
+    'every synced record comes back, in order',
+  );
+  t.equal(again.leftover[0]?.owner, OWNER);
+  t.equal(again.leftover[0]?.signals[0]?.deviceId, DEVICE);
+  again.journal.close();
+});
+
+t.test('mark starts a new segment; persisted deletes the stored ones only', async (t) => {
+  const dir = await tempDir(t);
+  const { journal } = IngestJournal.open(dir, silent);
+  journal.append(OWNER, DEVICE, [battery(1)]);
+  const mark = journal.mark();
+  journal.append(OWNER, DEVICE, [battery(2)]);
+  journal.sync();
+  t.equal(readdirSync(dir).length, 2, 'the stored-to-be segment and the open one');
+  journal.persisted(mark);
+  t.equal(readdirSync(dir).length, 1);
+  const { leftover, journal: reopened } = IngestJournal.open(dir, silent);
+  t.same(
+    leftover.map((r) => (r.signals[0]?.event.kind === 'battery' ? r.signals[0].event.level : -1)),
+    [2],
+    'only what came after the mark is left',
+  );
+  reopened.close();
+  t.equal(journal.mark(), mark + 1, 'a mark closes the segment that had writes');
+  t.equal(journal.mark(), mark + 1, 'an idle round does not rotate');
+  journal.persisted(mark + 1);
+  journal.close();
+});
+
+t.test('a torn last line or a tampered line is skipped and counted, the rest is kept', async (t) => {
+  const dir = await tempDir(t);
+  const { journal } = IngestJournal.open(dir, silent);
+  journal.append(OWNER, DEVICE, [battery(5)]);
+  journal.sync();
+  journal.close();
+  const file = join(dir, readdirSync(dir)[0] ?? '');
+  appendFileSync(file, JSON.stringify({ v: 1, owner: 'not-a-uuid', signals: [{ deviceId: DEVICE, event: battery(6) }] }) + '\n');
+  appendFileSync(file, JSON.stringify({ v: 1, owner: OWNER, signals: [{ deviceId: DEVICE, event: { ...battery(7), level: 700 } }] }) + '\n');
+  appendFileSync(file, '{"v":1,"owner":"00000000-0000-4000-8000-0000');
+  const { leftover, skipped, journal: reopened } = IngestJournal.open(dir, silent);
+  t.equal(leftover.length, 1);
+  t.equal(skipped, 3);
+  reopened.close();
+});
+
+t.test('a failing disk does not stop ingest: counted, and the events wait for the state write', async (t) => {
+  const dir = await tempDir(t);
+  const errors: string[] = [];
+  const { journal } = IngestJournal.open(dir, { ...silent, error: (_o: object, message: string) => void errors.push(message) });
+  // Force the descriptor shut underneath the journal: write(2) fails with EBADF.
+  const fd = (journal as unknown as { fd: number }).fd;
+  closeSync(fd);
+  journal.append(OWNER, DEVICE, [battery(1)]);
+  t.doesNotThrow(() => journal.sync());
+  t.equal(journal.failureCount, 1);
+  t.equal(errors.length, 1, 'logged');
+  journal.append(OWNER, DEVICE, [battery(2)]);
+  journal.sync();
+  t.equal(errors.length, 1, 'logged at most once a minute');
+});
