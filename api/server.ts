@@ -189,7 +189,9 @@ function installLimits(app: FastifyInstance, deps: ApiDeps): void {
       // Answered here: done() is not called, so nothing else runs for the request.
       if (addressWait > 0) return void refuse(reply, 'http_address', addressWait);
       const header = request.headers.authorization;
-      const tokenWait = header === undefined ? 0 : byToken.take(header, now);
+      // Keyed by the token's signature end, not the whole header: a client
+      // sending distinct 16 KB headers must not fill memory with keys.
+      const tokenWait = header === undefined ? 0 : byToken.take(header.slice(-64), now);
       if (tokenWait > 0) return void refuse(reply, 'http_token', tokenWait);
       done();
     });

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -36,6 +36,7 @@ import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
+import { errorForLog } from '../core/log-error.js';
 import { deviceTopic } from '../ingest/topics.js';
 import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
@@ -72,7 +73,8 @@ export interface RunningService {
 }
 
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
-  const log = options.log ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+  // Errors are logged through errorForLog: no query parameters or row values (core/log-error.ts).
+  const log = options.log ?? pino({ level: config.logLevel, base: { pid: process.pid }, serializers: { err: errorForLog } });
   const clock = options.clock ?? Date.now;
   const cleanups: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -83,7 +85,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const sipConfig = config.sip ? parseSipSettings(config.sip) : undefined;
 
   try {
-    await mkdir(config.dataDir, { recursive: true });
+    // Keys, the embedded database and the ingest journal live here: the service's user only.
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const dataDirMode = (await stat(config.dataDir)).mode & 0o777;
+    if ((dataDirMode & 0o077) !== 0) log.warn({ mode: dataDirMode.toString(8) }, 'DATA_DIR is open to other users: chmod 700 it');
     const keyPem = config.signingKeyPem ?? (await loadOrCreateKeyPem(config.dataDir)).pem;
     const signingKey = await signingKeyFromPem(keyPem);
 
