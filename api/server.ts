@@ -3,7 +3,7 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
-import type { Metrics } from '../core/metrics.js';
+import { DURATION_BUCKETS, type Metrics } from '../core/metrics.js';
 import type { PresenceHub } from '../core/presence-hub.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
@@ -58,6 +58,7 @@ export interface ApiDeps {
 
 /** Refusals by the abuse limits, by which limit (a metric label). */
 export const LIMIT_REFUSALS = 'presence_limit_refusals_total';
+export const HTTP_DURATION = 'presence_http_request_duration_seconds';
 
 /** How long a shutdown waits for requests in flight. */
 export const DRAIN_MS = 5000;
@@ -115,6 +116,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     maxStreams: deps.limits.httpMaxStreams,
     maxStreamsPerCaller: deps.limits.httpMaxStreamsPerCaller,
     onRefused: (limit) => deps.metrics.inc(LIMIT_REFUSALS, { limit }),
+    exposeOpenStreams: (read) => deps.metrics.gauge('presence_http_open_streams', 'Server-Sent Event streams open now', read),
   });
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
@@ -199,6 +201,22 @@ function installLimits(app: FastifyInstance, deps: ApiDeps): void {
   app.addHook('onSend', (_request, reply, payload, done) => {
     if (reply.statusCode === 413) deps.metrics.inc(LIMIT_REFUSALS, { limit: 'http_body' });
     done(null, payload);
+  });
+  // Request durations by route pattern (bounded: the routes, not the URLs,
+  // which name owners) and status class; a stream's is its whole life.
+  deps.metrics.histogram(HTTP_DURATION, 'HTTP requests: from the request to the end of its response, by route and status class', DURATION_BUCKETS);
+  const durationSeries = new Map<string, (seconds: number) => void>();
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const status = `${Math.floor(reply.statusCode / 100)}xx`;
+    const key = `${request.method} ${route} ${status}`;
+    let observe = durationSeries.get(key);
+    if (!observe) {
+      observe = deps.metrics.series(HTTP_DURATION, { method: request.method, route, status });
+      durationSeries.set(key, observe);
+    }
+    observe(reply.elapsedTime / 1000);
+    done();
   });
   app.addHook('onReady', async () => {
     app.server.maxConnections = deps.limits.httpMaxConnections;

@@ -1,5 +1,5 @@
 import type { AccessLogBuffer } from '../core/access-log.js';
-import type { Metrics } from '../core/metrics.js';
+import { DURATION_BUCKETS, type Metrics } from '../core/metrics.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import type { RepresentationCache } from './representations.js';
 import type { PublishOutcome, SipPublisherPool } from './sip/index.js';
@@ -49,6 +49,7 @@ export class SipGateway {
   constructor(private readonly deps: SipGatewayDeps) {
     deps.metrics.counter('presence_sip_publish_total', 'SIP PUBLISH transactions by kind (initial, modify, refresh, remove) and final status');
     deps.metrics.gauge('presence_sip_publications', 'Owners whose presence the SIP gateway publishes', () => this.served.size);
+    deps.metrics.histogram('presence_sip_publish_seconds', 'SIP PUBLISH transactions: from the request to the final response (or the transport error), by kind', DURATION_BUCKETS);
   }
 
   /**
@@ -61,6 +62,7 @@ export class SipGateway {
    */
   onOutcome(outcome: PublishOutcome): void {
     this.deps.metrics.inc('presence_sip_publish_total', { kind: outcome.kind, status: String(outcome.status) });
+    if (outcome.seconds !== undefined) this.deps.metrics.observe('presence_sip_publish_seconds', outcome.seconds, { kind: outcome.kind });
     const ownerId = this.ownerByUri.get(outcome.presentity);
     const served = ownerId === undefined ? undefined : this.served.get(ownerId);
     if (ownerId === undefined || !served) return;

@@ -27,7 +27,7 @@ import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js'
 import { KeySet } from '../core/identity/key-set.js';
 import { TokenVerifier } from '../core/identity/token-verifier.js';
 import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
-import { Metrics } from '../core/metrics.js';
+import { DURATION_BUCKETS, Metrics } from '../core/metrics.js';
 import { PresenceHub } from '../core/presence-hub.js';
 import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
@@ -71,6 +71,12 @@ export interface RunningService {
   flush(): Promise<void>;
   close(): Promise<void>;
 }
+
+const WRITE_SECONDS = 'presence_write_behind_round_seconds';
+const WRITE_BATCH_ROWS = 'presence_write_behind_batch_rows';
+const WRITE_FAILURES = 'presence_write_behind_failures_total';
+/** Rows per statement: the state writer's chunks are 500, the access log's 1000. */
+const BATCH_BUCKETS = [1, 10, 50, 100, 250, 500, 1000];
 
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
   // Errors are logged through errorForLog: no query parameters or row values (core/log-error.ts).
@@ -126,9 +132,32 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
     // Write-behind: presence state, and (privacy invariant 6) the access log.
+    metrics.histogram(WRITE_SECONDS, 'Write-behind rounds: time to write everything pending, by writer (rounds with nothing to write are not counted)', DURATION_BUCKETS);
+    metrics.histogram(WRITE_BATCH_ROWS, 'Write-behind batches (one statement each): rows, by writer', BATCH_BUCKETS);
+    metrics.counter(WRITE_FAILURES, 'Write-behind rounds that failed (their rows are kept and retried), by writer');
     const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>) => {
       metrics.counter(rowsMetric, help);
-      const writer = new WriteBehind(name, config.persistIntervalMs, write((rows) => metrics.inc(rowsMetric, undefined, rows)), log);
+      metrics.inc(WRITE_FAILURES, { writer: name }, 0);
+      const batchRows = metrics.series(WRITE_BATCH_ROWS, { writer: name });
+      const roundSeconds = metrics.series(WRITE_SECONDS, { writer: name });
+      let rowsThisRound = 0;
+      const round = write((rows) => {
+        rowsThisRound += rows;
+        batchRows(rows);
+        metrics.inc(rowsMetric, undefined, rows);
+      });
+      const timed = async () => {
+        const started = performance.now();
+        rowsThisRound = 0;
+        try {
+          await round();
+        } catch (error) {
+          metrics.inc(WRITE_FAILURES, { writer: name });
+          throw error;
+        }
+        if (rowsThisRound > 0) roundSeconds((performance.now() - started) / 1000);
+      };
+      const writer = new WriteBehind(name, config.persistIntervalMs, timed, log);
       writer.start();
       cleanups.push(() => writer.stop());
       return writer;

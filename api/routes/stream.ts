@@ -56,12 +56,15 @@ export interface StreamRouteDeps extends PresenceRouteDeps {
   readonly maxStreamsPerCaller: number;
   /** Told of each stream refused by one of those limits. */
   readonly onRefused: (limit: 'http_streams' | 'http_streams_per_caller') => void;
+  /** Given a reader of the number of open streams (a gauge for operators). */
+  readonly exposeOpenStreams?: (read: () => number) => void;
 }
 
 export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void {
   // Open streams never end on their own: on shutdown they are ended first,
   // or the HTTP server would wait for them for ever.
   const open = new Set<Socket>();
+  deps.exposeOpenStreams?.(() => open.size);
 
   /**
    * The hub tells every stream of an owner about a change synchronously,

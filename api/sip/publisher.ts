@@ -49,6 +49,8 @@ export interface PublishOutcome {
   readonly expires?: number;
   /** Why it failed, when it did. */
   readonly error?: string;
+  /** From sending the request to this outcome (absent when nothing was sent). */
+  readonly seconds?: number;
 }
 
 /** Time source and timers, injectable for tests. */
@@ -145,6 +147,8 @@ export class Publication {
   private backoffTimer: unknown;
   private backoffMs = 0;
   private busy = false;
+  /** When the current transaction's request was sent (performance.now()), for the outcome's duration. */
+  private sentAt: number | undefined;
   private closed = false;
   private waiters: Waiter[] = [];
   private idleWaiters: (() => void)[] = [];
@@ -265,8 +269,10 @@ export class Publication {
   }
 
   private emit(outcome: PublishOutcome): void {
+    const sentAt = this.sentAt;
+    this.sentAt = undefined;
     try {
-      this.options.onOutcome?.(outcome);
+      this.options.onOutcome?.(sentAt === undefined ? outcome : { ...outcome, seconds: (performance.now() - sentAt) / 1000 });
     } catch {
       // An observer's failure must not break the state machine.
     }
@@ -293,6 +299,7 @@ export class Publication {
       const uri = this.presentity;
       const sent = this.options.authenticator?.authorize('PUBLISH', uri, body) ?? { headers: [], nonces: new Set<string>() };
       let response: SipResponse;
+      this.sentAt = performance.now();
       try {
         response = await this.options.transport.send({
           method: 'PUBLISH',
