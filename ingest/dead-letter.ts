@@ -6,8 +6,8 @@ import type { IngestRejection } from '../core/errors.js';
  * debugging a device. It says which topic, why, when, how large, and which
  * top-level fields the payload had; never the payload itself, which may
  * carry a position or a Wi-Fi name. Messages on topics that name no
- * registered device (someone else's OwnTracks on a shared broker) are not
- * dead-lettered at all.
+ * registered device (someone else's OwnTracks on a shared broker) and
+ * messages over a device's rate limit are not dead-lettered at all.
  */
 export function deadLetter(
   root: string,
@@ -17,6 +17,9 @@ export function deadLetter(
   now: number,
 ): { topic: string; payload: string } | undefined {
   if (reason === 'bad_topic' || reason === 'unknown_device') return undefined;
+  // A flooding device's excess is counted, not republished: a dead letter
+  // each would hand the flood back to the broker (and parse every payload).
+  if (reason === 'rate_limited') return undefined;
   let fields: string[] | undefined;
   if (reason !== 'payload_too_large' && reason !== 'malformed_json') {
     try {
