@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { tlsErrorText, tlsFailureHint } from '../tls/errors.js';
 import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 import * as schema from './schema.js';
 
@@ -59,7 +60,11 @@ async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error)
   // Several service processes may start at once: one migrates, the others
   // wait on a session-level advisory lock and then find nothing to do.
   const migrator = new pg.default.Client(pgClientConfig(target));
-  await migrator.connect();
+  await migrator.connect().catch((error: unknown) => {
+    // The first connection of a start: say which setting to check when TLS is what failed.
+    const hint = tlsFailureHint(error, { ca: 'DATABASE_CA_FILE', cert: 'DATABASE_CERT_FILE/DATABASE_KEY_FILE', host: 'DATABASE_URL' });
+    throw hint ? new Error(`cannot connect to PostgreSQL: ${tlsErrorText(error)} (${hint})`, { cause: error }) : error;
+  });
   try {
     await migrator.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     await migrate(drizzle({ client: migrator, schema }), { migrationsFolder: migrationsFolder() });
