@@ -352,7 +352,7 @@ export function parseConfig(source: Env): ConfigResult {
 
 const isTlsMqttUrl = (url: string): boolean => ['mqtts:', 'ssl:', 'wss:'].includes(new URL(url).protocol);
 
-/** RFC 3261 §19.1 / §26.2: a sips: URI, or a sip: URI with ;transport=tls (deprecated by RFC 5630 §3.1.3 but common). */
+/** RFC 3261 §19.1 / §26.2: a sips: URI, or a sip: URI with ;transport=tls (deprecated by RFC 5630, still common). */
 const isTlsSipServer = (uri: string): boolean => /^sips:/i.test(uri) || /;transport=tls(?=;|$)/i.test(uri);
 
 /** Connection-string parameters that would make the driver pick TLS settings or read files behind our back. */

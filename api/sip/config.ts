@@ -32,9 +32,9 @@ export function isSipUser(value: string): boolean {
  *
  * - `sip:` defaults to UDP; `;transport=udp|tcp|tls` chooses.
  * - `sips:` means TLS (RFC 3261 §19.1, §26.2.2); `;transport=tcp` with it
- *   is TLS over TCP (RFC 5630 §3.1.3, which also deprecates
+ *   is TLS over TCP (RFC 5630, which also deprecates
  *   `;transport=tls`, still accepted); UDP cannot carry sips: and is refused.
- * - The port defaults to 5060, or 5061 for TLS (RFC 3261 §19.1.2, RFC 3263 §4.2).
+ * - The port defaults to 5060, or 5061 for TLS (RFC 3261 §19.1.1, RFC 3263 §4.2).
  */
 export function parseSipServerUri(uri: string): SipServerAddress | { readonly error: string } {
   const match = /^(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?[\]]+)(?::([0-9]{1,5}))?((?:;[^;?]*)*)$/i.exec(uri.trim());

@@ -3,7 +3,7 @@ import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 
 /**
  * Whether the SIP server's certificate names the host of the configured
- * server URI (RFC 3261 §26.2.1 as updated by RFC 5922):
+ * server URI, as RFC 5922 (which updates RFC 3261 on this point) says:
  *
  * - §7.1: the identities are the subjectAltName entries of type URI with a
  *   sip: or sips: scheme (their host part) and of type dNSName; only when
