@@ -74,7 +74,10 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
     if (open) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
+  if (child.exitCode !== null) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
+  }
   return {
     url: `${options.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
     port,
