@@ -40,11 +40,15 @@ interface Served {
 
 /** After the server refuses a document for good, try it again this much later (the view may not change for hours). */
 export const REPUBLISH_AFTER_MS = 30_000;
+/** A transport failure (no response: timeout, refused connection, failed TLS handshake) is logged once per reason this often. */
+export const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 export class SipGateway {
   private readonly served = new Map<string, Served>();
   private readonly ownerByUri = new Map<string, string>();
   private closed = false;
+  /** When each transport failure reason was last logged: one line per reason a minute, not one per presentity and retry. */
+  private readonly failuresLogged = new Map<string, number>();
 
   constructor(private readonly deps: SipGatewayDeps) {
     deps.metrics.counter('presence_sip_publish_total', 'SIP PUBLISH transactions by kind (initial, modify, refresh, remove) and final status');
@@ -63,6 +67,7 @@ export class SipGateway {
   onOutcome(outcome: PublishOutcome): void {
     this.deps.metrics.inc('presence_sip_publish_total', { kind: outcome.kind, status: String(outcome.status) });
     if (outcome.seconds !== undefined) this.deps.metrics.observe('presence_sip_publish_seconds', outcome.seconds, { kind: outcome.kind });
+    if (outcome.status === 0 && outcome.error !== undefined && !outcome.error.startsWith('closed:')) this.logFailure(outcome.error);
     const ownerId = this.ownerByUri.get(outcome.presentity);
     const served = ownerId === undefined ? undefined : this.served.get(ownerId);
     if (ownerId === undefined || !served) return;
@@ -75,6 +80,15 @@ export class SipGateway {
       served.timer = setTimeout(() => this.check(ownerId), REPUBLISH_AFTER_MS);
       served.timer.unref();
     }
+  }
+
+  private logFailure(reason: string): void {
+    const now = this.deps.clock();
+    const last = this.failuresLogged.get(reason);
+    if (last !== undefined && now - last < FAILURE_LOG_INTERVAL_MS) return;
+    if (this.failuresLogged.size > 100) this.failuresLogged.clear();
+    this.failuresLogged.set(reason, now);
+    this.deps.onError(new Error(`no response from the SIP server: ${reason}`));
   }
 
   /** Starts or stops publishing for one owner, as their settings now say. */

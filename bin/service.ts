@@ -11,6 +11,7 @@ import { OidcVerifier } from '../core/identity/oidc.js';
 import { Accounts, DEFAULT_SCOPES } from '../api/accounts.js';
 import { buildApi, LIMIT_REFUSALS } from '../api/server.js';
 import type { Config } from '../core/config.js';
+import type { TlsMaterial } from '../core/tls/pem.js';
 import type { IngestRejection } from '../core/errors.js';
 import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
@@ -45,6 +46,7 @@ import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.j
 import { SipGateway } from '../api/sip-gateway.js';
 import { SipPublisherPool, sipGatewayConfigSchema, type SipGatewayConfig } from '../api/sip/index.js';
 import { loadOrCreateDigestKey, loadOrCreateKeyPem } from './key-file.js';
+import { loadOutboundTls } from './tls-files.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -87,8 +89,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
     for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
   };
 
+  // TLS files for the broker, the database and the SIP server: read and checked before anything starts.
+  const outboundTls = await loadOutboundTls(config.outboundTls);
+  for (const warning of outboundTls.warnings) log.warn(warning);
+  const postgres = config.database.kind === 'postgres' ? { url: config.database.url, ...(outboundTls.database ? { tls: outboundTls.database } : {}) } : undefined;
   // The SIP settings are checked before anything starts (the URI grammar lives with the SIP client).
-  const sipConfig = config.sip ? parseSipSettings(config.sip) : undefined;
+  const sipConfig = config.sip ? parseSipSettings(config.sip, outboundTls.sip) : undefined;
 
   try {
     // Keys, the embedded database and the ingest journal live here: the service's user only.
@@ -100,7 +106,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
     const startedDb = Date.now();
     const database: DatabaseHandle = await openDatabase(
-      config.database.kind === 'postgres' ? config.database : { kind: 'embedded', dataDir: config.dataDir },
+      postgres ? { kind: 'postgres', ...postgres } : { kind: 'embedded', dataDir: config.dataDir },
       (error) => log.warn({ err: error.message }, 'idle database connection lost'),
     );
     cleanups.push(() => database.close());
@@ -125,8 +131,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const clusterConfig = config.mqtt.kind === 'external' ? config.mqtt.cluster : undefined;
     const controlBacklog: ControlChange[] = [];
     const control: { onChange: (change: ControlChange) => void; onResync: () => void } = { onChange: (change) => void controlBacklog.push(change), onResync: () => undefined };
-    if (clusterConfig && config.database.kind === 'postgres') {
-      const listener = await listenForChanges(config.database.url, { onChange: (change) => control.onChange(change), onResync: () => control.onResync() }, log);
+    if (clusterConfig && postgres) {
+      const listener = await listenForChanges(postgres, { onChange: (change) => control.onChange(change), onResync: () => control.onResync() }, log);
       cleanups.push(() => listener.close());
     }
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
@@ -292,6 +298,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         log,
         onMessage,
         beforeAck: () => journal?.sync(),
+        ...(outboundTls.mqtt ? { tls: outboundTls.mqtt } : {}),
         ...(cluster && clusterConfig
           ? { shareGroup: clusterConfig.shareGroup, extraSubscriptions: cluster.subscriptions(), will: cluster.will(), onClient: (client: MqttClient) => cluster.attach(client) }
           : {}),
@@ -450,9 +457,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       };
       for (const change of controlBacklog.splice(0)) control.onChange(change);
     }
-    if (clusterConfig && config.database.kind === 'postgres') {
+    if (clusterConfig && postgres) {
       const lease = await acquireDeliveryLease(
-        config.database.url,
+        postgres,
         (held) => {
           delivery.held = held;
           for (const listener of deliveryChanged) listener(held);
@@ -527,9 +534,10 @@ function networkDigester(key: Buffer): (ownerId: string, ssid: string) => string
   return (ownerId, ssid) => createHmac('sha256', key).update(ownerId).update('\0').update(ssid).digest('base64url').slice(0, 22);
 }
 
-function parseSipSettings(sip: NonNullable<Config['sip']>): SipGatewayConfig {
+function parseSipSettings(sip: NonNullable<Config['sip']>, tls: TlsMaterial | undefined): SipGatewayConfig {
   const parsed = sipGatewayConfigSchema.safeParse({
     server: sip.server,
+    ...(tls ? { tls } : {}),
     domain: sip.domain,
     localHost: sip.localHost,
     expires: sip.expires,

@@ -25,6 +25,9 @@ const urlWithScheme = (schemes: readonly string[]) =>
     { message: `must be a URL with scheme ${schemes.join(', ')}` },
   );
 
+export const DATABASE_SSL_MODES = ['disable', 'require', 'verify-full'] as const;
+export type DatabaseSslMode = (typeof DATABASE_SSL_MODES)[number];
+
 const topicRoot = z.string().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /');
 
 export const envSchema = z.object({
@@ -95,7 +98,7 @@ export const envSchema = z.object({
   HTTP_MAX_STREAMS_PER_CALLER: positiveInt.max(10_000).default(8),
   MQTT_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(100_000),
   /** The SIP presence server the gateway PUBLISHes to, e.g. sip:127.0.0.1:5070;transport=tcp; unset: no gateway. */
-  SIP_SERVER: z.string().regex(/^sip:[^\s<>"]+$/, 'must be a sip: URI such as sip:127.0.0.1:5070;transport=tcp').optional(),
+  SIP_SERVER: z.string().regex(/^sips?:[^\s<>"]+$/, 'must be a sip: or sips: URI such as sip:127.0.0.1:5070;transport=tcp').optional(),
   /** Domain of the presentity URIs the gateway publishes (sip:{handle}@{SIP_DOMAIN}); default PRESENCE_DOMAIN. */
   SIP_DOMAIN: z.string().min(1).max(253).optional(),
   /** The watcher id whose consent decides what the SIP server receives. */
@@ -105,12 +108,34 @@ export const envSchema = z.object({
   SIP_EXPIRES: positiveInt.min(60).max(86_400).default(3600),
   /** Local address for the gateway's socket. */
   SIP_LOCAL_HOST: z.string().default('127.0.0.1'),
+  // TLS to what the service connects to (the external broker, PostgreSQL,
+  // the SIP server): PEM files read once at start (bin/tls-files.ts). The
+  // server's certificate is always verified for MQTT and SIP; for
+  // PostgreSQL as DATABASE_SSL says.
+  MQTT_CA_FILE: z.string().min(1).optional(),
+  MQTT_CERT_FILE: z.string().min(1).optional(),
+  MQTT_KEY_FILE: z.string().min(1).optional(),
+  /** disable | require (encrypted, certificate not checked) | verify-full; default below (databaseSslMode). */
+  DATABASE_SSL: z.enum(DATABASE_SSL_MODES).optional(),
+  DATABASE_CA_FILE: z.string().min(1).optional(),
+  DATABASE_CERT_FILE: z.string().min(1).optional(),
+  DATABASE_KEY_FILE: z.string().min(1).optional(),
+  SIP_CA_FILE: z.string().min(1).optional(),
+  SIP_CERT_FILE: z.string().min(1).optional(),
+  SIP_KEY_FILE: z.string().min(1).optional(),
   /** Whether webhook URLs may be plain http (default: only outside production). */
   WEBHOOK_ALLOW_HTTP: z.enum(['true', 'false']).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
 export type Env = Readonly<Record<string, string | undefined>>;
+
+/** PEM files of one TLS client connection (paths; read at start). */
+export interface TlsFiles {
+  readonly caFile: string | undefined;
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+}
 
 export interface Config {
   readonly http: { readonly host: string; readonly port: number };
@@ -172,6 +197,16 @@ export interface Config {
       }
     | undefined;
   readonly logLevel: string;
+  /**
+   * TLS to what the service connects to. `mqtt`: set when MQTT_URL is
+   * mqtts:// or wss://; `database`: set with DATABASE_URL; `sip`: set when
+   * SIP_SERVER is a sips: URI or has ;transport=tls.
+   */
+  readonly outboundTls: {
+    readonly mqtt: TlsFiles | undefined;
+    readonly database: { readonly mode: DatabaseSslMode; readonly files: TlsFiles } | undefined;
+    readonly sip: TlsFiles | undefined;
+  };
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: string[] };
@@ -214,6 +249,7 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
       if (root !== undefined && (sync.startsWith(`${root}/`) || `${root}/`.startsWith(sync))) problems.push(`MQTT_SYNC_TOPIC: must not overlap ${name}`);
     }
   }
+  problems.push(...outboundTlsProblems(env));
   const native = `${env.MQTT_TOPIC_ROOT}/`;
   const owntracks = `${env.OWNTRACKS_TOPIC_ROOT}/`;
   if (native.startsWith(owntracks) || owntracks.startsWith(native)) problems.push('OWNTRACKS_TOPIC_ROOT: must not overlap MQTT_TOPIC_ROOT');
@@ -300,7 +336,81 @@ export function parseConfig(source: Env): ConfigResult {
         : undefined,
     webhookAllowHttp: e.WEBHOOK_ALLOW_HTTP === undefined ? e.NODE_ENV !== 'production' : e.WEBHOOK_ALLOW_HTTP === 'true',
     logLevel: e.LOG_LEVEL,
+    outboundTls: {
+      mqtt: e.MQTT_URL && isTlsMqttUrl(e.MQTT_URL) ? { caFile: e.MQTT_CA_FILE, certFile: e.MQTT_CERT_FILE, keyFile: e.MQTT_KEY_FILE } : undefined,
+      database: e.DATABASE_URL
+        ? { mode: databaseSslMode(e.DATABASE_URL, e.DATABASE_SSL, e.DATABASE_CA_FILE), files: { caFile: e.DATABASE_CA_FILE, certFile: e.DATABASE_CERT_FILE, keyFile: e.DATABASE_KEY_FILE } }
+        : undefined,
+      sip: e.SIP_SERVER && isTlsSipServer(e.SIP_SERVER) ? { caFile: e.SIP_CA_FILE, certFile: e.SIP_CERT_FILE, keyFile: e.SIP_KEY_FILE } : undefined,
+    },
   };
   return { ok: true, config: deepFreeze(config) };
 }
 
+
+// ---- TLS to the broker, the database and the SIP server ----
+
+const isTlsMqttUrl = (url: string): boolean => ['mqtts:', 'ssl:', 'wss:'].includes(new URL(url).protocol);
+
+/** RFC 3261 §19.1 / §26.2: a sips: URI, or a sip: URI with ;transport=tls (deprecated by RFC 5630, still common). */
+const isTlsSipServer = (uri: string): boolean => /^sips:/i.test(uri) || /;transport=tls(?=;|$)/i.test(uri);
+
+/** Connection-string parameters that would make the driver pick TLS settings or read files behind our back. */
+const URL_TLS_FILES = ['sslrootcert', 'sslcert', 'sslkey', 'sslcrl', 'sslpassword'] as const;
+
+/**
+ * DATABASE_SSL, else `verify-full` when DATABASE_CA_FILE is given, else the
+ * URL's sslmode, else `disable` (the driver's default: plain TCP). Only
+ * called once crossChecks accepted the combination.
+ */
+export function databaseSslMode(url: string, configured: DatabaseSslMode | undefined, caFile: string | undefined): DatabaseSslMode {
+  if (configured) return configured;
+  if (caFile) return 'verify-full';
+  const sslmode = new URL(url).searchParams.get('sslmode');
+  return sslmode === 'require' || sslmode === 'verify-full' ? sslmode : 'disable';
+}
+
+function outboundTlsProblems(env: z.infer<typeof envSchema>): string[] {
+  const problems: string[] = [];
+  const pair = (cert: string, key: string, certValue: string | undefined, keyValue: string | undefined) => {
+    if ((certValue === undefined) !== (keyValue === undefined)) problems.push(`${cert}/${key}: set both or neither`);
+  };
+
+  const mqttFiles = env.MQTT_CA_FILE ?? env.MQTT_CERT_FILE ?? env.MQTT_KEY_FILE;
+  if (mqttFiles !== undefined) {
+    if (!env.MQTT_URL) problems.push('MQTT_CA_FILE/MQTT_CERT_FILE/MQTT_KEY_FILE: only used with MQTT_URL (an external broker)');
+    else if (!isTlsMqttUrl(env.MQTT_URL)) problems.push('MQTT_CA_FILE/MQTT_CERT_FILE/MQTT_KEY_FILE: MQTT_URL does not use TLS (use mqtts:// or wss://)');
+  }
+  pair('MQTT_CERT_FILE', 'MQTT_KEY_FILE', env.MQTT_CERT_FILE, env.MQTT_KEY_FILE);
+
+  const databaseSettings = env.DATABASE_SSL ?? env.DATABASE_CA_FILE ?? env.DATABASE_CERT_FILE ?? env.DATABASE_KEY_FILE;
+  if (!env.DATABASE_URL) {
+    if (databaseSettings !== undefined) problems.push('DATABASE_SSL/DATABASE_CA_FILE/DATABASE_CERT_FILE/DATABASE_KEY_FILE: only used with DATABASE_URL');
+  } else {
+    const params = new URL(env.DATABASE_URL).searchParams;
+    for (const name of URL_TLS_FILES) {
+      if (params.has(name)) problems.push(`DATABASE_URL: ${name} is not supported; use DATABASE_CA_FILE, DATABASE_CERT_FILE and DATABASE_KEY_FILE`);
+    }
+    if (params.has('ssl') || params.has('uselibpqcompat')) problems.push('DATABASE_URL: use sslmode (or DATABASE_SSL), not ssl= or uselibpqcompat=');
+    const sslmode = params.get('sslmode');
+    if (sslmode !== null && !(DATABASE_SSL_MODES as readonly string[]).includes(sslmode)) {
+      // libpq's prefer/allow fall back to plain text, and verify-ca skips the
+      // host name check: neither is offered, so no one gets them unknowingly.
+      problems.push(`DATABASE_URL: sslmode=${sslmode} is not supported; use disable, require or verify-full (or DATABASE_SSL)`);
+    } else if (sslmode !== null && env.DATABASE_SSL !== undefined && sslmode !== env.DATABASE_SSL) {
+      problems.push(`DATABASE_SSL=${env.DATABASE_SSL} contradicts sslmode=${sslmode} in DATABASE_URL: keep one`);
+    }
+    const mode = databaseSslMode(env.DATABASE_URL, env.DATABASE_SSL, env.DATABASE_CA_FILE);
+    if (env.DATABASE_CA_FILE && mode !== 'verify-full') problems.push(`DATABASE_CA_FILE: only used with DATABASE_SSL=verify-full (${mode} does not check the server's certificate)`);
+    if ((env.DATABASE_CERT_FILE || env.DATABASE_KEY_FILE) && mode === 'disable') problems.push('DATABASE_CERT_FILE/DATABASE_KEY_FILE: need TLS (DATABASE_SSL=require or verify-full)');
+  }
+  pair('DATABASE_CERT_FILE', 'DATABASE_KEY_FILE', env.DATABASE_CERT_FILE, env.DATABASE_KEY_FILE);
+
+  const sipFiles = env.SIP_CA_FILE ?? env.SIP_CERT_FILE ?? env.SIP_KEY_FILE;
+  if (sipFiles !== undefined) {
+    if (!env.SIP_SERVER) problems.push('SIP_CA_FILE/SIP_CERT_FILE/SIP_KEY_FILE: only used with SIP_SERVER');
+    else if (!isTlsSipServer(env.SIP_SERVER)) problems.push('SIP_CA_FILE/SIP_CERT_FILE/SIP_KEY_FILE: SIP_SERVER does not use TLS (use a sips: URI or ;transport=tls)');
+  }
+  pair('SIP_CERT_FILE', 'SIP_KEY_FILE', env.SIP_CERT_FILE, env.SIP_KEY_FILE);
+  return problems;
+}

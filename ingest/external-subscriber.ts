@@ -1,5 +1,7 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Log } from '../core/log.js';
+import { tlsErrorText, tlsFailureHint } from '../core/tls/errors.js';
+import type { TlsMaterial } from '../core/tls/pem.js';
 import { ingestSubscriptions, type TopicScheme } from './topics.js';
 
 /**
@@ -36,6 +38,8 @@ export interface ExternalSubscriberOptions {
    * broker (the ingest journal writes what was applied; ingest/ingest-journal.ts).
    */
   readonly beforeAck?: () => void;
+  /** mqtts:// and wss://: CA and client certificate (MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE). */
+  readonly tls?: TlsMaterial;
 }
 
 export interface ExternalSubscriber {
@@ -54,6 +58,15 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   if (options.username) clientOptions.username = options.username;
   if (options.password) clientOptions.password = options.password;
   if (options.will) clientOptions.will = options.will;
+  // The broker's certificate is always verified (mqtt.js passes these to
+  // tls.connect, and to ws for wss://), with no setting to turn that off:
+  // an unverified broker could be anyone, and it sees every device event.
+  clientOptions.rejectUnauthorized = true;
+  if (options.tls?.ca !== undefined) clientOptions.ca = options.tls.ca;
+  if (options.tls?.cert !== undefined && options.tls.key !== undefined) {
+    clientOptions.cert = options.tls.cert;
+    clientOptions.key = options.tls.key;
+  }
   const client = connect(options.url, clientOptions);
   options.onClient?.(client);
   // A shared subscription (MQTT 5 §4.8.2; Mosquitto also offers it to 3.1.1
@@ -91,7 +104,8 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     if (refused.length > 0) throw new Error(`subscription to ${refused.join(', ')} refused`);
   } catch (error) {
     client.end(true);
-    throw new Error(`cannot use MQTT broker ${redact(options.url)}: ${error instanceof Error ? error.message : String(error)}`);
+    const hint = tlsFailureHint(error, { ca: 'MQTT_CA_FILE', cert: 'MQTT_CERT_FILE/MQTT_KEY_FILE', host: 'MQTT_URL' });
+    throw new Error(`cannot use MQTT broker ${redact(options.url)}: ${tlsErrorText(error)}${hint ? ` (${hint})` : ''}`);
   }
 
   // mqtt.js renews the subscription itself after a reconnect (resubscribe).

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import type { TlsMaterial } from '../../core/tls/pem.js';
 
 /**
  * Configuration of the SIP gateway (the service as an RFC 3903 presence
@@ -9,7 +10,7 @@ import { z } from 'zod';
 export interface SipServerAddress {
   readonly host: string;
   readonly port: number;
-  readonly transport: 'udp' | 'tcp';
+  readonly transport: 'udp' | 'tcp' | 'tls';
 }
 
 /** RFC 3261 §25.1 hostname, or an IPv4 / bracketed IPv6 literal. */
@@ -26,25 +27,32 @@ export function isSipUser(value: string): boolean {
 }
 
 /**
- * Parses a server URI such as `sip:127.0.0.1:5070;transport=tcp` (RFC 3261
- * §19.1.1). The port defaults to 5060 (§19.1.2), the transport to UDP. `sips:`
- * is refused: there is no TLS transport here.
+ * Parses a server URI such as `sip:127.0.0.1:5070;transport=tcp` or
+ * `sips:presence.example.com` (RFC 3261 §19.1.1).
+ *
+ * - `sip:` defaults to UDP; `;transport=udp|tcp|tls` chooses.
+ * - `sips:` means TLS (RFC 3261 §19.1, §26.2.2); `;transport=tcp` with it
+ *   is TLS over TCP (RFC 5630, which also deprecates
+ *   `;transport=tls`, still accepted); UDP cannot carry sips: and is refused.
+ * - The port defaults to 5060, or 5061 for TLS (RFC 3261 §19.1.1, RFC 3263 §4.2).
  */
 export function parseSipServerUri(uri: string): SipServerAddress | { readonly error: string } {
-  const match = /^sip:(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?[\]]+)(?::([0-9]{1,5}))?((?:;[^;?]*)*)$/i.exec(uri.trim());
-  if (!match) return { error: 'expected a SIP URI like sip:host:port;transport=tcp (sips: is not supported)' };
-  const rawHost = match[1] ?? '';
+  const match = /^(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?[\]]+)(?::([0-9]{1,5}))?((?:;[^;?]*)*)$/i.exec(uri.trim());
+  if (!match) return { error: 'expected a SIP URI like sip:host:port;transport=tcp or sips:host:port' };
+  const secure = (match[1] ?? '').toLowerCase() === 'sips';
+  const rawHost = match[2] ?? '';
   if (!isHost(rawHost)) return { error: `invalid host ${JSON.stringify(rawHost)}` };
-  const port = match[2] === undefined ? 5060 : Number(match[2]);
-  if (port < 1 || port > 65535) return { error: `port ${port} is out of range` };
-  let transport: 'udp' | 'tcp' = 'udp';
-  for (const param of (match[3] ?? '').split(';').filter(Boolean)) {
+  let transport: 'udp' | 'tcp' | 'tls' = secure ? 'tls' : 'udp';
+  for (const param of (match[4] ?? '').split(';').filter(Boolean)) {
     const [name, value = ''] = param.split('=');
     if ((name ?? '').toLowerCase() !== 'transport') continue;
     const t = value.toLowerCase();
-    if (t !== 'udp' && t !== 'tcp') return { error: `transport ${JSON.stringify(value)} is not supported (udp or tcp)` };
-    transport = t;
+    if (t !== 'udp' && t !== 'tcp' && t !== 'tls') return { error: `transport ${JSON.stringify(value)} is not supported (udp, tcp or tls)` };
+    if (secure && t === 'udp') return { error: 'a sips: URI needs TLS over a reliable transport: transport=udp is not allowed (RFC 3261 §26.2.2)' };
+    transport = secure ? 'tls' : t;
   }
+  const port = match[3] === undefined ? (transport === 'tls' ? 5061 : 5060) : Number(match[3]);
+  if (port < 1 || port > 65535) return { error: `port ${port} is out of range` };
   const host = rawHost.startsWith('[') ? rawHost.slice(1, -1) : rawHost;
   return { host, port, transport };
 }
@@ -65,6 +73,8 @@ export const sipGatewayConfigSchema = z
       }
       return parsed;
     }),
+    /** TLS (sips: or ;transport=tls): CA and client certificate; the server's certificate is always verified. */
+    tls: z.custom<TlsMaterial>((v) => typeof v === 'object' && v !== null).optional(),
     /** Local address to bind (and put in Via). */
     localHost: z
       .string()
@@ -90,7 +100,8 @@ export const sipGatewayConfigSchema = z
       .regex(/^[\x20-\x7e]+$/, 'printable ASCII only')
       .default('presence-service'),
   })
-  .refine((c) => (c.username === undefined) === (c.password === undefined), { message: 'username and password go together', path: ['password'] });
+  .refine((c) => (c.username === undefined) === (c.password === undefined), { message: 'username and password go together', path: ['password'] })
+  .refine((c) => c.tls === undefined || c.server.transport === 'tls', { message: 'TLS settings need a sips: server or ;transport=tls', path: ['tls'] });
 
 export type SipGatewayConfigInput = z.input<typeof sipGatewayConfigSchema>;
 export type SipGatewayConfig = z.output<typeof sipGatewayConfigSchema>;

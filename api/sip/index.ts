@@ -5,4 +5,5 @@ export { buildAuthorization, chooseChallenge, computeDigest, parseChallenges, pa
 export { buildRequest, parseMessage, parseResponse, SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
 export { SipPublisherPool, SipPoolClosedError, type SipPublisherPoolOptions } from './pool.js';
 export { defaultRefreshDelayMs, Publication, systemClock, type Clock, type PublicationOptions, type PublishKind, type PublishOutcome } from './publisher.js';
-export { createTcpTransport, createTransport, createUdpTransport, SipTransportError, type SipTransport, type TransactionTimers, type TransportOptions } from './transport.js';
+export { createTcpTransport, createTlsTransport, createTransport, createUdpTransport, SipTransportError, type SipTransport, type SipTransportProtocol, type TransactionTimers, type TransportOptions } from './transport.js';
+export { checkSipServerIdentity } from './tls-identity.js';

@@ -366,7 +366,8 @@ export interface AuthorizationHeader {
 }
 
 export interface ViaSpec {
-  readonly transport: 'UDP' | 'TCP';
+  /** RFC 3261 §20.42 / §18.1.1: the transport the request is sent over (TLS for sips:). */
+  readonly transport: 'UDP' | 'TCP' | 'TLS';
   readonly host: string;
   readonly port: number;
   readonly branch: string;

@@ -48,6 +48,7 @@ export class SipPublisherPool {
         remotePort: config.server.port,
         localHost: config.localHost,
         localPort: config.localPort,
+        ...(config.tls ? { tls: config.tls } : {}),
         ...(options.timers ? { timers: options.timers } : {}),
       }));
     return new SipPublisherPool(config, transport, options);

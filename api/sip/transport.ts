@@ -1,7 +1,11 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { connect, isIPv6, type Socket as TcpSocket } from 'node:net';
+import { connect, isIP, isIPv6, type Socket as TcpSocket } from 'node:net';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
+import { tlsErrorText, tlsFailureHint } from '../../core/tls/errors.js';
+import type { TlsMaterial } from '../../core/tls/pem.js';
 import { StreamFramer } from './framing.js';
 import { buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
+import { checkSipServerIdentity } from './tls-identity.js';
 
 /**
  * Client transports for non-INVITE transactions (RFC 3261 §17.1.2, §18.1):
@@ -16,11 +20,16 @@ import { buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type Pa
  *   retransmission (§17.1.2.2: Timer E is for unreliable transports only),
  *   Timer F still bounds the wait. Closing the connection fails the
  *   transactions on it (§17.1.4 transport error).
+ * - TLS (RFC 3261 §26.2, §18): the TCP transport over a TLS connection,
+ *   Via transport TLS (§18.1.1, §20.42). The server's certificate must
+ *   chain to the configured CA (or a public root) and name the host of
+ *   the server URI (RFC 5922 §7); a failed handshake fails the
+ *   transactions waiting for it with the code `tls`.
  *
  * Both bound the transactions in flight and the requests waiting for a slot.
  */
 
-export type SipTransportErrorCode = 'timeout' | 'network' | 'closed' | 'overloaded' | 'invalid-request';
+export type SipTransportErrorCode = 'timeout' | 'network' | 'tls' | 'closed' | 'overloaded' | 'invalid-request';
 
 export class SipTransportError extends Error {
   override readonly name = 'SipTransportError';
@@ -32,8 +41,10 @@ export class SipTransportError extends Error {
   }
 }
 
+export type SipTransportProtocol = 'udp' | 'tcp' | 'tls';
+
 export interface SipTransport {
-  readonly protocol: 'udp' | 'tcp';
+  readonly protocol: SipTransportProtocol;
   /** Runs one non-INVITE client transaction; rejects with a {@link SipTransportError}. */
   send(request: SipRequestSpec): Promise<SipResponse>;
   /** Fails what is pending with `closed`, stops every timer, releases the socket. */
@@ -65,6 +76,8 @@ export interface TransportOptions {
   readonly onProvisional?: (response: SipResponse) => void;
   /** Called for input that is not a well-formed SIP message (it is dropped). */
   readonly onMalformed?: (error: SipParseError) => void;
+  /** TLS: CA and client certificate (SIP_CA_FILE, SIP_CERT_FILE, SIP_KEY_FILE). */
+  readonly tls?: TlsMaterial;
 }
 
 export function resolveTimers(timers: Partial<TransactionTimers> = {}): TransactionTimers {
@@ -88,7 +101,7 @@ interface Transaction {
 const transactionKey = (branch: string, method: string): string => `${branch}\u0000${method.toUpperCase()}`;
 
 abstract class ClientTransport implements SipTransport {
-  abstract readonly protocol: 'udp' | 'tcp';
+  abstract readonly protocol: SipTransportProtocol;
   protected readonly timers: TransactionTimers;
   protected readonly pending = new Map<string, Transaction>();
   protected closed = false;
@@ -104,7 +117,7 @@ abstract class ClientTransport implements SipTransport {
   }
 
   /** Via sent-by of this transport, and whether to add rport (RFC 3581). */
-  protected abstract via(): { host: string; port: number; transport: 'UDP' | 'TCP'; rport: boolean };
+  protected abstract via(): { host: string; port: number; transport: 'UDP' | 'TCP' | 'TLS'; rport: boolean };
   /** Makes sure the transport can send (TCP connects); rejects with a transport error. */
   protected abstract ready(): Promise<void>;
   /** Puts the bytes on the wire for a transaction. */
@@ -299,7 +312,7 @@ class UdpTransport extends ClientTransport {
 }
 
 class TcpTransport extends ClientTransport {
-  readonly protocol = 'tcp' as const;
+  readonly protocol: 'tcp' | 'tls' = 'tcp';
   private socket: TcpSocket | undefined;
   private connecting: Promise<TcpSocket> | undefined;
   /** The socket of a connection attempt in progress. */
@@ -307,7 +320,22 @@ class TcpTransport extends ClientTransport {
 
   protected via() {
     const s = this.socket;
-    return { host: s?.localAddress ?? this.options.localHost ?? '127.0.0.1', port: s?.localPort ?? 0, transport: 'TCP' as const, rport: false };
+    return { host: s?.localAddress ?? this.options.localHost ?? '127.0.0.1', port: s?.localPort ?? 0, transport: this.protocol === 'tls' ? ('TLS' as const) : ('TCP' as const), rport: false };
+  }
+
+  /** Opens the connection; `ready` is the event after which SIP may flow. */
+  protected dial(): { socket: TcpSocket; ready: 'connect' | 'secureConnect' } {
+    return { socket: connect({ host: this.options.remoteHost, port: this.options.remotePort, localAddress: this.options.localHost ?? '127.0.0.1' }), ready: 'connect' };
+  }
+
+  /** Why an established connection ended, for the transactions on it. */
+  protected lost(error: Error | undefined): SipTransportError {
+    return new SipTransportError('network', `TCP connection closed before the final response${error ? ` (${error.message})` : ''}`);
+  }
+
+  /** Why a connection attempt failed, for the transactions waiting on it. */
+  protected failure(why: string, _error: Error | undefined, _tcpConnected: boolean): SipTransportError {
+    return new SipTransportError('network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`);
   }
 
   protected async ready(): Promise<void> {
@@ -321,23 +349,27 @@ class TcpTransport extends ClientTransport {
 
   private open(): Promise<TcpSocket> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ host: this.options.remoteHost, port: this.options.remotePort, localAddress: this.options.localHost ?? '127.0.0.1' });
+      const { socket, ready } = this.dial();
       this.opening = socket;
       const framer = new StreamFramer();
-      const failed = (why: string): void => {
+      let tcpConnected = false;
+      socket.once('connect', () => {
+        tcpConnected = true;
+      });
+      const failed = (why: string, error?: Error): void => {
         clearTimeout(timer);
         if (this.opening === socket) this.opening = undefined;
         socket.destroy();
-        reject(new SipTransportError(this.closed ? 'closed' : 'network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`));
+        reject(this.closed ? new SipTransportError('closed', `${this.protocol.toUpperCase()} connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`) : this.failure(why, error, tcpConnected));
       };
       // A connection that does not come up within Timer F is given up.
       // (failed() runs from events and this timer only, so after `timer` exists.)
       const timer = setTimeout(() => failed('timed out'), this.timers.timerFMs);
-      const onError = (error: Error): void => failed(error.message);
+      const onError = (error: Error): void => failed(tlsErrorText(error), error);
       const onClose = (): void => failed('closed');
       socket.once('error', onError);
       socket.once('close', onClose);
-      socket.once('connect', () => {
+      socket.once(ready, () => {
         clearTimeout(timer);
         socket.off('error', onError);
         socket.off('close', onClose);
@@ -348,7 +380,11 @@ class TcpTransport extends ClientTransport {
           return;
         }
         socket.setNoDelay(true);
-        socket.on('error', () => {}); // 'close' follows and does the clean-up
+        // 'close' follows and does the clean-up; the error says why.
+        let lastError: Error | undefined;
+        socket.on('error', (error) => {
+          lastError = error;
+        });
         socket.on('data', (chunk: Buffer) => {
           for (const result of framer.push(chunk)) this.receive(result);
           // The stream cannot be re-synchronised after a framing error.
@@ -357,7 +393,7 @@ class TcpTransport extends ClientTransport {
         socket.on('close', () => {
           if (this.socket === socket) this.socket = undefined;
           for (const tx of [...this.pending.values()]) {
-            if (tx.connection === socket) this.finish(tx, new SipTransportError('network', 'TCP connection closed before the final response'));
+            if (tx.connection === socket) this.finish(tx, this.lost(lastError));
           }
         });
         this.socket = socket;
@@ -395,6 +431,52 @@ class TcpTransport extends ClientTransport {
   }
 }
 
+/**
+ * SIP over TLS (RFC 3261 §26.2): the TCP transport's framing and
+ * connection handling over tls.connect. The server's certificate is always
+ * verified (no setting turns that off): the chain against the CA, the name
+ * against the host of the server URI (RFC 5922 §7, checkSipServerIdentity).
+ * SNI carries that host when it is a name (RFC 6066 §3: never an address).
+ */
+class TlsTransport extends TcpTransport {
+  override readonly protocol = 'tls' as const;
+
+  protected override dial(): { socket: TcpSocket; ready: 'connect' | 'secureConnect' } {
+    const { remoteHost: host, remotePort: port, tls = {} } = this.options;
+    // tls.connect passes the net.connect options (localAddress) through; its type does not list them.
+    const options: ConnectionOptions & { localAddress: string } = {
+      host,
+      port,
+      localAddress: this.options.localHost ?? '127.0.0.1',
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+      rejectUnauthorized: true,
+      checkServerIdentity: (_name, cert) => checkSipServerIdentity(host, cert),
+      ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+      ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+    };
+    return { socket: connectTls(options), ready: 'secureConnect' };
+  }
+
+  /**
+   * In TLS 1.3 the client's handshake completes before the server has
+   * checked the client certificate (RFC 8446 §4.4.2): a server that wants
+   * one, or refuses ours, says so with an alert after secureConnect.
+   */
+  protected override lost(error: Error | undefined): SipTransportError {
+    const hint = tlsFailureHint(error, { ca: 'SIP_CA_FILE', cert: 'SIP_CERT_FILE/SIP_KEY_FILE', host: 'SIP_SERVER' });
+    if (!hint) return super.lost(error);
+    return new SipTransportError('tls', `TLS connection to ${this.options.remoteHost}:${this.options.remotePort} refused by the server: ${tlsErrorText(error)} (${hint})`);
+  }
+
+  protected override failure(why: string, error: Error | undefined, tcpConnected: boolean): SipTransportError {
+    const where = `${this.options.remoteHost}:${this.options.remotePort}`;
+    // Once TCP is up, what fails before secureConnect is the handshake.
+    if (!tcpConnected) return new SipTransportError('network', `TCP connect to ${where} failed: ${why}`);
+    const hint = tlsFailureHint(error, { ca: 'SIP_CA_FILE', cert: 'SIP_CERT_FILE/SIP_KEY_FILE', host: 'SIP_SERVER' });
+    return new SipTransportError('tls', `TLS handshake with ${where} failed: ${why}${hint ? ` (${hint})` : ''}`);
+  }
+}
+
 /** A UDP transport bound and ready. */
 export async function createUdpTransport(options: TransportOptions): Promise<SipTransport & { readonly localPort: number }> {
   const transport = new UdpTransport(options);
@@ -407,6 +489,12 @@ export function createTcpTransport(options: TransportOptions): SipTransport {
   return new TcpTransport(options);
 }
 
-export async function createTransport(protocol: 'udp' | 'tcp', options: TransportOptions): Promise<SipTransport> {
-  return protocol === 'udp' ? createUdpTransport(options) : createTcpTransport(options);
+/** A TLS transport; it connects (and verifies the server) on the first request. */
+export function createTlsTransport(options: TransportOptions): SipTransport {
+  return new TlsTransport(options);
+}
+
+export async function createTransport(protocol: SipTransportProtocol, options: TransportOptions): Promise<SipTransport> {
+  if (protocol === 'udp') return createUdpTransport(options);
+  return protocol === 'tls' ? createTlsTransport(options) : createTcpTransport(options);
 }

@@ -2,6 +2,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { tlsErrorText, tlsFailureHint } from '../tls/errors.js';
+import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 import * as schema from './schema.js';
 
 /**
@@ -17,7 +19,7 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
-export type DatabaseTarget = { readonly kind: 'embedded'; readonly dataDir: string } | { readonly kind: 'postgres'; readonly url: string };
+export type DatabaseTarget = { readonly kind: 'embedded'; readonly dataDir: string } | ({ readonly kind: 'postgres' } & PostgresTarget);
 
 /** `migrations/` at the project root, from both `core/db` and `dist/core/db`. */
 export function migrationsFolder(): string {
@@ -29,7 +31,7 @@ export function migrationsFolder(): string {
 const MIGRATION_LOCK_ID = 0x70726573; // "pres"
 
 export async function openDatabase(target: DatabaseTarget, onIdleError?: (error: Error) => void): Promise<DatabaseHandle> {
-  return target.kind === 'embedded' ? openEmbedded(target.dataDir) : openPostgres(target.url, onIdleError);
+  return target.kind === 'embedded' ? openEmbedded(target.dataDir) : openPostgres(target, onIdleError);
 }
 
 async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
@@ -50,15 +52,19 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
   return { db: db as unknown as Database, kind: 'embedded', close: () => client.close() };
 }
 
-async function openPostgres(url: string, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
+async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
   const pg = await import('pg');
   const { drizzle } = await import('drizzle-orm/node-postgres');
   const { migrate } = await import('drizzle-orm/node-postgres/migrator');
 
   // Several service processes may start at once: one migrates, the others
   // wait on a session-level advisory lock and then find nothing to do.
-  const migrator = new pg.default.Client({ connectionString: url });
-  await migrator.connect();
+  const migrator = new pg.default.Client(pgClientConfig(target));
+  await migrator.connect().catch((error: unknown) => {
+    // The first connection of a start: say which setting to check when TLS is what failed.
+    const hint = tlsFailureHint(error, { ca: 'DATABASE_CA_FILE', cert: 'DATABASE_CERT_FILE/DATABASE_KEY_FILE', host: 'DATABASE_URL' });
+    throw hint ? new Error(`cannot connect to PostgreSQL: ${tlsErrorText(error)} (${hint})`, { cause: error }) : error;
+  });
   try {
     await migrator.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     await migrate(drizzle({ client: migrator, schema }), { migrationsFolder: migrationsFolder() });
@@ -66,7 +72,7 @@ async function openPostgres(url: string, onIdleError: ((error: Error) => void) |
     await migrator.end().catch(() => undefined);
   }
 
-  const pool = new pg.default.Pool({ connectionString: url, max: 10 });
+  const pool = new pg.default.Pool({ ...pgClientConfig(target), max: 10 });
   // An idle client losing its connection (a PostgreSQL restart) emits
   // 'error' on the pool; unhandled, that would kill the process. The next
   // query gets a fresh connection, and the write-behind retries.

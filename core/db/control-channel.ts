@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { z } from 'zod';
 import type { Log } from '../log.js';
+import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 
 /**
  * Scale-out, control plane: PostgreSQL LISTEN on the channel the triggers of
@@ -23,7 +24,7 @@ export interface ControlListener {
 }
 
 export async function listenForChanges(
-  url: string,
+  target: PostgresTarget,
   handlers: { onChange: (change: ControlChange) => void; onResync: () => void },
   log: Log,
   retryMs = 1000,
@@ -33,7 +34,7 @@ export async function listenForChanges(
   let retry: NodeJS.Timeout | undefined;
 
   const connect = async (): Promise<void> => {
-    const next = new pg.Client({ connectionString: url });
+    const next = new pg.Client(pgClientConfig(target));
     next.on('notification', (message) => {
       if (message.channel !== CONTROL_CHANNEL) return;
       let json: unknown;

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Log } from '../log.js';
+import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 
 /**
  * Scale-out: webhooks and SIP publications must leave from one process of
@@ -17,7 +18,7 @@ export interface DeliveryLease {
   close(): Promise<void>;
 }
 
-export async function acquireDeliveryLease(url: string, onChange: (held: boolean) => void, log: Log, retryMs = 2000): Promise<DeliveryLease> {
+export async function acquireDeliveryLease(target: PostgresTarget, onChange: (held: boolean) => void, log: Log, retryMs = 2000): Promise<DeliveryLease> {
   let client: pg.Client | undefined;
   let held = false;
   let closed = false;
@@ -32,7 +33,7 @@ export async function acquireDeliveryLease(url: string, onChange: (held: boolean
 
   const attempt = async (): Promise<void> => {
     if (!client) {
-      const next = new pg.Client({ connectionString: url });
+      const next = new pg.Client(pgClientConfig(target));
       next.on('error', (err) => {
         log.warn({ err: err.message }, 'delivery lease connection lost');
         if (client === next) client = undefined;

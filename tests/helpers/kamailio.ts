@@ -100,18 +100,52 @@ export async function freeSipPort(): Promise<number> {
   throw new Error('no port free for both TCP and UDP');
 }
 
+/** The Debian 12 package of Kamailio's TLS module (SIP over TLS tests only). */
+export const KAMAILIO_TLS_PACKAGE = 'kamailio-tls-modules';
+
+let tlsAvailability: Promise<string | undefined> | undefined;
+
+/** Undefined when Kamailio can serve TLS (its tls module is installed, or apt-get installed it now); else why not. */
+export function kamailioTlsUnavailable(): Promise<string | undefined> {
+  tlsAvailability ??= (async () => {
+    const base = await kamailioUnavailable();
+    if (base !== undefined) return base;
+    const present = async () => {
+      try {
+        await run('dpkg', ['-s', KAMAILIO_TLS_PACKAGE]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (await present()) return undefined;
+    if (process.getuid?.() !== 0 || !(await onPath('apt-get'))) return `${KAMAILIO_TLS_PACKAGE} is not installed (apt-get needs root)`;
+    try {
+      await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', KAMAILIO_TLS_PACKAGE], { timeout: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    } catch (error) {
+      return `${KAMAILIO_TLS_PACKAGE} is not installed, and apt-get install failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`;
+    }
+    return (await present()) ? undefined : `${KAMAILIO_TLS_PACKAGE} is not installed`;
+  })();
+  return tlsAvailability;
+}
+
 export interface KamailioOptions {
   /** Demand digest credentials for PUBLISH (users named www* get 401, the others 407). */
   readonly auth?: { readonly password: string; readonly algorithm: 'MD5' | 'SHA-256' };
   /** publ_cache=2 / subs_db_mode=0 (see the template for the refresh quirk). */
   readonly inMemory?: boolean;
+  /** Also SIP over TLS, with this server certificate and key (see kamailioTlsUnavailable). */
+  readonly tls?: { readonly cert: string; readonly key: string };
 }
 
 export interface KamailioServer {
   readonly port: number;
+  /** The TLS port, when started with `tls`. */
+  readonly tlsPort: number | undefined;
   readonly dir: string;
-  /** The server URI for the gateway configuration. */
-  uri(transport: 'udp' | 'tcp'): string;
+  /** The server URI for the gateway configuration (`sips:` for TLS). */
+  uri(transport: 'udp' | 'tcp' | 'tls'): string;
   /** What Kamailio logged so far. */
   log(): Promise<string>;
   stop(): Promise<void>;
@@ -157,13 +191,24 @@ export async function startKamailio(options: KamailioOptions = {}): Promise<Kama
 async function startKamailioOnce(options: KamailioOptions): Promise<KamailioServer> {
   const dir = await mkdtemp(join(tmpdir(), 'kamailio-test-'));
   const port = await freeSipPort();
+  const tlsPort = options.tls ? await freeSipPort() : undefined;
   const template = await readFile(join(KAMAILIO_DIR, 'kamailio.cfg.template'), 'utf8');
   const config = template
     .replaceAll('{{PORT}}', String(port))
+    .replaceAll('{{TLS_PORT}}', String(tlsPort ?? 0))
     .replaceAll('{{RUNDIR}}', dir)
     .replaceAll('{{PASSWORD}}', options.auth?.password ?? '');
   const cfg = join(dir, 'kamailio.cfg');
   await writeFile(cfg, config);
+  if (options.tls) {
+    await writeFile(join(dir, 'tls-server.pem'), options.tls.cert);
+    await writeFile(join(dir, 'tls-server.key'), options.tls.key, { mode: 0o600 });
+    // The tls module's own configuration (one server profile, no client certificate required).
+    await writeFile(
+      join(dir, 'tls.cfg'),
+      ['[server:default]', 'method = TLSv1.2+', 'verify_certificate = no', 'require_certificate = no', `private_key = ${join(dir, 'tls-server.key')}`, `certificate = ${join(dir, 'tls-server.pem')}`, '', '[client:default]', 'verify_certificate = no', 'require_certificate = no', ''].join('\n'),
+    );
+  }
   const db = join(dir, 'presence.db');
   if (options.inMemory) await writeFile(db, '');
   else {
@@ -176,6 +221,7 @@ async function startKamailioOnce(options: KamailioOptions): Promise<KamailioServ
   if (options.auth) defines.push('-A', 'WITH_AUTH');
   if (options.auth?.algorithm === 'SHA-256') defines.push('-A', 'AUTH_SHA256');
   if (options.inMemory) defines.push('-A', 'IN_MEMORY');
+  if (options.tls) defines.push('-A', 'WITH_TLS');
   try {
     await run('kamailio', ['-c', '-f', cfg, ...defines]);
   } catch (error) {
@@ -214,7 +260,7 @@ async function startKamailioOnce(options: KamailioOptions): Promise<KamailioServ
   } finally {
     await probe.close();
   }
-  return { port, dir, uri: (transport) => `sip:127.0.0.1:${port};transport=${transport}`, log, stop };
+  return { port, tlsPort, dir, uri: (transport) => (transport === 'tls' ? `sips:127.0.0.1:${tlsPort ?? 0}` : `sip:127.0.0.1:${port};transport=${transport}`), log, stop };
 }
 
 export interface SippRun {

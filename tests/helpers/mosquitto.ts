@@ -23,6 +23,12 @@ export interface PrivateBrokerOptions {
   readonly config?: readonly string[];
   /** Files to write into the folder before starting (name -> content). */
   readonly files?: Readonly<Record<string, string>>;
+  /**
+   * A TLS listener (the URL becomes mqtts://): the server's certificate and
+   * key, and the CA clients are checked against when `requireCertificate`
+   * is set. (Debian 12's Mosquitto cannot open websockets listeners.)
+   */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca: string; readonly requireCertificate?: boolean };
 }
 
 async function freePort(): Promise<number> {
@@ -43,11 +49,19 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
   const conf = join(dir, 'mosquitto.conf');
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content, { mode: 0o600 });
   const extra = (options.config ?? ['allow_anonymous true']).map((line) => line.replaceAll('{dir}', dir));
+  // Listener settings follow their listener line.
+  const listener: string[] = [];
+  if (options.tls) {
+    await writeFile(join(dir, 'tls-ca.pem'), options.tls.ca, { mode: 0o600 });
+    await writeFile(join(dir, 'tls-server.pem'), options.tls.cert, { mode: 0o600 });
+    await writeFile(join(dir, 'tls-server.key'), options.tls.key, { mode: 0o600 });
+    listener.push(`cafile ${join(dir, 'tls-ca.pem')}`, `certfile ${join(dir, 'tls-server.pem')}`, `keyfile ${join(dir, 'tls-server.key')}`, `require_certificate ${options.tls.requireCertificate ? 'true' : 'false'}`);
+  }
   await writeFile(
     conf,
     // `user`: mosquitto started as root drops to user mosquitto, which could
     // not read the private files in this 0700 folder; ignored when not root.
-    [`listener ${port} 127.0.0.1`, ...extra, `user ${userInfo().username}`, 'persistence false', 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+    [`listener ${port} 127.0.0.1`, ...listener, ...extra, `user ${userInfo().username}`, 'persistence false', 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
   );
   const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -60,9 +74,12 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
     if (open) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
+  if (child.exitCode !== null) {
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
+  }
   return {
-    url: `mqtt://127.0.0.1:${port}`,
+    url: `${options.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
     port,
     dir,
     stop: async () => {

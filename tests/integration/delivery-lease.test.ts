@@ -7,9 +7,9 @@ const log = { info: () => undefined, warn: () => undefined, error: () => undefin
 t.test('one process of the group delivers; another takes over when it goes', async (t) => {
   const url = await createTestDatabase(t);
   const changes: string[] = [];
-  const first = await acquireDeliveryLease(url, (held) => changes.push(`first ${held}`), log, 50);
-  const second = await acquireDeliveryLease(url, (held) => changes.push(`second ${held}`), log, 50);
-  const third = await acquireDeliveryLease(url, (held) => changes.push(`third ${held}`), log, 50);
+  const first = await acquireDeliveryLease({ url }, (held) => changes.push(`first ${held}`), log, 50);
+  const second = await acquireDeliveryLease({ url }, (held) => changes.push(`second ${held}`), log, 50);
+  const third = await acquireDeliveryLease({ url }, (held) => changes.push(`third ${held}`), log, 50);
   t.teardown(() => Promise.all([second.close(), third.close()]));
   t.ok(first.held, 'the first to ask holds it');
   t.notOk(second.held || third.held, 'the others wait');

@@ -185,7 +185,13 @@ t.test('server URI and configuration', async (t) => {
   t.same(parseSipServerUri('sip:127.0.0.1:5070;transport=tcp'), { host: '127.0.0.1', port: 5070, transport: 'tcp' });
   t.same(parseSipServerUri('sip:pres.example.com'), { host: 'pres.example.com', port: 5060, transport: 'udp' });
   t.same(parseSipServerUri('sip:[::1]:5070;lr;transport=UDP'), { host: '::1', port: 5070, transport: 'udp' });
-  for (const bad of ['sips:x', 'sip:x:99999', 'sip:x;transport=tls', 'http://x', 'sip:', 'sip:a b']) t.ok('error' in parseSipServerUri(bad), bad);
+  // TLS (RFC 3261 §26.2, RFC 5630 §3.1.3): sips: or ;transport=tls, default port 5061.
+  t.same(parseSipServerUri('sips:pres.example.com'), { host: 'pres.example.com', port: 5061, transport: 'tls' });
+  t.same(parseSipServerUri('sips:pres.example.com:5071;transport=tcp'), { host: 'pres.example.com', port: 5071, transport: 'tls' });
+  t.same(parseSipServerUri('SIPS:pres.example.com;transport=TLS'), { host: 'pres.example.com', port: 5061, transport: 'tls' });
+  t.same(parseSipServerUri('sip:127.0.0.1;transport=tls'), { host: '127.0.0.1', port: 5061, transport: 'tls' });
+  t.same(parseSipServerUri('sip:127.0.0.1;transport=tcp'), { host: '127.0.0.1', port: 5060, transport: 'tcp' });
+  for (const bad of ['sips:x;transport=udp', 'sip:x:99999', 'sip:x;transport=sctp', 'http://x', 'sip:', 'sips:', 'sip:a b']) t.ok('error' in parseSipServerUri(bad), bad);
 
   const ok = sipGatewayConfigSchema.safeParse({ server: 'sip:127.0.0.1:5070;transport=tcp', domain: 'example.com' });
   t.ok(ok.success);
@@ -195,7 +201,7 @@ t.test('server URI and configuration', async (t) => {
     t.equal(ok.data.localHost, '127.0.0.1');
     t.equal(ok.data.localPort, 0);
   }
-  const bad = sipGatewayConfigSchema.safeParse({ server: 'sips:x', domain: 'bad domain', expires: 30, username: 'u', fromUri: 'sip:a\r\nb' });
+  const bad = sipGatewayConfigSchema.safeParse({ server: 'sips:x;transport=udp', domain: 'bad domain', expires: 30, username: 'u', fromUri: 'sip:a\r\nb' });
   t.notOk(bad.success);
   if (!bad.success) {
     const paths = bad.error.issues.map((i) => i.path.join('.'));
@@ -204,4 +210,6 @@ t.test('server URI and configuration', async (t) => {
   const half = sipGatewayConfigSchema.safeParse({ server: 'sip:h', domain: 'd', username: 'u' });
   t.notOk(half.success, 'username without password');
   t.notOk(sipGatewayConfigSchema.safeParse({ server: 'sip:h', domain: 'd', expires: 86_401 }).success);
+  t.notOk(sipGatewayConfigSchema.safeParse({ server: 'sip:h;transport=tcp', domain: 'd', tls: { ca: 'x' } }).success, 'TLS material needs a TLS server');
+  t.ok(sipGatewayConfigSchema.safeParse({ server: 'sips:h', domain: 'd', tls: { ca: 'x' } }).success);
 });
