@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { generate } from 'selfsigned';
 import { ipAddressOf } from './host-names.js';
 
@@ -31,7 +31,9 @@ export const SERVER_CERT_DAYS = 397;
 export const RENEW_BEFORE_DAYS = 30;
 
 export async function generateLocalCa(now: number): Promise<PemPair> {
-  const pems = await generate([{ name: 'commonName', value: 'Presence service local CA' }], {
+  // A name of its own (RFC 5280 §4.1.2.4): clients that trust several
+  // machines' CAs find each server certificate's issuer by this name.
+  const pems = await generate([{ name: 'commonName', value: `Presence service local CA ${randomBytes(4).toString('hex')}` }], {
     keyType: 'ec',
     curve: 'P-256',
     algorithm: 'sha256',
