@@ -23,7 +23,9 @@ export function tlsDir(dataDir: string): string {
 
 export async function loadServerTls(setting: Exclude<TlsSetting, { mode: 'off' }>, dataDir: string, now: number, log: Log): Promise<ServerTls> {
   if (setting.mode === 'files') {
-    const [certPem, keyPem] = await Promise.all([readText(setting.certFile, 'TLS_CERT_FILE'), readText(setting.keyFile, 'TLS_KEY_FILE')]);
+    // One after the other: the first problem reported is always the same one.
+    const certPem = await readText(setting.certFile, 'TLS_CERT_FILE');
+    const keyPem = await readText(setting.keyFile, 'TLS_KEY_FILE');
     return serverTls({ certPem, keyPem, certSource: `TLS_CERT_FILE ${setting.certFile}`, keySource: `TLS_KEY_FILE ${setting.keyFile}`, caFile: undefined }, now);
   }
   const dir = tlsDir(dataDir);
