@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { Server as TlsServer } from 'node:tls';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
@@ -68,6 +69,13 @@ export interface RunningService {
   readonly mqttWebSocketUrl: string | undefined;
   /** The local CA clients trust (DATA_DIR/tls/ca.pem) when the service made its own certificate. */
   readonly caFile: string | undefined;
+  /**
+   * Reads the certificate again (the operator's renewed files, or the local
+   * CA's renewal) and serves it to new connections if it changed; also
+   * done hourly, and on SIGHUP by bin/start.ts. A certificate that cannot
+   * be used is reported and the current one stays.
+   */
+  reloadTls(): Promise<void>;
   readonly hub: PresenceHub;
   readonly metrics: Metrics;
   readonly signingKey: SigningKey;
@@ -457,6 +465,26 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const httpUrl = `${tls ? 'https' : 'http'}://${host}:${address.port}`;
     const mqttWebSocketUrl = webSockets ? `${tls ? 'wss' : 'ws'}://${host}:${address.port}${MQTT_WEBSOCKET_PATH}` : undefined;
+
+    // Certificates are renewed without a restart: certbot and the like
+    // renew weeks ahead, so an hourly look is soon enough.
+    let served = tls?.certificate.fingerprint256;
+    const reloadTls = async () => {
+      if (config.tls.mode === 'off' || served === undefined) return;
+      const next = await loadServerTls(config.tls, config.dataDir, clock(), log);
+      if (next.certificate.fingerprint256 === served) return;
+      const context = tlsServerOptions(next);
+      if (app.server instanceof TlsServer) app.server.setSecureContext(context);
+      embeddedBroker?.setSecureContext(context);
+      served = next.certificate.fingerprint256;
+      log.info({ validTo: new Date(next.certificate.validTo).toISOString() }, 'TLS: renewed certificate in use');
+    };
+    const reloadLogged = () => reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS: certificate reload failed; the current one stays'));
+    if (tls) {
+      const tlsTimer = setInterval(() => void reloadLogged(), 3_600_000);
+      tlsTimer.unref();
+      cleanups.push(async () => clearInterval(tlsTimer));
+    }
     ready = true;
     log.info({ httpUrl, mqttUrl, mqttWebSocketUrl, database: database.kind, tls: config.tls.mode }, 'presence service ready');
 
@@ -467,6 +495,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       mqttUrl,
       mqttWebSocketUrl,
       caFile: tls?.caFile,
+      reloadTls,
       hub,
       metrics,
       signingKey,

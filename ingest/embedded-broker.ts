@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
+import { createServer as createTlsServer, Server as TlsServer, type SecureContextOptions, type TlsOptions } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { Directory } from '../core/directory.js';
 import type { Log } from '../core/log.js';
@@ -51,6 +51,8 @@ export interface EmbeddedBroker {
   accept(stream: Duplex): void;
   /** Whether another connection would exceed MQTT_MAX_CONNECTIONS (checked before a WebSocket handshake). */
   atCapacity(): boolean;
+  /** Serves a renewed certificate to new connections; open ones keep theirs. No-op without TLS. */
+  setSecureContext(options: SecureContextOptions): void;
   readonly connectedClients: () => number;
   close(): Promise<void>;
 }
@@ -146,6 +148,9 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     secure: options.tls !== undefined,
     accept,
     atCapacity,
+    setSecureContext: (context) => {
+      if (server instanceof TlsServer) server.setSecureContext(context);
+    },
     connectedClients: () => broker.connectedClients,
     disconnect: (deviceIds) => {
       // The client id is the device id (checked at CONNECT). aedes keeps its

@@ -222,6 +222,9 @@ t.test('a restart on the same data directory reuses the CA and the server certif
   t.equal(served.fingerprint256, before.server, 'same server certificate on HTTPS');
   t.equal((await peerCertificate(Number(new URL(ready.mqttUrl).port))).fingerprint256, before.server, 'and on MQTT over TLS');
   t.equal((await httpsGet(`${ready.httpUrl}/readyz`, { ca })).status, 200, 'clients trusting the CA need nothing new');
+  proc.child.kill('SIGHUP');
+  await waitFor(() => proc.out().includes('TLS certificate files read again (SIGHUP)'), 'SIGHUP to be handled');
+  t.equal(proc.child.exitCode, null, 'SIGHUP reads the certificate again and does not stop the service');
   proc.child.kill('SIGTERM');
   t.equal(await proc.exited, 0);
 });
@@ -242,6 +245,19 @@ t.test("the operator's certificate files are served as given", async (t) => {
   t.equal(health.peer?.fingerprint256, new X509Certificate(server.cert).fingerprint256, 'the given certificate is served');
   const client = await connectAsync(service.mqttUrl, { ca: operatorCa.cert, reconnectPeriod: 0, username: 'x', password: 'y', clientId: 'x' }).catch((error: unknown) => error as Error);
   t.match(client, /Bad username or password|Not authorized/i, 'MQTT over TLS handshakes with it (and then wants device credentials)');
+
+  // A renewal (certbot and the like) replaces the files: new connections get the new certificate, without a restart.
+  const renewed = await issueServerCertificate(operatorCa, ['presence.example', '127.0.0.1'], Date.now());
+  await writeFile(join(dir, 'fullchain.pem'), renewed.cert + operatorCa.cert);
+  await writeFile(join(dir, 'key.pem'), renewed.key);
+  await service.reloadTls();
+  const fingerprint = new X509Certificate(renewed.cert).fingerprint256;
+  t.equal((await peerCertificate(Number(new URL(service.httpUrl).port))).fingerprint256, fingerprint, 'HTTPS serves the renewed certificate');
+  t.equal((await peerCertificate(Number(new URL(service.mqttUrl).port))).fingerprint256, fingerprint, 'so does MQTT over TLS');
+  // A half-done renewal (a certificate and a key that do not match) is refused; the current certificate stays.
+  await writeFile(join(dir, 'fullchain.pem'), server.cert);
+  await t.rejects(service.reloadTls(), /does not belong to the certificate/);
+  t.equal((await httpsGet(`${service.httpUrl}/readyz`, { ca: operatorCa.cert })).peer?.fingerprint256, fingerprint, 'the current certificate stays');
 });
 
 t.test('unusable certificate files stop the start with a clear message, not a stack trace', async (t) => {
