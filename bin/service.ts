@@ -479,9 +479,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       served = next.certificate.fingerprint256;
       log.info({ validTo: new Date(next.certificate.validTo).toISOString() }, 'TLS: renewed certificate in use');
     };
-    const reloadLogged = () => reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS: certificate reload failed; the current one stays'));
     if (tls) {
-      const tlsTimer = setInterval(() => void reloadLogged(), 3_600_000);
+      const tlsTimer = setInterval(
+        () => void reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS: certificate reload failed; the current one stays')),
+        3_600_000,
+      );
       tlsTimer.unref();
       cleanups.push(async () => clearInterval(tlsTimer));
     }

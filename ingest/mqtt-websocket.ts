@@ -47,7 +47,7 @@ export function serveMqttOverWebSockets(options: MqttWebSocketOptions): MqttWebS
   const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => undefined); // a client that vanishes mid-handshake
     const path = (request.url ?? '').split('?')[0];
-    if (path !== options.path) return refuse(socket, 'not_found', 'Only MQTT is served over WebSockets, at /mqtt.');
+    if (path !== options.path) return refuse(socket, 'not_found', `Only MQTT is served over WebSockets, at ${options.path}.`);
     const offered = (request.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     if (!offered.some((p) => SUBPROTOCOLS.includes(p))) return refuse(socket, 'invalid_request', 'Offer the WebSocket subprotocol "mqtt" (MQTT 3.1.1 §6).');
     if (options.atCapacity()) {
