@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
@@ -10,6 +10,7 @@ import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { answerClientError, installErrorHandlers, sendError } from './http-errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
@@ -54,6 +55,8 @@ export interface ApiDeps {
   readonly signingKey: SigningKey;
   readonly keys: KeySet;
   readonly limits: Config['limits'];
+  /** HTTPS with these options (core/tls/server-tls.ts); unset: plain HTTP (loopback development and tests only). */
+  readonly tls?: HttpsServerOptions;
 }
 
 /** Refusals by the abuse limits, by which limit (a metric label). */
@@ -64,7 +67,7 @@ export const HTTP_DURATION = 'presence_http_request_duration_seconds';
 export const DRAIN_MS = 5000;
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
-  const app = Fastify({
+  const options = {
     loggerInstance: deps.log,
     // Request logs would carry owner handles in URLs: log errors only.
     logController: new LogController({ disableRequestLogging: true }),
@@ -80,10 +83,16 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     // parse, URLs the router refuses, a request without Host (checked in
     // installLimits' hook instead of node:http's empty 400).
     clientErrorHandler: answerClientError,
-    frameworkErrors: (error, _request, reply) =>
+    frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) =>
       sendError(reply, 'invalid_request', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long.' : 'The URL is not valid (malformed percent-encoding).'),
-    http: { requireHostHeader: false },
-  });
+  };
+  // node:https serves the same request API as node:http (its server takes
+  // http.Server's methods), and nothing here touches the TLS side of the
+  // raw server: one instance type serves both. requireHostHeader is an
+  // http.Server option that https.Server accepts too.
+  const app = deps.tls
+    ? (Fastify({ ...options, https: { ...deps.tls, requireHostHeader: false } }) as unknown as FastifyInstance)
+    : Fastify({ ...options, http: { requireHostHeader: false } });
   // RFC 9110 §10.1.1: an expectation the server cannot meet is a 417; node:http would answer it with an empty body.
   app.server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
     response.writeHead(httpErrors.expectation_failed.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'node:http';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
-import { BENCH_LIMITS } from './limits.js';
+import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { reportToSuite } from './suite-row.js';
 
@@ -26,7 +26,7 @@ import { reportToSuite } from './suite-row.js';
 const rounds = Number(process.env.BENCH_TIMING_ROUNDS ?? 4000);
 
 const dataDir = await mkdtemp(join(tmpdir(), 'timing-'));
-const parsed = parseConfig({ ...BENCH_LIMITS, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: dataDir, PERSIST_INTERVAL_MS: '1000' });
+const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: dataDir, PERSIST_INTERVAL_MS: '1000' });
 if (!parsed.ok) throw new Error(parsed.problems.join('; '));
 const service = await startService(parsed.config);
 const { port } = new URL(service.httpUrl);

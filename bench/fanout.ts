@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { HEARTBEAT_MS, MAX_STREAMS } from '../api/routes/stream.js';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
-import { BENCH_LIMITS } from './limits.js';
+import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { openDatabase } from '../core/db/connect.js';
 import { Repository } from '../core/db/repository.js';
 import { watchers as watchersTable } from '../core/db/schema.js';
@@ -279,7 +279,7 @@ async function main() {
   const clients: Client[] = [];
   try {
     const seeded = await seed(database.url);
-    const parsed = parseConfig({ ...BENCH_LIMITS, DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+    const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
     if (!parsed.ok) throw new Error(parsed.problems.join('; '));
     service = await startService(parsed.config);
     const running = service;

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { connectAsync } from 'mqtt';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
-import { BENCH_LIMITS } from './limits.js';
+import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { ingestRejections } from '../core/errors.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { INGEST_ACCEPTED, INGEST_REJECTED } from '../ingest/ingest-pipeline.js';
@@ -94,7 +94,7 @@ async function main() {
   const database = await createScratchDatabase();
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-presence-'));
 
-  const parsed = parseConfig({ ...BENCH_LIMITS,
+  const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT,
     DATABASE_URL: database.url,
     MQTT_URL: broker.url,
     MQTT_TOPIC_ROOT: 'bench-svc',

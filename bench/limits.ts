@@ -9,3 +9,12 @@ export const BENCH_LIMITS = {
   RATE_LIMIT_MQTT_DEVICE: '1000000000/1000000000',
   HTTP_MAX_STREAMS_PER_CALLER: '10000',
 } as const;
+
+/**
+ * Benchmarks run in plain text on loopback (TLS=off): the reads and fan-out
+ * figures are compared with a bare node:http baseline (bench/bare-http.ts,
+ * bench/fanout-bare.ts) and the ingest figures with bare mqtt.js clients,
+ * all plain text; encrypting one side only would measure TLS, not the
+ * service. The cost of TLS itself is not benchmarked here.
+ */
+export const BENCH_PLAIN_TEXT = { TLS: 'off' } as const;

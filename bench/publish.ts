@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
-import { BENCH_LIMITS } from './limits.js';
+import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { kamailioUnavailable } from '../tests/helpers/kamailio.js';
 import type { PublishLoadResult, PublishLoadSpec, PublishTarget } from './publish-load.js';
@@ -182,7 +182,7 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
     await admin.end();
   }
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-publish-'));
-  const parsed = parseConfig({ ...BENCH_LIMITS, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+  const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);
   let kamailio: BenchKamailio | undefined;

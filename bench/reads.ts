@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startService } from '../bin/service.js';
 import { parseConfig } from '../core/config.js';
-import { BENCH_LIMITS } from './limits.js';
+import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { issueToken } from '../core/identity/tokens.js';
 import type { BareSpec } from './bare-http.js';
 import type { LoadResult, LoadSpec } from './http-load.js';
@@ -139,7 +139,7 @@ const pct = (share: number) => `${(share * 100).toFixed(0)}%`;
 async function main() {
   const database = await createScratchDatabase();
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-reads-'));
-  const parsed = parseConfig({ ...BENCH_LIMITS, DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+  const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, DATABASE_URL: database.url, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);
   let bare: ChildProcess | undefined;

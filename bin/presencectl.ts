@@ -1,9 +1,13 @@
 #!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig } from '../core/config.js';
 import { signingKeyFromPem } from '../core/identity/signing-key.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { readKeyPem } from './key-file.js';
+import { tlsDir } from './tls-files.js';
 
 /**
  * presencectl: the operator's command-line tool. It talks to the running
@@ -34,7 +38,9 @@ commands:
   unrule <owner-handle> <rule-id>                  delete a rule
 
 options:
-  --url URL    the service (default: PRESENCE_URL, else http://HOST:PORT from the environment)
+  --url URL    the service (default: PRESENCE_URL, else https://HOST:PORT from the environment,
+               http:// with TLS=off); the local CA of DATA_DIR/tls/ca.pem is trusted when the
+               service made its own certificate
 Configuration comes from the same environment variables as the service.`;
 
 class UsageError extends Error {}
@@ -94,20 +100,24 @@ async function main(argv: string[]): Promise<unknown> {
   const adminToken = async (ttlSeconds = 300) =>
     (await issueToken(key, config.tokenIssuer, { kind: 'admin', subject: 'presencectl', scopes: ['admin'], ttlSeconds }, Date.now())).token;
   const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
-  const base = values.url ?? process.env.PRESENCE_URL ?? `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
+  const scheme = config.tls.mode === 'off' ? 'http' : 'https';
+  const base = values.url ?? process.env.PRESENCE_URL ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
+  // The service's own CA, when it made its certificate; an operator's
+  // certificate is checked against the system's trust store (and NODE_EXTRA_CA_CERTS).
+  const ca = base.startsWith('https:') && config.tls.mode === 'local' ? await readFile(join(tlsDir(config.dataDir), 'ca.pem'), 'utf8').catch(() => undefined) : undefined;
 
   const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
-    let response: Response;
+    let response: { status: number; statusText: string; text: string };
     try {
       const headers: Record<string, string> = { authorization: `Bearer ${await adminToken()}`, accept: 'application/json' };
       if (body !== undefined) headers['content-type'] = 'application/json';
-      response = await fetch(new URL(path, base), { method, headers, body: body === undefined ? null : JSON.stringify(body) });
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      response = ca ? await requestWithCa(new URL(path, base), method, headers, payload, ca) : await viaFetch(new URL(path, base), method, headers, payload);
     } catch (error) {
       throw new Error(`service not reachable at ${base}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    const text = await response.text();
-    const json: unknown = text ? JSON.parse(text) : {};
-    if (!response.ok) {
+    const json: unknown = response.text ? JSON.parse(response.text) : {};
+    if (response.status >= 400) {
       const err = json as { code?: string; message?: string; details?: unknown };
       throw new ApiError(err.code ?? `http_${response.status}`, err.message ?? response.statusText, err.details);
     }
@@ -176,6 +186,27 @@ async function main(argv: string[]): Promise<unknown> {
     default:
       throw new UsageError(`unknown command ${command ?? ''}`);
   }
+}
+
+async function viaFetch(url: URL, method: string, headers: Record<string, string>, body: string | undefined) {
+  const response = await fetch(url, { method, headers, body: body ?? null });
+  return { status: response.status, statusText: response.statusText, text: await response.text() };
+}
+
+/** fetch() cannot be given a CA without undici's own Agent; node:https can. */
+function requestWithCa(url: URL, method: string, headers: Record<string, string>, body: string | undefined, ca: string) {
+  return new Promise<{ status: number; statusText: string; text: string }>((resolve, reject) => {
+    const req = httpsRequest(url, { method, headers, ca, timeout: 30_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', text }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { Server as TlsServer } from 'node:tls';
 import { mkdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
@@ -46,7 +47,10 @@ import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.j
 import { SipGateway } from '../api/sip-gateway.js';
 import { SipPublisherPool, sipGatewayConfigSchema, type SipGatewayConfig } from '../api/sip/index.js';
 import { loadOrCreateDigestKey, loadOrCreateKeyPem } from './key-file.js';
-import { loadOutboundTls } from './tls-files.js';
+import { loadOutboundTls } from './outbound-tls-files.js';
+import { loadServerTls } from './tls-files.js';
+import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
+import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -62,9 +66,21 @@ export interface ServiceOptions {
 
 export interface RunningService {
   readonly config: Config;
+  /** https://... unless TLS=off. */
   readonly httpUrl: string;
-  /** Where devices connect: the embedded broker's address, or MQTT_URL. */
+  /** Where devices connect: the embedded broker's address (mqtts:// unless TLS=off), or MQTT_URL. */
   readonly mqttUrl: string;
+  /** MQTT over WebSockets on the API's listener (wss:// unless TLS=off); undefined with an external broker. */
+  readonly mqttWebSocketUrl: string | undefined;
+  /** The local CA clients trust (DATA_DIR/tls/ca.pem) when the service made its own certificate. */
+  readonly caFile: string | undefined;
+  /**
+   * Reads the certificate again (the operator's renewed files, or the local
+   * CA's renewal) and serves it to new connections if it changed; also
+   * done hourly, and on SIGHUP by bin/start.ts. A certificate that cannot
+   * be used is reported and the current one stays.
+   */
+  reloadTls(): Promise<void>;
   readonly hub: PresenceHub;
   readonly metrics: Metrics;
   readonly signingKey: SigningKey;
@@ -101,6 +117,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     const dataDirMode = (await stat(config.dataDir)).mode & 0o777;
     if ((dataDirMode & 0o077) !== 0) log.warn({ mode: dataDirMode.toString(8) }, 'DATA_DIR is open to other users: chmod 700 it');
+    // First: a certificate problem is reported before anything slow starts.
+    const tls: ServerTls | undefined = config.tls.mode === 'off' ? undefined : await loadServerTls(config.tls, config.dataDir, clock(), log);
+    if (tls?.caFile) log.info({ caFile: tls.caFile }, `TLS: local certificate authority at ${tls.caFile}; trust it with curl --cacert ${tls.caFile} / mosquitto_sub --cafile ${tls.caFile}`);
+    const tlsOptions = tls ? tlsServerOptions(tls) : undefined;
     const keyPem = config.signingKeyPem ?? (await loadOrCreateKeyPem(config.dataDir)).pem;
     const signingKey = await signingKeyFromPem(keyPem);
 
@@ -262,6 +282,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     }
 
     let mqttUrl: string;
+    let embeddedBroker: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;
     // An external broker authenticates devices itself: a revoked device's events are refused here (unknown_device).
     let disconnectDevices: (deviceIds: readonly string[]) => void = () => undefined;
     if (config.mqtt.kind === 'embedded') {
@@ -281,9 +302,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
         maxPacketBytes: config.maxEventBytes + 4096,
         maxConnections: config.limits.mqttMaxConnections,
         onConnectionRefused: () => metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }),
+        ...(tlsOptions ? { tls: tlsOptions } : {}),
       });
       cleanups.push(() => broker.close());
-      mqttUrl = `mqtt://${config.mqtt.host}:${broker.port}`;
+      embeddedBroker = broker;
+      mqttUrl = `${broker.secure ? 'mqtts' : 'mqtt'}://${urlHost(config.mqtt.host)}:${broker.port}`;
       metrics.gauge('presence_mqtt_connected_devices', 'Devices connected to the embedded broker', broker.connectedClients);
       disconnectDevices = (deviceIds) => broker.disconnect(deviceIds);
     } else {
@@ -489,20 +512,63 @@ export async function startService(config: Config, options: ServiceOptions = {})
       signingKey,
       keys,
       limits: config.limits,
+      ...(tlsOptions ? { tls: tlsOptions } : {}),
     });
+    // MQTT over WebSockets on the API's listener, wired before it listens.
+    const broker = embeddedBroker;
+    const webSockets = broker
+      ? serveMqttOverWebSockets({
+          server: app.server,
+          path: MQTT_WEBSOCKET_PATH,
+          // One MQTT packet, with its fixed header (at most 5 bytes, MQTT 3.1.1 §2.2), per message at most.
+          maxMessageBytes: config.maxEventBytes + 4096 + 5,
+          atCapacity: () => broker.atCapacity(),
+          onRefusedAtCapacity: () => metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }),
+          accept: (stream) => broker.accept(stream),
+          log,
+        })
+      : undefined;
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
-    ready = true;
+    // Runs before app.close (cleanups run in reverse): upgraded sockets would hold the HTTP server open.
+    if (webSockets) cleanups.push(async () => webSockets.close());
     const address = app.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const httpUrl = `http://${host}:${address.port}`;
-    log.info({ httpUrl, mqttUrl, database: database.kind }, 'presence service ready');
+    const httpUrl = `${tls ? 'https' : 'http'}://${host}:${address.port}`;
+    const mqttWebSocketUrl = webSockets ? `${tls ? 'wss' : 'ws'}://${host}:${address.port}${MQTT_WEBSOCKET_PATH}` : undefined;
+
+    // Certificates are renewed without a restart: certbot and the like
+    // renew weeks ahead, so an hourly look is soon enough.
+    let served = tls?.certificate.fingerprint256;
+    const reloadTls = async () => {
+      if (config.tls.mode === 'off' || served === undefined) return;
+      const next = await loadServerTls(config.tls, config.dataDir, clock(), log);
+      if (next.certificate.fingerprint256 === served) return;
+      const context = tlsServerOptions(next);
+      if (app.server instanceof TlsServer) app.server.setSecureContext(context);
+      embeddedBroker?.setSecureContext(context);
+      served = next.certificate.fingerprint256;
+      log.info({ validTo: new Date(next.certificate.validTo).toISOString() }, 'TLS: renewed certificate in use');
+    };
+    if (tls) {
+      const tlsTimer = setInterval(
+        () => void reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS: certificate reload failed; the current one stays')),
+        3_600_000,
+      );
+      tlsTimer.unref();
+      cleanups.push(async () => clearInterval(tlsTimer));
+    }
+    ready = true;
+    log.info({ httpUrl, mqttUrl, mqttWebSocketUrl, database: database.kind, tls: config.tls.mode }, 'presence service ready');
 
     let closing: Promise<void> | undefined;
     return {
       config,
       httpUrl,
       mqttUrl,
+      mqttWebSocketUrl,
+      caFile: tls?.caFile,
+      reloadTls,
       hub,
       metrics,
       signingKey,
@@ -522,6 +588,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await closeAll();
     throw error;
   }
+}
+
+/** Where MQTT over WebSockets is served on the API's listener. */
+export const MQTT_WEBSOCKET_PATH = '/mqtt';
+
+/** A host for a URL: IPv6 addresses in brackets (RFC 3986 §3.2.2). */
+function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 /**

@@ -18,6 +18,14 @@ try {
       () => process.exit(1),
     );
   };
+  // SIGHUP: read the TLS certificate files again (after a renewal), as daemons do.
+  process.on('SIGHUP', () => {
+    if (service.config.tls.mode === 'off') return;
+    service.reloadTls().then(
+      () => service.log.info({}, 'TLS certificate files read again (SIGHUP)'),
+      (error: unknown) => service.log.error({ err: error instanceof Error ? error.message : String(error) }, 'TLS: certificate reload failed; the current one stays'),
+    );
+  });
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
 } catch (error) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { deepFreeze } from './deep-freeze.js';
 import { rateLimitSchema, type RateLimit } from './rate-limit.js';
+import { isLoopback, localCertificateNames } from './tls/host-names.js';
 
 /**
  * Service configuration. Read once from the environment by the entry point,
@@ -34,6 +35,14 @@ export const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(8080),
+  // --- Inbound TLS (what the service serves: HTTPS, MQTT over TLS, MQTT over secure WebSockets) ---
+  /** auto: TLS_CERT_FILE/TLS_KEY_FILE if set, else a certificate from a local CA under DATA_DIR/tls; off: plain text (loopback, never production). */
+  TLS: z.enum(['auto', 'off']).default('auto'),
+  /** PEM: the server certificate, then any intermediate certificates (RFC 8446 §4.4.2: the leaf comes first). */
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  /** PEM: the certificate's private key (PKCS#8, SEC1 or PKCS#1), unencrypted. */
+  TLS_KEY_FILE: z.string().min(1).optional(),
+  // --- end of inbound TLS ---
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: urlWithScheme(['postgres', 'postgresql']).optional(),
   MQTT_URL: urlWithScheme(['mqtt', 'mqtts', 'tcp', 'ssl', 'ws', 'wss']).optional(),
@@ -109,7 +118,7 @@ export const envSchema = z.object({
   /** Local address for the gateway's socket. */
   SIP_LOCAL_HOST: z.string().default('127.0.0.1'),
   // TLS to what the service connects to (the external broker, PostgreSQL,
-  // the SIP server): PEM files read once at start (bin/tls-files.ts). The
+  // the SIP server): PEM files read once at start (bin/outbound-tls-files.ts). The
   // server's certificate is always verified for MQTT and SIP; for
   // PostgreSQL as DATABASE_SSL says.
   MQTT_CA_FILE: z.string().min(1).optional(),
@@ -139,6 +148,7 @@ export interface TlsFiles {
 
 export interface Config {
   readonly http: { readonly host: string; readonly port: number };
+  readonly tls: TlsSetting;
   readonly dataDir: string;
   readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string };
   readonly mqtt:
@@ -209,6 +219,36 @@ export interface Config {
   };
 }
 
+/**
+ * Inbound TLS: off (plain text, loopback development and tests only), the
+ * operator's certificate files, or a certificate issued at start by a local
+ * CA kept under DATA_DIR/tls for `names`.
+ */
+export type TlsSetting =
+  | { readonly mode: 'off' }
+  | { readonly mode: 'files'; readonly certFile: string; readonly keyFile: string }
+  | { readonly mode: 'local'; readonly names: readonly string[] };
+
+/** TLS variables: set together, and plain text only where nobody else can listen in. */
+function tlsChecks(env: z.infer<typeof envSchema>): string[] {
+  const problems: string[] = [];
+  if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) problems.push('TLS_CERT_FILE and TLS_KEY_FILE: set both or neither');
+  if (env.TLS === 'off') {
+    if (env.TLS_CERT_FILE || env.TLS_KEY_FILE) problems.push('TLS_CERT_FILE/TLS_KEY_FILE: not used with TLS=off');
+    // Device tokens, owner tokens and presence would cross the network in clear text.
+    if (env.NODE_ENV === 'production') problems.push('TLS: off is refused when NODE_ENV=production');
+    if (!isLoopback(env.HOST)) problems.push(`TLS: off is only allowed with a loopback HOST (127.0.0.1, ::1, localhost), not ${env.HOST}`);
+    if (!env.MQTT_URL && !isLoopback(env.MQTT_HOST)) problems.push(`TLS: off is only allowed with a loopback MQTT_HOST (127.0.0.1, ::1, localhost), not ${env.MQTT_HOST}`);
+  }
+  return problems;
+}
+
+function tlsSetting(env: z.infer<typeof envSchema>): TlsSetting {
+  if (env.TLS === 'off') return { mode: 'off' };
+  if (env.TLS_CERT_FILE && env.TLS_KEY_FILE) return { mode: 'files', certFile: env.TLS_CERT_FILE, keyFile: env.TLS_KEY_FILE };
+  return { mode: 'local', names: localCertificateNames(env.MQTT_URL ? [env.HOST] : [env.HOST, env.MQTT_HOST]) };
+}
+
 export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: string[] };
 
 /** Variables that only make sense with another one set. */
@@ -271,11 +311,12 @@ export function parseConfig(source: Env): ConfigResult {
     };
   }
   const e = parsed.data;
-  const problems = crossChecks(e);
+  const problems = [...crossChecks(e), ...tlsChecks(e)];
   if (problems.length > 0) return { ok: false, problems };
 
   const config: Config = {
     http: { host: e.HOST, port: e.PORT },
+    tls: tlsSetting(e),
     dataDir: e.DATA_DIR,
     database: e.DATABASE_URL ? { kind: 'postgres', url: e.DATABASE_URL } : { kind: 'embedded' },
     mqtt: e.MQTT_URL

@@ -1,4 +1,6 @@
 import { createServer, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, Server as TlsServer, type SecureContextOptions, type TlsOptions } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { Directory } from '../core/directory.js';
 import type { Log } from '../core/log.js';
@@ -33,12 +35,26 @@ export interface EmbeddedBrokerOptions {
   readonly maxPacketBytes: number;
   /** Called before devices are acknowledged (the ingest journal writes what was applied). */
   readonly beforeAck?: () => void;
+  /** MQTT over TLS on the port (the usual port for it is 8883); unset: plain MQTT (loopback development only, see core/config.ts). */
+  readonly tls?: TlsOptions;
 }
 
 export interface EmbeddedBroker {
   /** Closes the connections of these devices (revoked, or their owner erased). */
   disconnect(deviceIds: readonly string[]): void;
   readonly port: number;
+  /** Whether the listener speaks MQTT over TLS. */
+  readonly secure: boolean;
+  /**
+   * Serves a connection that arrived another way (MQTT over WebSockets,
+   * ingest/mqtt-websocket.ts) under the same rules: the packet-size guard
+   * and the connection limit, shared with the listener's connections.
+   */
+  accept(stream: Duplex): void;
+  /** Whether another connection would exceed MQTT_MAX_CONNECTIONS (checked before a WebSocket handshake). */
+  atCapacity(): boolean;
+  /** Serves a renewed certificate to new connections; open ones keep theirs. No-op without TLS. */
+  setSecureContext(options: SecureContextOptions): void;
   readonly connectedClients: () => number;
   close(): Promise<void>;
 }
@@ -107,10 +123,28 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     await new Promise<void>((resolve) => broker.subscribe(filter, deliver, resolve));
   }
 
-  const server: Server = createServer((socket) => {
-    guardFrames(socket, options.maxPacketBytes, (verdict) => options.log.info({ reason: verdict }, 'mqtt connection closed: bad packet header'));
-    broker.handle(socket);
-  });
+  // Connections on every transport count against one limit.
+  let open = 0;
+  const atCapacity = () => options.maxConnections !== undefined && open >= options.maxConnections;
+  const accept = (stream: Duplex) => {
+    if (atCapacity()) {
+      options.onConnectionRefused?.();
+      stream.destroy();
+      return;
+    }
+    open += 1;
+    stream.once('close', () => {
+      open -= 1;
+    });
+    guardFrames(stream, options.maxPacketBytes, (verdict) => options.log.info({ reason: verdict }, 'mqtt connection closed: bad packet header'));
+    broker.handle(stream);
+  };
+  // With TLS, a connection reaches aedes only after its handshake (RFC 8446);
+  // a failed handshake (a client that does not trust the certificate, or a
+  // client speaking plain MQTT) is logged without the peer's address.
+  const server: Server = options.tls ? createTlsServer(options.tls, accept) : createServer(accept);
+  if (options.tls) server.on('tlsClientError', (error: NodeJS.ErrnoException) => options.log.debug({ code: error.code ?? 'tls_error' }, 'mqtt TLS handshake failed'));
+  // The listener's own limit drops the excess before any TLS handshake work.
   if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
   server.on('drop', () => options.onConnectionRefused?.());
   await new Promise<void>((resolve, reject) => {
@@ -125,6 +159,12 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
 
   return {
     port,
+    secure: options.tls !== undefined,
+    accept,
+    atCapacity,
+    setSecureContext: (context) => {
+      if (server instanceof TlsServer) server.setSecureContext(context);
+    },
     connectedClients: () => broker.connectedClients,
     disconnect: (deviceIds) => {
       // The client id is the device id (checked at CONNECT). aedes keeps its

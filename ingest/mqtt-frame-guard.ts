@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /**
  * Reads MQTT fixed headers (MQTT 3.1.1 §2.2) as bytes arrive and reports a
@@ -50,8 +50,8 @@ export class FrameSizeChecker {
   }
 }
 
-/** Destroys the socket at the first oversized or malformed packet header. */
-export function guardFrames(socket: Socket, maxRemainingLength: number, onViolation: (verdict: FrameVerdict) => void): void {
+/** Destroys the connection (a TCP or TLS socket, or a WebSocket stream) at the first oversized or malformed packet header. */
+export function guardFrames(socket: Duplex, maxRemainingLength: number, onViolation: (verdict: FrameVerdict) => void): void {
   const checker = new FrameSizeChecker(maxRemainingLength);
   socket.on('data', (chunk: Buffer) => {
     const verdict = checker.push(chunk);

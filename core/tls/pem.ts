@@ -6,7 +6,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
  * and the client certificate chain with its key, when the server asks for
  * one. Checked here, once at start, so that a wrong file is reported by
  * its variable name before anything connects, not as an opaque handshake
- * error later. Reading the files is an edge's job (bin/tls-files.ts).
+ * error later. Reading the files is an edge's job (bin/outbound-tls-files.ts).
  */
 export interface TlsMaterial {
   /** PEM CA certificates; undefined: the public roots Node.js trusts. */

@@ -21,7 +21,10 @@ export async function testConfig(t: Test, env: Record<string, string> = {}): Pro
   // and a shared id would make them take each other's sessions.
   // The rate limits are off unless a test sets them (tests/integration/limits.test.ts does):
   // functional tests poll and retry faster than any real client should.
-  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('svc'), ...NO_RATE_LIMITS, ...env });
+  // Plain text on loopback (TLS=off) unless a test sets TLS: the handshakes
+  // are proven in tests/integration/tls.test.ts, and plain http keeps every
+  // other test on the fetch() it has.
+  const parsed = parseConfig({ PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', NODE_ENV: 'test', TLS: 'off', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('svc'), ...NO_RATE_LIMITS, ...env });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const { mqtt } = parsed.config;
   if (mqtt.kind === 'external' && mqtt.clientId) {

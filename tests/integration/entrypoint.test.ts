@@ -37,6 +37,8 @@ t.test('starts, serves, and stops cleanly on SIGTERM', async (t) => {
     PORT: '0',
     MQTT_PORT: '0',
     LOG_LEVEL: 'info',
+    // Plain fetch() below; the default (HTTPS with a local CA) is started and proven in tls.test.ts.
+    TLS: 'off',
   });
   t.teardown(() => {
     if (proc.child.exitCode === null) proc.child.kill('SIGKILL');

@@ -24,7 +24,7 @@ t.test('acknowledged events survive a SIGKILL before the write-behind ran', asyn
   const databaseUrl = await createTestDatabase(t);
   const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const topicRoot = uniqueName('journal');
-  const common = { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, SIGNING_KEY: signingKey, NODE_ENV: 'test' };
+  const common = { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, SIGNING_KEY: signingKey, NODE_ENV: 'test', TLS: 'off' };
 
   const seedConfig = parseConfig({ ...common, ...NO_RATE_LIMITS, PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('seed') });
   if (!seedConfig.ok) throw new Error(seedConfig.problems.join('; '));

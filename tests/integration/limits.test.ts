@@ -1,6 +1,7 @@
 import { connectAsync } from 'mqtt';
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
+import { WebSocket } from 'ws';
 import { LIMIT_REFUSALS } from '../../api/server.js';
 import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
 import { MQTT_TEST_URL, createTestDatabase, tempDir, uniqueName, waitFor } from '../helpers/env.js';
@@ -112,10 +113,10 @@ t.test('connection limits on the embedded defaults: HTTP and the embedded broker
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     return socket;
   };
-  const closedSoon = (socket: Socket) =>
+  const closedSoon = (socket: Socket, ms = 2000) =>
     new Promise<boolean>((resolve) => {
       socket.once('close', () => resolve(true));
-      setTimeout(() => resolve(false), 2000);
+      setTimeout(() => resolve(false), ms);
     });
   for (const [port, name] of [
     [httpPort, 'http_connections'],
@@ -127,4 +128,38 @@ t.test('connection limits on the embedded defaults: HTTP and the embedded broker
     await waitFor(() => limit(service, name) === 1, `${name} to be counted`);
     first.destroy();
   }
+
+  // MQTT over WebSockets counts against the same MQTT_MAX_CONNECTIONS, and its packets pass the same frame guard.
+  const wsUrl = service.mqttWebSocketUrl ?? '';
+  const upgrade = () =>
+    new Promise<WebSocket | number>((resolve) => {
+      const ws = new WebSocket(wsUrl, ['mqtt']);
+      ws.on('open', () => resolve(ws));
+      ws.on('unexpected-response', (_request, response) => {
+        resolve(response.statusCode ?? 0);
+        ws.terminate();
+      });
+      ws.on('error', () => undefined);
+    });
+  // The server may not have seen the earlier connection close yet: hold one that stays open.
+  const tcp = await waitFor(async () => {
+    const socket = await hold(mqttPort);
+    return (await closedSoon(socket, 300)) ? undefined : socket;
+  }, 'a TCP connection to hold the slot');
+  let refusals = limit(service, 'mqtt_connections');
+  t.equal(await upgrade(), 503, 'no WebSocket while a TCP connection holds the only slot');
+  await waitFor(() => limit(service, 'mqtt_connections') === refusals + 1, 'the WebSocket refusal to be counted');
+  tcp.destroy();
+  const ws = await waitFor(async () => {
+    const result = await upgrade();
+    return typeof result === 'number' ? undefined : result;
+  }, 'the slot to be free');
+  refusals = limit(service, 'mqtt_connections');
+  const second = await hold(mqttPort).catch(() => undefined);
+  t.ok(second === undefined || (await closedSoon(second)), 'no TCP connection while a WebSocket holds the only slot');
+  await waitFor(() => limit(service, 'mqtt_connections') === refusals + 1, 'the TCP refusal to be counted');
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  ws.send(Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f])); // PUBLISH declaring 256 MB
+  await closed;
+  t.pass('an oversized packet header over a WebSocket closes it');
 });

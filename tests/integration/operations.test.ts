@@ -61,7 +61,7 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
   const databaseUrl = await createTestDatabase(t);
   const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const topicRoot = uniqueName('ops');
-  const common = { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, SIGNING_KEY: signingKey, NODE_ENV: 'test' };
+  const common = { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: topicRoot, SIGNING_KEY: signingKey, NODE_ENV: 'test', TLS: 'off' };
 
   // Provisioned through an in-process service first, as a deploy would find it.
   const seedConfig = parseConfig({ ...common, ...NO_RATE_LIMITS, PORT: '0', LOG_LEVEL: 'silent', DATA_DIR: await tempDir(t), MQTT_CLIENT_ID: uniqueName('seed') });

@@ -39,7 +39,8 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
   t.teardown(() => broker.stop());
   const databaseUrl = await createTestDatabase(t);
   const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const common = { DATABASE_URL: databaseUrl, MQTT_URL: broker.url, SIGNING_KEY: signingKey, NODE_ENV: 'test' };
+  // Plain text on loopback (TLS=off): TLS is proven in tests/integration/tls.test.ts.
+  const common = { DATABASE_URL: databaseUrl, MQTT_URL: broker.url, SIGNING_KEY: signingKey, NODE_ENV: 'test', TLS: 'off' };
 
   // Provisioning through one service first (then stopped): the three
   // processes load it from the database as they would after a deploy.

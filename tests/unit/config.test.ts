@@ -131,3 +131,29 @@ t.test('an external OpenID provider: issuer and audience together, https in prod
   t.notOk(hmac.ok);
   if (!hmac.ok) t.match(hmac.problems.join('\n'), /OIDC_ALGORITHMS/, 'no HMAC: the provider publishes public keys');
 });
+
+t.test('TLS: on by default with a local certificate; files together; plain text only on loopback and never in production', async (t) => {
+  const defaults = parseConfig({});
+  t.same(defaults.ok && defaults.config.tls, { mode: 'local', names: ['localhost', '127.0.0.1', '::1'] });
+  const named = parseConfig({ HOST: 'presence.lan', MQTT_HOST: '192.168.1.20' });
+  t.same(named.ok && named.config.tls, { mode: 'local', names: ['localhost', '127.0.0.1', '::1', 'presence.lan', '192.168.1.20'] }, 'listen names are covered');
+  const wildcard = parseConfig({ HOST: '0.0.0.0', MQTT_HOST: '::' });
+  t.same(wildcard.ok && wildcard.config.tls, { mode: 'local', names: ['localhost', '127.0.0.1', '::1'] }, 'a wildcard address is no name');
+  const files = parseConfig({ TLS_CERT_FILE: '/etc/presence/fullchain.pem', TLS_KEY_FILE: '/etc/presence/key.pem' });
+  t.same(files.ok && files.config.tls, { mode: 'files', certFile: '/etc/presence/fullchain.pem', keyFile: '/etc/presence/key.pem' });
+  for (const loopback of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) {
+    t.ok(parseConfig({ TLS: 'off', HOST: loopback }).ok, `TLS=off on ${loopback}`);
+  }
+  const problems = (env: Record<string, string>) => {
+    const result = parseConfig(env);
+    return result.ok ? '' : result.problems.join('\n');
+  };
+  t.match(problems({ TLS_CERT_FILE: '/c.pem' }), /TLS_CERT_FILE and TLS_KEY_FILE: set both or neither/);
+  t.match(problems({ TLS: 'off', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' }), /not used with TLS=off/);
+  t.match(problems({ TLS: 'off', HOST: '0.0.0.0' }), /TLS: off is only allowed with a loopback HOST .* not 0\.0\.0\.0/);
+  t.match(problems({ TLS: 'off', HOST: '127.0.0.1.example.com' }), /loopback HOST/);
+  t.match(problems({ TLS: 'off', MQTT_HOST: '10.0.0.5' }), /loopback MQTT_HOST/);
+  t.ok(parseConfig({ TLS: 'off', MQTT_HOST: '10.0.0.5', MQTT_URL: 'mqtt://broker' }).ok, 'MQTT_HOST does not matter with an external broker');
+  t.match(problems({ TLS: 'off', NODE_ENV: 'production', SIGNING_KEY: '-----BEGIN PRIVATE KEY-----x' }), /TLS: off is refused when NODE_ENV=production/);
+  t.match(problems({ TLS: 'maybe' }), /^TLS:/);
+});

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import t from 'tap';
 import { checkSipServerIdentity } from '../../api/sip/tls-identity.js';
-import { loadOutboundTls } from '../../bin/tls-files.js';
+import { loadOutboundTls } from '../../bin/outbound-tls-files.js';
 import { parseConfig, type Config } from '../../core/config.js';
 import { pgClientConfig } from '../../core/db/pg-tls.js';
 import { tlsFailureHint } from '../../core/tls/errors.js';
