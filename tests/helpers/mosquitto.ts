@@ -15,6 +15,11 @@ export interface PrivateBroker {
   readonly port: number;
   /** The folder holding the configuration (and any files given to it). */
   readonly dir: string;
+  /**
+   * Stops mosquitto (SIGTERM: with persistence on, it saves its sessions and
+   * queued messages) and starts it again on the same port and folder.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -23,6 +28,13 @@ export interface PrivateBrokerOptions {
   readonly config?: readonly string[];
   /** Files to write into the folder before starting (name -> content). */
   readonly files?: Readonly<Record<string, string>>;
+  /**
+   * Keep persistent sessions, their subscriptions and queued QoS 1/2
+   * messages across restart() (saved in the folder, after every change, so
+   * a crash loses nothing either). Off by default: a broker that forgets
+   * everything when stopped is what most tests want.
+   */
+  readonly persistence?: boolean;
 }
 
 async function freePort(): Promise<number> {
@@ -43,12 +55,33 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
   const conf = join(dir, 'mosquitto.conf');
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content, { mode: 0o600 });
   const extra = (options.config ?? ['allow_anonymous true']).map((line) => line.replaceAll('{dir}', dir));
+  const persistence = options.persistence
+    ? ['persistence true', `persistence_location ${dir}/`, 'autosave_on_changes true', 'autosave_interval 1']
+    : ['persistence false'];
   await writeFile(
     conf,
     // `user`: mosquitto started as root drops to user mosquitto, which could
     // not read the private files in this 0700 folder; ignored when not root.
-    [`listener ${port} 127.0.0.1`, ...extra, `user ${userInfo().username}`, 'persistence false', 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+    [`listener ${port} 127.0.0.1`, ...extra, `user ${userInfo().username}`, ...persistence, 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
   );
+  let running = await launch(conf, port);
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    port,
+    dir,
+    restart: async () => {
+      await running.stop();
+      running = await launch(conf, port);
+    },
+    stop: async () => {
+      await running.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts mosquitto and waits until its port is taken (it listens). */
+async function launch(conf: string, port: number): Promise<{ stop(): Promise<void> }> {
   const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   for (let i = 0; i < 100; i++) {
@@ -62,13 +95,9 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
   }
   if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
   return {
-    url: `mqtt://127.0.0.1:${port}`,
-    port,
-    dir,
     stop: async () => {
-      child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
-      await rm(dir, { recursive: true, force: true });
     },
   };
 }
