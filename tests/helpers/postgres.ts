@@ -19,9 +19,9 @@ import pg from 'pg';
  * that holds a pipe from this process on its stdin. When that pipe reaches
  * end-of-file because this process is gone, the watchdog shuts the server
  * down at once (SIGQUIT, immediate mode). Normal stops go through the same
- * pipe: the watchdog is told which signal to send. Between a halt() and
- * the next start() there is no watchdog: if the test process exits then,
- * an exit hook removes the folder.
+ * pipe: the watchdog is told which signal to send. An exit hook removes
+ * the folder too, for an exit while no watchdog runs (between halt() and
+ * start(), or during a halt).
  */
 export interface PrivatePostgres {
   /** `postgres://postgres@127.0.0.1:{port}/postgres` (trust authentication). */
@@ -201,10 +201,17 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     await rm(dir, { recursive: true, force: true });
     throw error;
   });
-  const removeIfHalted = () => {
-    if (!server) rmSync(dir, { recursive: true, force: true });
+  // On any exit of this process (an uncaught error included) the folder
+  // goes; a running server is shut down by its watchdog, which removes
+  // whatever this left (the server may still write while it stops).
+  const removeFolder = () => {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // The watchdog finishes it.
+    }
   };
-  process.once('exit', removeIfHalted);
+  process.once('exit', removeFolder);
   return {
     url,
     port,
@@ -219,7 +226,7 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       await start();
     },
     stop: async () => {
-      process.off('exit', removeIfHalted);
+      process.off('exit', removeFolder);
       await signal('INT');
       await rm(dir, { recursive: true, force: true });
     },
