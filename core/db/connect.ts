@@ -71,6 +71,15 @@ async function openPostgres(url: string, onIdleError: ((error: Error) => void) |
   // 'error' on the pool; unhandled, that would kill the process. The next
   // query gets a fresh connection, and the write-behind retries.
   pool.on('error', (error) => onIdleError?.(error));
+  // A client checked out of the pool (drizzle's transactions hold one for
+  // several statements) has no 'error' listener of the pool's: if its
+  // connection ends meanwhile (a PostgreSQL restart), pg emits 'error' on
+  // it, and unhandled that kills the process (seen in
+  // tests/integration/faults.test.ts). The statement in flight, or the
+  // next one, rejects anyway, and the caller (the write-behind) retries;
+  // the broken client is dropped from the pool when released. Nothing more
+  // to do here, but the event must have a listener.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const db = drizzle({ client: pool, schema });
   return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
 }

@@ -1,5 +1,7 @@
+import { sql } from 'drizzle-orm';
 import { connectAsync, type MqttClient } from 'mqtt';
 import pg from 'pg';
+import { openDatabase } from '../../core/db/connect.js';
 import t, { type Test } from 'tap';
 import { tempDir, waitFor } from '../helpers/env.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/mosquitto.js';
@@ -248,4 +250,43 @@ t.test('SIGKILL of the service mid-stream, restarted with the same client id: no
   await converges(t, r, inMemory, 'in memory after the restart', 10_000);
   // Memory and storage are compared only after memory converged: a few write-behind rounds.
   await converges(t, r, stored, 'in PostgreSQL after the restart', 5000);
+});
+
+// The pool's clients are checked out for a whole transaction (the
+// scale-out write-behind merges in one; rule imports replace in one). A
+// connection ending meanwhile made pg emit 'error' on a client nobody
+// listened to, which killed the process (core/db/connect.ts).
+t.test('a PostgreSQL restart in the middle of transactions fails them, and does not kill the process', async (t) => {
+  const postgres = await startPrivatePostgres();
+  t.teardown(() => postgres.stop());
+  const database = await openDatabase({ kind: 'postgres', url: postgres.url }, () => undefined);
+  t.teardown(() => database.close());
+  const counts = { committed: 0, failed: 0 };
+  let running = true;
+  // Back to back, on three connections: the restart finds clients checked out.
+  const worker = async () => {
+    while (running) {
+      try {
+        await database.db.transaction(async (tx) => {
+          await tx.execute(sql`select 1`);
+          await tx.execute(sql`select pg_sleep(0.005)`);
+        });
+        counts.committed += 1;
+      } catch {
+        counts.failed += 1;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  };
+  const workers = [worker(), worker(), worker()];
+  t.teardown(async () => {
+    running = false;
+    await Promise.all(workers);
+  });
+  await waitFor(() => counts.committed >= 10, 'transactions to run');
+  await postgres.restart();
+  const before = counts.committed;
+  await waitFor(() => counts.committed >= before + 10, 'transactions to commit again after the restart');
+  t.ok(counts.failed > 0, `the restart failed the transactions in flight (${counts.failed})`);
+  t.pass('the process survived, and the pool serves new transactions');
 });
