@@ -119,9 +119,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
 
     // Write-behind: presence state, and (privacy invariant 6) the access log.
+    const writers: WriteBehind[] = [];
+    // While PostgreSQL is unreachable the writes are held and retried: operators see it here (and in the logs).
+    metrics.gauge('presence_write_behind_failing', 'Write-behind writers whose last write failed; their writes are held in memory and retried', () => writers.filter((w) => w.failing).length);
     const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>) => {
       metrics.counter(rowsMetric, help);
       const writer = new WriteBehind(name, config.persistIntervalMs, write((rows) => metrics.inc(rowsMetric, undefined, rows)), log);
+      writers.push(writer);
       writer.start();
       cleanups.push(() => writer.stop());
       return writer;
@@ -134,7 +138,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
       writeStates(hub, repository, onBatch, clock, cluster),
     );
-    requestWrite.now = () => void writer.flush().catch((err: unknown) => log.error({ err }, 'write-behind failed; will retry'));
+    // The write-behind logs its own failures (without the rows: core/db/db-error.ts) and retries.
+    requestWrite.now = () => void writer.flush().catch(() => undefined);
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
 

@@ -214,6 +214,7 @@ t.test('PostgreSQL restart and outage mid-stream: ingest goes on, writes are hel
     return dirty > 0 && dirty;
   }, 'owners awaiting a write');
   t.ok(held <= OWNERS, `writes are held, coalesced per owner (${held} owners pending, at most ${OWNERS})`);
+  await waitFor(async () => (await metric(r, 'presence_write_behind_failing')) > 0, 'the failing write-behind in the metrics');
   const ready = await fetch(`${r.service.url}/readyz`);
   t.equal(ready.status, 200, 'still ready: reads are served from memory during the outage');
   // The outage lasts a few seconds: several write-behind rounds fail meanwhile.
@@ -226,7 +227,19 @@ t.test('PostgreSQL restart and outage mid-stream: ingest goes on, writes are hel
   await converges(t, r, inMemory, 'in memory');
   await converges(t, r, stored, 'in PostgreSQL once it is back (equal to memory)');
   await waitFor(async () => (await metric(r, 'presence_state_dirty_owners')) === 0, 'nothing left to write');
+  await waitFor(async () => (await metric(r, 'presence_write_behind_failing')) === 0, 'the write-behind no longer failing');
   t.notOk(r.service.exited, 'the service never went down');
+
+  // The outage is in the logs, once per episode rather than on every failed
+  // round (4 per second), and without the rows it could not write.
+  const lines = r.service.output().split('\n');
+  const failed = lines.filter((l) => l.includes('write-behind failed')).length;
+  t.ok(failed >= 1 && failed <= 6, `the outages were logged when they started (${failed} lines: two outages, at most three writers)`);
+  t.ok(lines.some((l) => l.includes('write-behind recovered')), 'and when they ended');
+  t.notOk(
+    lines.some((l) => l.includes('charging')),
+    'no signal reached the logs',
+  );
 });
 
 // Today the service acknowledges an event to the broker once it is applied
