@@ -215,6 +215,16 @@ t.test('PostgreSQL restart and outage mid-stream: ingest goes on, writes are hel
   }, 'owners awaiting a write');
   t.ok(held <= OWNERS, `writes are held, coalesced per owner (${held} owners pending, at most ${OWNERS})`);
   await waitFor(async () => (await metric(r, 'presence_write_behind_failing')) > 0, 'the failing write-behind in the metrics');
+  // A write through the API cannot be held like ingest's: it is refused as
+  // unavailable (retry shortly), not as an internal error.
+  const refused = await fetch(`${r.service.url}/v1/admin/owners`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${r.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ handle: 'late' }),
+  });
+  t.equal(refused.status, 503, 'an API write during the outage is answered 503');
+  t.match(await refused.json(), { code: 'unavailable' });
+  t.equal(refused.headers.get('retry-after'), '2', 'with Retry-After');
   const ready = await fetch(`${r.service.url}/readyz`);
   t.equal(ready.status, 200, 'still ready: reads are served from memory during the outage');
   // The outage lasts a few seconds: several write-behind rounds fail meanwhile.
@@ -228,6 +238,12 @@ t.test('PostgreSQL restart and outage mid-stream: ingest goes on, writes are hel
   await converges(t, r, stored, 'in PostgreSQL once it is back (equal to memory)');
   await waitFor(async () => (await metric(r, 'presence_state_dirty_owners')) === 0, 'nothing left to write');
   await waitFor(async () => (await metric(r, 'presence_write_behind_failing')) === 0, 'the write-behind no longer failing');
+  const retried = await fetch(`${r.service.url}/v1/admin/owners`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${r.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ handle: 'late' }),
+  });
+  t.equal(retried.status, 201, 'the same write succeeds once PostgreSQL is back');
   t.notOk(r.service.exited, 'the service never went down');
 
   // The outage is in the logs, once per episode rather than on every failed

@@ -1,6 +1,6 @@
 import { DrizzleQueryError } from 'drizzle-orm';
 import t from 'tap';
-import { loggableDbError } from '../../core/db/db-error.js';
+import { isDatabaseUnavailable, loggableDbError } from '../../core/db/db-error.js';
 import { WriteBehind } from '../../core/db/write-behind.js';
 
 /** A log that keeps what it was given. */
@@ -22,6 +22,21 @@ t.test('a database error is logged with its cause and statement, never its param
   t.notMatch(JSON.stringify(logged), /latitude/);
   t.same(loggableDbError(new Error('plain')), { message: 'plain' });
   t.same(loggableDbError('text'), { message: 'text' });
+});
+
+t.test('an unreachable database is told apart from a failing statement', async (t) => {
+  const coded = (message: string, code: string) => Object.assign(new Error(message), { code });
+  const wrapped = (cause: Error) => new DrizzleQueryError('select 1', [], cause);
+  t.ok(isDatabaseUnavailable(refused()), 'connection refused');
+  t.ok(isDatabaseUnavailable(wrapped(coded('terminating connection due to administrator command', '57P01'))), 'shutting down');
+  t.ok(isDatabaseUnavailable(wrapped(coded('the database system is starting up', '57P03'))), 'starting up');
+  t.ok(isDatabaseUnavailable(wrapped(coded('connection failure', '08006'))), 'SQLSTATE class 08');
+  t.ok(isDatabaseUnavailable(wrapped(new Error('Connection terminated unexpectedly'))), "pg's ended connection");
+  t.ok(isDatabaseUnavailable(new AggregateError([coded('connect ECONNREFUSED ::1:5432', 'ECONNREFUSED')], '')), 'every address refused');
+  t.notOk(isDatabaseUnavailable(wrapped(coded('duplicate key value violates unique constraint', '23505'))), 'a constraint');
+  t.notOk(isDatabaseUnavailable(wrapped(coded('syntax error', '42601'))), 'a bad statement');
+  t.notOk(isDatabaseUnavailable(new Error('something else')));
+  t.notOk(isDatabaseUnavailable(undefined));
 });
 
 t.test('an outage is logged when it starts, every repeatLogMs while it lasts, and when it ends', async (t) => {
