@@ -2,6 +2,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { PoolClient } from 'pg';
 import * as schema from './schema.js';
 
 /**
@@ -81,5 +83,24 @@ async function openPostgres(url: string, onIdleError: ((error: Error) => void) |
   // to do here, but the event must have a listener.
   pool.on('connect', (client) => client.on('error', () => undefined));
   const db = drizzle({ client: pool, schema });
+  // drizzle's transaction() on a pool sends BEGIN before the try/finally
+  // that releases the client it checked out: when BEGIN fails because the
+  // connection died (a PostgreSQL restart), that client is never released.
+  // After `max` such failures the pool has no client left and every query
+  // waits for ever (seen in tests/integration/faults.test.ts: pool.end()
+  // then hangs too). So transactions check the client out here and always
+  // release it; pg-pool discards a client whose connection broke.
+  const onClient = new WeakMap<PoolClient, NodePgDatabase<typeof schema>>();
+  const transaction: typeof db.transaction = async (run, config) => {
+    const client = await pool.connect();
+    try {
+      const single = onClient.get(client) ?? drizzle({ client, schema });
+      onClient.set(client, single);
+      return await single.transaction(run, config);
+    } finally {
+      client.release();
+    }
+  };
+  Object.assign(db, { transaction });
   return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
 }

@@ -282,17 +282,20 @@ t.test('SIGKILL of the service mid-stream, restarted with the same client id: no
 });
 
 // The pool's clients are checked out for a whole transaction (the
-// scale-out write-behind merges in one; rule imports replace in one). A
-// connection ending meanwhile made pg emit 'error' on a client nobody
-// listened to, which killed the process (core/db/connect.ts).
-t.test('a PostgreSQL restart in the middle of transactions fails them, and does not kill the process', async (t) => {
+// scale-out write-behind merges in one; rule imports replace in one). Two
+// bugs showed here (core/db/connect.ts): a connection ending meanwhile made
+// pg emit 'error' on a client nobody listened to, which killed the process;
+// and a BEGIN failing that way leaked the client (drizzle released it only
+// after BEGIN), until the pool had none left and every query waited for ever.
+t.test('PostgreSQL restarts in the middle of transactions fail them, without killing the process or leaking connections', async (t) => {
   const postgres = await startPrivatePostgres();
   t.teardown(() => postgres.stop());
   const database = await openDatabase({ kind: 'postgres', url: postgres.url }, () => undefined);
-  t.teardown(() => database.close());
+  let closed = false;
+  t.teardown(() => (closed ? undefined : database.close()));
   const counts = { committed: 0, failed: 0 };
   let running = true;
-  // Back to back, on three connections: the restart finds clients checked out.
+  // Back to back, on four connections: each restart finds clients checked out.
   const worker = async () => {
     while (running) {
       try {
@@ -307,15 +310,25 @@ t.test('a PostgreSQL restart in the middle of transactions fails them, and does 
       }
     }
   };
-  const workers = [worker(), worker(), worker()];
+  const workers = [worker(), worker(), worker(), worker()];
   t.teardown(async () => {
     running = false;
     await Promise.all(workers);
   });
-  await waitFor(() => counts.committed >= 10, 'transactions to run');
-  await postgres.restart();
+  for (let restart = 1; restart <= 3; restart++) {
+    const before = counts.committed;
+    await waitFor(() => counts.committed >= before + 10, `transactions to commit (before restart ${restart})`);
+    await postgres.restart();
+  }
   const before = counts.committed;
-  await waitFor(() => counts.committed >= before + 10, 'transactions to commit again after the restart');
-  t.ok(counts.failed > 0, `the restart failed the transactions in flight (${counts.failed})`);
+  await waitFor(() => counts.committed >= before + 10, 'transactions to commit again after the restarts');
+  t.ok(counts.failed > 0, `the restarts failed the transactions in flight (${counts.failed})`);
   t.pass('the process survived, and the pool serves new transactions');
+
+  running = false;
+  await Promise.all(workers);
+  // pool.end() waits for every client checked out: a leaked one never comes back.
+  const ended = await Promise.race([database.close().then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 5000))]);
+  closed = true;
+  t.ok(ended, 'every connection went back to the pool (it closes)');
 });
