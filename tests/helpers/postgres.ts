@@ -75,6 +75,9 @@ folder=$1
 shift
 "$@" &
 server=$!
+# A signal to the whole process group (timeout(1), a runner's group kill)
+# reaches the server too; the watchdog outlives it to remove the folder.
+trap '' TERM INT HUP
 if read -r signal; then
   kill -"$signal" "$server" 2>/dev/null
   wait "$server"
