@@ -1,7 +1,9 @@
+import { DrizzleQueryError } from 'drizzle-orm';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { STATUS_CODES } from 'node:http';
 import { AppError, httpErrors, type HttpErrorCode } from '../core/errors.js';
+import { isDatabaseUnavailable, loggableDbError } from '../core/db/db-error.js';
 
 /**
  * Every HTTP error leaves as `{ code, message, details? }` with a code from
@@ -33,6 +35,19 @@ export function installErrorHandlers(app: FastifyInstance): void {
     if (mapped) return sendError(reply, mapped, mapped === 'invalid_request' ? 'The request body is not valid JSON.' : undefined);
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendError(reply, 'invalid_request', error.message);
+    }
+    // PostgreSQL down or restarting: the request may succeed shortly (the
+    // write-behind holds and retries what ingest applied meanwhile). Logged
+    // without the statement's parameters (they may hold personal data).
+    if (isDatabaseUnavailable(error)) {
+      request.log.warn({ error: loggableDbError(error) }, 'database unavailable');
+      return sendError(reply.header('retry-after', '2'), 'unavailable', 'The database is unavailable; try again shortly.');
+    }
+    if (error instanceof DrizzleQueryError) {
+      // The stack's frames only: its first lines repeat the message, parameters included.
+      const frames = error.stack?.split('\n').filter((line) => line.trimStart().startsWith('at '));
+      request.log.error({ error: loggableDbError(error), stack: frames?.join('\n') }, 'unhandled database error');
+      return sendError(reply, 'internal');
     }
     request.log.error({ err: error }, 'unhandled error');
     return sendError(reply, 'internal');

@@ -161,6 +161,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics.histogram(WRITE_SECONDS, 'Write-behind rounds: time to write everything pending, by writer (rounds with nothing to write are not counted)', DURATION_BUCKETS);
     metrics.histogram(WRITE_BATCH_ROWS, 'Write-behind batches (one statement each): rows, by writer', BATCH_BUCKETS);
     metrics.counter(WRITE_FAILURES, 'Write-behind rounds that failed (their rows are kept and retried), by writer');
+    const writers: WriteBehind[] = [];
+    // While PostgreSQL is unreachable the writes are held and retried: operators see it here (and in the logs).
+    metrics.gauge('presence_write_behind_failing', 'Write-behind writers whose last write failed; their writes are held in memory and retried', () => writers.filter((w) => w.failing).length);
     const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>) => {
       metrics.counter(rowsMetric, help);
       metrics.inc(WRITE_FAILURES, { writer: name }, 0);
@@ -184,6 +187,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         if (rowsThisRound > 0) roundSeconds((performance.now() - started) / 1000);
       };
       const writer = new WriteBehind(name, config.persistIntervalMs, timed, log);
+      writers.push(writer);
       writer.start();
       cleanups.push(() => writer.stop());
       return writer;
@@ -204,7 +208,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
       writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined }),
     );
-    requestWrite.now = () => void writer.flush().catch((err: unknown) => log.error({ err }, 'write-behind failed; will retry'));
+    // The write-behind logs its own failures (without the rows: core/db/db-error.ts) and retries.
+    requestWrite.now = () => void writer.flush().catch(() => undefined);
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
 

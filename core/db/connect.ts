@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { tlsErrorText, tlsFailureHint } from '../tls/errors.js';
 import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { PoolClient } from 'pg';
 import * as schema from './schema.js';
 
 /**
@@ -77,6 +79,34 @@ async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error)
   // 'error' on the pool; unhandled, that would kill the process. The next
   // query gets a fresh connection, and the write-behind retries.
   pool.on('error', (error) => onIdleError?.(error));
+  // A client checked out of the pool (drizzle's transactions hold one for
+  // several statements) has no 'error' listener of the pool's: if its
+  // connection ends meanwhile (a PostgreSQL restart), pg emits 'error' on
+  // it, and unhandled that kills the process (seen in
+  // tests/integration/faults.test.ts). The statement in flight, or the
+  // next one, rejects anyway, and the caller (the write-behind) retries;
+  // the broken client is dropped from the pool when released. Nothing more
+  // to do here, but the event must have a listener.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const db = drizzle({ client: pool, schema });
+  // drizzle's transaction() on a pool sends BEGIN before the try/finally
+  // that releases the client it checked out: when BEGIN fails because the
+  // connection died (a PostgreSQL restart), that client is never released.
+  // After `max` such failures the pool has no client left and every query
+  // waits for ever (seen in tests/integration/faults.test.ts: pool.end()
+  // then hangs too). So transactions check the client out here and always
+  // release it; pg-pool discards a client whose connection broke.
+  const onClient = new WeakMap<PoolClient, NodePgDatabase<typeof schema>>();
+  const transaction: typeof db.transaction = async (run, config) => {
+    const client = await pool.connect();
+    try {
+      const single = onClient.get(client) ?? drizzle({ client, schema });
+      onClient.set(client, single);
+      return await single.transaction(run, config);
+    } finally {
+      client.release();
+    }
+  };
+  Object.assign(db, { transaction });
   return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
 }

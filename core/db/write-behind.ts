@@ -1,28 +1,56 @@
 import type { Log } from '../log.js';
+import { loggableDbError } from './db-error.js';
+
+export interface WriteBehindOptions {
+  /** While writes keep failing, how often to say so again (the first failure and the recovery are always logged). */
+  readonly repeatLogMs?: number;
+  readonly now?: () => number;
+}
 
 /**
  * Runs a write every interval, never two at once: each flush() queues one
  * run after the current one, so when flush() resolves, everything pending
  * at the time of the call was written (or the returned promise rejects).
  * A slow database does not pile up queued rounds; the next tick catches up.
+ *
+ * A failed write leaves its items where they were (see state-writer.ts),
+ * so while the database is unreachable the writes are held, in memory and
+ * coalesced, and every tick retries them. Such an outage is logged when it
+ * starts, again every `repeatLogMs` while it lasts, and when it ends: not
+ * on every tick (4 per second by default, per writer).
  */
 export class WriteBehind {
   private timer: NodeJS.Timeout | undefined;
   private tail: Promise<void> = Promise.resolve();
   private writing = false;
+  private failures = 0;
+  private failingSince = 0;
+  private loggedAt = 0;
+  private readonly repeatLogMs: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly name: string,
     private readonly intervalMs: number,
     private readonly write: () => Promise<void>,
     private readonly log: Log,
-  ) {}
+    options: WriteBehindOptions = {},
+  ) {
+    this.repeatLogMs = options.repeatLogMs ?? 30_000;
+    this.now = options.now ?? Date.now;
+  }
 
   start(): void {
     this.timer = setInterval(() => {
-      if (!this.writing) void this.flush().catch((err: unknown) => this.log.error({ err, writer: this.name }, 'write-behind failed; will retry'));
+      // Failures are logged by flush() itself.
+      if (!this.writing) void this.flush().catch(() => undefined);
     }, this.intervalMs);
     this.timer.unref();
+  }
+
+  /** Whether the last write failed (the database is unreachable or refuses): what it held is still held. */
+  get failing(): boolean {
+    return this.failures > 0;
   }
 
   flush(): Promise<void> {
@@ -32,6 +60,10 @@ export class WriteBehind {
         this.writing = true;
         try {
           await this.write();
+          this.succeeded();
+        } catch (error) {
+          this.failed(error);
+          throw error;
         } finally {
           this.writing = false;
         }
@@ -44,5 +76,24 @@ export class WriteBehind {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.flush();
+  }
+
+  private failed(error: unknown): void {
+    const now = this.now();
+    this.failures += 1;
+    if (this.failures === 1) {
+      this.failingSince = now;
+      this.loggedAt = now;
+      this.log.error({ writer: this.name, error: loggableDbError(error) }, 'write-behind failed; holding the writes and retrying');
+    } else if (now - this.loggedAt >= this.repeatLogMs) {
+      this.loggedAt = now;
+      this.log.error({ writer: this.name, failures: this.failures, failingMs: now - this.failingSince, error: loggableDbError(error) }, 'write-behind still failing; holding the writes and retrying');
+    }
+  }
+
+  private succeeded(): void {
+    if (this.failures === 0) return;
+    this.log.info({ writer: this.name, failures: this.failures, failingMs: this.now() - this.failingSince }, 'write-behind recovered; held writes stored');
+    this.failures = 0;
   }
 }

@@ -15,6 +15,11 @@ export interface PrivateBroker {
   readonly port: number;
   /** The folder holding the configuration (and any files given to it). */
   readonly dir: string;
+  /**
+   * Stops mosquitto (SIGTERM: with persistence on, it saves its sessions and
+   * queued messages) and starts it again on the same port and folder.
+   */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -23,6 +28,13 @@ export interface PrivateBrokerOptions {
   readonly config?: readonly string[];
   /** Files to write into the folder before starting (name -> content). */
   readonly files?: Readonly<Record<string, string>>;
+  /**
+   * Keep persistent sessions, their subscriptions and queued QoS 1/2
+   * messages across restart() (saved in the folder, after every change, so
+   * a crash loses nothing either). Off by default: a broker that forgets
+   * everything when stopped is what most tests want.
+   */
+  readonly persistence?: boolean;
   /**
    * A TLS listener (the URL becomes mqtts://): the server's certificate and
    * key, and the CA clients are checked against when `requireCertificate`
@@ -57,12 +69,37 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
     await writeFile(join(dir, 'tls-server.key'), options.tls.key, { mode: 0o600 });
     listener.push(`cafile ${join(dir, 'tls-ca.pem')}`, `certfile ${join(dir, 'tls-server.pem')}`, `keyfile ${join(dir, 'tls-server.key')}`, `require_certificate ${options.tls.requireCertificate ? 'true' : 'false'}`);
   }
+  const persistence = options.persistence
+    ? ['persistence true', `persistence_location ${dir}/`, 'autosave_on_changes true', 'autosave_interval 1']
+    : ['persistence false'];
   await writeFile(
     conf,
     // `user`: mosquitto started as root drops to user mosquitto, which could
     // not read the private files in this 0700 folder; ignored when not root.
-    [`listener ${port} 127.0.0.1`, ...listener, ...extra, `user ${userInfo().username}`, 'persistence false', 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+    [`listener ${port} 127.0.0.1`, ...listener, ...extra, `user ${userInfo().username}`, ...persistence, 'max_inflight_messages 1000', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
   );
+  let running = await launch(conf, port).catch(async (error: unknown) => {
+    // The folder may hold key files: not left behind.
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  });
+  return {
+    url: `${options.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
+    port,
+    dir,
+    restart: async () => {
+      await running.stop();
+      running = await launch(conf, port);
+    },
+    stop: async () => {
+      await running.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts mosquitto and waits until its port is taken (it listens). */
+async function launch(conf: string, port: number): Promise<{ stop(): Promise<void> }> {
   const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   for (let i = 0; i < 100; i++) {
@@ -74,18 +111,11 @@ export async function startPrivateBroker(options: PrivateBrokerOptions = {}): Pr
     if (open) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  if (child.exitCode !== null) {
-    await rm(dir, { recursive: true, force: true });
-    throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
-  }
+  if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
   return {
-    url: `${options.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
-    port,
-    dir,
     stop: async () => {
-      child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
-      await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,73 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { issueToken } from '../../core/identity/tokens.js';
+import { generateSigningKeyPem, signingKeyFromPem } from '../../core/identity/signing-key.js';
+import { projectRoot, waitFor } from './env.js';
+import { NO_RATE_LIMITS } from './service.js';
+
+/**
+ * The service as an operator runs it: the compiled entry point in a child
+ * process, so a test can SIGKILL it and start it again (a supervisor's
+ * restart) with the same environment. Killed when the test ends.
+ */
+export interface ServiceProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  /** Its stdout and stderr (the last 64 KiB), for failure messages. */
+  readonly output: () => string;
+  readonly exited: boolean;
+  /** SIGKILL, then waits for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM (a clean stop: writes pending state), then waits for the exit. */
+  stop(): Promise<void>;
+}
+
+const entry = join(projectRoot, 'dist', 'bin', 'start.js');
+
+export async function spawnService(t: Test, env: Record<string, string>): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [entry], {
+    env: { PATH: process.env.PATH ?? '', ...NO_RATE_LIMITS, NODE_ENV: 'test', TLS: 'off', PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const append = (d: Buffer) => (out = (out + d.toString()).slice(-65_536));
+  child.stdout?.on('data', append);
+  child.stderr?.on('data', append);
+  const exit = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const running = () => child.exitCode === null && child.signalCode === null;
+  t.teardown(async () => {
+    if (running()) child.kill('SIGKILL');
+    await exit;
+  });
+  const ready = await waitFor(() => out.split('\n').find((l) => l.includes('presence service ready')) ?? (!running() && 'exited'), 'the service to be ready', 30_000).catch(
+    (error: unknown) => {
+      throw new Error(`${String(error)}; its output: ${out.slice(-2000)}`);
+    },
+  );
+  if (ready === 'exited') throw new Error(`the service exited at start (${child.exitCode ?? child.signalCode}): ${out.slice(-2000)}`);
+  const { httpUrl } = JSON.parse(ready) as { httpUrl: string };
+  return {
+    child,
+    url: httpUrl,
+    output: () => out,
+    get exited() {
+      return !running();
+    },
+    kill: async () => {
+      if (running()) child.kill('SIGKILL');
+      await exit;
+    },
+    stop: async () => {
+      if (running()) child.kill('SIGTERM');
+      await exit;
+    },
+  };
+}
+
+/** A signing key for SIGNING_KEY, and an admin token it signs (valid for an hour). */
+export async function adminCredentials(issuer = 'presence-service'): Promise<{ signingKeyPem: string; adminToken: string }> {
+  const signingKeyPem = await generateSigningKeyPem();
+  const { token } = await issueToken(await signingKeyFromPem(signingKeyPem), issuer, { kind: 'admin', subject: 'test', scopes: ['admin'], ttlSeconds: 3600 }, Date.now());
+  return { signingKeyPem, adminToken: token };
+}
