@@ -74,7 +74,11 @@ async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error)
     await migrator.end().catch(() => undefined);
   }
 
-  const pool = new pg.default.Pool({ ...pgClientConfig(target), max: 10 });
+  // A connection attempt that gets no answer (a dropped route, not a
+  // refusal) fails after 10 s, so the write-behind retries instead of
+  // waiting on the kernel's TCP timeout. Queries have no timeout: an export
+  // may rightly run long.
+  const pool = new pg.default.Pool({ ...pgClientConfig(target), max: 10, connectionTimeoutMillis: 10_000 });
   // An idle client losing its connection (a PostgreSQL restart) emits
   // 'error' on the pool; unhandled, that would kill the process. The next
   // query gets a fresh connection, and the write-behind retries.
