@@ -158,7 +158,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   };
   app.server.on('request', (_request: IncomingMessage, response: ServerResponse) => {
     inFlight += 1;
-    response.once('close', finished);
+    // 'on', not 'once': a response emits 'close' exactly once, and once() wraps the listener per call.
+    response.on('close', finished);
   });
   app.addHook('preClose', async () => {
     const deadline = Date.now() + DRAIN_MS;
