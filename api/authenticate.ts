@@ -38,6 +38,22 @@ export class Authenticator {
     return principal;
   }
 
+  /**
+   * The caller, when require() would accept them from the verified-token
+   * cache alone: a token verified before, not expired, its subject live,
+   * of an accepted kind and with the scope. Anything else is undefined and
+   * the request goes the whole way, where require() verifies or refuses it
+   * (api/fast-read.ts). No side effect beyond what peek() does to an
+   * expired entry (require() then refuses it the same way).
+   */
+  cached(authorization: string | undefined, kinds: readonly TokenKind[], scope: Scope, now: number): Principal | undefined {
+    if (authorization === undefined || !authorization.startsWith('Bearer ')) return undefined;
+    const principal = this.verifier.peek(authorization.slice(7), AUDIENCE_API, now);
+    if (principal === undefined || principal === 'expired') return undefined;
+    if (!this.isLive(principal) || !kinds.includes(principal.kind) || !principal.scopes.has(scope)) return undefined;
+    return principal;
+  }
+
   /** For long-lived connections: the token has not expired and its subject still exists. */
   stillValid(principal: Principal, now: number): boolean {
     return now < principal.expiresAt && this.isLive(principal);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { renderPidf, PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import type { WatcherView } from '../policy/watcher-view.js';
+import { negotiate } from './negotiate.js';
 
 /**
  * Rendered watcher views with their entity tags, reused until the view
@@ -11,6 +12,25 @@ import type { WatcherView } from '../policy/watcher-view.js';
 export const JSON_MEDIA_TYPE = 'application/json';
 export const presenceMediaTypes = [PIDF_MEDIA_TYPE, JSON_MEDIA_TYPE] as const;
 export type PresenceMediaType = (typeof presenceMediaTypes)[number];
+
+/**
+ * Content negotiation for a presence read, remembered per Accept header:
+ * negotiate() is pure, clients send the same few headers again and again,
+ * and parsing one costs more than the rest of a read's own work. Bounded
+ * (cleared when full), so headers made up per request cost what they did
+ * before, and no more memory.
+ */
+const negotiated = new Map<string, PresenceMediaType | null>();
+const MAX_NEGOTIATED = 256;
+export function presenceMediaType(accept: string | undefined): PresenceMediaType | undefined {
+  if (accept === undefined) return negotiate(accept, presenceMediaTypes);
+  const known = negotiated.get(accept);
+  if (known !== undefined) return known ?? undefined;
+  const chosen = negotiate(accept, presenceMediaTypes);
+  if (negotiated.size >= MAX_NEGOTIATED) negotiated.clear();
+  negotiated.set(accept, chosen ?? null);
+  return chosen;
+}
 
 export interface Representation {
   readonly body: string;

@@ -3,14 +3,14 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import type { AccessLogBuffer } from '../core/access-log.js';
 import type { Directory } from '../core/directory.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
-import { DURATION_BUCKETS, type Metrics } from '../core/metrics.js';
+import type { Metrics } from '../core/metrics.js';
 import type { PresenceHub } from '../core/presence-hub.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { answerClientError, installErrorHandlers, sendError } from './http-errors.js';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ServerOptions as HttpsServerOptions } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
 import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
@@ -20,7 +20,9 @@ import type { Repository } from '../core/db/repository.js';
 import type { KeySet } from '../core/identity/key-set.js';
 import type { SigningKey } from '../core/identity/tokens.js';
 import type { Config } from '../core/config.js';
-import { RateLimiter } from '../core/rate-limit.js';
+import { createFastRead } from './fast-read.js';
+import { HttpLimits, type Refusal } from './http-limits.js';
+import { RequestDurations } from './request-durations.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import { adminRoutes } from './routes/admin.js';
 import { dataRightsRoutes } from './routes/data-rights.js';
@@ -61,12 +63,16 @@ export interface ApiDeps {
 
 /** Refusals by the abuse limits, by which limit (a metric label). */
 export const LIMIT_REFUSALS = 'presence_limit_refusals_total';
-export const HTTP_DURATION = 'presence_http_request_duration_seconds';
+export { HTTP_DURATION } from './request-durations.js';
 
 /** How long a shutdown waits for requests in flight. */
 export const DRAIN_MS = 5000;
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
+  // Cached presence reads are answered before Fastify sees them
+  // (api/fast-read.ts); set once the routes' dependencies exist, below.
+  const front: { fastRead?: (request: IncomingMessage, response: ServerResponse) => boolean } = {};
+  let closing = false;
   const options = {
     loggerInstance: deps.log,
     // Request logs would carry owner handles in URLs: log errors only.
@@ -85,14 +91,26 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     clientErrorHandler: answerClientError,
     frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) =>
       sendError(reply, 'invalid_request', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long.' : 'The URL is not valid (malformed percent-encoding).'),
+    // The server Fastify would build (node:https's serves the same request
+    // API as node:http's, and requireHostHeader is an http.Server option
+    // that https.Server accepts too), with the cached read path in front of
+    // Fastify's handler, and the timeouts Fastify sets on a server it builds.
+    serverFactory: (handler: RequestListener, factoryOptions: { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number }) => {
+      const listener: RequestListener = (request, response) => {
+        if (front.fastRead === undefined || !front.fastRead(request, response)) handler(request, response);
+      };
+      const server = deps.tls ? createHttpsServer({ ...deps.tls, requireHostHeader: false }, listener) : createHttpServer({ requireHostHeader: false }, listener);
+      if (factoryOptions.keepAliveTimeout !== undefined) server.keepAliveTimeout = factoryOptions.keepAliveTimeout;
+      if (factoryOptions.requestTimeout !== undefined) server.requestTimeout = factoryOptions.requestTimeout;
+      server.setTimeout(factoryOptions.connectionTimeout ?? 0);
+      return server;
+    },
   };
-  // node:https serves the same request API as node:http (its server takes
-  // http.Server's methods), and nothing here touches the TLS side of the
-  // raw server: one instance type serves both. requireHostHeader is an
-  // http.Server option that https.Server accepts too.
-  const app = deps.tls
-    ? (Fastify({ ...options, https: { ...deps.tls, requireHostHeader: false } }) as unknown as FastifyInstance)
-    : Fastify({ ...options, http: { requireHostHeader: false } });
+  const app = Fastify(options as unknown as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
   // RFC 9110 §10.1.1: an expectation the server cannot meet is a 417; node:http would answer it with an empty body.
   app.server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) => {
     response.writeHead(httpErrors.expectation_failed.status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
@@ -107,7 +125,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.addContentTypeParser([AUTH_POLICY_MEDIA_TYPE, PIDF_MEDIA_TYPE], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
   const auth = new Authenticator(deps.verifier, deps.directory, deps.clock);
-  installLimits(app, deps);
+  const limits = new HttpLimits(deps.limits);
+  const durations = new RequestDurations(deps.metrics);
+  installLimits(app, deps, limits, durations);
   systemRoutes(app, { metrics: deps.metrics, ready: deps.ready });
   const presenceDeps = {
     auth,
@@ -120,6 +140,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     accessLog: deps.accessLog,
   };
   presenceRoutes(app, presenceDeps);
+  front.fastRead = createFastRead({ ...presenceDeps, limits, durations, metrics: deps.metrics, closing: () => closing });
   streamRoutes(app, {
     ...presenceDeps,
     maxStreams: deps.limits.httpMaxStreams,
@@ -178,19 +199,17 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
  * connections past HTTP_MAX_CONNECTIONS are dropped by the server; both are
  * counted too.
  */
-function installLimits(app: FastifyInstance, deps: ApiDeps): void {
+function installLimits(app: FastifyInstance, deps: ApiDeps, limits: HttpLimits, durations: RequestDurations): void {
   deps.metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
   for (const limit of ['http_address', 'http_token', 'http_body', 'http_streams', 'http_streams_per_caller', 'http_connections']) deps.metrics.inc(LIMIT_REFUSALS, { limit }, 0);
-  const byAddress = new RateLimiter(deps.limits.httpAddress);
-  const byToken = new RateLimiter(deps.limits.httpToken);
   const exempt = new Set(['/healthz', '/readyz', '/metrics']);
-  const refuse = (reply: FastifyReply, limit: string, waitMs: number) => {
-    deps.metrics.inc(LIMIT_REFUSALS, { limit });
-    reply.header('retry-after', String(Math.max(1, Math.ceil(waitMs / 1000))));
-    return sendError(reply, 'too_many_requests', limit === 'http_address' ? 'Too many requests from this address.' : 'Too many requests with this token.');
+  const refuse = (reply: FastifyReply, refusal: Refusal) => {
+    deps.metrics.inc(LIMIT_REFUSALS, { limit: refusal.limit });
+    reply.header('retry-after', String(Math.max(1, Math.ceil(refusal.waitMs / 1000))));
+    return sendError(reply, 'too_many_requests', refusal.limit === 'http_address' ? 'Too many requests from this address.' : 'Too many requests with this token.');
   };
   const missingHost = (request: FastifyRequest) => request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor >= 1 && !request.headers.host;
-  if (!byAddress.enabled && !byToken.enabled) {
+  if (!limits.enabled) {
     app.addHook('onRequest', (request, reply, done) => {
       if (missingHost(request)) return void sendError(reply, 'invalid_request', 'HTTP/1.1 requests need a Host header (RFC 9112 §3.2).');
       done();
@@ -200,35 +219,19 @@ function installLimits(app: FastifyInstance, deps: ApiDeps): void {
     app.addHook('onRequest', (request, reply, done) => {
       if (missingHost(request)) return void sendError(reply, 'invalid_request', 'HTTP/1.1 requests need a Host header (RFC 9112 §3.2).');
       if (exempt.has(request.url)) return done();
-      const now = deps.clock();
-      const addressWait = byAddress.take(request.ip, now);
+      // The cached read path may have taken this request's tokens already (api/fast-read.ts).
+      const decided = limits.decidedFor(request.raw);
+      const refusal = decided === undefined ? limits.take(request.ip, request.headers.authorization, deps.clock()) : decided;
       // Answered here: done() is not called, so nothing else runs for the request.
-      if (addressWait > 0) return void refuse(reply, 'http_address', addressWait);
-      const header = request.headers.authorization;
-      // Keyed by the token's signature end, not the whole header: a client
-      // sending distinct 16 KB headers must not fill memory with keys.
-      const tokenWait = header === undefined ? 0 : byToken.take(header.slice(-64), now);
-      if (tokenWait > 0) return void refuse(reply, 'http_token', tokenWait);
+      if (refusal) return void refuse(reply, refusal);
       done();
     });
   }
-  // Request durations by route pattern (bounded: the routes, not the URLs,
-  // which name owners) and status class; a stream's is its whole life.
-  deps.metrics.histogram(HTTP_DURATION, 'HTTP requests: from the request to the end of its response, by route and status class', DURATION_BUCKETS);
-  const durationSeries = new Map<string, (seconds: number) => void>();
   // One onResponse hook does both jobs (a hook call per request fewer than an
   // onSend hook for the 413s): bodies refused for size are counted here.
   app.addHook('onResponse', (request, reply, done) => {
     if (reply.statusCode === 413) deps.metrics.inc(LIMIT_REFUSALS, { limit: 'http_body' });
-    const route = request.routeOptions.url ?? 'unmatched';
-    const status = `${Math.floor(reply.statusCode / 100)}xx`;
-    const key = `${request.method} ${route} ${status}`;
-    let observe = durationSeries.get(key);
-    if (!observe) {
-      observe = deps.metrics.series(HTTP_DURATION, { method: request.method, route, status });
-      durationSeries.set(key, observe);
-    }
-    observe(reply.elapsedTime / 1000);
+    durations.observe(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
   app.addHook('onReady', async () => {

@@ -8,28 +8,10 @@ import type { Principal } from '../../core/identity/tokens.js';
 import type { Authenticator } from '../authenticate.js';
 import { negotiate } from '../negotiate.js';
 import { computeView, recordAccess, type Viewer, type WatcherViewDeps } from '../watcher-views.js';
-import { ifNoneMatchHits, JSON_MEDIA_TYPE, presenceMediaTypes, type PresenceMediaType, type RepresentationCache } from '../representations.js';
+import { ifNoneMatchHits, JSON_MEDIA_TYPE, presenceMediaType, presenceMediaTypes, type RepresentationCache } from '../representations.js';
 import { watcherViewSchema } from '../../policy/watcher-view.js';
 import { PIDF_MEDIA_TYPE } from '../../core/render-pidf.js';
 import { documented, empty, errors, json, media, operation } from '../openapi.js';
-
-/**
- * Content negotiation, remembered per Accept header: negotiate() is pure,
- * clients send the same few headers again and again, and parsing one costs
- * more than the rest of a read's own work. Bounded (cleared when full), so
- * headers made up per request cost what they did before, and no more memory.
- */
-const negotiated = new Map<string, PresenceMediaType | null>();
-const MAX_NEGOTIATED = 256;
-function presenceMediaType(accept: string | undefined): PresenceMediaType | undefined {
-  if (accept === undefined) return negotiate(accept, presenceMediaTypes);
-  const known = negotiated.get(accept);
-  if (known !== undefined) return known ?? undefined;
-  const chosen = negotiate(accept, presenceMediaTypes);
-  if (negotiated.size >= MAX_NEGOTIATED) negotiated.clear();
-  negotiated.set(accept, chosen ?? null);
-  return chosen;
-}
 
 /** Owners per batch read. */
 export const MAX_BATCH = 100;
