@@ -272,6 +272,18 @@ export class Accounts {
     this.erasedListeners.push(listener);
   }
 
+  private brokerCredentials: ((deviceId: string, token: string) => Promise<void>) | undefined;
+
+  /**
+   * An external broker that holds device credentials itself (Mosquitto's
+   * dynamic security, MQTT_DEVICE_CREDENTIALS): every device token is given
+   * to it before it is handed out, so a device can connect with what it was
+   * given, and nothing is handed out that the broker did not take.
+   */
+  useBrokerCredentials(provision: (deviceId: string, token: string) => Promise<void>): void {
+    this.brokerCredentials = provision;
+  }
+
   /** Told after a device was revoked (the broker disconnects it). */
   onDeviceRevoked(listener: (deviceId: string) => void): void {
     this.revokedListeners.push(listener);
@@ -410,6 +422,14 @@ export class Accounts {
       { kind: kind satisfies TokenKind, subject: tokenSubject, owner, scopes: granted, ttlSeconds: ttlSeconds ?? DEFAULT_TTL_SECONDS[kind] },
       this.clock(),
     );
+    if (kind === 'device' && this.brokerCredentials) {
+      try {
+        await this.brokerCredentials(tokenSubject, issued.token);
+      } catch {
+        // The provisioner logs why; the token is not handed out (the broker would refuse it).
+        throw new AppError('unavailable', 'The broker did not take the device credentials; try again shortly.');
+      }
+    }
     return { kind, subject: tokenSubject, token: issued.token, expiresAt: new Date(issued.expiresAt).toISOString(), scopes: [...granted] };
   }
 

@@ -35,6 +35,7 @@ import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
@@ -51,6 +52,9 @@ import { loadOutboundTls } from './outbound-tls-files.js';
 import { loadServerTls } from './tls-files.js';
 import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
+
+/** Device credential changes the broker did not take (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec), by action. */
+export const BROKER_CREDENTIAL_FAILURES = 'presence_broker_credential_failures_total';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -290,6 +294,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     let embeddedBroker: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;
     // An external broker authenticates devices itself: a revoked device's events are refused here (unknown_device).
     let disconnectDevices: (deviceIds: readonly string[]) => void = () => undefined;
+    // Erasure removes the devices' broker credentials for good (dynamic security); the embedded broker only disconnects.
+    let forgetDevices: (deviceIds: readonly string[]) => void = (deviceIds) => disconnectDevices(deviceIds);
+    let provisionDevice: ((deviceId: string, token: string) => Promise<void>) | undefined;
     if (config.mqtt.kind === 'embedded') {
       metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
       metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }, 0);
@@ -339,6 +346,34 @@ export async function startService(config: Config, options: ServiceOptions = {})
         cleanups.push(() => writer.flush());
         log.info({ node: cluster.node, shareGroup: clusterConfig?.shareGroup }, 'scale-out: sharing ingest with the group');
       }
+      if (config.mqtt.deviceCredentials === 'mosquitto-dynsec') {
+        // The broker authenticates devices against credentials this service
+        // keeps there, so a revoked device is refused and disconnected by the
+        // broker itself (ingest/mosquitto-dynsec.ts). Started before the
+        // service is ready: a broker that will not take commands stops the start.
+        const dynsec = new MosquittoDynsec({ client: subscriber.client, topics });
+        await dynsec.start();
+        cleanups.push(async () => dynsec.close());
+        // A read-only command: a broker without the plugin, or a user
+        // without its ACLs, is found now rather than at the first revocation.
+        await dynsec.command({ command: 'getDefaultACLAccess' });
+        const failed = (what: string) => (err: unknown) => {
+          metrics.inc(BROKER_CREDENTIAL_FAILURES, { action: what });
+          log.error({ err }, `broker credentials: ${what} failed`);
+        };
+        metrics.counter(BROKER_CREDENTIAL_FAILURES, 'Device credential changes the broker did not take (dynamic security), by action');
+        for (const action of ['provision', 'disable', 'delete']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
+        provisionDevice = (deviceId, token) => dynsec.provisionDevice(deviceId, token).catch((err: unknown) => {
+          failed('provision')(err);
+          throw err;
+        });
+        disconnectDevices = (deviceIds) => {
+          for (const id of deviceIds) dynsec.disableDevice(id).catch(failed('disable'));
+        };
+        forgetDevices = (deviceIds) => {
+          for (const id of deviceIds) dynsec.deleteDevice(id).catch(failed('delete'));
+        };
+      }
       mqttUrl = config.mqtt.url;
       const deadLetterRoot = config.mqtt.deadLetterRoot;
       if (deadLetterRoot) {
@@ -369,8 +404,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     accounts.onDeviceRevoked((deviceId) => disconnectDevices([deviceId]));
     accounts.onOwnerErased((ownerId, deviceIds) => {
       rawEvents.forget(ownerId);
-      disconnectDevices(deviceIds);
+      forgetDevices(deviceIds);
     });
+    if (provisionDevice) accounts.useBrokerCredentials(provisionDevice);
     accounts.onSettingsChange((ownerId) => {
       if (!keepsRawEvents(ownerId)) rawEvents.forget(ownerId);
     });

@@ -59,6 +59,13 @@ export const envSchema = z.object({
     .default('owntracks'),
   MQTT_DEAD_LETTER_TOPIC: topicRoot
     .optional(),
+  /**
+   * `mosquitto-dynsec`: the external broker is a Mosquitto with the Dynamic
+   * Security plugin, and the service administers device credentials on it
+   * (ingest/mosquitto-dynsec.ts): a device token issued becomes the device's
+   * broker password, and a revoked device is disabled and disconnected.
+   */
+  MQTT_DEVICE_CREDENTIALS: z.enum(['none', 'mosquitto-dynsec']).default('none'),
   /** Scale-out: processes sharing this group split the device topics (MQTT 5 / Mosquitto `$share/{group}/...`). */
   MQTT_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ -').optional(),
   /** Scale-out: where the processes tell each other what they applied (below it: {clientId}/{signals|persisted|gone}). */
@@ -170,6 +177,8 @@ export interface Config {
         readonly clientId: string | undefined;
         /** Refused messages are republished below this root, if set. */
         readonly deadLetterRoot: string | undefined;
+        /** Who holds device credentials: the operator (a password file; `none`) or the service, through Mosquitto's dynamic security. */
+        readonly deviceCredentials: 'none' | 'mosquitto-dynsec';
         /** Several processes on one broker and one database (MQTT_SHARE_GROUP). */
         readonly cluster: { readonly shareGroup: string; readonly syncRoot: string; readonly clientId: string } | undefined;
       };
@@ -258,6 +267,10 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
   }
   if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
+  if (env.MQTT_DEVICE_CREDENTIALS !== 'none') {
+    if (!env.MQTT_URL) problems.push('MQTT_DEVICE_CREDENTIALS: only used with MQTT_URL (the embedded broker checks device tokens itself)');
+    if (!env.MQTT_USERNAME) problems.push('MQTT_DEVICE_CREDENTIALS: needs MQTT_USERNAME/MQTT_PASSWORD (a broker user with the dynamic-security role)');
+  }
   if (env.MQTT_DEAD_LETTER_TOPIC) {
     if (!env.MQTT_URL) problems.push('MQTT_DEAD_LETTER_TOPIC: only used with MQTT_URL (the embedded broker lets no one subscribe)');
     const dl = `${env.MQTT_DEAD_LETTER_TOPIC}/`;
@@ -329,6 +342,7 @@ export function parseConfig(source: Env): ConfigResult {
           ownTracksRoot: e.OWNTRACKS_TOPIC_ROOT,
           clientId: e.MQTT_CLIENT_ID,
           deadLetterRoot: e.MQTT_DEAD_LETTER_TOPIC,
+          deviceCredentials: e.MQTT_DEVICE_CREDENTIALS,
           cluster: e.MQTT_SHARE_GROUP && e.MQTT_CLIENT_ID ? { shareGroup: e.MQTT_SHARE_GROUP, syncRoot: e.MQTT_SYNC_TOPIC, clientId: e.MQTT_CLIENT_ID } : undefined,
         }
       : {

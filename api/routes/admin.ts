@@ -72,7 +72,7 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
     '/v1/admin/tokens',
     {
       schema: {
-        ...operation('admin', 'Issue a token', adminAccess, 'A device token (MQTT), or a watcher or owner token (HTTP); the scopes default to all the kind may carry.'),
+        ...operation('admin', 'Issue a token', adminAccess, 'A device token (MQTT), or a watcher or owner token (HTTP); the scopes default to all the kind may carry. With MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec a device token becomes the device\'s broker password before it is returned (503 if the broker does not take it).'),
         body: z
           .object({
             kind: z.enum(['device', 'watcher', 'owner']),
@@ -83,7 +83,8 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
           .strict(),
         response: {
           201: json(z.object({ kind: z.string(), subject: z.string(), token: z.string(), expiresAt: z.string(), scopes: z.array(z.string()) }), 'The token.'),
-          ...errors(400, 401, 403, 404, 413, 415),
+          // 503: a device token the broker did not take (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec).
+          ...errors(400, 401, 403, 404, 413, 415, 503),
         },
       },
     },

@@ -34,6 +34,20 @@ const claimsSchema = z.object({
 
 const READ_ONLY: readonly Scope[] = ['presence:read'];
 
+/**
+ * JOSE `typ` values of tokens that may open the API: RFC 9068 §2.1 access
+ * tokens (`at+jwt`, or its media-type form), and plain `JWT` or none, which
+ * most providers still put on access and ID tokens. Any other explicit type
+ * names a different kind of token signed by the same keys (a logout token
+ * `logout+jwt`, OIDC Back-Channel Logout §2.4; a DPoP proof `dpop+jwt`,
+ * RFC 9449 §4.2; a security event `secevent+jwt`, RFC 8417) and is refused,
+ * as RFC 8725 §3.11 (explicit typing) advises against such substitution.
+ */
+const ACCEPTED_TYPES = new Set(['jwt', 'at+jwt', 'application/at+jwt', 'application/jwt']);
+function acceptedType(typ: string | undefined): boolean {
+  return typ === undefined || ACCEPTED_TYPES.has(typ.toLowerCase());
+}
+
 export class OidcVerifier {
   constructor(
     private readonly settings: OidcSettings,
@@ -50,8 +64,12 @@ export class OidcVerifier {
     // Provider tokens open the HTTP API only, never MQTT.
     if (audience !== AUDIENCE_API) return { ok: false, reason: 'invalid' };
     let payload: unknown;
+    let typ: string | undefined;
     try {
-      ({ payload } = await jwtVerify(token, this.keys, {
+      ({
+        payload,
+        protectedHeader: { typ },
+      } = await jwtVerify(token, this.keys, {
         issuer: this.settings.issuer,
         audience: this.settings.audience,
         algorithms: [...this.settings.algorithms],
@@ -61,6 +79,7 @@ export class OidcVerifier {
     } catch (error) {
       return { ok: false, reason: error instanceof joseErrors.JWTExpired ? 'expired' : 'invalid' };
     }
+    if (!acceptedType(typ)) return { ok: false, reason: 'invalid' };
     const claims = claimsSchema.safeParse(payload);
     if (!claims.success) return { ok: false, reason: 'invalid' };
     const link = await this.linked(this.settings.issuer, claims.data.sub);

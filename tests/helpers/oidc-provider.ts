@@ -15,7 +15,7 @@ export interface OidcProvider {
   /** Fetches of the JWK Set so far. */
   readonly jwksFetches: () => number;
   /** An access token signed with the current key (or `key: 'old'` for the previous one). */
-  sign(claims: Record<string, unknown>, options?: { audience?: string; expiresIn?: string | number; issuer?: string; key?: 'current' | 'old' }): Promise<string>;
+  sign(claims: Record<string, unknown>, options?: { audience?: string; expiresIn?: string | number; issuer?: string; key?: 'current' | 'old'; typ?: string }): Promise<string>;
   /** A new current key; the old one stays published until dropOld(). */
   rotate(): Promise<void>;
   dropOld(): void;
@@ -59,7 +59,7 @@ export async function startOidcProvider(t: Test): Promise<OidcProvider> {
       const key = options.key === 'old' ? old : current;
       if (!key) throw new Error('no old key');
       return new SignJWT(claims)
-        .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'at+jwt' })
+        .setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: options.typ ?? 'at+jwt' })
         .setIssuer(options.issuer ?? issuer)
         .setAudience(options.audience ?? 'presence-api')
         .setIssuedAt()

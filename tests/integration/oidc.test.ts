@@ -67,6 +67,10 @@ t.test('everything else is refused', async (t) => {
   await refused(`${h}.${p}.${'A'.repeat(342)}`, 'a forged signature');
   const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${p}.`;
   await refused(none, 'alg none');
+  // RFC 8725 §3.11: other kinds of token signed by the same provider keys are not access tokens.
+  await refused(await provider.sign({ sub: 'alice@idp' }, { typ: 'logout+jwt' }), 'a logout token');
+  await refused(await provider.sign({ sub: 'alice@idp' }, { typ: 'dpop+jwt' }), 'a DPoP proof');
+  t.equal((await service.api('GET', '/v1/me/presence', { token: await provider.sign({ sub: 'alice@idp' }, { typ: 'JWT' }) })).status, 200, 'typ JWT (most providers) is accepted');
   t.equal((await service.api('GET', '/v1/me/presence', { token: good })).status, 200, 'the genuine token still works');
 });
 
