@@ -303,7 +303,7 @@ export class Accounts {
    * A lost phone: the device's tokens stop working at once (the directory
    * says it is revoked, which every token check consults), its open broker
    * connection is closed, and its events are refused from now on. Its past
-   * signals stay until they age out, like any silent device's.
+   * signals stay until they age out (SIGNAL_RETENTION_HOURS), like any silent device's.
    */
   async revokeDevice(deviceId: string, ownerId?: string): Promise<void> {
     const revoked = await this.repository.revokeDevice(deviceId, ownerId);

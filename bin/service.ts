@@ -148,7 +148,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const metrics = new Metrics();
     const directory = new Directory();
     const ruleBook = new RuleBook();
-    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
+    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs, maxSignalAgeMs: config.signalRetentionMs }, (ownerId) => directory.settings(ownerId));
     // Scale-out, control plane: listening starts before the snapshot is
     // read, so a change another process commits in between is not missed;
     // changes wait in `controlBacklog` until the reloading below is wired.
@@ -210,7 +210,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       metrics.gauge('presence_ingest_journal_failures', 'Ingest journal writes that failed since start (events then wait for the state write unprotected)', () => journal.failureCount);
     }
     const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
-      writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined }),
+      writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined, forgetBefore: () => clock() - config.signalRetentionMs }),
     );
     // The write-behind logs its own failures (without the rows: core/db/db-error.ts) and retries.
     requestWrite.now = () => void writer.flush().catch(() => undefined);
@@ -230,6 +230,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics.gauge('presence_raw_events_dropped', 'Retained sensor events dropped since start because the buffer was full', () => rawEvents.dropped);
     const keepsRawEvents = (ownerId: string) => config.rawEventsMaxDays > 0 && directory.settings(ownerId).keepRawEventsDays > 0;
     const purge = async () => {
+      // Privacy: signals are not kept past SIGNAL_RETENTION_HOURS (storage forgets them at the next write-behind).
+      const now = clock();
+      const forgotten = hub.forgetOlder(now - config.signalRetentionMs, now);
+      if (forgotten > 0) log.info({ owners: forgotten }, 'signals forgotten past retention');
       const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
       const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);

@@ -98,6 +98,8 @@ export const envSchema = z.object({
     .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a DNS name')
     .default('presence.local'),
   OFFLINE_AFTER_SECONDS: positiveInt.default(900),
+  /** Signals older than this count for nothing and are forgotten, in memory and in storage (at least OFFLINE_AFTER_SECONDS). */
+  SIGNAL_RETENTION_HOURS: positiveInt.max(8760).default(72),
   MAX_CLOCK_SKEW_SECONDS: positiveInt.default(300),
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
@@ -188,6 +190,8 @@ export interface Config {
   readonly oidc: { readonly issuer: string; readonly audience: string; readonly jwksUrl: string | undefined; readonly algorithms: readonly string[]; readonly jwksCooldownMs: number; readonly jwksMaxAgeMs: number } | undefined;
   readonly presenceDomain: string;
   readonly offlineAfterMs: number;
+  /** SIGNAL_RETENTION_HOURS: how long a signal counts and is kept. */
+  readonly signalRetentionMs: number;
   readonly maxClockSkewMs: number;
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
@@ -267,6 +271,8 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
   }
   if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
+  // Shorter than OFFLINE_AFTER would make a device reporting one kind only look offline while it reports.
+  if (env.SIGNAL_RETENTION_HOURS * 3600 < env.OFFLINE_AFTER_SECONDS) problems.push('SIGNAL_RETENTION_HOURS: must be at least OFFLINE_AFTER_SECONDS');
   if (env.MQTT_DEVICE_CREDENTIALS !== 'none') {
     if (!env.MQTT_URL) problems.push('MQTT_DEVICE_CREDENTIALS: only used with MQTT_URL (the embedded broker checks device tokens itself)');
     if (!env.MQTT_USERNAME) problems.push('MQTT_DEVICE_CREDENTIALS: needs MQTT_USERNAME/MQTT_PASSWORD (a broker user with the dynamic-security role)');
@@ -362,6 +368,7 @@ export function parseConfig(source: Env): ConfigResult {
         : undefined,
     presenceDomain: e.PRESENCE_DOMAIN,
     offlineAfterMs: e.OFFLINE_AFTER_SECONDS * 1000,
+    signalRetentionMs: e.SIGNAL_RETENTION_HOURS * 3_600_000,
     maxClockSkewMs: e.MAX_CLOCK_SKEW_SECONDS * 1000,
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,

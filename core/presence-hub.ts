@@ -1,6 +1,6 @@
 import { derivePresence, type Derived, type DeriveSettings } from './derive-presence.js';
 import { NO_TRACE, OFFLINE_STATE, samePresence, sharedActivities, type PresenceState } from './presence.js';
-import { mergeSignal, SignalSet, toSignal, type Signal } from './signal-store.js';
+import { forgetOlderThan, mergeSignal, SignalSet, toSignal, type Signal } from './signal-store.js';
 import type { SensorEvent } from './events.js';
 import { OwnerListeners } from './owner-listeners.js';
 import { applyOverrides, type PresenceOverride } from './presence-overrides.js';
@@ -127,6 +127,24 @@ export class PresenceHub {
     this.overrides.delete(ownerId);
     this.dirty.delete(ownerId);
     this.watchers.notify(ownerId, OFFLINE_STATE);
+  }
+
+  /**
+   * Forgets every owner's signals older than `before` (core/signal-store.ts
+   * forgetOlderThan); owners who lost any are written again (dirty), so
+   * storage forgets them too. Presence does not change: derivation gives
+   * such signals no weight already. Returns how many owners lost signals.
+   */
+  forgetOlder(before: number, now: number): number {
+    let changed = 0;
+    for (const [ownerId, entry] of this.owners) {
+      if (!forgetOlderThan(entry.signals, before)) continue;
+      entry.version += 1;
+      this.dirty.add(ownerId);
+      this.rederive(ownerId, entry, now);
+      changed += 1;
+    }
+    return changed;
   }
 
   /** Loads persisted signals at start (no change event, nothing dirty). */

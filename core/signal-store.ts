@@ -155,3 +155,24 @@ export function mergeSignal(set: SignalSet, signal: Signal): boolean {
   if (dropped.size > 0) set.retain((s) => !dropped.has(s));
   return !dropped.has(signal);
 }
+
+/**
+ * Forgets every signal older than `before` (ms since the epoch, by the
+ * event's own time): data minimisation. Derivation gives such signals no
+ * weight either (derive-presence.ts, maxSignalAgeMs), so forgetting them
+ * changes no presence, on this process or any other.
+ *
+ * A filter by time alone commutes with the merge (last-writer-wins keeps
+ * the newest of a slot, and the families keep the newest of a device: both
+ * choose among the newest, and the filter drops only the oldest), and the
+ * cutoff only grows. So merges and forgetting in any order, on any
+ * process, converge: a forgotten signal brought back by a late replay or a
+ * row another process wrote goes again at the next pass. Returns whether
+ * anything was forgotten.
+ */
+export function forgetOlderThan(set: SignalSet, before: number): boolean {
+  let old = false;
+  for (const s of set) if (s.at < before) old = true;
+  if (old) set.retain((s) => s.at >= before);
+  return old;
+}

@@ -51,14 +51,20 @@ export function writeStates(
   repository: Repository,
   onBatch: (rows: number) => void,
   clock: () => number,
-  options: { readonly progress?: PersistProgress; readonly shared: boolean; readonly chunkSize?: number },
+  options: {
+    readonly progress?: PersistProgress;
+    readonly shared: boolean;
+    readonly chunkSize?: number;
+    /** Signals older than this instant are not kept in a merged row (PresenceHub.forgetOlder). */
+    readonly forgetBefore?: () => number;
+  },
 ): () => Promise<void> {
   const { progress, shared } = options;
   const write = chunked(
     () => hub.takeDirty(),
     async (chunk) => {
       if (!shared) return repository.replaceStates(chunk);
-      const learned = await repository.upsertStates(chunk);
+      const learned = await repository.upsertStates(chunk, options.forgetBefore?.());
       const now = clock();
       for (const state of learned) hub.merge(state.ownerId, state.signals, now);
     },

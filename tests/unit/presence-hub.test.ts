@@ -70,3 +70,24 @@ t.test('the held state carries no trace; explain() works it out on demand, and e
   t.ok(Object.isFrozen(held.activities));
   t.equal(hub.explain('nobody', NOW).availability, 'offline');
 });
+
+t.test('signals past retention stop counting, and forgetting them marks the owner for writing without a change', async (t) => {
+  const WATCH = '22222222-2222-4222-8222-222222222222';
+  const hub = new PresenceHub({ offlineAfterMs: 60_000, maxSignalAgeMs: 3_600_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'worn', at: iso(NOW), state: 'off' }], NOW);
+  hub.apply(OWNER, WATCH, [{ kind: 'battery', at: iso(NOW), level: 80, charging: false }], NOW);
+  hub.takeDirty();
+  const later = NOW + 3_600_000 + 30_000;
+  // The phone keeps reporting (a heartbeat), but its hour-old "not worn" no longer counts, and the watch is silent.
+  hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(later), state: 'active' }], later);
+  hub.takeDirty();
+  const state = hub.current(OWNER, later);
+  const changes: PresenceState[] = [];
+  hub.watch(OWNER, (s) => changes.push(s));
+  t.equal(hub.forgetOlder(later - 3_600_000, later), 1, 'one owner lost signals');
+  t.same(hub.signalsOf(OWNER).map((s) => s.event.kind), ['user-input'], 'only what still counts is kept');
+  t.equal(hub.current(OWNER, later), state, 'presence unchanged (the same object)');
+  t.equal(changes.length, 0, 'nothing announced');
+  t.same(hub.takeDirty().map((d) => d.signals.length), [1], 'written again without them');
+  t.equal(hub.forgetOlder(later - 3_600_000, later), 0, 'a second pass has nothing to do');
+});
