@@ -18,6 +18,14 @@ import type { RuleBook } from '../policy/rule-book.js';
  * API (and so the command-line tool) and the owner's own API. Each change is
  * committed to the database first and only then made visible in memory.
  */
+/** An external broker that keeps device credentials (bin/service.ts wires Mosquitto's dynamic security). */
+export interface BrokerCredentials {
+  /** Makes `token` the device's broker password. */
+  provision(deviceId: string, token: string): Promise<void>;
+  /** Removes the device from the broker (it was revoked or erased while being provisioned). */
+  withdraw(deviceId: string): Promise<void>;
+}
+
 export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number> = {
   device: 365 * 24 * 3600,
   watcher: 30 * 24 * 3600,
@@ -272,7 +280,7 @@ export class Accounts {
     this.erasedListeners.push(listener);
   }
 
-  private brokerCredentials: ((deviceId: string, token: string) => Promise<void>) | undefined;
+  private brokerCredentials: BrokerCredentials | undefined;
 
   /**
    * An external broker that holds device credentials itself (Mosquitto's
@@ -280,8 +288,8 @@ export class Accounts {
    * to it before it is handed out, so a device can connect with what it was
    * given, and nothing is handed out that the broker did not take.
    */
-  useBrokerCredentials(provision: (deviceId: string, token: string) => Promise<void>): void {
-    this.brokerCredentials = provision;
+  useBrokerCredentials(credentials: BrokerCredentials): void {
+    this.brokerCredentials = credentials;
   }
 
   /** Told after a device was revoked (the broker disconnects it). */
@@ -424,10 +432,16 @@ export class Accounts {
     );
     if (kind === 'device' && this.brokerCredentials) {
       try {
-        await this.brokerCredentials(tokenSubject, issued.token);
+        await this.brokerCredentials.provision(tokenSubject, issued.token);
       } catch {
         // The provisioner logs why; the token is not handed out (the broker would refuse it).
         throw new AppError('unavailable', 'The broker did not take the device credentials; try again shortly.');
+      }
+      // Revoked or erased while the broker was being told: what was just
+      // provisioned goes again (queued after it), and no token is handed out.
+      if (!this.directory.activeDevice(tokenSubject)) {
+        await this.brokerCredentials.withdraw(tokenSubject).catch(() => undefined);
+        throw new AppError('not_found', 'No such device.');
       }
     }
     return { kind, subject: tokenSubject, token: issued.token, expiresAt: new Date(issued.expiresAt).toISOString(), scopes: [...granted] };

@@ -52,7 +52,9 @@ interface Prepared {
  * other request (another route or method, a token not yet verified, an
  * encoded or invalid handle, a query string, an owner reading someone
  * else, an unacceptable Accept, a missing Host, a rate-limit refusal, a
- * closing server) returns false and goes to Fastify, whose route gives the
+ * closing server: from its preClose hook on, a few ticks after Fastify
+ * starts refusing, so reads in that gap are answered like reads in flight)
+ * returns false and goes to Fastify, whose route gives the
  * error. A request handed on after its rate-limit tokens were taken carries
  * that decision (HttpLimits.remember), so it is not charged twice.
  */
@@ -81,7 +83,7 @@ export function createFastRead(deps: FastReadDeps): (request: IncomingMessage, r
     if (!HANDLE_PATTERN.test(handle)) return false;
     const headers = request.headers;
     // RFC 9112 §3.2 (the route's onRequest hook gives the 400).
-    if (headers.host === undefined && request.httpVersionMajor === 1 && request.httpVersionMinor >= 1) return false;
+    if (!headers.host && request.httpVersionMajor === 1 && request.httpVersionMinor >= 1) return false;
     const now = deps.clock();
     const principal = deps.auth.cached(headers.authorization, KINDS, 'presence:read', now);
     if (!principal) return false;
@@ -124,6 +126,7 @@ export function createFastRead(deps: FastReadDeps): (request: IncomingMessage, r
       response.end(ready.body);
     }
     deps.metrics.inc(CACHED_READS);
+    // Until the response is handed to the socket (Fastify's own figure runs to 'finish': the same for bodies this small).
     deps.durations.observe('GET', ROUTE, notModified ? 304 : 200, (performance.now() - started) / 1000);
     return true;
   };

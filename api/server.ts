@@ -9,8 +9,8 @@ import type { RuleBook } from '../policy/rule-book.js';
 import type { Accounts } from './accounts.js';
 import { Authenticator } from './authenticate.js';
 import { answerClientError, installErrorHandlers, sendError } from './http-errors.js';
-import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
@@ -57,6 +57,8 @@ export interface ApiDeps {
   readonly signingKey: SigningKey;
   readonly keys: KeySet;
   readonly limits: Config['limits'];
+  /** METRICS_TOKEN: /metrics needs it as a bearer token; unset: open. */
+  readonly metricsToken?: string | undefined;
   /** HTTPS with these options (core/tls/server-tls.ts); unset: plain HTTP (loopback development and tests only). */
   readonly tls?: HttpsServerOptions;
 }
@@ -91,22 +93,25 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     clientErrorHandler: answerClientError,
     frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) =>
       sendError(reply, 'invalid_request', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long.' : 'The URL is not valid (malformed percent-encoding).'),
-    // The server Fastify would build (node:https's serves the same request
-    // API as node:http's, and requireHostHeader is an http.Server option
-    // that https.Server accepts too), with the cached read path in front of
-    // Fastify's handler, and the timeouts Fastify sets on a server it builds.
-    serverFactory: (handler: RequestListener, factoryOptions: { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number }) => {
-      const listener: RequestListener = (request, response) => {
-        if (front.fastRead === undefined || !front.fastRead(request, response)) handler(request, response);
-      };
-      const server = deps.tls ? createHttpsServer({ ...deps.tls, requireHostHeader: false }, listener) : createHttpServer({ requireHostHeader: false }, listener);
-      if (factoryOptions.keepAliveTimeout !== undefined) server.keepAliveTimeout = factoryOptions.keepAliveTimeout;
-      if (factoryOptions.requestTimeout !== undefined) server.requestTimeout = factoryOptions.requestTimeout;
-      server.setTimeout(factoryOptions.connectionTimeout ?? 0);
-      return server;
-    },
   };
-  const app = Fastify(options as unknown as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+  // node:https serves the same request API as node:http (its server takes
+  // http.Server's methods), and nothing here touches the TLS side of the
+  // raw server: one instance type serves both. requireHostHeader is an
+  // http.Server option that https.Server accepts too.
+  const app = deps.tls
+    ? (Fastify({ ...options, https: { ...deps.tls, requireHostHeader: false } }) as unknown as FastifyInstance)
+    : Fastify({ ...options, http: { requireHostHeader: false } });
+  // The cached read path goes in front of Fastify's handler on the server
+  // Fastify built, which keeps every setting Fastify gives its servers
+  // (timeouts, and the second loopback address it binds for HOST=localhost,
+  // which a serverFactory would lose; those extra servers take the full path).
+  const [fastifyHandler] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
+  if (fastifyHandler) {
+    app.server.removeListener('request', fastifyHandler);
+    app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+      if (front.fastRead === undefined || !front.fastRead(request, response)) fastifyHandler(request, response);
+    });
+  }
   app.addHook('preClose', (done) => {
     closing = true;
     done();
@@ -128,7 +133,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   const limits = new HttpLimits(deps.limits);
   const durations = new RequestDurations(deps.metrics);
   installLimits(app, deps, limits, durations);
-  systemRoutes(app, { metrics: deps.metrics, ready: deps.ready });
+  systemRoutes(app, { metrics: deps.metrics, ready: deps.ready, metricsToken: deps.metricsToken });
   const presenceDeps = {
     auth,
     directory: deps.directory,

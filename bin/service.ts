@@ -9,7 +9,7 @@ import { pino, type Logger } from 'pino';
 import { createRemoteJWKSet } from 'jose';
 import { z } from 'zod';
 import { OidcVerifier } from '../core/identity/oidc.js';
-import { Accounts, DEFAULT_SCOPES } from '../api/accounts.js';
+import { Accounts, DEFAULT_SCOPES, type BrokerCredentials } from '../api/accounts.js';
 import { buildApi, LIMIT_REFUSALS } from '../api/server.js';
 import type { Config } from '../core/config.js';
 import type { TlsMaterial } from '../core/tls/pem.js';
@@ -112,6 +112,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
   // TLS files for the broker, the database and the SIP server: read and checked before anything starts.
   const outboundTls = await loadOutboundTls(config.outboundTls);
   for (const warning of outboundTls.warnings) log.warn(warning);
+  // The counters tell when an owner's devices report: on a small deployment that is personal data.
+  if (config.production && config.metricsToken === undefined) log.warn('METRICS_TOKEN is not set: /metrics is open to anyone who reaches the API');
   const postgres = config.database.kind === 'postgres' ? { url: config.database.url, ...(outboundTls.database ? { tls: outboundTls.database } : {}) } : undefined;
   // The SIP settings are checked before anything starts (the URI grammar lives with the SIP client).
   const sipConfig = config.sip ? parseSipSettings(config.sip, outboundTls.sip) : undefined;
@@ -148,7 +150,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const metrics = new Metrics();
     const directory = new Directory();
     const ruleBook = new RuleBook();
-    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs, maxSignalAgeMs: config.signalRetentionMs }, (ownerId) => directory.settings(ownerId));
+    const hub = new PresenceHub({ offlineAfterMs: config.offlineAfterMs }, (ownerId) => directory.settings(ownerId));
     // Scale-out, control plane: listening starts before the snapshot is
     // read, so a change another process commits in between is not missed;
     // changes wait in `controlBacklog` until the reloading below is wired.
@@ -230,10 +232,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics.gauge('presence_raw_events_dropped', 'Retained sensor events dropped since start because the buffer was full', () => rawEvents.dropped);
     const keepsRawEvents = (ownerId: string) => config.rawEventsMaxDays > 0 && directory.settings(ownerId).keepRawEventsDays > 0;
     const purge = async () => {
-      // Privacy: signals are not kept past SIGNAL_RETENTION_HOURS (storage forgets them at the next write-behind).
-      const now = clock();
-      const forgotten = hub.forgetOlder(now - config.signalRetentionMs, now);
-      if (forgotten > 0) log.info({ owners: forgotten }, 'signals forgotten past retention');
+      // Privacy: a device silent past SIGNAL_RETENTION_HOURS is forgotten (storage too, at the next write-behind).
+      const forgotten = await hub.forgetSilent(clock() - config.signalRetentionMs, clock);
+      if (forgotten > 0) log.info({ owners: forgotten }, 'signals of silent devices forgotten past retention');
       const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
       const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);
@@ -272,6 +273,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
         cluster.handle(topic, payload);
         return;
       }
+      // The broker's own topics (MQTT 3.1.1 §4.7.2: `$` topics are the
+      // server's), such as the dynamic-security answers on the same
+      // connection, are no device's and not ingest's to count as refused.
+      if (topic.startsWith('$')) return;
       const now = clock();
       const reason = pipeline.handle(topic, payload, now);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
@@ -300,7 +305,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     let disconnectDevices: (deviceIds: readonly string[]) => void = () => undefined;
     // Erasure removes the devices' broker credentials for good (dynamic security); the embedded broker only disconnects.
     let forgetDevices: (deviceIds: readonly string[]) => void = (deviceIds) => disconnectDevices(deviceIds);
-    let provisionDevice: ((deviceId: string, token: string) => Promise<void>) | undefined;
+    let brokerCredentials: BrokerCredentials | undefined;
     if (config.mqtt.kind === 'embedded') {
       metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
       metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }, 0);
@@ -367,10 +372,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
         };
         metrics.counter(BROKER_CREDENTIAL_FAILURES, 'Device credential changes the broker did not take (dynamic security), by action');
         for (const action of ['provision', 'disable', 'delete']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
-        provisionDevice = (deviceId, token) => dynsec.provisionDevice(deviceId, token).catch((err: unknown) => {
-          failed('provision')(err);
-          throw err;
-        });
+        brokerCredentials = {
+          provision: (deviceId, token) =>
+            dynsec.provisionDevice(deviceId, token).catch((err: unknown) => {
+              failed('provision')(err);
+              throw err;
+            }),
+          withdraw: (deviceId) =>
+            dynsec.deleteDevice(deviceId).catch((err: unknown) => {
+              failed('delete')(err);
+              throw err;
+            }),
+        };
         disconnectDevices = (deviceIds) => {
           for (const id of deviceIds) dynsec.disableDevice(id).catch(failed('disable'));
         };
@@ -410,7 +423,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       rawEvents.forget(ownerId);
       forgetDevices(deviceIds);
     });
-    if (provisionDevice) accounts.useBrokerCredentials(provisionDevice);
+    if (brokerCredentials) accounts.useBrokerCredentials(brokerCredentials);
     accounts.onSettingsChange((ownerId) => {
       if (!keepsRawEvents(ownerId)) rawEvents.forget(ownerId);
     });
@@ -557,6 +570,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       signingKey,
       keys,
       limits: config.limits,
+      metricsToken: config.metricsToken,
       ...(tlsOptions ? { tls: tlsOptions } : {}),
     });
     // MQTT over WebSockets on the API's listener, wired before it listens.

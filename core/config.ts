@@ -83,6 +83,11 @@ export const envSchema = z.object({
   /** An external OpenID Connect provider whose access tokens the API accepts for linked accounts. */
   OIDC_ISSUER: urlWithScheme(['https', 'http']).optional(),
   OIDC_AUDIENCE: z.string().min(1).max(512).optional(),
+  /** Bearer token that GET /metrics requires (Prometheus `authorization.credentials`); unset: /metrics is open. */
+  METRICS_TOKEN: z
+    .string()
+    .regex(/^[A-Za-z0-9._~+/=-]{32,512}$/, 'must be 32-512 characters of A-Z a-z 0-9 . _ ~ + / = - (an RFC 6750 bearer token)')
+    .optional(),
   /** Default: the jwks_uri of {OIDC_ISSUER}/.well-known/openid-configuration. */
   OIDC_JWKS_URL: urlWithScheme(['https', 'http']).optional(),
   OIDC_ALGORITHMS: z
@@ -98,7 +103,7 @@ export const envSchema = z.object({
     .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a DNS name')
     .default('presence.local'),
   OFFLINE_AFTER_SECONDS: positiveInt.default(900),
-  /** Signals older than this count for nothing and are forgotten, in memory and in storage (at least OFFLINE_AFTER_SECONDS). */
+  /** A device silent this long has its last signals forgotten, in memory and in storage (at least OFFLINE_AFTER_SECONDS). */
   SIGNAL_RETENTION_HOURS: positiveInt.max(8760).default(72),
   MAX_CLOCK_SKEW_SECONDS: positiveInt.default(300),
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
@@ -187,10 +192,14 @@ export interface Config {
   readonly signingKeyPem: string | undefined;
   readonly networkDigestKey: string | undefined;
   readonly tokenIssuer: string;
+  /** METRICS_TOKEN: the bearer token /metrics requires, if any. */
+  readonly metricsToken: string | undefined;
+  /** NODE_ENV=production. */
+  readonly production: boolean;
   readonly oidc: { readonly issuer: string; readonly audience: string; readonly jwksUrl: string | undefined; readonly algorithms: readonly string[]; readonly jwksCooldownMs: number; readonly jwksMaxAgeMs: number } | undefined;
   readonly presenceDomain: string;
   readonly offlineAfterMs: number;
-  /** SIGNAL_RETENTION_HOURS: how long a signal counts and is kept. */
+  /** SIGNAL_RETENTION_HOURS: how long a silent device's last signals are kept. */
   readonly signalRetentionMs: number;
   readonly maxClockSkewMs: number;
   readonly maxEventBytes: number;
@@ -271,7 +280,7 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     problems.push('MQTT_USERNAME/MQTT_PASSWORD: only used with MQTT_URL (an external broker)');
   }
   if (env.MQTT_PASSWORD && !env.MQTT_USERNAME) problems.push('MQTT_PASSWORD: needs MQTT_USERNAME');
-  // Shorter than OFFLINE_AFTER would make a device reporting one kind only look offline while it reports.
+  // Forgetting a device that still counts would change presence, not only what is kept.
   if (env.SIGNAL_RETENTION_HOURS * 3600 < env.OFFLINE_AFTER_SECONDS) problems.push('SIGNAL_RETENTION_HOURS: must be at least OFFLINE_AFTER_SECONDS');
   if (env.MQTT_DEVICE_CREDENTIALS !== 'none') {
     if (!env.MQTT_URL) problems.push('MQTT_DEVICE_CREDENTIALS: only used with MQTT_URL (the embedded broker checks device tokens itself)');
@@ -362,6 +371,8 @@ export function parseConfig(source: Env): ConfigResult {
     signingKeyPem: e.SIGNING_KEY,
     networkDigestKey: e.NETWORK_DIGEST_KEY,
     tokenIssuer: e.TOKEN_ISSUER,
+    metricsToken: e.METRICS_TOKEN,
+    production: e.NODE_ENV === 'production',
     oidc:
       e.OIDC_ISSUER && e.OIDC_AUDIENCE
         ? { issuer: e.OIDC_ISSUER, audience: e.OIDC_AUDIENCE, jwksUrl: e.OIDC_JWKS_URL, algorithms: e.OIDC_ALGORITHMS.split(','), jwksCooldownMs: e.OIDC_JWKS_COOLDOWN_SECONDS * 1000, jwksMaxAgeMs: e.OIDC_JWKS_MAX_AGE_SECONDS * 1000 }

@@ -7,12 +7,6 @@ import { signalKey, type Signal } from './signal-store.js';
 export interface DeriveSettings {
   /** A device silent for this long stops counting; all silent means offline. */
   readonly offlineAfterMs: number;
-  /**
-   * A signal older than this counts for nothing, whatever its kind
-   * (SIGNAL_RETENTION_HOURS; the service forgets such signals too, see
-   * signal-store.ts forgetOlderThan). Unset: no limit.
-   */
-  readonly maxSignalAgeMs?: number;
 }
 
 /**
@@ -103,12 +97,8 @@ export function derivePresence(
   const ignored = owner.ignore.length > 0 ? new Set<string>(owner.ignore) : undefined;
   const deviceSeen = new Map<string, number>();
   const all: Signal[] = [];
-  const oldest = settings.maxSignalAgeMs === undefined ? -Infinity : now - settings.maxSignalAgeMs;
   for (const signal of signals) {
     if (ignored?.has(signal.kind)) continue;
-    if (signal.at < oldest) continue;
-    // It stops counting when it gets that old (no-op without a limit).
-    until(signal.at + (settings.maxSignalAgeMs ?? Infinity));
     all.push(signal);
     if (signal.at > now) until(signal.at);
     const seen = Math.min(signal.at, now);

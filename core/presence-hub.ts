@@ -1,6 +1,6 @@
 import { derivePresence, type Derived, type DeriveSettings } from './derive-presence.js';
 import { NO_TRACE, OFFLINE_STATE, samePresence, sharedActivities, type PresenceState } from './presence.js';
-import { forgetOlderThan, mergeSignal, SignalSet, toSignal, type Signal } from './signal-store.js';
+import { forgetSilentDevices, mergeSignal, SignalSet, toSignal, type Signal } from './signal-store.js';
 import type { SensorEvent } from './events.js';
 import { OwnerListeners } from './owner-listeners.js';
 import { applyOverrides, type PresenceOverride } from './presence-overrides.js';
@@ -130,19 +130,31 @@ export class PresenceHub {
   }
 
   /**
-   * Forgets every owner's signals older than `before` (core/signal-store.ts
-   * forgetOlderThan); owners who lost any are written again (dirty), so
-   * storage forgets them too. Presence does not change: derivation gives
-   * such signals no weight already. Returns how many owners lost signals.
+   * Forgets the signals of devices silent since before `before`, for every
+   * owner (core/signal-store.ts forgetSilentDevices); owners who lost any
+   * are written again (dirty), so storage forgets them too. Availability,
+   * activities and every other field stay as they were (those devices
+   * count for nothing already); only the forgotten devices leave the
+   * owner's device list, which watchers are told like any change. In slices
+   * of `slice` owners with the event loop free between them: a million
+   * owners must not stall ingest and reads. Returns how many owners lost
+   * signals.
    */
-  forgetOlder(before: number, now: number): number {
+  async forgetSilent(before: number, now: () => number, slice = 2_000): Promise<number> {
     let changed = 0;
-    for (const [ownerId, entry] of this.owners) {
-      if (!forgetOlderThan(entry.signals, before)) continue;
-      entry.version += 1;
-      this.dirty.add(ownerId);
-      this.rederive(ownerId, entry, now);
-      changed += 1;
+    const ids = [...this.owners.keys()];
+    for (let i = 0; i < ids.length; i += slice) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const at = now();
+      for (const ownerId of ids.slice(i, i + slice)) {
+        // Erased meanwhile, or replaced: whatever is there now.
+        const entry = this.owners.get(ownerId);
+        if (!entry || !forgetSilentDevices(entry.signals, before)) continue;
+        entry.version += 1;
+        this.dirty.add(ownerId);
+        this.rederive(ownerId, entry, at);
+        changed += 1;
+      }
     }
     return changed;
   }

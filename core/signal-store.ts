@@ -157,22 +157,35 @@ export function mergeSignal(set: SignalSet, signal: Signal): boolean {
 }
 
 /**
- * Forgets every signal older than `before` (ms since the epoch, by the
- * event's own time): data minimisation. Derivation gives such signals no
- * weight either (derive-presence.ts, maxSignalAgeMs), so forgetting them
- * changes no presence, on this process or any other.
+ * Forgets every signal of each device whose newest signal is older than
+ * `before` (ms since the epoch, by the events' own times). Callers keep
+ * `before` at least OFFLINE_AFTER back (SIGNAL_RETENTION_HOURS): such a
+ * device counts for nothing when deriving already, so forgetting it changes
+ * nothing else in presence (property-tested); what it last said (a location, a calendar
+ * entry, a sleep state) is simply not kept, and the device leaves the
+ * owner's device list. A device that reports again
+ * after so long starts afresh. Devices that still report keep everything:
+ * a signal sent once and still true (a long out-of-office entry, a zone
+ * entered days ago) is not lost for being old.
  *
- * A filter by time alone commutes with the merge (last-writer-wins keeps
- * the newest of a slot, and the families keep the newest of a device: both
- * choose among the newest, and the filter drops only the oldest), and the
- * cutoff only grows. So merges and forgetting in any order, on any
- * process, converge: a forgotten signal brought back by a late replay or a
- * row another process wrote goes again at the next pass. Returns whether
- * anything was forgotten.
+ * Unlike the merge this is not order-free: a device forgotten on one
+ * process and reporting again before another process forgot it keeps its
+ * old signals there, and storage's union brings them back to the first.
+ * That converges (to keeping them), and only for a device back from a
+ * long silence. Returns whether anything was forgotten.
  */
-export function forgetOlderThan(set: SignalSet, before: number): boolean {
-  let old = false;
-  for (const s of set) if (s.at < before) old = true;
-  if (old) set.retain((s) => s.at >= before);
-  return old;
+export function forgetSilentDevices(set: SignalSet, before: number): boolean {
+  let newest: Map<string, number> | undefined;
+  for (const s of set) {
+    newest ??= new Map();
+    const seen = newest.get(s.deviceId);
+    if (seen === undefined || s.at > seen) newest.set(s.deviceId, s.at);
+  }
+  if (!newest) return false;
+  let silent = false;
+  for (const at of newest.values()) if (at < before) silent = true;
+  if (!silent) return false;
+  const seen = newest;
+  set.retain((s) => (seen.get(s.deviceId) ?? 0) >= before);
+  return true;
 }

@@ -62,8 +62,10 @@ import type { TopicScheme } from './topics.js';
  *   mosquitto_ctrl -u admin dynsec addClientRole presence-service presence-service
  *
  * The service user then administers devices itself (MQTT_USERNAME). It gets
- * the dynsec topics only, not the `admin` role that init creates, which may
- * also read every topic. Devices must not send to $CONTROL: the plugin never
+ * the dynsec topics and the device topics, not the `admin` role that init
+ * creates, which may also read every topic. The dynsec topic is the whole
+ * admin API, though: whoever holds these credentials can create clients
+ * and roles, so they are as sensitive as the broker's admin password. Devices must not send to $CONTROL: the plugin never
  * lets that fall through to the default access, and no device role grants it.
  * Other topics the service writes (the scale-out sync topic) need their own
  * ACLs on the service role.
@@ -126,6 +128,8 @@ export class MosquittoDynsec {
   private readonly deviceRole: string;
   private readonly timeoutMs: number;
   private readonly pending = new Map<string, Pending>();
+  /** Per device, the tail of its queue of changes (see serially). */
+  private readonly queues = new Map<string, Promise<unknown>>();
   private ready: Promise<void> | undefined;
   private closed = false;
 
@@ -156,6 +160,28 @@ export class MosquittoDynsec {
    */
   async provisionDevice(deviceId: string, password: string): Promise<void> {
     checkDeviceId(deviceId);
+    await this.serially(deviceId, () => this.provision(deviceId, password));
+  }
+
+  /**
+   * One device's changes run one after another: a revocation or an erasure
+   * arriving while a new token is being provisioned must not interleave
+   * with its commands (an enableClient after the disableClient would undo
+   * the revocation; a createClient between deleteClient and deleteRole
+   * would delete a role still held, #2660).
+   */
+  private serially<T>(deviceId: string, change: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(deviceId) ?? Promise.resolve();
+    const next = previous.then(change, change);
+    const tail = next.catch(() => undefined);
+    this.queues.set(deviceId, tail);
+    void tail.then(() => {
+      if (this.queues.get(deviceId) === tail) this.queues.delete(deviceId);
+    });
+    return next;
+  }
+
+  private async provision(deviceId: string, password: string): Promise<void> {
     const ownRole = this.ownRole(deviceId);
     const acls = this.deviceAcls(deviceId);
     const role = await this.command({ command: 'createRole', rolename: ownRole, acls }, [ROLE_EXISTS]);
@@ -179,7 +205,7 @@ export class MosquittoDynsec {
 
   /** Refuses the device's further logins and disconnects it now. An unknown device is not an error. */
   async disableDevice(deviceId: string): Promise<void> {
-    await this.command({ command: 'disableClient', username: deviceId }, [CLIENT_NOT_FOUND]);
+    await this.serially(deviceId, () => this.command({ command: 'disableClient', username: deviceId }, [CLIENT_NOT_FOUND]));
   }
 
   /**
@@ -188,8 +214,10 @@ export class MosquittoDynsec {
    * An unknown device is not an error.
    */
   async deleteDevice(deviceId: string): Promise<void> {
-    await this.command({ command: 'deleteClient', username: deviceId }, [CLIENT_NOT_FOUND]);
-    await this.command({ command: 'deleteRole', rolename: this.ownRole(deviceId) }, [ROLE_NOT_FOUND]);
+    await this.serially(deviceId, async () => {
+      await this.command({ command: 'deleteClient', username: deviceId }, [CLIENT_NOT_FOUND]);
+      await this.command({ command: 'deleteRole', rolename: this.ownRole(deviceId) }, [ROLE_NOT_FOUND]);
+    });
   }
 
   /**

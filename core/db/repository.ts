@@ -6,7 +6,7 @@ import type { RawEvent } from '../raw-events.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
 import type { PresenceOverride } from '../presence-overrides.js';
-import { forgetOlderThan, mergeSignal, SignalSet, toSignal } from '../signal-store.js';
+import { forgetSilentDevices, mergeSignal, SignalSet, toSignal } from '../signal-store.js';
 import type { Database } from './connect.js';
 import { eraseStoredOwner, storedOwnerData, type ExportRecord } from './owner-data.js';
 import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
@@ -638,9 +638,9 @@ export class Repository {
         for (const s of byOwner.get(row.owner_id) ?? []) mergeSignal(set, toSignal(s.deviceId, s.event));
         let storeAddedSome = false;
         for (const s of validSignals(row.signals).signals) storeAddedSome = mergeSignal(set, toSignal(s.deviceId, s.event)) || storeAddedSome;
-        // Signals past retention are forgotten here too, or a row another
-        // process wrote would keep them (PresenceHub.forgetOlder).
-        if (forgetBefore !== undefined) forgetOlderThan(set, forgetBefore);
+        // Devices silent past retention are forgotten here too, or a row
+        // another process wrote would keep them (PresenceHub.forgetSilent).
+        if (forgetBefore !== undefined) forgetSilentDevices(set, forgetBefore);
         const state = { ownerId: row.owner_id, signals: [...set.values()].map((s) => ({ deviceId: s.deviceId, event: s.event })) };
         merged.push(state);
         if (storeAddedSome) learned.push(state);

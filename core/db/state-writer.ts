@@ -55,7 +55,7 @@ export function writeStates(
     readonly progress?: PersistProgress;
     readonly shared: boolean;
     readonly chunkSize?: number;
-    /** Signals older than this instant are not kept in a merged row (PresenceHub.forgetOlder). */
+    /** Devices silent since before this instant are not kept in a merged row (PresenceHub.forgetSilent). */
     readonly forgetBefore?: () => number;
   },
 ): () => Promise<void> {

@@ -127,6 +127,17 @@ t.test('deleteDevice removes the device; unknown devices are not errors', async 
   await t.rejects(dynsec.provisionDevice('a/+', 'x'), /cannot be a topic level/, 'a device id with wildcards is refused');
 });
 
+t.test('changes to one device run in order: a revocation or erasure during provisioning is not undone', async (t) => {
+  const dora = randomUUID();
+  const token = randomUUID();
+  // Issued at once: provisioning's createClient/enableClient must not land after the disable or the delete.
+  await Promise.all([dynsec.provisionDevice(dora, token), dynsec.disableDevice(dora)]);
+  await t.rejects(connectAsync(broker.url, { username: dora, password: token, clientId: dora, reconnectPeriod: 0 }), NOT_AUTHORIZED, 'disabled after all');
+  await Promise.all([dynsec.provisionDevice(dora, token), dynsec.deleteDevice(dora)]);
+  await t.rejects(adminDynsec.command({ command: 'getClient', username: dora }), /Client not found/, 'deleted after all');
+  await t.rejects(adminDynsec.command({ command: 'getRole', rolename: `presence-device:${dora}` }), /Role not found/, 'its role too, never while held');
+});
+
 t.test('ACL topics do not substitute %u on 2.0.11 (hence a role per device)', async (t) => {
   const carol = randomUUID();
   await adminDynsec.command({ command: 'createRole', rolename: 'percent-u', acls: [{ acltype: 'publishClientSend', topic: `${topics.root}/%u/events`, allow: true }] });

@@ -71,23 +71,27 @@ t.test('the held state carries no trace; explain() works it out on demand, and e
   t.equal(hub.explain('nobody', NOW).availability, 'offline');
 });
 
-t.test('signals past retention stop counting, and forgetting them marks the owner for writing without a change', async (t) => {
+t.test('forgetting silent devices: written again, presence unchanged but for the device list', async (t) => {
   const WATCH = '22222222-2222-4222-8222-222222222222';
-  const hub = new PresenceHub({ offlineAfterMs: 60_000, maxSignalAgeMs: 3_600_000 });
-  hub.apply(OWNER, PHONE, [{ kind: 'worn', at: iso(NOW), state: 'off' }], NOW);
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'calendar', at: iso(NOW), state: 'busy', start: iso(NOW), end: iso(NOW + 14 * 86_400_000) }], NOW);
   hub.apply(OWNER, WATCH, [{ kind: 'battery', at: iso(NOW), level: 80, charging: false }], NOW);
   hub.takeDirty();
-  const later = NOW + 3_600_000 + 30_000;
-  // The phone keeps reporting (a heartbeat), but its hour-old "not worn" no longer counts, and the watch is silent.
+  const later = NOW + 3_600_000;
+  // The phone keeps reporting (its old calendar entry still counts); the watch has been silent for an hour.
   hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(later), state: 'active' }], later);
   hub.takeDirty();
   const state = hub.current(OWNER, later);
+  t.same(state.activities, ['meeting'], 'the old calendar entry counts');
   const changes: PresenceState[] = [];
   hub.watch(OWNER, (s) => changes.push(s));
-  t.equal(hub.forgetOlder(later - 3_600_000, later), 1, 'one owner lost signals');
-  t.same(hub.signalsOf(OWNER).map((s) => s.event.kind), ['user-input'], 'only what still counts is kept');
-  t.equal(hub.current(OWNER, later), state, 'presence unchanged (the same object)');
-  t.equal(changes.length, 0, 'nothing announced');
-  t.same(hub.takeDirty().map((d) => d.signals.length), [1], 'written again without them');
-  t.equal(hub.forgetOlder(later - 3_600_000, later), 0, 'a second pass has nothing to do');
+  t.same(state.devices?.map((d) => [d.id, d.live]), [[PHONE, true], [WATCH, false]]);
+  t.equal(await hub.forgetSilent(later - 1_800_000, () => later, 1), 1, 'one owner lost signals');
+  t.same(hub.signalsOf(OWNER).map((s) => s.event.kind).sort(), ['calendar', 'user-input'], "the silent watch is forgotten, not the reporting phone's old entry");
+  const after = hub.current(OWNER, later);
+  t.same({ ...after, devices: undefined }, { ...state, devices: undefined }, 'presence unchanged but for the device list');
+  t.same(after.devices?.map((d) => d.id), [PHONE], 'which no longer names the silent watch');
+  t.equal(changes.length, 1, 'announced as a change');
+  t.same(hub.takeDirty().map((d) => d.signals.length), [2], 'written again without them');
+  t.equal(await hub.forgetSilent(later - 1_800_000, () => later), 0, 'a second pass has nothing to do');
 });
