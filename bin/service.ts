@@ -231,26 +231,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
     metrics.gauge('presence_raw_events_pending', 'Retained sensor events awaiting the next write', () => rawEvents.size);
     metrics.gauge('presence_raw_events_dropped', 'Retained sensor events dropped since start because the buffer was full', () => rawEvents.dropped);
     const keepsRawEvents = (ownerId: string) => config.rawEventsMaxDays > 0 && directory.settings(ownerId).keepRawEventsDays > 0;
-    const purge = async () => {
-      // Privacy: a device silent past SIGNAL_RETENTION_HOURS is forgotten (storage too, at the next write-behind).
-      const forgotten = await hub.forgetSilent(clock() - config.signalRetentionMs, clock);
-      if (forgotten > 0) log.info({ owners: forgotten }, 'signals of silent devices forgotten past retention');
-      const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
-      if (removed > 0) log.info({ removed }, 'access log purged past retention');
-      const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);
-      if (expired > 0) log.info({ removed: expired }, 'retained sensor events purged past retention');
-    };
-    // Off the start-up path: a large purge must not delay readiness.
-    let purging = purge().catch((err: unknown) => log.error({ err }, 'access log purge failed'));
-    const purgeTimer = setInterval(() => {
-      purging = purging.then(() => purge()).catch((err: unknown) => log.error({ err }, 'access log purge failed'));
-    }, 3_600_000);
-    purgeTimer.unref();
-    cleanups.push(async () => {
-      clearInterval(purgeTimer);
-      await purging;
-    });
-
     const oidc = config.oidc ? await oidcVerifier(config.oidc, repository, log) : undefined;
     const verifier = new TokenVerifier(keys, config.tokenIssuer, undefined, clock, oidc);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
@@ -298,6 +278,27 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await writer.flush();
       log.info({ records: journaled.leftover.length, owners: owners.size, skipped: journaled.skipped }, 'ingest journal replayed and stored');
     }
+
+    const purge = async () => {
+      // Privacy: a device silent past SIGNAL_RETENTION_HOURS is forgotten (storage too, at the next write-behind).
+      const forgotten = await hub.forgetSilent(clock() - config.signalRetentionMs, clock);
+      if (forgotten > 0) log.info({ owners: forgotten }, 'signals of silent devices forgotten past retention');
+      const removed = await repository.purgeAccessLog(new Date(clock() - config.auditRetentionDays * 86_400_000));
+      if (removed > 0) log.info({ removed }, 'access log purged past retention');
+      const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);
+      if (expired > 0) log.info({ removed: expired }, 'retained sensor events purged past retention');
+    };
+    // Off the start-up path: a large purge must not delay readiness. After
+    // the journal's replay, which may bring back signals the purge forgets.
+    let purging = purge().catch((err: unknown) => log.error({ err }, 'retention purge failed'));
+    const purgeTimer = setInterval(() => {
+      purging = purging.then(() => purge()).catch((err: unknown) => log.error({ err }, 'retention purge failed'));
+    }, 3_600_000);
+    purgeTimer.unref();
+    cleanups.push(async () => {
+      clearInterval(purgeTimer);
+      await purging;
+    });
 
     let mqttUrl: string;
     let embeddedBroker: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;
