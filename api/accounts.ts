@@ -18,14 +18,6 @@ import type { RuleBook } from '../policy/rule-book.js';
  * API (and so the command-line tool) and the owner's own API. Each change is
  * committed to the database first and only then made visible in memory.
  */
-/** An external broker that keeps device credentials (bin/service.ts wires Mosquitto's dynamic security). */
-export interface BrokerCredentials {
-  /** Makes `token` the device's broker password. */
-  provision(deviceId: string, token: string): Promise<void>;
-  /** Removes the device from the broker (it was revoked or erased while being provisioned). */
-  withdraw(deviceId: string): Promise<void>;
-}
-
 export const DEFAULT_TTL_SECONDS: Record<'device' | 'watcher' | 'owner', number> = {
   device: 365 * 24 * 3600,
   watcher: 30 * 24 * 3600,
@@ -68,6 +60,14 @@ export interface WatcherInfo {
   readonly message: string | null;
   readonly requestedAt: string | null;
   readonly updatedAt: string | null;
+}
+
+/** An external broker that keeps device credentials (bin/service.ts wires Mosquitto's dynamic security). */
+export interface BrokerCredentials {
+  /** Makes `token` the device's broker password. */
+  provision(deviceId: string, token: string): Promise<void>;
+  /** Removes the device from the broker (it was revoked or erased while being provisioned). */
+  withdraw(deviceId: string): Promise<void>;
 }
 
 export class Accounts {
