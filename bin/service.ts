@@ -35,7 +35,7 @@ import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
-import { MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
+import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
@@ -367,6 +367,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // A read-only command: a broker without the plugin, or a user
         // without its ACLs, is found now rather than at the first revocation.
         await dynsec.command({ command: 'getDefaultACLAccess' });
+        // The shared device role of the operator's set-up: without it every device token would be a 503.
+        await dynsec.command({ command: 'getRole', rolename: DEVICE_ROLE });
         const failed = (what: string) => (err: unknown) => {
           metrics.inc(BROKER_CREDENTIAL_FAILURES, { action: what });
           log.error({ err }, `broker credentials: ${what} failed`);

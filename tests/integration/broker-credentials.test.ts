@@ -3,6 +3,7 @@ import t, { type Test } from 'tap';
 import { parseConfig } from '../../core/config.js';
 import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
 import { startService } from '../../bin/service.js';
+import { DEVICE_ROLE, MosquittoDynsec } from '../../ingest/mosquitto-dynsec.js';
 import { startDynsecBroker } from '../helpers/dynsec-broker.js';
 import { createTestDatabase, tempDir, uniqueName, waitFor } from '../helpers/env.js';
 import { startPrivateBroker } from '../helpers/mosquitto.js';
@@ -95,4 +96,22 @@ t.test('misconfiguration is found at start', async (t) => {
     MQTT_CLIENT_ID: uniqueName('svc'),
   });
   await t.rejects(startService(noPlugin), /no response from the broker/);
+
+  // A broker set up without the shared device role: found at start, not as a 503 on every device token.
+  const partial = await startDynsecBroker(t, topics);
+  const admin = await connectAsync(partial.broker.url, { username: 'admin', password: partial.adminPassword, reconnectPeriod: 0 });
+  const dynsec = new MosquittoDynsec({ client: admin, topics });
+  await dynsec.start();
+  await dynsec.command({ command: 'deleteRole', rolename: DEVICE_ROLE });
+  dynsec.close();
+  await admin.endAsync(true);
+  const noRole = await testConfig(t, {
+    DATABASE_URL: await createTestDatabase(t),
+    MQTT_URL: partial.broker.url,
+    MQTT_USERNAME: partial.serviceUsername,
+    MQTT_PASSWORD: partial.servicePassword,
+    MQTT_DEVICE_CREDENTIALS: 'mosquitto-dynsec',
+    MQTT_CLIENT_ID: uniqueName('svc'),
+  });
+  await t.rejects(startService(noRole), /getRole failed: Role not found/);
 });
