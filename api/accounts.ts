@@ -12,6 +12,7 @@ import { randomTag } from '../core/random-tag.js';
 import { identityMatches, strongerSubHandling } from '../policy/evaluate-consent.js';
 import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
+import { KeyedQueue } from '../core/keyed-queue.js';
 
 /**
  * Owner, device, watcher, rule and token management, shared by the admin
@@ -105,7 +106,7 @@ export class Accounts {
 
   // --- publications (RFC 3903 PUBLISH semantics over HTTP) ------------------
 
-  private readonly publishing = new Map<string, Promise<unknown>>();
+  private readonly publishing = new KeyedQueue();
 
   /**
    * Publications are stored by group commit: concurrent PUBLISH requests
@@ -125,14 +126,7 @@ export class Accounts {
 
   /** One publication change at a time per owner: two refreshes racing on one tag must not both succeed. */
   private serialized<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.publishing.get(ownerId) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => undefined);
-    this.publishing.set(ownerId, settled);
-    void settled.then(() => {
-      if (this.publishing.get(ownerId) === settled) this.publishing.delete(ownerId);
-    });
-    return next;
+    return this.publishing.run(ownerId, work);
   }
 
   /**

@@ -16,6 +16,11 @@ export class RequestDurations {
   }
 
   observe(method: string, route: string, statusCode: number, seconds: number): void {
+    this.seriesFor(method, route, statusCode)(seconds);
+  }
+
+  /** One combination's series, for a caller that always records the same few (api/fast-read.ts holds its two). */
+  seriesFor(method: string, route: string, statusCode: number): (seconds: number) => void {
     const status = `${Math.floor(statusCode / 100)}xx`;
     const key = `${method} ${route} ${status}`;
     let observe = this.series.get(key);
@@ -23,6 +28,6 @@ export class RequestDurations {
       observe = this.metrics.series(HTTP_DURATION, { method, route, status });
       this.series.set(key, observe);
     }
-    observe(seconds);
+    return observe;
   }
 }

@@ -369,29 +369,25 @@ export async function startService(config: Config, options: ServiceOptions = {})
         await dynsec.command({ command: 'getDefaultACLAccess' });
         // The shared device role of the operator's set-up: without it every device token would be a 503.
         await dynsec.command({ command: 'getRole', rolename: DEVICE_ROLE });
-        const failed = (what: string) => (err: unknown) => {
-          metrics.inc(BROKER_CREDENTIAL_FAILURES, { action: what });
-          log.error({ err }, `broker credentials: ${what} failed`);
-        };
         metrics.counter(BROKER_CREDENTIAL_FAILURES, 'Device credential changes the broker did not take (dynamic security), by action');
         for (const action of ['provision', 'disable', 'delete']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
+        // Every change: a failure is counted and logged, then still the caller's to see.
+        const reported = (action: 'provision' | 'disable' | 'delete', change: Promise<void>) =>
+          change.catch((err: unknown) => {
+            metrics.inc(BROKER_CREDENTIAL_FAILURES, { action });
+            log.error({ err }, `broker credentials: ${action} failed`);
+            throw err;
+          });
+        const ignored = () => undefined;
         brokerCredentials = {
-          provision: (deviceId, token) =>
-            dynsec.provisionDevice(deviceId, token).catch((err: unknown) => {
-              failed('provision')(err);
-              throw err;
-            }),
-          withdraw: (deviceId) =>
-            dynsec.deleteDevice(deviceId).catch((err: unknown) => {
-              failed('delete')(err);
-              throw err;
-            }),
+          provision: (deviceId, token) => reported('provision', dynsec.provisionDevice(deviceId, token)),
+          withdraw: (deviceId) => reported('delete', dynsec.deleteDevice(deviceId)),
         };
         disconnectDevices = (deviceIds) => {
-          for (const id of deviceIds) dynsec.disableDevice(id).catch(failed('disable'));
+          for (const id of deviceIds) reported('disable', dynsec.disableDevice(id)).catch(ignored);
         };
         forgetDevices = (deviceIds) => {
-          for (const id of deviceIds) dynsec.deleteDevice(id).catch(failed('delete'));
+          for (const id of deviceIds) reported('delete', dynsec.deleteDevice(id)).catch(ignored);
         };
       }
       mqttUrl = config.mqtt.url;

@@ -1,5 +1,6 @@
 import type { MqttClient } from 'mqtt';
 import { randomUUID } from 'node:crypto';
+import { KeyedQueue } from '../core/keyed-queue.js';
 import type { TopicScheme } from './topics.js';
 
 /**
@@ -128,8 +129,8 @@ export class MosquittoDynsec {
   private readonly deviceRole: string;
   private readonly timeoutMs: number;
   private readonly pending = new Map<string, Pending>();
-  /** Per device, the tail of its queue of changes (see serially). */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Per device, its changes in order (see serially). */
+  private readonly queues = new KeyedQueue();
   private ready: Promise<void> | undefined;
   private closed = false;
 
@@ -171,14 +172,7 @@ export class MosquittoDynsec {
    * would delete a role still held, #2660).
    */
   private serially<T>(deviceId: string, change: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(deviceId) ?? Promise.resolve();
-    const next = previous.then(change, change);
-    const tail = next.catch(() => undefined);
-    this.queues.set(deviceId, tail);
-    void tail.then(() => {
-      if (this.queues.get(deviceId) === tail) this.queues.delete(deviceId);
-    });
-    return next;
+    return this.queues.run(deviceId, change);
   }
 
   private async provision(deviceId: string, password: string): Promise<void> {
