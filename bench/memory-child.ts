@@ -35,7 +35,12 @@ import { ruleBodySchema, type RuleBodyInput } from '../policy/rule.js';
  *     network with a Wi-Fi name, digested) and the watch's (motion,
  *     battery), applied with hub.apply (signals and the derived state);
  *     the write-behind's takeDirty drains the dirty set every 10,000 owners
- *     as the persister would;
+ *     as the persister would, and the hub's sweep (packIdle, every 15 s in
+ *     bin/service.ts) runs as often, so owners idle since the previous
+ *     sweep are packed as they would be in a service whose owners report
+ *     over time; two more sweeps at the end pack the last ones (owners at
+ *     rest); BENCH_MEMORY_ROUNDS (default 1) sends every owner's messages
+ *     that many times, for the churn of a service that has run a while;
  *   - one hub.current per owner, as a read would.
  * Every structure gets its own copy of the id strings, as when each is
  * loaded from its own database rows at start. The inputs are made on the
@@ -100,6 +105,7 @@ function measure(stage: string, passes = 2): Sample {
 }
 
 const NOW = Date.now();
+const ROUNDS = Number(process.env.BENCH_MEMORY_ROUNDS ?? 1);
 /** RFC 3339 in UTC, as Date#toISOString, without its cost (the bench makes millions). */
 const minutePrefixes = new Map<number, string>();
 function iso(ms: number): string {
@@ -204,7 +210,7 @@ interface Service {
 }
 
 /** Builds the service's structures for `count` owners, calling `after` after each stage (`last` for the last). */
-function buildService(ids: Ids, count: number, after: (stage: string, last: boolean) => void): Service {
+async function buildService(ids: Ids, count: number, after: (stage: string, last: boolean) => void): Promise<Service> {
   const directory = new Directory();
   const ruleBook = new RuleBook();
   const hub = new PresenceHub({ offlineAfterMs: 900_000 }, (ownerId) => directory.settings(ownerId));
@@ -219,6 +225,7 @@ function buildService(ids: Ids, count: number, after: (stage: string, last: bool
   // Keyed as bin/service.ts applySnapshot keys them: by the directory's copy of the owner id.
   for (let i = 0; i < count; i++) ruleBook.replace(directory.ownerId(ids.id(i, 'owner')), [{ ...ruleBodySchema.parse(ruleOf(ids, i)), id: ids.id(i, 'rule') }]);
   after('rule book: one allow rule', false);
+  for (let round = 0; round < ROUNDS; round++)
   for (let i = 0; i < count; i++) {
     // Ingest takes the owner from the device record the topic names.
     const phone = directory.activeDevice(ids.id(i, 'phone'));
@@ -227,10 +234,22 @@ function buildService(ids: Ids, count: number, after: (stage: string, last: bool
     const messages = messagesOf(i);
     hub.apply(phone.ownerId, phone.id, decoded(phone.ownerId, messages.phone), NOW);
     hub.apply(watch.ownerId, watch.id, decoded(watch.ownerId, messages.watch), NOW);
-    if ((i + 1) % 10_000 === 0) hub.takeDirty(); // the write-behind drains it
+    if ((i + 1) % 10_000 === 0) {
+      hub.takeDirty(); // the write-behind drains it
+      // And the sweep runs (bin/service.ts, every STATE_PACK_SECONDS): owners idle
+      // since the previous sweep are packed, so no more than the last two
+      // slices are ever held unpacked, as in a service whose owners report
+      // over time rather than all at once.
+      await hub.packIdle();
+    }
   }
   hub.takeDirty();
-  after('hub: signals and derived state (apply)', false);
+  after('hub: signals and derived state (apply, swept as it goes)', false);
+  // Two more sweeps with nothing changing: every owner is at rest.
+  await hub.packIdle();
+  await hub.packIdle();
+  if (hub.unpackedCount !== 0) throw new Error(`${hub.unpackedCount} owners not packed`);
+  after('hub: the last owners packed (two idle sweeps)', false);
   let online = 0;
   for (let i = 0; i < count; i++) if (hub.current(ids.id(i, 'owner'), NOW).availability !== 'offline') online += 1;
   if (online !== count) throw new Error(`${count - online} owners derived offline`);
@@ -333,7 +352,7 @@ function snapshotNow(): Map<string, { bytes: number; count: number }> {
 // Warm up with a throwaway set: the code is compiled and the young
 // generation has grown before the first sample, so neither is counted.
 const warmCount = Math.min(5000, Math.ceil(owners / 20));
-if (mode === 'service') buildService(new Ids(warmCount), warmCount, () => undefined);
+if (mode === 'service') await buildService(new Ids(warmCount), warmCount, () => undefined);
 else buildBaseline(new Ids(warmCount), warmCount, () => undefined);
 
 const ids = new Ids(owners);
@@ -341,7 +360,7 @@ const samples: Sample[] = [measure('before')];
 let keep: unknown;
 let textChars: MemoryResult['textChars'];
 if (mode === 'service') {
-  keep = buildService(ids, owners, (stage, last) => samples.push(measure(stage, last ? 2 : 1)));
+  keep = await buildService(ids, owners, (stage, last) => samples.push(measure(stage, last ? 2 : 1)));
 } else {
   const built = buildBaseline(ids, owners, (stage) => samples.push(measure(stage)));
   keep = built.maps;

@@ -39,6 +39,8 @@ export class PresenceHub {
   private readonly owners = new Map<string, OwnerPresence>();
   private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
+  /** Owners whose signals are held unpacked (changed since the sweeps last packed them): what packIdle() looks at. */
+  private readonly unpacked = new Set<string>();
   private readonly watchers = new OwnerListeners<PresenceState>();
 
   constructor(
@@ -98,6 +100,8 @@ export class PresenceHub {
     const entry = this.entry(ownerId, now);
     let signalsChanged = false;
     for (const signal of signals) signalsChanged = mergeSignal(entry.signals, signal) || signalsChanged;
+    // Even a merge that changes nothing may have unpacked the set to look.
+    this.unpacked.add(ownerId);
     if (!signalsChanged) return false;
     entry.version += 1;
     if (persistHere) this.dirty.add(ownerId);
@@ -126,6 +130,7 @@ export class PresenceHub {
     this.owners.delete(ownerId);
     this.overrides.delete(ownerId);
     this.dirty.delete(ownerId);
+    this.unpacked.delete(ownerId);
     this.watchers.notify(ownerId, OFFLINE_STATE);
   }
 
@@ -152,6 +157,7 @@ export class PresenceHub {
         if (!entry || !forgetSilentDevices(entry.signals, before)) continue;
         entry.version += 1;
         this.dirty.add(ownerId);
+        this.unpacked.add(ownerId);
         this.rederive(ownerId, entry, at);
         changed += 1;
       }
@@ -159,11 +165,45 @@ export class PresenceHub {
     return changed;
   }
 
-  /** Loads persisted signals at start (no change event, nothing dirty). */
+  /**
+   * Packs the signals of owners whose signals did not change between two
+   * calls (core/signal-store.ts SignalSet.pack): called every few seconds
+   * (bin/service.ts), an owner is packed between one and two periods after
+   * its last change, and ingest keeps working on objects for owners that
+   * are still reporting. Looks only at unpacked owners, in slices of
+   * `slice` with the event loop free between them. Returns how many owners
+   * it packed.
+   */
+  async packIdle(slice = 5_000): Promise<number> {
+    let packed = 0;
+    const ids = [...this.unpacked];
+    for (let i = 0; i < ids.length; i += slice) {
+      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const ownerId of ids.slice(i, i + slice)) {
+        const entry = this.owners.get(ownerId);
+        const outcome = entry?.signals.pack() ?? 'unpackable';
+        if (outcome === 'recent') continue;
+        // Packed, gone, or not packable until it changes (which adds it again).
+        this.unpacked.delete(ownerId);
+        if (outcome === 'packed') packed += 1;
+      }
+    }
+    return packed;
+  }
+
+  /** How many owners' signals are held unpacked (a metric: the rest are packed). */
+  get unpackedCount(): number {
+    return this.unpacked.size;
+  }
+
+  /** Loads persisted signals at start (no change event, nothing dirty), packed: they are at rest. */
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new SignalSet();
     for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
     this.owners.set(ownerId, { signals: set, version, derived: this.derive(ownerId, set, now) });
+    set.pack(true);
+    // Packed, or not packable until it changes: no sweep needs to look.
+    this.unpacked.delete(ownerId);
   }
 
   /** The owner's current signals (empty for an owner never heard from). */

@@ -1,4 +1,5 @@
 import { signalQualifier, type SensorEvent } from './events.js';
+import { packSignals, unpackSignals } from './packed-signals.js';
 
 /**
  * The latest value of each signal of one owner: one entry per (device, kind),
@@ -53,8 +54,9 @@ class SignalRecord implements Signal {
   constructor(
     readonly deviceId: string,
     readonly event: SensorEvent,
+    at = Date.parse(event.at),
   ) {
-    this.at = Date.parse(event.at);
+    this.at = at;
   }
 
   get kind(): SensorEvent['kind'] {
@@ -74,44 +76,99 @@ export function toSignal(deviceId: string, event: SensorEvent): Signal {
  * An owner's signals: a plain array, scanned. An owner has a handful of
  * signals (bounded below), where a Map would cost a hash table and a key
  * string per signal.
+ *
+ * At rest the array can be packed into one string (core/packed-signals.ts,
+ * about a fifth of the memory): pack() does it when the owner was not
+ * touched since the previous call, so an owner idle between two of the
+ * hub's sweeps is packed and one still changing is not. Reading a packed set
+ * (iterating it, to derive or to persist) decodes it for that read only;
+ * changing it (put, retain, or slotOf ahead of a put) unpacks it for good,
+ * until the next sweeps find it idle again.
  */
 export class SignalSet implements Iterable<Signal> {
-  private items: Signal[] = [];
+  private items: Signal[] | undefined = [];
+  /** The packed form while `items` is undefined. */
+  private bytes = '';
+  private devices: string | readonly string[] = '';
+  /** Unpacked or changed since the last pack() call. */
+  private touched = true;
 
   get size(): number {
-    return this.items.length;
+    return this.items ? this.items.length : this.decoded().length;
+  }
+
+  /** Whether the signals are held packed. */
+  get packed(): boolean {
+    return this.items === undefined;
   }
 
   values(): IterableIterator<Signal> {
-    return this.items.values();
+    return (this.items ?? this.decoded()).values();
   }
 
   [Symbol.iterator](): IterableIterator<Signal> {
-    return this.items.values();
+    return this.values();
   }
 
   /** The index of the signal in the same slot (device and qualifier) as `signal`, or -1. */
   slotOf(signal: Signal): number {
-    for (let i = 0; i < this.items.length; i++) {
-      const held = this.items[i] as Signal;
+    const items = this.hot();
+    for (let i = 0; i < items.length; i++) {
+      const held = items[i] as Signal;
       if (held.deviceId === signal.deviceId && sameQualifier(held.event, signal.event)) return i;
     }
     return -1;
   }
 
   at(index: number): Signal | undefined {
-    return this.items[index];
+    return this.hot()[index];
   }
 
   /** Replaces the signal at `index`, or adds one for -1. */
   put(index: number, signal: Signal): void {
-    if (index < 0) this.items.push(signal);
-    else this.items[index] = signal;
+    const items = this.hot();
+    if (index < 0) items.push(signal);
+    else items[index] = signal;
   }
 
   /** Keeps the signals `keep` says yes to. */
   retain(keep: (signal: Signal) => boolean): void {
-    this.items = this.items.filter(keep);
+    this.items = this.hot().filter(keep);
+  }
+
+  /**
+   * Packs the set if it was not touched (unpacked or changed) since the
+   * previous call, or at once with `now`, and forgets that it was touched.
+   * 'recent': it was, so it stays as it is for now; 'unpackable': it is
+   * empty, or would not come back exactly as it is, and stays unpacked
+   * until it changes.
+   */
+  pack(now = false): 'packed' | 'recent' | 'unpackable' {
+    if (this.items === undefined) return 'packed';
+    if (this.touched && !now) {
+      this.touched = false;
+      return 'recent';
+    }
+    this.touched = false;
+    const packed = packSignals(this.items);
+    if (!packed) return 'unpackable';
+    this.bytes = packed.bytes;
+    this.devices = packed.devices;
+    this.items = undefined;
+    return 'packed';
+  }
+
+  private decoded(): Signal[] {
+    return unpackSignals({ bytes: this.bytes, devices: this.devices }).map((s) => new SignalRecord(s.deviceId, s.event, s.at));
+  }
+
+  private hot(): Signal[] {
+    this.touched = true;
+    if (this.items) return this.items;
+    this.items = this.decoded();
+    this.bytes = '';
+    this.devices = '';
+    return this.items;
   }
 }
 

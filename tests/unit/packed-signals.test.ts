@@ -1,0 +1,204 @@
+import fc from 'fast-check';
+import t from 'tap';
+import { derivePresence } from '../../core/derive-presence.js';
+import { sensorEventSchema, type SensorEvent } from '../../core/events.js';
+import { LAYOUTS, packSignals, unpackSignals } from '../../core/packed-signals.js';
+import { PresenceHub } from '../../core/presence-hub.js';
+import { mergeSignal, SignalSet, toSignal, type Signal } from '../../core/signal-store.js';
+import { isPrintableText } from '../../core/text.js';
+
+/**
+ * Packed signals (core/packed-signals.ts) must come back exactly as they
+ * went in, or not be packed at all: the events' canonical JSON is the
+ * merge's tie-breaker and what storage and exports hold.
+ */
+const DEVICES = ['11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222', '33333333-3333-4333-8333-333333333333'];
+const NOW = Date.parse('2026-05-04T10:00:00Z');
+
+/** RFC 3339 times of every shape the schema takes: 0 to 6 fraction digits, Z or an offset of either sign. */
+const timeArb = fc
+  .tuple(
+    fc.integer({ min: -400 * 86_400_000, max: 86_400_000 }),
+    // Mostly what devices send (0 to 3 digits), now and then more (not packed).
+    fc.oneof({ arbitrary: fc.integer({ min: 0, max: 3 }), weight: 19 }, { arbitrary: fc.integer({ min: 4, max: 6 }), weight: 1 }),
+    fc.constantFrom('Z', '+00:00', '-00:00', '+02:00', '-05:30', '+14:00', '-12:00', '+05:45'),
+    fc.integer({ min: 0, max: 999 }),
+  )
+  .map(([offset, digits, zone, extra]) => {
+    const ms = NOW + offset;
+    const minutes = zone === 'Z' ? 0 : (zone.startsWith('-') ? -1 : 1) * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6)));
+    const wall = new Date(ms + minutes * 60_000).toISOString();
+    const fraction = digits === 0 ? '' : `.${`${wall.slice(20, 23)}${String(extra).padStart(3, '0')}`.slice(0, digits)}`;
+    return `${wall.slice(0, 19)}${fraction}${zone}`;
+  });
+const label = fc.string({ minLength: 1, maxLength: 64, unit: 'grapheme' }).filter((s) => s.length <= 64 && isPrintableText(s));
+const bool = fc.boolean();
+const number = (min: number, max: number) => fc.double({ min, max, noNaN: true });
+
+/** Raw event objects of every kind; parsed by the schema below, as ingest does. */
+const rawEvent: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
+  fc.record(
+    { kind: fc.constant('motion'), at: timeArb, activity: fc.constantFrom('still', 'walking', 'running', 'cycling', 'in-vehicle', 'unknown'), confidence: fc.integer({ min: 0, max: 100 }), since: timeArb },
+    { requiredKeys: ['kind', 'at', 'activity', 'confidence'] },
+  ),
+  fc.record({ kind: fc.constant('user-input'), at: timeArb, state: fc.constantFrom('active', 'idle'), lastInput: timeArb }, { requiredKeys: ['kind', 'at', 'state'] }),
+  fc.record({ kind: fc.constant('screen'), at: timeArb, state: fc.constantFrom('on', 'off'), locked: bool }),
+  fc.record({ kind: fc.constant('call'), at: timeArb, state: fc.constantFrom('idle', 'ringing', 'in-call') }),
+  fc.record({ kind: fc.constant('calendar'), at: timeArb, state: fc.constantFrom('busy', 'free', 'tentative', 'out-of-office'), start: timeArb, end: timeArb }),
+  fc.record({ kind: fc.constant('focus'), at: timeArb, state: fc.constantFrom('on', 'off') }),
+  fc.record({ kind: fc.constant('battery'), at: timeArb, level: fc.integer({ min: 0, max: 100 }), charging: bool }),
+  fc.record(
+    { kind: fc.constant('network'), at: timeArb, connection: fc.constantFrom('wifi', 'cellular', 'offline'), ssid: fc.string({ minLength: 1, maxLength: 32 }), network: fc.stringMatching(/^[A-Za-z0-9_-]{22}$/) },
+    { requiredKeys: ['kind', 'at', 'connection'] },
+  ),
+  fc.record({ kind: fc.constant('geofence'), at: timeArb, zone: label, transition: fc.constantFrom('enter', 'leave') }),
+  fc.record({ kind: fc.constant('location'), at: timeArb, latitude: number(-90, 90), longitude: number(-180, 180), accuracy: number(0, 100_000) }),
+  fc.record({ kind: fc.constant('sleep'), at: timeArb, state: fc.constantFrom('asleep', 'awake') }),
+  fc.record({ kind: fc.constant('worn'), at: timeArb, state: fc.constantFrom('on', 'off') }),
+  fc.record({ kind: fc.constant('heart-rate'), at: timeArb, bpm: fc.integer({ min: 20, max: 250 }) }),
+  fc.record({ kind: fc.constant('occupancy'), at: timeArb, room: label, occupied: bool }),
+  fc.record({ kind: fc.constant('ble-room'), at: timeArb, id: label, room: label, distance: number(0, 1000) }),
+  fc.record({ kind: fc.constant('headset'), at: timeArb, onHead: bool, inCall: bool, muted: bool }),
+);
+const validEvent: fc.Arbitrary<SensorEvent> = rawEvent.map((raw) => sensorEventSchema.safeParse(raw)).filter((r) => r.success).map((r) => r.data as SensorEvent);
+const signalArb = fc.tuple(fc.constantFrom(...DEVICES), validEvent).map(([deviceId, event]) => ({ deviceId, event }));
+
+/** Whether every time field has at most millisecond digits (what the packing keeps exactly). */
+const TIME_FIELDS = ['at', 'since', 'lastInput', 'start', 'end'];
+const packableTimes = (event: SensorEvent) =>
+  TIME_FIELDS.every((field) => {
+    const value = (event as unknown as Record<string, unknown>)[field];
+    return typeof value !== 'string' || !/\.\d{4,}/.test(value);
+  });
+
+t.test('the layouts list every field of every event kind, in the schema order', async (t) => {
+  for (const option of sensorEventSchema.options) {
+    const kind = (option.shape.kind as unknown as { value: SensorEvent['kind'] }).value;
+    t.same(
+      LAYOUTS[kind].map(([field]) => field),
+      Object.keys(option.shape).filter((field) => field !== 'kind'),
+      kind,
+    );
+  }
+  t.equal(Object.keys(LAYOUTS).length, sensorEventSchema.options.length, 'no layout for a kind that does not exist');
+});
+
+t.test('packed signals come back exactly, or are not packed', async (t) => {
+  let packed = 0;
+  fc.assert(
+    fc.property(fc.array(signalArb, { minLength: 1, maxLength: 12 }), (signals) => {
+      const result = packSignals(signals);
+      if (!result) {
+        // Only sub-millisecond digits are a reason not to pack.
+        return !signals.every((s) => packableTimes(s.event));
+      }
+      packed += 1;
+      const back = unpackSignals(result);
+      return (
+        back.length === signals.length &&
+        back.every((s, i) => {
+          const original = signals[i] as (typeof signals)[number];
+          return s.deviceId === original.deviceId && JSON.stringify(s.event) === JSON.stringify(original.event) && s.at === Date.parse(original.event.at);
+        })
+      );
+    }),
+    { numRuns: 3000, seed: 0x9ac4 },
+  );
+  t.ok(packed > 1000, `most sets packed (${packed} of 3000)`);
+});
+
+t.test('edge cases', async (t) => {
+  const device = DEVICES[0] as string;
+  const geofence = sensorEventSchema.parse({ kind: 'geofence', at: '2026-05-04T10:00:00+02:00', zone: 'Büro 🏢 東京', transition: 'enter' });
+  const back = unpackSignals(packSignals([{ deviceId: device, event: geofence }]) ?? { bytes: '', devices: [] });
+  t.same(back[0]?.event, geofence, 'text beyond Latin-1 comes back');
+  t.equal(packSignals([]), undefined, 'nothing to pack');
+  const fine = sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T10:00:00.1234Z', state: 'idle' });
+  t.equal(packSignals([{ deviceId: device, event: fine }]), undefined, 'a time with sub-millisecond digits is not packed');
+  const negativeZero = sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T10:00:00-00:00', state: 'idle' });
+  t.equal(unpackSignals(packSignals([{ deviceId: device, event: negativeZero }]) ?? { bytes: '', devices: [] })[0]?.event.at, '2026-05-04T10:00:00-00:00', '-00:00 stays -00:00');
+  const early = sensorEventSchema.parse({ kind: 'call', at: '0001-01-01T00:00:00.5+14:00', state: 'idle' });
+  t.equal(unpackSignals(packSignals([{ deviceId: device, event: early }]) ?? { bytes: '', devices: [] })[0]?.event.at, '0001-01-01T00:00:00.5+14:00', 'a date before the epoch');
+  const many = Array.from({ length: 257 }, (_, i) => ({ deviceId: `device-${i}`, event: sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T10:00:00Z', state: 'idle' }) }));
+  t.equal(packSignals(many), undefined, 'more than 256 devices are not packed');
+  t.ok(packSignals(many.slice(0, 256)), '256 devices are');
+});
+
+const settings = { offlineAfterMs: 900_000 };
+const fold = (signals: readonly { deviceId: string; event: SensorEvent }[]) => {
+  const set = new SignalSet();
+  for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
+  return set;
+};
+const view = (set: SignalSet) => [...set].map((s: Signal) => [s.deviceId, s.kind, s.at, s.canonical]);
+
+t.test('a packed set reads, merges and derives as the unpacked one', async (t) => {
+  fc.assert(
+    fc.property(fc.array(signalArb, { minLength: 1, maxLength: 12 }), fc.array(signalArb, { maxLength: 4 }), (signals, later) => {
+      const plain = fold(signals);
+      const packed = fold(signals);
+      packed.pack(true);
+      if (!packed.packed) return !signals.every((s) => packableTimes(s.event));
+      if (JSON.stringify(view(packed)) !== JSON.stringify(view(plain)) || packed.size !== plain.size) return false;
+      if (!packed.packed) return false; // reading does not unpack
+      const derived = (set: SignalSet) => JSON.stringify(derivePresence(set.values(), settings, NOW, undefined, true));
+      if (derived(packed) !== derived(plain)) return false;
+      for (const s of later) {
+        if (mergeSignal(plain, toSignal(s.deviceId, s.event)) !== mergeSignal(packed, toSignal(s.deviceId, s.event))) return false;
+      }
+      return JSON.stringify(view(packed)) === JSON.stringify(view(plain)) && derived(packed) === derived(plain);
+    }),
+    { numRuns: 1000, seed: 0x51a7 },
+  );
+  t.pass('the same in every run');
+});
+
+t.test('pack(): an idle set is packed at the second call, a touched one waits', async (t) => {
+  const call = (at: string) => toSignal(DEVICES[0] as string, sensorEventSchema.parse({ kind: 'call', at, state: 'in-call' }));
+  const set = fold([]);
+  t.equal(set.pack(), 'recent');
+  t.equal(set.pack(), 'unpackable', 'an empty set stays as it is');
+  mergeSignal(set, call('2026-05-04T10:00:00Z'));
+  t.equal(set.pack(), 'recent', 'changed since the last call');
+  t.equal(set.pack(), 'packed');
+  t.ok(set.packed);
+  t.equal([...set].length, 1, 'read while packed');
+  t.ok(set.packed, 'still packed after a read');
+  t.notOk(mergeSignal(set, call('2026-05-04T09:00:00Z')), 'an older event changes nothing');
+  t.notOk(set.packed, 'but looking for its slot unpacked the set');
+  t.equal(set.pack(), 'recent');
+  t.equal(set.pack(), 'packed');
+});
+
+t.test('PresenceHub.packIdle packs owners idle between two sweeps; reads, writes and changes are unaffected', async (t) => {
+  const owner = 'owner-1';
+  const hub = new PresenceHub(settings);
+  const events = [
+    sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T09:59:00Z', state: 'in-call' }),
+    sensorEventSchema.parse({ kind: 'motion', at: '2026-05-04T09:59:30+02:00', activity: 'walking', confidence: 90, since: '2026-05-04T09:50:00+02:00' }),
+  ];
+  hub.apply(owner, DEVICES[0] as string, events, NOW);
+  const before = { state: hub.current(owner, NOW), explained: JSON.stringify(hub.explain(owner, NOW)), signals: JSON.stringify(hub.signalsOf(owner)) };
+  t.equal(hub.unpackedCount, 1);
+  t.equal(await hub.packIdle(), 0, 'just changed: not yet');
+  t.equal(await hub.packIdle(), 1, 'idle since the previous sweep: packed');
+  t.equal(hub.unpackedCount, 0);
+  t.equal(hub.current(owner, NOW), before.state, 'the derived state is the same object');
+  t.equal(JSON.stringify(hub.explain(owner, NOW)), before.explained, 'explained the same from packed signals');
+  t.equal(JSON.stringify(hub.signalsOf(owner)), before.signals, 'handed to a sync the same');
+  const dirty = hub.takeDirty();
+  t.equal(JSON.stringify(dirty[0]?.signals), before.signals, 'written the same');
+  t.equal(hub.current(owner, NOW + 3_600_000).availability, 'offline', 're-derived from packed signals when the derivation expires');
+
+  t.ok(hub.apply(owner, DEVICES[1] as string, [sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T10:00:00Z', state: 'in-call' })], NOW), 'a change to a packed owner');
+  t.equal(hub.unpackedCount, 1, 'unpacks it');
+  t.equal(hub.signalsOf(owner).length, 3);
+
+  const restored = new PresenceHub(settings);
+  restored.restore(owner, 7, hub.signalsOf(owner), NOW);
+  t.equal(restored.unpackedCount, 0, 'restored owners are packed at once');
+  t.equal(JSON.stringify(restored.signalsOf(owner)), JSON.stringify(hub.signalsOf(owner)));
+  t.same(restored.current(owner, NOW), hub.current(owner, NOW));
+  restored.forget(owner);
+  t.equal(restored.ownerCount, 0);
+});
