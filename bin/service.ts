@@ -134,12 +134,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
     const startedDb = Date.now();
     const database: DatabaseHandle = await openDatabase(
-      postgres ? { kind: 'postgres', ...postgres } : { kind: 'embedded', dataDir: config.dataDir },
+      postgres && config.database.kind === 'postgres' ? { kind: 'postgres', ...postgres, statementTimeoutMs: config.database.statementTimeoutMs } : { kind: 'embedded', dataDir: config.dataDir },
       (error) => log.warn({ err: error.message }, 'idle database connection lost'),
     );
     cleanups.push(() => database.close());
     log.info({ database: database.kind, ms: Date.now() - startedDb }, 'database ready, migrations applied');
-    const repository = new Repository(database.db);
+    const repository = new Repository(database.db, database.long);
     const signingJwk = await publicJwkOf(signingKey);
     await repository.saveSigningKey(signingKey.kid, SIGNING_ALG, signingJwk);
     // Earlier keys keep verifying until retired (rotation); reloaded every minute and on an unknown kid.

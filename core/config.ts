@@ -29,6 +29,16 @@ const urlWithScheme = (schemes: readonly string[]) =>
 export const DATABASE_SSL_MODES = ['disable', 'require', 'verify-full'] as const;
 export type DatabaseSslMode = (typeof DATABASE_SSL_MODES)[number];
 
+/**
+ * How long one statement of the service may run on PostgreSQL before the
+ * server cancels it (core/db/statement-timeout.ts). Its statements are
+ * small: a write batch, one rule, one page of a history. One still
+ * running after 30 s waits on something else (a lock an operator's
+ * session holds, a stalled disk), and holding one of the pool's ten
+ * connections longer only makes every later query wait too.
+ */
+export const DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS = 30_000;
+
 const topicRoot = z.string().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, 'must be topic levels of A-Z a-z 0-9 _ - separated by /');
 
 export const envSchema = z.object({
@@ -45,6 +55,8 @@ export const envSchema = z.object({
   // --- end of inbound TLS ---
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: urlWithScheme(['postgres', 'postgresql']).optional(),
+  /** PostgreSQL's statement_timeout for the service's queries; default below (DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS). */
+  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.min(100).max(3_600_000).optional(),
   MQTT_URL: urlWithScheme(['mqtt', 'mqtts', 'tcp', 'ssl', 'ws', 'wss']).optional(),
   MQTT_USERNAME: z.string().min(1).optional(),
   MQTT_PASSWORD: z.string().min(1).optional(),
@@ -164,7 +176,7 @@ export interface Config {
   readonly http: { readonly host: string; readonly port: number };
   readonly tls: TlsSetting;
   readonly dataDir: string;
-  readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string };
+  readonly database: { readonly kind: 'embedded' } | { readonly kind: 'postgres'; readonly url: string; readonly statementTimeoutMs: number };
   readonly mqtt:
     | {
         readonly kind: 'embedded';
@@ -317,6 +329,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
       if (root !== undefined && (sync.startsWith(`${root}/`) || `${root}/`.startsWith(sync))) problems.push(`MQTT_SYNC_TOPIC: must not overlap ${name}`);
     }
   }
+  // PGlite runs inside this process, one statement at a time: no other
+  // session can hold its locks, and a stall there stalls the process anyway.
+  if (!env.DATABASE_URL && env.DATABASE_STATEMENT_TIMEOUT_MS !== undefined) problems.push('DATABASE_STATEMENT_TIMEOUT_MS: only used with DATABASE_URL');
   problems.push(...outboundTlsProblems(env));
   const native = `${env.MQTT_TOPIC_ROOT}/`;
   const owntracks = `${env.OWNTRACKS_TOPIC_ROOT}/`;
@@ -346,7 +361,9 @@ export function parseConfig(source: Env): ConfigResult {
     http: { host: e.HOST, port: e.PORT },
     tls: tlsSetting(e),
     dataDir: e.DATA_DIR,
-    database: e.DATABASE_URL ? { kind: 'postgres', url: e.DATABASE_URL } : { kind: 'embedded' },
+    database: e.DATABASE_URL
+      ? { kind: 'postgres', url: e.DATABASE_URL, statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS ?? DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS }
+      : { kind: 'embedded' },
     mqtt: e.MQTT_URL
       ? {
           kind: 'external',

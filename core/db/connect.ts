@@ -4,8 +4,8 @@ import { fileURLToPath } from 'node:url';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { tlsErrorText, tlsFailureHint } from '../tls/errors.js';
 import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
-import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
-import type { PoolClient } from 'pg';
+import { DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS } from '../config.js';
+import { LONG_STATEMENT_TIMEOUT_MS, timeoutSettings } from './statement-timeout.js';
 import * as schema from './schema.js';
 
 /**
@@ -17,11 +17,24 @@ export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 
 export interface DatabaseHandle {
   readonly db: Database;
+  /**
+   * The same database, for statements whose running time grows with what
+   * is stored rather than with one request: PostgreSQL runs them under
+   * LONG_STATEMENT_TIMEOUT_MS instead of DATABASE_STATEMENT_TIMEOUT_MS
+   * (core/db/statement-timeout.ts). Embedded: `db`.
+   */
+  readonly long: Database;
   readonly kind: 'embedded' | 'postgres';
   close(): Promise<void>;
 }
 
-export type DatabaseTarget = { readonly kind: 'embedded'; readonly dataDir: string } | ({ readonly kind: 'postgres' } & PostgresTarget);
+export type DatabaseTarget =
+  | { readonly kind: 'embedded'; readonly dataDir: string }
+  | ({
+      readonly kind: 'postgres';
+      /** DATABASE_STATEMENT_TIMEOUT_MS; unset (tests, benchmarks): DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS. */
+      readonly statementTimeoutMs?: number;
+    } & PostgresTarget);
 
 /** `migrations/` at the project root, from both `core/db` and `dist/core/db`. */
 export function migrationsFolder(): string {
@@ -51,10 +64,11 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
     await client.close();
     throw error;
   }
-  return { db: db as unknown as Database, kind: 'embedded', close: () => client.close() };
+  // PGlite runs one statement at a time inside this process: nothing else can hold its locks, and no timeout applies.
+  return { db: db as unknown as Database, long: db as unknown as Database, kind: 'embedded', close: () => client.close() };
 }
 
-async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
+async function openPostgres(target: PostgresTarget & { readonly statementTimeoutMs?: number }, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
   const pg = await import('pg');
   const { drizzle } = await import('drizzle-orm/node-postgres');
   const { migrate } = await import('drizzle-orm/node-postgres/migrator');
@@ -76,41 +90,31 @@ async function openPostgres(target: PostgresTarget, onIdleError: ((error: Error)
 
   // A connection attempt that gets no answer (a dropped route, not a
   // refusal) fails after 10 s, so the write-behind retries instead of
-  // waiting on the kernel's TCP timeout. Queries have no timeout: an export
-  // may rightly run long.
-  const pool = new pg.default.Pool({ ...pgClientConfig(target), max: 10, connectionTimeoutMillis: 10_000 });
-  // An idle client losing its connection (a PostgreSQL restart) emits
-  // 'error' on the pool; unhandled, that would kill the process. The next
-  // query gets a fresh connection, and the write-behind retries.
-  pool.on('error', (error) => onIdleError?.(error));
-  // A client checked out of the pool (drizzle's transactions hold one for
-  // several statements) has no 'error' listener of the pool's: if its
-  // connection ends meanwhile (a PostgreSQL restart), pg emits 'error' on
-  // it, and unhandled that kills the process (seen in
-  // tests/integration/faults.test.ts). The statement in flight, or the
-  // next one, rejects anyway, and the caller (the write-behind) retries;
-  // the broken client is dropped from the pool when released. Nothing more
-  // to do here, but the event must have a listener.
-  pool.on('connect', (client) => client.on('error', () => undefined));
-  const db = drizzle({ client: pool, schema });
-  // drizzle's transaction() on a pool sends BEGIN before the try/finally
-  // that releases the client it checked out: when BEGIN fails because the
-  // connection died (a PostgreSQL restart), that client is never released.
-  // After `max` such failures the pool has no client left and every query
-  // waits for ever (seen in tests/integration/faults.test.ts: pool.end()
-  // then hangs too). So transactions check the client out here and always
-  // release it; pg-pool discards a client whose connection broke.
-  const onClient = new WeakMap<PoolClient, NodePgDatabase<typeof schema>>();
-  const transaction: typeof db.transaction = async (run, config) => {
-    const client = await pool.connect();
-    try {
-      const single = onClient.get(client) ?? drizzle({ client, schema });
-      onClient.set(client, single);
-      return await single.transaction(run, config);
-    } finally {
-      client.release();
-    }
+  // waiting on the kernel's TCP timeout; so does waiting for a free client.
+  // Statements are bounded too (core/db/statement-timeout.ts). The service's
+  // own statements are small: batches, single rows, pages of 1000. The
+  // owner's export runs long as a whole, but as one page of at most 1000
+  // rows per statement, holding no connection between pages, so it stays
+  // here. So does the start-up snapshot (one statement per table): a
+  // deployment too large for the limit fails to start, loudly, and the
+  // operator raises DATABASE_STATEMENT_TIMEOUT_MS. The migrations above are
+  // exempt by construction (their own client, no limit): they wait on the
+  // advisory lock while another process migrates and may rewrite whole
+  // tables.
+  const { openPool } = await import('./pg-pool.js');
+  const connection = { ...pgClientConfig(target), connectionTimeoutMillis: 10_000 };
+  const main = openPool({ ...connection, ...timeoutSettings(target.statementTimeoutMs ?? DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS), max: 10 }, onIdleError);
+  // Statements whose running time grows with what is stored (erasure, the
+  // retention purges: core/db/repository.ts) get a pool of their own with
+  // a far longer limit: cut at the ordinary one, they would fail on every
+  // retry; and however long they run, the main pool keeps its ten clients.
+  const long = openPool({ ...connection, ...timeoutSettings(LONG_STATEMENT_TIMEOUT_MS), max: 3 }, onIdleError);
+  return {
+    db: main.db,
+    long: long.db,
+    kind: 'postgres',
+    close: async () => {
+      await Promise.all([main.end(), long.end()]);
+    },
   };
-  Object.assign(db, { transaction });
-  return { db: db as unknown as Database, kind: 'postgres', close: () => pool.end() };
 }

@@ -37,9 +37,15 @@ function driverError(error: unknown): { message: string; code?: string } {
 // reached or is going away" (Appendix A): 08 connection exception, 57P01
 // admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now. Node's
 // socket errors mean the same before a session exists.
-const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);
-// pg's own errors for a connection that ended, which carry no code.
-const UNAVAILABLE_MESSAGES = /^(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect)/;
+// Also "the server did not get to it in time": 57014 query_canceled (our
+// statement_timeout, core/db/statement-timeout.ts, or an operator's
+// pg_cancel_backend) and 55P03 lock_not_available (a lock_timeout an
+// operator set on the role). The statement itself was fine; the same
+// request may succeed once the lock or the stall is gone.
+const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57014', '55P03', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);
+// pg's own errors for a connection that ended, or for a server that did not
+// answer in time (query_timeout), which carry no code.
+const UNAVAILABLE_MESSAGES = /^(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|Query read timeout)/;
 
 /**
  * Whether a failed statement failed because the database is unreachable
@@ -53,4 +59,14 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08'))) return true;
   if (cause instanceof AggregateError) return cause.errors.some((e: unknown) => isDatabaseUnavailable(e));
   return UNAVAILABLE_MESSAGES.test(cause.message);
+}
+
+/**
+ * Whether a statement failed because the server sent no answer within pg's
+ * query_timeout. pg leaves such a statement in flight on its connection:
+ * that connection must be closed, not reused (core/db/pg-pool.ts).
+ */
+export function isQueryReadTimeout(error: unknown): boolean {
+  const cause = error instanceof DrizzleQueryError ? error.cause : error;
+  return cause instanceof Error && cause.message === 'Query read timeout';
 }

@@ -91,7 +91,18 @@ export interface StoredState {
 }
 
 export class Repository {
-  constructor(readonly db: Database) {}
+  /**
+   * `long`: the same database, for the statements whose running time grows
+   * with what is stored, not with one request (erasure, deleting an owner's
+   * retained events, the retention purges): PostgreSQL allows them far
+   * longer than DATABASE_STATEMENT_TIMEOUT_MS (core/db/statement-timeout.ts).
+   * Cut at the ordinary limit, an owner with a long history could never be
+   * erased: every retry would be cut the same way.
+   */
+  constructor(
+    readonly db: Database,
+    private readonly long: Database = db,
+  ) {}
 
   /**
    * Everything the processes hold in memory, loaded at start; with `ownerId`,
@@ -241,7 +252,7 @@ export class Repository {
 
   /** Erases the owner and everything that references them (one cascading delete); false if there was none. */
   eraseOwner(ownerId: string): Promise<boolean> {
-    return eraseStoredOwner(this.db, ownerId);
+    return eraseStoredOwner(this.long, ownerId);
   }
 
   async insertRule(rule: { id: string; ownerId: string; body: unknown }): Promise<void> {
@@ -504,18 +515,19 @@ export class Repository {
 
   /** All of an owner's retained events (retention turned off). */
   async deleteRawEvents(ownerId: string): Promise<void> {
-    await this.db.execute(sql`delete from raw_events where owner_id = ${ownerId}::uuid`);
+    await this.long.execute(sql`delete from raw_events where owner_id = ${ownerId}::uuid`);
   }
 
   /**
    * Events older than each owner's window, capped at `maxDays` (0 deletes
    * them all), in batches so that a lowered cap never becomes one huge
-   * transaction. Returns how many went.
+   * transaction. Returns how many went. On `long`: the window differs per
+   * owner, so finding a batch may scan the whole table.
    */
   async purgeRawEvents(maxDays: number, batch = 10_000): Promise<number> {
     let total = 0;
     for (;;) {
-      const result = await this.db.execute(sql`
+      const result = await this.long.execute(sql`
         with gone as (
           delete from raw_events where id in (
             select r.id from raw_events r join owners o on o.id = r.owner_id
@@ -534,7 +546,7 @@ export class Repository {
     // In batches, so a lowered retention never becomes one huge transaction.
     let total = 0;
     for (;;) {
-      const result = await this.db.execute(sql`
+      const result = await this.long.execute(sql`
         with gone as (
           delete from access_log where id in (select id from access_log where at < ${olderThan.toISOString()}::timestamptz limit ${batch})
           returning 1)

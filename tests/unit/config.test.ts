@@ -24,8 +24,32 @@ t.test('DATABASE_URL and MQTT_URL switch to external components', async (t) => {
   });
   t.ok(result.ok);
   if (!result.ok) return;
-  t.same(result.config.database, { kind: 'postgres', url: 'postgres://u@db:5432/presence' });
+  t.same(result.config.database, { kind: 'postgres', url: 'postgres://u@db:5432/presence', statementTimeoutMs: 30_000 });
   t.match(result.config.mqtt, { kind: 'external', url: 'mqtts://broker:8883', username: 'svc', password: 'secret' });
+});
+
+t.test('DATABASE_STATEMENT_TIMEOUT_MS: a bound on PostgreSQL statements, 30 s by default, only with DATABASE_URL', async (t) => {
+  const url = 'postgres://u@db:5432/presence';
+  const timeout = (env: Record<string, string>) => {
+    const result = parseConfig({ DATABASE_URL: url, ...env });
+    return result.ok && result.config.database.kind === 'postgres' ? result.config.database.statementTimeoutMs : result.ok ? 'embedded' : result.problems;
+  };
+  t.equal(timeout({}), 30_000, 'default');
+  t.equal(timeout({ DATABASE_STATEMENT_TIMEOUT_MS: '' }), 30_000, 'empty means unset');
+  t.equal(timeout({ DATABASE_STATEMENT_TIMEOUT_MS: '300' }), 300);
+  t.equal(timeout({ DATABASE_STATEMENT_TIMEOUT_MS: '100' }), 100, 'the least');
+  t.equal(timeout({ DATABASE_STATEMENT_TIMEOUT_MS: '3600000' }), 3_600_000, 'the most: an hour');
+  for (const bad of ['0', '-1', '99', '3600001', '1.5', '30s', 'off']) {
+    const problems = timeout({ DATABASE_STATEMENT_TIMEOUT_MS: bad });
+    t.ok(Array.isArray(problems) && problems.length > 0 && problems.every((p) => p.startsWith('DATABASE_STATEMENT_TIMEOUT_MS: ')), `${bad} refused`);
+  }
+  // The embedded database has no server to cancel a statement: a value set there is a mistake, said like the other DATABASE_* settings.
+  const embedded = parseConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '5000' });
+  t.notOk(embedded.ok);
+  if (!embedded.ok) t.same(embedded.problems, ['DATABASE_STATEMENT_TIMEOUT_MS: only used with DATABASE_URL']);
+  const none = parseConfig({});
+  t.ok(none.ok, 'the embedded default needs nothing');
+  if (none.ok) t.same(none.config.database, { kind: 'embedded' });
 });
 
 t.test('every problem is reported at once', async (t) => {

@@ -1,6 +1,6 @@
 import { DrizzleQueryError } from 'drizzle-orm';
 import t from 'tap';
-import { isDatabaseUnavailable, loggableDbError } from '../../core/db/db-error.js';
+import { isDatabaseUnavailable, isQueryReadTimeout, loggableDbError } from '../../core/db/db-error.js';
 import { WriteBehind } from '../../core/db/write-behind.js';
 
 /** A log that keeps what it was given. */
@@ -33,6 +33,11 @@ t.test('an unreachable database is told apart from a failing statement', async (
   t.ok(isDatabaseUnavailable(wrapped(coded('connection failure', '08006'))), 'SQLSTATE class 08');
   t.ok(isDatabaseUnavailable(wrapped(new Error('Connection terminated unexpectedly'))), "pg's ended connection");
   t.ok(isDatabaseUnavailable(new AggregateError([coded('connect ECONNREFUSED ::1:5432', 'ECONNREFUSED')], '')), 'every address refused');
+  t.ok(isDatabaseUnavailable(wrapped(coded('canceling statement due to statement timeout', '57014'))), 'statement_timeout (a lock held elsewhere, a stall)');
+  t.ok(isDatabaseUnavailable(wrapped(coded('canceling statement due to lock timeout', '55P03'))), 'lock_timeout');
+  t.ok(isDatabaseUnavailable(wrapped(new Error('Query read timeout'))), "pg's query_timeout: the server did not answer");
+  t.ok(isQueryReadTimeout(wrapped(new Error('Query read timeout'))) && isQueryReadTimeout(new Error('Query read timeout')), 'told apart: its connection must be closed');
+  t.notOk(isQueryReadTimeout(wrapped(coded('canceling statement due to statement timeout', '57014'))), 'a cancelled statement leaves its connection usable');
   t.notOk(isDatabaseUnavailable(wrapped(coded('duplicate key value violates unique constraint', '23505'))), 'a constraint');
   t.notOk(isDatabaseUnavailable(wrapped(coded('syntax error', '42601'))), 'a bad statement');
   t.notOk(isDatabaseUnavailable(new Error('something else')));
