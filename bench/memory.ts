@@ -39,6 +39,10 @@ import { reportToSuite } from './suite-row.js';
  * about 15 s.
  *
  * BENCH_MEMORY_OWNERS: sizes, comma-separated (default 100000,1000000).
+ * BENCH_MEMORY_ROUNDS: how many times every owner's devices report (default
+ * 1; more is the churn of a service that has run a while).
+ * Node.js flags given to this script are passed to both children (V8's
+ * heap sizing sets much of the RSS: see the README, "Memory").
  * BENCH_MEMORY_SNAPSHOT: an owner count (e.g. 20000) to also take heap
  * snapshots of the service at that size and half of it and print the bytes
  * per owner by node type and constructor (slow: keep it small; per-owner
@@ -52,7 +56,8 @@ const childScript = join(fileURLToPath(new URL('.', import.meta.url)), 'memory-c
 
 function runChild(mode: 'service' | 'baseline', owners: number, snapshot = false): Promise<MemoryResult> {
   return new Promise((resolve, reject) => {
-    const args = ['--expose-gc', '--max-old-space-size=16384', childScript, mode, String(owners), ...(snapshot ? ['snapshot'] : [])];
+    // The bench's own Node.js flags go to both children: `node --optimize-for-size dist/bench/memory.js` measures a service run with that flag.
+    const args = [...process.execArgv, '--expose-gc', '--max-old-space-size=16384', childScript, mode, String(owners), ...(snapshot ? ['snapshot'] : [])];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8');
