@@ -122,7 +122,7 @@ export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: strin
   const view = viewFor(deps, owner, state, decision, handle);
   // A location's PIDF-LO retention-expiry is dated by the UTC day: re-render at midnight.
   const midnight = view.location ? now - (now % 86_400_000) + 86_400_000 : Infinity;
-  const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id) : Infinity, midnight);
+  const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id, now) : Infinity, midnight);
   return { owner, decision, view, validUntil };
 }
 

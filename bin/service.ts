@@ -99,8 +99,8 @@ const WRITE_BATCH_ROWS = 'presence_write_behind_batch_rows';
 const WRITE_FAILURES = 'presence_write_behind_failures_total';
 /** Rows per statement: the state writer's chunks are 500, the access log's 1000. */
 const BATCH_BUCKETS = [1, 10, 50, 100, 250, 500, 1000];
-/** How often idle owners are packed (PresenceHub.packIdle): an owner is packed one to two periods after its last change. */
-const STATE_PACK_MS = 15_000;
+/** How often idle owners are put at rest (PresenceHub.restIdle): an owner rests one to two periods after it was last read or changed. */
+const STATE_REST_MS = 15_000;
 
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<RunningService> {
   // Errors are logged through errorForLog: no query parameters or row values (core/log-error.ts).
@@ -220,7 +220,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     requestWrite.now = () => void writer.flush().catch(() => undefined);
     metrics.gauge('presence_state_dirty_owners', 'Owners whose signals await the next write', () => hub.dirtyCount);
     metrics.gauge('presence_owners_in_memory', 'Owners with state in memory', () => hub.ownerCount);
-    metrics.gauge('presence_owners_unpacked', 'Owners whose signals are held unpacked (changed in the last 15-30 s); the others are packed', () => hub.unpackedCount);
+    metrics.gauge('presence_owners_active', 'Owners read or changed in the last 15-30 s; the others rest (signals packed, no derived state unless watched)', () => hub.activeCount);
 
     const accessLog = new AccessLogBuffer();
     const auditWriter = writeBehind('access_log', 'presence_access_log_rows_written_total', 'Access-log rows written', (onBatch) =>
@@ -303,15 +303,15 @@ export async function startService(config: Config, options: ServiceOptions = {})
       await purging;
     });
 
-    // Memory (issue 6): an owner whose signals did not change between two
-    // sweeps has them packed (core/packed-signals.ts, about 1 KB less per
-    // owner); one that changes again is unpacked. Every STATE_PACK_MS, so an
-    // owner is packed 15 to 30 s after its last change and a device that
-    // reports every few seconds keeps its owner unpacked.
+    // Memory (issue 6): an owner neither read nor changed between two sweeps
+    // rests (PresenceHub.restIdle: signals packed, derived state dropped
+    // unless watched). Every STATE_REST_MS, so an owner rests 15 to 30 s
+    // after it was last busy, and one whose device reports every few seconds
+    // never does.
     let packing = Promise.resolve();
     const packTimer = setInterval(() => {
-      packing = packing.then(() => hub.packIdle().then(() => undefined)).catch((err: unknown) => log.error({ err }, 'packing idle owners failed'));
-    }, STATE_PACK_MS);
+      packing = packing.then(() => hub.restIdle().then(() => undefined)).catch((err: unknown) => log.error({ err }, 'putting idle owners at rest failed'));
+    }, STATE_REST_MS);
     packTimer.unref();
     cleanups.push(async () => {
       clearInterval(packTimer);

@@ -18,6 +18,11 @@ export class OwnerListeners<T> {
     };
   }
 
+  /** Whether anyone listens to the owner. */
+  has(ownerId: string): boolean {
+    return this.byOwner.has(ownerId);
+  }
+
   notify(ownerId: string, value: T): void {
     for (const listener of this.byOwner.get(ownerId) ?? []) listener(value);
   }

@@ -12,14 +12,20 @@ import type { SensorEvent } from './events.js';
  * idle for a while and unpacks one when it changes again (core/signal-store.ts
  * SignalSet), so ingest works on objects and only owners at rest are packed.
  *
- * Packing is lossless or it does not happen: pack() decodes what it encoded
- * and compares the canonical JSON of every event (the merge's tie-breaker,
- * and what storage and exports hold) with the original; anything that does
- * not come back identical (a time with sub-millisecond digits, a field the
- * layout does not know) leaves the set unpacked. The layouts below list
- * every field of every event kind in the schema's order (checked against
- * the zod schemas by tests/unit/packed-signals.test.ts), so a decoded
- * event's properties come in the same order as a parsed one's.
+ * Packing is lossless or it does not happen: every event must come back
+ * with the same canonical JSON (the merge's tie-breaker, and what storage
+ * and exports hold). The layouts below list every field of every event
+ * kind in the schema's order (checked against the zod schemas by
+ * tests/unit/packed-signals.test.ts), and packing refuses what they would
+ * not give back as it was: a property they do not list or list in another
+ * order, a time that does not format back to the same text (sub-millisecond
+ * digits), text with a lone surrogate. The property test there checks the
+ * round trip over generated events of every kind.
+ *
+ * Both ways are on the hot path of an owner waking up (an event or a read
+ * after a rest) and of the sweeps, so times are formatted with integer
+ * arithmetic rather than Date, and ASCII text is copied as it is
+ * (measured: see the README, "Memory").
  */
 
 type FieldType =
@@ -151,14 +157,60 @@ export interface PackedSignals {
 // YYYY-MM-DDTHH:MM:SS, optional fraction, then Z or ±HH:MM. Packed as a
 // shape byte (fraction digits 0-3, Z or the offset's sign), the instant as
 // a float64 (ms; exact for every date the schema allows) and, with an
-// offset, its minutes in two bytes. Four fraction digits or more are not
-// packed (Date.parse drops them, so they would not come back).
+// offset, its minutes in two bytes. A time that does not format back to
+// the same text (four fraction digits or more: Date.parse drops them) is
+// not packed.
 
 const SHAPE_Z = 4;
 const SHAPE_MINUS = 8;
+const DAY_MS = 86_400_000;
+
+const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
+const THREE_DIGITS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+
+/** The last day formatted, "YYYY-MM-DDT": times of one owner mostly fall on one day. */
+let cachedDay = NaN;
+let cachedDate = '';
+
+/** "YYYY-MM-DDT" of a day number (days since 1970-01-01), by H. Hinnant's civil_from_days. */
+function dateOf(days: number): string {
+  if (days === cachedDay) return cachedDate;
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  cachedDay = days;
+  cachedDate = `${TWO_DIGITS[Math.floor(year / 100)]}${TWO_DIGITS[year % 100]}-${TWO_DIGITS[month]}-${TWO_DIGITS[day]}T`;
+  return cachedDate;
+}
+
+/** The RFC 3339 text of an instant with the given shape (and offset in minutes). */
+function formatTime(ms: number, shape: number, minutes: number): string {
+  const sign = shape & SHAPE_MINUS ? -1 : 1;
+  const wall = ms + sign * minutes * 60_000;
+  const days = Math.floor(wall / DAY_MS);
+  let rest = wall - days * DAY_MS;
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const mins = Math.floor(rest / 60_000);
+  rest -= mins * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  const digits = shape & 3;
+  const fraction = digits === 0 ? '' : `.${(THREE_DIGITS[rest - seconds * 1000] as string).slice(0, digits)}`;
+  const zone = shape & SHAPE_Z ? 'Z' : `${sign < 0 ? '-' : '+'}${TWO_DIGITS[Math.floor(minutes / 60)]}:${TWO_DIGITS[minutes % 60]}`;
+  return `${dateOf(days)}${TWO_DIGITS[hours]}:${TWO_DIGITS[mins]}:${TWO_DIGITS[seconds]}${fraction}${zone}`;
+}
 
 const float = new Float64Array(1);
 const floatBytes = new Uint8Array(float.buffer);
+/** Text longer than this many UTF-8 bytes is not packed (labels are at most 64 characters). */
+const MAX_TEXT_BYTES = 0x7fff;
+const UTF8_FLAG = 0x8000;
 
 class Writer {
   private buffer = Buffer.allocUnsafe(256);
@@ -186,14 +238,33 @@ class Writer {
     for (let i = 0; i < 8; i++) this.buffer[this.length++] = floatBytes[i] as number;
   }
 
-  /** UTF-8, with a two-byte length (labels are at most 64 characters). */
+  /**
+   * A two-byte length, then the text: ASCII as it is (read back by slicing
+   * the packed string), anything else as UTF-8 (flagged in the length).
+   * False for text that would not come back the same (a lone surrogate).
+   */
   text(value: string): boolean {
-    const bytes = Buffer.byteLength(value, 'utf8');
-    if (bytes > 0xffff) return false;
-    this.room(2 + bytes);
-    this.buffer[this.length++] = bytes >> 8;
-    this.buffer[this.length++] = bytes & 0xff;
-    this.length += this.buffer.write(value, this.length, 'utf8');
+    let ascii = true;
+    for (let i = 0; i < value.length; i++) {
+      if (value.charCodeAt(i) >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) {
+      if (value.length > MAX_TEXT_BYTES) return false;
+      this.room(2 + value.length);
+      this.buffer[this.length++] = value.length >> 8;
+      this.buffer[this.length++] = value.length & 0xff;
+      this.length += this.buffer.write(value, this.length, 'latin1');
+      return true;
+    }
+    const bytes = Buffer.from(value, 'utf8');
+    if (bytes.length > MAX_TEXT_BYTES || bytes.toString('utf8') !== value) return false;
+    this.room(2 + bytes.length);
+    this.buffer[this.length++] = (bytes.length | UTF8_FLAG) >> 8;
+    this.buffer[this.length++] = bytes.length & 0xff;
+    this.length += bytes.copy(this.buffer, this.length);
     return true;
   }
 
@@ -221,75 +292,81 @@ class Reader {
   }
 
   text(): string {
-    const length = (this.bytes.charCodeAt(this.at) << 8) | this.bytes.charCodeAt(this.at + 1);
+    const header = (this.bytes.charCodeAt(this.at) << 8) | this.bytes.charCodeAt(this.at + 1);
+    const length = header & MAX_TEXT_BYTES;
     const start = this.at + 2;
     this.at = start + length;
-    return Buffer.from(this.bytes.slice(start, this.at), 'latin1').toString('utf8');
+    const raw = this.bytes.slice(start, this.at);
+    return header & UTF8_FLAG ? Buffer.from(raw, 'latin1').toString('utf8') : raw;
   }
+
+  /** A time; its instant in ms is left in `lastMs`. */
+  time(): string {
+    const shape = this.byte();
+    const ms = this.float();
+    this.lastMs = ms;
+    const minutes = shape & SHAPE_Z ? 0 : (this.byte() << 8) | this.byte();
+    return formatTime(ms, shape, minutes);
+  }
+
+  lastMs = NaN;
 }
 
 const writer = new Writer();
 
-/** Writes an RFC 3339 time; false when it cannot be packed. */
+/** Writes an RFC 3339 time; false when it would not format back to the same text. */
 function writeTime(value: string): boolean {
   const ms = Date.parse(value);
   if (!Number.isFinite(ms) || value.length < 20) return false;
-  const dot = value.charCodeAt(19) === 46; // '.'
-  let end = 19;
-  if (dot) {
-    end = 20;
-    while (end < value.length && value.charCodeAt(end) >= 48 && value.charCodeAt(end) <= 57) end += 1;
+  let digits = 0;
+  if (value.charCodeAt(19) === 46) {
+    // '.': count the fraction's digits.
+    while (20 + digits < value.length && value.charCodeAt(20 + digits) >= 48 && value.charCodeAt(20 + digits) <= 57) digits += 1;
+    if (digits === 0 || digits > 3) return false;
   }
-  const digits = dot ? end - 20 : 0;
-  if (digits > 3 || (dot && digits === 0)) return false;
-  const zone = value.slice(end);
-  if (zone === 'Z') {
-    writer.byte(digits | SHAPE_Z);
-    writer.float(ms);
-    return true;
-  }
-  if (zone.length !== 6) return false;
-  const minutes = Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6));
-  if (!Number.isInteger(minutes)) return false;
-  writer.byte(digits | (zone[0] === '-' ? SHAPE_MINUS : 0));
+  const zoneAt = digits === 0 ? 19 : 20 + digits;
+  let shape = digits;
+  let minutes = 0;
+  if (value.length === zoneAt + 1) shape |= SHAPE_Z;
+  else if (value.length === zoneAt + 6) {
+    minutes = Number(value.slice(zoneAt + 1, zoneAt + 3)) * 60 + Number(value.slice(zoneAt + 4, zoneAt + 6));
+    if (!Number.isInteger(minutes) || minutes < 0 || minutes >= 24 * 60) return false;
+    if (value.charCodeAt(zoneAt) === 45) shape |= SHAPE_MINUS; // '-'
+  } else return false;
+  if (formatTime(ms, shape, minutes) !== value) return false;
+  writer.byte(shape);
   writer.float(ms);
-  writer.byte(minutes >> 8);
-  writer.byte(minutes & 0xff);
-  return true;
-}
-
-const two = (n: number) => (n < 10 ? `0${n}` : String(n));
-
-function readTime(reader: Reader): { text: string; ms: number } {
-  const shape = reader.byte();
-  const ms = reader.float();
-  const digits = shape & 3;
-  if (shape & SHAPE_Z) {
-    const iso = new Date(ms).toISOString();
-    return { text: `${iso.slice(0, digits > 0 ? 20 + digits : 19)}Z`, ms };
+  if (!(shape & SHAPE_Z)) {
+    writer.byte(minutes >> 8);
+    writer.byte(minutes & 0xff);
   }
-  const minutes = (reader.byte() << 8) | reader.byte();
-  const sign = shape & SHAPE_MINUS ? -1 : 1;
-  // The wall-clock time at that offset, written as if it were UTC.
-  const iso = new Date(ms + sign * minutes * 60_000).toISOString();
-  return { text: `${iso.slice(0, digits > 0 ? 20 + digits : 19)}${sign < 0 ? '-' : '+'}${two(Math.floor(minutes / 60))}:${two(minutes % 60)}`, ms };
+  return true;
 }
 
 // --- events ----------------------------------------------------------------
 
+/** Writes one event; false when it would not come back exactly as it is (see the module comment). */
 function writeEvent(event: SensorEvent): boolean {
   const kind = KIND_INDEX.get(event.kind);
   if (kind === undefined) return false;
+  const keys = Object.keys(event);
+  if (keys[0] !== 'kind') return false;
+  let next = 1;
   writer.byte(kind);
   const fields = event as unknown as Readonly<Record<string, unknown>>;
   for (const [field, type] of LAYOUTS[event.kind]) {
     const value = fields[field];
+    const optional = (type.type === 'time' || type.type === 'text') && type.optional;
+    if (value === undefined) {
+      if (!optional) return false;
+      writer.byte(0);
+      continue;
+    }
+    // The same properties in the same order, or the canonical JSON would differ.
+    if (keys[next++] !== field) return false;
+    if (optional) writer.byte(1);
     switch (type.type) {
       case 'time':
-        if (type.optional) {
-          writer.byte(value === undefined ? 0 : 1);
-          if (value === undefined) break;
-        }
         if (typeof value !== 'string' || !writeTime(value)) return false;
         break;
       case 'enum': {
@@ -307,19 +384,15 @@ function writeEvent(event: SensorEvent): boolean {
         writer.byte(value);
         break;
       case 'number':
-        if (typeof value !== 'number') return false;
+        if (typeof value !== 'number' || !Number.isFinite(value)) return false;
         writer.float(value);
         break;
       case 'text':
-        if (type.optional) {
-          writer.byte(value === undefined ? 0 : 1);
-          if (value === undefined) break;
-        }
         if (typeof value !== 'string' || !writer.text(value)) return false;
         break;
     }
   }
-  return true;
+  return next === keys.length;
 }
 
 function readEvent(reader: Reader): { event: SensorEvent; at: number } {
@@ -328,13 +401,11 @@ function readEvent(reader: Reader): { event: SensorEvent; at: number } {
   let at = NaN;
   for (const [field, type] of LAYOUTS[kind]) {
     switch (type.type) {
-      case 'time': {
+      case 'time':
         if (type.optional && reader.byte() === 0) break;
-        const { text: value, ms } = readTime(reader);
-        if (field === 'at') at = ms;
-        event[field] = value;
+        event[field] = reader.time();
+        if (field === 'at') at = reader.lastMs;
         break;
-      }
       case 'enum':
         event[field] = type.values[reader.byte()];
         break;
@@ -372,7 +443,7 @@ export function unpackSignals(packed: PackedSignals): UnpackedSignal[] {
 
 /**
  * Packs signals, or returns undefined when any would not come back exactly
- * as it is (see the module comment) or there are more than 255 devices.
+ * as it is (see the module comment) or they come from more than 256 devices.
  */
 export function packSignals(signals: readonly { readonly deviceId: string; readonly event: SensorEvent }[]): PackedSignals | undefined {
   if (signals.length === 0) return undefined;
@@ -385,12 +456,5 @@ export function packSignals(signals: readonly { readonly deviceId: string; reado
     writer.byte(device);
     if (!writeEvent(signal.event)) return undefined;
   }
-  const packed: PackedSignals = { bytes: writer.finish(), devices: devices.length === 1 ? (devices[0] as string) : devices };
-  const back = unpackSignals(packed);
-  for (let i = 0; i < signals.length; i++) {
-    const original = signals[i] as { readonly deviceId: string; readonly event: SensorEvent };
-    const decoded = back[i] as UnpackedSignal;
-    if (decoded.deviceId !== original.deviceId || JSON.stringify(decoded.event) !== JSON.stringify(original.event)) return undefined;
-  }
-  return packed;
+  return { bytes: writer.finish(), devices: devices.length === 1 ? (devices[0] as string) : devices };
 }

@@ -16,12 +16,24 @@ import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js'
  * or after the instant the last derivation said it stops holding (a meeting
  * ends, the owner goes silent). The state object is replaced only when it
  * really changes, so its identity is a cheap "did anything change" key.
+ *
+ * Owners at rest hold less (issue 6: memory per owner). An owner nobody
+ * read, watched or changed between two sweeps (restIdle, every 15 s in
+ * bin/service.ts) has its signals packed (core/packed-signals.ts) and its
+ * derived state dropped: nobody holds that state, and it is derived again,
+ * from the same signals and to an equal state, when a read asks for it or a
+ * watcher starts. Changes to such an owner are merged without deriving
+ * (nobody is there to tell); an owner someone watches always keeps its
+ * state, so every change it sees is compared and notified as before.
  */
 interface OwnerPresence {
   readonly signals: SignalSet;
-  derived: Derived;
+  /** Undefined while the owner is at rest and unwatched. */
+  derived: Derived | undefined;
   /** Bumped on every signal change: orders persisted snapshots. */
   version: number;
+  /** Read or changed since the last sweep (restIdle leaves such owners as they are). */
+  seen: boolean;
 }
 
 export interface PersistedSignal {
@@ -39,8 +51,8 @@ export class PresenceHub {
   private readonly owners = new Map<string, OwnerPresence>();
   private readonly overrides = new Map<string, readonly PresenceOverride[]>();
   private readonly dirty = new Set<string>();
-  /** Owners whose signals are held unpacked (changed since the sweeps last packed them): what packIdle() looks at. */
-  private readonly unpacked = new Set<string>();
+  /** Owners read or changed since the sweeps last put them at rest: all restIdle() looks at. */
+  private readonly active = new Set<string>();
   private readonly watchers = new OwnerListeners<PresenceState>();
 
   constructor(
@@ -53,7 +65,7 @@ export class PresenceHub {
     // Expired overrides are dropped here, so the list stays bounded.
     const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source && o.expiresAt > now);
     this.overrides.set(ownerId, [...rest, override]);
-    this.rederive(ownerId, this.entry(ownerId, now), now);
+    this.rederiveHeld(ownerId, this.entry(ownerId, now), now);
   }
 
   removeOverride(ownerId: string, source: string, now: number): void {
@@ -62,13 +74,13 @@ export class PresenceHub {
       (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== source),
     );
     const entry = this.owners.get(ownerId);
-    if (entry) this.rederive(ownerId, entry, now);
+    if (entry) this.rederiveHeld(ownerId, entry, now);
   }
 
   /** Loads stored overrides at start (after restore()). */
   restoreOverrides(ownerId: string, overrides: readonly PresenceOverride[], now: number): void {
     this.overrides.set(ownerId, overrides);
-    this.rederive(ownerId, this.entry(ownerId, now), now);
+    this.rederiveHeld(ownerId, this.entry(ownerId, now), now);
   }
 
   overridesOf(ownerId: string): readonly PresenceOverride[] {
@@ -78,10 +90,14 @@ export class PresenceHub {
   /** Re-derives now, after the owner's settings changed. */
   refresh(ownerId: string, now: number): void {
     const entry = this.owners.get(ownerId);
-    if (entry) this.rederive(ownerId, entry, now);
+    if (entry) this.rederiveHeld(ownerId, entry, now);
   }
 
-  /** Merges one device's events, ingested here (to be persisted by this process); returns true if the derived state changed. */
+  /**
+   * Merges one device's events, ingested here (to be persisted by this
+   * process); returns true if the derived state changed (or, for an owner
+   * at rest whose state nobody holds, may have: it is derived when asked).
+   */
   apply(ownerId: string, deviceId: string, events: readonly SensorEvent[], now: number): boolean {
     return this.mergeInto(ownerId, events.map((event) => toSignal(deviceId, event)), true, now);
   }
@@ -100,25 +116,27 @@ export class PresenceHub {
     const entry = this.entry(ownerId, now);
     let signalsChanged = false;
     for (const signal of signals) signalsChanged = mergeSignal(entry.signals, signal) || signalsChanged;
-    // Even a merge that changes nothing may have unpacked the set to look.
-    this.unpacked.add(ownerId);
     if (!signalsChanged) return false;
     entry.version += 1;
     if (persistHere) this.dirty.add(ownerId);
-    return this.rederive(ownerId, entry, now);
+    // At rest and unwatched: nobody holds a state to compare with or to tell.
+    return entry.derived ? this.rederive(ownerId, entry, now) : true;
   }
 
   /** The owner's presence at `now`; OFFLINE_STATE for an owner never heard from. */
   current(ownerId: string, now: number): PresenceState {
     const entry = this.owners.get(ownerId);
     if (!entry) return OFFLINE_STATE;
-    if (now >= entry.derived.validUntil) this.rederive(ownerId, entry, now);
-    return entry.derived.state;
+    this.touch(ownerId, entry);
+    return this.held(ownerId, entry, now).state;
   }
 
-  /** When the owner's current derivation stops holding (Infinity: only an event can change it). */
-  validUntil(ownerId: string): number {
-    return this.owners.get(ownerId)?.derived.validUntil ?? Infinity;
+  /** When the owner's current derivation (at `now`) stops holding (Infinity: only an event can change it). */
+  validUntil(ownerId: string, now: number): number {
+    const entry = this.owners.get(ownerId);
+    if (!entry) return Infinity;
+    this.touch(ownerId, entry);
+    return this.held(ownerId, entry, now).validUntil;
   }
 
   /**
@@ -130,7 +148,7 @@ export class PresenceHub {
     this.owners.delete(ownerId);
     this.overrides.delete(ownerId);
     this.dirty.delete(ownerId);
-    this.unpacked.delete(ownerId);
+    this.active.delete(ownerId);
     this.watchers.notify(ownerId, OFFLINE_STATE);
   }
 
@@ -154,11 +172,13 @@ export class PresenceHub {
       for (const ownerId of ids.slice(i, i + slice)) {
         // Erased meanwhile, or replaced: whatever is there now.
         const entry = this.owners.get(ownerId);
-        if (!entry || !forgetSilentDevices(entry.signals, before)) continue;
+        if (!entry) continue;
+        this.watchedBaseline(ownerId, entry, at);
+        if (!forgetSilentDevices(entry.signals, before)) continue;
         entry.version += 1;
         this.dirty.add(ownerId);
-        this.unpacked.add(ownerId);
-        this.rederive(ownerId, entry, at);
+        this.touch(ownerId, entry);
+        if (entry.derived) this.rederive(ownerId, entry, at);
         changed += 1;
       }
     }
@@ -166,44 +186,55 @@ export class PresenceHub {
   }
 
   /**
-   * Packs the signals of owners whose signals did not change between two
-   * calls (core/signal-store.ts SignalSet.pack): called every few seconds
-   * (bin/service.ts), an owner is packed between one and two periods after
-   * its last change, and ingest keeps working on objects for owners that
-   * are still reporting. Looks only at unpacked owners, in slices of
-   * `slice` with the event loop free between them. Returns how many owners
-   * it packed.
+   * Puts owners at rest: those neither read nor changed since the previous
+   * call have their signals packed (core/signal-store.ts SignalSet.pack)
+   * and, unless someone watches them, their derived state dropped. Called
+   * every few seconds (bin/service.ts), so an owner rests one to two
+   * periods after it was last read or changed, and ingest and reads keep
+   * working on objects for owners that are busy. Looks only at owners read
+   * or changed since they last rested, in slices of `slice` with the event
+   * loop free between them. Returns how many owners it put at rest.
+   *
+   * An owner that rests while watched keeps its state; if its watchers
+   * leave, it keeps it until it is next read or changed and rests again.
    */
-  async packIdle(slice = 5_000): Promise<number> {
-    let packed = 0;
-    const ids = [...this.unpacked];
+  async restIdle(slice = 5_000): Promise<number> {
+    let rested = 0;
+    const ids = [...this.active];
     for (let i = 0; i < ids.length; i += slice) {
       if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
       for (const ownerId of ids.slice(i, i + slice)) {
         const entry = this.owners.get(ownerId);
-        const outcome = entry?.signals.pack() ?? 'unpackable';
-        if (outcome === 'recent') continue;
-        // Packed, gone, or not packable until it changes (which adds it again).
-        this.unpacked.delete(ownerId);
-        if (outcome === 'packed') packed += 1;
+        if (entry?.seen) {
+          entry.seen = false;
+          continue;
+        }
+        this.active.delete(ownerId);
+        if (!entry) continue;
+        // Not packable (empty, or a time with sub-millisecond digits): stays as it is until it changes.
+        entry.signals.pack();
+        if (!this.watchers.has(ownerId)) entry.derived = undefined;
+        rested += 1;
       }
     }
-    return packed;
+    return rested;
   }
 
-  /** How many owners' signals are held unpacked (a metric: the rest are packed). */
-  get unpackedCount(): number {
-    return this.unpacked.size;
+  /** How many owners were read or changed lately (the others rest: packed, and without a derived state unless watched). */
+  get activeCount(): number {
+    return this.active.size;
   }
 
-  /** Loads persisted signals at start (no change event, nothing dirty), packed: they are at rest. */
+  /** Loads persisted signals at start (no change event, nothing dirty), at rest: packed, derived when first asked. */
   restore(ownerId: string, version: number, signals: readonly PersistedSignal[], now: number): void {
     const set: SignalSet = new SignalSet();
     for (const s of signals) mergeSignal(set, toSignal(s.deviceId, s.event));
-    this.owners.set(ownerId, { signals: set, version, derived: this.derive(ownerId, set, now) });
-    set.pack(true);
-    // Packed, or not packable until it changes: no sweep needs to look.
-    this.unpacked.delete(ownerId);
+    set.pack();
+    const entry: OwnerPresence = { signals: set, version, derived: undefined, seen: false };
+    this.owners.set(ownerId, entry);
+    this.active.delete(ownerId);
+    // Someone already watching (a restore over a live owner): keep telling them.
+    if (this.watchers.has(ownerId)) this.held(ownerId, entry, now);
   }
 
   /** The owner's current signals (empty for an owner never heard from). */
@@ -242,15 +273,51 @@ export class PresenceHub {
     return this.watchers.add(ownerId, listener);
   }
 
+  /**
+   * The owner's entry, made if new, marked as busy. A held state that
+   * expired is brought up to date first, so that a change is compared with
+   * (and watchers told of) what holds now.
+   */
   private entry(ownerId: string, now: number): OwnerPresence {
     let entry = this.owners.get(ownerId);
     if (!entry) {
-      entry = { signals: new SignalSet(), version: 0, derived: { state: OFFLINE_STATE, validUntil: Infinity } };
+      entry = { signals: new SignalSet(), version: 0, derived: { state: OFFLINE_STATE, validUntil: Infinity }, seen: false };
       this.owners.set(ownerId, entry);
-    } else if (now >= entry.derived.validUntil) {
-      this.rederive(ownerId, entry, now);
     }
+    this.touch(ownerId, entry);
+    const derived = this.watchedBaseline(ownerId, entry, now);
+    if (derived && now >= derived.validUntil) this.rederive(ownerId, entry, now);
     return entry;
+  }
+
+  /** Marks the owner as read or changed since the last sweep. */
+  private touch(ownerId: string, entry: OwnerPresence): void {
+    if (entry.seen) return;
+    entry.seen = true;
+    this.active.add(ownerId);
+  }
+
+  /** The owner's state at `now`: the held one (re-derived if it expired), or derived afresh for an owner at rest, and held. */
+  private held(ownerId: string, entry: OwnerPresence, now: number): Derived {
+    if (!entry.derived) return (entry.derived = this.derive(ownerId, entry.signals, now));
+    if (now >= entry.derived.validUntil) this.rederive(ownerId, entry, now);
+    return entry.derived;
+  }
+
+  /**
+   * What a change is compared with: the held state, or, for an owner at
+   * rest that someone has started to watch since, its state derived again
+   * before the change (so the watcher is told of it); undefined when nobody
+   * holds or watches the owner's state.
+   */
+  private watchedBaseline(ownerId: string, entry: OwnerPresence, now: number): Derived | undefined {
+    if (entry.derived || !this.watchers.has(ownerId)) return entry.derived;
+    return (entry.derived = this.derive(ownerId, entry.signals, now));
+  }
+
+  /** Re-derives an owner whose state someone holds or watches; one at rest is derived when asked. */
+  private rederiveHeld(ownerId: string, entry: OwnerPresence, now: number): void {
+    if (this.watchedBaseline(ownerId, entry, now)) this.rederive(ownerId, entry, now);
   }
 
   /** With its trace: what derivePresence says, composed with the owner's manual status and publications. */
@@ -283,11 +350,13 @@ export class PresenceHub {
     return this.deriveExplained(ownerId, entry.signals, now).state;
   }
 
+  /** Derives again and tells watchers if the state changed; the entry must hold a state (entry(), held(), watchedBaseline()). */
   private rederive(ownerId: string, entry: OwnerPresence, now: number): boolean {
     const next = this.derive(ownerId, entry.signals, now);
-    if (samePresence(next.state, entry.derived.state)) {
-      const sooner = next.validUntil < entry.derived.validUntil;
-      entry.derived = { state: entry.derived.state, validUntil: next.validUntil };
+    const previous = entry.derived;
+    if (previous && samePresence(next.state, previous.state)) {
+      const sooner = next.validUntil < previous.validUntil;
+      entry.derived = { state: previous.state, validUntil: next.validUntil };
       // Nothing changed, but a change now comes sooner (a meeting was just
       // booked): watchers re-arm their timers.
       if (sooner) this.watchers.notify(ownerId, entry.derived.state);

@@ -78,20 +78,17 @@ export function toSignal(deviceId: string, event: SensorEvent): Signal {
  * string per signal.
  *
  * At rest the array can be packed into one string (core/packed-signals.ts,
- * about a fifth of the memory): pack() does it when the owner was not
- * touched since the previous call, so an owner idle between two of the
- * hub's sweeps is packed and one still changing is not. Reading a packed set
- * (iterating it, to derive or to persist) decodes it for that read only;
- * changing it (put, retain, or slotOf ahead of a put) unpacks it for good,
- * until the next sweeps find it idle again.
+ * about a fifth of the memory): the hub packs owners idle between two of
+ * its sweeps (PresenceHub.restIdle). Reading a packed set (iterating it, to
+ * derive or to persist) decodes it for that read only; changing it (put,
+ * retain, or slotOf ahead of a put) unpacks it for good, until the sweeps
+ * find it idle again.
  */
 export class SignalSet implements Iterable<Signal> {
   private items: Signal[] | undefined = [];
   /** The packed form while `items` is undefined. */
   private bytes = '';
   private devices: string | readonly string[] = '';
-  /** Unpacked or changed since the last pack() call. */
-  private touched = true;
 
   get size(): number {
     return this.items ? this.items.length : this.decoded().length;
@@ -137,25 +134,17 @@ export class SignalSet implements Iterable<Signal> {
   }
 
   /**
-   * Packs the set if it was not touched (unpacked or changed) since the
-   * previous call, or at once with `now`, and forgets that it was touched.
-   * 'recent': it was, so it stays as it is for now; 'unpackable': it is
-   * empty, or would not come back exactly as it is, and stays unpacked
-   * until it changes.
+   * Packs the set; returns whether it is packed now. A set that is empty,
+   * or would not come back exactly as it is, stays unpacked.
    */
-  pack(now = false): 'packed' | 'recent' | 'unpackable' {
-    if (this.items === undefined) return 'packed';
-    if (this.touched && !now) {
-      this.touched = false;
-      return 'recent';
-    }
-    this.touched = false;
+  pack(): boolean {
+    if (this.items === undefined) return true;
     const packed = packSignals(this.items);
-    if (!packed) return 'unpackable';
+    if (!packed) return false;
     this.bytes = packed.bytes;
     this.devices = packed.devices;
     this.items = undefined;
-    return 'packed';
+    return true;
   }
 
   private decoded(): Signal[] {
@@ -163,7 +152,6 @@ export class SignalSet implements Iterable<Signal> {
   }
 
   private hot(): Signal[] {
-    this.touched = true;
     if (this.items) return this.items;
     this.items = this.decoded();
     this.bytes = '';

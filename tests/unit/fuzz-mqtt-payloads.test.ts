@@ -306,7 +306,7 @@ function stateOf(hub: PresenceHub, now: number): string {
     signals: hub.signalsOf(id),
     current: hub.current(id, now),
     explained: hub.explain(id, now),
-    validUntil: String(hub.validUntil(id)),
+    validUntil: String(hub.validUntil(id, now)),
     overrides: hub.overridesOf(id),
   }));
   return JSON.stringify({ ownerCount: hub.ownerCount, dirty: hub.dirtyCount, owners });
