@@ -319,7 +319,23 @@ export class Accounts {
     for (const listener of this.revokedListeners) listener(deviceId);
   }
 
-  /** A watcher revoked: their tokens stop working, they match no rule, their streams end at the next check. */
+  /**
+   * Refuses every token of the owner or watcher issued up to now, the
+   * caller's own included ("sign out everywhere": a lost phone, a leaked app
+   * token; tokens are not stored, so one nobody can name is reached by its
+   * time of issue). Open streams of the subject end. A token issued in the
+   * same second is refused too (iat has whole seconds): a new one is good a
+   * second later.
+   */
+  async revokeTokens(kind: 'owner' | 'watcher', subject: string): Promise<void> {
+    // `subject` as issue() takes it: a watcher id, or an owner's id or handle.
+    const id = kind === 'owner' ? (this.directory.owner(subject) ?? this.directory.ownerByHandle(subject))?.id : this.directory.activeWatcher(subject)?.id;
+    const at = id === undefined ? undefined : await this.repository.revokeTokens(kind, id, new Date(this.clock()));
+    if (id === undefined || !at) throw new AppError('not_found', kind === 'owner' ? 'No such owner.' : 'No such watcher.');
+    this.directory.setTokenCutoff(id, at.getTime());
+  }
+
+  /** A watcher revoked: their tokens stop working, they match no rule, and their streams end at once (on the other processes of a group when the control channel reloads the watcher). */
   async revokeWatcher(watcherId: string): Promise<void> {
     const watcher = this.directory.activeWatcher(watcherId);
     if (!(await this.repository.revokeWatcher(watcherId))) throw new AppError('not_found', 'No such watcher.');

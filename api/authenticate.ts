@@ -7,7 +7,8 @@ import { AUDIENCE_API, type Principal, type TokenKind, type Scope } from '../cor
 /**
  * Bearer authentication (RFC 6750) for the HTTP API. A token must verify
  * (signature, issuer, audience, expiry) and still name a live subject: a
- * removed watcher's tokens stop working at once.
+ * removed watcher's tokens stop working at once, and so do tokens issued
+ * before their subject's tokens were revoked.
  */
 export class Authenticator {
   constructor(
@@ -60,6 +61,8 @@ export class Authenticator {
   }
 
   private isLive(principal: Principal): boolean {
+    // Revoked by subject ("sign out everywhere", an admin's revocation): refused on every path, the cached one too.
+    if (this.directory.tokenRevoked(principal.subject, principal.issuedAt)) return false;
     switch (principal.kind) {
       case 'watcher':
         return this.directory.activeWatcher(principal.subject) !== undefined;

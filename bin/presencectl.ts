@@ -31,6 +31,8 @@ commands:
   token owner <handle> [--ttl SECONDS] [--scopes S,...]
                                                    issue an owner token (HTTP; default presence:read,presence:write,status:manage,consent:manage,settings:manage)
   token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
+  revoke-tokens owner <handle> | watcher <watcher-id>
+                                                   refuse every token of the owner or watcher issued up to now
   allow <owner-handle> <watcher-id> [--fields availability,activities,place,sphere,note,time-offset] [--location city|km|100m|exact]
                                                    add a rule letting the watcher see those fields
   block <owner-handle> <watcher-id> [--polite]     add a block (or polite-block) rule
@@ -152,6 +154,12 @@ async function main(argv: string[]): Promise<unknown> {
         ...(ttl ? { ttlSeconds: ttl } : {}),
         ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()) } : {}),
       });
+    case 'revoke-tokens': {
+      if (sub !== 'owner' && sub !== 'watcher') throw new UsageError('revoke-tokens: expected owner or watcher');
+      const subject = need(arg1, sub === 'owner' ? '<handle>' : '<watcher-id>');
+      await call('POST', '/v1/admin/tokens/revoke', { kind: sub, subject });
+      return { revoked: { kind: sub, subject } };
+    }
     case 'allow': {
       const fields = (values.fields ?? 'availability,activities').split(',').map((f) => f.trim());
       const known = ['availability', 'activities', 'place', 'sphere', 'note', 'time-offset'];

@@ -709,7 +709,9 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
 }
 
 function putWatcher(directory: Directory, watcher: Snapshot['watchers'][number]) {
-  if (watcher.kind === 'person' || watcher.kind === 'app') directory.putWatcher({ ...watcher, kind: watcher.kind, domain: watcher.domain ?? undefined });
+  const { tokensNotBefore, ...record } = watcher;
+  if (record.kind === 'person' || record.kind === 'app') directory.putWatcher({ ...record, kind: record.kind, domain: record.domain ?? undefined });
+  directory.setTokenCutoff(record.id, tokensNotBefore?.getTime());
 }
 
 /**
@@ -721,6 +723,7 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
   let skippedSettings = 0;
   for (const owner of snapshot.owners) {
     directory.putOwner({ id: owner.id, handle: owner.handle });
+    directory.setTokenCutoff(directory.ownerId(owner.id), owner.tokensNotBefore?.getTime());
     const settings = ownerSettingsSchema.safeParse(owner.settings);
     if (settings.success) directory.putSettings(owner.id, settings.data);
     else skippedSettings += 1; // the defaults apply

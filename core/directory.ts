@@ -1,3 +1,4 @@
+import { OwnerListeners } from './owner-listeners.js';
 import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js';
 
 /**
@@ -44,6 +45,13 @@ export class Directory {
   private readonly ownersByHandle = new Map<string, OwnerRecord>();
   private readonly devices = new Map<string, DeviceRecord>();
   private readonly watchers = new Map<string, WatcherRecord>();
+  /**
+   * Owners and watchers whose tokens were revoked up to an instant (ms):
+   * few, so kept apart rather than as a field of every record.
+   */
+  private readonly tokenCutoffs = new Map<string, number>();
+  /** Long-lived connections (event streams) of a subject, told when its tokens or its watcher record change. */
+  private readonly subjectListeners = new OwnerListeners<void>();
 
   putOwner(owner: OwnerRecord): void {
     this.ownersById.set(owner.id, owner);
@@ -80,7 +88,35 @@ export class Directory {
   }
 
   putWatcher(watcher: WatcherRecord): void {
+    const before = this.watchers.get(watcher.id);
     this.watchers.set(watcher.id, watcher);
+    if (watcher.revoked && before && !before.revoked) this.subjectListeners.notify(watcher.id, undefined);
+  }
+
+  /**
+   * Tokens of this owner or watcher issued at or before `notBefore` (ms)
+   * are refused; undefined: none are. Its open streams are told, and end.
+   */
+  setTokenCutoff(subject: string, notBefore: number | undefined): void {
+    if (this.tokenCutoffs.get(subject) === notBefore) return;
+    if (notBefore === undefined) this.tokenCutoffs.delete(subject);
+    else this.tokenCutoffs.set(subject, notBefore);
+    this.subjectListeners.notify(subject, undefined);
+  }
+
+  /** Called when the subject's tokens are revoked or (a watcher) it is revoked: streams re-check their caller. */
+  watchSubject(subject: string, listener: () => void): () => void {
+    return this.subjectListeners.add(subject, listener);
+  }
+
+  /**
+   * Whether a token of the subject issued at `issuedAt` (ms; undefined when
+   * the token does not say) was revoked. A token that does not say when it
+   * was issued counts as revoked once anything was.
+   */
+  tokenRevoked(subject: string, issuedAt: number | undefined): boolean {
+    const cutoff = this.tokenCutoffs.get(subject);
+    return cutoff !== undefined && (issuedAt === undefined || issuedAt <= cutoff);
   }
 
   owner(id: string): OwnerRecord | undefined {
@@ -124,6 +160,7 @@ export class Directory {
     this.ownersById.delete(ownerId);
     if (this.ownersByHandle.get(owner.handle) === owner) this.ownersByHandle.delete(owner.handle);
     this.settingsByOwner.delete(ownerId);
+    this.tokenCutoffs.delete(ownerId);
     for (const [id, device] of this.devices) if (device.ownerId === ownerId) this.devices.delete(id);
   }
 

@@ -6,7 +6,7 @@ import { scopeSchema } from '../../core/identity/tokens.js';
 import { domainSchema } from '../../policy/rule.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
-import { adminAccess, errors, json, operation } from '../openapi.js';
+import { adminAccess, empty, errors, json, operation } from '../openapi.js';
 
 /** Operator API (admin tokens only): the command-line tool's backend. */
 export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts; deviceTopic: (id: string) => string }): void {
@@ -92,6 +92,27 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
       await admin(request);
       const { kind, subject, ttlSeconds, scopes } = request.body;
       return reply.code(201).send(await deps.accounts.issue(kind, subject, ttlSeconds, scopes));
+    },
+  );
+
+  r.post(
+    '/v1/admin/tokens/revoke',
+    {
+      schema: {
+        ...operation(
+          'admin',
+          "Revoke a subject's tokens",
+          adminAccess,
+          "Every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
+        ),
+        body: z.object({ kind: z.enum(['watcher', 'owner']), subject: z.string().min(1).max(100) }).strict(),
+        response: { 204: empty('Revoked.'), ...errors(400, 401, 403, 404, 413, 415) },
+      },
+    },
+    async (request, reply) => {
+      await admin(request);
+      await deps.accounts.revokeTokens(request.body.kind, request.body.subject);
+      return reply.code(204).send();
     },
   );
 }

@@ -72,6 +72,25 @@ export function dataRightsRoutes(app: FastifyInstance, deps: { auth: Authenticat
       return reply.code(204).send();
     },
   );
+  r.post(
+    '/v1/me/tokens/revoke',
+    {
+      schema: {
+        ...operation(
+          'account',
+          'Sign out everywhere',
+          { kinds: ['owner', 'watcher'], scope: 'presence:read' },
+          "Every token of yours issued up to now stops working, this one included, and your open streams end: for a lost phone or a leaked token, which nobody needs to name. Get a new token afterwards (one issued within the same second is refused too). Devices are revoked on their own (`DELETE /v1/me/devices/{id}`).",
+        ),
+        response: { 204: empty('Revoked.'), ...errors(401, 403) },
+      },
+    },
+    async (request, reply) => {
+      const principal = await deps.auth.require(request, ['owner', 'watcher'], 'presence:read');
+      await deps.accounts.revokeTokens(principal.kind === 'owner' ? 'owner' : 'watcher', principal.subject);
+      return reply.code(204).send();
+    },
+  );
   app.get(
     '/v1/me/export',
     {

@@ -234,6 +234,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         })
       : () => undefined;
     const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => undefined;
+    // The caller's tokens revoked, or the caller (a watcher) revoked: the stream ends at once.
+    const unsubscribeCaller = deps.directory.watchSubject(principal.subject, check);
     const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
     heartbeat.unref();
     const close = () => {
@@ -241,6 +243,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
       closed = true;
       unsubscribeHub();
       unsubscribeRules();
+      unsubscribeCaller();
       clearInterval(heartbeat);
       if (timer) clearTimeout(timer);
       open.delete(socket);

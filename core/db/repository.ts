@@ -60,9 +60,9 @@ export interface StoredAccessRequest {
 }
 
 export interface Snapshot {
-  readonly owners: readonly { id: string; handle: string; settings: unknown }[];
+  readonly owners: readonly { id: string; handle: string; settings: unknown; tokensNotBefore: Date | null }[];
   readonly devices: readonly { id: string; ownerId: string; deviceClass: string; revoked: boolean }[];
-  readonly watchers: readonly { id: string; kind: string; name: string; domain: string | null; revoked: boolean }[];
+  readonly watchers: readonly { id: string; kind: string; name: string; domain: string | null; revoked: boolean; tokensNotBefore: Date | null }[];
   readonly rules: readonly StoredRule[];
   readonly groups: readonly StoredGroup[];
   readonly states: readonly { ownerId: string; version: number; signals: readonly PersistedSignal[] }[];
@@ -113,7 +113,7 @@ export class Repository {
     let skippedSignals = 0;
     const one = ownerId !== undefined;
     const [ownerRows, deviceRows, watcherRows, ruleRows, stateRows, overrideRows, groupRows] = await Promise.all([
-      this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings }).from(owners).where(one ? eq(owners.id, ownerId) : undefined),
+      this.db.select({ id: owners.id, handle: owners.handle, settings: owners.settings, tokensNotBefore: owners.tokensNotBefore }).from(owners).where(one ? eq(owners.id, ownerId) : undefined),
       this.db.select().from(devices).where(one ? eq(devices.ownerId, ownerId) : undefined),
       one ? Promise.resolve([]) : this.db.select().from(watchers),
       this.db.select().from(consentRules).where(one ? eq(consentRules.ownerId, ownerId) : undefined).orderBy(asc(consentRules.createdAt), asc(consentRules.id)),
@@ -147,7 +147,7 @@ export class Repository {
     return {
       owners: ownerRows,
       devices: deviceRows.map((d) => ({ id: d.id, ownerId: d.ownerId, deviceClass: d.deviceClass, revoked: d.revokedAt !== null })),
-      watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, domain: w.domain, revoked: w.revokedAt !== null })),
+      watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, domain: w.domain, revoked: w.revokedAt !== null, tokensNotBefore: w.tokensNotBefore })),
       rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body, arrivedAt: r.arrivedAt })),
       groups: groupRows.map((g) => ({ id: g.id, ownerId: g.ownerId, name: g.name, members: g.members })),
       states,
@@ -156,9 +156,24 @@ export class Repository {
     };
   }
 
-  async loadWatcher(id: string): Promise<{ id: string; kind: string; name: string; domain: string | null; revoked: boolean } | undefined> {
+  async loadWatcher(id: string): Promise<{ id: string; kind: string; name: string; domain: string | null; revoked: boolean; tokensNotBefore: Date | null } | undefined> {
     const [row] = await this.db.select().from(watchers).where(eq(watchers.id, id));
-    return row ? { id: row.id, kind: row.kind, name: row.name, domain: row.domain, revoked: row.revokedAt !== null } : undefined;
+    return row ? { id: row.id, kind: row.kind, name: row.name, domain: row.domain, revoked: row.revokedAt !== null, tokensNotBefore: row.tokensNotBefore } : undefined;
+  }
+
+  /**
+   * Refuses the subject's tokens issued at or before `at` (never moves the
+   * instant back). Returns the instant now in force, or undefined if there
+   * is no such owner or watcher.
+   */
+  async revokeTokens(kind: 'owner' | 'watcher', id: string, at: Date): Promise<Date | undefined> {
+    const table = kind === 'owner' ? owners : watchers;
+    const [row] = await this.db
+      .update(table)
+      .set({ tokensNotBefore: sql`greatest(${table.tokensNotBefore}, ${at.toISOString()}::timestamptz)` })
+      .where(eq(table.id, id))
+      .returning({ tokensNotBefore: table.tokensNotBefore });
+    return row?.tokensNotBefore ?? undefined;
   }
 
   /** Returns false if the handle is taken. */

@@ -15,6 +15,8 @@ export const owners = pgTable(
     /** Validated OwnerSettings (zones, dwell times, ...); {} means the defaults. */
     settings: jsonb('settings').notNull().default({}),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /** Tokens of this owner issued at or before this instant are refused ("sign out everywhere": a lost phone). */
+    tokensNotBefore: timestamp('tokens_not_before', { withTimezone: true }),
   },
   (t) => [check('owners_handle_shape', sql`${t.handle} ~ '^[a-z0-9][a-z0-9._-]{0,62}$'`)],
 );
@@ -46,6 +48,8 @@ export const watchers = pgTable(
     domain: text('domain'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    /** Tokens of this watcher issued at or before this instant are refused (a leaked app token). */
+    tokensNotBefore: timestamp('tokens_not_before', { withTimezone: true }),
   },
   (t) => [check('watchers_kind', sql`${t.kind} in ('person', 'app')`)],
 );

@@ -28,6 +28,8 @@ export type LinkedPrincipal = { readonly kind: 'owner' | 'watcher'; readonly id:
 const claimsSchema = z.object({
   sub: z.string().min(1).max(255),
   exp: z.number(),
+  /** Compared with a revocation by subject; a token without it counts as revoked once anything was. */
+  iat: z.number().optional(),
   scope: z.string().max(4096).optional(),
   scp: z.array(z.string().max(128)).max(64).optional(),
 });
@@ -87,6 +89,6 @@ export class OidcVerifier {
     const asked = claims.data.scp ?? (claims.data.scope ?? '').split(' ').filter(Boolean);
     const allowed = this.allowedScopes[link.kind];
     const granted = asked.length === 0 ? READ_ONLY : asked.filter((s): s is Scope => scopeSchema.safeParse(s).success && allowed.includes(s as Scope));
-    return { ok: true, principal: { kind: link.kind, subject: link.id, owner: undefined, scopes: new Set(granted), expiresAt: claims.data.exp * 1000 } };
+    return { ok: true, principal: { kind: link.kind, subject: link.id, owner: undefined, scopes: new Set(granted), expiresAt: claims.data.exp * 1000, issuedAt: claims.data.iat === undefined ? undefined : claims.data.iat * 1000 } };
   }
 }

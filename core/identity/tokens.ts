@@ -26,6 +26,8 @@ const claimsSchema = z.object({
   owner: z.string().optional(),
   scope: z.string().default(''),
   exp: z.number(),
+  /** Required by verifyToken: revocation (Directory.tokenRevoked) compares it. */
+  iat: z.number(),
   jti: z.string().optional(),
 });
 
@@ -36,6 +38,8 @@ export interface Principal {
   readonly scopes: ReadonlySet<string>;
   /** ms since the epoch. */
   readonly expiresAt: number;
+  /** When the token was issued (its iat, ms since the epoch); undefined when it does not say (a provider's token may not). */
+  readonly issuedAt: number | undefined;
 }
 
 export function audienceFor(kind: TokenKind): string {
@@ -119,6 +123,7 @@ export async function verifyToken(
         owner: claims.data.owner,
         scopes: new Set(claims.data.scope.split(' ').filter(Boolean)),
         expiresAt: claims.data.exp * 1000,
+        issuedAt: claims.data.iat * 1000,
       },
     };
   } catch (error) {

@@ -180,3 +180,17 @@ t.test('a restart on the same data directory keeps key, directory, rules and sta
   t.equal(response.status, 200, 'tokens issued before the restart still verify');
   t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
 });
+
+t.test("presencectl revoke-tokens: the watcher's tokens stop working, on the embedded database and after a restart", async (t) => {
+  t.equal((await read(strangerToken, 'application/json')).status, 200);
+  t.same(await ctl('revoke-tokens', 'watcher', stranger.id as string), { revoked: { kind: 'watcher', subject: stranger.id } });
+  t.equal((await read(strangerToken, 'application/json')).status, 401);
+  const unknown = await presencectl(cliEnv(), 'revoke-tokens', 'owner', 'nobody');
+  t.equal(unknown.code, 1);
+  t.match(unknown.json, { error: { code: 'not_found' } });
+  t.equal((await presencectl(cliEnv(), 'revoke-tokens', 'device', 'x')).code, 2, 'devices are revoked on their own');
+  await service.close();
+  service = await startTestService(root, config, { clock });
+  t.equal((await read(strangerToken, 'application/json')).status, 401, 'still refused after a restart');
+  t.equal((await read(watcherToken, 'application/json')).status, 200, "another watcher's token still works");
+});
