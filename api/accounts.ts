@@ -268,6 +268,7 @@ export class Accounts {
 
   private readonly erasedListeners: ((ownerId: string, deviceIds: readonly string[]) => void)[] = [];
   private readonly revokedListeners: ((deviceId: string) => void)[] = [];
+  private readonly webhooksRemovedListeners: ((ids: readonly string[]) => void)[] = [];
 
   /** Told after an owner was erased here or elsewhere (streams, webhooks, the SIP gateway, the broker's connections). */
   onOwnerErased(listener: (ownerId: string, deviceIds: readonly string[]) => void): void {
@@ -330,9 +331,16 @@ export class Accounts {
   async revokeTokens(kind: 'owner' | 'watcher', subject: string): Promise<void> {
     // `subject` as issue() takes it: a watcher id, or an owner's id or handle.
     const id = kind === 'owner' ? (this.directory.owner(subject) ?? this.directory.ownerByHandle(subject))?.id : this.directory.activeWatcher(subject)?.id;
-    const at = id === undefined ? undefined : await this.repository.revokeTokens(kind, id, new Date(this.clock()));
-    if (id === undefined || !at) throw new AppError('not_found', kind === 'owner' ? 'No such owner.' : 'No such watcher.');
-    this.directory.setTokenCutoff(id, at.getTime());
+    const revoked = id === undefined ? undefined : await this.repository.revokeTokens(kind, id, new Date(this.clock()));
+    if (id === undefined || !revoked) throw new AppError('not_found', kind === 'owner' ? 'No such owner.' : 'No such watcher.');
+    this.directory.setTokenCutoff(id, revoked.at.getTime());
+    // A watcher's webhooks registered with the revoked tokens were removed with them.
+    for (const listener of this.webhooksRemovedListeners) listener(revoked.webhooks.map((hook) => hook.id));
+  }
+
+  /** Called with the ids of webhooks removed by a revocation (the dispatcher stops them). */
+  onWebhooksRemoved(listener: (ids: readonly string[]) => void): void {
+    this.webhooksRemovedListeners.push(listener);
   }
 
   /** A watcher revoked: their tokens stop working, they match no rule, and their streams end at once (on the other processes of a group when the control channel reloads the watcher). */

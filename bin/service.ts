@@ -469,6 +469,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     webhooks.setDelivering(delivery.held);
     for (const hook of await repository.listWebhooks()) webhooks.add(hook);
     accounts.onOwnerErased((ownerId) => webhooks.replaceOwner(ownerId, []));
+    // Webhooks registered with a watcher's revoked tokens (the other processes drop them when the control channel reloads the owner).
+    accounts.onWebhooksRemoved((ids) => {
+      for (const id of ids) webhooks.remove(id);
+    });
     const deliveryChanged: ((held: boolean) => void)[] = [(held) => webhooks.setDelivering(held)];
 
     if (config.sip && sipConfig) {

@@ -95,12 +95,15 @@ export class Directory {
 
   /**
    * Tokens of this owner or watcher issued at or before `notBefore` (ms)
-   * are refused; undefined: none are. Its open streams are told, and end.
+   * are refused. The instant only moves forward, as stored: a reload that
+   * read the row before a revocation committed, and is applied after it,
+   * cannot undo it (undefined, a row read before any revocation, changes
+   * nothing). Its open streams are told, and end.
    */
   setTokenCutoff(subject: string, notBefore: number | undefined): void {
-    if (this.tokenCutoffs.get(subject) === notBefore) return;
-    if (notBefore === undefined) this.tokenCutoffs.delete(subject);
-    else this.tokenCutoffs.set(subject, notBefore);
+    const current = this.tokenCutoffs.get(subject);
+    if (notBefore === undefined || (current !== undefined && current >= notBefore)) return;
+    this.tokenCutoffs.set(subject, notBefore);
     this.subjectListeners.notify(subject, undefined);
   }
 

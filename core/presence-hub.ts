@@ -22,7 +22,9 @@ import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js'
  * bin/service.ts) has its signals packed (core/packed-signals.ts) and its
  * derived state dropped: nobody holds that state, and it is derived again,
  * from the same signals and to an equal state, when a read asks for it or a
- * watcher starts. Changes to such an owner are merged without deriving
+ * watcher starts (equal but for one thing: an event dated ahead of `now` by
+ * a device clock that runs fast counts as seen "now" until its time comes,
+ * so a state derived later shows a later lastSeen, the fresher of the two). Changes to such an owner are merged without deriving
  * (nobody is there to tell); an owner someone watches always keeps its
  * state, so every change it sees is compared and notified as before.
  */
@@ -233,7 +235,8 @@ export class PresenceHub {
     const entry: OwnerPresence = { signals: set, version, derived: undefined, seen: false };
     this.owners.set(ownerId, entry);
     this.active.delete(ownerId);
-    // Someone already watching (a restore over a live owner): keep telling them.
+    // Someone already watching (a restore over a live owner): hold a state for their
+    // next change to be compared with (what the restore itself changed is not announced).
     if (this.watchers.has(ownerId)) this.held(ownerId, entry, now);
   }
 

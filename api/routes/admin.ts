@@ -103,7 +103,7 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
           'admin',
           "Revoke a subject's tokens",
           adminAccess,
-          "Every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
+          "Every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; a watcher's webhooks registered until now are removed; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
         ),
         body: z.object({ kind: z.enum(['watcher', 'owner']), subject: z.string().min(1).max(100) }).strict(),
         response: { 204: empty('Revoked.'), ...errors(400, 401, 403, 404, 413, 415) },

@@ -79,14 +79,17 @@ export function dataRightsRoutes(app: FastifyInstance, deps: { auth: Authenticat
         ...operation(
           'account',
           'Sign out everywhere',
-          { kinds: ['owner', 'watcher'], scope: 'presence:read' },
-          "Every token of yours issued up to now stops working, this one included, and your open streams end: for a lost phone or a leaked token, which nobody needs to name. Get a new token afterwards (one issued within the same second is refused too). Devices are revoked on their own (`DELETE /v1/me/devices/{id}`).",
+          { kinds: ['owner', 'watcher'], scope: 'account:manage' },
+          "Every token of yours issued up to now stops working, this one included, and your open streams end: for a lost phone or a leaked token, which nobody needs to name. A watcher's webhooks registered until now are removed too (they were registered with those tokens). Get a new token afterwards (one issued within the same second is refused too; an identity provider's token without `iat` stays refused). Devices are revoked on their own (`DELETE /v1/me/devices/{id}`). Owners need `account:manage`; a watcher's token needs `presence:read`.",
         ),
         response: { 204: empty('Revoked.'), ...errors(401, 403) },
       },
     },
     async (request, reply) => {
-      const principal = await deps.auth.require(request, ['owner', 'watcher'], 'presence:read');
+      const principal = await deps.auth.require(request, ['owner', 'watcher']);
+      // An owner's read-only token (a dashboard) must not sign the owner out of everything.
+      const scope = principal.kind === 'owner' ? 'account:manage' : 'presence:read';
+      if (!principal.scopes.has(scope)) throw new AppError('forbidden', `The token lacks the scope ${scope}.`);
       await deps.accounts.revokeTokens(principal.kind === 'owner' ? 'owner' : 'watcher', principal.subject);
       return reply.code(204).send();
     },

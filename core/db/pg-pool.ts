@@ -66,7 +66,11 @@ export function openPool(config: PoolConfig, onIdleError: ((error: Error) => voi
         }
       }, txConfig);
     } catch (error) {
-      // BEGIN or COMMIT unanswered.
+      // BEGIN unanswered (drizzle sends no ROLLBACK then). A COMMIT that got
+      // no answer is worse: drizzle has already sent ROLLBACK on this
+      // connection and waited for it (a second limit), and the COMMIT may
+      // have been applied all the same; the caller sees a failure either
+      // way, so memory may lag storage until the next reload or restart.
       abandonIfUnanswered(error);
       throw error;
     } finally {

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, isNull, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, isNull, lt, lte, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
@@ -162,18 +162,35 @@ export class Repository {
   }
 
   /**
-   * Refuses the subject's tokens issued at or before `at` (never moves the
-   * instant back). Returns the instant now in force, or undefined if there
-   * is no such owner or watcher.
+   * Refuses the subject's tokens issued at or before `at` or the database's
+   * own now(), whichever is later (the clocks of the processes and of an
+   * identity provider that issue tokens may differ a little; the later
+   * instant leaves fewer of them out), and never moves the instant back.
+   * A watcher's webhooks registered by then go in the same transaction:
+   * they were registered with a token now refused, perhaps a leaked one,
+   * and would otherwise keep delivering. Returns the instant now in force
+   * and the webhooks removed, or undefined if there is no such owner or
+   * watcher.
    */
-  async revokeTokens(kind: 'owner' | 'watcher', id: string, at: Date): Promise<Date | undefined> {
-    const table = kind === 'owner' ? owners : watchers;
-    const [row] = await this.db
-      .update(table)
-      .set({ tokensNotBefore: sql`greatest(${table.tokensNotBefore}, ${at.toISOString()}::timestamptz)` })
-      .where(eq(table.id, id))
-      .returning({ tokensNotBefore: table.tokensNotBefore });
-    return row?.tokensNotBefore ?? undefined;
+  async revokeTokens(kind: 'owner' | 'watcher', id: string, at: Date): Promise<{ at: Date; webhooks: { id: string; ownerId: string }[] } | undefined> {
+    return this.db.transaction(async (tx) => {
+      const table = kind === 'owner' ? owners : watchers;
+      const [row] = await tx
+        .update(table)
+        .set({ tokensNotBefore: sql`greatest(${table.tokensNotBefore}, ${at.toISOString()}::timestamptz, now())` })
+        .where(eq(table.id, id))
+        .returning({ tokensNotBefore: table.tokensNotBefore });
+      const cutoff = row?.tokensNotBefore;
+      if (!cutoff) return undefined;
+      const removed =
+        kind === 'watcher'
+          ? await tx
+              .delete(webhooks)
+              .where(and(eq(webhooks.watcherId, id), lte(webhooks.createdAt, cutoff)))
+              .returning({ id: webhooks.id, ownerId: webhooks.ownerId })
+          : [];
+      return { at: cutoff, webhooks: removed };
+    });
   }
 
   /** Returns false if the handle is taken. */

@@ -35,10 +35,16 @@ await addRule(a, 'alice', walt.id, 'allow');
 await waitFor(async () => (await b.api('GET', '/v1/presence/alice', { token: walt.token })).status === 200 || undefined, 'B to know the rule');
 
 const status = async (service: TestService, path: string, token: string) => (await service.api('GET', path, { token })).status;
-/** Waits until a new second has begun since `since`: tokens carry their issue time in whole seconds. */
-const nextSecond = async (since: number) => {
-  const wait = 1000 - (since % 1000) + 20;
-  await new Promise((resolve) => setTimeout(resolve, wait));
+const db = new pg.Client({ connectionString: databaseUrl });
+await db.connect();
+t.teardown(() => db.end());
+/** The revocation instant stored for the owner (by handle) or watcher (by id). */
+const storedCutoff = async (table: 'owners' | 'watchers', column: 'handle' | 'id', value: string) =>
+  ((await db.query(`select tokens_not_before from ${table} where ${column} = $1`, [value])).rows[0] as { tokens_not_before: Date }).tokens_not_before.getTime();
+/** Waits until the second after the stored revocation instant has begun: tokens carry their issue time in whole seconds. */
+const pastCutoff = async (cutoff: number) => {
+  const wait = Math.floor(cutoff / 1000) * 1000 + 1000 - Date.now() + 20;
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 };
 
 t.test('an owner signs out everywhere: every token of theirs stops working, on both processes, and a new one works', async (t) => {
@@ -50,6 +56,10 @@ t.test('an owner signs out everywhere: every token of theirs stops working, on b
     t.equal(await status(service, '/v1/presence/alice', second), 200, 'a read, so the token is verified and cached');
     t.equal(await status(service, '/v1/presence/alice', second), 200);
   }
+
+  const readOnly = ((await (await a.api('POST', '/v1/admin/tokens', { token: a.adminToken, body: { kind: 'owner', subject: 'alice', scopes: ['presence:read'] } })).json()) as { token: string }).token;
+  t.equal((await a.api('POST', '/v1/me/tokens/revoke', { token: readOnly })).status, 403, "an owner's read-only token (a dashboard) cannot sign the owner out");
+  t.equal(await status(a, '/v1/me/devices', first), 200, 'nothing revoked by the refusal');
 
   const revokedAt = Date.now();
   const revoked = await a.api('POST', '/v1/me/tokens/revoke', { token: first });
@@ -65,7 +75,7 @@ t.test('an owner signs out everywhere: every token of theirs stops working, on b
   const body = (await (await a.api('GET', '/v1/me/devices', { token: first })).json()) as { code: string };
   t.equal(body.code, 'unauthorized', 'the stable code');
 
-  await nextSecond(revokedAt);
+  await pastCutoff(await storedCutoff('owners', 'handle', 'alice'));
   const fresh = await ownerToken(a, 'alice');
   t.equal(await status(a, '/v1/me/devices', fresh), 200, 'a token issued afterwards works');
   t.equal(await status(b, '/v1/me/devices', fresh), 200, 'on both processes');
@@ -77,10 +87,7 @@ t.test('an owner signs out everywhere: every token of theirs stops working, on b
   await c.close();
 
   // Revoking again moves the instant forward, never back.
-  const db = new pg.Client({ connectionString: databaseUrl });
-  await db.connect();
-  t.teardown(() => db.end());
-  const stored = async () => ((await db.query('select tokens_not_before from owners where handle = $1', ['alice'])).rows[0] as { tokens_not_before: Date }).tokens_not_before.getTime();
+  const stored = () => storedCutoff('owners', 'handle', 'alice');
   const before = await stored();
   t.ok(before >= revokedAt - 1000 && before <= Date.now(), 'the instant stored');
   t.equal((await a.api('POST', '/v1/admin/tokens/revoke', { token: a.adminToken, body: { kind: 'owner', subject: 'alice' } })).status, 204, 'by handle, as an admin');
@@ -88,8 +95,11 @@ t.test('an owner signs out everywhere: every token of theirs stops working, on b
   t.equal(await status(a, '/v1/me/devices', fresh), 401, 'the newer token is refused now too');
 });
 
-t.test("an admin revokes a watcher's tokens: refused on both processes, its open streams end at once", async (t) => {
+t.test("an admin revokes a watcher's tokens: refused on both processes, its open streams end at once, its webhooks go", async (t) => {
   const token = (await (await a.api('POST', '/v1/admin/tokens', { token: a.adminToken, body: { kind: 'watcher', subject: walt.id } })).json()) as { token: string };
+  // A webhook registered with the token (a leaked one would register the thief's URL).
+  const hook = await a.api('POST', '/v1/webhooks', { token: token.token, body: { handle: 'alice', url: 'http://127.0.0.1:9/hook' } });
+  t.equal(hook.status, 201);
   const onA = await openStream(`${a.httpUrl}/v1/presence/alice/stream`, token.token);
   const onB = await openStream(`${b.httpUrl}/v1/presence/alice/stream`, token.token);
   t.teardown(() => {
@@ -98,17 +108,18 @@ t.test("an admin revokes a watcher's tokens: refused on both processes, its open
   });
   await onA.nth(1);
   await onB.nth(1);
-  const revokedAt = Date.now();
   t.equal((await a.api('POST', '/v1/admin/tokens/revoke', { token: a.adminToken, body: { kind: 'watcher', subject: walt.id } })).status, 204);
+  t.equal((await db.query('select count(*)::int as n from webhooks where watcher_id = $1', [walt.id])).rows[0].n, 0, 'the webhook registered with the revoked token is removed');
   await waitFor(() => onA.ended() || undefined, 'the stream on A to end');
   await waitFor(() => onB.ended() || undefined, 'the stream on B to end');
   t.equal(await status(a, '/v1/presence/alice', token.token), 401);
   t.equal(await status(b, '/v1/presence/alice', walt.token), 401, 'the older token too');
   t.equal((await a.api('GET', '/v1/presence/alice/stream', { token: token.token, headers: { accept: 'text/event-stream' } })).status, 401, 'no new stream');
 
-  await nextSecond(revokedAt);
+  await pastCutoff(await storedCutoff('watchers', 'id', walt.id));
   const fresh = (await (await a.api('POST', '/v1/admin/tokens', { token: a.adminToken, body: { kind: 'watcher', subject: walt.id } })).json()) as { token: string };
   t.equal(await status(b, '/v1/presence/alice', fresh.token), 200, 'a new token for the watcher works, and the rule still grants');
+  t.same(((await (await a.api('GET', '/v1/webhooks', { token: fresh.token })).json()) as { webhooks: unknown[] }).webhooks, [], 'and lists no webhook');
   // A watcher may sign itself out everywhere too.
   t.equal((await b.api('POST', '/v1/me/tokens/revoke', { token: fresh.token })).status, 204);
   t.equal(await status(b, '/v1/presence/alice', fresh.token), 401);

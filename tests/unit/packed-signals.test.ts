@@ -180,7 +180,7 @@ t.test('PresenceHub.restIdle: owners neither read nor changed between two sweeps
     sensorEventSchema.parse({ kind: 'motion', at: '2026-05-04T09:59:30+02:00', activity: 'walking', confidence: 90, since: '2026-05-04T09:50:00+02:00' }),
   ];
   hub.apply(owner, DEVICES[0] as string, events, NOW);
-  const before = { state: hub.current(owner, NOW), explained: JSON.stringify(hub.explain(owner, NOW)), signals: JSON.stringify(hub.signalsOf(owner)) };
+  const before = { state: hub.current(owner, NOW), validUntil: hub.validUntil(owner, NOW), explained: JSON.stringify(hub.explain(owner, NOW)), signals: JSON.stringify(hub.signalsOf(owner)) };
   t.equal(hub.activeCount, 1);
   t.equal(await hub.restIdle(), 0, 'just changed: not yet');
   t.equal(await hub.restIdle(), 1, 'idle since the previous sweep: at rest');
@@ -192,7 +192,7 @@ t.test('PresenceHub.restIdle: owners neither read nor changed between two sweeps
   const again = hub.current(owner, NOW);
   t.not(again, before.state, 'a read derives the state again');
   t.same(again, before.state, 'equal to the one dropped');
-  t.equal(hub.validUntil(owner, NOW), hub.validUntil(owner, NOW));
+  t.equal(hub.validUntil(owner, NOW), before.validUntil, 'valid as long');
   t.equal(hub.activeCount, 1, 'and the owner is busy again');
   t.equal(hub.current(owner, NOW), again, 'held while busy');
   await hub.restIdle();
@@ -256,7 +256,11 @@ type Op =
   | { readonly op: 'read'; readonly owner: number }
   | { readonly op: 'watch' | 'unwatch'; readonly owner: number }
   | { readonly op: 'sweep' }
-  | { readonly op: 'wait'; readonly ms: number };
+  | { readonly op: 'wait'; readonly ms: number }
+  | { readonly op: 'status'; readonly owner: number; readonly availability: 'busy' | 'away'; readonly forMs: number }
+  | { readonly op: 'unstatus'; readonly owner: number }
+  | { readonly op: 'forget'; readonly agoMs: number }
+  | { readonly op: 'merge'; readonly owner: number; readonly device: number; readonly event: SensorEvent };
 const OWNER_IDS = ['o1', 'o2', 'o3'];
 /**
  * Events dated up to NOW only. An event from a device whose clock runs
@@ -273,6 +277,11 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ op: fc.constantFrom('watch' as const, 'unwatch' as const), owner: fc.integer({ min: 0, max: 2 }) }), weight: 1 },
   { arbitrary: fc.constant({ op: 'sweep' as const }), weight: 3 },
   { arbitrary: fc.record({ op: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 1_800_000 }) }), weight: 1 },
+  // A manual status (setOverride), its removal, the retention purge (forgetSilent), and signals from another process (merge).
+  { arbitrary: fc.record({ op: fc.constant('status' as const), owner: fc.integer({ min: 0, max: 2 }), availability: fc.constantFrom('busy' as const, 'away' as const), forMs: fc.integer({ min: 1, max: 3_600_000 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('unstatus' as const), owner: fc.integer({ min: 0, max: 2 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('forget' as const), agoMs: fc.integer({ min: 900_000, max: 400 * 86_400_000 }) }), weight: 1 },
+  { arbitrary: fc.record({ op: fc.constant('merge' as const), owner: fc.integer({ min: 0, max: 2 }), device: fc.integer({ min: 0, max: 2 }), event: pastEvent }), weight: 2 },
 );
 
 t.test('property: resting changes nothing anyone can see', async (t) => {
@@ -317,6 +326,20 @@ t.test('property: resting changes nothing anyone can see', async (t) => {
             break;
           case 'sweep':
             await resting.restIdle();
+            break;
+          case 'status':
+            for (const hub of [resting, busy]) hub.setOverride(OWNER_IDS[op.owner] as string, { source: 'manual', availability: op.availability, activities: [], expiresAt: now + op.forMs }, now);
+            break;
+          case 'unstatus':
+            for (const hub of [resting, busy]) hub.removeOverride(OWNER_IDS[op.owner] as string, 'manual', now);
+            break;
+          case 'forget': {
+            const at = now;
+            await Promise.all([resting, busy].map((hub) => hub.forgetSilent(at - op.agoMs, () => at)));
+            break;
+          }
+          case 'merge':
+            for (const hub of [resting, busy]) hub.merge(OWNER_IDS[op.owner] as string, [{ deviceId: DEVICES[op.device] as string, event: op.event }], now);
             break;
           case 'wait':
             now += op.ms;
