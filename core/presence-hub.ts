@@ -24,9 +24,10 @@ import { DEFAULT_OWNER_SETTINGS, type OwnerSettings } from './owner-settings.js'
  * from the same signals and to an equal state, when a read asks for it or a
  * watcher starts (equal but for one thing: an event dated ahead of `now` by
  * a device clock that runs fast counts as seen "now" until its time comes,
- * so a state derived later shows a later lastSeen, the fresher of the two). Changes to such an owner are merged without deriving
- * (nobody is there to tell); an owner someone watches always keeps its
- * state, so every change it sees is compared and notified as before.
+ * so a state derived later shows a later lastSeen, the fresher of the two).
+ * Changes to such an owner are merged without deriving (nobody is there to
+ * tell); an owner someone watches always keeps its state, so every change
+ * it sees is compared and notified as before.
  */
 interface OwnerPresence {
   readonly signals: SignalSet;
