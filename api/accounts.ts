@@ -335,7 +335,7 @@ export class Accounts {
     if (id === undefined || !revoked) throw new AppError('not_found', kind === 'owner' ? 'No such owner.' : 'No such watcher.');
     this.directory.setTokenCutoff(id, revoked.at.getTime());
     // A watcher's webhooks registered with the revoked tokens were removed with them.
-    for (const listener of this.webhooksRemovedListeners) listener(revoked.webhooks.map((hook) => hook.id));
+    for (const listener of this.webhooksRemovedListeners) listener(revoked.webhookIds);
   }
 
   /** Called with the ids of webhooks removed by a revocation (the dispatcher stops them). */

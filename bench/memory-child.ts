@@ -229,8 +229,9 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
   // Keyed as bin/service.ts applySnapshot keys them: by the directory's copy of the owner id.
   for (let i = 0; i < count; i++) ruleBook.replace(directory.ownerId(ids.id(i, 'owner')), [{ ...ruleBodySchema.parse(ruleOf(ids, i)), id: ids.id(i, 'rule') }]);
   after('rule book: one allow rule', false);
-  for (let round = 0; round < ROUNDS; round++)
-  for (let i = 0; i < count; i++) {
+  // Every owner's devices report, ROUNDS times over.
+  for (let step = 0; step < ROUNDS * count; step++) {
+    const i = step % count;
     // Ingest takes the owner from the device record the topic names.
     const phone = directory.activeDevice(ids.id(i, 'phone'));
     const watch = directory.activeDevice(ids.id(i, 'watch'));
@@ -238,7 +239,7 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
     const messages = messagesOf(i);
     hub.apply(phone.ownerId, phone.id, decoded(phone.ownerId, messages.phone), NOW);
     hub.apply(watch.ownerId, watch.id, decoded(watch.ownerId, messages.watch), NOW);
-    if ((i + 1) % 10_000 === 0) {
+    if ((step + 1) % 10_000 === 0) {
       hub.takeDirty(); // the write-behind drains it
       // And the sweep runs (bin/service.ts, every STATE_REST_MS): owners idle
       // since the previous sweep rest, so no more than the last two slices

@@ -1,3 +1,4 @@
+import { sensorEventSchema, type SensorEvent } from '../core/events.js';
 import { PresenceHub } from '../core/presence-hub.js';
 import { decodeMessage } from '../ingest/decode-message.js';
 
@@ -9,6 +10,14 @@ import { decodeMessage } from '../ingest/decode-message.js';
  *   npm run build && node dist/bench/pipeline.js
  *
  * BENCH_EVENTS (default 200000), BENCH_OWNERS (1000).
+ *
+ * Then what resting costs (PresenceHub.restIdle; issue 6, memory):
+ * BENCH_REST_OWNERS (default 20000) owners with five signals from two
+ * devices (as bench/memory-child.ts), per owner: putting them at rest (two
+ * sweeps: the signals packed, the derived state dropped), then one event
+ * each to owners at rest (unpacked, merged, not derived: nobody watches),
+ * against the same event to the same owners while busy (merged and
+ * derived), measured in the same run.
  */
 const events = Number(process.env.BENCH_EVENTS ?? 200_000);
 const owners = Number(process.env.BENCH_OWNERS ?? 1000);
@@ -40,6 +49,42 @@ for (let round = 0; round < 3; round++) {
     ),
   );
 }
+const restOwners = Number(process.env.BENCH_REST_OWNERS ?? 20_000);
+const ev = (raw: Record<string, unknown>): SensorEvent => sensorEventSchema.parse(raw);
+const iso = (ms: number) => new Date(ms).toISOString();
+/** An owner's five signals, as bench/memory-child.ts gives them (the Wi-Fi name already a digest). */
+function fill(hub: PresenceHub, i: number, at: number) {
+  hub.apply(`o${i}`, `p${i}`, [ev({ kind: 'call', at: iso(at), state: 'idle' }), ev({ kind: 'user-input', at: iso(at), state: 'active', lastInput: iso(at - 20_000) }), ev({ kind: 'network', at: iso(at), connection: 'wifi', network: 'abcdefghijABCDEFGHIJ_-' })], at);
+  hub.apply(`o${i}`, `w${i}`, [ev({ kind: 'motion', at: iso(at), activity: 'still', confidence: 90, since: iso(at - 600_000) }), ev({ kind: 'battery', at: iso(at), level: i % 101, charging: false })], at);
+}
+const perOwner = (run: () => void | Promise<void>) => async () => {
+  const start = performance.now();
+  await run();
+  return ((performance.now() - start) * 1000) / restOwners;
+};
+const rest: number[] = [];
+const wake: number[] = [];
+const busy: number[] = [];
+for (let round = 0; round < 3; round++) {
+  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  const at = Date.now() - 60_000;
+  for (let i = 0; i < restOwners; i++) fill(hub, i, at);
+  const call = (ms: number) => [ev({ kind: 'call', at: iso(ms), state: 'in-call' })];
+  const later = call(at + 1000);
+  busy.push(await perOwner(() => {
+    for (let i = 0; i < restOwners; i++) hub.apply(`o${i}`, `p${i}`, later, at + 1000);
+  })());
+  hub.takeDirty();
+  rest.push(await perOwner(async () => {
+    await hub.restIdle();
+    await hub.restIdle();
+  })());
+  if (hub.activeCount !== 0) throw new Error('owners still busy after two sweeps');
+  const latest = call(at + 2000);
+  wake.push(await perOwner(() => {
+    for (let i = 0; i < restOwners; i++) hub.apply(`o${i}`, `p${i}`, latest, at + 2000);
+  })());
+}
 const b = median(bare);
 process.stdout.write(
   [
@@ -50,6 +95,14 @@ process.stdout.write(
     `| bare JSON.parse (baseline) | ${b.toFixed(2)} | 1.00 |`,
     `| decode (JSON + zod + skew check) | ${median(decode).toFixed(2)} | ${(median(decode) / b).toFixed(2)} |`,
     `| apply (signal merge + derivation) | ${median(apply).toFixed(2)} | ${(median(apply) / b).toFixed(2)} |`,
+    '',
+    `Owners at rest: ${restOwners} owners with five signals from two devices, median of 3 rounds`,
+    '',
+    '| step | µs per owner | ratio to an event applied to a busy owner |',
+    '|---|---|---|',
+    `| one event, owner busy (merge + derivation; baseline) | ${median(busy).toFixed(2)} | 1.00 |`,
+    `| putting the owner at rest (two sweeps: pack, drop the derived state) | ${median(rest).toFixed(2)} | ${(median(rest) / median(busy)).toFixed(2)} |`,
+    `| one event, owner at rest and unwatched (unpack + merge, no derivation) | ${median(wake).toFixed(2)} | ${(median(wake) / median(busy)).toFixed(2)} |`,
     '',
   ].join('\n'),
 );

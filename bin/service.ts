@@ -116,7 +116,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
   for (const warning of outboundTls.warnings) log.warn(warning);
   // The counters tell when an owner's devices report: on a small deployment that is personal data.
   if (config.production && config.metricsToken === undefined) log.warn('METRICS_TOKEN is not set: /metrics is open to anyone who reaches the API');
-  const postgres = config.database.kind === 'postgres' ? { url: config.database.url, ...(outboundTls.database ? { tls: outboundTls.database } : {}) } : undefined;
+  const postgres =
+    config.database.kind === 'postgres'
+      ? { url: config.database.url, statementTimeoutMs: config.database.statementTimeoutMs, ...(outboundTls.database ? { tls: outboundTls.database } : {}) }
+      : undefined;
   // The SIP settings are checked before anything starts (the URI grammar lives with the SIP client).
   const sipConfig = config.sip ? parseSipSettings(config.sip, outboundTls.sip) : undefined;
 
@@ -134,7 +137,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
     const startedDb = Date.now();
     const database: DatabaseHandle = await openDatabase(
-      postgres && config.database.kind === 'postgres' ? { kind: 'postgres', ...postgres, statementTimeoutMs: config.database.statementTimeoutMs } : { kind: 'embedded', dataDir: config.dataDir },
+      postgres ? { kind: 'postgres', ...postgres } : { kind: 'embedded', dataDir: config.dataDir },
       (error) => log.warn({ err: error.message }, 'idle database connection lost'),
     );
     cleanups.push(() => database.close());
@@ -293,30 +296,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     };
     // Off the start-up path: a large purge must not delay readiness. After
     // the journal's replay, which may bring back signals the purge forgets.
-    let purging = purge().catch((err: unknown) => log.error({ err }, 'retention purge failed'));
-    const purgeTimer = setInterval(() => {
-      purging = purging.then(() => purge()).catch((err: unknown) => log.error({ err }, 'retention purge failed'));
-    }, 3_600_000);
-    purgeTimer.unref();
-    cleanups.push(async () => {
-      clearInterval(purgeTimer);
-      await purging;
-    });
-
+    cleanups.push(repeat(purge, 3_600_000, (err) => log.error({ err }, 'retention purge failed'), true));
     // Memory (issue 6): an owner neither read nor changed between two sweeps
     // rests (PresenceHub.restIdle: signals packed, derived state dropped
     // unless watched). Every STATE_REST_MS, so an owner rests 15 to 30 s
     // after it was last busy, and one whose device reports every few seconds
     // never does.
-    let packing = Promise.resolve();
-    const packTimer = setInterval(() => {
-      packing = packing.then(() => hub.restIdle().then(() => undefined)).catch((err: unknown) => log.error({ err }, 'putting idle owners at rest failed'));
-    }, STATE_REST_MS);
-    packTimer.unref();
-    cleanups.push(async () => {
-      clearInterval(packTimer);
-      await packing;
-    });
+    cleanups.push(repeat(() => hub.restIdle(), STATE_REST_MS, (err) => log.error({ err }, 'putting idle owners at rest failed')));
 
     let mqttUrl: string;
     let embeddedBroker: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;
@@ -674,6 +660,26 @@ export async function startService(config: Config, options: ServiceOptions = {})
 export const MQTT_WEBSOCKET_PATH = '/mqtt';
 
 /** A host for a URL: IPv6 addresses in brackets (RFC 3986 §3.2.2). */
+/**
+ * Runs `task` every `ms` (and once now with `now`), one run at a time: a
+ * run that takes longer delays the next rather than overlapping it. A
+ * failure goes to `onError` and the next run comes as usual. Returns the
+ * cleanup: no more runs, then the one in progress finished.
+ */
+function repeat(task: () => Promise<unknown>, ms: number, onError: (err: unknown) => void, now = false): () => Promise<void> {
+  let running: Promise<unknown> = Promise.resolve();
+  const run = () => {
+    running = running.then(task).catch(onError);
+  };
+  if (now) run();
+  const timer = setInterval(run, ms);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}
+
 function urlHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
@@ -727,7 +733,7 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
   let skippedSettings = 0;
   for (const owner of snapshot.owners) {
     directory.putOwner({ id: owner.id, handle: owner.handle });
-    directory.setTokenCutoff(directory.ownerId(owner.id), owner.tokensNotBefore?.getTime());
+    directory.setTokenCutoff(owner.id, owner.tokensNotBefore?.getTime());
     const settings = ownerSettingsSchema.safeParse(owner.settings);
     if (settings.success) directory.putSettings(owner.id, settings.data);
     else skippedSettings += 1; // the defaults apply

@@ -300,7 +300,7 @@ class Reader {
     return header & UTF8_FLAG ? Buffer.from(raw, 'latin1').toString('utf8') : raw;
   }
 
-  /** A time; its instant in ms is left in `lastMs`. */
+  /** A time; its instant in ms is left in `lastMs` (the event's own time needs no second Date.parse). */
   time(): string {
     const shape = this.byte();
     const ms = this.float();
@@ -310,6 +310,8 @@ class Reader {
   }
 
   lastMs = NaN;
+  /** The `at` of the event read last, in ms. */
+  eventAt = NaN;
 }
 
 const writer = new Writer();
@@ -395,16 +397,16 @@ function writeEvent(event: SensorEvent): boolean {
   return next === keys.length;
 }
 
-function readEvent(reader: Reader): { event: SensorEvent; at: number } {
+/** Reads one event; its time in ms is left in `reader.eventAt`. */
+function readEvent(reader: Reader): SensorEvent {
   const kind = KINDS[reader.byte()] as SensorEvent['kind'];
   const event: Record<string, unknown> = { kind };
-  let at = NaN;
   for (const [field, type] of LAYOUTS[kind]) {
     switch (type.type) {
       case 'time':
         if (type.optional && reader.byte() === 0) break;
         event[field] = reader.time();
-        if (field === 'at') at = reader.lastMs;
+        if (field === 'at') reader.eventAt = reader.lastMs;
         break;
       case 'enum':
         event[field] = type.values[reader.byte()];
@@ -424,19 +426,28 @@ function readEvent(reader: Reader): { event: SensorEvent; at: number } {
         break;
     }
   }
-  return { event: event as unknown as SensorEvent, at };
+  return event as unknown as SensorEvent;
 }
 
-/** Decodes packed signals (in the order they were packed). */
-export function unpackSignals(packed: PackedSignals): UnpackedSignal[] {
+const unpacked = (deviceId: string, event: SensorEvent, at: number): UnpackedSignal => ({ deviceId, event, at });
+
+/**
+ * Decodes packed signals (in the order they were packed), each made by
+ * `make` (core/signal-store.ts makes its own records, with no object in
+ * between).
+ */
+export function unpackSignals(packed: PackedSignals): UnpackedSignal[];
+export function unpackSignals<T>(packed: PackedSignals, make: (deviceId: string, event: SensorEvent, at: number) => T): T[];
+export function unpackSignals<T>(packed: PackedSignals, make?: (deviceId: string, event: SensorEvent, at: number) => T): (T | UnpackedSignal)[] {
+  const build = make ?? unpacked;
   const devices = packed.devices;
   const reader = new Reader(packed.bytes);
-  const out: UnpackedSignal[] = [];
+  const out: (T | UnpackedSignal)[] = [];
   while (!reader.done) {
     const device = reader.byte();
     const deviceId = typeof devices === 'string' ? devices : (devices[device] as string);
-    const { event, at } = readEvent(reader);
-    out.push({ deviceId, event, at });
+    const event = readEvent(reader);
+    out.push(build(deviceId, event, reader.eventAt));
   }
   return out;
 }

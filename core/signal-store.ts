@@ -148,7 +148,7 @@ export class SignalSet implements Iterable<Signal> {
   }
 
   private decoded(): Signal[] {
-    return unpackSignals({ bytes: this.bytes, devices: this.devices }).map((s) => new SignalRecord(s.deviceId, s.event, s.at));
+    return unpackSignals({ bytes: this.bytes, devices: this.devices }, (deviceId, event, at): Signal => new SignalRecord(deviceId, event, at));
   }
 
   private hot(): Signal[] {
@@ -206,11 +206,11 @@ export function mergeSignal(set: SignalSet, signal: Signal): boolean {
  * `before` (ms since the epoch, by the events' own times). Callers keep
  * `before` at least OFFLINE_AFTER back (SIGNAL_RETENTION_HOURS): such a
  * device counts for nothing when deriving already, so forgetting it changes
- * nothing else in presence (property-tested); what it last said (a location, a calendar
- * entry, a sleep state) is simply not kept, and the device leaves the
- * owner's device list. A device that reports again
- * after so long starts afresh. Devices that still report keep everything:
- * a signal sent once and still true (a long out-of-office entry, a zone
+ * nothing else in presence (property-tested); what it last said (a
+ * location, a calendar entry, a sleep state) is simply not kept, and the
+ * device leaves the owner's device list. A device that reports again after
+ * so long starts afresh. Devices that still report keep everything: a
+ * signal sent once and still true (a long out-of-office entry, a zone
  * entered days ago) is not lost for being old.
  *
  * Unlike the merge this is not order-free: a device forgotten on one
@@ -220,17 +220,9 @@ export function mergeSignal(set: SignalSet, signal: Signal): boolean {
  * long silence. Returns whether anything was forgotten.
  */
 export function forgetSilentDevices(set: SignalSet, before: number): boolean {
-  let newest: Map<string, number> | undefined;
-  for (const s of set) {
-    newest ??= new Map();
-    const seen = newest.get(s.deviceId);
-    if (seen === undefined || s.at > seen) newest.set(s.deviceId, s.at);
-  }
-  if (!newest) return false;
-  let silent = false;
-  for (const at of newest.values()) if (at < before) silent = true;
-  if (!silent) return false;
-  const seen = newest;
-  set.retain((s) => (seen.get(s.deviceId) ?? 0) >= before);
+  const newest = new Map<string, number>();
+  for (const s of set) newest.set(s.deviceId, Math.max(s.at, newest.get(s.deviceId) ?? -Infinity));
+  if (![...newest.values()].some((at) => at < before)) return false;
+  set.retain((s) => (newest.get(s.deviceId) as number) >= before);
   return true;
 }

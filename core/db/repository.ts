@@ -169,10 +169,10 @@ export class Repository {
    * A watcher's webhooks registered by then go in the same transaction:
    * they were registered with a token now refused, perhaps a leaked one,
    * and would otherwise keep delivering. Returns the instant now in force
-   * and the webhooks removed, or undefined if there is no such owner or
-   * watcher.
+   * and the ids of the webhooks removed, or undefined if there is no such
+   * owner or watcher.
    */
-  async revokeTokens(kind: 'owner' | 'watcher', id: string, at: Date): Promise<{ at: Date; webhooks: { id: string; ownerId: string }[] } | undefined> {
+  async revokeTokens(kind: 'owner' | 'watcher', id: string, at: Date): Promise<{ at: Date; webhookIds: string[] } | undefined> {
     return this.db.transaction(async (tx) => {
       const table = kind === 'owner' ? owners : watchers;
       const [row] = await tx
@@ -187,9 +187,9 @@ export class Repository {
           ? await tx
               .delete(webhooks)
               .where(and(eq(webhooks.watcherId, id), lte(webhooks.createdAt, cutoff)))
-              .returning({ id: webhooks.id, ownerId: webhooks.ownerId })
+              .returning({ id: webhooks.id })
           : [];
-      return { at: cutoff, webhooks: removed };
+      return { at: cutoff, webhookIds: removed.map((row) => row.id) };
     });
   }
 

@@ -48,6 +48,14 @@ async function asDevice(t: Test, id: string, password: string, clientId = id): P
   return client;
 }
 
+/** The device publishes to its own topic, and that (only) reaches the service. */
+async function writesItsTopic(t: Test, device: MqttClient, id: string, payload: string, who: string): Promise<void> {
+  received.length = 0;
+  await device.publishAsync(topicOf(id), payload, { qos: 1 });
+  await waitFor(() => received.length > 0, `${who}'s event`);
+  t.same(received, [topicOf(id)], 'it writes its topic again');
+}
+
 /** Resolves with the ms from now until the client's connection closes. */
 function closedWithin(client: MqttClient): Promise<number> {
   const start = Date.now();
@@ -89,10 +97,7 @@ t.test('provisioning again re-enables the device with the new token only', async
   await dynsec.provisionDevice(alice, aliceToken);
   await t.rejects(asDevice(t, alice, oldToken), NOT_AUTHORIZED, 'the old token is refused');
   const device = await asDevice(t, alice, aliceToken);
-  received.length = 0;
-  await device.publishAsync(topicOf(alice), 'back', { qos: 1 });
-  await waitFor(() => received.length > 0, "alice's event");
-  t.same(received, [topicOf(alice)], 'it writes its topic again');
+  await writesItsTopic(t, device, alice, 'back', 'alice');
   // A new token also ends the sessions opened with the previous one.
   const closed = closedWithin(device);
   aliceToken = randomUUID();
@@ -106,10 +111,7 @@ t.test('provisioning repairs a device that lost its own role', async (t) => {
   const token = randomUUID();
   await dynsec.provisionDevice(bobby, token); // the role exists: addRoleACL; the client exists: addClientRole
   const device = await asDevice(t, bobby, token);
-  received.length = 0;
-  await device.publishAsync(topicOf(bobby), 'repaired', { qos: 1 });
-  await waitFor(() => received.length > 0, "bobby's event");
-  t.same(received, [topicOf(bobby)], 'it writes its topic again');
+  await writesItsTopic(t, device, bobby, 'repaired', 'bobby');
   const info = await adminDynsec.command({ command: 'getClient', username: bobby });
   t.match(info.data, { client: { clientid: bobby, roles: [{ rolename: 'presence-device' }, { rolename: `presence-device:${bobby}` }] } }, 'both roles, client id fixed');
 });

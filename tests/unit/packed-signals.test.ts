@@ -6,7 +6,7 @@ import { LAYOUTS, packSignals, unpackSignals } from '../../core/packed-signals.j
 import { PresenceHub } from '../../core/presence-hub.js';
 import type { PresenceState } from '../../core/presence.js';
 import { mergeSignal, SignalSet, toSignal, type Signal } from '../../core/signal-store.js';
-import { isPrintableText } from '../../core/text.js';
+import { rawEventArbitrary } from '../helpers/event-arbitraries.js';
 
 /**
  * Packed signals (core/packed-signals.ts) must come back exactly as they
@@ -32,35 +32,8 @@ const timeArb = fc
     const fraction = digits === 0 ? '' : `.${`${wall.slice(20, 23)}${String(extra).padStart(3, '0')}`.slice(0, digits)}`;
     return `${wall.slice(0, 19)}${fraction}${zone}`;
   });
-const label = fc.string({ minLength: 1, maxLength: 64, unit: 'grapheme' }).filter((s) => s.length <= 64 && isPrintableText(s));
-const bool = fc.boolean();
-const number = (min: number, max: number) => fc.double({ min, max, noNaN: true });
-
 /** Raw event objects of every kind; parsed by the schema below, as ingest does. */
-const rawEvent: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
-  fc.record(
-    { kind: fc.constant('motion'), at: timeArb, activity: fc.constantFrom('still', 'walking', 'running', 'cycling', 'in-vehicle', 'unknown'), confidence: fc.integer({ min: 0, max: 100 }), since: timeArb },
-    { requiredKeys: ['kind', 'at', 'activity', 'confidence'] },
-  ),
-  fc.record({ kind: fc.constant('user-input'), at: timeArb, state: fc.constantFrom('active', 'idle'), lastInput: timeArb }, { requiredKeys: ['kind', 'at', 'state'] }),
-  fc.record({ kind: fc.constant('screen'), at: timeArb, state: fc.constantFrom('on', 'off'), locked: bool }),
-  fc.record({ kind: fc.constant('call'), at: timeArb, state: fc.constantFrom('idle', 'ringing', 'in-call') }),
-  fc.record({ kind: fc.constant('calendar'), at: timeArb, state: fc.constantFrom('busy', 'free', 'tentative', 'out-of-office'), start: timeArb, end: timeArb }),
-  fc.record({ kind: fc.constant('focus'), at: timeArb, state: fc.constantFrom('on', 'off') }),
-  fc.record({ kind: fc.constant('battery'), at: timeArb, level: fc.integer({ min: 0, max: 100 }), charging: bool }),
-  fc.record(
-    { kind: fc.constant('network'), at: timeArb, connection: fc.constantFrom('wifi', 'cellular', 'offline'), ssid: fc.string({ minLength: 1, maxLength: 32 }), network: fc.stringMatching(/^[A-Za-z0-9_-]{22}$/) },
-    { requiredKeys: ['kind', 'at', 'connection'] },
-  ),
-  fc.record({ kind: fc.constant('geofence'), at: timeArb, zone: label, transition: fc.constantFrom('enter', 'leave') }),
-  fc.record({ kind: fc.constant('location'), at: timeArb, latitude: number(-90, 90), longitude: number(-180, 180), accuracy: number(0, 100_000) }),
-  fc.record({ kind: fc.constant('sleep'), at: timeArb, state: fc.constantFrom('asleep', 'awake') }),
-  fc.record({ kind: fc.constant('worn'), at: timeArb, state: fc.constantFrom('on', 'off') }),
-  fc.record({ kind: fc.constant('heart-rate'), at: timeArb, bpm: fc.integer({ min: 20, max: 250 }) }),
-  fc.record({ kind: fc.constant('occupancy'), at: timeArb, room: label, occupied: bool }),
-  fc.record({ kind: fc.constant('ble-room'), at: timeArb, id: label, room: label, distance: number(0, 1000) }),
-  fc.record({ kind: fc.constant('headset'), at: timeArb, onHead: bool, inCall: bool, muted: bool }),
-);
+const rawEvent = rawEventArbitrary(timeArb);
 const validEvent: fc.Arbitrary<SensorEvent> = rawEvent.map((raw) => sensorEventSchema.safeParse(raw)).filter((r) => r.success).map((r) => r.data as SensorEvent);
 const signalArb = fc.tuple(fc.constantFrom(...DEVICES), validEvent).map(([deviceId, event]) => ({ deviceId, event }));
 
