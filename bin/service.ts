@@ -170,7 +170,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
     // Write-behind: presence state, and (privacy invariant 6) the access log.
     metrics.histogram(WRITE_SECONDS, 'Write-behind rounds: time to write everything pending, by writer (rounds with nothing to write are not counted)', DURATION_BUCKETS);
-    metrics.histogram(WRITE_BATCH_ROWS, 'Write-behind batches (one statement each): rows, by writer', BATCH_BUCKETS);
+    metrics.histogram(WRITE_BATCH_ROWS, 'Batches written to the database, one statement each: rows, by writer (the write-behind writers, and publications: the HTTP PUBLISH group commit)', BATCH_BUCKETS);
     metrics.counter(WRITE_FAILURES, 'Write-behind rounds that failed (their rows are kept and retried), by writer');
     const writers: WriteBehind[] = [];
     // While PostgreSQL is unreachable the writes are held and retried: operators see it here (and in the logs).
@@ -431,6 +431,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (!keepsRawEvents(ownerId)) rawEvents.forget(ownerId);
     });
     metrics.gauge('presence_publication_writes_queued', 'HTTP PUBLISH writes waiting for the next group commit', () => accounts.publicationQueueDepth);
+    accounts.onPublicationBatch(metrics.series(WRITE_BATCH_ROWS, { writer: 'publications' }));
     // "Share until I arrive" rules loaded from storage are watched from the start.
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
 

@@ -46,6 +46,11 @@ t.test('initial, refresh, modify and remove, each with a new entity tag', async 
   t.equal(removed.headers.get('etag'), null);
   t.equal(removed.headers.get('expires'), '0');
   t.match(await view(), { availability: 'offline' }, 'nothing left: the sensorless owner is offline again');
+
+  // Each stored change went through the group commit, whose batch sizes are a metric.
+  const metrics = await (await service.api('GET', '/metrics')).text();
+  const batches = /^presence_write_behind_batch_rows_count\{writer="publications"\} (\d+)$/m.exec(metrics);
+  t.ok(Number(batches?.[1]) >= 4, `publication batches counted: ${batches?.[1]}`);
 });
 
 t.test('JSON form, expiry bounds, and the expiry taking effect', async (t) => {
