@@ -13,6 +13,7 @@ import { identityMatches, strongerSubHandling } from '../policy/evaluate-consent
 import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import { KeyedQueue } from '../core/keyed-queue.js';
+import { decodeCursor, encodeCursor } from './page-cursor.js';
 
 /**
  * Owner, device, watcher, rule and token management, shared by the admin
@@ -30,20 +31,6 @@ export const DEFAULT_SCOPES: Record<'device' | 'watcher' | 'owner', readonly Sco
   watcher: ['presence:read'],
   owner: ['presence:read', 'presence:write', 'status:manage', 'consent:manage', 'settings:manage', 'account:manage'],
 };
-
-/** Access-log page cursors: opaque to clients, `{at}|{id}` inside. */
-function encodeCursor(at: Date, id: number): string {
-  return Buffer.from(`${at.toISOString()}|${id}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { at: Date; id: number } {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  // Exactly what encodeCursor writes: an ISO instant in the years 1-9999 (PostgreSQL cannot read years like +010000 or 0000).
-  const date = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(at ?? '') ? new Date(at ?? '') : new Date(NaN);
-  const n = Number(id);
-  if (Number.isNaN(date.getTime()) || !Number.isSafeInteger(n) || n < 0) throw new AppError('invalid_request', 'The cursor is not valid.');
-  return { at: date, id: n };
-}
 
 export interface PublicationContent {
   readonly availability: Availability;

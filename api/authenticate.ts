@@ -11,11 +11,17 @@ import { AUDIENCE_API, type Principal, type TokenKind, type Scope } from '../cor
  * before their subject's tokens were revoked.
  */
 export class Authenticator {
+  private readonly adminTokenMaxMs: number;
+
   constructor(
     private readonly verifier: TokenVerifier,
     private readonly directory: Directory,
     private readonly clock: () => number,
-  ) {}
+    /** ADMIN_TOKEN_MAX_SECONDS: an admin token made to live longer is refused, whoever signed it. */
+    adminTokenMaxSeconds = 3600,
+  ) {
+    this.adminTokenMaxMs = adminTokenMaxSeconds * 1000;
+  }
 
   async require(request: FastifyRequest, kinds: readonly TokenKind[], scope?: Scope): Promise<Principal> {
     const header = request.headers.authorization;
@@ -61,15 +67,23 @@ export class Authenticator {
   }
 
   private isLive(principal: Principal): boolean {
-    // Revoked by subject ("sign out everywhere", an admin's revocation): refused on every path, the cached one too.
-    if (this.directory.tokenRevoked(principal.subject, principal.issuedAt)) return false;
+    // Revoked by its id, or by subject ("sign out everywhere", an admin's revocation): refused on every path, the cached one too.
+    if (this.directory.tokenIdRevoked(principal.tokenId)) return false;
     switch (principal.kind) {
       case 'watcher':
-        return this.directory.activeWatcher(principal.subject) !== undefined;
+        return !this.directory.tokenRevoked(principal.subject, principal.issuedAt) && this.directory.activeWatcher(principal.subject) !== undefined;
       case 'owner':
-        return this.directory.owner(principal.subject) !== undefined;
+        return !this.directory.tokenRevoked(principal.subject, principal.issuedAt) && this.directory.owner(principal.subject) !== undefined;
       case 'admin':
-        return true;
+        // Admin tokens are signed by whoever holds the signing key, with
+        // any lifetime: a long-lived one is refused here, and the audit
+        // (api/admin-audit.ts) needs to know which token acted.
+        return (
+          principal.issuedAt !== undefined &&
+          principal.tokenId !== undefined &&
+          principal.expiresAt - principal.issuedAt <= this.adminTokenMaxMs &&
+          !this.directory.adminTokenRevoked(principal.subject, principal.issuedAt)
+        );
       default:
         return false;
     }

@@ -33,6 +33,10 @@ import { AUTH_POLICY_MEDIA_TYPE, ruleRoutes } from './routes/rules.js';
 import { watcherRoutes } from './routes/watchers.js';
 import { publicationRoutes } from './routes/publications.js';
 import { accessLogRoutes } from './routes/access-log.js';
+import { adminActionRoutes } from './routes/admin-actions.js';
+import { installAdminAudit } from './admin-audit.js';
+import type { AdminActionStore } from '../core/db/admin-actions.js';
+import type { TokenRevocations } from '../core/token-revocations.js';
 import { settingsRoutes } from './routes/settings.js';
 import { streamRoutes } from './routes/stream.js';
 import { statusRoutes } from './routes/status.js';
@@ -57,6 +61,11 @@ export interface ApiDeps {
   readonly signingKey: SigningKey;
   readonly keys: KeySet;
   readonly limits: Config['limits'];
+  /** The operators' audit trail and token revocations (api/admin-audit.ts, core/token-revocations.ts). */
+  readonly adminActions: AdminActionStore;
+  readonly revocations: TokenRevocations;
+  /** ADMIN_TOKEN_MAX_SECONDS. */
+  readonly adminTokenMaxSeconds: number;
   /** METRICS_TOKEN: /metrics needs it as a bearer token; unset: open. */
   readonly metricsToken?: string | undefined;
   /** HTTPS with these options (core/tls/server-tls.ts); unset: plain HTTP (loopback development and tests only). */
@@ -129,7 +138,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // XML bodies arrive as text and are parsed by the route with the safe parser (core/parse-xml.ts).
   app.addContentTypeParser([AUTH_POLICY_MEDIA_TYPE, PIDF_MEDIA_TYPE], { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
-  const auth = new Authenticator(deps.verifier, deps.directory, deps.clock);
+  const auth = new Authenticator(deps.verifier, deps.directory, deps.clock, deps.adminTokenMaxSeconds);
+  // Before the routes: it attaches its hooks to each admin route as it is added.
+  installAdminAudit(app, { auth, directory: deps.directory, store: deps.adminActions, clock: deps.clock, log: deps.log });
   const limits = new HttpLimits(deps.limits);
   const durations = new RequestDurations(deps.metrics);
   installLimits(app, deps, limits, durations);
@@ -167,7 +178,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   settingsRoutes(app, { auth, accounts: deps.accounts });
   accessLogRoutes(app, { auth, accounts: deps.accounts });
   statusRoutes(app, { auth, accounts: deps.accounts });
-  adminRoutes(app, { auth, accounts: deps.accounts, deviceTopic: deps.deviceTopic });
+  adminRoutes(app, { auth, accounts: deps.accounts, revocations: deps.revocations, deviceTopic: deps.deviceTopic });
+  adminActionRoutes(app, { auth, store: deps.adminActions, directory: deps.directory });
   dataRightsRoutes(app, { auth, accounts: deps.accounts });
 
   // Graceful close: new requests get 503 (return503OnClosing), streams are

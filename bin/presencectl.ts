@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig } from '../core/config.js';
@@ -30,9 +31,11 @@ commands:
                                                    issue a watcher or app token (HTTP; default scope presence:read)
   token owner <handle> [--ttl SECONDS] [--scopes S,...]
                                                    issue an owner token (HTTP; default presence:read,presence:write,status:manage,consent:manage,settings:manage)
-  token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API)
-  revoke-tokens owner <handle> | watcher <watcher-id>
-                                                   refuse every token of the owner or watcher issued up to now
+  token admin [--ttl SECONDS]                      sign an admin token locally (HTTP admin API; at most ADMIN_TOKEN_MAX_SECONDS)
+  revoke-tokens owner <handle> | watcher <watcher-id> | admin <operator>
+                                                   refuse every token of the owner, watcher or operator issued up to now
+  revoke-token <token-id>                          refuse one HTTP API token by its id (an admin token's is in "actions")
+  actions [--owner HANDLE] [--since ISO-TIME]      the operators' audit trail, newest first (one page)
   allow <owner-handle> <watcher-id> [--fields availability,activities,place,sphere,note,time-offset] [--location city|km|100m|exact]
                                                    add a rule letting the watcher see those fields
   block <owner-handle> <watcher-id> [--polite]     add a block (or polite-block) rule
@@ -40,6 +43,8 @@ commands:
   unrule <owner-handle> <rule-id>                  delete a rule
 
 options:
+  --operator NAME  who is acting, recorded in the audit trail as the admin token's subject
+               (default: PRESENCECTL_OPERATOR, else presencectl:<login name>)
   --url URL    the service (default: PRESENCE_URL, else https://HOST:PORT from the environment,
                http:// with TLS=off); the local CA of DATA_DIR/tls/ca.pem is trusted when the
                service made its own certificate
@@ -82,6 +87,9 @@ async function main(argv: string[]): Promise<unknown> {
       domain: { type: 'string' },
       scopes: { type: 'string' },
       polite: { type: 'boolean' },
+      operator: { type: 'string' },
+      owner: { type: 'string' },
+      since: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -99,8 +107,11 @@ async function main(argv: string[]): Promise<unknown> {
   const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
   if (ttl !== undefined && (!Number.isInteger(ttl) || ttl <= 0)) throw new UsageError('--ttl must be a positive integer (seconds)');
 
+  // The audit trail names the operator (api/admin-audit.ts): the token's subject.
+  const operator = values.operator ?? process.env.PRESENCECTL_OPERATOR ?? `presencectl:${loginName()}`;
+  if (!/^[A-Za-z0-9._@:-]{1,200}$/.test(operator)) throw new UsageError('--operator: 1-200 of A-Z a-z 0-9 . _ @ : -');
   const adminToken = async (ttlSeconds = 300) =>
-    (await issueToken(key, config.tokenIssuer, { kind: 'admin', subject: 'presencectl', scopes: ['admin'], ttlSeconds }, Date.now())).token;
+    (await issueToken(key, config.tokenIssuer, { kind: 'admin', subject: operator, scopes: ['admin'], ttlSeconds }, Date.now())).token;
   const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
   const scheme = config.tls.mode === 'off' ? 'http' : 'https';
   const base = values.url ?? process.env.PRESENCE_URL ?? `${scheme}://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
@@ -144,7 +155,8 @@ async function main(argv: string[]): Promise<unknown> {
       return call('POST', '/v1/admin/watchers', { kind: need(values.kind, '--kind'), name: need(values.name, '--name'), ...(values.domain ? { domain: values.domain } : {}) });
     case 'token':
       if (sub === 'admin') {
-        const seconds = ttl ?? 3600;
+        const seconds = ttl ?? Math.min(3600, config.adminTokenMaxSeconds);
+        if (seconds > config.adminTokenMaxSeconds) throw new UsageError(`--ttl: admin tokens live at most ADMIN_TOKEN_MAX_SECONDS (${config.adminTokenMaxSeconds})`);
         return { kind: 'admin', token: await adminToken(seconds), expiresAt: new Date(Date.now() + seconds * 1000).toISOString() };
       }
       if (sub !== 'device' && sub !== 'watcher' && sub !== 'owner') throw new UsageError('token: expected device, watcher, owner or admin');
@@ -155,10 +167,22 @@ async function main(argv: string[]): Promise<unknown> {
         ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()) } : {}),
       });
     case 'revoke-tokens': {
-      if (sub !== 'owner' && sub !== 'watcher') throw new UsageError('revoke-tokens: expected owner or watcher');
-      const subject = need(arg1, sub === 'owner' ? '<handle>' : '<watcher-id>');
+      if (sub !== 'owner' && sub !== 'watcher' && sub !== 'admin') throw new UsageError('revoke-tokens: expected owner, watcher or admin');
+      const subject = need(arg1, sub === 'owner' ? '<handle>' : sub === 'watcher' ? '<watcher-id>' : '<operator>');
       await call('POST', '/v1/admin/tokens/revoke', { kind: sub, subject });
       return { revoked: { kind: sub, subject } };
+    }
+    case 'revoke-token': {
+      const tokenId = need(sub, '<token-id>');
+      await call('POST', '/v1/admin/tokens/revoke', { tokenId });
+      return { revoked: { tokenId } };
+    }
+    case 'actions': {
+      const query = new URLSearchParams();
+      if (values.owner) query.set('owner', values.owner);
+      if (values.since) query.set('since', values.since);
+      const q = query.toString();
+      return call('GET', `/v1/admin/actions${q ? `?${q}` : ''}`);
     }
     case 'allow': {
       const fields = (values.fields ?? 'availability,activities').split(',').map((f) => f.trim());
@@ -224,3 +248,12 @@ main(process.argv.slice(2)).then(
     fail(typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS') && error instanceof Error ? new UsageError(error.message) : error);
   },
 );
+
+/** The operator's login name, for the default --operator; `unknown` where the system has none. */
+function loginName(): string {
+  try {
+    return userInfo().username.replace(/[^A-Za-z0-9._@-]/g, '_').slice(0, 100) || 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

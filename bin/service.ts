@@ -18,6 +18,8 @@ import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
+import { AdminActionStore } from '../core/db/admin-actions.js';
+import { TokenRevocations } from '../core/token-revocations.js';
 import { acquireDeliveryLease } from '../core/db/delivery-lease.js';
 import { writeAccessLog, writeRawEvents, writeStates } from '../core/db/state-writer.js';
 import { RawEventBuffer } from '../core/raw-events.js';
@@ -167,6 +169,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(() => listener.close());
     }
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
+    const adminActions = new AdminActionStore(database.db, database.long);
+    const revocations = new TokenRevocations(adminActions, directory, clock);
+    await revocations.reload();
 
     // Write-behind: presence state, and (privacy invariant 6) the access log.
     metrics.histogram(WRITE_SECONDS, 'Write-behind rounds: time to write everything pending, by writer (rounds with nothing to write are not counted)', DURATION_BUCKETS);
@@ -293,6 +298,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (removed > 0) log.info({ removed }, 'access log purged past retention');
       const expired = await repository.purgeRawEvents(config.rawEventsMaxDays);
       if (expired > 0) log.info({ removed: expired }, 'retained sensor events purged past retention');
+      const actions = await adminActions.purge(new Date(clock() - config.auditRetentionDays * 86_400_000));
+      if (actions > 0) log.info({ removed: actions }, 'admin actions purged past retention');
     };
     // Off the start-up path: a large purge must not delay readiness. After
     // the journal's replay, which may bring back signals the purge forgets.
@@ -532,10 +539,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
         );
       };
-      control.onChange = (change) => ('owner' in change ? reloadOwner(change.owner) : reloadWatcher(change.watcher));
+      const reloadRevocations = (): void => void revocations.reload().catch((err: unknown) => log.error({ err }, 'reloading the token revocations failed'));
+      control.onChange = (change) => ('owner' in change ? reloadOwner(change.owner) : 'watcher' in change ? reloadWatcher(change.watcher) : reloadRevocations());
       // Changes may have been missed while the channel was down: everything
       // is reloaded, one owner at a time (costly with many owners; rare).
       control.onResync = () => {
+        reloadRevocations();
         void repository.loadSnapshot().then(
           (snapshot) => {
             for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
@@ -579,6 +588,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       keys,
       limits: config.limits,
       metricsToken: config.metricsToken,
+      adminActions,
+      revocations,
+      adminTokenMaxSeconds: config.adminTokenMaxSeconds,
       ...(tlsOptions ? { tls: tlsOptions } : {}),
     });
     // MQTT over WebSockets on the API's listener, wired before it listens.

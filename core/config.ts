@@ -121,6 +121,8 @@ export const envSchema = z.object({
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
+  /** The longest an admin token may live (exp - iat); a longer one is refused whoever signed it. */
+  ADMIN_TOKEN_MAX_SECONDS: positiveInt.min(60).max(30 * 86_400).default(3600),
   /** The longest an owner may keep raw sensor events (their keepRawEventsDays is capped to it); 0 keeps none for anyone. */
   RAW_EVENTS_MAX_DAYS: z.coerce.number().int().min(0).max(365).default(30),
   /** Abuse limits (PER_SECOND/BURST, 0: off): HTTP requests per client address and per bearer token, MQTT messages per device. */
@@ -217,6 +219,7 @@ export interface Config {
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
   readonly auditRetentionDays: number;
+  readonly adminTokenMaxSeconds: number;
   readonly rawEventsMaxDays: number;
   readonly limits: {
     readonly httpAddress: RateLimit;
@@ -401,6 +404,7 @@ export function parseConfig(source: Env): ConfigResult {
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    adminTokenMaxSeconds: e.ADMIN_TOKEN_MAX_SECONDS,
     rawEventsMaxDays: e.RAW_EVENTS_MAX_DAYS,
     limits: {
       httpAddress: e.RATE_LIMIT_HTTP_ADDRESS,

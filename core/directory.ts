@@ -50,6 +50,10 @@ export class Directory {
    * few, so kept apart rather than as a field of every record.
    */
   private readonly tokenCutoffs = new Map<string, number>();
+  /** HTTP API tokens revoked one by one, by id (jti); replaced whole on every reload (few). */
+  private revokedTokenIds: ReadonlySet<string> = new Set();
+  /** Admin tokens revoked by subject up to an instant (ms); admin subjects are not accounts, so apart from tokenCutoffs. */
+  private adminCutoffs: ReadonlyMap<string, number> = new Map();
   /** Long-lived connections (event streams) of a subject, told when its tokens or its watcher record change. */
   private readonly subjectListeners = new OwnerListeners<void>();
 
@@ -119,6 +123,37 @@ export class Directory {
    */
   tokenRevoked(subject: string, issuedAt: number | undefined): boolean {
     const cutoff = this.tokenCutoffs.get(subject);
+    return cutoff !== undefined && (issuedAt === undefined || issuedAt <= cutoff);
+  }
+
+  /**
+   * The revocations by token id and the admin cutoffs, as stored (each
+   * reload reads both tables whole: they are small, and a revocation is
+   * never undone, so the newest read is the truth). Open streams are told,
+   * so one running on a revoked token ends.
+   */
+  setTokenRevocations(tokenIds: Iterable<string>, adminCutoffs: Iterable<readonly [string, number]>): void {
+    const ids = new Set(tokenIds);
+    const cutoffs = new Map(adminCutoffs);
+    const same =
+      ids.size === this.revokedTokenIds.size &&
+      cutoffs.size === this.adminCutoffs.size &&
+      [...ids].every((id) => this.revokedTokenIds.has(id)) &&
+      [...cutoffs].every(([subject, at]) => this.adminCutoffs.get(subject) === at);
+    this.revokedTokenIds = ids;
+    this.adminCutoffs = cutoffs;
+    // Only a change wakes the streams (the hourly purge of expired rows notifies too).
+    if (!same) this.subjectListeners.notifyAll(undefined);
+  }
+
+  /** Whether this one token (by its id) was revoked. */
+  tokenIdRevoked(tokenId: string | undefined): boolean {
+    return tokenId !== undefined && this.revokedTokenIds.size !== 0 && this.revokedTokenIds.has(tokenId);
+  }
+
+  /** Whether an admin token of the subject issued at `issuedAt` (ms) was revoked; one that does not say when counts as revoked once anything was. */
+  adminTokenRevoked(subject: string, issuedAt: number | undefined): boolean {
+    const cutoff = this.adminCutoffs.get(subject);
     return cutoff !== undefined && (issuedAt === undefined || issuedAt <= cutoff);
   }
 

@@ -4,12 +4,13 @@ import { z } from 'zod';
 import { deviceClassSchema, displayNameSchema, handleSchema } from '../../core/identifiers.js';
 import { scopeSchema } from '../../core/identity/tokens.js';
 import { domainSchema } from '../../policy/rule.js';
+import type { TokenRevocations } from '../../core/token-revocations.js';
 import type { Accounts } from '../accounts.js';
 import type { Authenticator } from '../authenticate.js';
 import { adminAccess, empty, errors, json, operation } from '../openapi.js';
 
 /** Operator API (admin tokens only): the command-line tool's backend. */
-export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts; deviceTopic: (id: string) => string }): void {
+export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; accounts: Accounts; revocations: TokenRevocations; deviceTopic: (id: string) => string }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const admin = (request: Parameters<Authenticator['require']>[0]) => deps.auth.require(request, ['admin'], 'admin');
 
@@ -101,17 +102,24 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
       schema: {
         ...operation(
           'admin',
-          "Revoke a subject's tokens",
+          'Revoke tokens',
           adminAccess,
-          "Every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; a watcher's webhooks registered until now are removed; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
+          "`{ kind, subject }`: every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; a watcher's webhooks registered until now are removed; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. `{ kind: \"admin\", subject }` does the same for the admin tokens of that subject (an operator who left). `{ tokenId }` revokes one HTTP API token by its id (its `jti`, shown for admin tokens in GET /v1/admin/actions). Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
         ),
-        body: z.object({ kind: z.enum(['watcher', 'owner']), subject: z.string().min(1).max(100) }).strict(),
+        body: z.union([
+          z.object({ kind: z.enum(['watcher', 'owner']), subject: z.string().min(1).max(100) }).strict(),
+          z.object({ kind: z.literal('admin'), subject: z.string().min(1).max(200) }).strict(),
+          z.object({ tokenId: z.string().regex(/^[A-Za-z0-9._~:-]{1,200}$/) }).strict(),
+        ]),
         response: { 204: empty('Revoked.'), ...errors(400, 401, 403, 404, 413, 415) },
       },
     },
     async (request, reply) => {
       await admin(request);
-      await deps.accounts.revokeTokens(request.body.kind, request.body.subject);
+      const body = request.body;
+      if ('tokenId' in body) await deps.revocations.revokeTokenId(body.tokenId);
+      else if (body.kind === 'admin') await deps.revocations.revokeAdminSubject(body.subject);
+      else await deps.accounts.revokeTokens(body.kind, body.subject);
       return reply.code(204).send();
     },
   );

@@ -6,7 +6,8 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 /**
  * Scale-out, control plane: PostgreSQL LISTEN on the channel the triggers of
  * migration 0008 notify after every committed change to owners, devices,
- * watchers, rules, groups, manual statuses, publications and webhooks. Each
+ * watchers, rules, groups, manual statuses, publications and webhooks, and
+ * (0012) to token revocations. Each
  * process reloads what changed, so a rule revoked through one process holds
  * on every process at the next read (privacy invariant 5).
  *
@@ -16,7 +17,12 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
  */
 export const CONTROL_CHANNEL = 'presence_control';
 
-const changeSchema = z.union([z.object({ owner: z.uuid() }).strict(), z.object({ watcher: z.uuid() }).strict()]);
+const changeSchema = z.union([
+  z.object({ owner: z.uuid() }).strict(),
+  z.object({ watcher: z.uuid() }).strict(),
+  // Token revocations by id or admin subject changed (migration 0012): reload them whole.
+  z.object({ tokens: z.literal(true) }).strict(),
+]);
 export type ControlChange = z.infer<typeof changeSchema>;
 
 export interface ControlListener {

@@ -1,12 +1,13 @@
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import type { Database } from './connect.js';
-import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, rawEvents, watcherGroups, watchers, webhooks } from './schema.js';
+import { accessLog, accessRequests, adminActions, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, rawEvents, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
  * Everything storage holds about one owner, for their export (the right of
  * access and to portability), and its erasure. Every table that holds an
  * owner's data references owners(id) with ON DELETE CASCADE, so erasure is
- * one statement and one commit; tests/integration/data-rights.test.ts checks
+ * one statement and one commit (admin_actions, the operators' trail, with
+ * ON DELETE SET NULL: what an operator did stays, not whom it concerned); tests/integration/data-rights.test.ts checks
  * every table of the schema afterwards, so a new table that forgets the
  * cascade fails there.
  */
@@ -55,7 +56,7 @@ export async function* storedOwnerData(db: Database, ownerId: string): AsyncGene
     yield { type: 'status', source: o.source, availability: o.availability, activities: o.activities, note: o.note, expiresAt: iso(o.expiresAt), updatedAt: iso(o.updatedAt) };
   }
 
-  // The two histories, oldest first, page by page: never whole in memory.
+  // The histories, oldest first, page by page: never whole in memory.
   for (let after = 0; ; ) {
     const rows = await db
       .select({ id: accessLog.id, watcherId: accessLog.watcherId, watcherName: watchers.name, at: accessLog.at, action: accessLog.action, outcome: accessLog.outcome, fields: accessLog.fields, count: accessLog.count })
@@ -65,6 +66,19 @@ export async function* storedOwnerData(db: Database, ownerId: string): AsyncGene
       .orderBy(asc(accessLog.id))
       .limit(PAGE);
     for (const { id: _id, ...r } of rows) yield { type: 'access-log', ...r, at: iso(r.at) };
+    if (rows.length < PAGE) break;
+    after = rows[rows.length - 1]?.id ?? after;
+  }
+  // What operators did that concerned the owner (api/admin-audit.ts): which
+  // operator, with which token, which route, what came of it.
+  for (let after = 0; ; ) {
+    const rows = await db
+      .select()
+      .from(adminActions)
+      .where(and(eq(adminActions.ownerId, ownerId), gt(adminActions.id, after)))
+      .orderBy(asc(adminActions.id))
+      .limit(PAGE);
+    for (const a of rows) yield { type: 'admin-action', at: iso(a.at), operator: a.operator, tokenId: a.tokenId, method: a.method, route: a.route, status: a.status };
     if (rows.length < PAGE) break;
     after = rows[rows.length - 1]?.id ?? after;
   }

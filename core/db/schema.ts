@@ -238,3 +238,55 @@ export const signingKeys = pgTable('signing_keys', {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   retiredAt: timestamp('retired_at', { withTimezone: true }),
 });
+
+/**
+ * What operators did through the admin API (issue 7, "a careless
+ * operator"): one row per admin request that passed authentication,
+ * written before the action runs (an action that cannot be recorded is not
+ * run) and given its status when answered. The route is the pattern
+ * (`/v1/admin/owners/:handle/export`), never the values in the URL or the
+ * body. The owner it concerned sees it (GET /v1/me/admin-actions) and finds
+ * it in their export; their erasure sets owner_id to null, which leaves
+ * the operators' trail without anything that leads back to them. Kept
+ * AUDIT_RETENTION_DAYS.
+ */
+export const adminActions = pgTable(
+  'admin_actions',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    at: timestamp('at', { withTimezone: true }).notNull(),
+    /** The admin token's subject (`presencectl`, an operator's name). */
+    operator: text('operator').notNull(),
+    /** The token's id (jti), to revoke that one token (POST /v1/admin/tokens/revoke). */
+    tokenId: text('token_id'),
+    tokenExpiresAt: timestamp('token_expires_at', { withTimezone: true }).notNull(),
+    method: text('method').notNull(),
+    route: text('route').notNull(),
+    ownerId: uuid('owner_id').references(() => owners.id, { onDelete: 'set null' }),
+    watcherId: uuid('watcher_id').references(() => watchers.id, { onDelete: 'set null' }),
+    /** The HTTP status answered; null while running, or if the client went away or the process ended first. */
+    status: integer('status'),
+  },
+  (t) => [index('admin_actions_owner_at_idx').on(t.ownerId, t.at, t.id), index('admin_actions_at_idx').on(t.at)],
+);
+
+/**
+ * HTTP API tokens revoked one by one, by their id (jti): an admin token
+ * seen in admin_actions, a token an owner or watcher can name. Kept past
+ * the longest lifetime the service issues (expires_at), then purged.
+ */
+export const tokenRevocations = pgTable('token_revocations', {
+  tokenId: text('token_id').primaryKey(),
+  revokedAt: timestamp('revoked_at', { withTimezone: true }).notNull(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+});
+
+/**
+ * Admin tokens revoked by subject: every admin token of the subject issued
+ * at or before not_before is refused (an operator leaves, a laptop is lost).
+ * Admin subjects are not accounts, so they have a table of their own.
+ */
+export const adminTokenCutoffs = pgTable('admin_token_cutoffs', {
+  subject: text('subject').primaryKey(),
+  notBefore: timestamp('not_before', { withTimezone: true }).notNull(),
+});

@@ -89,6 +89,7 @@ export class OidcVerifier {
     const asked = claims.data.scp ?? (claims.data.scope ?? '').split(' ').filter(Boolean);
     const allowed = this.allowedScopes[link.kind];
     const granted = asked.length === 0 ? READ_ONLY : asked.filter((s): s is Scope => scopeSchema.safeParse(s).success && allowed.includes(s as Scope));
-    return { ok: true, principal: { kind: link.kind, subject: link.id, owner: undefined, scopes: new Set(granted), expiresAt: claims.data.exp * 1000, issuedAt: claims.data.iat === undefined ? undefined : claims.data.iat * 1000 } };
+    // tokenId undefined: a provider's token is revoked at the provider, or here by unlinking its account or revoking its subject.
+    return { ok: true, principal: { kind: link.kind, subject: link.id, owner: undefined, scopes: new Set(granted), expiresAt: claims.data.exp * 1000, issuedAt: claims.data.iat === undefined ? undefined : claims.data.iat * 1000, tokenId: undefined } };
   }
 }

@@ -28,7 +28,7 @@ const claimsSchema = z.object({
   exp: z.number(),
   /** Required by verifyToken: revocation (Directory.tokenRevoked) compares it. */
   iat: z.number(),
-  jti: z.string().optional(),
+  jti: z.string().min(1).max(200).optional(),
 });
 
 export interface Principal {
@@ -40,6 +40,8 @@ export interface Principal {
   readonly expiresAt: number;
   /** When the token was issued (its iat, ms since the epoch); undefined when it does not say (a provider's token may not). */
   readonly issuedAt: number | undefined;
+  /** The token's id (its jti, RFC 7519 §4.1.7): revocation of this one token, and the admin audit. Undefined when it has none. */
+  readonly tokenId: string | undefined;
 }
 
 export function audienceFor(kind: TokenKind): string {
@@ -124,6 +126,7 @@ export async function verifyToken(
         scopes: new Set(claims.data.scope.split(' ').filter(Boolean)),
         expiresAt: claims.data.exp * 1000,
         issuedAt: claims.data.iat * 1000,
+        tokenId: claims.data.jti,
       },
     };
   } catch (error) {

@@ -48,6 +48,6 @@ t.test('migrations apply once, concurrently and repeatedly, on PostgreSQL', asyn
   t.equal(applied.rows[0].n, journal.entries.length, 'each migration recorded once');
   t.same(
     tables.rows.map((r: { table_name: string }) => r.table_name),
-    ['access_log', 'access_requests', 'consent_rules', 'devices', 'external_identities', 'owners', 'presence_overrides', 'presence_state', 'raw_events', 'signing_keys', 'watcher_groups', 'watchers', 'webhooks'],
+    ['access_log', 'access_requests', 'admin_actions', 'admin_token_cutoffs', 'consent_rules', 'devices', 'external_identities', 'owners', 'presence_overrides', 'presence_state', 'raw_events', 'signing_keys', 'token_revocations', 'watcher_groups', 'watchers', 'webhooks'],
   );
 });

@@ -29,3 +29,26 @@ t.test("devices share their owner's id string; ownerId() hands out the directory
   t.equal(directory.ownerId(copy(id)), owner?.id);
   t.equal(directory.ownerId('unknown'), 'unknown', 'an unknown id is returned as given');
 });
+
+t.test('revocations by token id and by admin subject: replaced whole; streams told only of a change', async (t) => {
+  const directory = new Directory();
+  let told = 0;
+  directory.watchSubject('w1', () => (told += 1));
+  t.notOk(directory.tokenIdRevoked('j1'));
+  t.notOk(directory.tokenIdRevoked(undefined));
+  directory.setTokenRevocations(['j1'], [['ops', 2000]]);
+  t.ok(directory.tokenIdRevoked('j1'));
+  t.notOk(directory.tokenIdRevoked('j2'));
+  t.notOk(directory.tokenIdRevoked(undefined), 'a token without an id cannot be named');
+  t.ok(directory.adminTokenRevoked('ops', 2000), 'issued at the cutoff');
+  t.notOk(directory.adminTokenRevoked('ops', 2001), 'issued after it');
+  t.ok(directory.adminTokenRevoked('ops', undefined), 'one that does not say when counts as revoked');
+  t.notOk(directory.adminTokenRevoked('other', 0));
+  t.notOk(directory.tokenRevoked('ops', 0), "admin subjects are apart from owners' and watchers' cutoffs");
+  t.equal(told, 1, 'open streams re-check their caller');
+  directory.setTokenRevocations(['j1'], [['ops', 2000]]);
+  t.equal(told, 1, 'the same revocations again (a purge that removed nothing) tell nobody');
+  directory.setTokenRevocations([], [['ops', 2000]]);
+  t.notOk(directory.tokenIdRevoked('j1'), 'an expired revocation purged');
+  t.equal(told, 2);
+});
