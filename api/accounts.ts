@@ -52,8 +52,8 @@ export interface WatcherInfo {
 
 /** An external broker that keeps device credentials (bin/service.ts wires Mosquitto's dynamic security). */
 export interface BrokerCredentials {
-  /** Makes `token` the device's broker password. */
-  provision(deviceId: string, token: string): Promise<void>;
+  /** Makes `token` the device's broker password, until `expiresAt` (ms; the token's expiry). */
+  provision(deviceId: string, token: string, expiresAt: number): Promise<void>;
   /** Removes the device from the broker (it was revoked or erased while being provisioned). */
   withdraw(deviceId: string): Promise<void>;
 }
@@ -449,7 +449,7 @@ export class Accounts {
     );
     if (kind === 'device' && this.brokerCredentials) {
       try {
-        await this.brokerCredentials.provision(tokenSubject, issued.token);
+        await this.brokerCredentials.provision(tokenSubject, issued.token, issued.expiresAt);
       } catch {
         // The provisioner logs why; the token is not handed out (the broker would refuse it).
         throw new AppError('unavailable', 'The broker did not take the device credentials; try again shortly.');

@@ -8,8 +8,8 @@ import { errors } from './openapi.js';
 
 /**
  * The operators' audit trail (issue 7, "a careless operator"; SECURITY.md):
- * every request to an admin route that passes authentication is recorded
- * before the route runs (who: the token's subject and id; what: the method
+ * every request to an admin route that passes validation and
+ * authentication is recorded before the route runs (who: the token's subject and id; what: the method
  * and the route pattern, never the values in the URL or body; whom it
  * concerned: the owner or watcher, when the request names one), and given
  * its status when answered. An action that cannot be recorded is not run
@@ -39,12 +39,14 @@ function field(value: unknown, key: string): string | undefined {
  * schema before this runs): an owner handle in the path or the body, a
  * device or watcher id in the path, a token's subject.
  */
-export function concernedBy(route: string, request: Pick<FastifyRequest, 'params' | 'body'>, directory: Directory): Concerned {
+export function concernedBy(route: string, request: Pick<FastifyRequest, 'params' | 'body' | 'query'>, directory: Directory): Concerned {
   const owner = (id: string | undefined) => (id === undefined ? undefined : directory.owner(id)?.id);
   const byHandle = (handle: string | undefined) => (handle === undefined ? undefined : directory.ownerByHandle(handle)?.id);
   const watcher = (id: string | undefined) => (id !== undefined && UUID.test(id) ? id : undefined);
   const handle = field(request.params, 'handle');
   if (handle !== undefined) return { ownerId: byHandle(handle), watcherId: undefined };
+  // An operator reading one owner's part of the trail.
+  if (route === '/v1/admin/actions') return { ownerId: byHandle(field(request.query, 'owner')), watcherId: undefined };
   const id = field(request.params, 'id');
   if (route === '/v1/admin/devices/:id') return { ownerId: id === undefined ? undefined : directory.device(id)?.ownerId, watcherId: undefined };
   if (route === '/v1/admin/watchers/:id') return { ownerId: undefined, watcherId: watcher(id) };
@@ -99,8 +101,11 @@ export function installAdminAudit(app: FastifyInstance, deps: { auth: Authentica
       done();
       if (!action) return;
       running.delete(request);
-      // An owner created by the request is known only now (POST /v1/admin/owners).
-      const after = action.concerned.ownerId === undefined ? concernedBy(pattern, request, deps.directory).ownerId : undefined;
+      // An owner the request created is known only now; other requests keep
+      // whom they named when they ran (an owner created later under the
+      // same handle is someone else).
+      const created = pattern === '/v1/admin/owners' && request.method === 'POST' && reply.statusCode === 201;
+      const after = created ? concernedBy(pattern, request, deps.directory).ownerId : undefined;
       deps.store.finish(action.id, reply.statusCode, after).catch((err: unknown) => deps.log.error({ error: loggableDbError(err), route: pattern }, 'admin action status not recorded'));
     };
     route.preHandler = [...hooks(route.preHandler), record];

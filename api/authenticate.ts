@@ -10,6 +10,9 @@ import { AUDIENCE_API, type Principal, type TokenKind, type Scope } from '../cor
  * removed watcher's tokens stop working at once, and so do tokens issued
  * before their subject's tokens were revoked.
  */
+/** How far ahead of this process's clock an admin token's iat may be (the signer's clock may run a little fast). */
+const ADMIN_CLOCK_SKEW_MS = 60_000;
+
 export class Authenticator {
   private readonly adminTokenMaxMs: number;
 
@@ -39,7 +42,7 @@ export class Authenticator {
       if (!result.ok) throw new AppError('unauthorized', result.reason === 'expired' ? 'The token has expired.' : 'The token is not valid.');
       principal = result.principal;
     }
-    if (!this.isLive(principal)) throw new AppError('unauthorized', 'The token is not valid.');
+    if (!this.isLive(principal, now)) throw new AppError('unauthorized', 'The token is not valid.');
     if (!kinds.includes(principal.kind)) throw new AppError('forbidden');
     if (scope && !principal.scopes.has(scope)) throw new AppError('forbidden', `The token lacks the scope ${scope}.`);
     return principal;
@@ -57,16 +60,16 @@ export class Authenticator {
     if (authorization === undefined || !authorization.startsWith('Bearer ')) return undefined;
     const principal = this.verifier.peek(authorization.slice(7), AUDIENCE_API, now);
     if (principal === undefined || principal === 'expired') return undefined;
-    if (!this.isLive(principal) || !kinds.includes(principal.kind) || !principal.scopes.has(scope)) return undefined;
+    if (!this.isLive(principal, now) || !kinds.includes(principal.kind) || !principal.scopes.has(scope)) return undefined;
     return principal;
   }
 
   /** For long-lived connections: the token has not expired and its subject still exists. */
   stillValid(principal: Principal, now: number): boolean {
-    return now < principal.expiresAt && this.isLive(principal);
+    return now < principal.expiresAt && this.isLive(principal, now);
   }
 
-  private isLive(principal: Principal): boolean {
+  private isLive(principal: Principal, now: number): boolean {
     // Revoked by its id, or by subject ("sign out everywhere", an admin's revocation): refused on every path, the cached one too.
     if (this.directory.tokenIdRevoked(principal.tokenId)) return false;
     switch (principal.kind) {
@@ -76,11 +79,15 @@ export class Authenticator {
         return !this.directory.tokenRevoked(principal.subject, principal.issuedAt) && this.directory.owner(principal.subject) !== undefined;
       case 'admin':
         // Admin tokens are signed by whoever holds the signing key, with
-        // any lifetime: a long-lived one is refused here, and the audit
-        // (api/admin-audit.ts) needs to know which token acted.
+        // any lifetime: a long-lived one is refused here, and so is one
+        // dated ahead (an iat in the future would stretch the lifetime
+        // and outlive a revocation by subject, which compares iat; jose
+        // checks iat only with maxTokenAge). The audit (api/admin-audit.ts)
+        // needs to know which token acted.
         return (
           principal.issuedAt !== undefined &&
           principal.tokenId !== undefined &&
+          principal.issuedAt <= now + ADMIN_CLOCK_SKEW_MS &&
           principal.expiresAt - principal.issuedAt <= this.adminTokenMaxMs &&
           !this.directory.adminTokenRevoked(principal.subject, principal.issuedAt)
         );

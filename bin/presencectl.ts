@@ -110,7 +110,8 @@ async function main(argv: string[]): Promise<unknown> {
   // The audit trail names the operator (api/admin-audit.ts): the token's subject.
   const operator = values.operator ?? process.env.PRESENCECTL_OPERATOR ?? `presencectl:${loginName()}`;
   if (!/^[A-Za-z0-9._@:-]{1,200}$/.test(operator)) throw new UsageError('--operator: 1-200 of A-Z a-z 0-9 . _ @ : -');
-  const adminToken = async (ttlSeconds = 300) =>
+  // Five minutes per call, or less where ADMIN_TOKEN_MAX_SECONDS says so.
+  const adminToken = async (ttlSeconds = Math.min(300, config.adminTokenMaxSeconds)) =>
     (await issueToken(key, config.tokenIssuer, { kind: 'admin', subject: operator, scopes: ['admin'], ttlSeconds }, Date.now())).token;
   const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
   const scheme = config.tls.mode === 'off' ? 'http' : 'https';

@@ -19,6 +19,7 @@ import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
 import { AdminActionStore } from '../core/db/admin-actions.js';
+import { loggableDbError } from '../core/db/db-error.js';
 import { TokenRevocations } from '../core/token-revocations.js';
 import { acquireDeliveryLease } from '../core/db/delivery-lease.js';
 import { writeAccessLog, writeRawEvents, writeStates } from '../core/db/state-writer.js';
@@ -57,6 +58,7 @@ import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 
 /** Device credential changes the broker did not take (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec), by action. */
 export const BROKER_CREDENTIAL_FAILURES = 'presence_broker_credential_failures_total';
+export const BROKER_CREDENTIALS_EXPIRED = 'presence_broker_credentials_expired_total';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -68,6 +70,8 @@ export interface ServiceOptions {
   readonly clock?: () => number;
   /** Webhook retry timing (tests shorten it). */
   readonly webhookRetry?: RetryPolicy;
+  /** How often expired device broker passwords are looked for (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec; tests shorten it). */
+  readonly brokerExpirySweepMs?: number;
 }
 
 export interface RunningService {
@@ -381,9 +385,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // The shared device role of the operator's set-up: without it every device token would be a 503.
         await dynsec.command({ command: 'getRole', rolename: DEVICE_ROLE });
         metrics.counter(BROKER_CREDENTIAL_FAILURES, 'Device credential changes the broker did not take (dynamic security), by action');
-        for (const action of ['provision', 'disable', 'delete']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
+        for (const action of ['provision', 'disable', 'delete', 'expire']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
         // Every change: a failure is counted and logged, then still the caller's to see.
-        const reported = (action: 'provision' | 'disable' | 'delete', change: Promise<void>) =>
+        const reported = <T>(action: 'provision' | 'disable' | 'delete' | 'expire', change: Promise<T>) =>
           change.catch((err: unknown) => {
             metrics.inc(BROKER_CREDENTIAL_FAILURES, { action });
             log.error({ err }, `broker credentials: ${action} failed`);
@@ -391,7 +395,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
           });
         const ignored = () => undefined;
         brokerCredentials = {
-          provision: (deviceId, token) => reported('provision', dynsec.provisionDevice(deviceId, token)),
+          provision: (deviceId, token, expiresAt) =>
+            reported('provision', dynsec.provisionDevice(deviceId, token, () => repository.setBrokerPasswordExpiry(deviceId, new Date(expiresAt)))),
           withdraw: (deviceId) => reported('delete', dynsec.deleteDevice(deviceId)),
         };
         disconnectDevices = (deviceIds) => {
@@ -400,6 +405,37 @@ export async function startService(config: Config, options: ServiceOptions = {})
         forgetDevices = (deviceIds) => {
           for (const id of deviceIds) reported('delete', dynsec.deleteDevice(id)).catch(ignored);
         };
+        // The broker cannot read a token's expiry: a device whose broker
+        // password (its newest token) expired is disabled there, as the
+        // embedded broker ends a connection when its token expires. Each
+        // expiry is claimed once in the database, so one process of a group
+        // disables it.
+        metrics.counter(BROKER_CREDENTIALS_EXPIRED, 'Device broker clients disabled because their password (token) expired (dynamic security)');
+        const sweepExpired = async () => {
+          for (;;) {
+            const now = new Date(clock());
+            const leaseUntil = new Date(now.getTime() + 60_000);
+            const expired = await repository.expiredBrokerPasswords(now, 100);
+            let failed = false;
+            for (const id of expired) {
+              const disabled = await reported(
+                'expire',
+                dynsec.expireDevice(
+                  id,
+                  () => repository.claimExpiredBrokerPassword(id, now, leaseUntil),
+                  () => repository.settleExpiredBrokerPassword(id, leaseUntil),
+                ),
+              ).catch(() => {
+                failed = true;
+                return false;
+              });
+              if (disabled) metrics.inc(BROKER_CREDENTIALS_EXPIRED);
+            }
+            // A device the broker did not take is tried again when its lease ends, not now.
+            if (failed || expired.length < 100) return;
+          }
+        };
+        cleanups.push(repeat(sweepExpired, options.brokerExpirySweepMs ?? 15_000, (err) => log.warn({ error: loggableDbError(err) }, 'expired broker passwords: sweep failed'), true));
       }
       mqttUrl = config.mqtt.url;
       const deadLetterRoot = config.mqtt.deadLetterRoot;
@@ -539,7 +575,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
         );
       };
-      const reloadRevocations = (): void => void revocations.reload().catch((err: unknown) => log.error({ err }, 'reloading the token revocations failed'));
+      const reloadRevocations = (): void => void revocations.reload().catch((err: unknown) => log.error({ error: loggableDbError(err) }, 'reloading the token revocations failed'));
+      // A reload that failed (a database blip) is not asked for again until
+      // the next change: every minute too, as the signing keys are.
+      cleanups.push(repeat(() => revocations.reload(), 60_000, (err) => log.warn({ error: loggableDbError(err) }, 'reloading the token revocations failed')));
       control.onChange = (change) => ('owner' in change ? reloadOwner(change.owner) : 'watcher' in change ? reloadWatcher(change.watcher) : reloadRevocations());
       // Changes may have been missed while the channel was down: everything
       // is reloaded, one owner at a time (costly with many owners; rare).

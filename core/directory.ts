@@ -56,6 +56,8 @@ export class Directory {
   private adminCutoffs: ReadonlyMap<string, number> = new Map();
   /** Long-lived connections (event streams) of a subject, told when its tokens or its watcher record change. */
   private readonly subjectListeners = new OwnerListeners<void>();
+  /** The same, by the id of the token they were opened with (revocation by id). */
+  private readonly tokenListeners = new OwnerListeners<void>();
 
   putOwner(owner: OwnerRecord): void {
     this.ownersById.set(owner.id, owner);
@@ -129,8 +131,8 @@ export class Directory {
   /**
    * The revocations by token id and the admin cutoffs, as stored (each
    * reload reads both tables whole: they are small, and a revocation is
-   * never undone, so the newest read is the truth). Open streams are told,
-   * so one running on a revoked token ends.
+   * never undone, so the newest read is the truth). Streams opened with a
+   * newly revoked token are told, and end.
    */
   setTokenRevocations(tokenIds: Iterable<string>, adminCutoffs: Iterable<readonly [string, number]>): void {
     const ids = new Set(tokenIds);
@@ -140,10 +142,17 @@ export class Directory {
       cutoffs.size === this.adminCutoffs.size &&
       [...ids].every((id) => this.revokedTokenIds.has(id)) &&
       [...cutoffs].every(([subject, at]) => this.adminCutoffs.get(subject) === at);
+    const added = [...ids].filter((id) => !this.revokedTokenIds.has(id));
     this.revokedTokenIds = ids;
     this.adminCutoffs = cutoffs;
-    // Only a change wakes the streams (the hourly purge of expired rows notifies too).
-    if (!same) this.subjectListeners.notifyAll(undefined);
+    // Only the streams opened with a newly revoked token are woken (the
+    // hourly purge of expired rows notifies too, and changes nothing).
+    if (!same) for (const id of added) this.tokenListeners.notify(id, undefined);
+  }
+
+  /** Called when this one token is revoked by its id: the stream opened with it re-checks its caller. */
+  watchToken(tokenId: string, listener: () => void): () => void {
+    return this.tokenListeners.add(tokenId, listener);
   }
 
   /** Whether this one token (by its id) was revoked. */

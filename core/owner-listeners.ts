@@ -26,9 +26,4 @@ export class OwnerListeners<T> {
   notify(ownerId: string, value: T): void {
     for (const listener of this.byOwner.get(ownerId) ?? []) listener(value);
   }
-
-  /** Every listener of every owner (rare: a change that may concern anyone, such as a token revoked by its id). */
-  notifyAll(value: T): void {
-    for (const set of [...this.byOwner.values()]) for (const listener of [...set]) listener(value);
-  }
 }

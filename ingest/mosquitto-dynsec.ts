@@ -159,9 +159,36 @@ export class MosquittoDynsec {
    * set (which disconnects sessions that used the old one), missing roles
    * and ACLs are added and the client is enabled.
    */
-  async provisionDevice(deviceId: string, password: string): Promise<void> {
+  async provisionDevice(deviceId: string, password: string, provisioned?: () => Promise<void>): Promise<void> {
     checkDeviceId(deviceId);
-    await this.serially(deviceId, () => this.provision(deviceId, password));
+    // `provisioned` runs in the device's queue too (recording the password's
+    // expiry), so an expiry sweep queued after it sees the new expiry.
+    await this.serially(deviceId, async () => {
+      await this.provision(deviceId, password);
+      await provisioned?.();
+    });
+  }
+
+  /**
+   * Disables the device's client if `claim()` (run in the device's queue,
+   * after any provisioning queued before) says its password expired; true
+   * if it did. The broker cannot read a token's expiry: without this a
+   * device's token would log in to the broker for as long as no newer
+   * token or revocation replaced it. `settle()` then tells whether a new
+   * token was provisioned meanwhile by another process (this queue orders
+   * this process's changes only), in which case the client is enabled
+   * again. If the broker does not answer, the claim (a lease) ends by
+   * itself and a later sweep tries again.
+   */
+  async expireDevice(deviceId: string, claim: () => Promise<boolean>, settle: () => Promise<'cleared' | 'renewed' | 'gone'>): Promise<boolean> {
+    checkDeviceId(deviceId);
+    return this.serially(deviceId, async () => {
+      if (!(await claim())) return false;
+      await this.command({ command: 'disableClient', username: deviceId }, [CLIENT_NOT_FOUND]);
+      if ((await settle()) !== 'renewed') return true;
+      await this.command({ command: 'enableClient', username: deviceId }, [CLIENT_NOT_FOUND]);
+      return false;
+    });
   }
 
   /**

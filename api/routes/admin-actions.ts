@@ -33,6 +33,7 @@ const entrySchema = z.object({
 });
 
 const EARLIEST = Date.parse('0001-01-01T00:00:00Z');
+const LATEST = Date.parse('9999-12-31T23:59:59.999Z');
 
 const pageSchema = z.object({ next: z.string().optional(), entries: z.array(entrySchema) });
 
@@ -63,7 +64,7 @@ export function adminActionRoutes(app: FastifyInstance, deps: { auth: Authentica
     '/v1/admin/actions',
     {
       schema: {
-        ...operation('admin', 'Page through the operators\' audit trail', adminAccess, 'Every admin API request that passed authentication, this one included, newest first.'),
+        ...operation('admin', 'Page through the operators\' audit trail', adminAccess, 'Every admin API request that passed validation and authentication, this one included, newest first.'),
         querystring: z.object({ ...page, owner: handleSchema.optional(), since: z.iso.datetime({ offset: true }).optional() }).strict(),
         response: { 200: json(pageSchema, 'A page of the actions.'), ...errors(400, 401, 403, 404) },
       },
@@ -73,8 +74,8 @@ export function adminActionRoutes(app: FastifyInstance, deps: { auth: Authentica
       const { owner, since, cursor, limit } = request.query;
       const ownerId = owner === undefined ? undefined : deps.directory.ownerByHandle(owner)?.id;
       if (owner !== undefined && ownerId === undefined) throw new AppError('not_found', 'No such owner.');
-      // Before year 1 (0000-…, or 0001-01-01 with a positive offset) PostgreSQL cannot read: every action is after it anyway.
-      const from = since === undefined ? undefined : new Date(Math.max(Date.parse(since), EARLIEST));
+      // Outside the years 1-9999 (0000-…, or 9999-12-31 with a negative offset) PostgreSQL cannot read the instant: clamped, which selects the same actions.
+      const from = since === undefined ? undefined : new Date(Math.min(Math.max(Date.parse(since), EARLIEST), LATEST));
       return list({ ownerId, since: from }, cursor, limit);
     },
   );

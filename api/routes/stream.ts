@@ -236,6 +236,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
     const unsubscribeRules = ownerId ? deps.ruleBook.watch(ownerId, check) : () => undefined;
     // The caller's tokens revoked, or the caller (a watcher) revoked: the stream ends at once.
     const unsubscribeCaller = deps.directory.watchSubject(principal.subject, check);
+    const unsubscribeToken = principal.tokenId === undefined ? () => undefined : deps.directory.watchToken(principal.tokenId, check);
     const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
     heartbeat.unref();
     const close = () => {
@@ -244,6 +245,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
       unsubscribeHub();
       unsubscribeRules();
       unsubscribeCaller();
+      unsubscribeToken();
       clearInterval(heartbeat);
       if (timer) clearTimeout(timer);
       open.delete(socket);

@@ -42,8 +42,9 @@ export class AdminActionStore {
 
   /**
    * Records an action about to run; its id, for finish(). The owner and
-   * watcher are checked in the same statement, so one deleted meanwhile is
-   * recorded as null rather than failing the insert (and so the action).
+   * watcher are looked up in the same statement, so one whose deletion has
+   * committed is recorded as null rather than failing the insert (one being
+   * deleted at that very moment fails it: the action is refused, 503).
    */
   async start(action: AdminActionStart): Promise<number> {
     const result = await this.db.execute(sql`

@@ -22,7 +22,7 @@ export async function* storedOwnerData(db: Database, ownerId: string): AsyncGene
   yield { type: 'owner', id: owner.id, handle: owner.handle, displayName: owner.displayName, settings: owner.settings, createdAt: iso(owner.createdAt) };
 
   for (const d of await db.select().from(devices).where(eq(devices.ownerId, ownerId)).orderBy(asc(devices.createdAt), asc(devices.id))) {
-    yield { type: 'device', id: d.id, class: d.deviceClass, name: d.name, createdAt: iso(d.createdAt), revokedAt: iso(d.revokedAt) };
+    yield { type: 'device', id: d.id, class: d.deviceClass, name: d.name, createdAt: iso(d.createdAt), revokedAt: iso(d.revokedAt), brokerPasswordExpiresAt: iso(d.brokerPasswordExpiresAt) };
   }
   for (const r of await db.select().from(consentRules).where(eq(consentRules.ownerId, ownerId)).orderBy(asc(consentRules.createdAt), asc(consentRules.id))) {
     yield { type: 'rule', id: r.id, body: r.body, arrivedAt: iso(r.arrivedAt), createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };

@@ -228,10 +228,60 @@ export class Repository {
   async revokeDevice(deviceId: string, ownerId?: string): Promise<{ id: string; ownerId: string; deviceClass: string } | undefined> {
     const rows = await this.db
       .update(devices)
-      .set({ revokedAt: sql`coalesce(${devices.revokedAt}, now())` })
+      // A revoked device's broker client is disabled already: nothing left to expire.
+      .set({ revokedAt: sql`coalesce(${devices.revokedAt}, now())`, brokerPasswordExpiresAt: null })
       .where(ownerId === undefined ? eq(devices.id, deviceId) : and(eq(devices.id, deviceId), eq(devices.ownerId, ownerId)))
       .returning({ id: devices.id, ownerId: devices.ownerId, deviceClass: devices.deviceClass });
     return rows[0];
+  }
+
+  /** The device's broker password (its newest token) expires at `at` (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec). */
+  async setBrokerPasswordExpiry(deviceId: string, at: Date): Promise<void> {
+    await this.db.update(devices).set({ brokerPasswordExpiresAt: at }).where(and(eq(devices.id, deviceId), isNull(devices.revokedAt)));
+  }
+
+  /** Devices whose broker password expired at or before `now`, oldest first. */
+  async expiredBrokerPasswords(now: Date, limit: number): Promise<string[]> {
+    const rows = await this.db
+      .select({ id: devices.id })
+      .from(devices)
+      .where(lte(devices.brokerPasswordExpiresAt, now))
+      .orderBy(asc(devices.brokerPasswordExpiresAt))
+      .limit(limit);
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * Takes the device's expired broker password for disabling, as a lease
+   * until `leaseUntil`: true for the one caller (of any process) that took
+   * it; false if it was renewed (a new token) or taken meanwhile. A lease
+   * not settled (the process died, the broker did not answer) ends, and the
+   * expiry is found again by a later sweep.
+   */
+  async claimExpiredBrokerPassword(deviceId: string, now: Date, leaseUntil: Date): Promise<boolean> {
+    const rows = await this.db
+      .update(devices)
+      .set({ brokerPasswordExpiresAt: leaseUntil })
+      .where(and(eq(devices.id, deviceId), lte(devices.brokerPasswordExpiresAt, now), isNull(devices.revokedAt)))
+      .returning({ id: devices.id });
+    return rows.length === 1;
+  }
+
+  /**
+   * After the broker disabled the device: `cleared` if the lease was still
+   * there (nothing left to expire); `renewed` if a new token was provisioned
+   * meanwhile (through another process: its client must be enabled again);
+   * `gone` if the device was revoked or erased meanwhile.
+   */
+  async settleExpiredBrokerPassword(deviceId: string, leaseUntil: Date): Promise<'cleared' | 'renewed' | 'gone'> {
+    const cleared = await this.db
+      .update(devices)
+      .set({ brokerPasswordExpiresAt: null })
+      .where(and(eq(devices.id, deviceId), eq(devices.brokerPasswordExpiresAt, leaseUntil)))
+      .returning({ id: devices.id });
+    if (cleared.length === 1) return 'cleared';
+    const [row] = await this.db.select({ revokedAt: devices.revokedAt, expiresAt: devices.brokerPasswordExpiresAt }).from(devices).where(eq(devices.id, deviceId));
+    return row && row.revokedAt === null && row.expiresAt !== null ? 'renewed' : 'gone';
   }
 
   /** Marks a watcher revoked: their tokens stop working and they match no rule. */

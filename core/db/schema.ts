@@ -33,8 +33,15 @@ export const devices = pgTable(
     name: text('name'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
+    /**
+     * With MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec: when the device's
+     * broker password (its latest token) expires. The broker cannot read a
+     * token's expiry, so the service disables the broker client then, and
+     * clears this; null: nothing to expire.
+     */
+    brokerPasswordExpiresAt: timestamp('broker_password_expires_at', { withTimezone: true }),
   },
-  (t) => [index('devices_owner_idx').on(t.ownerId)],
+  (t) => [index('devices_owner_idx').on(t.ownerId), index('devices_broker_password_expiry_idx').on(t.brokerPasswordExpiresAt).where(sql`${t.brokerPasswordExpiresAt} is not null`)],
 );
 
 /** Watchers are people and third-party apps that read presence. */
@@ -241,7 +248,7 @@ export const signingKeys = pgTable('signing_keys', {
 
 /**
  * What operators did through the admin API (issue 7, "a careless
- * operator"): one row per admin request that passed authentication,
+ * operator"): one row per admin request that passed validation and authentication,
  * written before the action runs (an action that cannot be recorded is not
  * run) and given its status when answered. The route is the pattern
  * (`/v1/admin/owners/:handle/export`), never the values in the URL or the

@@ -26,7 +26,9 @@ const config = await testConfig(t, {
   MQTT_PASSWORD: servicePassword,
   MQTT_DEVICE_CREDENTIALS: 'mosquitto-dynsec',
 });
-const service = await startTestService(t, config);
+// The service's clock runs ahead by `offsetMs` when a test makes tokens expire; expired broker passwords are looked for often.
+let offsetMs = 0;
+const service = await startTestService(t, config, { clock: () => Date.now() + offsetMs, brokerExpirySweepMs: 200 });
 const NOT_AUTHORIZED = /Not authorized|Bad username or password/i;
 
 async function asDevice(t: Test, deviceId: string, token: string): Promise<MqttClient> {
@@ -76,6 +78,34 @@ t.test('an erased owner’s devices are removed from the broker', async (t) => {
   t.equal((await service.api('DELETE', '/v1/admin/owners/carol?confirm=carol', { token: service.adminToken })).status, 204);
   await ended;
   await t.rejects(connectAsync(broker.url, { username: carol.device.id, password: carol.deviceToken, clientId: carol.device.id, reconnectPeriod: 0 }), NOT_AUTHORIZED);
+});
+
+t.test('a device token that expires stops logging in to the broker, and its session ends; a new token works', async (t) => {
+  const dave = await provision(service, 'dave');
+  const issued = await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'device', subject: dave.device.id, ttlSeconds: 60 } });
+  const { token, expiresAt } = (await issued.json()) as { token: string; expiresAt: string };
+  const device = await asDevice(t, dave.device.id, token);
+  const other = await provision(service, 'erin');
+  const otherDevice = await asDevice(t, other.device.id, other.deviceToken);
+
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.ok(device.connected, 'before its expiry the session stays (several sweeps have run)');
+  const expiredBefore = service.metrics.value('presence_broker_credentials_expired_total');
+  const ended = closed(device);
+  offsetMs = Date.parse(expiresAt) - Date.now() + 1000;
+  await ended;
+  t.pass('the broker ended the session once the token expired');
+  await waitFor(() => service.metrics.value('presence_broker_credentials_expired_total') === expiredBefore + 1 || undefined, 'the expiry counted');
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.equal(service.metrics.value('presence_broker_credentials_expired_total'), expiredBefore + 1, 'counted once, whatever the later sweeps');
+  await t.rejects(connectAsync(broker.url, { username: dave.device.id, password: token, clientId: dave.device.id, reconnectPeriod: 0 }), NOT_AUTHORIZED, 'and refuses it');
+  t.ok(otherDevice.connected, "a device whose token has not expired keeps its session (365 days)");
+
+  const renewed = await newToken(dave.device.id);
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  const again = await asDevice(t, dave.device.id, renewed);
+  t.ok(again.connected, 'a new token logs in, and later sweeps leave it alone');
+  offsetMs = 0;
 });
 
 t.test('misconfiguration is found at start', async (t) => {

@@ -105,6 +105,18 @@ t.test('provisioning again re-enables the device with the new token only', async
   t.ok((await closed) < 2000, 'the live session is disconnected');
 });
 
+t.test('an expired password is disabled; one renewed meanwhile by another process is enabled again', async (t) => {
+  const claimed = async () => true;
+  t.equal(await dynsec.expireDevice(alice, claimed, async () => 'cleared'), true, 'disabled');
+  await t.rejects(asDevice(t, alice, aliceToken), NOT_AUTHORIZED, 'its token no longer logs in');
+  aliceToken = randomUUID();
+  await dynsec.provisionDevice(alice, aliceToken);
+  t.ok((await asDevice(t, alice, aliceToken)).connected, 'a new token enables it');
+  // Another process provisioned a new token between the claim and the disabling: enabled again.
+  t.equal(await dynsec.expireDevice(alice, claimed, async () => 'renewed'), false, 'not counted as expired');
+  t.ok((await asDevice(t, alice, aliceToken)).connected, 'the renewed token still logs in');
+});
+
 t.test('provisioning repairs a device that lost its own role', async (t) => {
   // Not deleteRole: on 2.0.11 that leaves the client a dangling role (#2660).
   await adminDynsec.command({ command: 'removeClientRole', username: bobby, rolename: `presence-device:${bobby}` });
@@ -172,6 +184,15 @@ t.test('a broker that never answers: the request times out', async (t) => {
   const started = Date.now();
   await t.rejects(silent.disableDevice(alice), /dynamic-security disableClient: no response from the broker within 300 ms/);
   t.ok(Date.now() - started >= 290, 'after the timeout');
+  // An expired password the broker did not disable: the error, and nothing settled (the claim's lease ends by itself).
+  let settled = 0;
+  const settle = async () => {
+    settled += 1;
+    return 'cleared' as const;
+  };
+  await t.rejects(silent.expireDevice(alice, async () => true, settle), /disableClient: no response/);
+  t.equal(settled, 0, 'not settled');
+  t.equal(await silent.expireDevice(alice, async () => false, settle), false, 'nothing claimed (renewed or taken meanwhile): nothing sent');
   const pending = silent.deleteDevice(alice);
   await new Promise((resolve) => setTimeout(resolve, 50)); // sent, awaiting its response
   silent.close();

@@ -30,10 +30,13 @@ t.test("devices share their owner's id string; ownerId() hands out the directory
   t.equal(directory.ownerId('unknown'), 'unknown', 'an unknown id is returned as given');
 });
 
-t.test('revocations by token id and by admin subject: replaced whole; streams told only of a change', async (t) => {
+t.test('revocations by token id and by admin subject: replaced whole; only the streams of a newly revoked token are told', async (t) => {
   const directory = new Directory();
   let told = 0;
-  directory.watchSubject('w1', () => (told += 1));
+  let others = 0;
+  directory.watchToken('j1', () => (told += 1));
+  directory.watchToken('j2', () => (others += 1));
+  directory.watchSubject('w1', () => (others += 1));
   t.notOk(directory.tokenIdRevoked('j1'));
   t.notOk(directory.tokenIdRevoked(undefined));
   directory.setTokenRevocations(['j1'], [['ops', 2000]]);
@@ -45,10 +48,13 @@ t.test('revocations by token id and by admin subject: replaced whole; streams to
   t.ok(directory.adminTokenRevoked('ops', undefined), 'one that does not say when counts as revoked');
   t.notOk(directory.adminTokenRevoked('other', 0));
   t.notOk(directory.tokenRevoked('ops', 0), "admin subjects are apart from owners' and watchers' cutoffs");
-  t.equal(told, 1, 'open streams re-check their caller');
+  t.equal(told, 1, 'the stream opened with the revoked token re-checks its caller');
+  t.equal(others, 0, 'no other stream is woken');
   directory.setTokenRevocations(['j1'], [['ops', 2000]]);
   t.equal(told, 1, 'the same revocations again (a purge that removed nothing) tell nobody');
   directory.setTokenRevocations([], [['ops', 2000]]);
   t.notOk(directory.tokenIdRevoked('j1'), 'an expired revocation purged');
-  t.equal(told, 2);
+  t.equal(told, 1, 'nobody is woken by a purge');
+  directory.setTokenRevocations(['j2'], [['ops', 2000]]);
+  t.equal(others, 1);
 });
