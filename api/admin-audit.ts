@@ -65,20 +65,39 @@ export function concernedBy(route: string, request: Pick<FastifyRequest, 'params
   }
 }
 
-export function installAdminAudit(app: FastifyInstance, deps: { auth: Authenticator; directory: Directory; store: AdminActionStore; clock: () => number; log: FastifyBaseLogger }): void {
+export function installAdminAudit(
+  app: FastifyInstance,
+  deps: {
+    auth: Authenticator;
+    directory: Directory;
+    store: AdminActionStore;
+    /** Whom a link to an external account names: an unlink (DELETE /v1/admin/identities) names the account, not the owner. */
+    identityLink: (issuer: string, subject: string) => Promise<{ ownerId: string | null; watcherId: string | null } | undefined>;
+    clock: () => number;
+    log: FastifyBaseLogger;
+  },
+): void {
   const running = new WeakMap<FastifyRequest, { id: number; concerned: Concerned }>();
   const unavailable = errors('unavailable')[503];
 
   app.addHook('onRoute', (route: RouteOptions) => {
     if (!route.url.startsWith(ADMIN_PREFIX)) return;
     const pattern = route.url;
+    const concerning = async (request: FastifyRequest): Promise<Concerned> => {
+      if (pattern === '/v1/admin/identities' && request.method === 'DELETE') {
+        const issuer = field(request.query, 'issuer');
+        const subject = field(request.query, 'subject');
+        const link = issuer === undefined || subject === undefined ? undefined : await deps.identityLink(issuer, subject);
+        return { ownerId: link?.ownerId ?? undefined, watcherId: link?.watcherId ?? undefined };
+      }
+      return concernedBy(pattern, request, deps.directory);
+    };
     const record: preHandlerHookHandler = async (request: FastifyRequest) => {
       // Refused callers are not recorded: anyone could fill the trail.
       const principal = await deps.auth.require(request, ['admin'], 'admin');
-      const concerned = concernedBy(pattern, request, deps.directory);
-      let id: number;
       try {
-        id = await deps.store.start({
+        const concerned = await concerning(request);
+        const id = await deps.store.start({
           at: new Date(deps.clock()),
           operator: principal.subject,
           tokenId: principal.tokenId,
@@ -88,13 +107,13 @@ export function installAdminAudit(app: FastifyInstance, deps: { auth: Authentica
           ownerId: concerned.ownerId,
           watcherId: concerned.watcherId,
         });
+        running.set(request, { id, concerned });
       } catch (err) {
         // PostgreSQL down or restarting: the error handler answers 503 with Retry-After, as for any write then.
         if (isDatabaseUnavailable(err)) throw err;
         deps.log.error({ error: loggableDbError(err), route: pattern }, 'admin action not recorded; refused');
         throw new AppError('unavailable', "The action could not be recorded in the operators' audit trail; nothing was done.");
       }
-      running.set(request, { id, concerned });
     };
     const finish: onResponseHookHandler = (request: FastifyRequest, reply: FastifyReply, done) => {
       const action = running.get(request);

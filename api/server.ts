@@ -140,7 +140,14 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
 
   const auth = new Authenticator(deps.verifier, deps.directory, deps.clock, deps.adminTokenMaxSeconds);
   // Before the routes: it attaches its hooks to each admin route as it is added.
-  installAdminAudit(app, { auth, directory: deps.directory, store: deps.adminActions, clock: deps.clock, log: deps.log });
+  installAdminAudit(app, {
+    auth,
+    directory: deps.directory,
+    store: deps.adminActions,
+    identityLink: (issuer, subject) => deps.repository.identityLink(issuer, subject),
+    clock: deps.clock,
+    log: deps.log,
+  });
   const limits = new HttpLimits(deps.limits);
   const durations = new RequestDurations(deps.metrics);
   installLimits(app, deps, limits, durations);

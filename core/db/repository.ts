@@ -323,6 +323,15 @@ export class Repository {
     return rows.length === 1;
   }
 
+  /** Whom one link names (the admin audit of an unlink), or undefined if there is none. */
+  async identityLink(issuer: string, subject: string): Promise<{ ownerId: string | null; watcherId: string | null } | undefined> {
+    const [row] = await this.db
+      .select({ ownerId: externalIdentities.ownerId, watcherId: externalIdentities.watcherId })
+      .from(externalIdentities)
+      .where(and(eq(externalIdentities.issuer, issuer), eq(externalIdentities.subject, subject)));
+    return row;
+  }
+
   async listIdentities(): Promise<{ issuer: string; subject: string; ownerId: string | null; watcherId: string | null; createdAt: Date }[]> {
     return this.db.select().from(externalIdentities).orderBy(asc(externalIdentities.issuer), asc(externalIdentities.subject));
   }

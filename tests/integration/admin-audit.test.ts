@@ -218,6 +218,21 @@ t.test('admin tokens made to live longer than ADMIN_TOKEN_MAX_SECONDS, or dated 
   t.equal((await a.api('GET', '/v1/admin/keys', { token: await adminToken(a, 'ahead', 600, Date.now() + 20_000) })).status, 200, 'a signer whose clock runs 20 s fast');
 });
 
+t.test("linking and unlinking an owner's external account both show in that owner's trail", async (t) => {
+  const account = { issuer: 'https://idp.example', subject: 'bob-at-idp' };
+  t.equal((await a.api('POST', '/v1/admin/identities', { token: a.adminToken, body: { ...account, owner: 'bob' } })).status, 201);
+  t.equal((await a.api('DELETE', `/v1/admin/identities?${new URLSearchParams(account).toString()}`, { token: a.adminToken })).status, 204);
+  const bobs = await waitFor(async () => {
+    const p = await page(a, '/v1/me/admin-actions?limit=5', bobToken);
+    return p.body.entries.some((e) => e.method === 'DELETE' && e.status === 204) && p;
+  }, "the unlink in bob's trail");
+  t.match(
+    bobs.body.entries.slice(0, 2).map((e) => `${e.method} ${e.route}`),
+    ['DELETE /v1/admin/identities', 'POST /v1/admin/identities'],
+    'named by the link, though the unlink names only the account',
+  );
+});
+
 t.test("erasure: the trail keeps what operators did, not whom it concerned; the export had it", async (t) => {
   const exported = await a.api('GET', '/v1/me/export', { token: aliceToken });
   t.equal(exported.status, 200);
