@@ -9,10 +9,10 @@ import { errors } from './openapi.js';
 /**
  * The operators' audit trail (issue 7, "a careless operator"; SECURITY.md):
  * every request to an admin route that passes validation and
- * authentication is recorded before the route runs (who: the token's subject and id; what: the method
- * and the route pattern, never the values in the URL or body; whom it
- * concerned: the owner or watcher, when the request names one), and given
- * its status when answered. An action that cannot be recorded is not run
+ * authentication is recorded before the route runs (who: the token's
+ * subject and id; what: the method and the route pattern, never the values
+ * in the URL or body; whom it concerned: the owner or watcher, when the
+ * request names one), and given its status when answered. An action that cannot be recorded is not run
  * (503 `unavailable`). Owners see the actions that concerned them
  * (GET /v1/me/admin-actions) and find them in their export.
  *

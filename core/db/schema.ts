@@ -248,9 +248,9 @@ export const signingKeys = pgTable('signing_keys', {
 
 /**
  * What operators did through the admin API (issue 7, "a careless
- * operator"): one row per admin request that passed validation and authentication,
- * written before the action runs (an action that cannot be recorded is not
- * run) and given its status when answered. The route is the pattern
+ * operator"): one row per admin request that passed validation and
+ * authentication, written before the action runs (an action that cannot be
+ * recorded is not run) and given its status when answered. The route is the pattern
  * (`/v1/admin/owners/:handle/export`), never the values in the URL or the
  * body. The owner it concerned sees it (GET /v1/me/admin-actions) and finds
  * it in their export; their erasure sets owner_id to null, which leaves
