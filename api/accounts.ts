@@ -6,6 +6,7 @@ import { MANUAL, MAX_PUBLICATIONS, MAX_SESSIONS, PUBLICATION_PREFIX, type Overri
 import type { Activity, Availability } from '../core/presence.js';
 import { presentityUri } from '../core/identifiers.js';
 import { issueToken, type Scope, type SigningKey, type TokenKind } from '../core/identity/tokens.js';
+import { isDatabaseUnavailable } from '../core/db/db-error.js';
 import type { PublicationWrite, Repository } from '../core/db/repository.js';
 import { GroupCommit } from '../core/group-commit.js';
 import { randomTag } from '../core/random-tag.js';
@@ -450,8 +451,12 @@ export class Accounts {
     if (kind === 'device' && this.brokerCredentials) {
       try {
         await this.brokerCredentials.provision(tokenSubject, issued.token, issued.expiresAt);
-      } catch {
-        // The provisioner logs why; the token is not handed out (the broker would refuse it).
+      } catch (error) {
+        // The token is not handed out. The database down (the expiry is
+        // recorded after the broker took the password): answered as any
+        // write then; otherwise the broker did not take it (the provisioner
+        // logs why). Either way a retry provisions again.
+        if (isDatabaseUnavailable(error)) throw error;
         throw new AppError('unavailable', 'The broker did not take the device credentials; try again shortly.');
       }
       // Revoked or erased while the broker was being told: what was just
