@@ -579,11 +579,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // A reload that failed (a database blip) is not asked for again until
       // the next change: every minute too, as the signing keys are.
       cleanups.push(repeat(() => revocations.reload(), 60_000, (err) => log.warn({ error: loggableDbError(err) }, 'reloading the token revocations failed')));
-      control.onChange = (change) => ('owner' in change ? reloadOwner(change.owner) : 'watcher' in change ? reloadWatcher(change.watcher) : reloadRevocations());
+      control.onChange = (change) => {
+        if ('owner' in change) reloadOwner(change.owner);
+        else if ('watcher' in change) reloadWatcher(change.watcher);
+        else if ('tokens' in change) reloadRevocations();
+        // An account unlinked elsewhere: its provider tokens, cached here as verified, are checked again on their next use.
+        else verifier.clear();
+      };
       // Changes may have been missed while the channel was down: everything
       // is reloaded, one owner at a time (costly with many owners; rare).
       control.onResync = () => {
         reloadRevocations();
+        verifier.clear();
         void repository.loadSnapshot().then(
           (snapshot) => {
             for (const watcher of snapshot.watchers) putWatcher(directory, watcher);

@@ -63,7 +63,7 @@ export function identityRoutes(app: FastifyInstance, deps: { auth: Authenticator
     '/v1/admin/identities',
     {
       schema: {
-        ...operation('admin', 'Unlink an external account', adminAccess, "Its tokens stop working at once on this process, and on the others of a group when their cached verification of the token expires (the token's own expiry)."),
+        ...operation('admin', 'Unlink an external account', adminAccess, "Its tokens stop working at once, on every process of a group (each forgets the tokens it verified and checks them again)."),
         querystring: z.object(account).strict(),
         response: { 204: empty('Unlinked.'), ...errors(400, 401, 403, 404) },
       },

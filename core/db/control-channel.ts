@@ -7,7 +7,7 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
  * Scale-out, control plane: PostgreSQL LISTEN on the channel the triggers of
  * migration 0008 notify after every committed change to owners, devices,
  * watchers, rules, groups, manual statuses, publications and webhooks, and
- * (0012) to token revocations. Each
+ * (0012) to token revocations and (0014) to links to external accounts. Each
  * process reloads what changed, so a rule revoked through one process holds
  * on every process at the next read (privacy invariant 5).
  *
@@ -22,6 +22,8 @@ const changeSchema = z.union([
   z.object({ watcher: z.uuid() }).strict(),
   // Token revocations by id or admin subject changed (migration 0012): reload them whole.
   z.object({ tokens: z.literal(true) }).strict(),
+  // A link to an external account was removed or changed (migration 0014): verified tokens are forgotten.
+  z.object({ identities: z.literal(true) }).strict(),
 ]);
 export type ControlChange = z.infer<typeof changeSchema>;
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { MQTT_TEST_URL, createTestDatabase, uniqueName } from '../helpers/env.js';
+import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
 import { startOidcProvider } from '../helpers/oidc-provider.js';
 import { addRule, addWatcher, provision, startTestService, testConfig } from '../helpers/service.js';
 
@@ -10,17 +10,20 @@ import { addRule, addWatcher, provision, startTestService, testConfig } from '..
  * owner or a watcher, with the scopes their token carries.
  */
 const provider = await startOidcProvider(t);
-const config = await testConfig(t, {
+// Two processes of a group on one database: an unlink through one ends the account on the other too.
+const env = {
   DATABASE_URL: await createTestDatabase(t),
   MQTT_URL: MQTT_TEST_URL,
   MQTT_TOPIC_ROOT: uniqueName('oidc'),
   OWNTRACKS_TOPIC_ROOT: uniqueName('oidcot'),
+  MQTT_SHARE_GROUP: uniqueName('oidcg'),
   OIDC_ISSUER: provider.issuer,
   OIDC_AUDIENCE: 'presence-api',
   OIDC_JWKS_COOLDOWN_SECONDS: '0',
   OIDC_JWKS_MAX_AGE_SECONDS: '1',
-});
-const service = await startTestService(t, config);
+};
+const service = await startTestService(t, await testConfig(t, env));
+const peer = await startTestService(t, await testConfig(t, env));
 await provision(service, 'alice');
 const walt = await addWatcher(service, 'Walt');
 await addRule(service, 'alice', walt.id, 'allow');
@@ -90,9 +93,14 @@ t.test('the provider rotates its keys: new keys are fetched, dropped keys stop w
   t.equal((await mine(await provider.sign({ sub: 'alice@idp', jti: 'new-2' }))).status, 200, 'the current key still works');
 });
 
-t.test('unlinking ends the account at once here', async (t) => {
+t.test('unlinking ends the account at once here, and on the other processes of the group', async (t) => {
   const token = await provider.sign({ sub: 'walt@idp' });
+  await waitFor(async () => (await peer.api('GET', '/v1/presence/alice', { token })).status === 200 || undefined, 'the peer to know the rule');
   t.equal((await service.api('GET', '/v1/presence/alice', { token })).status, 200);
+  t.equal((await peer.api('GET', '/v1/presence/alice', { token })).status, 200, 'verified and cached on the peer');
   t.equal((await service.api('DELETE', `/v1/admin/identities?issuer=${encodeURIComponent(provider.issuer)}&subject=walt%40idp`, { token: service.adminToken })).status, 204);
   t.equal((await service.api('GET', '/v1/presence/alice', { token })).status, 401);
+  await waitFor(async () => (await peer.api('GET', '/v1/presence/alice', { token })).status === 401 || undefined, 'the peer to refuse it');
+  const owner = await provider.sign({ sub: 'alice@idp' });
+  t.equal((await peer.api('GET', '/v1/me/presence', { token: owner })).status, 200, 'a linked account still works there (verified again)');
 });
