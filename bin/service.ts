@@ -503,6 +503,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     accounts.onWebhooksRemoved((ids) => {
       for (const id of ids) webhooks.remove(id);
     });
+    // And those registered with one token revoked by its id.
+    revocations.onWebhooksRemoved((ids) => {
+      for (const id of ids) webhooks.remove(id);
+    });
     const deliveryChanged: ((held: boolean) => void)[] = [(held) => webhooks.setDelivering(held)];
 
     if (config.sip && sipConfig) {

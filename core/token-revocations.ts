@@ -11,6 +11,7 @@ import type { Directory } from './directory.js';
 export class TokenRevocations {
   /** Reloads run one after another, so an older read can never be applied after a newer one (that would bring a revoked token back). */
   private chain: Promise<void> = Promise.resolve();
+  private readonly webhooksRemoved: ((ids: readonly string[]) => void)[] = [];
 
   constructor(
     private readonly store: Pick<AdminActionStore, 'loadRevocations' | 'revokeTokenId' | 'revokeAdminSubject'>,
@@ -28,10 +29,20 @@ export class TokenRevocations {
     return next;
   }
 
-  /** Refuses the token with this id from now on, on every path; idempotent. */
+  /**
+   * Refuses the token with this id from now on, on every path; idempotent.
+   * The webhooks it registered are removed with it (the other processes
+   * drop them when the control channel reloads their owners).
+   */
   async revokeTokenId(tokenId: string): Promise<void> {
-    await this.store.revokeTokenId(tokenId, new Date(this.clock()));
+    const removed = await this.store.revokeTokenId(tokenId, new Date(this.clock()));
     await this.reload();
+    if (removed.length > 0) for (const listener of this.webhooksRemoved) listener(removed);
+  }
+
+  /** Called with the ids of the webhooks a revoked token had registered (the dispatcher stops them). */
+  onWebhooksRemoved(listener: (ids: readonly string[]) => void): void {
+    this.webhooksRemoved.push(listener);
   }
 
   /** Refuses every admin token of the subject issued up to now (the instant stored, in ms). */

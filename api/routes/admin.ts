@@ -104,7 +104,7 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
           'admin',
           'Revoke tokens',
           adminAccess,
-          "`{ kind, subject }`: every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; a watcher's webhooks registered until now are removed; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. `{ kind: \"admin\", subject }` does the same for the admin tokens of that subject (an operator who left). `{ tokenId }` revokes one HTTP API token by its id (its `jti`, shown for admin tokens in GET /v1/admin/actions). Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
+          "`{ kind, subject }`: every token of the owner (an id or a handle) or the watcher (an id) issued up to now stops working, on every process of a group, and their open streams end; a watcher's webhooks registered until now are removed; tokens issued later work. Tokens are not stored, so this is how a token nobody can name (a lost phone's) is revoked. `{ kind: \"admin\", subject }` does the same for the admin tokens of that subject (an operator who left). `{ tokenId }` revokes one HTTP API token by its id (its `jti`, shown for admin tokens in GET /v1/admin/actions), and removes the webhooks it registered. Devices are revoked on their own (`DELETE /v1/admin/devices/{id}`).",
         ),
         body: z.union([
           z.object({ kind: z.enum(['watcher', 'owner']), subject: z.string().min(1).max(100) }).strict(),

@@ -85,13 +85,14 @@ export function webhookRoutes(
       },
     },
     async (request, reply) => {
-      const watcherId = await watcherOf(request);
+      const principal = await deps.auth.require(request, ['watcher'], 'presence:read');
+      const watcherId = principal.subject;
       const url = parseWebhookUrl(request.body.url, deps.allowHttp);
       if ((await deps.repository.webhooksOf(watcherId)).length >= MAX_WEBHOOKS_PER_WATCHER) throw new AppError('conflict', `At most ${MAX_WEBHOOKS_PER_WATCHER} webhooks per watcher.`);
       const owner = deps.directory.ownerByHandle(request.body.handle);
       if (!owner) throw new AppError('not_found', 'No such owner.');
       const hook = { id: crypto.randomUUID(), watcherId, ownerId: owner.id, url };
-      await deps.repository.insertWebhook(hook);
+      await deps.repository.insertWebhook(hook, principal.tokenId);
       deps.dispatcher.add(hook);
       return reply.code(201).send({ id: hook.id, handle: owner.handle, url });
     },

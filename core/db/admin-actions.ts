@@ -1,6 +1,6 @@
 import { and, desc, eq, lt, sql, type SQL } from 'drizzle-orm';
 import type { Database } from './connect.js';
-import { adminActions, adminTokenCutoffs, tokenRevocations } from './schema.js';
+import { adminActions, adminTokenCutoffs, tokenRevocations, webhooks } from './schema.js';
 
 /**
  * Storage of the operators' audit trail (admin_actions) and of token
@@ -100,14 +100,20 @@ export class AdminActionStore {
     }
   }
 
-  /** Revokes one token by its id; false if it was revoked already. */
-  async revokeTokenId(tokenId: string, at: Date): Promise<boolean> {
-    const rows = await this.db
-      .insert(tokenRevocations)
-      .values({ tokenId, revokedAt: at, expiresAt: new Date(at.getTime() + REVOCATION_KEPT_MS) })
-      .onConflictDoNothing()
-      .returning({ tokenId: tokenRevocations.tokenId });
-    return rows.length === 1;
+  /**
+   * Revokes one token by its id and, in the same transaction, removes the
+   * webhooks it registered; returns their ids (none if it was revoked
+   * already).
+   */
+  async revokeTokenId(tokenId: string, at: Date): Promise<string[]> {
+    return this.db.transaction(async (tx) => {
+      await tx
+        .insert(tokenRevocations)
+        .values({ tokenId, revokedAt: at, expiresAt: new Date(at.getTime() + REVOCATION_KEPT_MS) })
+        .onConflictDoNothing();
+      const removed = await tx.delete(webhooks).where(eq(webhooks.tokenId, tokenId)).returning({ id: webhooks.id });
+      return removed.map((row) => row.id);
+    });
   }
 
   /**

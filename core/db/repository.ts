@@ -418,8 +418,9 @@ export class Repository {
       .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
   }
 
-  async insertWebhook(hook: StoredWebhook): Promise<void> {
-    await this.db.insert(webhooks).values(hook);
+  /** `tokenId`: the id of the token that registered it (revoking that token removes it). */
+  async insertWebhook(hook: StoredWebhook, tokenId?: string): Promise<void> {
+    await this.db.insert(webhooks).values({ ...hook, tokenId: tokenId ?? null });
   }
 
   async deleteWebhook(watcherId: string, id: string): Promise<boolean> {

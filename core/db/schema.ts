@@ -133,8 +133,10 @@ export const webhooks = pgTable(
       .references(() => owners.id, { onDelete: 'cascade' }),
     url: text('url').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /** The id (jti) of the watcher token that registered it: revoking that token by its id removes it (a leaked token may have pointed it anywhere). */
+    tokenId: text('token_id'),
   },
-  (t) => [index('webhooks_watcher_idx').on(t.watcherId)],
+  (t) => [index('webhooks_watcher_idx').on(t.watcherId), index('webhooks_token_idx').on(t.tokenId).where(sql`${t.tokenId} is not null`)],
 );
 
 /**

@@ -1,4 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
@@ -180,10 +182,22 @@ t.test('one admin token revoked by its id, on both processes; the others keep wo
   });
   await revokedStream.nth(1);
   await keptStream.nth(1);
+  // And a webhook the revoked token registered is removed with it; one registered with the other token stays.
+  const receiver = createServer((_request, response) => response.writeHead(204).end());
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+  const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  const register = async (token: string) => ((await (await a.api('POST', '/v1/webhooks', { token, body: { handle: 'bob', url: hookUrl } })).json()) as { id: string }).id;
+  const leakedHook = await register(walt.token);
+  const keptHook = await register(second);
   t.equal((await a.api('POST', '/v1/admin/tokens/revoke', { token: a.adminToken, body: { tokenId: jtiOf(walt.token) } })).status, 204);
   await waitFor(() => revokedStream.ended(), 'the stream of the revoked token to end');
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.notOk(keptStream.ended(), "the watcher's other stream goes on");
+  const hooks = ((await (await a.api('GET', '/v1/webhooks', { token: second })).json()) as { webhooks: { id: string }[] }).webhooks.map((h) => h.id);
+  t.notOk(hooks.includes(leakedHook), 'the webhook the revoked token registered is gone');
+  t.ok(hooks.includes(keptHook), 'the other token\'s webhook stays');
+  t.equal(((await db.query('select count(*)::int as n from webhooks where id = $1', [leakedHook])).rows[0] as { n: number }).n, 0, 'from storage too');
 
   for (const body of [{ tokenId: '' }, { tokenId: 'a b' }, { tokenId: 'x', kind: 'owner' }, { kind: 'admin' }, { kind: 'device', subject: 'x' }]) {
     const bad = await a.api('POST', '/v1/admin/tokens/revoke', { token: a.adminToken, body });

@@ -17,7 +17,7 @@ t.test('a slow older reload never overwrites a newer one', async (t) => {
     },
     revokeTokenId: async (id: string) => {
       stored.push(id);
-      return true;
+      return [];
     },
     revokeAdminSubject: async (_subject: string, at: Date) => at,
   };
@@ -43,7 +43,7 @@ t.test('a failed reload does not stop the next', async (t) => {
       if (fail) throw new Error('database down');
       return { tokenIds: ['j9'], adminCutoffs: [] as [string, number][] };
     },
-    revokeTokenId: async () => true,
+    revokeTokenId: async () => [],
     revokeAdminSubject: async (_subject: string, at: Date) => at,
   };
   const directory = new Directory();
