@@ -21,7 +21,7 @@ export class Authenticator {
     private readonly directory: Directory,
     private readonly clock: () => number,
     /** ADMIN_TOKEN_MAX_SECONDS: an admin token made to live longer is refused, whoever signed it. */
-    adminTokenMaxSeconds = 3600,
+    adminTokenMaxSeconds: number,
   ) {
     this.adminTokenMaxMs = adminTokenMaxSeconds * 1000;
   }

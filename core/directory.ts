@@ -136,18 +136,12 @@ export class Directory {
    */
   setTokenRevocations(tokenIds: Iterable<string>, adminCutoffs: Iterable<readonly [string, number]>): void {
     const ids = new Set(tokenIds);
-    const cutoffs = new Map(adminCutoffs);
-    const same =
-      ids.size === this.revokedTokenIds.size &&
-      cutoffs.size === this.adminCutoffs.size &&
-      [...ids].every((id) => this.revokedTokenIds.has(id)) &&
-      [...cutoffs].every(([subject, at]) => this.adminCutoffs.get(subject) === at);
     const added = [...ids].filter((id) => !this.revokedTokenIds.has(id));
     this.revokedTokenIds = ids;
-    this.adminCutoffs = cutoffs;
+    this.adminCutoffs = new Map(adminCutoffs);
     // Only the streams opened with a newly revoked token are woken (the
-    // hourly purge of expired rows notifies too, and changes nothing).
-    if (!same) for (const id of added) this.tokenListeners.notify(id, undefined);
+    // hourly purge of expired rows notifies too, and adds none).
+    for (const id of added) this.tokenListeners.notify(id, undefined);
   }
 
   /** Called when this one token is revoked by its id: the stream opened with it re-checks its caller. */

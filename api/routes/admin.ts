@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { deviceClassSchema, displayNameSchema, handleSchema } from '../../core/identifiers.js';
-import { scopeSchema } from '../../core/identity/tokens.js';
+import { MAX_TOKEN_TTL_SECONDS, scopeSchema } from '../../core/identity/tokens.js';
 import { domainSchema } from '../../policy/rule.js';
 import type { TokenRevocations } from '../../core/token-revocations.js';
 import type { Accounts } from '../accounts.js';
@@ -78,7 +78,7 @@ export function adminRoutes(app: FastifyInstance, deps: { auth: Authenticator; a
           .object({
             kind: z.enum(['device', 'watcher', 'owner']),
             subject: z.string().min(1).max(100),
-            ttlSeconds: z.number().int().min(60).max(400 * 24 * 3600).optional(),
+            ttlSeconds: z.number().int().min(60).max(MAX_TOKEN_TTL_SECONDS).optional(),
             scopes: z.array(scopeSchema).min(1).optional(),
           })
           .strict(),

@@ -1,5 +1,7 @@
 import { and, desc, eq, lt, sql, type SQL } from 'drizzle-orm';
+import { MAX_TOKEN_TTL_SECONDS } from '../identity/tokens.js';
 import type { Database } from './connect.js';
+import { deleteInBatches } from './delete-in-batches.js';
 import { adminActions, adminTokenCutoffs, tokenRevocations, webhooks } from './schema.js';
 
 /**
@@ -31,8 +33,8 @@ export interface AdminActionRow {
   readonly status: number | null;
 }
 
-/** How long a revocation by id is kept: past the longest lifetime of any token the service issues (400 days), then purged. */
-export const REVOCATION_KEPT_MS = 401 * 86_400_000;
+/** How long a revocation by id is kept: a day past the longest lifetime of any token the service issues, then purged. */
+export const REVOCATION_KEPT_MS = (MAX_TOKEN_TTL_SECONDS + 86_400) * 1000;
 
 export class AdminActionStore {
   constructor(
@@ -87,17 +89,15 @@ export class AdminActionStore {
   /** Deletes actions older than `olderThan` and revocations past their keeping; returns how many actions went. */
   async purge(olderThan: Date, batch = 10_000): Promise<number> {
     await this.long.delete(tokenRevocations).where(lt(tokenRevocations.expiresAt, sql`now()`));
-    let total = 0;
-    for (;;) {
-      const result = await this.long.execute(sql`
+    return deleteInBatches(
+      this.long,
+      (limit) => sql`
         with gone as (
-          delete from admin_actions where id in (select id from admin_actions where at < ${olderThan.toISOString()}::timestamptz limit ${batch})
+          delete from admin_actions where id in (select id from admin_actions where at < ${olderThan.toISOString()}::timestamptz limit ${limit})
           returning 1)
-        select count(*)::int as n from gone`);
-      const n = (result as unknown as { rows: { n: number }[] }).rows[0]?.n ?? 0;
-      total += n;
-      if (n < batch) return total;
-    }
+        select count(*)::int as n from gone`,
+      batch,
+    );
   }
 
   /**

@@ -57,40 +57,47 @@ export async function* storedOwnerData(db: Database, ownerId: string): AsyncGene
   }
 
   // The histories, oldest first, page by page: never whole in memory.
-  for (let after = 0; ; ) {
-    const rows = await db
+  for await (const { id: _id, ...r } of byId((after) =>
+    db
       .select({ id: accessLog.id, watcherId: accessLog.watcherId, watcherName: watchers.name, at: accessLog.at, action: accessLog.action, outcome: accessLog.outcome, fields: accessLog.fields, count: accessLog.count })
       .from(accessLog)
       .leftJoin(watchers, eq(watchers.id, accessLog.watcherId))
       .where(and(eq(accessLog.ownerId, ownerId), gt(accessLog.id, after)))
       .orderBy(asc(accessLog.id))
-      .limit(PAGE);
-    for (const { id: _id, ...r } of rows) yield { type: 'access-log', ...r, at: iso(r.at) };
-    if (rows.length < PAGE) break;
-    after = rows[rows.length - 1]?.id ?? after;
+      .limit(PAGE),
+  )) {
+    yield { type: 'access-log', ...r, at: iso(r.at) };
   }
   // What operators did that concerned the owner (api/admin-audit.ts): which
   // operator, with which token, which route, what came of it.
-  for (let after = 0; ; ) {
-    const rows = await db
+  for await (const a of byId((after) =>
+    db
       .select()
       .from(adminActions)
       .where(and(eq(adminActions.ownerId, ownerId), gt(adminActions.id, after)))
       .orderBy(asc(adminActions.id))
-      .limit(PAGE);
-    for (const a of rows) yield { type: 'admin-action', at: iso(a.at), operator: a.operator, tokenId: a.tokenId, method: a.method, route: a.route, status: a.status };
-    if (rows.length < PAGE) break;
-    after = rows[rows.length - 1]?.id ?? after;
+      .limit(PAGE),
+  )) {
+    yield { type: 'admin-action', at: iso(a.at), operator: a.operator, tokenId: a.tokenId, method: a.method, route: a.route, status: a.status };
   }
-  for (let after = 0; ; ) {
-    const rows = await db
+  for await (const r of byId((after) =>
+    db
       .select()
       .from(rawEvents)
       .where(and(eq(rawEvents.ownerId, ownerId), gt(rawEvents.id, after)))
       .orderBy(asc(rawEvents.id))
-      .limit(PAGE);
-    for (const r of rows) yield { type: 'raw-event', deviceId: r.deviceId, receivedAt: iso(r.receivedAt), event: r.event };
-    if (rows.length < PAGE) break;
+      .limit(PAGE),
+  )) {
+    yield { type: 'raw-event', deviceId: r.deviceId, receivedAt: iso(r.receivedAt), event: r.event };
+  }
+}
+
+/** The rows `page(after)` gives, PAGE at a time in id order, each page after the last id of the one before. */
+async function* byId<T extends { readonly id: number }>(page: (after: number) => Promise<T[]>): AsyncGenerator<T> {
+  for (let after = 0; ; ) {
+    const rows = await page(after);
+    yield* rows;
+    if (rows.length < PAGE) return;
     after = rows[rows.length - 1]?.id ?? after;
   }
 }

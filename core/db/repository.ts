@@ -9,6 +9,7 @@ import type { PresenceOverride } from '../presence-overrides.js';
 import { forgetSilentDevices, mergeSignal, SignalSet, toSignal } from '../signal-store.js';
 import type { Database } from './connect.js';
 import { eraseStoredOwner, storedOwnerData, type ExportRecord } from './owner-data.js';
+import { deleteInBatches } from './delete-in-batches.js';
 import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
@@ -617,36 +618,31 @@ export class Repository {
    * owner, so finding a batch may scan the whole table.
    */
   async purgeRawEvents(maxDays: number, batch = 10_000): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const result = await this.long.execute(sql`
+    return deleteInBatches(
+      this.long,
+      (limit) => sql`
         with gone as (
           delete from raw_events where id in (
             select r.id from raw_events r join owners o on o.id = r.owner_id
             where r.received_at < now() - make_interval(days => least(coalesce((o.settings->>'keepRawEventsDays')::int, 0), ${maxDays}::int))
-            limit ${batch})
+            limit ${limit})
           returning 1)
-        select count(*)::int as n from gone`);
-      const n = (result as unknown as { rows: { n: number }[] }).rows[0]?.n ?? 0;
-      total += n;
-      if (n < batch) return total;
-    }
+        select count(*)::int as n from gone`,
+      batch,
+    );
   }
 
   /** Deletes entries older than `olderThan`; returns how many. */
   async purgeAccessLog(olderThan: Date, batch = 10_000): Promise<number> {
-    // In batches, so a lowered retention never becomes one huge transaction.
-    let total = 0;
-    for (;;) {
-      const result = await this.long.execute(sql`
+    return deleteInBatches(
+      this.long,
+      (limit) => sql`
         with gone as (
-          delete from access_log where id in (select id from access_log where at < ${olderThan.toISOString()}::timestamptz limit ${batch})
+          delete from access_log where id in (select id from access_log where at < ${olderThan.toISOString()}::timestamptz limit ${limit})
           returning 1)
-        select count(*)::int as n from gone`);
-      const n = (result as unknown as { rows: { n: number }[] }).rows[0]?.n ?? 0;
-      total += n;
-      if (n < batch) return total;
-    }
+        select count(*)::int as n from gone`,
+      batch,
+    );
   }
 
   async saveSigningKey(kid: string, algorithm: string, publicJwk: unknown): Promise<void> {

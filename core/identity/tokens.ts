@@ -12,6 +12,8 @@ import { z } from 'zod';
 export const SIGNING_ALG = 'ES256';
 export const AUDIENCE_MQTT = 'presence:mqtt';
 export const AUDIENCE_API = 'presence:api';
+/** The longest lifetime of a token the service issues (POST /v1/admin/tokens). */
+export const MAX_TOKEN_TTL_SECONDS = 400 * 24 * 3600;
 
 export const tokenKindSchema = z.enum(['device', 'service', 'owner', 'watcher', 'admin']);
 export type TokenKind = z.infer<typeof tokenKindSchema>;

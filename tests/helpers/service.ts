@@ -3,7 +3,8 @@ import { parseConfig, type Config } from '../../core/config.js';
 import { issueToken } from '../../core/identity/tokens.js';
 import { startService, type RunningService, type ServiceOptions } from '../../bin/service.js';
 import { connectAsync } from 'mqtt';
-import { tempDir, uniqueName } from './env.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { MQTT_TEST_URL, createTestDatabase, tempDir, uniqueName } from './env.js';
 
 /**
  * Starts a real service for a test: ephemeral HTTP and MQTT ports, its own
@@ -37,6 +38,23 @@ export async function testConfig(t: Test, env: Record<string, string> = {}): Pro
     });
   }
   return parsed.config;
+}
+
+/**
+ * The settings several processes of one group share (scale-out): a database
+ * of their own, the machine's broker with topic roots and a share group of
+ * their own, and one signing key, so each process accepts the tokens
+ * another issued.
+ */
+export async function groupEnv(t: Test, prefix: string) {
+  return {
+    DATABASE_URL: await createTestDatabase(t),
+    MQTT_URL: MQTT_TEST_URL,
+    MQTT_TOPIC_ROOT: uniqueName(prefix),
+    OWNTRACKS_TOPIC_ROOT: uniqueName(`${prefix}ot`),
+    MQTT_SHARE_GROUP: uniqueName(`${prefix}g`),
+    SIGNING_KEY: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+  };
 }
 
 export async function startTestService(t: Test, config: Config, options: ServiceOptions = {}): Promise<TestService> {

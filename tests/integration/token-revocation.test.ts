@@ -1,9 +1,8 @@
-import { generateKeyPairSync } from 'node:crypto';
 import pg from 'pg';
 import t from 'tap';
-import { MQTT_TEST_URL, createTestDatabase, uniqueName, waitFor } from '../helpers/env.js';
+import { waitFor } from '../helpers/env.js';
 import { openStream } from '../helpers/sse.js';
-import { addRule, addWatcher, ownerToken, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { addRule, addWatcher, groupEnv, ownerToken, provision, startTestService, testConfig, type TestService } from '../helpers/service.js';
 
 /**
  * Tokens revoked by subject (issue 7: "a lost phone"; SECURITY.md listed
@@ -15,16 +14,8 @@ import { addRule, addWatcher, ownerToken, provision, startTestService, testConfi
  * Two service processes share one PostgreSQL and one broker, as a group;
  * the embedded defaults are tested at the end.
  */
-const databaseUrl = await createTestDatabase(t);
-const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-const group = {
-  DATABASE_URL: databaseUrl,
-  MQTT_URL: MQTT_TEST_URL,
-  MQTT_TOPIC_ROOT: uniqueName('tr'),
-  OWNTRACKS_TOPIC_ROOT: uniqueName('trot'),
-  MQTT_SHARE_GROUP: uniqueName('trg'),
-  SIGNING_KEY: signingKey,
-};
+const group = await groupEnv(t, 'tr');
+const databaseUrl = group.DATABASE_URL;
 const a = await startTestService(t, await testConfig(t, group));
 const b = await startTestService(t, await testConfig(t, group));
 
