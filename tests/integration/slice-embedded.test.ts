@@ -11,7 +11,7 @@ import { ownerToken, startTestService, testConfig, type TestService } from '../h
  * The slice on the embedded defaults: PGlite under a fresh DATA_DIR (created,
  * migrated, its signing key generated on first start) and the in-process
  * aedes broker. Set up by hand with the real command-line tool, as the
- * README shows.
+ * README shows (the tool's own tests: presencectl-embedded.test.ts).
  */
 const root = t;
 const dataDir = await tempDir(t);
@@ -39,27 +39,6 @@ const strangerToken = (await ctl('token', 'watcher', stranger.id as string)).tok
 await ctl('allow', 'alice', watcher.id as string);
 
 const read = (token: string, accept = 'application/pidf+xml') => service.api('GET', '/v1/presence/alice', { token, headers: { accept } });
-
-t.test('the command-line tool speaks JSON and fails with codes', async (t) => {
-  t.equal(config.database.kind, 'embedded');
-  t.equal(config.mqtt.kind, 'embedded');
-  t.match(owner, { handle: 'alice', entity: 'pres:alice@presence.local' });
-  t.match(device, { owner: 'alice', class: 'phone', topic: `presence/${device.id}/events` });
-  const duplicate = await presencectl(cliEnv(), 'owner', 'create', 'alice');
-  t.equal(duplicate.code, 1);
-  t.match(duplicate.json, { error: { code: 'conflict' } });
-  const usage = await presencectl(cliEnv(), 'frobnicate');
-  t.equal(usage.code, 2);
-  t.match(usage.json, { error: { code: 'usage' } });
-  const scoped = await presencectl(cliEnv(), 'token', 'watcher', watcher.id as string, '--scopes', 'presence:read', '--ttl', '600');
-  t.match(scoped.json, { kind: 'watcher', scopes: ['presence:read'] });
-  const tooMuch = await presencectl(cliEnv(), 'token', 'watcher', watcher.id as string, '--scopes', 'presence:read,consent:manage');
-  t.equal(tooMuch.code, 1, 'a watcher token cannot carry consent:manage');
-  t.match(tooMuch.json, { error: { code: 'invalid_request' } });
-  const unreachable = await presencectl({ DATA_DIR: dataDir, PRESENCE_URL: 'http://127.0.0.1:1' }, 'rules', 'alice');
-  t.equal(unreachable.code, 1);
-  t.match(unreachable.json, { error: { message: /not reachable/ } });
-});
 
 t.test('a device with its token publishes; the consented watcher reads valid PIDF', async (t) => {
   const client: MqttClient = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id });
@@ -179,46 +158,4 @@ t.test('a restart on the same data directory keeps key, directory, rules and sta
   const response = await read(watcherToken, 'application/json');
   t.equal(response.status, 200, 'tokens issued before the restart still verify');
   t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
-});
-
-t.test("presencectl revoke-tokens: the watcher's tokens stop working, on the embedded database and after a restart", async (t) => {
-  t.equal((await read(strangerToken, 'application/json')).status, 200);
-  t.same(await ctl('revoke-tokens', 'watcher', stranger.id as string), { revoked: { kind: 'watcher', subject: stranger.id } });
-  t.equal((await read(strangerToken, 'application/json')).status, 401);
-  const unknown = await presencectl(cliEnv(), 'revoke-tokens', 'owner', 'nobody');
-  t.equal(unknown.code, 1);
-  t.match(unknown.json, { error: { code: 'not_found' } });
-  t.equal((await presencectl(cliEnv(), 'revoke-tokens', 'device', 'x')).code, 2, 'devices are revoked on their own');
-  await service.close();
-  service = await startTestService(root, config, { clock });
-  t.equal((await read(strangerToken, 'application/json')).status, 401, 'still refused after a restart');
-  t.equal((await read(watcherToken, 'application/json')).status, 200, "another watcher's token still works");
-});
-
-t.test('presencectl and the audit trail on the embedded database: the operator named, one admin token and an operator revoked', async (t) => {
-  const asCarol = async (...args: string[]) => presencectl({ ...cliEnv(), PRESENCECTL_OPERATOR: 'carol' }, ...args);
-  t.equal((await asCarol('rules', 'alice')).code, 0);
-  const trail = await ctl('actions', '--owner', 'alice');
-  const entries = (trail as unknown as { entries: { operator: string; route: string; status: number | null }[] }).entries;
-  t.match(entries.find((e) => e.operator === 'carol'), { route: '/v1/admin/owners/:handle/rules', status: 200 }, "carol's read of alice's rules");
-  t.ok(entries.some((e) => e.operator.startsWith('presencectl:')), 'by default, the login name');
-  t.equal((await presencectl(cliEnv(), 'actions', '--operator', 'bad name')).code, 2, 'an operator name is checked');
-
-  const minted = (await asCarol('token', 'admin', '--ttl', '600')).json as { token: string };
-  const admin = async (token: string) => (await service.api('GET', '/v1/admin/keys', { token })).status;
-  t.equal(await admin(minted.token), 200);
-  const jti = (JSON.parse(Buffer.from(minted.token.split('.')[1] ?? '', 'base64url').toString()) as { jti: string }).jti;
-  t.same(await ctl('revoke-token', jti), { revoked: { tokenId: jti } });
-  t.equal(await admin(minted.token), 401, 'that one token is refused');
-  t.equal((await asCarol('token', 'admin', '--ttl', '3601')).code, 2, 'no admin token past ADMIN_TOKEN_MAX_SECONDS');
-
-  const another = ((await asCarol('token', 'admin')).json as { token: string }).token;
-  t.equal(await admin(another), 200);
-  t.same(await ctl('revoke-tokens', 'admin', 'carol'), { revoked: { kind: 'admin', subject: 'carol' } });
-  t.equal(await admin(another), 401, "every token carol had is refused");
-  await service.close();
-  service = await startTestService(root, config, { clock });
-  t.equal(await admin(another), 401, 'still refused after a restart');
-  t.equal(await admin(minted.token), 401, 'and the one revoked by id');
-  t.equal(await admin(service.adminToken), 200, "another operator's token works");
 });
