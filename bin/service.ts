@@ -39,6 +39,7 @@ import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
+import { dynsecCredentials } from '../ingest/broker-credentials.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
@@ -57,8 +58,6 @@ import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 
 /** Device credential changes the broker did not take (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec), by action. */
-export const BROKER_CREDENTIAL_FAILURES = 'presence_broker_credential_failures_total';
-export const BROKER_CREDENTIALS_EXPIRED = 'presence_broker_credentials_expired_total';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -384,58 +383,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
         await dynsec.command({ command: 'getDefaultACLAccess' });
         // The shared device role of the operator's set-up: without it every device token would be a 503.
         await dynsec.command({ command: 'getRole', rolename: DEVICE_ROLE });
-        metrics.counter(BROKER_CREDENTIAL_FAILURES, 'Device credential changes the broker did not take (dynamic security), by action');
-        for (const action of ['provision', 'disable', 'delete', 'expire']) metrics.inc(BROKER_CREDENTIAL_FAILURES, { action }, 0);
-        // Every change: a failure is counted and logged, then still the caller's to see.
-        const reported = <T>(action: 'provision' | 'disable' | 'delete' | 'expire', change: Promise<T>) =>
-          change.catch((err: unknown) => {
-            metrics.inc(BROKER_CREDENTIAL_FAILURES, { action });
-            log.error({ err }, `broker credentials: ${action} failed`);
-            throw err;
-          });
-        const ignored = () => undefined;
-        brokerCredentials = {
-          provision: (deviceId, token, expiresAt) =>
-            reported('provision', dynsec.provisionDevice(deviceId, token, () => repository.setBrokerPasswordExpiry(deviceId, new Date(expiresAt)))),
-          withdraw: (deviceId) => reported('delete', dynsec.deleteDevice(deviceId)),
-        };
-        disconnectDevices = (deviceIds) => {
-          for (const id of deviceIds) reported('disable', dynsec.disableDevice(id)).catch(ignored);
-        };
-        forgetDevices = (deviceIds) => {
-          for (const id of deviceIds) reported('delete', dynsec.deleteDevice(id)).catch(ignored);
-        };
-        // The broker cannot read a token's expiry: a device whose broker
-        // password (its newest token) expired is disabled there, as the
-        // embedded broker ends a connection when its token expires. Each
-        // expiry is claimed once in the database, so one process of a group
-        // disables it.
-        metrics.counter(BROKER_CREDENTIALS_EXPIRED, 'Device broker clients disabled because their password (token) expired (dynamic security)');
-        const sweepExpired = async () => {
-          for (;;) {
-            const now = new Date(clock());
-            const leaseUntil = new Date(now.getTime() + 60_000);
-            const expired = await repository.expiredBrokerPasswords(now, 100);
-            let failed = false;
-            for (const id of expired) {
-              const disabled = await reported(
-                'expire',
-                dynsec.expireDevice(
-                  id,
-                  () => repository.claimExpiredBrokerPassword(id, now, leaseUntil),
-                  () => repository.settleExpiredBrokerPassword(id, leaseUntil),
-                ),
-              ).catch(() => {
-                failed = true;
-                return false;
-              });
-              if (disabled) metrics.inc(BROKER_CREDENTIALS_EXPIRED);
-            }
-            // A device the broker did not take is tried again when its lease ends, not now.
-            if (failed || expired.length < 100) return;
-          }
-        };
-        cleanups.push(repeat(sweepExpired, options.brokerExpirySweepMs ?? 15_000, (err) => log.warn({ error: loggableDbError(err) }, 'expired broker passwords: sweep failed'), true));
+        const credentials = dynsecCredentials({ dynsec, store: repository, metrics, log, clock });
+        brokerCredentials = credentials.credentials;
+        disconnectDevices = (deviceIds) => credentials.disconnect(deviceIds);
+        forgetDevices = (deviceIds) => credentials.forget(deviceIds);
+        cleanups.push(
+          repeat(() => credentials.sweepExpired(), options.brokerExpirySweepMs ?? 15_000, (err) => log.warn({ error: loggableDbError(err) }, 'expired broker passwords: sweep failed'), true),
+        );
       }
       mqttUrl = config.mqtt.url;
       const deadLetterRoot = config.mqtt.deadLetterRoot;

@@ -246,7 +246,8 @@ export class Repository {
     const rows = await this.db
       .select({ id: devices.id })
       .from(devices)
-      .where(lte(devices.brokerPasswordExpiresAt, now))
+      // As the claim below: a page of devices it would refuse would be read again and again.
+      .where(and(lte(devices.brokerPasswordExpiresAt, now), isNull(devices.revokedAt)))
       .orderBy(asc(devices.brokerPasswordExpiresAt))
       .limit(limit);
     return rows.map((r) => r.id);
