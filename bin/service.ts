@@ -676,7 +676,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
 /** Where MQTT over WebSockets is served on the API's listener. */
 export const MQTT_WEBSOCKET_PATH = '/mqtt';
 
-/** A host for a URL: IPv6 addresses in brackets (RFC 3986 §3.2.2). */
 /**
  * Runs `task` every `ms` (and once now with `now`), one run at a time: a
  * run that takes longer delays the next rather than overlapping it. A
@@ -697,6 +696,7 @@ function repeat(task: () => Promise<unknown>, ms: number, onError: (err: unknown
   };
 }
 
+/** A host for a URL: IPv6 addresses in brackets (RFC 3986 §3.2.2). */
 function urlHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
