@@ -19,7 +19,9 @@ import { openStream } from '../helpers/sse.js';
  * write-behind is slowed to a minute, so only the shutdown flush can have
  * stored them), removes its SIP publication (Expires: 0, RFC 3903 §4.5),
  * ends the streams, and exits 0; events published during the shutdown are
- * applied on the next start.
+ * applied on the next start. Everything both runs logged (at info, with
+ * refused messages and requests carrying marked values among the traffic)
+ * is then searched for payloads, presence values, the handle and tokens.
  */
 const DEVICES = 20;
 const entry = join(projectRoot, 'dist', 'bin', 'start.js');
@@ -85,6 +87,8 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
   const dataDir = await tempDir(t);
   const clientId = uniqueName('ops-svc');
   let out = '';
+  /** Everything both runs printed, for the personal-data check at the end. */
+  let logged = '';
   const start = async (): Promise<{ child: ChildProcess; url: string }> => {
     out = '';
     const child = spawn(process.execPath, [entry], {
@@ -102,8 +106,12 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    const append = (d: Buffer) => {
+      out += d.toString();
+      logged += d.toString();
+    };
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
     t.teardown(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
@@ -134,6 +142,15 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
   await publishAll(0, DEVICES / 2);
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
   await waitFor(async () => new RegExp(`^presence_ingest_messages_total ${DEVICES / 2}$`, 'm').test(await metrics()), 'the first half applied');
+
+  // What would put personal data in a log if anything logged it: a refused
+  // device message carrying a value, refused requests naming the owner and
+  // carrying a token, a failed rule change.
+  await publisher.publishAsync(devices[0]?.topic ?? '', JSON.stringify({ kind: 'battery', at: new Date().toISOString(), level: 'MARKER-level', charging: 'MARKER-charging' }), { qos: 1 });
+  await publisher.publishAsync(devices[0]?.topic ?? '', '{"kind":"call","state":"MARKER-truncated', { qos: 1 });
+  t.equal((await fetch(`${url}/v1/presence/ops`, { headers: { authorization: 'Bearer MARKER.token.value' } })).status, 401);
+  t.equal((await fetch(`${url}/v1/me/rules`, { method: 'POST', headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' }, body: '{"MARKER-rule":' })).status, 400);
+  await waitFor(async () => /^presence_ingest_rejected_total\{reason="(invalid_event|malformed_json)"\} [1-9]/m.test(await metrics()), 'the refusals counted');
 
   const text = await metrics();
   t.match(text, /^# TYPE presence_http_request_duration_seconds histogram$/m);
@@ -190,4 +207,15 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
   again.child.kill('SIGTERM');
   t.equal(await new Promise<number | null>((resolve) => again.child.once('exit', (c) => resolve(c))), 0);
   t.equal(await stored(), DEVICES, `all ${DEVICES} events stored across the graceful restart`);
+
+  // SECURITY.md: logs carry ids and reasons, never payloads, presence
+  // values, handles or credentials. Both runs logged at info, through a
+  // start, ingest, refusals, a SIP publication, a stream and two shutdowns.
+  t.ok(logged.split('\n').filter(Boolean).length >= 10, `the runs logged (${logged.split('\n').filter(Boolean).length} lines)`);
+  t.notMatch(logged, /MARKER/, 'nothing of a refused payload, header or body');
+  t.notMatch(logged, /"ops"|pres:ops@|\/presence\/ops/, "the owner's handle nowhere");
+  // ("level" is pino's own key: the events' battery level is looked for by their kind and fields.)
+  t.notMatch(logged, /battery|charging|on-the-phone|"availability"|"activities"/, 'no event or presence values');
+  for (const [name, secret] of Object.entries({ owner, viewer: viewer.token, audience: audience.token })) t.notOk(logged.includes(secret.split('.')[2] ?? secret), `no ${name} token`);
+  t.notMatch(logged, /PRIVATE KEY/, 'no key');
 });
