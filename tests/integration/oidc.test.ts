@@ -77,6 +77,18 @@ t.test('everything else is refused', async (t) => {
   t.equal((await service.api('GET', '/v1/me/presence', { token: good })).status, 200, 'the genuine token still works');
 });
 
+t.test('the key set is cached: new tokens signed with known keys do not fetch it again', async (t) => {
+  await mine(await provider.sign({ sub: 'alice@idp', jti: 'warm' }));
+  const before = provider.jwksFetches();
+  const started = Date.now();
+  // Each token is new (its own jti), so each is verified, not found in the verified-token cache.
+  for (let i = 0; i < 30; i++) t.equal((await mine(await provider.sign({ sub: 'alice@idp', jti: `cached-${i}` }))).status, 200);
+  const elapsed = Date.now() - started;
+  // OIDC_JWKS_MAX_AGE_SECONDS is 1 here: at most one fetch per second of the run, against one per verification without a cache.
+  const fetched = provider.jwksFetches() - before;
+  t.ok(fetched <= 1 + Math.floor(elapsed / 1000), `30 verifications in ${elapsed} ms fetched the key set ${fetched} time(s)`);
+});
+
 t.test('the provider rotates its keys: new keys are fetched, dropped keys stop working', async (t) => {
   const before = provider.jwksFetches();
   await provider.rotate();

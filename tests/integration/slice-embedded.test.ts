@@ -1,3 +1,5 @@
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
@@ -158,4 +160,23 @@ t.test('a restart on the same data directory keeps key, directory, rules and sta
   const response = await read(watcherToken, 'application/json');
   t.equal(response.status, 200, 'tokens issued before the restart still verify');
   t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
+});
+
+t.test('a key rotation on the embedded defaults (signing-key.pem moved aside) keeps device and watcher tokens working', async (t) => {
+  const oldKid = service.signingKey.kid;
+  await service.close();
+  await rename(join(dataDir, 'signing-key.pem'), join(dataDir, 'signing-key.pem.old'));
+  service = await startTestService(root, config, { clock });
+  t.not(service.signingKey.kid, oldKid, 'a new key was made and signs');
+  // The device's year-long token, signed with the old key, still opens the embedded broker and publishes.
+  const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
+  t.teardown(() => client.endAsync(true));
+  const before = service.metrics.value(INGEST_ACCEPTED);
+  await client.publishAsync(device.topic as string, JSON.stringify({ kind: 'call', at: new Date(clock()).toISOString(), state: 'idle' }), { qos: 1 });
+  await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before, 'the event published with the old device token');
+  t.equal((await read(watcherToken, 'application/json')).status, 200, "the watcher's old token still reads");
+  const fresh = (await ctl('token', 'device', device.id as string)).token as string;
+  t.equal((JSON.parse(Buffer.from(fresh.split('.')[0] ?? '', 'base64url').toString()) as { kid: string }).kid, service.signingKey.kid, 'new tokens carry the new key');
+  const jwks = (await (await service.api('GET', '/.well-known/jwks.json')).json()) as { keys: { kid: string }[] };
+  t.same(jwks.keys.map((k) => k.kid).sort(), [oldKid, service.signingKey.kid].sort(), 'both keys published until the old one is retired');
 });
