@@ -222,3 +222,23 @@ t.test('turning retention off deletes what was kept at once; the purge enforces 
   await service.api('PUT', '/v1/me/settings', { token: carolToken, body: { keepRawEventsDays: 0 } });
   t.equal((await db.query('select count(*)::int as n from raw_events where owner_id = $1', [carol.owner.id])).rows[0].n, 0, 'turned off: deleted at once');
 });
+
+t.test('the purge job runs at start (then hourly) and RAW_EVENTS_MAX_DAYS caps what an owner keeps', async (t) => {
+  const dora = await provision(service, 'dora');
+  const doraToken = await ownerToken(service, 'dora');
+  t.equal((await service.api('PUT', '/v1/me/settings', { token: doraToken, body: { keepRawEventsDays: 3 } })).status, 200);
+  await report(dora.device.topic, 'in-call');
+  await service.flush();
+  // Within her 3 days, past a cap of 2.
+  await db.query("update raw_events set received_at = now() - interval '60 hours' where owner_id = $1", [dora.owner.id]);
+  await report(dora.device.topic, 'idle');
+  await service.flush();
+  const kept = async () => (await db.query("select event->>'state' as state from raw_events where owner_id = $1 order by received_at", [dora.owner.id])).rows.map((r: { state: string }) => r.state);
+  t.same(await kept(), ['in-call', 'idle']);
+
+  // Another process on the same database, with a 2-day cap (its own topics: it ingests nothing of these owners).
+  const capped = await startTestService(t, await testConfig(t, { DATABASE_URL: databaseUrl, MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('cap'), OWNTRACKS_TOPIC_ROOT: uniqueName('capot'), RAW_EVENTS_MAX_DAYS: '2' }));
+  await waitFor(async () => (await kept()).length === 1 || undefined, "the job's first run at start");
+  t.same(await kept(), ['idle'], 'the event past the cap is gone, the recent one stays');
+  await capped.close();
+});
