@@ -99,15 +99,19 @@ t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) =>
   t.test('per address: requests with any token or none count; the probes do not', async (t) => {
     let status = 0;
     let sent = 0;
+    let refusal: Response | undefined;
     const started = Date.now();
     while (status !== 429 && sent < 200) {
-      status = (await service.api('GET', '/v1/presence/alice', { token: `forged-${sent}` })).status;
+      refusal = await service.api('GET', '/v1/presence/alice', { token: `forged-${sent}` });
+      status = refusal.status;
       sent += 1;
     }
     // The burst of 30, plus what the bucket refilled (30/s) while the
     // requests were being sent (a loaded machine sends them slower).
     const refilled = Math.ceil(((Date.now() - started) / 1000) * 30);
     t.equal(status, 429, `refused after ${sent} requests`);
+    t.match(refusal?.headers.get('retry-after'), /^[1-9]\d*$/, 'with Retry-After in whole seconds (RFC 9110 §10.2.3)');
+    t.match(await refusal?.json(), { code: 'too_many_requests' });
     t.ok(sent <= 31 + refilled, `at most the burst and the refill (${30 + refilled})`);
     t.ok(limit(service, 'http_address') >= 1);
     t.equal((await service.api('GET', '/healthz')).status, 200, 'liveness is exempt');
