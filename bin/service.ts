@@ -323,7 +323,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     let brokerCredentials: BrokerCredentials | undefined;
     if (config.mqtt.kind === 'embedded') {
       metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
-      metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }, 0);
+      for (const limit of ['mqtt_connections', 'mqtt_connect_address']) metrics.inc(LIMIT_REFUSALS, { limit }, 0);
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
         port: config.mqtt.port,
@@ -337,7 +337,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // Room for the topic, the packet id and a device token in CONNECT.
         maxPacketBytes: config.maxEventBytes + 4096,
         maxConnections: config.limits.mqttMaxConnections,
-        onConnectionRefused: () => metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }),
+        connectRate: config.limits.mqttConnect,
+        onConnectionRefused: (limit) => metrics.inc(LIMIT_REFUSALS, { limit }),
         ...(tlsOptions ? { tls: tlsOptions } : {}),
       });
       cleanups.push(() => broker.close());
@@ -607,6 +608,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
           maxMessageBytes: config.maxEventBytes + 4096 + 5,
           atCapacity: () => broker.atCapacity(),
           onRefusedAtCapacity: () => metrics.inc(LIMIT_REFUSALS, { limit: 'mqtt_connections' }),
+          admit: (address) => broker.admit(address),
           accept: (stream) => broker.accept(stream),
           log,
         })

@@ -129,6 +129,13 @@ export const envSchema = z.object({
   RATE_LIMIT_HTTP_ADDRESS: rateLimitSchema.prefault('200/400'),
   RATE_LIMIT_HTTP_TOKEN: rateLimitSchema.prefault('50/100'),
   RATE_LIMIT_MQTT_DEVICE: rateLimitSchema.prefault('20/60'),
+  /**
+   * Connections to the embedded broker per client address (its port, TLS
+   * and WebSockets alike), refused before any TLS handshake or token check:
+   * each CONNECT costs a signature verification. Generous, for many devices
+   * behind one NAT reconnecting at once after an outage.
+   */
+  RATE_LIMIT_MQTT_CONNECT: rateLimitSchema.prefault('20/200'),
   HTTP_MAX_BODY_BYTES: positiveInt.min(1024).max(16 * 1024 * 1024).default(64 * 1024),
   HTTP_MAX_CONNECTIONS: positiveInt.max(1_000_000).default(20_000),
   HTTP_MAX_STREAMS: positiveInt.max(1_000_000).default(10_000),
@@ -225,6 +232,7 @@ export interface Config {
     readonly httpAddress: RateLimit;
     readonly httpToken: RateLimit;
     readonly mqttDevice: RateLimit;
+    readonly mqttConnect: RateLimit;
     readonly httpMaxBodyBytes: number;
     readonly httpMaxConnections: number;
     readonly httpMaxStreams: number;
@@ -410,6 +418,7 @@ export function parseConfig(source: Env): ConfigResult {
       httpAddress: e.RATE_LIMIT_HTTP_ADDRESS,
       httpToken: e.RATE_LIMIT_HTTP_TOKEN,
       mqttDevice: e.RATE_LIMIT_MQTT_DEVICE,
+      mqttConnect: e.RATE_LIMIT_MQTT_CONNECT,
       httpMaxBodyBytes: e.HTTP_MAX_BODY_BYTES,
       httpMaxConnections: e.HTTP_MAX_CONNECTIONS,
       httpMaxStreams: e.HTTP_MAX_STREAMS,

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, Server as TlsServer, type SecureContextOptions, type TlsOptions } from 'node:tls';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
@@ -6,6 +6,7 @@ import type { Directory } from '../core/directory.js';
 import type { Log } from '../core/log.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import { AUDIENCE_MQTT } from '../core/identity/tokens.js';
+import { RateLimiter, type RateLimit } from '../core/rate-limit.js';
 import { guardFrames } from './mqtt-frame-guard.js';
 import { ingestSubscriptions, mayPublish, type TopicScheme } from './topics.js';
 
@@ -29,8 +30,10 @@ export interface EmbeddedBrokerOptions {
   readonly onMessage: (topic: string, payload: Buffer) => void;
   /** Connections at most (MQTT_MAX_CONNECTIONS); more are dropped at once. */
   readonly maxConnections?: number;
-  /** Told of each connection dropped by that limit. */
-  readonly onConnectionRefused?: () => void;
+  /** New connections per client address (RATE_LIMIT_MQTT_CONNECT); the excess is dropped before any TLS handshake or token check. */
+  readonly connectRate?: RateLimit;
+  /** Told of each connection dropped by one of those limits. */
+  readonly onConnectionRefused?: (limit: ConnectionLimit) => void;
   /** Largest MQTT packet body accepted (bytes); larger ones close the connection. */
   readonly maxPacketBytes: number;
   /** Called before devices are acknowledged (the ingest journal writes what was applied). */
@@ -38,6 +41,9 @@ export interface EmbeddedBrokerOptions {
   /** MQTT over TLS on the port (the usual port for it is 8883); unset: plain MQTT (loopback development only, see core/config.ts). */
   readonly tls?: TlsOptions;
 }
+
+/** Which limit dropped a connection (the label of presence_limit_refusals_total). */
+export type ConnectionLimit = 'mqtt_connections' | 'mqtt_connect_address';
 
 export interface EmbeddedBroker {
   /** Closes the connections of these devices (revoked, or their owner erased). */
@@ -53,6 +59,13 @@ export interface EmbeddedBroker {
   accept(stream: Duplex): void;
   /** Whether another connection would exceed MQTT_MAX_CONNECTIONS (checked before a WebSocket handshake). */
   atCapacity(): boolean;
+  /**
+   * Takes a new connection from `address` against RATE_LIMIT_MQTT_CONNECT
+   * (checked before a WebSocket handshake; the broker's own port checks
+   * its connections itself): 0 if it may go on, else the ms until the
+   * address may connect again (the refusal is counted).
+   */
+  admit(address: string | undefined): number;
   /** Serves a renewed certificate to new connections; open ones keep theirs. No-op without TLS. */
   setSecureContext(options: SecureContextOptions): void;
   readonly connectedClients: () => number;
@@ -126,9 +139,20 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   // Connections on every transport count against one limit.
   let open = 0;
   const atCapacity = () => options.maxConnections !== undefined && open >= options.maxConnections;
+  // Per address, on every transport too. A client without an address (a
+  // socket already gone) shares one bucket.
+  const connects = new RateLimiter(options.connectRate ?? { perSecond: 0, burst: 0 });
+  const admit = (address: string | undefined): number => {
+    if (!connects.enabled) return 0;
+    const wait = connects.take(address ?? '', options.clock());
+    if (wait > 0) options.onConnectionRefused?.('mqtt_connect_address');
+    return wait;
+  };
   const accept = (stream: Duplex) => {
+    // Dropped by the rate check on the listener (it runs first).
+    if (stream.destroyed) return;
     if (atCapacity()) {
-      options.onConnectionRefused?.();
+      options.onConnectionRefused?.('mqtt_connections');
       stream.destroy();
       return;
     }
@@ -146,7 +170,16 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   if (options.tls) server.on('tlsClientError', (error: NodeJS.ErrnoException) => options.log.debug({ code: error.code ?? 'tls_error' }, 'mqtt TLS handshake failed'));
   // The listener's own limit drops the excess before any TLS handshake work.
   if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
-  server.on('drop', () => options.onConnectionRefused?.());
+  server.on('drop', () => options.onConnectionRefused?.('mqtt_connections'));
+  // The TCP connection, before TLS and before aedes reads a byte: a client
+  // reconnecting in a loop (or guessing tokens) costs no handshake and no
+  // signature check past its address's burst. Before `accept` on a plain
+  // listener (which has it as its own connection listener).
+  if (connects.enabled) {
+    server.prependListener('connection', (socket: Socket) => {
+      if (admit(socket.remoteAddress) > 0) socket.destroy();
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {
@@ -162,6 +195,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     secure: options.tls !== undefined,
     accept,
     atCapacity,
+    admit,
     setSecureContext: (context) => {
       if (server instanceof TlsServer) server.setSecureContext(context);
     },

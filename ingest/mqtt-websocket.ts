@@ -23,6 +23,8 @@ export interface MqttWebSocketOptions {
   readonly maxMessageBytes: number;
   readonly atCapacity: () => boolean;
   readonly onRefusedAtCapacity: () => void;
+  /** The broker's per-address connection rate (EmbeddedBroker.admit): 0, or the ms until the address may connect again. */
+  readonly admit: (address: string | undefined) => number;
   readonly accept: (stream: Duplex) => void;
   readonly log: Log;
 }
@@ -54,6 +56,9 @@ export function serveMqttOverWebSockets(options: MqttWebSocketOptions): MqttWebS
       options.onRefusedAtCapacity();
       return refuse(socket, 'unavailable', 'Too many MQTT connections.');
     }
+    // Before the WebSocket handshake and the token check, as on the broker's own port.
+    const wait = options.admit(request.socket.remoteAddress);
+    if (wait > 0) return refuse(socket, 'too_many_requests', 'Too many MQTT connections from this address; retry later.', { 'retry-after': String(Math.ceil(wait / 1000)) });
     wss.handleUpgrade(request, socket, head, (ws) => {
       const stream = createWebSocketStream(ws);
       stream.on('error', (error: NodeJS.ErrnoException) => options.log.debug({ code: error.code ?? 'ws_error' }, 'mqtt websocket error'));
@@ -71,10 +76,13 @@ export function serveMqttOverWebSockets(options: MqttWebSocketOptions): MqttWebS
 }
 
 /** Answers an upgrade request in the catalog's shape (the socket is still plain HTTP here) and closes it. */
-function refuse(socket: Duplex, code: HttpErrorCode, message: string): void {
+function refuse(socket: Duplex, code: HttpErrorCode, message: string, headers: Record<string, string> = {}): void {
   const { status } = httpErrors[code];
   const body = JSON.stringify({ code, message });
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
   );
 }

@@ -15,7 +15,7 @@ export interface TestService extends RunningService {
   api(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<Response>;
 }
 
-export const NO_RATE_LIMITS = { RATE_LIMIT_HTTP_ADDRESS: '0', RATE_LIMIT_HTTP_TOKEN: '0', RATE_LIMIT_MQTT_DEVICE: '0' } as const;
+export const NO_RATE_LIMITS = { RATE_LIMIT_HTTP_ADDRESS: '0', RATE_LIMIT_HTTP_TOKEN: '0', RATE_LIMIT_MQTT_DEVICE: '0', RATE_LIMIT_MQTT_CONNECT: '0' } as const;
 
 export async function testConfig(t: Test, env: Record<string, string> = {}): Promise<Config> {
   // A client id of its own: test files run in parallel against one broker,

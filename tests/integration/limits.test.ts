@@ -1,4 +1,4 @@
-import { connectAsync } from 'mqtt';
+import { connect as mqttConnect, connectAsync, type MqttClient } from 'mqtt';
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { WebSocket } from 'ws';
@@ -181,4 +181,66 @@ t.test('connection limits on the embedded defaults: HTTP and the embedded broker
   ws.send(Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f])); // PUBLISH declaring 256 MB
   await closed;
   t.pass('an oversized packet header over a WebSocket closes it');
+});
+
+t.test('connection rate per address on the embedded broker: the excess dropped before TLS and token checks, WebSockets answered 429', async (t) => {
+  const config = await testConfig(t, { RATE_LIMIT_MQTT_CONNECT: '1/3' });
+  const service = await startTestService(t, config);
+  const alice = await provision(service, 'alice');
+  const { port } = new URL(service.mqttUrl);
+  const open = (): Promise<Socket> =>
+    new Promise((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1');
+      socket.once('connect', () => resolve(socket)).once('error', reject);
+    });
+  const closedWithin = (socket: Socket, ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (socket.destroyed) return resolve(true);
+      socket.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), ms);
+    });
+  // The burst: three connections from 127.0.0.1 (the bucket refills one a second, so a slow machine may get a fourth).
+  const held: Socket[] = [];
+  t.teardown(() => held.forEach((s) => s.destroy()));
+  let dropped: Socket | undefined;
+  for (let i = 0; i < 8 && !dropped; i++) {
+    const socket = await open();
+    if (await closedWithin(socket, 200)) dropped = socket;
+    else held.push(socket);
+  }
+  t.ok(held.length >= 3 && dropped !== undefined, `${held.length} connections kept, the next one dropped`);
+  t.equal(limit(service, 'mqtt_connect_address'), 1, 'counted');
+  t.equal(limit(service, 'mqtt_connections'), 0, 'not as the connection limit');
+
+  const status = await new Promise<{ code: number; retryAfter: string | undefined }>((resolve) => {
+    const ws = new WebSocket(service.mqttWebSocketUrl ?? '', ['mqtt']);
+    ws.on('open', () => {
+      resolve({ code: 101, retryAfter: undefined });
+      ws.terminate();
+    });
+    ws.on('unexpected-response', (_request, response) => {
+      resolve({ code: response.statusCode ?? 0, retryAfter: response.headers['retry-after'] });
+      ws.terminate();
+    });
+    ws.on('error', () => undefined);
+  });
+  t.match(status, { code: 429, retryAfter: /^[1-9]\d*$/ }, 'a WebSocket from the same address: 429 with Retry-After, before the handshake');
+  t.equal(limit(service, 'mqtt_connect_address'), 2);
+
+  // Once the bucket refills, the device connects as usual. (A dropped
+  // connection is closed without a CONNACK: mqtt.js's connectAsync would
+  // wait for ever without reconnecting, so each try ends at its close.)
+  const tryConnect = () =>
+    new Promise<MqttClient | undefined>((resolve) => {
+      const client = mqttConnect(service.mqttUrl, { username: alice.device.id, password: alice.deviceToken, clientId: alice.device.id, reconnectPeriod: 0, connectTimeout: 2000 });
+      client.once('connect', () => resolve(client));
+      client.once('close', () => {
+        client.end(true);
+        resolve(undefined);
+      });
+      client.on('error', () => undefined);
+    });
+  const device = await waitFor(tryConnect, 'a token refilled', 10_000);
+  t.ok(device.connected, 'a device connects after the wait');
+  await device.endAsync();
 });

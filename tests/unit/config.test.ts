@@ -120,6 +120,7 @@ t.test('abuse limits: PER_SECOND/BURST or 0, with defaults; anything else is ref
     httpAddress: { perSecond: 200, burst: 400 },
     httpToken: { perSecond: 50, burst: 100 },
     mqttDevice: { perSecond: 20, burst: 60 },
+    mqttConnect: { perSecond: 20, burst: 200 },
     httpMaxBodyBytes: 65_536,
     httpMaxConnections: 20_000,
     httpMaxStreams: 10_000,
@@ -127,16 +128,17 @@ t.test('abuse limits: PER_SECOND/BURST or 0, with defaults; anything else is ref
     mqttMaxConnections: 100_000,
   });
   t.equal(defaults.config.rawEventsMaxDays, 30);
-  const set = parseConfig({ RATE_LIMIT_HTTP_ADDRESS: '0', RATE_LIMIT_HTTP_TOKEN: ' 5/10 ', RATE_LIMIT_MQTT_DEVICE: '1/1', RAW_EVENTS_MAX_DAYS: '0' });
+  const set = parseConfig({ RATE_LIMIT_HTTP_ADDRESS: '0', RATE_LIMIT_HTTP_TOKEN: ' 5/10 ', RATE_LIMIT_MQTT_DEVICE: '1/1', RATE_LIMIT_MQTT_CONNECT: '2/4', RAW_EVENTS_MAX_DAYS: '0' });
   t.ok(set.ok);
   if (set.ok) {
     t.same(set.config.limits.httpAddress, { perSecond: 0, burst: 0 }, '0 turns it off');
     t.same(set.config.limits.httpToken, { perSecond: 5, burst: 10 });
+    t.same(set.config.limits.mqttConnect, { perSecond: 2, burst: 4 });
     t.equal(set.config.rawEventsMaxDays, 0);
   }
-  const bad = parseConfig({ RATE_LIMIT_HTTP_ADDRESS: '200', RATE_LIMIT_HTTP_TOKEN: '5/0', RATE_LIMIT_MQTT_DEVICE: '-1/3', HTTP_MAX_BODY_BYTES: '10', RAW_EVENTS_MAX_DAYS: '400' });
+  const bad = parseConfig({ RATE_LIMIT_HTTP_ADDRESS: '200', RATE_LIMIT_HTTP_TOKEN: '5/0', RATE_LIMIT_MQTT_DEVICE: '-1/3', RATE_LIMIT_MQTT_CONNECT: '5', HTTP_MAX_BODY_BYTES: '10', RAW_EVENTS_MAX_DAYS: '400' });
   t.notOk(bad.ok);
-  if (!bad.ok) for (const name of ['RATE_LIMIT_HTTP_ADDRESS', 'RATE_LIMIT_HTTP_TOKEN', 'RATE_LIMIT_MQTT_DEVICE', 'HTTP_MAX_BODY_BYTES', 'RAW_EVENTS_MAX_DAYS']) t.ok(bad.problems.some((p) => p.startsWith(name)), `${name} refused`);
+  if (!bad.ok) for (const name of ['RATE_LIMIT_HTTP_ADDRESS', 'RATE_LIMIT_HTTP_TOKEN', 'RATE_LIMIT_MQTT_DEVICE', 'RATE_LIMIT_MQTT_CONNECT', 'HTTP_MAX_BODY_BYTES', 'RAW_EVENTS_MAX_DAYS']) t.ok(bad.problems.some((p) => p.startsWith(name)), `${name} refused`);
 });
 
 t.test('an external OpenID provider: issuer and audience together, https in production', async (t) => {
