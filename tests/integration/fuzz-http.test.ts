@@ -44,11 +44,11 @@ import { addWatcher, ownerToken, provision, startTestService, testConfig } from 
  * the API, the owner's export and every table but the access log and the
  * admin actions (reads and admin requests are logged by design) are exactly what they were before.
  *
- * Known gaps are asserted as TODO (bug: ...) so the suite stays green
- * while they stand: protocol-level errors that Node or Fastify answer
- * outside the catalog, access-log cursors outside the years 1 to 9999 and
- * U+0000 in names, both of which PostgreSQL refuses (500). The last
- * subtest holds the minimal case of each 5xx.
+ * The last subtest holds the minimal case of each 5xx the fuzzing once
+ * found (access-log cursors outside the years 1 to 9999 and U+0000 in
+ * names, both of which PostgreSQL refuses), now asserted as 400
+ * invalid_request with nothing written; each names the code that was at
+ * fault.
  */
 
 /** Fixed, so runs are reproducible; FUZZ_SEED explores others. */
