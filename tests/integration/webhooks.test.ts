@@ -95,3 +95,27 @@ t.test('bad registrations are refused', async (t) => {
   for (const [body, status] of cases) t.equal((await service.api('POST', '/v1/webhooks', { token: app.token, body })).status, status, JSON.stringify(body));
   t.equal((await service.api('POST', '/v1/webhooks', { token: await ownerToken(service, 'alice'), body: { handle: 'alice', url: hookUrl } })).status, 403, 'watchers only');
 });
+
+t.test("an erased owner's webhooks stop: nothing is sent after the erasure, not even the owner going offline", async (t) => {
+  const erin = await provision(service, 'erin');
+  await addRule(service, 'erin', app.id, 'allow', { availability: true, activities: false });
+  const created = await service.api('POST', '/v1/webhooks', { token: app.token, body: { handle: 'erin', url: hookUrl } });
+  t.equal(created.status, 201);
+  const hook = (await created.json()) as { id: string };
+  const forErin = async () => {
+    const out = [];
+    for (let i = 0; i < received.length; i++) if ((await verified(i)).webhook === hook.id) out.push(await verified(i));
+    return out;
+  };
+  await waitFor(async () => (await forErin()).length >= 1 || undefined, "erin's current view");
+  await device.publishAsync(erin.device.topic, JSON.stringify({ kind: 'call', state: 'in-call', at: new Date().toISOString() }), { qos: 1 });
+  await waitFor(async () => (await forErin()).length >= 2 || undefined, 'erin busy');
+  t.match((await forErin())[1]?.view, { availability: 'busy' });
+
+  t.equal((await service.api('DELETE', '/v1/me?confirm=erin', { token: await ownerToken(service, 'erin') })).status, 204);
+  await device.publishAsync(erin.device.topic, JSON.stringify({ kind: 'call', state: 'idle', at: new Date().toISOString() }), { qos: 1 });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.same((await forErin()).slice(2).map((d) => d.view), [], 'no delivery after the erasure');
+  const listed = (await (await service.api('GET', '/v1/webhooks', { token: app.token })).json()) as { webhooks: { id: string }[] };
+  t.notOk(listed.webhooks.some((w) => w.id === hook.id), "the watcher's list no longer has it");
+});
