@@ -1,6 +1,14 @@
 import t from 'tap';
+import { RepresentationCache } from '../../api/representations.js';
 import { FAILURE_LOG_INTERVAL_MS, SipGateway, type SipGatewayDeps } from '../../api/sip-gateway.js';
+import type { SipPublisherPool } from '../../api/sip/index.js';
+import { AccessLogBuffer } from '../../core/access-log.js';
+import { Directory } from '../../core/directory.js';
+import { sensorEventSchema } from '../../core/events.js';
 import { Metrics } from '../../core/metrics.js';
+import { PresenceHub } from '../../core/presence-hub.js';
+import { RuleBook } from '../../policy/rule-book.js';
+import { ruleBodySchema } from '../../policy/rule.js';
 
 /**
  * A SIP server the gateway cannot reach (refused TLS handshake, timeout)
@@ -25,4 +33,52 @@ t.test('transport failures: counted each time, logged once per reason a minute',
   t.equal(logged.length, 3, 'logged again a minute later');
   gateway.onOutcome({ presentity: 'sip:a@x', kind: 'initial', status: 503, error: '503 Service Unavailable' });
   t.equal(logged.length, 3, 'a response is not a transport failure');
+});
+
+/**
+ * Erasure forgets the owner in the hub and the rule book first (which wakes
+ * the gateway's check) and only then tells the gateway: the check must not
+ * render and send the offline view of an owner who no longer exists, only
+ * remove the publication.
+ */
+t.test('an erased owner: the publication is removed, with no document sent first', async (t) => {
+  const now = Date.parse('2026-05-04T10:00:00Z');
+  const [OWNER, DEVICE, AUDIENCE] = ['00000000-0000-4000-8000-0000000000a1', '11111111-1111-4111-8111-111111111111', '21111111-1111-4111-8111-111111111111'];
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
+  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  const ruleBook = new RuleBook();
+  ruleBook.replace(OWNER, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' }]);
+  const sent: string[] = [];
+  const pool = {
+    presentityUri: (handle: string) => `sip:${handle}@example.com`,
+    update: async (handle: string, body: string) => void sent.push(`update ${handle} ${/<rpid:on-the-phone\/>/.test(body) ? 'on-the-phone' : /<basic>closed<\/basic>/.test(body) ? 'closed' : 'other'}`),
+    remove: async (handle: string) => void sent.push(`remove ${handle}`),
+  } as unknown as SipPublisherPool;
+  const gateway = new SipGateway({
+    directory,
+    ruleBook,
+    hub,
+    entityOf: (handle) => `sip:${handle}@example.com`,
+    pool,
+    audience: AUDIENCE,
+    enabled: () => true,
+    representations: new RepresentationCache(),
+    accessLog: new AccessLogBuffer(),
+    clock: () => now,
+    metrics: new Metrics(),
+    onError: (error) => t.fail(String(error)),
+  });
+  gateway.sync(OWNER);
+  hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
+  t.same(sent, ['update alice closed', 'update alice on-the-phone'], 'published while she exists');
+
+  // What Accounts.forgetOwner does, in its order, then the erasure listener.
+  directory.removeOwner(OWNER);
+  hub.forget(OWNER);
+  ruleBook.remove(OWNER);
+  gateway.sync(OWNER);
+  t.same(sent.slice(2), ['remove alice'], 'removed (Expires: 0), and nothing sent before');
 });
