@@ -51,9 +51,10 @@ async function broker(t: Test, options: { requireCertificate?: boolean } = {}): 
  * a websockets listener, so an aedes broker behind a node:https server
  * with a `ws` endpoint stands in (a real handshake all the same).
  */
-async function wssBroker(t: Test): Promise<{ url: string }> {
+async function wssBroker(t: Test, options: { requireCertificate?: boolean } = {}): Promise<{ url: string }> {
   const aedes = await Aedes.createBroker();
-  const https = createHttpsServer({ cert: serverCert.cert, key: serverCert.key });
+  // Requiring a client certificate, as Mosquitto's require_certificate: signed by the test CA, or the handshake fails.
+  const https = createHttpsServer({ cert: serverCert.cert, key: serverCert.key, ...(options.requireCertificate ? { ca: ca.cert, requestCert: true, rejectUnauthorized: true } : {}) });
   const wss = new WebSocketServer({ server: https });
   wss.on('connection', (socket) => aedes.handle(createWebSocketStream(socket)));
   await new Promise<void>((resolve) => https.listen(0, '127.0.0.1', () => resolve()));
@@ -134,4 +135,11 @@ t.test('wss:// (MQTT over WebSockets over TLS) with MQTT_CA_FILE', async (t) => 
   await ingestsOneEvent(t, b, { MQTT_CA_FILE: files.ca }, {});
   const error = await refusesToStart(t, b, { MQTT_CA_FILE: files.otherCa });
   t.match(error, /check MQTT_CA_FILE/);
+});
+
+t.test('wss:// to a broker that requires client certificates: MQTT_CERT_FILE/MQTT_KEY_FILE are presented over WebSockets too', async (t) => {
+  const b = await wssBroker(t, { requireCertificate: true });
+  await ingestsOneEvent(t, b, { MQTT_CA_FILE: files.ca, MQTT_CERT_FILE: files.cert, MQTT_KEY_FILE: files.key }, { cert: deviceCert.cert, key: deviceCert.key });
+  const error = await refusesToStart(t, b, { MQTT_CA_FILE: files.ca });
+  t.match(error, /certificate required.*set MQTT_CERT_FILE\/MQTT_KEY_FILE/, 'without them, a clear failure');
 });
