@@ -262,6 +262,15 @@ export async function startService(config: Config, options: ServiceOptions = {})
       },
     });
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
+    // The time one device message takes here (topic, device, rate limit,
+    // decoding, validation, deriving), accepted or refused: what the
+    // service adds between the broker's delivery and the state it serves.
+    // Microseconds typically, so buckets from 10 µs. Two clock reads and a
+    // bucket search per message: about 0.12 µs here (measured with a loop
+    // of two million), against the ~19 µs of CPU a message costs (README,
+    // Performance).
+    metrics.histogram(INGEST_SECONDS, 'MQTT device messages: time to validate and apply (or refuse) one, in this process', INGEST_BUCKETS);
+    const ingestSeconds = metrics.series(INGEST_SECONDS);
     const onMessage = (topic: string, payload: Buffer) => {
       if (cluster?.owns(topic)) {
         cluster.handle(topic, payload);
@@ -271,8 +280,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // server's), such as the dynamic-security answers on the same
       // connection, are no device's and not ingest's to count as refused.
       if (topic.startsWith('$')) return;
+      const started = performance.now();
       const now = clock();
       const reason = pipeline.handle(topic, payload, now);
+      ingestSeconds((performance.now() - started) / 1000);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
     };
 
@@ -674,6 +685,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     throw error;
   }
 }
+
+/** Ingest latency per message (seconds), from 10 µs: the work is microseconds unless the process is overloaded. */
+export const INGEST_SECONDS = 'presence_ingest_seconds';
+const INGEST_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1] as const;
 
 /** Where MQTT over WebSockets is served on the API's listener. */
 export const MQTT_WEBSOCKET_PATH = '/mqtt';

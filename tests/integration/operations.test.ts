@@ -158,6 +158,10 @@ t.test('metrics, then a graceful SIGTERM: ingest drained, writes flushed, SIP pu
   t.notMatch(text, /route="\/v1\/presence\/ops/, 'routes by pattern: no handle in a label');
   t.match(text, /^presence_http_open_streams 1$/m, 'the open stream is counted');
   t.match(text, /^presence_sip_publish_seconds_count\{kind="initial"\} [1-9]\d*$/m, 'SIP PUBLISH latency');
+  t.match(text, /^# TYPE presence_ingest_seconds histogram$/m);
+  const ingested = Number(/^presence_ingest_seconds_count (\d+)$/m.exec(text)?.[1] ?? -1);
+  t.ok(ingested >= DEVICES / 2 + 2, `ingest latency: every device message, applied or refused, observed (${ingested})`);
+  t.match(text, /^presence_ingest_seconds_bucket\{le="0.00001"\} \d+$/m, 'from 10 µs');
   t.match(text, /^presence_sip_publish_total\{kind="initial",status="200"\} 1$/m, 'SIP outcomes');
   t.match(text, /^presence_state_dirty_owners 1$/m, 'write-behind queue depth: the owner awaits the (slowed) write');
   t.match(text, /^# TYPE presence_write_behind_batch_rows histogram$/m);
