@@ -6,11 +6,11 @@ import { startTestService, testConfig, type TestService } from '../helpers/servi
 /**
  * The command-line tool on the embedded defaults: PGlite under a fresh
  * DATA_DIR and the in-process aedes broker, set up by hand with the real
- * `presencectl` as the README shows; its errors, token revocation and the
- * operators' audit trail, across restarts. (Apart from the slice in
- * slice-embedded.test.ts: every `presencectl` run is a process of its own,
- * so the two files together took over two minutes, near tap's per-file
- * timeout on a loaded machine; apart they run side by side.)
+ * `presencectl` as the README shows; its errors and token revocation,
+ * across a restart. (Apart from the slice in slice-embedded.test.ts and the
+ * audit trail in presencectl-audit.test.ts: every `presencectl` run is a
+ * process of its own, so together they took over two minutes, near tap's
+ * per-file timeout on a loaded machine; apart they run side by side.)
  */
 const root = t;
 const dataDir = await tempDir(t);
@@ -69,32 +69,4 @@ t.test("presencectl revoke-tokens: the watcher's tokens stop working, on the emb
   service = await startTestService(root, config);
   t.equal((await read(strangerToken, 'application/json')).status, 401, 'still refused after a restart');
   t.equal((await read(watcherToken, 'application/json')).status, 200, "another watcher's token still works");
-});
-
-t.test('presencectl and the audit trail on the embedded database: the operator named, one admin token and an operator revoked', async (t) => {
-  const asCarol = async (...args: string[]) => presencectl({ ...cliEnv(), PRESENCECTL_OPERATOR: 'carol' }, ...args);
-  t.equal((await asCarol('rules', 'alice')).code, 0);
-  const trail = await ctl('actions', '--owner', 'alice');
-  const entries = (trail as unknown as { entries: { operator: string; route: string; status: number | null }[] }).entries;
-  t.match(entries.find((e) => e.operator === 'carol'), { route: '/v1/admin/owners/:handle/rules', status: 200 }, "carol's read of alice's rules");
-  t.ok(entries.some((e) => e.operator.startsWith('presencectl:')), 'by default, the login name');
-  t.equal((await presencectl(cliEnv(), 'actions', '--operator', 'bad name')).code, 2, 'an operator name is checked');
-
-  const minted = (await asCarol('token', 'admin', '--ttl', '600')).json as { token: string };
-  const admin = async (token: string) => (await service.api('GET', '/v1/admin/keys', { token })).status;
-  t.equal(await admin(minted.token), 200);
-  const jti = (JSON.parse(Buffer.from(minted.token.split('.')[1] ?? '', 'base64url').toString()) as { jti: string }).jti;
-  t.same(await ctl('revoke-token', jti), { revoked: { tokenId: jti } });
-  t.equal(await admin(minted.token), 401, 'that one token is refused');
-  t.equal((await asCarol('token', 'admin', '--ttl', '3601')).code, 2, 'no admin token past ADMIN_TOKEN_MAX_SECONDS');
-
-  const another = ((await asCarol('token', 'admin')).json as { token: string }).token;
-  t.equal(await admin(another), 200);
-  t.same(await ctl('revoke-tokens', 'admin', 'carol'), { revoked: { kind: 'admin', subject: 'carol' } });
-  t.equal(await admin(another), 401, "every token carol had is refused");
-  await service.close();
-  service = await startTestService(root, config);
-  t.equal(await admin(another), 401, 'still refused after a restart');
-  t.equal(await admin(minted.token), 401, 'and the one revoked by id');
-  t.equal(await admin(service.adminToken), 200, "another operator's token works");
 });
