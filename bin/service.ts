@@ -57,8 +57,6 @@ import { loadServerTls } from './tls-files.js';
 import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 
-/** Device credential changes the broker did not take (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec), by action. */
-
 /**
  * The composition root: wires storage, ingest and the API into one running
  * service. `api/` and `ingest/` never import each other; they meet here,
