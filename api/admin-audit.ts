@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler, preHandlerHookHandler, RouteOptions } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onResponseHookHandler, onSendHookHandler, preHandlerHookHandler, RouteOptions } from 'fastify';
 import type { AdminActionStore } from '../core/db/admin-actions.js';
 import { isDatabaseUnavailable, loggableDbError } from '../core/db/db-error.js';
 import type { Directory } from '../core/directory.js';
@@ -115,9 +115,8 @@ export function installAdminAudit(
         throw new AppError('unavailable', "The action could not be recorded in the operators' audit trail; nothing was done.");
       }
     };
-    const finish: onResponseHookHandler = (request: FastifyRequest, reply: FastifyReply, done) => {
+    const settle = (request: FastifyRequest, reply: FastifyReply): void => {
       const action = running.get(request);
-      done();
       if (!action) return;
       running.delete(request);
       // An owner the request created is known only now; other requests keep
@@ -127,7 +126,20 @@ export function installAdminAudit(
       const after = created ? concernedBy(pattern, request, deps.directory).ownerId : undefined;
       deps.store.finish(action.id, reply.statusCode, after).catch((err: unknown) => deps.log.error({ error: loggableDbError(err), route: pattern }, 'admin action status not recorded'));
     };
+    const finish: onResponseHookHandler = (request, reply, done) => {
+      done();
+      settle(request, reply);
+    };
+    // A caller that disconnects before the answer gets no onResponse, while
+    // the action itself still runs to its end (an owner created, a device
+    // revoked): the status it ended with is recorded as it is sent, so the
+    // trail never shows a finished action as one without an outcome.
+    const finishIfGone: onSendHookHandler = (request, reply, payload, done) => {
+      if (request.raw.socket?.destroyed || request.raw.destroyed) settle(request, reply);
+      done(null, payload);
+    };
     route.preHandler = [...hooks(route.preHandler), record];
+    route.onSend = [...hooks(route.onSend), finishIfGone];
     route.onResponse = [...hooks(route.onResponse), finish];
     // Documented on every admin route: the action was refused because the trail could not be written.
     if (route.schema?.response && typeof route.schema.response === 'object' && !('503' in route.schema.response)) {

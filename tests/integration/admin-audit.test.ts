@@ -1,5 +1,5 @@
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import pg from 'pg';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
@@ -237,6 +237,28 @@ t.test("linking and unlinking an owner's external account both show in that owne
     ['DELETE /v1/admin/identities', 'POST /v1/admin/identities'],
     'named by the link, though the unlink names only the account',
   );
+});
+
+t.test('a caller that disconnects before the answer: the action still ends with its status in the trail', async (t) => {
+  const body = JSON.stringify({ handle: 'gone-caller' });
+  const { port } = new URL(a.httpUrl);
+  // The whole request, then the connection closed at once: Fastify gives no onResponse for it, while the route still runs.
+  await new Promise<void>((resolve) => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.write(`POST /v1/admin/owners HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      setImmediate(() => {
+        socket.destroy();
+        resolve();
+      });
+    });
+    socket.on('error', () => undefined);
+  });
+  const row = await waitFor(async () => {
+    const { rows } = await db.query<{ status: number | null; owner_id: string | null }>("select a.status, a.owner_id from admin_actions a where a.route = '/v1/admin/owners' and a.method = 'POST' and exists (select 1 from owners o where o.id = a.owner_id and o.handle = 'gone-caller')");
+    return rows[0]?.status === undefined || rows[0].status === null ? undefined : rows[0];
+  }, 'the action settled');
+  t.equal(row.status, 201, 'created, and recorded as such though nobody read the answer');
+  t.ok((await db.query("select 1 from owners where handle = 'gone-caller'")).rowCount === 1, 'the owner exists');
 });
 
 t.test("erasure: the trail keeps what operators did, not whom it concerned; the export had it", async (t) => {
