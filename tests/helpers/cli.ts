@@ -23,3 +23,16 @@ export async function presencectl(env: Record<string, string>, ...args: string[]
     return { code: typeof e.code === 'number' ? e.code : -1, json, stderr: e.stderr ?? '' };
   }
 }
+
+/**
+ * `presencectl` for a test's set-up steps: the environment is read at each
+ * call (a test that restarts its service hands the tool the new URL), and
+ * a failure throws with what the tool printed.
+ */
+export function ctlFor(env: () => Record<string, string>): (...args: string[]) => Promise<Record<string, string>> {
+  return async (...args) => {
+    const result = await presencectl(env(), ...args);
+    if (result.code !== 0) throw new Error(`presencectl ${args.join(' ')} failed: ${result.stderr}`);
+    return result.json as Record<string, string>;
+  };
+}

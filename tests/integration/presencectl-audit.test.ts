@@ -1,5 +1,5 @@
 import t from 'tap';
-import { presencectl } from '../helpers/cli.js';
+import { ctlFor, presencectl } from '../helpers/cli.js';
 import { tempDir } from '../helpers/env.js';
 import { startTestService, testConfig, type TestService } from '../helpers/service.js';
 
@@ -19,11 +19,7 @@ const config = await testConfig(t, { DATA_DIR: dataDir });
 let service: TestService = await startTestService(t, config);
 const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
 
-async function ctl(...args: string[]) {
-  const result = await presencectl(cliEnv(), ...args);
-  if (result.code !== 0) throw new Error(`presencectl ${args.join(' ')} failed: ${result.stderr}`);
-  return result.json as Record<string, string>;
-}
+const ctl = ctlFor(cliEnv);
 
 await ctl('owner', 'create', 'alice', '--name', 'Alice');
 

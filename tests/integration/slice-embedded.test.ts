@@ -4,7 +4,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
 import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
-import { presencectl } from '../helpers/cli.js';
+import { ctlFor } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
 import { ownerToken, startTestService, testConfig, type TestService } from '../helpers/service.js';
@@ -25,11 +25,7 @@ const clock = () => Date.now() + offsetMs;
 let service: TestService = await startTestService(t, config, { clock });
 const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
 
-async function ctl(...args: string[]) {
-  const result = await presencectl(cliEnv(), ...args);
-  if (result.code !== 0) throw new Error(`presencectl ${args.join(' ')} failed: ${result.stderr}`);
-  return result.json as Record<string, string>;
-}
+const ctl = ctlFor(cliEnv);
 
 const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
 const device = await ctl('device', 'add', 'alice', '--class', 'phone');
