@@ -119,8 +119,7 @@ t.test(`${HOSTILE} generated hostile payloads and ${HOSTILE / VALID_EVERY} valid
   t.same(mine.raw, control.raw, 'the same rows as for an owner who received only the valid events');
   t.same(mine.signals, control.signals, 'and the same stored state');
   t.not(mine.signals, undefined, 'a state was stored');
-  const walts = walt.token;
-  const views = await Promise.all(['alice', 'carol'].map(async (handle) => (await service.api('GET', `/v1/presence/${handle}`, { token: walts, headers: { accept: 'application/json' } })).json()));
+  const views = await Promise.all(['alice', 'carol'].map(async (handle) => (await service.api('GET', `/v1/presence/${handle}`, { token: walt.token, headers: { accept: 'application/json' } })).json()));
   t.same({ ...(views[0] as object), entity: undefined }, { ...(views[1] as object), entity: undefined }, 'and the same view for their watcher');
   t.notOk(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted'), 'no prototype polluted');
 });
