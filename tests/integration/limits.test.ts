@@ -212,20 +212,24 @@ t.test('connection rate per address on the embedded broker: the excess dropped b
   t.equal(limit(service, 'mqtt_connect_address'), 1, 'counted');
   t.equal(limit(service, 'mqtt_connections'), 0, 'not as the connection limit');
 
-  const status = await new Promise<{ code: number; retryAfter: string | undefined }>((resolve) => {
-    const ws = new WebSocket(service.mqttWebSocketUrl ?? '', ['mqtt']);
-    ws.on('open', () => {
-      resolve({ code: 101, retryAfter: undefined });
-      ws.terminate();
+  const upgrade = () =>
+    new Promise<{ code: number; retryAfter: string | undefined }>((resolve) => {
+      const ws = new WebSocket(service.mqttWebSocketUrl ?? '', ['mqtt']);
+      ws.on('open', () => {
+        resolve({ code: 101, retryAfter: undefined });
+        ws.terminate();
+      });
+      ws.on('unexpected-response', (_request, response) => {
+        resolve({ code: response.statusCode ?? 0, retryAfter: response.headers['retry-after'] });
+        ws.terminate();
+      });
+      ws.on('error', () => undefined);
     });
-    ws.on('unexpected-response', (_request, response) => {
-      resolve({ code: response.statusCode ?? 0, retryAfter: response.headers['retry-after'] });
-      ws.terminate();
-    });
-    ws.on('error', () => undefined);
-  });
+  // The bucket is empty now, unless a slow machine let a second pass since the drop: then an upgrade takes that token and the next is refused.
+  let status = await upgrade();
+  for (let i = 0; i < 3 && status.code === 101; i++) status = await upgrade();
   t.match(status, { code: 429, retryAfter: /^[1-9]\d*$/ }, 'a WebSocket from the same address: 429 with Retry-After, before the handshake');
-  t.equal(limit(service, 'mqtt_connect_address'), 2);
+  t.equal(limit(service, 'mqtt_connect_address'), 2, 'counted with the TCP refusal');
 
   // Once the bucket refills, the device connects as usual. (A dropped
   // connection is closed without a CONNACK: mqtt.js's connectAsync would
