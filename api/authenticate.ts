@@ -4,15 +4,15 @@ import { AppError } from '../core/errors.js';
 import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import { AUDIENCE_API, type Principal, type TokenKind, type Scope } from '../core/identity/tokens.js';
 
+/** How far ahead of this process's clock an admin token's iat may be (the signer's clock may run a little fast). */
+const ADMIN_CLOCK_SKEW_MS = 60_000;
+
 /**
  * Bearer authentication (RFC 6750) for the HTTP API. A token must verify
  * (signature, issuer, audience, expiry) and still name a live subject: a
  * removed watcher's tokens stop working at once, and so do tokens issued
  * before their subject's tokens were revoked.
  */
-/** How far ahead of this process's clock an admin token's iat may be (the signer's clock may run a little fast). */
-const ADMIN_CLOCK_SKEW_MS = 60_000;
-
 export class Authenticator {
   private readonly adminTokenMaxMs: number;
 
