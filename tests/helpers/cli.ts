@@ -1,7 +1,11 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { projectRoot } from './env.js';
+import type { Test } from 'tap';
+import type { ServiceOptions } from '../../bin/service.js';
+import type { Config } from '../../core/config.js';
+import { projectRoot, tempDir } from './env.js';
+import { startTestService, testConfig, type TestService } from './service.js';
 
 const run = promisify(execFile);
 
@@ -34,5 +38,46 @@ export function ctlFor(env: () => Record<string, string>): (...args: string[]) =
     const result = await presencectl(env(), ...args);
     if (result.code !== 0) throw new Error(`presencectl ${args.join(' ')} failed: ${result.stderr}`);
     return result.json as Record<string, string>;
+  };
+}
+
+export interface EmbeddedWithCli {
+  readonly dataDir: string;
+  readonly config: Config;
+  /** The service running now (restart() replaces it). */
+  readonly service: TestService;
+  /** The tool's environment: the data directory (for the signing key) and the running service's URL. */
+  readonly cliEnv: () => Record<string, string>;
+  readonly ctl: (...args: string[]) => Promise<Record<string, string>>;
+  /** Closes the service, runs `between` (a change to the data directory), and starts another on the same data directory. */
+  restart(between?: () => Promise<unknown>): Promise<TestService>;
+}
+
+/**
+ * The service on the embedded defaults (PGlite under a fresh DATA_DIR, the
+ * in-process broker), with `presencectl` pointed at it, for the tests that
+ * set it up by hand as the README shows. Call it before any assertion at
+ * the top level of a file: tap ends a root test that has asserted and has
+ * no subtest queued, running its teardowns.
+ */
+export async function startEmbeddedWithCli(t: Test, options: ServiceOptions = {}): Promise<EmbeddedWithCli> {
+  const dataDir = await tempDir(t);
+  const config = await testConfig(t, { DATA_DIR: dataDir });
+  let service = await startTestService(t, config, options);
+  const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
+  return {
+    dataDir,
+    config,
+    get service() {
+      return service;
+    },
+    cliEnv,
+    ctl: ctlFor(cliEnv),
+    restart: async (between) => {
+      await service.close();
+      await between?.();
+      service = await startTestService(t, config, options);
+      return service;
+    },
   };
 }

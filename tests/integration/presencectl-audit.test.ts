@@ -1,7 +1,5 @@
 import t from 'tap';
-import { ctlFor, presencectl } from '../helpers/cli.js';
-import { tempDir } from '../helpers/env.js';
-import { startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { presencectl, startEmbeddedWithCli } from '../helpers/cli.js';
 
 /**
  * The command-line tool and the operators' audit trail on the embedded
@@ -11,15 +9,9 @@ import { startTestService, testConfig, type TestService } from '../helpers/servi
  * `presencectl` run is a process, and together with the other CLI tests
  * the file came near tap's per-file timeout on a loaded machine.)
  */
-const root = t;
-const dataDir = await tempDir(t);
-// No assertion at the top level before the awaits below: tap ends a root
-// test that has asserted and has no subtest queued, running its teardowns.
-const config = await testConfig(t, { DATA_DIR: dataDir });
-let service: TestService = await startTestService(t, config);
-const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
-
-const ctl = ctlFor(cliEnv);
+const embedded = await startEmbeddedWithCli(t);
+const { cliEnv, ctl } = embedded;
+let service = embedded.service;
 
 await ctl('owner', 'create', 'alice', '--name', 'Alice');
 
@@ -44,8 +36,7 @@ t.test('presencectl and the audit trail on the embedded database: the operator n
   t.equal(await admin(another), 200);
   t.same(await ctl('revoke-tokens', 'admin', 'carol'), { revoked: { kind: 'admin', subject: 'carol' } });
   t.equal(await admin(another), 401, "every token carol had is refused");
-  await service.close();
-  service = await startTestService(root, config);
+  service = await embedded.restart();
   t.equal(await admin(another), 401, 'still refused after a restart');
   t.equal(await admin(minted.token), 401, 'and the one revoked by id');
   t.equal(await admin(service.adminToken), 200, "another operator's token works");

@@ -1,7 +1,5 @@
 import t from 'tap';
-import { ctlFor, presencectl } from '../helpers/cli.js';
-import { tempDir } from '../helpers/env.js';
-import { startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { presencectl, startEmbeddedWithCli } from '../helpers/cli.js';
 
 /**
  * The command-line tool on the embedded defaults: PGlite under a fresh
@@ -12,15 +10,9 @@ import { startTestService, testConfig, type TestService } from '../helpers/servi
  * process of its own, so together they took over two minutes, near tap's
  * per-file timeout on a loaded machine; apart they run side by side.)
  */
-const root = t;
-const dataDir = await tempDir(t);
-// No assertion at the top level before the awaits below: tap ends a root
-// test that has asserted and has no subtest queued, running its teardowns.
-const config = await testConfig(t, { DATA_DIR: dataDir });
-let service: TestService = await startTestService(t, config);
-const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
-
-const ctl = ctlFor(cliEnv);
+const embedded = await startEmbeddedWithCli(t);
+const { config, dataDir, cliEnv, ctl } = embedded;
+let service = embedded.service;
 
 const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
 const device = await ctl('device', 'add', 'alice', '--class', 'phone');
@@ -61,8 +53,7 @@ t.test("presencectl revoke-tokens: the watcher's tokens stop working, on the emb
   t.equal(unknown.code, 1);
   t.match(unknown.json, { error: { code: 'not_found' } });
   t.equal((await presencectl(cliEnv(), 'revoke-tokens', 'device', 'x')).code, 2, 'devices are revoked on their own');
-  await service.close();
-  service = await startTestService(root, config);
+  service = await embedded.restart();
   t.equal((await read(strangerToken, 'application/json')).status, 401, 'still refused after a restart');
   t.equal((await read(watcherToken, 'application/json')).status, 200, "another watcher's token still works");
 });

@@ -4,10 +4,10 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
 import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
-import { ctlFor } from '../helpers/cli.js';
-import { tempDir, waitFor } from '../helpers/env.js';
+import { startEmbeddedWithCli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
-import { ownerToken, startTestService, testConfig, type TestService } from '../helpers/service.js';
+import { ownerToken } from '../helpers/service.js';
 
 /**
  * The slice on the embedded defaults: PGlite under a fresh DATA_DIR (created,
@@ -15,17 +15,11 @@ import { ownerToken, startTestService, testConfig, type TestService } from '../h
  * aedes broker. Set up by hand with the real command-line tool, as the
  * README shows (the tool's own tests: presencectl-embedded.test.ts).
  */
-const root = t;
-const dataDir = await tempDir(t);
-// No assertion at the top level before the awaits below: tap ends a root
-// test that has asserted and has no subtest queued, running its teardowns.
-const config = await testConfig(t, { DATA_DIR: dataDir });
 let offsetMs = 0;
 const clock = () => Date.now() + offsetMs;
-let service: TestService = await startTestService(t, config, { clock });
-const cliEnv = () => ({ DATA_DIR: dataDir, PRESENCE_URL: service.httpUrl });
-
-const ctl = ctlFor(cliEnv);
+const embedded = await startEmbeddedWithCli(t, { clock });
+const { config, dataDir, ctl } = embedded;
+let service = embedded.service;
 
 const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
 const device = await ctl('device', 'add', 'alice', '--class', 'phone');
@@ -151,8 +145,7 @@ t.test('a revoked device is disconnected from the embedded broker and cannot con
 });
 
 t.test('a restart on the same data directory keeps key, directory, rules and state', async (t) => {
-  await service.close();
-  service = await startTestService(root, config, { clock });
+  service = await embedded.restart();
   const response = await read(watcherToken, 'application/json');
   t.equal(response.status, 200, 'tokens issued before the restart still verify');
   t.same(await response.json(), { entity: 'pres:alice@presence.local', basic: 'open', availability: 'busy', activities: ['on-the-phone'] });
@@ -160,9 +153,7 @@ t.test('a restart on the same data directory keeps key, directory, rules and sta
 
 t.test('a key rotation on the embedded defaults (signing-key.pem moved aside) keeps device and watcher tokens working', async (t) => {
   const oldKid = service.signingKey.kid;
-  await service.close();
-  await rename(join(dataDir, 'signing-key.pem'), join(dataDir, 'signing-key.pem.old'));
-  service = await startTestService(root, config, { clock });
+  service = await embedded.restart(() => rename(join(dataDir, 'signing-key.pem'), join(dataDir, 'signing-key.pem.old')));
   t.not(service.signingKey.kid, oldKid, 'a new key was made and signs');
   // The device's year-long token, signed with the old key, still opens the embedded broker and publishes.
   const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
