@@ -389,10 +389,15 @@ export class Accounts {
   /** Drops the owner from memory (erased here, or found gone when reloading a change made elsewhere). */
   forgetOwner(ownerId: string, deviceIds: readonly string[] = this.directory.devicesOf(ownerId).map((d) => d.id)): void {
     this.directory.removeOwner(ownerId);
+    // The erasure's listeners first: they stop what sends the owner's
+    // presence out (webhooks, the SIP publication). Forgetting the state and
+    // the rules tells every watcher of them, and a publisher still watching
+    // would send the view of an owner who no longer exists (offline) after
+    // the erasure. Streams are told, find no owner, and end.
+    for (const listener of this.erasedListeners) listener(ownerId, deviceIds);
     this.hub.forget(ownerId);
     this.ruleBook.remove(ownerId);
     this.watchArrivals(ownerId); // no rules left: stops watching
-    for (const listener of this.erasedListeners) listener(ownerId, deviceIds);
   }
 
   entityOf(handle: string): string {

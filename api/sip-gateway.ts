@@ -137,11 +137,6 @@ export class SipGateway {
   private check(ownerId: string): void {
     const served = this.served.get(ownerId);
     if (!served || this.closed) return;
-    // Erased: forgetting the owner wakes this check (the hub and the rule
-    // book tell their watchers) before the erasure's own sync. The view
-    // would be the offline one of an owner who never existed; the
-    // publication is removed instead (Expires: 0), with nothing sent first.
-    if (!this.deps.directory.owner(ownerId)) return this.sync(ownerId);
     const now = this.deps.clock();
     const access = computeView(this.deps, { kind: 'watcher', id: this.deps.audience }, served.handle, now);
     clearTimeout(served.timer);

@@ -161,11 +161,6 @@ export class WebhookDispatcher {
     const now = this.deps.clock();
     // A removed watcher's webhooks fall silent (their rows go with the watcher).
     if (!this.deps.directory.activeWatcher(entry.hook.watcherId)) return this.remove(id);
-    // So do an erased owner's: forgetting the owner wakes this check (the
-    // hub and the rule book tell their watchers) before the erasure reaches
-    // the registry, and the view would now be the offline one of an owner
-    // who never existed. Nothing is sent, or recorded, after an erasure.
-    if (!this.deps.directory.owner(entry.hook.ownerId)) return this.remove(id);
     const access = computeView(this.deps, { kind: 'watcher', id: entry.hook.watcherId }, entry.handle, now);
     // Wake when the view may change with no event (a meeting ends, a rule's window closes).
     clearTimeout(entry.wakeTimer);

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { Accounts } from '../../api/accounts.js';
 import { RepresentationCache } from '../../api/representations.js';
 import { FAILURE_LOG_INTERVAL_MS, SipGateway, type SipGatewayDeps } from '../../api/sip-gateway.js';
 import type { SipPublisherPool } from '../../api/sip/index.js';
@@ -36,10 +37,13 @@ t.test('transport failures: counted each time, logged once per reason a minute',
 });
 
 /**
- * Erasure forgets the owner in the hub and the rule book first (which wakes
- * the gateway's check) and only then tells the gateway: the check must not
- * render and send the offline view of an owner who no longer exists, only
- * remove the publication.
+ * Erasure (Accounts.forgetOwner) tells its listeners (the gateway, as
+ * bin/service.ts wires it) before forgetting the owner's state and rules,
+ * which wakes every watcher of them: the gateway must not render and send
+ * the offline view of an owner who no longer exists, only remove the
+ * publication. The real Accounts, directory, hub, rule book and views; a
+ * recording pool stands in for the SIP server (the Kamailio tests run the
+ * real exchange).
  */
 t.test('an erased owner: the publication is removed, with no document sent first', async (t) => {
   const now = Date.parse('2026-05-04T10:00:00Z');
@@ -75,10 +79,10 @@ t.test('an erased owner: the publication is removed, with no document sent first
   hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
   t.same(sent, ['update alice closed', 'update alice on-the-phone'], 'published while she exists');
 
-  // What Accounts.forgetOwner does, in its order, then the erasure listener.
-  directory.removeOwner(OWNER);
-  hub.forget(OWNER);
-  ruleBook.remove(OWNER);
-  gateway.sync(OWNER);
+  // Storage is not touched by forgetOwner (eraseOwner deletes first, then calls it): none of the storage or token dependencies is used.
+  const unused = undefined as never;
+  const accounts = new Accounts(unused, directory, ruleBook, unused, 'issuer', 'example.com', () => now, hub, () => 'digest', async () => undefined);
+  accounts.onOwnerErased((ownerId) => gateway.sync(ownerId));
+  accounts.forgetOwner(OWNER);
   t.same(sent.slice(2), ['remove alice'], 'removed (Expires: 0), and nothing sent before');
 });
