@@ -145,12 +145,27 @@ class FakeSipServer {
 const branchOf = (req: SipRequest): string => headerParams(splitHeaderList(req.headers.get('via') ?? '')[0] ?? '').get('branch') ?? '';
 const body = (req: SipRequest): string => req.body.toString('utf8');
 
-/** An event state compositor that behaves like Kamailio 5.6: a new SIP-ETag on every refresh/modify; the old one then gets 412. */
+/**
+ * An event state compositor that behaves like Kamailio 5.6: a new SIP-ETag
+ * on every refresh/modify; the old one then gets 412. Like Kamailio's
+ * transaction layer (RFC 3261 §17.2.1), a retransmission of a request (same
+ * Via branch: a UDP client that heard nothing within T1, as on a loaded
+ * machine) gets the answer the first copy got, not a second publication.
+ */
 type Esc = ((req: SipRequest, n?: number, server?: FakeSipServer) => Reply) & { readonly live: Map<string, string> };
 function kamailioLike(options: { grant?: number } = {}): Esc {
   const live = new Map<string, string>(); // etag -> body
+  const answered = new Map<string, Reply>(); // branch -> the reply its first copy got
   let counter = 0;
   const script = (req: SipRequest): Reply => {
+    const branch = branchOf(req);
+    const earlier = answered.get(branch);
+    if (earlier) return earlier;
+    const reply = compose(req);
+    answered.set(branch, reply);
+    return reply;
+  };
+  const compose = (req: SipRequest): Reply => {
     const ifMatch = req.headers.get('sip-if-match');
     const expires = Number(req.headers.get('expires') ?? '3600');
     let current = '';
