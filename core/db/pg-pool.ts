@@ -2,6 +2,7 @@ import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import pg, { type PoolClient, type PoolConfig } from 'pg';
 import type { Database } from './connect.js';
 import { isQueryReadTimeout } from './db-error.js';
+import { registerNamedStatements } from './named-statements.js';
 import * as schema from './schema.js';
 
 /**
@@ -79,5 +80,7 @@ export function openPool(config: PoolConfig, onIdleError: ((error: Error) => voi
     }
   };
   Object.assign(db, { transaction });
+  // Through pool.query like every single statement, so a statement that got no answer in time closes its client here too.
+  registerNamedStatements(db as unknown as Database, async (name, text, values) => (await pool.query({ name, text, values })).rows);
   return { db: db as unknown as Database, end: () => pool.end() };
 }

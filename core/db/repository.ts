@@ -10,6 +10,7 @@ import { forgetSilentDevices, mergeSignal, SignalSet, toSignal } from '../signal
 import type { Database } from './connect.js';
 import { eraseStoredOwner, storedOwnerData, type ExportRecord } from './owner-data.js';
 import { deleteInBatches } from './delete-in-batches.js';
+import { executeNamed } from './named-statements.js';
 import { accessLog, accessRequests, consentRules, devices, externalIdentities, owners, presenceOverrides, presenceState, signingKeys, watcherGroups, watchers, webhooks } from './schema.js';
 
 /**
@@ -506,7 +507,7 @@ export class Repository {
       etag: w.op === 'delete' ? null : (w.publication.etag ?? null),
       expires_at: w.op === 'delete' ? null : new Date(w.publication.expiresAt).toISOString(),
     }));
-    const result = await this.db.execute(sql`
+    const result = await executeNamed(this.db, 'write_publications', sql`
       with input as (
         select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
           as r(op text, owner_id uuid, source text, expect text, availability text, activities jsonb, note text, etag text, expires_at timestamptz)
@@ -539,7 +540,7 @@ export class Repository {
       select owner_id, source from created
       union all select owner_id, source from updated
       union all select owner_id, source from deleted`);
-    const applied = new Set((result as unknown as { rows: { owner_id: string; source: string }[] }).rows.map((r) => `${r.owner_id} ${r.source}`));
+    const applied = new Set((result as { owner_id: string; source: string }[]).map((r) => `${r.owner_id} ${r.source}`));
     return batch.map((w) => applied.has(`${w.ownerId} ${w.source}`));
   }
 
@@ -564,7 +565,7 @@ export class Repository {
       fields: e.fields,
       count: e.count,
     }));
-    await this.db.execute(sql`
+    await executeNamed(this.db, 'insert_access_log', sql`
       insert into access_log (owner_id, watcher_id, at, action, outcome, fields, count)
       select r.owner_id, r.watcher_id, r.at, r.action, r.outcome, r.fields, r.count
       from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
@@ -599,7 +600,7 @@ export class Repository {
   async insertRawEvents(batch: readonly RawEvent[]): Promise<void> {
     if (batch.length === 0) return;
     const rows = batch.map((e) => ({ owner_id: e.ownerId, device_id: e.deviceId, received_at: new Date(e.receivedAt).toISOString(), event: e.event }));
-    await this.db.execute(sql`
+    await executeNamed(this.db, 'insert_raw_events', sql`
       insert into raw_events (owner_id, device_id, received_at, event)
       select r.owner_id, r.device_id, r.received_at, r.event
       from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as r(owner_id uuid, device_id uuid, received_at timestamptz, event jsonb)
@@ -683,7 +684,7 @@ export class Repository {
     if (batch.length === 0) return;
     const rows = new Map<string, readonly PersistedSignal[]>();
     for (const b of batch) rows.set(b.ownerId, b.signals);
-    await this.db.execute(sql`
+    await executeNamed(this.db, 'replace_states', sql`
       insert into presence_state (owner_id, signals, version)
       select r.owner_id, r.signals, 1
       from jsonb_to_recordset(${JSON.stringify([...rows].map(([owner_id, signals]) => ({ owner_id, signals })))}::jsonb) as r(owner_id uuid, signals jsonb)
