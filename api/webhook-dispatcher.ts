@@ -3,6 +3,7 @@ import type { AccessLogBuffer } from '../core/access-log.js';
 import { SIGNING_ALG, type SigningKey } from '../core/identity/tokens.js';
 import type { Metrics } from '../core/metrics.js';
 import { JSON_MEDIA_TYPE, type RepresentationCache } from './representations.js';
+import { createWebhookPost, REFUSED_ADDRESS, type WebhookPost } from './webhook-transport.js';
 import { computeView, recordAccess, type ComputedView, type WatcherViewDeps } from './watcher-views.js';
 
 /**
@@ -45,7 +46,8 @@ export interface WebhookDeps extends WatcherViewDeps {
   readonly issuer: string;
   readonly metrics: Metrics;
   readonly retry?: RetryPolicy;
-  readonly fetch?: typeof fetch;
+  /** How POSTs leave (api/webhook-transport.ts); by default with internal addresses allowed, as outside production. */
+  readonly post?: WebhookPost;
 }
 
 /** The newest view computed for a webhook: what the receiver should end up with. */
@@ -75,13 +77,13 @@ const RETRYABLE = (status: number) => status === 0 || status === 408 || status =
 export class WebhookDispatcher {
   private readonly active = new Map<string, Active>();
   private readonly retry: RetryPolicy;
-  private readonly send: typeof fetch;
+  private readonly send: WebhookPost;
   private closed = false;
 
   constructor(private readonly deps: WebhookDeps) {
     this.retry = deps.retry ?? DEFAULT_RETRY;
-    this.send = deps.fetch ?? fetch;
-    deps.metrics.counter('presence_webhook_deliveries_total', 'Webhook POSTs by outcome (delivered, retried, gave_up)');
+    this.send = deps.post ?? createWebhookPost({ refuseInternal: false });
+    deps.metrics.counter('presence_webhook_deliveries_total', 'Webhook POSTs by outcome (delivered, retried, gave_up, refused_address)');
     deps.metrics.gauge('presence_webhooks_active', 'Webhooks being served', () => this.active.size);
   }
 
@@ -192,6 +194,12 @@ export class WebhookDispatcher {
         if (attemptFor !== latest.etag) [attempts, attemptFor] = [0, latest.etag];
         attempts += 1;
         const status = await this.post(entry, latest);
+        if (status === REFUSED_ADDRESS) {
+          // The receiver's name resolves inside the operator's networks: no retry until the view changes (the name may be fixed by then).
+          this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'refused_address' });
+          entry.abandoned = latest.etag;
+          continue;
+        }
         if (status >= 200 && status < 300) {
           this.deps.metrics.inc('presence_webhook_deliveries_total', { outcome: 'delivered' });
           entry.delivered = latest.etag;
@@ -245,18 +253,6 @@ export class WebhookDispatcher {
     // Privacy invariant 6: every POST carrying the view is an outbound
     // publication, whatever the receiver answers (the body left either way).
     recordAccess(this.deps.accessLog, entry.hook.watcherId, latest.access, 'publish', now);
-    try {
-      const response = await this.send(entry.hook.url, {
-        method: 'POST',
-        headers: { 'content-type': WEBHOOK_MEDIA_TYPE, 'user-agent': 'presence-service-webhook' },
-        body: jws,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.retry.timeoutMs),
-      });
-      await response.body?.cancel().catch(() => undefined);
-      return response.status;
-    } catch {
-      return 0;
-    }
+    return this.send(entry.hook.url, jws, { 'content-type': WEBHOOK_MEDIA_TYPE, 'user-agent': 'presence-service-webhook' }, this.retry.timeoutMs);
   }
 }

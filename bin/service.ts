@@ -49,6 +49,7 @@ import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
+import { createWebhookPost } from '../api/webhook-transport.js';
 import { SipGateway } from '../api/sip-gateway.js';
 import { SipPublisherPool, sipGatewayConfigSchema, type SipGatewayConfig } from '../api/sip/index.js';
 import { loadOrCreateDigestKey, loadOrCreateKeyPem } from './key-file.js';
@@ -454,6 +455,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       signingKey,
       issuer: config.tokenIssuer,
       metrics,
+      // In production (WEBHOOK_ALLOW_HTTP off) a receiver's name that resolves to an internal address is refused at connect time.
+      post: createWebhookPost({ refuseInternal: !config.webhookAllowHttp }),
       ...(options.webhookRetry ? { retry: options.webhookRetry } : {}),
     });
     cleanups.push(async () => webhooks.close());

@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import type { Directory } from '../../core/directory.js';
 import { AppError } from '../../core/errors.js';
+import { isInternalAddress } from '../internal-address.js';
 import { handleSchema, idSchema } from '../../core/identifiers.js';
 import type { Repository } from '../../core/db/repository.js';
 import type { Authenticator } from '../authenticate.js';
@@ -40,27 +40,6 @@ export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
   return url.toString();
 }
 
-/** Loopback, private (RFC 1918, RFC 4193), link-local, unspecified and CGNAT addresses, and localhost. */
-export function isInternalAddress(host: string): boolean {
-  if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  if (isIPv4(host)) {
-    const [a = 0, b = 0] = host.split('.').map(Number);
-    return a === 0 || a === 10 || a === 127 || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
-  }
-  if (isIPv6(host)) {
-    const h = host.toLowerCase();
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
-    if (mapped?.[1]) return isInternalAddress(mapped[1]);
-    // The WHATWG URL parser writes IPv4-mapped addresses in hex (::ffff:c0a8:101).
-    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
-    if (hex?.[1] && hex[2]) {
-      const [hi, lo] = [parseInt(hex[1], 16), parseInt(hex[2], 16)];
-      return isInternalAddress(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
-    }
-    return h === '::' || h === '::1' || /^f[cd]/.test(h) || /^fe[89ab]/.test(h);
-  }
-  return false;
-}
 
 export function webhookRoutes(
   app: FastifyInstance,

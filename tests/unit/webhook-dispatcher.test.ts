@@ -9,6 +9,7 @@ import { RuleBook } from '../../policy/rule-book.js';
 import { ruleBodySchema } from '../../policy/rule.js';
 import { RepresentationCache } from '../../api/representations.js';
 import { WebhookDispatcher } from '../../api/webhook-dispatcher.js';
+import { REFUSED_ADDRESS, type WebhookPost } from '../../api/webhook-transport.js';
 
 /**
  * The dispatcher's delivery loop with a scripted receiver: the receiver
@@ -34,13 +35,14 @@ function setup() {
   const accessLog = new AccessLogBuffer();
   const calls: Call[] = [];
   const waiting: (() => void)[] = [];
-  const fetch = (async (_url: string | URL | Request, init?: RequestInit) => {
-    const payload = JSON.parse(Buffer.from(String(init?.body).split('.')[1] ?? '', 'base64url').toString()) as { view: { availability: string } };
-    return new Promise<Response>((resolve) => {
-      calls.push({ availability: payload.view.availability, answer: (status) => resolve(new Response(null, { status })) });
+  const metrics = new Metrics();
+  const post: WebhookPost = async (_url, body) => {
+    const payload = JSON.parse(Buffer.from(body.split('.')[1] ?? '', 'base64url').toString()) as { view: { availability: string } };
+    return new Promise<number>((resolve) => {
+      calls.push({ availability: payload.view.availability, answer: resolve });
       for (const w of waiting.splice(0)) w();
     });
-  }) as typeof globalThis.fetch;
+  };
   const dispatcher = new WebhookDispatcher({
     directory,
     ruleBook,
@@ -51,9 +53,9 @@ function setup() {
     clock: Date.now,
     signingKey,
     issuer: 'test',
-    metrics: new Metrics(),
     retry: { baseMs: 20, maxAttempts: 3, timeoutMs: 1000 },
-    fetch,
+    post,
+    metrics,
   });
   const set = (availability: Availability) => hub.setOverride(OWNER, { source: 'manual', availability, activities: [], expiresAt: Date.now() + 3_600_000 }, Date.now());
   const nextCall = async (n: number) => {
@@ -61,7 +63,7 @@ function setup() {
     return calls[n - 1] as Call;
   };
   const audited = () => accessLog.take().reduce((sum, e) => sum + (e.action === 'publish' ? e.count : 0), 0);
-  return { dispatcher, set, calls, nextCall, audited };
+  return { dispatcher, set, calls, nextCall, audited, metrics };
 }
 
 t.test('a view that flips back while a delivery fails: the receiver keeps the right view, later changes still go out', async (t) => {
@@ -119,4 +121,19 @@ t.test('retries with backoff, then gives up; the next change tries again; remova
   dispatcher.remove('h3');
   await new Promise((r) => setTimeout(r, 150));
   t.equal(calls.length, 5, 'no retry after removal');
+});
+
+t.test('a receiver whose name resolves to an internal address: not retried, counted, and the next change tries again', async (t) => {
+  const { dispatcher, set, calls, nextCall, metrics } = setup();
+  t.teardown(() => dispatcher.close());
+  set('busy');
+  dispatcher.add({ id: 'h4', watcherId: WATCHER, ownerId: OWNER, url: 'https://rebinds.example' });
+  (await nextCall(1)).answer(REFUSED_ADDRESS);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(calls.length, 1, 'no retry: the address will not change within the backoff');
+  t.match(metrics.render(), /presence_webhook_deliveries_total\{outcome="refused_address"\} 1/);
+  set('away');
+  (await nextCall(2)).answer(204);
+  await new Promise((r) => setTimeout(r, 10));
+  t.match(metrics.render(), /presence_webhook_deliveries_total\{outcome="delivered"\} 1/, 'the name may point elsewhere by the next change');
 });

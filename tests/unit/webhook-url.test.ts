@@ -1,6 +1,7 @@
 import t from 'tap';
 import { AppError } from '../../core/errors.js';
-import { isInternalAddress, parseWebhookUrl } from '../../api/routes/webhooks.js';
+import { parseWebhookUrl } from '../../api/routes/webhooks.js';
+import { isInternalAddress } from '../../api/internal-address.js';
 
 t.test('webhook URLs: https in production, no credentials, no fragment, no internal address literals', async (t) => {
   const refused = (url: string, allowHttp = false) => {
@@ -20,4 +21,13 @@ t.test('webhook URLs: https in production, no credentials, no fragment, no inter
   t.notOk(isInternalAddress('2001:db8::1'));
   t.ok(isInternalAddress('172.20.0.1'));
   t.notOk(isInternalAddress('172.32.0.1'));
+});
+
+t.test('internal addresses: every range a webhook must not reach, and the neighbours that are not in them', async (t) => {
+  for (const host of ['0.0.0.0', '10.0.0.1', '100.64.0.1', '100.127.255.254', '127.8.8.8', '169.254.169.254', '172.16.0.1', '192.168.0.1', '198.18.0.1', '198.19.255.255', '224.0.0.1', '255.255.255.255', '::', '::1', 'fc00::1', 'fdff::1', 'fe80::1', 'febf::1', 'fec0::1', 'ff02::1', '::ffff:10.0.0.1', '::ffff:a9fe:a9fe', '64:ff9b::169.254.169.254', '64:ff9b::7f00:1', 'localhost', 'a.localhost']) {
+    t.ok(isInternalAddress(host), `${host} is internal`);
+  }
+  for (const host of ['8.8.8.8', '100.63.255.255', '100.128.0.1', '172.15.255.255', '198.17.0.1', '198.20.0.1', '223.255.255.255', '2001:db8::1', 'fc::1', 'fe::1', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', 'example.com', 'localhost.example']) {
+    t.notOk(isInternalAddress(host), `${host} is not`);
+  }
 });

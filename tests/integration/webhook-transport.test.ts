@@ -1,0 +1,78 @@
+import type { LookupAddress } from 'node:dns';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import t, { type Test } from 'tap';
+import { createWebhookPost, REFUSED_ADDRESS } from '../../api/webhook-transport.js';
+
+/**
+ * Webhook POSTs over real sockets (api/webhook-transport.ts): in production
+ * a receiver's name that resolves to an internal address is refused inside
+ * the connection's own lookup, before any connection is made, so no other
+ * resolution can come between the check and the connect (DNS rebinding).
+ * Names are resolved by a scripted resolver, except `localhost`, which goes
+ * through the system's.
+ */
+async function receiver(t: Test, answer: (request: IncomingMessage) => number | undefined) {
+  const seen: { host: string | undefined; body: string }[] = [];
+  let connections = 0;
+  const server: Server = createServer((request, response) => {
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      seen.push({ host: request.headers.host, body });
+      const status = answer(request);
+      if (status !== undefined) response.writeHead(status).end();
+    });
+  });
+  server.on('connection', () => (connections += 1));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { port: (server.address() as AddressInfo).port, seen, connections: () => connections };
+}
+
+/** A resolver answering from a table, counting its calls. */
+function scripted(table: Record<string, readonly string[]>) {
+  const calls: string[] = [];
+  const resolve = (hostname: string, _options: unknown, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => {
+    calls.push(hostname);
+    const addresses = table[hostname];
+    setImmediate(() =>
+      addresses ? callback(null, addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }))) : callback(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }), []),
+    );
+  };
+  return { resolve, calls };
+}
+
+const headers = { 'content-type': 'application/jose' };
+
+t.test('production: a name resolving to an internal address is refused before connecting; outside it the same name is reached', async (t) => {
+  const server = await receiver(t, () => 204);
+  const names = scripted({ 'hooks.rebind.example': ['127.0.0.1'], 'metadata.example': ['169.254.169.254'], 'mixed.example': ['93.184.216.34', '127.0.0.1'] });
+  const production = createWebhookPost({ refuseInternal: true, resolve: names.resolve });
+  for (const name of ['hooks.rebind.example', 'metadata.example', 'mixed.example']) {
+    t.equal(await production(`http://${name}:${server.port}/hook`, 'x.y.z', headers, 2000), REFUSED_ADDRESS, `${name}: refused`);
+  }
+  t.same(names.calls, ['hooks.rebind.example', 'metadata.example', 'mixed.example'], 'each name resolved once, by the connection');
+  t.equal(server.connections(), 0, 'no connection was made to the internal address');
+
+  const development = createWebhookPost({ refuseInternal: false, resolve: names.resolve });
+  t.equal(await development(`http://hooks.rebind.example:${server.port}/hook`, 'x.y.z', headers, 2000), 204, 'WEBHOOK_ALLOW_HTTP on: local receivers are allowed');
+  t.same(server.seen, [{ host: `hooks.rebind.example:${server.port}`, body: 'x.y.z' }], 'sent to the address resolved, with the name as Host');
+});
+
+t.test('production: localhost through the system resolver is refused too; an unknown name or a silent receiver is a network failure (0), retried', async (t) => {
+  const server = await receiver(t, () => undefined);
+  const production = createWebhookPost({ refuseInternal: true });
+  t.equal(await production(`http://localhost:${server.port}/`, 'x', headers, 2000), REFUSED_ADDRESS);
+  t.equal(server.connections(), 0);
+  const names = scripted({});
+  t.equal(await createWebhookPost({ refuseInternal: true, resolve: names.resolve })('http://nowhere.example/', 'x', headers, 2000), 0, 'ENOTFOUND');
+  const started = Date.now();
+  t.equal(await createWebhookPost({ refuseInternal: false })(`http://127.0.0.1:${server.port}/`, 'x', headers, 300), 0, 'no answer within the timeout');
+  t.ok(Date.now() - started < 2000, 'given up at the timeout');
+});
+
