@@ -64,23 +64,34 @@ export function createWebhookPost(options: { refuseInternal: boolean; resolve?: 
   const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
   return (url, body, headers, timeoutMs) =>
     new Promise<number>((settle) => {
-      const target = new URL(url);
+      let target: URL;
+      try {
+        target = new URL(url);
+      } catch {
+        return settle(0);
+      }
       const agent = target.protocol === 'https:' ? agents['https:'] : target.protocol === 'http:' ? agents['http:'] : undefined;
       if (!agent) return settle(0);
       const send = target.protocol === 'https:' ? https.request : http.request;
-      const request = send(target, {
-        method: 'POST',
-        agent,
-        headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-        signal: AbortSignal.timeout(timeoutMs),
-        ...(lookup ? { lookup } : {}),
-      });
-      request.on('response', (response) => {
-        // Only the status matters; the body is discarded as it arrives.
-        response.resume();
-        settle(response.statusCode ?? 0);
-      });
-      request.on('error', (error: NodeJS.ErrnoException) => settle(error.code === REFUSED_CODE ? REFUSED_ADDRESS : 0));
-      request.end(body);
+      try {
+        const request = send(target, {
+          method: 'POST',
+          agent,
+          headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+          signal: AbortSignal.timeout(timeoutMs),
+          ...(lookup ? { lookup } : {}),
+        });
+        request.on('response', (response) => {
+          // Only the status matters; the body is discarded as it arrives (a
+          // body cut off later by the timeout is no error of the delivery).
+          response.resume();
+          settle(response.statusCode ?? 0);
+        });
+        request.on('error', (error: NodeJS.ErrnoException) => settle(error.code === REFUSED_CODE ? REFUSED_ADDRESS : 0));
+        request.end(body);
+      } catch {
+        // Refused synchronously (a header value node:http will not send): a failure like any other.
+        settle(0);
+      }
     });
 }

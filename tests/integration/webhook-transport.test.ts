@@ -76,3 +76,21 @@ t.test('production: localhost through the system resolver is refused too; an unk
   t.ok(Date.now() - started < 2000, 'given up at the timeout');
 });
 
+
+t.test('a receiver that answers and then stalls its body: the status counts, and the timeout that cuts the body does not end the process', async (t) => {
+  const server = createServer((request, response) => {
+    request.resume();
+    response.writeHead(202, { 'content-length': '1000' });
+    response.write('partial');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const port = (server.address() as AddressInfo).port;
+  t.equal(await createWebhookPost({ refuseInternal: false })(`http://127.0.0.1:${port}/`, 'x', headers, 200), 202);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  t.pass('still running after the timeout aborted the body');
+  t.equal(await createWebhookPost({ refuseInternal: false })('not a url', 'x', headers, 200), 0, 'an unusable URL is a failure, not a throw');
+});
