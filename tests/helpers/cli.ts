@@ -81,3 +81,19 @@ export async function startEmbeddedWithCli(t: Test, options: ServiceOptions = {}
     },
   };
 }
+
+/**
+ * The README's hand set-up, through the tool: alice with a phone, Bob (a
+ * person she allows) and Some App (a stranger with no rule), each watcher
+ * with a token.
+ */
+export async function setUpAliceByHand(ctl: EmbeddedWithCli['ctl']) {
+  const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
+  const device = await ctl('device', 'add', 'alice', '--class', 'phone');
+  const watcher = await ctl('watcher', 'add', '--kind', 'person', '--name', 'Bob');
+  const stranger = await ctl('watcher', 'add', '--kind', 'app', '--name', 'Some App');
+  const watcherToken = (await ctl('token', 'watcher', watcher.id as string)).token as string;
+  const strangerToken = (await ctl('token', 'watcher', stranger.id as string)).token as string;
+  await ctl('allow', 'alice', watcher.id as string);
+  return { owner, device, watcher, stranger, watcherToken, strangerToken };
+}

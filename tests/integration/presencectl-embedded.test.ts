@@ -1,5 +1,5 @@
 import t from 'tap';
-import { presencectl, startEmbeddedWithCli } from '../helpers/cli.js';
+import { presencectl, setUpAliceByHand, startEmbeddedWithCli } from '../helpers/cli.js';
 
 /**
  * The command-line tool on the embedded defaults: PGlite under a fresh
@@ -14,13 +14,7 @@ const embedded = await startEmbeddedWithCli(t);
 const { config, dataDir, cliEnv, ctl } = embedded;
 let service = embedded.service;
 
-const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
-const device = await ctl('device', 'add', 'alice', '--class', 'phone');
-const watcher = await ctl('watcher', 'add', '--kind', 'person', '--name', 'Bob');
-const stranger = await ctl('watcher', 'add', '--kind', 'app', '--name', 'Some App');
-const watcherToken = (await ctl('token', 'watcher', watcher.id as string)).token as string;
-const strangerToken = (await ctl('token', 'watcher', stranger.id as string)).token as string;
-await ctl('allow', 'alice', watcher.id as string);
+const { owner, device, watcher, stranger, watcherToken, strangerToken } = await setUpAliceByHand(ctl);
 
 const read = (token: string, accept = 'application/pidf+xml') => service.api('GET', '/v1/presence/alice', { token, headers: { accept } });
 

@@ -4,7 +4,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import t from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
 import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
-import { startEmbeddedWithCli } from '../helpers/cli.js';
+import { setUpAliceByHand, startEmbeddedWithCli } from '../helpers/cli.js';
 import { waitFor } from '../helpers/env.js';
 import { validatePidf } from '../helpers/pidf-validator.js';
 import { ownerToken } from '../helpers/service.js';
@@ -21,14 +21,8 @@ const embedded = await startEmbeddedWithCli(t, { clock });
 const { config, dataDir, ctl } = embedded;
 let service = embedded.service;
 
-const owner = await ctl('owner', 'create', 'alice', '--name', 'Alice');
-const device = await ctl('device', 'add', 'alice', '--class', 'phone');
-const watcher = await ctl('watcher', 'add', '--kind', 'person', '--name', 'Bob');
-const stranger = await ctl('watcher', 'add', '--kind', 'app', '--name', 'Some App');
+const { owner, device, watcherToken, strangerToken } = await setUpAliceByHand(ctl);
 const deviceToken = (await ctl('token', 'device', device.id as string)).token as string;
-const watcherToken = (await ctl('token', 'watcher', watcher.id as string)).token as string;
-const strangerToken = (await ctl('token', 'watcher', stranger.id as string)).token as string;
-await ctl('allow', 'alice', watcher.id as string);
 
 const read = (token: string, accept = 'application/pidf+xml') => service.api('GET', '/v1/presence/alice', { token, headers: { accept } });
 
