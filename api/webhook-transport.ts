@@ -61,7 +61,10 @@ export function resolvingLookup(resolve: Resolver, refuseInternal: boolean): Loo
 export function createWebhookPost(options: { refuseInternal: boolean; resolve?: Resolver }): WebhookPost {
   const lookup = options.refuseInternal || options.resolve ? resolvingLookup(options.resolve ?? systemResolver, options.refuseInternal) : undefined;
   // Agents of our own: their pooled connections were all made through `lookup`.
-  const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+  const transports: Readonly<Record<string, { readonly agent: http.Agent; readonly request: typeof http.request }>> = {
+    'http:': { agent: new http.Agent({ keepAlive: true }), request: http.request },
+    'https:': { agent: new https.Agent({ keepAlive: true }), request: https.request },
+  };
   return (url, body, headers, timeoutMs) =>
     new Promise<number>((settle) => {
       let target: URL;
@@ -70,13 +73,12 @@ export function createWebhookPost(options: { refuseInternal: boolean; resolve?: 
       } catch {
         return settle(0);
       }
-      const agent = target.protocol === 'https:' ? agents['https:'] : target.protocol === 'http:' ? agents['http:'] : undefined;
-      if (!agent) return settle(0);
-      const send = target.protocol === 'https:' ? https.request : http.request;
+      const transport = Object.hasOwn(transports, target.protocol) ? transports[target.protocol] : undefined;
+      if (!transport) return settle(0);
       try {
-        const request = send(target, {
+        const request = transport.request(target, {
           method: 'POST',
-          agent,
+          agent: transport.agent,
           headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
           signal: AbortSignal.timeout(timeoutMs),
           ...(lookup ? { lookup } : {}),

@@ -1,8 +1,10 @@
 import type { LookupAddress } from 'node:dns';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { createWebhookPost, REFUSED_ADDRESS } from '../../api/webhook-transport.js';
+import { createTestCa } from '../helpers/test-pki.js';
 
 /**
  * Webhook POSTs over real sockets (api/webhook-transport.ts): in production
@@ -93,4 +95,23 @@ t.test('a receiver that answers and then stalls its body: the status counts, and
   await new Promise((resolve) => setTimeout(resolve, 400));
   t.pass('still running after the timeout aborted the body');
   t.equal(await createWebhookPost({ refuseInternal: false })('not a url', 'x', headers, 200), 0, 'an unusable URL is a failure, not a throw');
+});
+
+t.test('https: the name resolved by the lookup is still the name the certificate is checked against, and an untrusted certificate is refused', async (t) => {
+  const ca = await createTestCa('Not Trusted CA');
+  const server = createHttpsServer(await ca.issue('hooks.tls.example', { dns: ['hooks.tls.example'] }), (request, response) => {
+    request.resume();
+    response.writeHead(204).end();
+  });
+  // TCP connections: the client refuses the certificate it was sent, so the server saw the connection first.
+  let connections = 0;
+  server.on('connection', () => (connections += 1));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const port = (server.address() as AddressInfo).port;
+  const names = scripted({ 'hooks.tls.example': ['127.0.0.1'] });
+  t.equal(await createWebhookPost({ refuseInternal: false, resolve: names.resolve })(`https://hooks.tls.example:${port}/`, 'x', headers, 2000), 0, 'a certificate from a CA the service does not trust: no delivery');
+  t.equal(connections, 1, 'the handshake was tried, at the resolved address');
+  t.equal(await createWebhookPost({ refuseInternal: true, resolve: names.resolve })(`https://hooks.tls.example:${port}/`, 'x', headers, 2000), REFUSED_ADDRESS, 'in production refused before any handshake');
+  t.equal(connections, 1);
 });
