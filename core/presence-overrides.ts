@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Derived } from './derive-presence.js';
-import { activitySchema, availabilitySchema, type Activity, type Availability } from './presence.js';
+import { activitySchema, availabilitySchema, NO_TRACE, type Activity, type Availability } from './presence.js';
 import { noteSchema } from './text.js';
 
 /**
@@ -63,11 +63,15 @@ export function applyOverrides(derived: Derived, overrides: readonly PresenceOve
   if (live.length === 0) return derived;
   const validUntil = Math.min(derived.validUntil, ...live.map((o) => o.expiresAt));
   const state = derived.state;
+  // A state derived without its trace (ingest, publications) gets none here
+  // either: the owner's explanation is derived with it (derivePresence's
+  // `explain`), and building these entries cost a date string per change.
+  const explain = state.trace !== NO_TRACE;
 
   const manual = live.find((o) => o.source === MANUAL);
   if (manual) {
     const activities = manual.availability === 'offline' ? [] : manual.activities.length > 0 ? [...manual.activities] : [...state.activities];
-    const trace = { ...state.trace, availability: { rule: `manual status until ${new Date(manual.expiresAt).toISOString()}`, signals: [] } };
+    const trace = explain ? { ...state.trace, availability: { rule: `manual status until ${new Date(manual.expiresAt).toISOString()}`, signals: [] } } : NO_TRACE;
     // "Appear offline" says nothing, not even a note.
     const note = manual.availability === 'offline' ? undefined : manual.note;
     return { state: { ...state, availability: manual.availability, activities, note, trace }, validUntil };
@@ -84,7 +88,7 @@ export function applyOverrides(derived: Derived, overrides: readonly PresenceOve
       decidedBy = session;
     }
   }
-  const trace = decidedBy ? { ...state.trace, availability: { rule: `app ${decidedBy.source} until ${new Date(decidedBy.expiresAt).toISOString()}`, signals: [] } } : state.trace;
+  const trace = decidedBy && explain ? { ...state.trace, availability: { rule: `app ${decidedBy.source} until ${new Date(decidedBy.expiresAt).toISOString()}`, signals: [] } } : state.trace;
   // A note from a session or publication: the one that decided the availability, else the first by source.
   const note = decidedBy?.note ?? sorted.find((o) => o.note !== undefined)?.note;
   return {

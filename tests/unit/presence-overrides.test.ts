@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { Derived } from '../../core/derive-presence.js';
-import { OFFLINE_STATE, type PresenceState } from '../../core/presence.js';
+import { NO_TRACE, OFFLINE_STATE, type PresenceState } from '../../core/presence.js';
 import { applyOverrides, MANUAL, overrideInputSchema, sessionSource, type PresenceOverride } from '../../core/presence-overrides.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 
@@ -26,6 +26,17 @@ t.test('the manual status replaces the derived availability until it expires', a
   t.same(shown(applyOverrides(state('busy', ['on-the-phone']), [o(MANUAL, 'offline')], NOW)), ['offline', ''], 'appear offline: nothing shows');
   t.same(shown(applyOverrides(state('offline'), [o(MANUAL, 'available')], NOW)), ['available', ''], 'even with every device silent');
   t.same(shown(applyOverrides(state('busy', ['meeting']), [o(MANUAL, 'available', [], -1)], NOW)), ['busy', 'meeting'], 'expired: gone');
+});
+
+t.test('a state derived without its trace gets no trace entry from a status or a session, and the same state otherwise', async (t) => {
+  const bare = (d: Derived): Derived => ({ ...d, state: { ...d.state, trace: NO_TRACE } });
+  for (const overrides of [[o(MANUAL, 'available')], [o(sessionSource('softphone'), 'busy', ['on-the-phone'])], [o(MANUAL, 'offline')]]) {
+    const explained = applyOverrides(state('away', ['meeting']), overrides, NOW);
+    const unexplained = applyOverrides(bare(state('away', ['meeting'])), overrides, NOW);
+    t.equal(unexplained.state.trace, NO_TRACE, overrides[0]?.source ?? '');
+    t.same({ ...unexplained.state, trace: undefined }, { ...explained.state, trace: undefined });
+    t.equal(unexplained.validUntil, explained.validUntil);
+  }
 });
 
 t.test('the manual status beats app sessions', async (t) => {
