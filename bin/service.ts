@@ -518,6 +518,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
           again.add(ownerId);
           return;
         }
+        // What this process changes meanwhile is not undone by an older snapshot (PresenceHub.finishOverridesReload).
+        hub.beginOverridesReload(ownerId);
         const run = repository
           .loadSnapshot(ownerId)
           .then((snapshot) => {
@@ -535,6 +537,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
           })
           .catch((err: unknown) => log.error({ err, ownerId }, 'reloading an owner changed elsewhere failed'))
           .finally(() => {
+            // Applied, failed or the owner erased: nothing left to guard.
+            hub.abandonOverridesReload(ownerId);
             reloading.delete(ownerId);
             if (again.delete(ownerId)) reloadOwner(ownerId);
           });
@@ -806,7 +810,8 @@ function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleB
   for (const state of snapshot.states) hub.restore(directory.ownerId(state.ownerId), state.version, state.signals, now);
   const overridesByOwner = new Map<string, PresenceOverride[]>(reloaded ? [[reloaded, []]] : []);
   for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
-  for (const [ownerId, overrides] of overridesByOwner) hub.restoreOverrides(directory.ownerId(ownerId), overrides, now);
+  // A reload keeps what this process changed while it was being queried (PresenceHub.finishOverridesReload).
+  for (const [ownerId, overrides] of overridesByOwner) hub.finishOverridesReload(directory.ownerId(ownerId), overrides, now);
   if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0 || skippedGroups > 0) {
     // A rule that no longer validates grants nothing (default deny).
     log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');

@@ -63,8 +63,16 @@ export class PresenceHub {
     private readonly ownerSettings: (ownerId: string) => OwnerSettings = () => DEFAULT_OWNER_SETTINGS,
   ) {}
 
+  /**
+   * Owners whose overrides are being reloaded from storage (a scale-out
+   * group's control channel), with the sources changed here since the
+   * reload's query was sent: beginOverridesReload / finishOverridesReload.
+   */
+  private readonly reloading = new Map<string, Set<string>>();
+
   /** Sets (or replaces, by source) a manual status or an app session. */
   setOverride(ownerId: string, override: PresenceOverride, now: number): void {
+    this.reloading.get(ownerId)?.add(override.source);
     // Expired overrides are dropped here, so the list stays bounded.
     const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source && o.expiresAt > now);
     this.overrides.set(ownerId, [...rest, override]);
@@ -72,6 +80,7 @@ export class PresenceHub {
   }
 
   removeOverride(ownerId: string, source: string, now: number): void {
+    this.reloading.get(ownerId)?.add(source);
     this.overrides.set(
       ownerId,
       (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== source),
@@ -84,6 +93,37 @@ export class PresenceHub {
   restoreOverrides(ownerId: string, overrides: readonly PresenceOverride[], now: number): void {
     this.overrides.set(ownerId, overrides);
     this.rederiveHeld(ownerId, this.entry(ownerId, now), now);
+  }
+
+  /**
+   * Before a reload of the owner's overrides from storage is queried. What
+   * the query returns may predate a change this process stores and applies
+   * while it runs (a PUBLISH answered, then modified again at once): applied
+   * as it is, the older snapshot would undo that change until the next
+   * reload, and a publisher's next If-Match would get a 412 for a tag it
+   * was just given. So the sources changed here in the meantime are noted.
+   */
+  beginOverridesReload(ownerId: string): void {
+    this.reloading.set(ownerId, new Set());
+  }
+
+  /**
+   * The stored overrides, except for the sources changed here since
+   * beginOverridesReload: those keep what this process applied, which was
+   * stored before it was applied and so is at least as new as the snapshot.
+   * Without a begin (the start-up snapshot), the stored list as it is.
+   */
+  finishOverridesReload(ownerId: string, stored: readonly PresenceOverride[], now: number): void {
+    const changedHere = this.reloading.get(ownerId);
+    this.reloading.delete(ownerId);
+    if (!changedHere || changedHere.size === 0) return this.restoreOverrides(ownerId, stored, now);
+    const kept = this.overridesOf(ownerId).filter((o) => changedHere.has(o.source));
+    this.restoreOverrides(ownerId, [...stored.filter((o) => !changedHere.has(o.source)), ...kept], now);
+  }
+
+  /** A reload that failed: nothing of it is applied. */
+  abandonOverridesReload(ownerId: string): void {
+    this.reloading.delete(ownerId);
   }
 
   overridesOf(ownerId: string): readonly PresenceOverride[] {

@@ -70,3 +70,32 @@ t.test('the hub shows a manual status for an owner no device ever reported for, 
   hub.removeOverride('o1', MANUAL, NOW);
   t.equal(hub.current('o1', NOW).availability, 'offline', 'removed');
 });
+
+t.test('a reload of stored overrides keeps what this process changed while it was queried (scale-out control channel)', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  const pub = (source: string, etag: string, availability: PresenceOverride['availability'] = 'busy'): PresenceOverride => ({ ...o(source, availability), etag });
+  hub.restoreOverrides('o1', [pub('publication:a', 'a1'), pub('publication:b', 'b1'), pub('publication:c', 'c1')], NOW);
+
+  // The snapshot is queried; meanwhile this process modifies a, removes c and creates d (each stored, then applied).
+  hub.beginOverridesReload('o1');
+  hub.setOverride('o1', pub('publication:a', 'a2'), NOW);
+  hub.removeOverride('o1', 'publication:c', NOW);
+  hub.setOverride('o1', pub('publication:d', 'd1', 'do-not-disturb'), NOW);
+  // The snapshot predates all three, and carries b as another process changed it.
+  hub.finishOverridesReload('o1', [pub('publication:a', 'a1'), pub('publication:b', 'b2'), pub('publication:c', 'c1')], NOW);
+  const tags = () => Object.fromEntries(hub.overridesOf('o1').map((x) => [x.source, x.etag]));
+  t.same(tags(), { 'publication:b': 'b2', 'publication:a': 'a2', 'publication:d': 'd1' }, "a keeps this process's newer tag, c stays removed, d stays, b comes from storage");
+  t.equal(hub.current('o1', NOW).availability, 'do-not-disturb', 'and the state is derived from the merged list');
+
+  // The next reload, with nothing changed here meanwhile, applies storage as it is.
+  hub.beginOverridesReload('o1');
+  hub.finishOverridesReload('o1', [pub('publication:a', 'a2')], NOW);
+  t.same(tags(), { 'publication:a': 'a2' });
+
+  // An abandoned reload leaves nothing behind: a later change is not remembered for a reload that never comes.
+  hub.beginOverridesReload('o1');
+  hub.abandonOverridesReload('o1');
+  hub.setOverride('o1', pub('publication:a', 'a3'), NOW);
+  hub.finishOverridesReload('o1', [pub('publication:a', 'a2')], NOW);
+  t.same(tags(), { 'publication:a': 'a2' }, 'without a begin, storage as it is (the start-up snapshot)');
+});
