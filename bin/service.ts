@@ -18,6 +18,7 @@ import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
+import { OwnerReloads } from '../core/owner-reloads.js';
 import { AdminActionStore } from '../core/db/admin-actions.js';
 import { loggableDbError } from '../core/db/db-error.js';
 import { TokenRevocations } from '../core/token-revocations.js';
@@ -509,41 +510,51 @@ export async function startService(config: Config, options: ServiceOptions = {})
       log.info({ server: config.sip.server }, 'SIP gateway on');
     }
     // Scale-out, control plane: what another process changed is reloaded
-    // here (one owner at a time, coalesced while a reload runs).
+    // here (core/owner-reloads.ts: one reload per owner at a time, coalesced;
+    // overrides alone, batched, when only they changed).
     if (clusterConfig && config.database.kind === 'postgres') {
-      const reloading = new Map<string, Promise<void>>();
-      const again = new Set<string>();
-      const reloadOwner = (ownerId: string): void => {
-        if (reloading.has(ownerId)) {
-          again.add(ownerId);
-          return;
-        }
-        // What this process changes meanwhile is not undone by an older snapshot (PresenceHub.finishOverridesReload).
-        hub.beginOverridesReload(ownerId);
-        const run = repository
-          .loadSnapshot(ownerId)
-          .then((snapshot) => {
-            // Erased through another process: forgotten here too.
-            if (!snapshot.owners.some((o) => o.id === ownerId)) {
-              if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
-              return;
+      const reloads = new OwnerReloads(
+        {
+          owner: async (ownerId) => {
+            // What this process changes meanwhile is not undone by an older snapshot (PresenceHub.finishOverridesReload).
+            hub.beginOverridesReload(ownerId);
+            try {
+              const snapshot = await repository.loadSnapshot(ownerId);
+              // Erased through another process: forgotten here too.
+              if (!snapshot.owners.some((o) => o.id === ownerId)) {
+                if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
+                return;
+              }
+              const revokedBefore = new Set(directory.devicesOf(ownerId).filter((d) => d.revoked).map((d) => d.id));
+              applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
+              for (const device of directory.devicesOf(ownerId)) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
+              accounts.settingsChanged(ownerId);
+              accounts.watchArrivals(ownerId);
+              webhooks.replaceOwner(ownerId, await repository.webhooksOfOwner(ownerId));
+            } finally {
+              // Applied, failed or the owner erased: nothing left to guard.
+              hub.abandonOverridesReload(ownerId);
             }
-            const revokedBefore = new Set(directory.devicesOf(ownerId).filter((d) => d.revoked).map((d) => d.id));
-            applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
-            for (const device of directory.devicesOf(ownerId)) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
-            accounts.settingsChanged(ownerId);
-            accounts.watchArrivals(ownerId);
-            return repository.webhooksOfOwner(ownerId).then((hooks) => webhooks.replaceOwner(ownerId, hooks));
-          })
-          .catch((err: unknown) => log.error({ err, ownerId }, 'reloading an owner changed elsewhere failed'))
-          .finally(() => {
-            // Applied, failed or the owner erased: nothing left to guard.
-            hub.abandonOverridesReload(ownerId);
-            reloading.delete(ownerId);
-            if (again.delete(ownerId)) reloadOwner(ownerId);
-          });
-        reloading.set(ownerId, run);
-      };
+          },
+          overrides: async (ownerIds) => {
+            for (const ownerId of ownerIds) hub.beginOverridesReload(ownerId);
+            try {
+              const rows = await repository.overridesOfOwners(ownerIds);
+              const byOwner = new Map<string, PresenceOverride[]>(ownerIds.map((id) => [id, []]));
+              for (const { ownerId, override } of rows) byOwner.get(ownerId)?.push(override);
+              for (const [ownerId, overrides] of byOwner) {
+                // An owner this process does not know yet (its creation still on the way): the whole owner.
+                if (directory.owner(ownerId)) hub.finishOverridesReload(directory.ownerId(ownerId), overrides, clock());
+                else reloads.request(ownerId, 'owner');
+              }
+            } finally {
+              for (const ownerId of ownerIds) hub.abandonOverridesReload(ownerId);
+            }
+          },
+        },
+        (err, kind, ownerIds) => log.error({ err, kind, owners: ownerIds.length }, 'reloading owners changed elsewhere failed'),
+      );
+      const reloadOwner = (ownerId: string): void => reloads.request(ownerId, 'owner');
       const reloadWatcher = (watcherId: string): void => {
         repository.loadWatcher(watcherId).then(
           (watcher) => watcher && putWatcher(directory, watcher),
@@ -556,6 +567,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(repeat(() => revocations.reload(), 60_000, (err) => log.warn({ error: loggableDbError(err) }, 'reloading the token revocations failed')));
       control.onChange = (change) => {
         if ('owner' in change) reloadOwner(change.owner);
+        else if ('overrides' in change) reloads.request(change.overrides, 'overrides');
         else if ('watcher' in change) reloadWatcher(change.watcher);
         else if ('tokens' in change) reloadRevocations();
         // An account unlinked elsewhere: its provider tokens, cached here as verified, are checked again on their next use.

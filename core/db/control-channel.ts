@@ -9,16 +9,21 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
  * watchers, rules, groups, manual statuses, publications and webhooks, and
  * (0012) to token revocations and (0014) to links to external accounts. Each
  * process reloads what changed, so a rule revoked through one process holds
- * on every process at the next read (privacy invariant 5).
+ * on every process at the next read (privacy invariant 5). Since 0016 the
+ * payloads name the part of an owner that changed (`overrides`) and go on
+ * presence_control_v2; presence_control carries the earlier payloads for
+ * processes of the previous version during a rolling upgrade.
  *
  * A dedicated connection (LISTEN is per session). If it drops, changes may
  * have been missed while it was down: after reconnecting, `onResync` asks
  * for everything to be reloaded.
  */
-export const CONTROL_CHANNEL = 'presence_control';
+export const CONTROL_CHANNEL = 'presence_control_v2';
 
 const changeSchema = z.union([
   z.object({ owner: z.uuid() }).strict(),
+  // Only the owner's manual statuses, app sessions or publications changed (migration 0016): those alone are reloaded.
+  z.object({ overrides: z.uuid() }).strict(),
   z.object({ watcher: z.uuid() }).strict(),
   // Token revocations by id or admin subject changed (migration 0012): reload them whole.
   z.object({ tokens: z.literal(true) }).strict(),

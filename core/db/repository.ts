@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, isNull, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
@@ -19,6 +19,25 @@ import { accessLog, accessRequests, consentRules, devices, externalIdentities, o
  */
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
 const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable(), etag: z.string().max(64).nullable() });
+
+/** Stored override rows as the hub holds them; rows that no longer validate are counted, not returned. */
+function parseOverrideRows(rows: readonly (typeof presenceOverrides.$inferSelect)[]): { overrides: { ownerId: string; override: PresenceOverride }[]; skipped: number } {
+  const overrides: { ownerId: string; override: PresenceOverride }[] = [];
+  let skipped = 0;
+  for (const row of rows) {
+    const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities, note: row.note, etag: row.etag });
+    if (!parsed.success) {
+      skipped += 1;
+      continue;
+    }
+    const { note, etag, ...rest } = parsed.data;
+    overrides.push({
+      ownerId: row.ownerId,
+      override: { source: row.source, ...rest, ...(note === null ? {} : { note }), ...(etag === null ? {} : { etag }), expiresAt: row.expiresAt.getTime() },
+    });
+  }
+  return { overrides, skipped };
+}
 
 /** One publication change for Repository.writePublications. */
 export type PublicationWrite =
@@ -111,6 +130,21 @@ export class Repository {
    * one owner's records only (no watchers, no signals), reloaded when
    * another process changed them (scale-out).
    */
+  /**
+   * The live overrides (manual statuses, app sessions, publications) of
+   * these owners: what a group member reloads after another member changed
+   * them (the control channel's `overrides`), one query for every owner
+   * changed in the same tick. A row that no longer validates is skipped.
+   */
+  async overridesOfOwners(ownerIds: readonly string[]): Promise<{ ownerId: string; override: PresenceOverride }[]> {
+    if (ownerIds.length === 0) return [];
+    const rows = await this.db
+      .select()
+      .from(presenceOverrides)
+      .where(and(gt(presenceOverrides.expiresAt, sql`now()`), inArray(presenceOverrides.ownerId, [...ownerIds])));
+    return parseOverrideRows(rows).overrides;
+  }
+
   async loadSnapshot(ownerId?: string): Promise<Snapshot> {
     let skippedSignals = 0;
     const one = ownerId !== undefined;
@@ -126,19 +160,8 @@ export class Repository {
         .where(and(gt(presenceOverrides.expiresAt, sql`now()`), one ? eq(presenceOverrides.ownerId, ownerId) : undefined)),
       this.db.select().from(watcherGroups).where(one ? eq(watcherGroups.ownerId, ownerId) : undefined).orderBy(asc(watcherGroups.createdAt), asc(watcherGroups.id)),
     ]);
-    const overrides: { ownerId: string; override: PresenceOverride }[] = [];
-    for (const row of overrideRows) {
-      const parsed = storedOverrideSchema.safeParse({ availability: row.availability, activities: row.activities, note: row.note, etag: row.etag });
-      if (!parsed.success) {
-        skippedSignals += 1;
-        continue;
-      }
-      const { note, etag, ...rest } = parsed.data;
-      overrides.push({
-        ownerId: row.ownerId,
-        override: { source: row.source, ...rest, ...(note === null ? {} : { note }), ...(etag === null ? {} : { etag }), expiresAt: row.expiresAt.getTime() },
-      });
-    }
+    const { overrides, skipped } = parseOverrideRows(overrideRows);
+    skippedSignals += skipped;
     // A bad signal is dropped alone; the rest of the row still counts.
     const states: { ownerId: string; version: number; signals: PersistedSignal[] }[] = [];
     for (const row of stateRows) {
