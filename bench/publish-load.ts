@@ -32,6 +32,8 @@ export interface PublishTarget {
   readonly token: string;
   /** The owner's presentity URI, the PIDF entity (pres:alice@presence.local). */
   readonly entity: string;
+  /** The port of the process this chain talks to, when not the spec's (a group of processes). */
+  readonly port?: number;
 }
 
 export interface PublishLoadSpec {
@@ -128,10 +130,11 @@ async function main(): Promise<void> {
   /** One connection: an initial PUBLISH, then modifications chained on the entity tag. */
   function chain(target: PublishTarget, index: number): Promise<void> {
     return new Promise((resolve) => {
-      const socket: Socket = connect(spec.port, '127.0.0.1');
+      const port = target.port ?? spec.port;
+      const socket: Socket = connect(port, '127.0.0.1');
       socket.setNoDelay(true);
       const fixed =
-        `POST ${target.path} HTTP/1.1\r\nHost: 127.0.0.1:${spec.port}\r\nAuthorization: Bearer ${target.token}\r\n` +
+        `POST ${target.path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${target.token}\r\n` +
         `Content-Type: application/pidf+xml\r\nEvent: presence\r\nExpires: ${spec.expires}\r\nConnection: keep-alive\r\n`;
       let etag: string | undefined;
       let n = index * 1_000_000;

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,8 +11,9 @@ import { parseConfig } from '../core/config.js';
 import { BENCH_LIMITS, BENCH_PLAIN_TEXT } from './limits.js';
 import { issueToken } from '../core/identity/tokens.js';
 import { kamailioUnavailable } from '../tests/helpers/kamailio.js';
+import { startPrivateBroker, type PrivateBroker } from '../tests/helpers/mosquitto.js';
 import type { PublishLoadResult, PublishLoadSpec, PublishTarget } from './publish-load.js';
-import { cpuOfProcesses, runSipp, startBenchKamailio, type BenchKamailio, type SippResult } from './publish-sipp.js';
+import { cpuOfPids, cpuOfProcesses, runSipp, startBenchKamailio, type BenchKamailio, type SippResult } from './publish-sipp.js';
 import { createScratchDatabase } from './scratch-db.js';
 import { reportToSuite } from './suite-row.js';
 
@@ -68,6 +70,18 @@ import { reportToSuite } from './suite-row.js';
  * database name in /proc; Kamailio's process group) and the generators'
  * CPU, over the counted window, as shares of one core.
  *
+ * Then the same load against a group of BENCH_PUBLISH_GROUP (2) service
+ * processes, as an operator scales out (docs/scaling.md): the real entry
+ * point (dist/bin/start.js), one PostgreSQL (a scratch database of its
+ * own), a private Mosquitto for the
+ * group's sync topic and wills, the chains split between the processes by
+ * connection (what a load balancer with keep-alive does). Kamailio runs two
+ * UDP workers on the two cores; the group is the like-for-like comparison,
+ * the single process the per-process figure. The group's rounds run after
+ * the others (its members' background work must not weigh on them), so its
+ * ratio is of medians, not per round. Its server CPU is the group's
+ * processes plus the PostgreSQL backends. BENCH_PUBLISH_GROUP=0 skips it.
+ *
  * Other knobs: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test;
  * the scratch database is created next to it and dropped after);
  * BENCH_KAMAILIO=0 skips the baseline (for profiling the service, e.g.
@@ -82,6 +96,7 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const withKamailio = (process.env.BENCH_KAMAILIO ?? '1') !== '0';
 const withSqlite = (process.env.BENCH_KAMAILIO_SQLITE ?? '1') !== '0';
 const synchronousCommit = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
+const groupSize = Number(process.env.BENCH_PUBLISH_GROUP ?? 2);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const TARGET = 1.0;
 
@@ -162,6 +177,84 @@ function median(xs: readonly number[]): number {
 const pct = (share: number) => `${(share * 100).toFixed(0)}%`;
 const ms = (us: number | undefined) => (us === undefined || Number.isNaN(us) ? '-' : (us / 1000).toFixed(2));
 
+interface BenchGroup {
+  readonly ports: readonly number[];
+  readonly pids: readonly number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A scale-out group as docs/scaling.md runs it: the real entry point, one
+ * client id each, one share group, one PostgreSQL, a private Mosquitto
+ * (raised in-flight and queue limits, as the group needs).
+ */
+async function startGroup(size: number, databaseUrl: string, signingKey: string): Promise<BenchGroup> {
+  const broker: PrivateBroker = await startPrivateBroker();
+  const entry = join(here, '..', 'bin', 'start.js');
+  const children: ChildProcess[] = [];
+  const dirs: string[] = [];
+  const stop = async () => {
+    await Promise.all(
+      children.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+    await broker.stop();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < size; i++) {
+      const dataDir = await mkdtemp(join(tmpdir(), 'bench-publish-group-'));
+      dirs.push(dataDir);
+      const child = spawn(process.execPath, [entry], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          ...BENCH_LIMITS,
+          ...BENCH_PLAIN_TEXT,
+          DATABASE_URL: databaseUrl,
+          MQTT_URL: broker.url,
+          MQTT_SHARE_GROUP: 'bench-publish',
+          MQTT_CLIENT_ID: `bench-publish-${i}`,
+          SIGNING_KEY: signingKey,
+          PORT: '0',
+          DATA_DIR: dataDir,
+          // info: the ready line; the service logs no line per request.
+          LOG_LEVEL: 'info',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      let out = '';
+      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      const ready = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`group process ${i} not ready in 30 s: ${out.slice(-2000)}`)), 30_000);
+        child.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          const line = out.split('\n').find((l) => l.includes('presence service ready'));
+          if (line) {
+            clearTimeout(timer);
+            resolve(line);
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`group process ${i} exited with ${code}: ${out.slice(-2000)}`)));
+      });
+      // Keep draining its output so the pipe never blocks it; nothing more is logged per request.
+      child.stdout?.resume();
+      ports.push(Number(new URL((JSON.parse(ready) as { httpUrl: string }).httpUrl).port));
+    }
+    return { ports, pids: children.map((c) => c.pid ?? 0), stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
 async function main() {
   const unavailable = withKamailio ? await kamailioUnavailable() : 'BENCH_KAMAILIO=0';
   const database = await createScratchDatabase();
@@ -182,31 +275,56 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
     await admin.end();
   }
   const dataDir = await mkdtemp(join(tmpdir(), 'bench-publish-'));
-  const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn' });
+  // One key for the in-process service and the group: the tokens it issues work on every process.
+  const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const parsed = parseConfig({ ...BENCH_LIMITS, ...BENCH_PLAIN_TEXT, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'warn', SIGNING_KEY: signingKey });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);
   let kamailio: BenchKamailio | undefined;
+  let group: BenchGroup | undefined;
+  let groupDatabase: { url: string; drop(): Promise<void> } | undefined;
   try {
     const port = Number(new URL(service.httpUrl).port);
     const { token: adminToken } = await issueToken(service.signingKey, parsed.config.tokenIssuer, { kind: 'admin', subject: 'bench', scopes: ['admin'], ttlSeconds: 3600 }, Date.now());
-    const api = async (path: string, body: unknown) => {
-      const response = await fetch(`${service.httpUrl}${path}`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const api = async (path: string, body: unknown, base = service.httpUrl) => {
+      const response = await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
       if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
       return (await response.json()) as Record<string, string>;
     };
 
     // Fresh owners for every round: each round's initial PUBLISH creates a new publication, and an owner holds at most 16.
-    const targetsOf: PublishTarget[][] = [];
-    for (let round = 0; round < rounds; round++) {
+    const makeTargets = async (prefix: string, base = service.httpUrl): Promise<PublishTarget[]> => {
       const targets: PublishTarget[] = [];
       for (let i = 0; i < concurrency; i++) {
-        const handle = `pub${round}-${i}`;
-        const owner = await api('/v1/admin/owners', { handle });
-        const { token } = await api('/v1/admin/tokens', { kind: 'owner', subject: handle });
+        const handle = `${prefix}-${i}`;
+        const owner = await api('/v1/admin/owners', { handle }, base);
+        const { token } = await api('/v1/admin/tokens', { kind: 'owner', subject: handle }, base);
         targets.push({ path: `/v1/presence/${handle}`, token: token as string, entity: owner.entity as string });
       }
-      targetsOf.push(targets);
-    }
+      return targets;
+    };
+    const targetsOf: PublishTarget[][] = [];
+    const groupTargetsOf: PublishTarget[][] = [];
+    for (let round = 0; round < rounds; round++) targetsOf.push(await makeTargets(`pub${round}`));
+    const setUpGroup = async () => {
+      // A database of its own: every member reloads what any writer to its
+      // database changes (the control channel), so the single process's
+      // rounds would otherwise load the group, and the group's figures the single process.
+      groupDatabase = await createScratchDatabase();
+      group = await startGroup(groupSize, groupDatabase.url, signingKey);
+      const bases = group.ports.map((p) => `http://127.0.0.1:${p}`);
+      for (let round = 0; round < rounds; round++) groupTargetsOf.push(await makeTargets(`grp${round}`, bases[0]));
+      // Made through the first member; each other member learns of them from the control channel.
+      for (const base of bases) {
+        for (const target of groupTargetsOf.flat()) {
+          const deadline = Date.now() + 10_000;
+          while ((await fetch(`${base}${target.path}`, { headers: { authorization: `Bearer ${target.token}` } })).status !== 200) {
+            if (Date.now() > deadline) throw new Error(`${base}${target.path}: the group member does not know the owner after 10 s`);
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        }
+      }
+    };
 
     // The service's CPU: this process, plus the PostgreSQL backends serving the scratch database.
     const serviceCpu = async () => {
@@ -217,6 +335,12 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
     if (!withKamailio) process.stderr.write('Kamailio baseline skipped: BENCH_KAMAILIO=0\n');
     else if (unavailable === undefined) kamailio = await startBenchKamailio('memory');
     else process.stderr.write(`Kamailio baseline skipped: ${unavailable}\n`);
+
+    const groupDatabaseName = groupDatabase ? new URL(groupDatabase.url).pathname.slice(1) : '';
+    const groupCpu = async () => ({
+      own: await cpuOfPids(group?.pids ?? []),
+      db: await cpuOfProcesses((_fields, cmdline) => cmdline.startsWith('postgres: ') && cmdline.includes(` ${groupDatabaseName} `)),
+    });
 
     const results: { service: Run; kamailio?: Run }[] = [];
     for (let round = 0; round < rounds; round++) {
@@ -230,6 +354,22 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
           (sip ? `, Kamailio ${sip.rate.toFixed(0)}/s (server CPU ${pct(sip.serverCpu)}, sipp ${pct(sip.clientCpu)}, failed ${sip.failed}${sip.note ? `: ${sip.note}` : ''}), ratio ${(http.rate / sip.rate).toFixed(2)}` : '') +
           '\n',
       );
+    }
+
+    // The group after the single process and Kamailio, so that nothing it
+    // leaves running (its members' background work) weighs on their rounds.
+    const groupRuns: Run[] = [];
+    if (groupSize > 0) {
+      await setUpGroup();
+      const ports = group?.ports ?? [];
+      for (let round = 0; round < rounds; round++) {
+        const targets = (groupTargetsOf[round] ?? []).map((t, i) => ({ ...t, port: ports[i % ports.length] ?? 0 }));
+        const grouped = await runHttp({ port: ports[0] ?? 0, targets, expires: 3600, warmupMs: warmupSeconds * 1000, durationMs: seconds * 1000 }, groupCpu);
+        groupRuns.push(grouped);
+        process.stderr.write(
+          `group round ${round + 1}: ${groupSize} processes ${grouped.rate.toFixed(0)}/s (server CPU ${pct(grouped.serverCpu)}, PostgreSQL ${pct(grouped.dbCpu ?? NaN)}, failed ${grouped.failed}${grouped.note ? `: ${grouped.note}` : ''})\n`,
+        );
+      }
     }
 
     let sqlite: Run | undefined;
@@ -246,6 +386,9 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
     const serviceRate = m((r) => r.service.rate);
     const kamailioRate = results[0]?.kamailio ? m((r) => r.kamailio?.rate) : undefined;
     const ratio = kamailioRate === undefined ? undefined : m((r) => (r.kamailio ? r.service.rate / r.kamailio.rate : undefined));
+    const groupRate = groupRuns.length ? median(groupRuns.map((r) => r.rate)) : undefined;
+    // Its rounds ran after Kamailio's: against their median, not round by round.
+    const groupRatio = groupRate === undefined || kamailioRate === undefined ? undefined : groupRate / kamailioRate;
 
     const row = (what: string, runs: readonly Run[], ratioText: string) => {
       const mm = (f: (r: Run) => number | undefined) => median(runs.map((r) => f(r) ?? NaN));
@@ -266,6 +409,7 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
       '|---|---|---|---|---|---|---|---|---|',
       row('service: HTTP PUBLISH modify (POST, If-Match, PIDF), PostgreSQL', serviceRuns, ratio === undefined ? '-' : ratio.toFixed(2)),
     ];
+    if (groupRuns.length) lines.push(row(`service, a group of ${groupSize} processes (chains split by connection), one PostgreSQL`, groupRuns, groupRatio === undefined ? '-' : groupRatio.toFixed(2)));
     if (kamailioRuns.length) lines.push(row('Kamailio: SIP PUBLISH modify (SIP-If-Match, PIDF) via sipp, UDP, in memory', kamailioRuns, '1.00 (baseline)'));
     if (sqlite) lines.push(row('Kamailio, sqlite storage (reference; one run)', [sqlite], `service / this: ${(serviceRate / sqlite.rate).toFixed(2)}`));
     lines.push(
@@ -276,6 +420,11 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
           `by server CPU per request, less sensitive to what else runs on the machine: Kamailio ${median(kamailioRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs / service ${median(serviceRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs = ${median(results.flatMap((r) => (r.kamailio ? [r.kamailio.serverCpuUs / r.service.serverCpuUs] : []))).toFixed(2)}.`,
       `Server CPU: the service process plus its PostgreSQL backends / Kamailio and its workers, over the counted window, as a share of one core (this machine has ${cpus().length}).`,
     );
+    if (groupRatio !== undefined) {
+      lines.push(
+        `A group of ${groupSize} processes against Kamailio's two workers: ${groupRatio >= TARGET ? 'met' : 'missed'} (${groupRatio.toFixed(2)}); CPU per request Kamailio ${median(kamailioRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs / group ${median(groupRuns.map((r) => r.serverCpuUs)).toFixed(0)} µs = ${(median(kamailioRuns.map((r) => r.serverCpuUs)) / median(groupRuns.map((r) => r.serverCpuUs))).toFixed(2)} (the group's rounds run after the others; ratios of medians).`,
+      );
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
 
     reportToSuite({
@@ -287,7 +436,20 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
       ...(ratio === undefined ? {} : { ratio: Number(ratio.toFixed(3)), met: ratio >= TARGET }),
       target: '>= 1.0 of Kamailio',
     });
+    if (groupRate !== undefined) {
+      reportToSuite({
+        part: 'publish',
+        figure: `HTTP PUBLISH (modify) req/s, a group of ${groupSize} processes`,
+        value: Math.round(groupRate),
+        unit: 'req/s',
+        ...(kamailioRate === undefined ? {} : { baseline: { name: 'Kamailio SIP PUBLISH via sipp (2 workers)', value: Math.round(kamailioRate) } }),
+        ...(groupRatio === undefined ? {} : { ratio: Number(groupRatio.toFixed(3)), met: groupRatio >= TARGET }),
+        target: '>= 1.0 of Kamailio',
+      });
+    }
   } finally {
+    await group?.stop();
+    await groupDatabase?.drop();
     await kamailio?.stop();
     await service.close();
     await rm(dataDir, { recursive: true, force: true });
