@@ -165,10 +165,17 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // read, so a change another process commits in between is not missed;
     // changes wait in `controlBacklog` until the reloading below is wired.
     const clusterConfig = config.mqtt.kind === 'external' ? config.mqtt.cluster : undefined;
-    const controlBacklog: ControlChange[] = [];
-    const control: { onChange: (change: ControlChange) => void; onResync: () => void } = { onChange: (change) => void controlBacklog.push(change), onResync: () => undefined };
+    const controlBacklog: { change: ControlChange; own: boolean }[] = [];
+    const control: { onChange: (change: ControlChange, own: boolean) => void; onResync: () => void } = {
+      onChange: (change, own) => void controlBacklog.push({ change, own }),
+      onResync: () => undefined,
+    };
     if (clusterConfig && postgres) {
-      const listener = await listenForChanges(postgres, { onChange: (change) => control.onChange(change), onResync: () => control.onResync() }, log);
+      const listener = await listenForChanges(
+        postgres,
+        { onChange: (change, own) => control.onChange(change, own), onResync: () => control.onResync(), isOwnBackend: (processId) => database.ownsBackend(processId) },
+        log,
+      );
       cleanups.push(() => listener.close());
     }
     await loadSnapshot(repository, directory, ruleBook, hub, clock(), log);
@@ -565,9 +572,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // A reload that failed (a database blip) is not asked for again until
       // the next change: every minute too, as the signing keys are.
       cleanups.push(repeat(() => revocations.reload(), 60_000, (err) => log.warn({ error: loggableDbError(err) }, 'reloading the token revocations failed')));
-      control.onChange = (change) => {
+      control.onChange = (change, own) => {
         if ('owner' in change) reloadOwner(change.owner);
-        else if ('overrides' in change) reloads.request(change.overrides, 'overrides');
+        // A publication or status this process stored was applied here when
+        // it was made, and no reload can undo it (PresenceHub.finishOverridesReload):
+        // reloading it is work for nothing, a query per PUBLISH. Its other
+        // changes are still reloaded: a stale snapshot of another process's
+        // change to the same owner (a rule, a device) is corrected by the next.
+        else if ('overrides' in change) {
+          if (!own) reloads.request(change.overrides, 'overrides');
+        }
         else if ('watcher' in change) reloadWatcher(change.watcher);
         else if ('tokens' in change) reloadRevocations();
         // An account unlinked elsewhere: its provider tokens, cached here as verified, are checked again on their next use.
@@ -586,7 +600,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err }, 'control resync failed'),
         );
       };
-      for (const change of controlBacklog.splice(0)) control.onChange(change);
+      for (const { change, own } of controlBacklog.splice(0)) control.onChange(change, own);
     }
     if (clusterConfig && postgres) {
       const lease = await acquireDeliveryLease(

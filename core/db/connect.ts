@@ -25,6 +25,8 @@ export interface DatabaseHandle {
    */
   readonly long: Database;
   readonly kind: 'embedded' | 'postgres';
+  /** PostgreSQL: whether a backend (by process id) is one of this handle's connections now. Embedded: never. */
+  ownsBackend(processId: number): boolean;
   close(): Promise<void>;
 }
 
@@ -65,7 +67,7 @@ async function openEmbedded(dataDir: string): Promise<DatabaseHandle> {
     throw error;
   }
   // PGlite runs one statement at a time inside this process: nothing else can hold its locks, and no timeout applies.
-  return { db: db as unknown as Database, long: db as unknown as Database, kind: 'embedded', close: () => client.close() };
+  return { db: db as unknown as Database, long: db as unknown as Database, kind: 'embedded', ownsBackend: () => false, close: () => client.close() };
 }
 
 async function openPostgres(target: PostgresTarget & { readonly statementTimeoutMs?: number }, onIdleError: ((error: Error) => void) | undefined): Promise<DatabaseHandle> {
@@ -113,6 +115,7 @@ async function openPostgres(target: PostgresTarget & { readonly statementTimeout
     db: main.db,
     long: long.db,
     kind: 'postgres',
+    ownsBackend: (processId) => main.ownsBackend(processId) || long.ownsBackend(processId),
     close: async () => {
       await Promise.all([main.end(), long.end()]);
     },

@@ -38,7 +38,13 @@ export interface ControlListener {
 
 export async function listenForChanges(
   target: PostgresTarget,
-  handlers: { onChange: (change: ControlChange) => void; onResync: () => void },
+  handlers: {
+    /** `ownConnection`: the change was committed on one of this process's own connections (see `isOwnBackend`). */
+    onChange: (change: ControlChange, ownConnection: boolean) => void;
+    onResync: () => void;
+    /** Whether a notifying backend (by process id) is one of this process's own database connections. */
+    isOwnBackend?: (processId: number) => boolean;
+  },
   log: Log,
   retryMs = 1000,
 ): Promise<ControlListener> {
@@ -57,7 +63,7 @@ export async function listenForChanges(
         json = undefined;
       }
       const parsed = changeSchema.safeParse(json);
-      if (parsed.success) handlers.onChange(parsed.data);
+      if (parsed.success) handlers.onChange(parsed.data, handlers.isOwnBackend?.(message.processId) ?? false);
       else log.warn({ channel: CONTROL_CHANNEL }, 'control notification ignored (unexpected payload)');
     });
     next.on('error', (err) => {

@@ -13,6 +13,8 @@ import * as schema from './schema.js';
  */
 export interface PgPool {
   readonly db: Database;
+  /** Whether a PostgreSQL backend (by process id) is one of this pool's connections now. */
+  ownsBackend(processId: number): boolean;
   end(): Promise<void>;
 }
 
@@ -31,6 +33,19 @@ export function openPool(config: PoolConfig, onIdleError: ((error: Error) => voi
   // the broken client is dropped from the pool when released. Nothing more
   // to do here, but the event must have a listener.
   pool.on('connect', (client) => client.on('error', () => undefined));
+  // The backends this pool talks to, by process id: a control-channel
+  // notification from one of them announces a change this process made
+  // and has applied already (core/db/control-channel.ts).
+  const backends = new Set<number>();
+  const processIdOf = (client: PoolClient) => (client as unknown as { processID?: number | null }).processID ?? undefined;
+  pool.on('connect', (client) => {
+    const processId = processIdOf(client);
+    if (processId !== undefined) backends.add(processId);
+  });
+  pool.on('remove', (client) => {
+    const processId = processIdOf(client);
+    if (processId !== undefined) backends.delete(processId);
+  });
   // Single statements go through pool.query, which releases the client with
   // the statement's error: a client whose statement got no answer in time
   // is then closed, not reused.
@@ -82,5 +97,5 @@ export function openPool(config: PoolConfig, onIdleError: ((error: Error) => voi
   Object.assign(db, { transaction });
   // Through pool.query like every single statement, so a statement that got no answer in time closes its client here too.
   registerNamedStatements(db as unknown as Database, async (name, text, values) => (await pool.query({ name, text, values })).rows);
-  return { db: db as unknown as Database, end: () => pool.end() };
+  return { db: db as unknown as Database, ownsBackend: (processId) => backends.has(processId), end: () => pool.end() };
 }

@@ -1,0 +1,58 @@
+import pg from 'pg';
+import t from 'tap';
+import { openDatabase } from '../../core/db/connect.js';
+import { CONTROL_CHANNEL, listenForChanges, type ControlChange } from '../../core/db/control-channel.js';
+import { Repository } from '../../core/db/repository.js';
+import type { Log } from '../../core/log.js';
+import { createTestDatabase, waitFor } from '../helpers/env.js';
+
+/**
+ * The control channel on a real PostgreSQL (migrations 0008 and 0016): a
+ * change to an owner's overrides is announced as `overrides` on
+ * presence_control_v2, other changes as before; the earlier payloads still
+ * go on presence_control for processes of the previous version; and each
+ * notification says whether one of the listening process's own database
+ * connections committed it.
+ */
+const quiet: Log = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
+t.test('payloads, the legacy channel, and own connections told apart', async (t) => {
+  const url = await createTestDatabase(t);
+  const database = await openDatabase({ kind: 'postgres', url });
+  t.teardown(() => database.close());
+  const repository = new Repository(database.db);
+
+  const seen: { change: ControlChange; own: boolean }[] = [];
+  const listener = await listenForChanges({ url }, { onChange: (change, own) => seen.push({ change, own }), onResync: () => undefined, isOwnBackend: (pid) => database.ownsBackend(pid) }, quiet);
+  t.teardown(() => listener.close());
+  // What a process of the previous version hears.
+  const legacy = new pg.Client({ connectionString: url });
+  await legacy.connect();
+  t.teardown(() => legacy.end());
+  const legacySeen: string[] = [];
+  legacy.on('notification', (message) => legacySeen.push(message.payload ?? ''));
+  await legacy.query('LISTEN presence_control');
+
+  const ownerId = crypto.randomUUID();
+  t.ok(await repository.insertOwner({ id: ownerId, handle: 'chan', displayName: undefined }));
+  await repository.upsertOverride(ownerId, { source: 'manual', availability: 'busy', activities: [], expiresAt: Date.now() + 60_000 });
+  await waitFor(() => seen.length >= 2 && legacySeen.length >= 2, 'both notifications on both channels');
+  t.same(seen, [
+    { change: { owner: ownerId }, own: true },
+    { change: { overrides: ownerId }, own: true },
+  ]);
+  t.same(
+    legacySeen.map((p) => JSON.parse(p) as unknown),
+    [{ owner: ownerId }, { owner: ownerId }],
+    'the previous version still hears every change, in the form it knows',
+  );
+
+  // The same change committed on a connection that is not this process's.
+  const other = new pg.Client({ connectionString: url });
+  await other.connect();
+  t.teardown(() => other.end());
+  await other.query(`update presence_overrides set availability = 'away' where owner_id = $1`, [ownerId]);
+  await waitFor(() => seen.length >= 3, 'the other connection’s change');
+  t.same(seen[2], { change: { overrides: ownerId }, own: false });
+  t.equal(CONTROL_CHANNEL, 'presence_control_v2');
+});
