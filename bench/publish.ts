@@ -336,11 +336,14 @@ async function measure(databaseUrl: string, unavailable: string | undefined) {
     else if (unavailable === undefined) kamailio = await startBenchKamailio('memory');
     else process.stderr.write(`Kamailio baseline skipped: ${unavailable}\n`);
 
-    const groupDatabaseName = groupDatabase ? new URL(groupDatabase.url).pathname.slice(1) : '';
-    const groupCpu = async () => ({
-      own: await cpuOfPids(group?.pids ?? []),
-      db: await cpuOfProcesses((_fields, cmdline) => cmdline.startsWith('postgres: ') && cmdline.includes(` ${groupDatabaseName} `)),
-    });
+    // Its members, plus the PostgreSQL backends serving its database (known once setUpGroup has run).
+    const groupCpu = async () => {
+      const name = groupDatabase ? new URL(groupDatabase.url).pathname.slice(1) : undefined;
+      return {
+        own: await cpuOfPids(group?.pids ?? []),
+        db: name === undefined ? 0 : await cpuOfProcesses((_fields, cmdline) => cmdline.startsWith('postgres: ') && cmdline.includes(` ${name} `)),
+      };
+    };
 
     const results: { service: Run; kamailio?: Run }[] = [];
     for (let round = 0; round < rounds; round++) {
