@@ -580,7 +580,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // changes are still reloaded: a stale snapshot of another process's
         // change to the same owner (a rule, a device) is corrected by the next.
         else if ('overrides' in change) {
-          if (!own) reloads.request(change.overrides, 'overrides');
+          if (!own) for (const ownerId of change.overrides) reloads.request(ownerId, 'overrides');
         }
         else if ('watcher' in change) reloadWatcher(change.watcher);
         else if ('tokens' in change) reloadRevocations();

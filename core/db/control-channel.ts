@@ -22,8 +22,8 @@ export const CONTROL_CHANNEL = 'presence_control_v2';
 
 const changeSchema = z.union([
   z.object({ owner: z.uuid() }).strict(),
-  // Only the owner's manual statuses, app sessions or publications changed (migration 0016): those alone are reloaded.
-  z.object({ overrides: z.uuid() }).strict(),
+  // Only these owners' manual statuses, app sessions or publications changed (migration 0016, one per statement): those alone are reloaded.
+  z.object({ overrides: z.array(z.uuid()).min(1).max(100) }).strict(),
   z.object({ watcher: z.uuid() }).strict(),
   // Token revocations by id or admin subject changed (migration 0012): reload them whole.
   z.object({ tokens: z.literal(true) }).strict(),

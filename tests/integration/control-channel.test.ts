@@ -39,7 +39,7 @@ t.test('payloads, the legacy channel, and own connections told apart', async (t)
   await waitFor(() => seen.length >= 2 && legacySeen.length >= 2, 'both notifications on both channels');
   t.same(seen, [
     { change: { owner: ownerId }, own: true },
-    { change: { overrides: ownerId }, own: true },
+    { change: { overrides: [ownerId] }, own: true },
   ]);
   t.same(
     legacySeen.map((p) => JSON.parse(p) as unknown),
@@ -53,6 +53,43 @@ t.test('payloads, the legacy channel, and own connections told apart', async (t)
   t.teardown(() => other.end());
   await other.query(`update presence_overrides set availability = 'away' where owner_id = $1`, [ownerId]);
   await waitFor(() => seen.length >= 3, 'the other connection’s change');
-  t.same(seen[2], { change: { overrides: ownerId }, own: false });
+  t.same(seen[2], { change: { overrides: [ownerId] }, own: false });
   t.equal(CONTROL_CHANNEL, 'presence_control_v2');
+});
+
+t.test('one statement over many owners: one notification per hundred owners, each owner once', async (t) => {
+  const url = await createTestDatabase(t);
+  const database = await openDatabase({ kind: 'postgres', url });
+  t.teardown(() => database.close());
+  const repository = new Repository(database.db);
+  const owners: string[] = [];
+  for (let i = 0; i < 150; i++) {
+    const id = crypto.randomUUID();
+    await repository.insertOwner({ id, handle: `bulk${i}`, displayName: undefined });
+    owners.push(id);
+  }
+  const seen: ControlChange[] = [];
+  const listener = await listenForChanges({ url }, { onChange: (change) => seen.push(change), onResync: () => undefined }, quiet);
+  t.teardown(() => listener.close());
+  const other = new pg.Client({ connectionString: url });
+  await other.connect();
+  t.teardown(() => other.end());
+
+  // Two rows per owner in one statement (a status and a publication), as a group commit writes a batch.
+  await other.query(
+    `insert into presence_overrides (owner_id, source, availability, activities, expires_at)
+     select id, source, 'busy', '[]'::jsonb, now() + interval '1 hour' from owners, (values ('manual'), ('publication:x')) as s(source)`,
+  );
+  await waitFor(() => seen.length >= 2, 'the notifications of the insert');
+  const announced = seen.flatMap((change) => ('overrides' in change ? change.overrides : []));
+  t.equal(seen.length, 2, '150 owners: two notifications');
+  t.ok(seen.every((change) => 'overrides' in change && change.overrides.length <= 100));
+  t.same([...announced].sort(), [...owners].sort(), 'every owner once');
+
+  seen.length = 0;
+  await other.query(`delete from presence_overrides where source = 'manual' and owner_id = any($1)`, [owners.slice(0, 3)]);
+  await waitFor(() => seen.length >= 1, 'the notification of the delete');
+  const deleted = seen[0];
+  t.equal(seen.length, 1, 'one notification for the deleting statement');
+  t.same(deleted && 'overrides' in deleted ? [...deleted.overrides].sort() : [], [...owners.slice(0, 3)].sort());
 });
