@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, isNull, lt, lte, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
@@ -20,8 +20,11 @@ import { accessLog, accessRequests, consentRules, devices, externalIdentities, o
 const persistedSignalSchema = z.object({ deviceId: z.uuid(), event: sensorEventSchema });
 const storedOverrideSchema = z.object({ availability: availabilitySchema, activities: z.array(activitySchema), note: z.string().max(200).nullable(), etag: z.string().max(64).nullable() });
 
+/** The columns of a stored override that the hub needs. */
+type OverrideRow = Pick<typeof presenceOverrides.$inferSelect, 'ownerId' | 'source' | 'availability' | 'activities' | 'note' | 'etag' | 'expiresAt'>;
+
 /** Stored override rows as the hub holds them; rows that no longer validate are counted, not returned. */
-function parseOverrideRows(rows: readonly (typeof presenceOverrides.$inferSelect)[]): { overrides: { ownerId: string; override: PresenceOverride }[]; skipped: number } {
+function parseOverrideRows(rows: readonly OverrideRow[]): { overrides: { ownerId: string; override: PresenceOverride }[]; skipped: number } {
   const overrides: { ownerId: string; override: PresenceOverride }[] = [];
   let skipped = 0;
   for (const row of rows) {
@@ -138,11 +141,18 @@ export class Repository {
    */
   async overridesOfOwners(ownerIds: readonly string[]): Promise<{ ownerId: string; override: PresenceOverride }[]> {
     if (ownerIds.length === 0) return [];
-    const rows = await this.db
-      .select()
-      .from(presenceOverrides)
-      .where(and(gt(presenceOverrides.expiresAt, sql`now()`), inArray(presenceOverrides.ownerId, [...ownerIds])));
-    return parseOverrideRows(rows).overrides;
+    // A named statement (core/db/named-statements.ts): a group member runs it once per batch another member committed.
+    const rows = (await executeNamed(
+      this.db,
+      'overrides_of_owners',
+      sql`
+        select owner_id, source, availability, activities, note, etag, expires_at
+        from presence_overrides
+        where expires_at > now() and owner_id in (select jsonb_array_elements_text(${JSON.stringify(ownerIds)}::jsonb)::uuid)`,
+    )) as readonly { owner_id: string; source: string; availability: string; activities: unknown; note: string | null; etag: string | null; expires_at: Date | string }[];
+    return parseOverrideRows(
+      rows.map((r) => ({ ownerId: r.owner_id, source: r.source, availability: r.availability, activities: r.activities, note: r.note, etag: r.etag, expiresAt: new Date(r.expires_at) })),
+    ).overrides;
   }
 
   async loadSnapshot(ownerId?: string): Promise<Snapshot> {

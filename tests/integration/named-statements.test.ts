@@ -4,7 +4,7 @@ import t from 'tap';
 import { openDatabase } from '../../core/db/connect.js';
 import { openPool } from '../../core/db/pg-pool.js';
 import { Repository } from '../../core/db/repository.js';
-import { createTestDatabase, PG_ADMIN_URL } from '../helpers/env.js';
+import { createTestDatabase, PG_ADMIN_URL, tempDir } from '../helpers/env.js';
 
 /**
  * The hot batch writes run as named prepared statements on node-postgres
@@ -54,4 +54,30 @@ t.test('a connection killed under the pool: the next write prepares again on the
   const [newPid] = ((await pool.db.execute(sql`select pg_backend_pid() as pid`)) as unknown as { rows: { pid: number }[] }).rows.map((r) => r.pid);
   t.not(newPid, pid, 'a new connection');
   t.same(await prepared(), ['write_publications'], 'prepared again there');
+});
+
+t.test('the overrides of several owners, as a group member reloads them: the same on PostgreSQL (prepared) and PGlite', async (t) => {
+  const other = crypto.randomUUID();
+  await repository.insertOwner({ id: other, handle: 'named2', displayName: undefined });
+  const expiresAt = Date.now() + 600_000;
+  await repository.upsertOverride(other, { source: 'manual', availability: 'away', activities: ['travel'], note: 'Back soon', expiresAt });
+  await repository.upsertOverride(other, { source: 'session:old', availability: 'busy', activities: [], expiresAt: Date.now() - 1000 });
+  const found = await repository.overridesOfOwners([owner, other, crypto.randomUUID()]);
+  const bySource = Object.fromEntries(found.map((f) => [`${f.ownerId === owner ? 'owner' : 'other'} ${f.override.source}`, f.override]));
+  t.same(Object.keys(bySource).sort(), ['other manual', 'owner publication:1'], 'live overrides only, of the owners asked for');
+  t.match(bySource['other manual'], { availability: 'away', activities: ['travel'], note: 'Back soon', expiresAt: new Date(expiresAt).getTime() });
+  t.match(bySource['owner publication:1'], { availability: 'busy', activities: ['meeting'] });
+  t.ok((await prepared()).includes('overrides_of_owners'), 'prepared on the connection');
+
+  const embedded = await openDatabase({ kind: 'embedded', dataDir: await tempDir(t) });
+  t.teardown(() => embedded.close());
+  const local = new Repository(embedded.db);
+  await local.insertOwner({ id: other, handle: 'named2', displayName: undefined });
+  await local.upsertOverride(other, { source: 'manual', availability: 'away', activities: ['travel'], note: 'Back soon', expiresAt });
+  const embeddedFound = await local.overridesOfOwners([other]);
+  t.same(
+    embeddedFound.map((f) => f.override),
+    found.filter((f) => f.ownerId === other).map((f) => f.override),
+    'PGlite answers the same rows through drizzle',
+  );
 });
