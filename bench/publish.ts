@@ -230,22 +230,23 @@ async function startGroup(size: number, databaseUrl: string, signingKey: string)
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       children.push(child);
+      // Its output is read for as long as it runs (a full pipe would block it); the last 64 KiB are kept for a failure message.
       let out = '';
-      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      const keep = (d: Buffer) => (out = (out + d.toString()).slice(-65_536));
+      child.stderr?.on('data', keep);
+      child.stdout?.on('data', keep);
       const ready = await new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`group process ${i} not ready in 30 s: ${out.slice(-2000)}`)), 30_000);
-        child.stdout?.on('data', (d: Buffer) => {
-          out += d.toString();
+        const look = () => {
           const line = out.split('\n').find((l) => l.includes('presence service ready'));
-          if (line) {
-            clearTimeout(timer);
-            resolve(line);
-          }
-        });
+          if (!line) return;
+          clearTimeout(timer);
+          child.stdout?.off('data', look);
+          resolve(line);
+        };
+        child.stdout?.on('data', look);
         child.once('exit', (code) => reject(new Error(`group process ${i} exited with ${code}: ${out.slice(-2000)}`)));
       });
-      // Keep draining its output so the pipe never blocks it; nothing more is logged per request.
-      child.stdout?.resume();
       ports.push(Number(new URL((JSON.parse(ready) as { httpUrl: string }).httpUrl).port));
     }
     return { ports, pids: children.map((c) => c.pid ?? 0), stop };
