@@ -22,40 +22,51 @@
 CREATE OR REPLACE FUNCTION presence_notify_change() RETURNS trigger AS $$
 DECLARE
   changed record;
+  payload text;
 BEGIN
   IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
   IF TG_TABLE_NAME = 'owners' THEN
-    PERFORM pg_notify('presence_control', json_build_object('owner', changed.id)::text);
-    PERFORM pg_notify('presence_control_v2', json_build_object('owner', changed.id)::text);
+    payload := json_build_object('owner', changed.id)::text;
   ELSIF TG_TABLE_NAME = 'watchers' THEN
-    PERFORM pg_notify('presence_control', json_build_object('watcher', changed.id)::text);
-    PERFORM pg_notify('presence_control_v2', json_build_object('watcher', changed.id)::text);
-  ELSIF TG_TABLE_NAME = 'presence_overrides' THEN
-    -- The new form is sent once per statement, below.
-    PERFORM pg_notify('presence_control', json_build_object('owner', changed.owner_id)::text);
+    payload := json_build_object('watcher', changed.id)::text;
   ELSE
-    PERFORM pg_notify('presence_control', json_build_object('owner', changed.owner_id)::text);
-    PERFORM pg_notify('presence_control_v2', json_build_object('owner', changed.owner_id)::text);
+    payload := json_build_object('owner', changed.owner_id)::text;
+  END IF;
+  PERFORM pg_notify('presence_control', payload);
+  -- presence_overrides: the new form is sent once per statement (presence_notify_overrides).
+  IF TG_TABLE_NAME <> 'presence_overrides' THEN
+    PERFORM pg_notify('presence_control_v2', payload);
   END IF;
   RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 --> statement-breakpoint
-CREATE OR REPLACE FUNCTION presence_notify_tokens() RETURNS trigger AS $$
+-- Token revocations (0012) and links to external accounts (0014) announce a
+-- fixed payload, the trigger's argument, on both channels: one function for
+-- both instead of one each.
+CREATE OR REPLACE FUNCTION presence_notify_constant() RETURNS trigger AS $$
 BEGIN
-  PERFORM pg_notify('presence_control', '{"tokens":true}');
-  PERFORM pg_notify('presence_control_v2', '{"tokens":true}');
+  PERFORM pg_notify('presence_control', TG_ARGV[0]);
+  PERFORM pg_notify('presence_control_v2', TG_ARGV[0]);
   RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 --> statement-breakpoint
-CREATE OR REPLACE FUNCTION presence_notify_identities() RETURNS trigger AS $$
-BEGIN
-  PERFORM pg_notify('presence_control', '{"identities":true}');
-  PERFORM pg_notify('presence_control_v2', '{"identities":true}');
-  RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
+DROP TRIGGER token_revocations_notify ON token_revocations;
+--> statement-breakpoint
+CREATE TRIGGER token_revocations_notify AFTER INSERT OR UPDATE OR DELETE ON token_revocations FOR EACH STATEMENT EXECUTE FUNCTION presence_notify_constant('{"tokens":true}');
+--> statement-breakpoint
+DROP TRIGGER admin_token_cutoffs_notify ON admin_token_cutoffs;
+--> statement-breakpoint
+CREATE TRIGGER admin_token_cutoffs_notify AFTER INSERT OR UPDATE OR DELETE ON admin_token_cutoffs FOR EACH STATEMENT EXECUTE FUNCTION presence_notify_constant('{"tokens":true}');
+--> statement-breakpoint
+DROP TRIGGER external_identities_notify ON external_identities;
+--> statement-breakpoint
+CREATE TRIGGER external_identities_notify AFTER UPDATE OR DELETE ON external_identities FOR EACH STATEMENT EXECUTE FUNCTION presence_notify_constant('{"identities":true}');
+--> statement-breakpoint
+DROP FUNCTION presence_notify_tokens();
+--> statement-breakpoint
+DROP FUNCTION presence_notify_identities();
 --> statement-breakpoint
 -- At most 100 owner ids per notification: a payload must stay under 8000 bytes.
 CREATE OR REPLACE FUNCTION presence_notify_overrides() RETURNS trigger AS $$

@@ -55,6 +55,21 @@ t.test('payloads, the legacy channel, and own connections told apart', async (t)
   await waitFor(() => seen.length >= 3, 'the other connection’s change');
   t.same(seen[2], { change: { overrides: [ownerId] }, own: false });
   t.equal(CONTROL_CHANNEL, 'presence_control_v2');
+
+  // The fixed payloads (token revocations, admin cutoffs, unlinked accounts): one function, its argument, on both channels.
+  await other.query(`insert into token_revocations (token_id, revoked_at, expires_at) values ('t1', now(), now() + interval '1 hour')`);
+  await other.query(`insert into admin_token_cutoffs (subject, not_before) values ('ops', now())`);
+  await other.query(`insert into external_identities (issuer, subject, owner_id) values ('https://idp.example', 'sub1', $1)`, [ownerId]);
+  await other.query(`delete from external_identities where subject = 'sub1'`);
+  await waitFor(() => seen.length >= 6 && legacySeen.length >= 6, 'the fixed payloads on both channels');
+  t.same(
+    seen.slice(3).map((s) => s.change),
+    [{ tokens: true }, { tokens: true }, { identities: true }],
+  );
+  t.same(
+    legacySeen.slice(3).map((p) => JSON.parse(p) as unknown),
+    [{ tokens: true }, { tokens: true }, { identities: true }],
+  );
 });
 
 t.test('one statement over many owners: one notification per hundred owners, each owner once', async (t) => {
