@@ -40,7 +40,6 @@ export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
   return url.toString();
 }
 
-
 export function webhookRoutes(
   app: FastifyInstance,
   deps: { auth: Authenticator; directory: Directory; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean },

@@ -32,13 +32,14 @@ export function openPool(config: PoolConfig, onIdleError: ((error: Error) => voi
   // next one, rejects anyway, and the caller (the write-behind) retries;
   // the broken client is dropped from the pool when released. Nothing more
   // to do here, but the event must have a listener.
-  pool.on('connect', (client) => client.on('error', () => undefined));
-  // The backends this pool talks to, by process id: a control-channel
-  // notification from one of them announces a change this process made
-  // and has applied already (core/db/control-channel.ts).
+  //
+  // It also notes the backend each connection talks to, by process id: a
+  // control-channel notification from one of them announces a change this
+  // process made and has applied already (core/db/control-channel.ts).
   const backends = new Set<number>();
   const processIdOf = (client: PoolClient) => (client as unknown as { processID?: number | null }).processID ?? undefined;
   pool.on('connect', (client) => {
+    client.on('error', () => undefined);
     const processId = processIdOf(client);
     if (processId !== undefined) backends.add(processId);
   });

@@ -129,11 +129,6 @@ export class Repository {
   ) {}
 
   /**
-   * Everything the processes hold in memory, loaded at start; with `ownerId`,
-   * one owner's records only (no watchers, no signals), reloaded when
-   * another process changed them (scale-out).
-   */
-  /**
    * The live overrides (manual statuses, app sessions, publications) of
    * these owners: what a group member reloads after another member changed
    * them (the control channel's `overrides`), one query for every owner
@@ -155,6 +150,11 @@ export class Repository {
     ).overrides;
   }
 
+  /**
+   * Everything the processes hold in memory, loaded at start; with `ownerId`,
+   * one owner's records only (no watchers, no signals), reloaded when
+   * another process changed them (scale-out).
+   */
   async loadSnapshot(ownerId?: string): Promise<Snapshot> {
     let skippedSignals = 0;
     const one = ownerId !== undefined;
