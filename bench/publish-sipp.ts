@@ -144,18 +144,6 @@ export async function cpuOfProcesses(match: (fields: readonly string[], cmdline:
   return total;
 }
 
-/** CPU time (user + system) of these processes, µs; a process gone counts nothing. */
-export async function cpuOfPids(pids: readonly number[]): Promise<number> {
-  let total = 0;
-  for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    if (!stat) continue;
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    total += (Number(fields[11]) + Number(fields[12])) * 10_000;
-  }
-  return total;
-}
-
 export interface BenchKamailio {
   readonly port: number;
   readonly storage: 'memory' | 'sqlite';

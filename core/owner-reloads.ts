@@ -58,7 +58,7 @@ export class OwnerReloads {
     setImmediate(() => this.flushOverrides());
   }
 
-  /** Owners with a reload running or waiting (for tests and shutdown). */
+  /** Owners with a reload running or waiting (what the tests wait on). */
   get pending(): number {
     return this.running.size + this.overridesDue.size + this.again.size;
   }
