@@ -209,6 +209,21 @@ export class Accounts {
   }
 
   private readonly settingsListeners: ((ownerId: string) => void)[] = [];
+  private readonly changedListeners: ((ownerId: string) => void)[] = [];
+
+  /**
+   * Called after this process changed an owner's rules, groups, devices or
+   * settings, or erased the owner (committed, and in memory): a group
+   * member's reload of that owner in flight may hold an older snapshot
+   * (core/reload-guard.ts).
+   */
+  onOwnerChanged(listener: (ownerId: string) => void): void {
+    this.changedListeners.push(listener);
+  }
+
+  private changedHere(ownerId: string): void {
+    for (const listener of this.changedListeners) listener(ownerId);
+  }
 
   /** Called after an owner's settings change (the SIP gateway starts or stops publishing). */
   onSettingsChange(listener: (ownerId: string) => void): void {
@@ -229,6 +244,7 @@ export class Accounts {
     if (orphaned.length > 0) throw new AppError('conflict', '"Until I arrive" rules name a zone these settings remove; change or delete those rules first.', orphaned.map((r) => r.id));
     await this.repository.updateOwnerSettings(ownerId, settings);
     this.directory.putSettings(ownerId, settings);
+    this.changedHere(ownerId);
     this.hub.refresh(ownerId, this.clock());
     this.settingsChanged(ownerId);
     // Retention turned off: what was kept goes now, not at the next purge (privacy invariant 4).
@@ -312,6 +328,7 @@ export class Accounts {
     const revoked = await this.repository.revokeDevice(deviceId, ownerId);
     if (!revoked) throw new AppError('not_found', 'No such device.');
     this.directory.putDevice({ id: revoked.id, ownerId: revoked.ownerId, deviceClass: revoked.deviceClass, revoked: true });
+    this.changedHere(revoked.ownerId);
     this.deviceRevoked(revoked.id);
   }
 
@@ -383,6 +400,7 @@ export class Accounts {
       const deviceIds = this.directory.devicesOf(ownerId).map((d) => d.id);
       if (!(await this.repository.eraseOwner(ownerId))) throw new AppError('not_found', 'No such owner.');
       this.forgetOwner(ownerId, deviceIds);
+      this.changedHere(ownerId);
     });
   }
 
@@ -418,6 +436,7 @@ export class Accounts {
     const id = crypto.randomUUID();
     await this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name });
     this.directory.putDevice({ id, ownerId: owner.id, deviceClass, revoked: false });
+    this.changedHere(owner.id);
     return { id, ownerId: owner.id, owner: owner.handle, class: deviceClass };
   }
 
@@ -502,6 +521,7 @@ export class Accounts {
     const rule = ruleSchema.parse({ ...body, id: crypto.randomUUID() });
     await this.repository.insertRule({ id: rule.id, ownerId, body });
     this.ruleBook.replace(ownerId, [...this.ruleBook.rules(ownerId), rule]);
+    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rule;
   }
@@ -519,6 +539,7 @@ export class Accounts {
       ownerId,
       this.ruleBook.rules(ownerId).map((r) => (r.id === ruleId ? rule : r)),
     );
+    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rule;
   }
@@ -532,6 +553,7 @@ export class Accounts {
         ownerId,
         this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
       );
+      this.changedHere(ownerId);
       this.watchArrivals(ownerId);
     });
   }
@@ -578,6 +600,7 @@ export class Accounts {
       throw error;
     }
     this.ruleBook.replace(ownerId, rules);
+    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rules;
   }
@@ -599,6 +622,7 @@ export class Accounts {
       const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
       await this.repository.insertGroup({ ...group, ownerId });
       this.ruleBook.replaceGroups(ownerId, [...this.ruleBook.groups(ownerId), group]);
+      this.changedHere(ownerId);
       return group;
     });
   }
@@ -612,6 +636,7 @@ export class Accounts {
         ownerId,
         this.ruleBook.groups(ownerId).map((g) => (g.id === groupId ? group : g)),
       );
+      this.changedHere(ownerId);
       return group;
     });
   }
@@ -626,6 +651,7 @@ export class Accounts {
         ownerId,
         this.ruleBook.groups(ownerId).filter((g) => g.id !== groupId),
       );
+      this.changedHere(ownerId);
     });
   }
 
@@ -664,6 +690,7 @@ export class Accounts {
             ownerId,
             this.ruleBook.rules(ownerId).map((r) => (ids.has(r.id) ? { ...r, arrivedAt: at.toISOString() } : r)),
           );
+          this.changedHere(ownerId);
         })
           .then(
             () => {

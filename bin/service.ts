@@ -19,6 +19,7 @@ import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
 import { Repository, type Snapshot } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
 import { OwnerReloads } from '../core/owner-reloads.js';
+import { ReloadGuard } from '../core/reload-guard.js';
 import { AdminActionStore } from '../core/db/admin-actions.js';
 import { loggableDbError } from '../core/db/db-error.js';
 import { TokenRevocations } from '../core/token-revocations.js';
@@ -520,27 +521,40 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // here (core/owner-reloads.ts: one reload per owner at a time, coalesced;
     // overrides alone, batched, when only they changed).
     if (clusterConfig && config.database.kind === 'postgres') {
+      // What this process changes while a reload reads is not undone by the older snapshot (core/reload-guard.ts).
+      const guard = new ReloadGuard();
+      accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
       const reloads = new OwnerReloads(
         {
           owner: async (ownerId) => {
-            // What this process changes meanwhile is not undone by an older snapshot (PresenceHub.finishOverridesReload).
+            // Publications and statuses changed here meanwhile keep their local version (PresenceHub.finishOverridesReload).
             hub.beginOverridesReload(ownerId);
+            guard.begin(ownerId);
             try {
               const snapshot = await repository.loadSnapshot(ownerId);
+              // A rule, group, device or the settings changed here while
+              // the snapshot was read: it may predate that change. Read again
+              // (request, while this reload runs, queues one for after it).
+              if (guard.overtaken(ownerId)) {
+                reloads.request(ownerId, 'owner');
+                return;
+              }
               // Erased through another process: forgotten here too.
               if (!snapshot.owners.some((o) => o.id === ownerId)) {
                 if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
                 return;
               }
-              const revokedBefore = new Set(directory.devicesOf(ownerId).filter((d) => d.revoked).map((d) => d.id));
+              // The owner's devices from the snapshot, not Directory.devicesOf (a scan of every device).
+              const revokedBefore = new Set(snapshot.devices.filter((d) => directory.device(d.id)?.revoked === true).map((d) => d.id));
               applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
-              for (const device of directory.devicesOf(ownerId)) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
+              for (const device of snapshot.devices) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
               accounts.settingsChanged(ownerId);
               accounts.watchArrivals(ownerId);
               webhooks.replaceOwner(ownerId, await repository.webhooksOfOwner(ownerId));
             } finally {
-              // Applied, failed or the owner erased: nothing left to guard.
+              // Applied, thrown away, failed or the owner erased: nothing left to guard.
               hub.abandonOverridesReload(ownerId);
+              guard.end(ownerId);
             }
           },
           overrides: async (ownerIds) => {

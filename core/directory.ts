@@ -79,9 +79,15 @@ export class Directory {
     return this.settingsByOwner.get(ownerId) ?? DEFAULT_OWNER_SETTINGS;
   }
 
-  /** The device's owner id and class are shared with the owner record and other devices, not held once per device. */
+  /**
+   * The device's owner id and class are shared with the owner record and
+   * other devices, not held once per device. A revocation is never undone
+   * (storage only ever sets revoked_at), so a record read before the
+   * device was revoked, and put after, leaves it revoked.
+   */
   putDevice(device: DeviceRecord): void {
-    this.devices.set(device.id, { id: device.id, ownerId: this.ownerId(device.ownerId), deviceClass: internClass(device.deviceClass), revoked: device.revoked });
+    const revoked = device.revoked || this.devices.get(device.id)?.revoked === true;
+    this.devices.set(device.id, { id: device.id, ownerId: this.ownerId(device.ownerId), deviceClass: internClass(device.deviceClass), revoked });
   }
 
   /**
@@ -93,9 +99,10 @@ export class Directory {
     return this.ownersById.get(id)?.id ?? id;
   }
 
+  /** As with devices, a revoked watcher stays revoked whatever older record is put after. */
   putWatcher(watcher: WatcherRecord): void {
     const before = this.watchers.get(watcher.id);
-    this.watchers.set(watcher.id, watcher);
+    this.watchers.set(watcher.id, before?.revoked === true && !watcher.revoked ? { ...watcher, revoked: true } : watcher);
     if (watcher.revoked && before && !before.revoked) this.subjectListeners.notify(watcher.id, undefined);
   }
 

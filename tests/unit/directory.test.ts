@@ -58,3 +58,21 @@ t.test('revocations by token id and by admin subject: replaced whole; only the s
   directory.setTokenRevocations(['j2'], [['ops', 2000]]);
   t.equal(others, 1);
 });
+
+t.test('a revoked device or watcher stays revoked when an older record is put after (a reload that read before the revocation)', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: false });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: true });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: false });
+  t.equal(directory.device('d1')?.revoked, true);
+  t.equal(directory.activeDevice('d1'), undefined, 'it may not publish');
+  let told = 0;
+  directory.watchSubject('w1', () => (told += 1));
+  directory.putWatcher({ id: 'w1', kind: 'person', name: 'Bob', domain: undefined, revoked: false });
+  directory.putWatcher({ id: 'w1', kind: 'person', name: 'Bob', domain: undefined, revoked: true });
+  t.equal(told, 1, "the watcher's streams are told once");
+  directory.putWatcher({ id: 'w1', kind: 'person', name: 'Bobby', domain: undefined, revoked: false });
+  t.equal(directory.activeWatcher('w1'), undefined, 'it matches no rule');
+  t.equal(told, 1);
+});
