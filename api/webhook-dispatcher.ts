@@ -72,6 +72,8 @@ interface Active {
   readonly unsubscribe: () => void;
 }
 
+/** How long a removed webhook's id is remembered: a reload's two reads, each at most the longest statement timeout allowed (1 h), with room to spare. */
+const TOMBSTONE_MS = 3 * 3_600_000;
 const RETRYABLE = (status: number) => status === 0 || status === 408 || status === 429 || status >= 500;
 
 export class WebhookDispatcher {
@@ -98,15 +100,34 @@ export class WebhookDispatcher {
   }
 
   remove(id: string): void {
-    this.known.delete(id);
+    if (this.known.delete(id)) {
+      this.removedAt.delete(id);
+      this.removedAt.set(id, this.deps.clock());
+    }
     this.deactivate(id);
   }
+
+  /**
+   * Webhooks removed lately, by id, with when. A group member's reload of
+   * the owner that read before the removal was committed (replaceOwner)
+   * must not register one again: it would deliver, perhaps to the URL of a
+   * leaked token's holder, until the next reload, and for good if that one
+   * failed. Ids are random and never reused, so a removed id never comes
+   * back rightly; each is kept TOMBSTONE_MS, longer than a reload's reads
+   * may take (DATABASE_STATEMENT_TIMEOUT_MS), in removal order.
+   */
+  private readonly removedAt = new Map<string, number>();
 
   /** Makes the registered webhooks of one owner exactly `hooks` (another process changed them). */
   replaceOwner(ownerId: string, hooks: readonly Webhook[]): void {
     const wanted = new Set(hooks.map((h) => h.id));
     for (const [id, hook] of this.known) if (hook.ownerId === ownerId && !wanted.has(id)) this.remove(id);
-    for (const hook of hooks) if (!this.known.has(hook.id)) this.add(hook);
+    const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
+    for (const [id, at] of this.removedAt) {
+      if (at >= forgetBefore) break;
+      this.removedAt.delete(id);
+    }
+    for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.add(hook);
   }
 
   /**

@@ -25,7 +25,7 @@ interface Call {
   answer(status: number): void;
 }
 
-function setup() {
+function setup(clock: () => number = Date.now) {
   const directory = new Directory();
   directory.putOwner({ id: OWNER, handle: 'alice' });
   directory.putWatcher({ id: WATCHER, kind: 'app', name: 'App', domain: undefined, revoked: false });
@@ -50,7 +50,7 @@ function setup() {
     entityOf: (h) => `pres:${h}@test`,
     representations: new RepresentationCache(),
     accessLog,
-    clock: Date.now,
+    clock,
     signingKey,
     issuer: 'test',
     retry: { baseMs: 20, maxAttempts: 3, timeoutMs: 1000 },
@@ -136,4 +136,24 @@ t.test('a receiver whose name resolves to an internal address: not retried, coun
   (await nextCall(2)).answer(204);
   await new Promise((r) => setTimeout(r, 10));
   t.match(metrics.render(), /presence_webhook_deliveries_total\{outcome="delivered"\} 1/, 'the name may point elsewhere by the next change');
+});
+
+t.test('a reload that read before a webhook was removed here does not register it again (until its id is long forgotten)', async (t) => {
+  let now = Date.now();
+  const { dispatcher, set, calls, nextCall } = setup(() => now);
+  const hook = { id: '00000000-0000-4000-8000-000000000004', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/hook' };
+  dispatcher.setDelivering(false);
+  dispatcher.add(hook);
+  dispatcher.remove(hook.id);
+  dispatcher.replaceOwner(OWNER, [hook]);
+  dispatcher.setDelivering(true);
+  set('busy');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.equal(calls.length, 0, 'the removed webhook stays removed: nothing is delivered');
+  now += 3 * 3_600_000 + 1;
+  dispatcher.replaceOwner(OWNER, [hook]);
+  // (Alice's status, set for an hour, has expired by then.)
+  t.equal((await nextCall(1)).availability, 'offline', 'storage still holding it hours later is the truth again: registered and delivered');
+  (await nextCall(1)).answer(200);
+  dispatcher.close();
 });
