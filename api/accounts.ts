@@ -174,9 +174,27 @@ export class Accounts {
     };
   }
 
+  private readonly uncertainListeners: ((ownerId: string) => void)[] = [];
+
+  /**
+   * Called when a write of the owner's publications failed without saying
+   * whether it was stored: a statement whose answer was lost (a timeout, a
+   * dropped connection) may have committed, and memory, which applies a
+   * write only once it is known stored, may now lag storage. bin/service.ts
+   * reads the owner's overrides back until that succeeds (OwnerReloads.heal).
+   */
+  onPublicationUncertain(listener: (ownerId: string) => void): void {
+    this.uncertainListeners.push(listener);
+  }
+
   /** Stored first (group commit), then applied; a write the store refused (the tag was spent elsewhere) is a 412. */
   private async storePublication(write: PublicationWrite): Promise<void> {
-    if (!(await this.publicationWrites.submit(write))) {
+    const stored = await this.publicationWrites.submit(write).catch((error: unknown) => {
+      // Refused before it reached the database (the queue is full): nothing can have been stored.
+      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(write.ownerId);
+      throw error;
+    });
+    if (!stored) {
       if (write.op === 'create') throw new AppError('not_found', 'No such owner.');
       throw new AppError('precondition_failed');
     }

@@ -517,64 +517,68 @@ export async function startService(config: Config, options: ServiceOptions = {})
       });
       log.info({ server: config.sip.server }, 'SIP gateway on');
     }
-    // Scale-out, control plane: what another process changed is reloaded
-    // here (core/owner-reloads.ts: one reload per owner at a time, coalesced;
-    // overrides alone, batched, when only they changed).
-    if (clusterConfig && config.database.kind === 'postgres') {
-      // What this process changes while a reload reads is not undone by the older snapshot (core/reload-guard.ts).
-      const guard = new ReloadGuard();
-      accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
-      const reloads = new OwnerReloads(
-        {
-          owner: async (ownerId) => {
-            // Publications and statuses changed here meanwhile keep their local version (PresenceHub.finishOverridesReload).
-            hub.beginOverridesReload(ownerId);
-            guard.begin(ownerId);
-            try {
-              const snapshot = await repository.loadSnapshot(ownerId);
-              // A rule, group, device or the settings changed here while
-              // the snapshot was read: it may predate that change. Read again
-              // (request, while this reload runs, queues one for after it).
-              if (guard.overtaken(ownerId)) {
-                reloads.request(ownerId, 'owner');
-                return;
-              }
-              // Erased through another process: forgotten here too.
-              if (!snapshot.owners.some((o) => o.id === ownerId)) {
-                if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
-                return;
-              }
-              // The owner's devices from the snapshot, not Directory.devicesOf (a scan of every device).
-              const revokedBefore = new Set(snapshot.devices.filter((d) => directory.device(d.id)?.revoked === true).map((d) => d.id));
-              applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
-              for (const device of snapshot.devices) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
-              accounts.settingsChanged(ownerId);
-              accounts.watchArrivals(ownerId);
-              webhooks.replaceOwner(ownerId, await repository.webhooksOfOwner(ownerId));
-            } finally {
-              // Applied, thrown away, failed or the owner erased: nothing left to guard.
-              hub.abandonOverridesReload(ownerId);
-              guard.end(ownerId);
+    // Owners read back from storage (core/owner-reloads.ts: one reload per
+    // owner at a time, coalesced; overrides alone, batched, when only they
+    // changed): in a group, what another process changed (the control
+    // channel below); in any configuration, an owner whose publication
+    // write had an unknown outcome. What this process changes while a
+    // reload reads is not undone by the older snapshot (core/reload-guard.ts).
+    const guard = new ReloadGuard();
+    accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
+    const reloads = new OwnerReloads(
+      {
+        owner: async (ownerId) => {
+          // Publications and statuses changed here meanwhile keep their local version (PresenceHub.finishOverridesReload).
+          hub.beginOverridesReload(ownerId);
+          guard.begin(ownerId);
+          try {
+            const snapshot = await repository.loadSnapshot(ownerId);
+            // A rule, group, device or the settings changed here while
+            // the snapshot was read: it may predate that change. Thrown
+            // away, and the owner read again.
+            if (guard.overtaken(ownerId)) return false;
+            // Erased through another process: forgotten here too.
+            if (!snapshot.owners.some((o) => o.id === ownerId)) {
+              if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
+              return true;
             }
-          },
-          overrides: async (ownerIds) => {
-            for (const ownerId of ownerIds) hub.beginOverridesReload(ownerId);
-            try {
-              const rows = await repository.overridesOfOwners(ownerIds);
-              const byOwner = new Map<string, PresenceOverride[]>(ownerIds.map((id) => [id, []]));
-              for (const { ownerId, override } of rows) byOwner.get(ownerId)?.push(override);
-              for (const [ownerId, overrides] of byOwner) {
-                // An owner this process does not know yet (its creation still on the way): the whole owner.
-                if (directory.owner(ownerId)) hub.finishOverridesReload(directory.ownerId(ownerId), overrides, clock());
-                else reloads.request(ownerId, 'owner');
-              }
-            } finally {
-              for (const ownerId of ownerIds) hub.abandonOverridesReload(ownerId);
-            }
-          },
+            // The owner's devices from the snapshot, not Directory.devicesOf (a scan of every device).
+            const revokedBefore = new Set(snapshot.devices.filter((d) => directory.device(d.id)?.revoked === true).map((d) => d.id));
+            applySnapshot(snapshot, directory, ruleBook, hub, clock(), log, ownerId);
+            for (const device of snapshot.devices) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
+            accounts.settingsChanged(ownerId);
+            accounts.watchArrivals(ownerId);
+            webhooks.replaceOwner(ownerId, await repository.webhooksOfOwner(ownerId));
+            return true;
+          } finally {
+            // Applied, thrown away, failed or the owner erased: nothing left to guard.
+            hub.abandonOverridesReload(ownerId);
+            guard.end(ownerId);
+          }
         },
-        (err, kind, ownerIds) => log.error({ err, kind, owners: ownerIds.length }, 'reloading owners changed elsewhere failed'),
-      );
+        overrides: async (ownerIds) => {
+          for (const ownerId of ownerIds) hub.beginOverridesReload(ownerId);
+          try {
+            const rows = await repository.overridesOfOwners(ownerIds);
+            const byOwner = new Map<string, PresenceOverride[]>(ownerIds.map((id) => [id, []]));
+            for (const { ownerId, override } of rows) byOwner.get(ownerId)?.push(override);
+            for (const [ownerId, overrides] of byOwner) {
+              // An owner this process does not know yet (its creation still on the way): the whole owner.
+              if (directory.owner(ownerId)) hub.finishOverridesReload(directory.ownerId(ownerId), overrides, clock());
+              else reloads.request(ownerId, 'owner');
+            }
+          } finally {
+            for (const ownerId of ownerIds) hub.abandonOverridesReload(ownerId);
+          }
+        },
+      },
+      (err, kind, ownerIds) => log.error({ err, kind, owners: ownerIds.length }, 'reloading owners from storage failed'),
+    );
+    cleanups.push(async () => reloads.close());
+    // A publication write with an unknown outcome: storage is read back
+    // until that succeeds, in every configuration (a single process too).
+    accounts.onPublicationUncertain((ownerId) => reloads.heal(ownerId));
+    if (clusterConfig && config.database.kind === 'postgres') {
       const reloadOwner = (ownerId: string): void => reloads.request(ownerId, 'owner');
       const reloadWatcher = (watcherId: string): void => {
         repository.loadWatcher(watcherId).then(
@@ -593,8 +597,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // reloading it is work for nothing, a query per PUBLISH. Its other
         // changes are still reloaded: a stale snapshot of another process's
         // change to the same owner (a rule, a device) is corrected by the next.
+        // Unless a write of the owner's failed with an unknown outcome: its
+        // own notification is then the first news that it was stored.
         else if ('overrides' in change) {
-          if (!own) for (const ownerId of change.overrides) reloads.request(ownerId, 'overrides');
+          for (const ownerId of change.overrides) if (!own || reloads.isHealing(ownerId)) reloads.request(ownerId, 'overrides');
         }
         else if ('watcher' in change) reloadWatcher(change.watcher);
         else if ('tokens' in change) reloadRevocations();

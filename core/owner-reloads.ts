@@ -2,14 +2,23 @@
 export type ReloadKind = 'owner' | 'overrides';
 
 export interface ReloadLoaders {
-  /** The whole owner: directory entries, settings, devices, rules, groups, overrides, webhooks. */
-  owner(ownerId: string): Promise<void>;
+  /**
+   * The whole owner: directory entries, settings, devices, rules, groups,
+   * overrides, webhooks. False when the snapshot was thrown away unapplied
+   * (this process changed the owner while it was read: core/reload-guard.ts);
+   * the owner is then read again.
+   */
+  owner(ownerId: string): Promise<boolean>;
   /** These owners' overrides (manual statuses, app sessions, publications) only, in one query. */
   overrides(ownerIds: readonly string[]): Promise<void>;
 }
 
 /** Owners per overrides query: a burst of changes is read in bounded statements. */
 export const MAX_OVERRIDES_BATCH = 1000;
+
+/** The first wait before a failed healing reload is tried again; doubled each time, up to HEAL_MAX_DELAY_MS. */
+export const HEAL_FIRST_DELAY_MS = 250;
+export const HEAL_MAX_DELAY_MS = 30_000;
 
 /**
  * Scale-out: which owners a group member reloads from storage after the
@@ -29,6 +38,10 @@ export const MAX_OVERRIDES_BATCH = 1000;
  *
  * Failures go to `onError` and are not retried here: the next change, or
  * the resynchronisation after the channel reconnects, reloads again.
+ * Except for owners being healed (heal()): a write of theirs failed in a
+ * way that leaves its outcome unknown, so memory may lag storage and no
+ * later change need come to put it right. Those are read again, with a
+ * growing wait, until a reload of them succeeds.
  */
 export class OwnerReloads {
   private readonly running = new Set<string>();
@@ -36,6 +49,15 @@ export class OwnerReloads {
   private readonly again = new Map<string, ReloadKind>();
   private readonly overridesDue = new Set<string>();
   private scheduled = false;
+  /**
+   * Owners being healed: the reload count when heal() was called (only a
+   * reload started after it can have read the write), and the wait before
+   * the next try if one fails.
+   */
+  private readonly healing = new Map<string, { after: number; delay: number }>();
+  private started = 0;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(
     private readonly load: ReloadLoaders,
@@ -43,6 +65,7 @@ export class OwnerReloads {
   ) {}
 
   request(ownerId: string, kind: ReloadKind): void {
+    if (this.closed) return;
     if (this.running.has(ownerId)) {
       if (kind === 'owner' || !this.again.has(ownerId)) this.again.set(ownerId, kind);
       return;
@@ -56,6 +79,30 @@ export class OwnerReloads {
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => this.flushOverrides());
+  }
+
+  /**
+   * A write of the owner's publications or statuses failed without saying
+   * whether it was stored (a lost answer to a statement that committed):
+   * memory may lag storage. The owner's overrides are read from storage
+   * now, and again until a reload succeeds; a reload already running may
+   * have read before the write, so one more follows it.
+   */
+  heal(ownerId: string): void {
+    this.healing.set(ownerId, { after: this.started, delay: this.healing.get(ownerId)?.delay ?? HEAL_FIRST_DELAY_MS });
+    this.request(ownerId, 'overrides');
+  }
+
+  /** Whether a write of the owner's failed with an unknown outcome and no reload has succeeded since. */
+  isHealing(ownerId: string): boolean {
+    return this.healing.has(ownerId);
+  }
+
+  /** No more reloads or retries (the service stops). */
+  close(): void {
+    this.closed = true;
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
   }
 
   /** Owners with a reload running or waiting (what the tests wait on). */
@@ -72,9 +119,22 @@ export class OwnerReloads {
 
   private start(ownerIds: readonly string[], kind: ReloadKind): void {
     for (const ownerId of ownerIds) this.running.add(ownerId);
+    const sequence = ++this.started;
     const work = kind === 'owner' ? this.load.owner(ownerIds[0] as string) : this.load.overrides(ownerIds);
     void work
-      .catch((error: unknown) => this.onError(error, kind, ownerIds))
+      .then(
+        (applied) => {
+          if (applied === false) {
+            for (const ownerId of ownerIds) this.again.set(ownerId, kind);
+            return;
+          }
+          for (const ownerId of ownerIds) if ((this.healing.get(ownerId)?.after ?? Infinity) < sequence) this.healing.delete(ownerId);
+        },
+        (error: unknown) => {
+          this.onError(error, kind, ownerIds);
+          for (const ownerId of ownerIds) this.retryHealing(ownerId);
+        },
+      )
       .finally(() => {
         for (const ownerId of ownerIds) {
           this.running.delete(ownerId);
@@ -84,5 +144,18 @@ export class OwnerReloads {
           this.request(ownerId, again);
         }
       });
+  }
+
+  private retryHealing(ownerId: string): void {
+    const healing = this.healing.get(ownerId);
+    if (healing === undefined || this.closed) return;
+    const { delay } = healing;
+    healing.delay = Math.min(delay * 2, HEAL_MAX_DELAY_MS);
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      this.request(ownerId, 'overrides');
+    }, delay);
+    timer.unref();
+    this.retries.add(timer);
   }
 }

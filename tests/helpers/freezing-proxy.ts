@@ -11,25 +11,38 @@ export interface FreezingProxy {
   readonly port: number;
   /** The connections open now go silent for good. */
   freeze(): void;
+  /**
+   * The next connection whose client sends bytes containing `marker` (a
+   * prepared statement's name is in every Bind message) gets no more
+   * answers: what it sent reaches the server and runs, commits included,
+   * but the client never hears of it (a lost answer).
+   */
+  loseAnswersAfter(marker: string): void;
   /** How many connections were opened through the proxy so far. */
   readonly opened: number;
   close(): Promise<void>;
 }
 
 export async function startFreezingProxy(target: { host: string; port: number }): Promise<FreezingProxy> {
-  const pairs = new Set<{ client: Socket; upstream: Socket; frozen: boolean }>();
+  const pairs = new Set<{ client: Socket; upstream: Socket; frozen: boolean; answersLost: boolean }>();
   let opened = 0;
+  let armed: Buffer | undefined;
   const server: Server = createServer((client) => {
     opened += 1;
     const upstream = connect(target.port, target.host);
-    const pair = { client, upstream, frozen: false };
+    const pair = { client, upstream, frozen: false, answersLost: false };
     pairs.add(pair);
-    const forward = (from: Socket, to: Socket) =>
-      from.on('data', (chunk) => {
-        if (!pair.frozen) to.write(chunk);
-      });
-    forward(client, upstream);
-    forward(upstream, client);
+    client.on('data', (chunk: Buffer) => {
+      if (pair.frozen) return;
+      upstream.write(chunk);
+      if (armed && chunk.includes(armed)) {
+        armed = undefined;
+        pair.answersLost = true;
+      }
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!pair.frozen && !pair.answersLost) client.write(chunk);
+    });
     const end = () => {
       pairs.delete(pair);
       client.destroy();
@@ -47,6 +60,9 @@ export async function startFreezingProxy(target: { host: string; port: number })
     },
     freeze() {
       for (const pair of pairs) pair.frozen = true;
+    },
+    loseAnswersAfter(marker: string) {
+      armed = Buffer.from(marker, 'latin1');
     },
     close: async () => {
       for (const pair of pairs) {

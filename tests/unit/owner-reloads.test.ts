@@ -1,19 +1,19 @@
 import t from 'tap';
-import { MAX_OVERRIDES_BATCH, OwnerReloads, type ReloadKind } from '../../core/owner-reloads.js';
+import { HEAL_FIRST_DELAY_MS, MAX_OVERRIDES_BATCH, OwnerReloads, type ReloadKind } from '../../core/owner-reloads.js';
 
 /** Loaders that record what they were asked and finish when told to. */
 function harness() {
-  const calls: { kind: ReloadKind; ids: readonly string[]; finish: (error?: Error) => void }[] = [];
+  const calls: { kind: ReloadKind; ids: readonly string[]; finish: (error?: Error, applied?: boolean) => void }[] = [];
   const call = (kind: ReloadKind, ids: readonly string[]) =>
-    new Promise<void>((resolve, reject) => calls.push({ kind, ids, finish: (error) => (error ? reject(error) : resolve()) }));
+    new Promise<boolean>((resolve, reject) => calls.push({ kind, ids, finish: (error, applied = true) => (error ? reject(error) : resolve(applied)) }));
   const errors: string[] = [];
-  const reloads = new OwnerReloads({ owner: (id) => call('owner', [id]), overrides: (ids) => call('overrides', ids) }, (error, kind, ids) =>
+  const reloads = new OwnerReloads({ owner: (id) => call('owner', [id]), overrides: async (ids) => void (await call('overrides', ids)) }, (error, kind, ids) =>
     errors.push(`${kind} ${ids.join(',')}: ${String(error)}`),
   );
   const turn = () => new Promise((resolve) => setImmediate(resolve));
-  /** Settles the call and lets its finally() run. */
-  const finish = async (index: number, error?: Error) => {
-    calls[index]?.finish(error);
+  /** Settles the call and lets its finally() run; `applied` false is a whole-owner snapshot thrown away. */
+  const finish = async (index: number, error?: Error, applied?: boolean) => {
+    calls[index]?.finish(error, applied);
     await turn();
   };
   return { reloads, calls, errors, turn, finish };
@@ -77,4 +77,47 @@ t.test('a burst is read in bounded batches', async (t) => {
     calls.map((c) => c.ids.length),
     [MAX_OVERRIDES_BATCH, 5],
   );
+});
+
+t.test('a whole-owner snapshot thrown away unapplied: the owner is read again', async (t) => {
+  const { reloads, calls, finish } = harness();
+  reloads.request('a', 'owner');
+  await finish(0, undefined, false);
+  t.same(calls.map((c) => [c.kind, c.ids]), [['owner', ['a']], ['owner', ['a']]]);
+  await finish(1);
+  t.equal(calls.length, 2, 'once applied, no more');
+  t.equal(reloads.pending, 0);
+});
+
+t.test('healing: an owner whose write outcome is unknown is read until a reload started after the failure succeeds', async (t) => {
+  const { reloads, calls, errors, finish, turn } = harness();
+  reloads.request('a', 'overrides');
+  await turn();
+  t.equal(calls.length, 1, 'a reload of a runs');
+  reloads.heal('a');
+  t.ok(reloads.isHealing('a'));
+  await finish(0);
+  t.ok(reloads.isHealing('a'), 'the reload that was running may have read before the write: it does not count');
+  await turn();
+  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']], ['overrides', ['a']]], 'one more follows it');
+  await finish(1, new Error('timeout'));
+  t.equal(errors.length, 1, 'the failure is reported');
+  t.ok(reloads.isHealing('a'));
+  t.equal(calls.length, 2, 'the retry waits');
+  await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS + 50));
+  await turn();
+  t.equal(calls.length, 3, 'then tries again');
+  await finish(2);
+  t.notOk(reloads.isHealing('a'), 'healed once a reload succeeded');
+  reloads.request('a', 'overrides');
+  await turn();
+  await finish(3, new Error('again'));
+  await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS * 2 + 50));
+  t.equal(calls.length, 4, 'an ordinary reload that fails is not retried');
+  reloads.heal('b');
+  await turn();
+  reloads.close();
+  await finish(4, new Error('down'));
+  await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS + 50));
+  t.equal(calls.length, 5, 'nothing is retried after close');
 });

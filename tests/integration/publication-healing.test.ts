@@ -1,0 +1,56 @@
+import pg from 'pg';
+import t from 'tap';
+import { createTestDatabase, MQTT_TEST_URL, uniqueName, waitFor } from '../helpers/env.js';
+import { startFreezingProxy } from '../helpers/freezing-proxy.js';
+import { ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
+
+/**
+ * A PUBLISH whose write committed but whose answer was lost (a dropped
+ * connection, a timeout after the commit): the caller gets 503, storage
+ * holds the new publication, and memory, which applies a write only once
+ * it is known stored, still holds the old one. Every read would show the
+ * old publication until it expired, and a restart the new one. The
+ * service reads the owner's publications back from storage after such a
+ * failure (OwnerReloads.heal), so memory and storage agree again.
+ *
+ * The lost answer is real: a proxy between the service and PostgreSQL
+ * forwards the publication statement, which runs and commits, and drops
+ * every answer on that connection from then on.
+ */
+const LIMIT_MS = 300;
+
+t.test('a publication stored whose answer was lost: memory catches up with storage', async (t) => {
+  const url = new URL(await createTestDatabase(t));
+  const databaseUrl = url.toString();
+  const proxy = await startFreezingProxy({ host: url.hostname, port: Number(url.port || 5432) });
+  t.teardown(() => proxy.close());
+  url.host = `127.0.0.1:${proxy.port}`;
+  const service = await startTestService(
+    t,
+    await testConfig(t, { DATABASE_URL: url.toString(), DATABASE_STATEMENT_TIMEOUT_MS: String(LIMIT_MS), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('heal') }),
+  );
+  await provision(service, 'alice');
+  const token = await ownerToken(service, 'alice');
+  const publish = (body: unknown, headers: Record<string, string> = {}) => service.api('POST', '/v1/presence/alice', { token, body, headers });
+  const note = async () => ((await (await service.api('GET', '/v1/me/presence', { token })).json()) as { note: string | null }).note;
+
+  const first = await publish({ availability: 'busy', note: 'first' });
+  t.equal(first.status, 201);
+  const etag = first.headers.get('etag') ?? '';
+
+  proxy.loseAnswersAfter('write_publications');
+  const modified = await publish({ availability: 'away', note: 'second' }, { 'if-match': etag });
+  t.equal(modified.status, 503, 'the caller is told the database did not answer');
+
+  const direct = new pg.Client({ connectionString: databaseUrl });
+  await direct.connect();
+  t.teardown(() => direct.end());
+  const stored = await direct.query<{ note: string }>(`SELECT o.note FROM presence_overrides o JOIN owners w ON w.id = o.owner_id WHERE w.handle = 'alice'`);
+  t.same(stored.rows, [{ note: 'second' }], 'the modification was committed all the same');
+
+  await waitFor(async () => (await note()) === 'second', 'memory to hold what storage holds');
+  t.pass('memory caught up');
+  // And the publication goes on from there: the stored entity tag is the one memory now holds.
+  const refused = await publish({ availability: 'busy', note: 'third' }, { 'if-match': etag });
+  t.equal(refused.status, 412, 'the tag the caller last saw is spent, in memory as in storage');
+});
