@@ -87,7 +87,7 @@ export class Accounts {
       ...(input.note === undefined ? {} : { note: input.note }),
       expiresAt: now + input.expiresInSeconds * 1000,
     };
-    await this.repository.upsertOverride(ownerId, override);
+    await this.uncertainOnFailure(ownerId, this.repository.upsertOverride(ownerId, override));
     this.hub.setOverride(ownerId, override, this.clock());
     return override;
   }
@@ -177,23 +177,28 @@ export class Accounts {
   private readonly uncertainListeners: ((ownerId: string) => void)[] = [];
 
   /**
-   * Called when a write of the owner's publications failed without saying
+   * Called when a write of the owner's publications, statuses or sessions failed without saying
    * whether it was stored: a statement whose answer was lost (a timeout, a
    * dropped connection) may have committed, and memory, which applies a
    * write only once it is known stored, may now lag storage. bin/service.ts
    * reads the owner's overrides back until that succeeds (OwnerReloads.heal).
    */
-  onPublicationUncertain(listener: (ownerId: string) => void): void {
+  onOverridesUncertain(listener: (ownerId: string) => void): void {
     this.uncertainListeners.push(listener);
+  }
+
+  /** The write's result; if it fails, the listeners are told (onOverridesUncertain) and the error passed on. */
+  private uncertainOnFailure<T>(ownerId: string, write: Promise<T>): Promise<T> {
+    return write.catch((error: unknown) => {
+      // Refused before it reached the database (the group commit's queue is full): nothing can have been stored.
+      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(ownerId);
+      throw error;
+    });
   }
 
   /** Stored first (group commit), then applied; a write the store refused (the tag was spent elsewhere) is a 412. */
   private async storePublication(write: PublicationWrite): Promise<void> {
-    const stored = await this.publicationWrites.submit(write).catch((error: unknown) => {
-      // Refused before it reached the database (the queue is full): nothing can have been stored.
-      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(write.ownerId);
-      throw error;
-    });
+    const stored = await this.uncertainOnFailure(write.ownerId, this.publicationWrites.submit(write));
     if (!stored) {
       if (write.op === 'create') throw new AppError('not_found', 'No such owner.');
       throw new AppError('precondition_failed');
@@ -203,7 +208,7 @@ export class Accounts {
   }
 
   async removeOverride(ownerId: string, source: string): Promise<void> {
-    if (!(await this.repository.deleteOverride(ownerId, source))) throw new AppError('not_found', 'Nothing set.');
+    if (!(await this.uncertainOnFailure(ownerId, this.repository.deleteOverride(ownerId, source)))) throw new AppError('not_found', 'Nothing set.');
     this.hub.removeOverride(ownerId, source, this.clock());
   }
 

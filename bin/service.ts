@@ -577,7 +577,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(async () => reloads.close());
     // A publication write with an unknown outcome: storage is read back
     // until that succeeds, in every configuration (a single process too).
-    accounts.onPublicationUncertain((ownerId) => reloads.heal(ownerId));
+    accounts.onOverridesUncertain((ownerId) => reloads.heal(ownerId));
     if (clusterConfig && config.database.kind === 'postgres') {
       const reloadOwner = (ownerId: string): void => reloads.request(ownerId, 'owner');
       const reloadWatcher = (watcherId: string): void => {

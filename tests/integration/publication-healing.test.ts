@@ -13,7 +13,7 @@ import { ownerToken, provision, startTestService, testConfig } from '../helpers/
  * service reads the owner's publications back from storage after such a
  * failure (OwnerReloads.heal), so memory and storage agree again.
  *
- * The lost answer is real: a proxy between the service and PostgreSQL
+ * The same for the owner's own status. The lost answer is real: a proxy between the service and PostgreSQL
  * forwards the publication statement, which runs and commits, and drops
  * every answer on that connection from then on.
  */
@@ -53,4 +53,17 @@ t.test('a publication stored whose answer was lost: memory catches up with stora
   // And the publication goes on from there: the stored entity tag is the one memory now holds.
   const refused = await publish({ availability: 'busy', note: 'third' }, { 'if-match': etag });
   t.equal(refused.status, 412, 'the tag the caller last saw is spent, in memory as in storage');
+
+  // The same for the owner's own status (its own statement, not the group commit).
+  const setStatus = (availability: string) => service.api('PUT', '/v1/me/status', { token, body: { availability, expiresInSeconds: 3600 } });
+  // A manual status replaces the availability (core/presence-overrides.ts).
+  const availability = async () => ((await (await service.api('GET', '/v1/me/presence', { token })).json()) as { availability: string }).availability;
+  t.equal((await setStatus('busy')).status, 200);
+  t.equal(await availability(), 'busy');
+  proxy.loseAnswersAfter('insert into "presence_overrides"');
+  t.equal((await setStatus('do-not-disturb')).status, 503, 'a status whose answer was lost: 503');
+  const manual = await direct.query<{ availability: string }>(`SELECT o.availability FROM presence_overrides o JOIN owners w ON w.id = o.owner_id WHERE w.handle = 'alice' AND o.source = 'manual'`);
+  t.same(manual.rows, [{ availability: 'do-not-disturb' }], 'stored all the same');
+  await waitFor(async () => (await availability()) === 'do-not-disturb', 'memory to hold the stored status');
+  t.pass('memory caught up');
 });
