@@ -271,9 +271,13 @@ export class WebhookDispatcher {
     const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
       .setProtectedHeader({ alg: SIGNING_ALG, kid: this.deps.signingKey.kid, typ: 'presence+jws', cty: 'json' })
       .sign(this.deps.signingKey.privateKey);
+    const status = await this.send(entry.hook.url, jws, { 'content-type': WEBHOOK_MEDIA_TYPE, 'user-agent': 'presence-service-webhook' }, this.retry.timeoutMs);
     // Privacy invariant 6: every POST carrying the view is an outbound
-    // publication, whatever the receiver answers (the body left either way).
-    recordAccess(this.deps.accessLog, entry.hook.watcherId, latest.access, 'publish', now);
-    return this.send(entry.hook.url, jws, { 'content-type': WEBHOOK_MEDIA_TYPE, 'user-agent': 'presence-service-webhook' }, this.retry.timeoutMs);
+    // publication, whatever the receiver answers, and a network error or a
+    // timeout counts too (the body may have left). Only a POST refused
+    // before connecting (the name resolved to an internal address) sent
+    // nothing, and is not in the owner's access log.
+    if (status !== REFUSED_ADDRESS) recordAccess(this.deps.accessLog, entry.hook.watcherId, latest.access, 'publish', now);
+    return status;
   }
 }

@@ -83,6 +83,8 @@ t.test('a view that flips back while a delivery fails: the receiver keeps the ri
   const away = await nextCall(3);
   t.equal(away.availability, 'away', 'a later change still goes out (no stall)');
   away.answer(204);
+  // Recorded once the POST is answered (a POST refused before connecting sends nothing, and is not recorded).
+  await new Promise((r) => setTimeout(r, 10));
   t.equal(audited(), 3, 'every POST is in the access log, failed ones included');
 });
 
@@ -124,7 +126,7 @@ t.test('retries with backoff, then gives up; the next change tries again; remova
 });
 
 t.test('a receiver whose name resolves to an internal address: not retried, counted, and the next change tries again', async (t) => {
-  const { dispatcher, set, calls, nextCall, metrics } = setup();
+  const { dispatcher, set, calls, nextCall, metrics, audited } = setup();
   t.teardown(() => dispatcher.close());
   set('busy');
   dispatcher.add({ id: 'h4', watcherId: WATCHER, ownerId: OWNER, url: 'https://rebinds.example' });
@@ -132,10 +134,12 @@ t.test('a receiver whose name resolves to an internal address: not retried, coun
   await new Promise((r) => setTimeout(r, 100));
   t.equal(calls.length, 1, 'no retry: the address will not change within the backoff');
   t.match(metrics.render(), /presence_webhook_deliveries_total\{outcome="refused_address"\} 1/);
+  t.equal(audited(), 0, 'nothing left the service: not in the access log');
   set('away');
   (await nextCall(2)).answer(204);
   await new Promise((r) => setTimeout(r, 10));
   t.match(metrics.render(), /presence_webhook_deliveries_total\{outcome="delivered"\} 1/, 'the name may point elsewhere by the next change');
+  t.equal(audited(), 1, 'the delivered view is');
 });
 
 t.test('a reload that read before a webhook was removed here does not register it again (until its id is long forgotten)', async (t) => {
