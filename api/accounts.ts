@@ -14,6 +14,7 @@ import { identityMatches, strongerSubHandling } from '../policy/evaluate-consent
 import { ruleBodySchema, ruleSchema, type Group, type GroupBody, type Rule, type RuleBody, type SubHandling, type Transformations } from '../policy/rule.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import { KeyedQueue } from '../core/keyed-queue.js';
+import type { ReloadKind } from '../core/owner-reloads.js';
 import { decodeCursor, encodeCursor } from './page-cursor.js';
 
 /**
@@ -87,7 +88,7 @@ export class Accounts {
       ...(input.note === undefined ? {} : { note: input.note }),
       expiresAt: now + input.expiresInSeconds * 1000,
     };
-    await this.uncertainOnFailure(ownerId, this.repository.upsertOverride(ownerId, override));
+    await this.uncertainOnFailure(ownerId, 'overrides', this.repository.upsertOverride(ownerId, override));
     this.hub.setOverride(ownerId, override, this.clock());
     return override;
   }
@@ -127,6 +128,11 @@ export class Accounts {
   /** One publication change at a time per owner: two refreshes racing on one tag must not both succeed. */
   private serialized<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
     return this.publishing.run(ownerId, work);
+  }
+
+  /** A change to the owner's rules, groups or account, serialized; a failure with an unknown outcome has the whole owner read back (onWriteUncertain). */
+  private ownerChange<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
+    return this.serialized(ownerId, () => this.uncertainOnFailure(ownerId, 'owner', work()));
   }
 
   /**
@@ -174,31 +180,34 @@ export class Accounts {
     };
   }
 
-  private readonly uncertainListeners: ((ownerId: string) => void)[] = [];
+  private readonly uncertainListeners: ((ownerId: string, what: ReloadKind) => void)[] = [];
 
   /**
-   * Called when a write of the owner's publications, statuses or sessions failed without saying
-   * whether it was stored: a statement whose answer was lost (a timeout, a
-   * dropped connection) may have committed, and memory, which applies a
-   * write only once it is known stored, may now lag storage. bin/service.ts
-   * reads the owner's overrides back until that succeeds (OwnerReloads.heal).
+   * Called when a write of the owner's failed without saying whether it
+   * was stored: a statement whose answer was lost (a timeout, a dropped
+   * connection) may have committed, and memory, which applies a write only
+   * once it is known stored, may now lag storage: a deleted rule still
+   * granting, a revoked device still publishing, an old publication.
+   * `what`: the overrides only (publications, statuses, sessions) or the
+   * whole owner (rules, groups, devices, settings, erasure). bin/service.ts
+   * reads it back until that succeeds (OwnerReloads.heal).
    */
-  onOverridesUncertain(listener: (ownerId: string) => void): void {
+  onWriteUncertain(listener: (ownerId: string, what: ReloadKind) => void): void {
     this.uncertainListeners.push(listener);
   }
 
-  /** The write's result; if it fails, the listeners are told (onOverridesUncertain) and the error passed on. */
-  private uncertainOnFailure<T>(ownerId: string, write: Promise<T>): Promise<T> {
+  /** The write's result; if it fails, the listeners are told (onWriteUncertain) and the error passed on. */
+  private uncertainOnFailure<T>(ownerId: string, what: ReloadKind, write: Promise<T>): Promise<T> {
     return write.catch((error: unknown) => {
-      // Refused before it reached the database (the group commit's queue is full): nothing can have been stored.
-      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(ownerId);
+      // An AppError was decided by the service (a full queue, a refusal, not found): the database was not left in doubt.
+      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(ownerId, what);
       throw error;
     });
   }
 
   /** Stored first (group commit), then applied; a write the store refused (the tag was spent elsewhere) is a 412. */
   private async storePublication(write: PublicationWrite): Promise<void> {
-    const stored = await this.uncertainOnFailure(write.ownerId, this.publicationWrites.submit(write));
+    const stored = await this.uncertainOnFailure(write.ownerId, 'overrides', this.publicationWrites.submit(write));
     if (!stored) {
       if (write.op === 'create') throw new AppError('not_found', 'No such owner.');
       throw new AppError('precondition_failed');
@@ -208,7 +217,7 @@ export class Accounts {
   }
 
   async removeOverride(ownerId: string, source: string): Promise<void> {
-    if (!(await this.uncertainOnFailure(ownerId, this.repository.deleteOverride(ownerId, source)))) throw new AppError('not_found', 'Nothing set.');
+    if (!(await this.uncertainOnFailure(ownerId, 'overrides', this.repository.deleteOverride(ownerId, source)))) throw new AppError('not_found', 'Nothing set.');
     this.hub.removeOverride(ownerId, source, this.clock());
   }
 
@@ -265,7 +274,7 @@ export class Accounts {
     // An unspent "until I arrive" rule needs its zone: without it, the arrival could never be seen and the rule would share for ever.
     const orphaned = this.ruleBook.rules(ownerId).filter((r) => r.conditions.untilArrivalAt !== undefined && r.arrivedAt === undefined && !settings.zones.some((z) => z.name === r.conditions.untilArrivalAt));
     if (orphaned.length > 0) throw new AppError('conflict', '"Until I arrive" rules name a zone these settings remove; change or delete those rules first.', orphaned.map((r) => r.id));
-    await this.repository.updateOwnerSettings(ownerId, settings);
+    await this.uncertainOnFailure(ownerId, 'owner', this.repository.updateOwnerSettings(ownerId, settings));
     this.directory.putSettings(ownerId, settings);
     this.changedHere(ownerId);
     this.hub.refresh(ownerId, this.clock());
@@ -348,7 +357,9 @@ export class Accounts {
    * signals stay until they age out (SIGNAL_RETENTION_HOURS), like any silent device's.
    */
   async revokeDevice(deviceId: string, ownerId?: string): Promise<void> {
-    const revoked = await this.repository.revokeDevice(deviceId, ownerId);
+    const owner = ownerId ?? this.directory.device(deviceId)?.ownerId;
+    const revoke = this.repository.revokeDevice(deviceId, ownerId);
+    const revoked = await (owner === undefined ? revoke : this.uncertainOnFailure(owner, 'owner', revoke));
     if (!revoked) throw new AppError('not_found', 'No such device.');
     this.directory.putDevice({ id: revoked.id, ownerId: revoked.ownerId, deviceClass: revoked.deviceClass, revoked: true });
     this.changedHere(revoked.ownerId);
@@ -419,7 +430,7 @@ export class Accounts {
    * changes, so nothing the owner started is stored after it.
    */
   eraseOwner(ownerId: string): Promise<void> {
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       const deviceIds = this.directory.devicesOf(ownerId).map((d) => d.id);
       if (!(await this.repository.eraseOwner(ownerId))) throw new AppError('not_found', 'No such owner.');
       this.forgetOwner(ownerId, deviceIds);
@@ -457,7 +468,7 @@ export class Accounts {
   async registerDevice(ownerHandle: string, deviceClass: string, name: string | undefined) {
     const owner = this.ownerByHandle(ownerHandle);
     const id = crypto.randomUUID();
-    await this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name });
+    await this.uncertainOnFailure(owner.id, 'owner', this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name }));
     this.directory.putDevice({ id, ownerId: owner.id, deviceClass, revoked: false });
     this.changedHere(owner.id);
     return { id, ownerId: owner.id, owner: owner.handle, class: deviceClass };
@@ -536,7 +547,7 @@ export class Accounts {
 
   /** Consent changes for one owner happen one at a time (the same queue as publications), so no two interleave. */
   addRule(ownerId: string, body: RuleBody): Promise<Rule> {
-    return this.serialized(ownerId, () => this.addRuleNow(ownerId, body));
+    return this.ownerChange(ownerId, () => this.addRuleNow(ownerId, body));
   }
 
   private async addRuleNow(ownerId: string, body: RuleBody): Promise<Rule> {
@@ -551,7 +562,7 @@ export class Accounts {
 
   /** Replaces a rule's body; narrowing takes effect on the next read and on open streams at once. */
   updateRule(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
-    return this.serialized(ownerId, () => this.updateRuleNow(ownerId, ruleId, body));
+    return this.ownerChange(ownerId, () => this.updateRuleNow(ownerId, ruleId, body));
   }
 
   private async updateRuleNow(ownerId: string, ruleId: string, body: RuleBody): Promise<Rule> {
@@ -568,7 +579,7 @@ export class Accounts {
   }
 
   deleteRule(ownerId: string, ruleId: string): Promise<void> {
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       // Memory forgets exactly the row the database deleted, by its stored id.
       const deleted = await this.repository.deleteRule(ownerId, ruleId);
       if (!deleted) throw new AppError('not_found', 'No such rule.');
@@ -587,7 +598,7 @@ export class Accounts {
    * transaction, so a refused document changes nothing.
    */
   replaceRules(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
-    return this.serialized(ownerId, () => this.replaceRulesNow(ownerId, imported));
+    return this.ownerChange(ownerId, () => this.replaceRulesNow(ownerId, imported));
   }
 
   private async replaceRulesNow(ownerId: string, imported: readonly { id?: string | undefined; body: RuleBody; arrivedAt?: string | undefined }[]): Promise<readonly Rule[]> {
@@ -640,7 +651,7 @@ export class Accounts {
   }
 
   addGroup(ownerId: string, body: GroupBody): Promise<Group> {
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       this.checkMembers(body.members);
       const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
       await this.repository.insertGroup({ ...group, ownerId });
@@ -651,7 +662,7 @@ export class Accounts {
   }
 
   updateGroup(ownerId: string, groupId: string, body: GroupBody): Promise<Group> {
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       this.checkMembers(body.members);
       const group: Group = { id: groupId, name: body.name, members: [...new Set(body.members)] };
       if (!(await this.repository.updateGroup(ownerId, groupId, group))) throw new AppError('not_found', 'No such group.');
@@ -666,7 +677,7 @@ export class Accounts {
 
   /** A group named by a rule cannot go: the rule would silently stop matching. */
   deleteGroup(ownerId: string, groupId: string): Promise<void> {
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       const users = this.ruleBook.rules(ownerId).filter((r) => r.conditions.identity.groups.includes(groupId));
       if (users.length > 0) throw new AppError('conflict', 'Rules name this group; change them first.', users.map((r) => r.id));
       if (!(await this.repository.deleteGroup(ownerId, groupId))) throw new AppError('not_found', 'No such group.');
@@ -704,7 +715,7 @@ export class Accounts {
         if (!pending().some((r) => r.conditions.untilArrivalAt === zone)) return;
         marking = true;
         // With the other consent changes, so an edit of the rule cannot interleave with its marking.
-        this.serialized(ownerId, async () => {
+        this.ownerChange(ownerId, async () => {
           const arrived = pending().filter((r) => r.conditions.untilArrivalAt === zone);
           const at = new Date(this.clock());
           for (const rule of arrived) await this.repository.markRuleArrived(ownerId, rule.id, at);
@@ -822,7 +833,7 @@ export class Accounts {
   async approve(ownerId: string, watcherId: string, transformations: Transformations): Promise<Rule> {
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
-    return this.serialized(ownerId, async () => {
+    return this.ownerChange(ownerId, async () => {
       // An approval adds one rule: a second one (a double click, a retry after success) is refused.
       if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule already allows this watcher; change that rule instead.');
       // The request is marked first: should adding the rule then fail, a retry adds it.

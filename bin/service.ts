@@ -575,9 +575,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       (err, kind, ownerIds) => log.error({ err, kind, owners: ownerIds.length }, 'reloading owners from storage failed'),
     );
     cleanups.push(async () => reloads.close());
-    // A publication write with an unknown outcome: storage is read back
-    // until that succeeds, in every configuration (a single process too).
-    accounts.onOverridesUncertain((ownerId) => reloads.heal(ownerId));
+    // A write with an unknown outcome: storage is read back until that
+    // succeeds, in every configuration (a single process too).
+    accounts.onWriteUncertain((ownerId, what) => reloads.heal(ownerId, what));
     if (clusterConfig && config.database.kind === 'postgres') {
       const reloadOwner = (ownerId: string): void => reloads.request(ownerId, 'owner');
       const reloadWatcher = (watcherId: string): void => {
@@ -598,7 +598,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // changes are still reloaded: a stale snapshot of another process's
         // change to the same owner (a rule, a device) is corrected by the next.
         // Unless a write of the owner's failed with an unknown outcome: its
-        // own notification is then the first news that it was stored.
+        // own notification may then be the first news that it was stored.
         else if ('overrides' in change) {
           for (const ownerId of change.overrides) if (!own || reloads.isHealing(ownerId)) reloads.request(ownerId, 'overrides');
         }

@@ -54,7 +54,7 @@ export class OwnerReloads {
    * reload started after it can have read the write), and the wait before
    * the next try if one fails.
    */
-  private readonly healing = new Map<string, { after: number; delay: number }>();
+  private readonly healing = new Map<string, { after: number; delay: number; kind: ReloadKind }>();
   private started = 0;
   private readonly retries = new Set<NodeJS.Timeout>();
   private closed = false;
@@ -82,15 +82,17 @@ export class OwnerReloads {
   }
 
   /**
-   * A write of the owner's publications or statuses failed without saying
-   * whether it was stored (a lost answer to a statement that committed):
-   * memory may lag storage. The owner's overrides are read from storage
-   * now, and again until a reload succeeds; a reload already running may
-   * have read before the write, so one more follows it.
+   * A write of the owner's failed without saying whether it was stored (a
+   * lost answer to a statement that committed): memory may lag storage.
+   * The owner (its overrides, or all of it) is read from storage now, and
+   * again until a reload succeeds; a reload already running may have read
+   * before the write, so one more follows it.
    */
-  heal(ownerId: string): void {
-    this.healing.set(ownerId, { after: this.started, delay: this.healing.get(ownerId)?.delay ?? HEAL_FIRST_DELAY_MS });
-    this.request(ownerId, 'overrides');
+  heal(ownerId: string, kind: ReloadKind): void {
+    const before = this.healing.get(ownerId);
+    const widest = kind === 'owner' || before?.kind === 'owner' ? 'owner' : 'overrides';
+    this.healing.set(ownerId, { after: this.started, delay: before?.delay ?? HEAL_FIRST_DELAY_MS, kind: widest });
+    this.request(ownerId, widest);
   }
 
   /** Whether a write of the owner's failed with an unknown outcome and no reload has succeeded since. */
@@ -128,7 +130,11 @@ export class OwnerReloads {
             for (const ownerId of ownerIds) this.again.set(ownerId, kind);
             return;
           }
-          for (const ownerId of ownerIds) if ((this.healing.get(ownerId)?.after ?? Infinity) < sequence) this.healing.delete(ownerId);
+          for (const ownerId of ownerIds) {
+            const healing = this.healing.get(ownerId);
+            // Healed by a reload that started after the failure and read at least as much.
+            if (healing && healing.after < sequence && (kind === 'owner' || healing.kind === 'overrides')) this.healing.delete(ownerId);
+          }
         },
         (error: unknown) => {
           this.onError(error, kind, ownerIds);
@@ -153,7 +159,7 @@ export class OwnerReloads {
     healing.delay = Math.min(delay * 2, HEAL_MAX_DELAY_MS);
     const timer = setTimeout(() => {
       this.retries.delete(timer);
-      this.request(ownerId, 'overrides');
+      this.request(ownerId, healing.kind);
     }, delay);
     timer.unref();
     this.retries.add(timer);

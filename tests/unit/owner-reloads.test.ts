@@ -94,7 +94,7 @@ t.test('healing: an owner whose write outcome is unknown is read until a reload 
   reloads.request('a', 'overrides');
   await turn();
   t.equal(calls.length, 1, 'a reload of a runs');
-  reloads.heal('a');
+  reloads.heal('a', 'overrides');
   t.ok(reloads.isHealing('a'));
   await finish(0);
   t.ok(reloads.isHealing('a'), 'the reload that was running may have read before the write: it does not count');
@@ -114,10 +114,27 @@ t.test('healing: an owner whose write outcome is unknown is read until a reload 
   await finish(3, new Error('again'));
   await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS * 2 + 50));
   t.equal(calls.length, 4, 'an ordinary reload that fails is not retried');
-  reloads.heal('b');
+  reloads.heal('b', 'overrides');
   await turn();
   reloads.close();
   await finish(4, new Error('down'));
   await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS + 50));
   t.equal(calls.length, 5, 'nothing is retried after close');
+});
+
+t.test('healing the whole owner: an overrides reload does not heal it, a whole-owner one does; a failed retry reads the whole owner again', async (t) => {
+  const { reloads, calls, finish, turn } = harness();
+  reloads.heal('a', 'overrides');
+  await turn();
+  reloads.heal('a', 'owner');
+  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']]], 'the overrides reload runs; the whole owner waits for it');
+  await finish(0);
+  t.ok(reloads.isHealing('a'), 'reading the overrides does not heal a whole-owner doubt');
+  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']], ['owner', ['a']]], 'then the whole owner is read');
+  await finish(1, new Error('down'));
+  t.ok(reloads.isHealing('a'));
+  await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS + 50));
+  t.equal(calls.at(-1)?.kind, 'owner', 'the retry reads the whole owner');
+  await finish(2);
+  t.notOk(reloads.isHealing('a'), 'healed');
 });

@@ -2,7 +2,7 @@ import pg from 'pg';
 import t from 'tap';
 import { createTestDatabase, MQTT_TEST_URL, uniqueName, waitFor } from '../helpers/env.js';
 import { startFreezingProxy } from '../helpers/freezing-proxy.js';
-import { ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
+import { addRule, addWatcher, ownerToken, provision, startTestService, testConfig } from '../helpers/service.js';
 
 /**
  * A PUBLISH whose write committed but whose answer was lost (a dropped
@@ -10,16 +10,18 @@ import { ownerToken, provision, startTestService, testConfig } from '../helpers/
  * holds the new publication, and memory, which applies a write only once
  * it is known stored, still holds the old one. Every read would show the
  * old publication until it expired, and a restart the new one. The
- * service reads the owner's publications back from storage after such a
- * failure (OwnerReloads.heal), so memory and storage agree again.
+ * service reads the owner back from storage after such a failure
+ * (OwnerReloads.heal), so memory and storage agree again.
  *
- * The same for the owner's own status. The lost answer is real: a proxy between the service and PostgreSQL
+ * The same for the owner's own status, and for a consent rule deleted
+ * whose answer was lost: memory kept granting what storage no longer
+ * held, until a restart. The lost answer is real: a proxy between the service and PostgreSQL
  * forwards the publication statement, which runs and commits, and drops
  * every answer on that connection from then on.
  */
 const LIMIT_MS = 300;
 
-t.test('a publication stored whose answer was lost: memory catches up with storage', async (t) => {
+t.test('writes stored whose answers were lost (a publication, a status, a rule deletion): memory catches up with storage', async (t) => {
   const url = new URL(await createTestDatabase(t));
   const databaseUrl = url.toString();
   const proxy = await startFreezingProxy({ host: url.hostname, port: Number(url.port || 5432) });
@@ -66,4 +68,16 @@ t.test('a publication stored whose answer was lost: memory catches up with stora
   t.same(manual.rows, [{ availability: 'do-not-disturb' }], 'stored all the same');
   await waitFor(async () => (await availability()) === 'do-not-disturb', 'memory to hold the stored status');
   t.pass('memory caught up');
+
+  // A consent rule deleted: the watcher must stop seeing Alice.
+  const bob = await addWatcher(service, 'Bob');
+  const rule = await addRule(service, 'alice', bob.id, 'allow', { availability: true, activities: false });
+  const bobSees = async () => ((await (await service.api('GET', '/v1/presence/alice', { token: bob.token, headers: { accept: 'application/json' } })).json()) as { availability: string }).availability;
+  t.equal(await bobSees(), 'do-not-disturb', 'the rule lets Bob see Alice');
+  proxy.loseAnswersAfter('delete from "consent_rules"');
+  t.equal((await service.api('DELETE', `/v1/me/rules/${rule.id}`, { token })).status, 503, 'a rule deletion whose answer was lost: 503');
+  t.equal((await direct.query(`SELECT 1 FROM consent_rules WHERE id = $1`, [rule.id])).rowCount, 0, 'deleted all the same');
+  await waitFor(async () => (await bobSees()) !== 'do-not-disturb', 'Bob to see nothing of Alice');
+  const rules = (await (await service.api('GET', '/v1/me/rules', { token })).json()) as { rules: unknown[] };
+  t.same(rules.rules, [], 'memory holds no rule, as storage');
 });
