@@ -1,4 +1,5 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
+import type { Network } from '../core/networks.js';
 
 /**
  * Addresses a webhook must never reach (server-side request forgery: a
@@ -43,4 +44,19 @@ export function isInternalAddress(host: string): boolean {
     return h === '::' || h === '::1' || /^f[cd][0-9a-f]{2}:/.test(h) || /^fe[89a-f][0-9a-f]:/.test(h) || /^ff[0-9a-f]{2}:/.test(h);
   }
   return false;
+}
+
+/**
+ * Whether an address lies in any of the networks (WEBHOOK_REFUSE_NETWORKS).
+ * IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match the IPv4 networks, as
+ * node:net's BlockList compares them. Not a name: names are resolved first.
+ */
+export function inNetworks(networks: readonly Network[]): (address: string) => boolean {
+  if (networks.length === 0) return () => false;
+  const list = new BlockList();
+  for (const network of networks) list.addSubnet(network.address, network.prefix, network.family);
+  return (address) => {
+    const version = isIP(address);
+    return version !== 0 && list.check(address, version === 4 ? 'ipv4' : 'ipv6');
+  };
 }

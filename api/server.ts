@@ -15,6 +15,8 @@ import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
 import { webhookRoutes } from './routes/webhooks.js';
+import type { Network } from '../core/networks.js';
+import { inNetworks } from './internal-address.js';
 import type { WebhookDispatcher } from './webhook-dispatcher.js';
 import type { Repository } from '../core/db/repository.js';
 import type { KeySet } from '../core/identity/key-set.js';
@@ -58,6 +60,8 @@ export interface ApiDeps {
   readonly repository: Repository;
   readonly webhooks: WebhookDispatcher;
   readonly webhookAllowHttp: boolean;
+  /** WEBHOOK_REFUSE_NETWORKS (none when absent). */
+  readonly webhookRefuseNetworks?: readonly Network[];
   readonly signingKey: SigningKey;
   readonly keys: KeySet;
   readonly limits: Config['limits'];
@@ -174,7 +178,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   publicationRoutes(app, { auth, accounts: deps.accounts });
-  webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp });
+  webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp, refusedNetwork: inNetworks(deps.webhookRefuseNetworks ?? []) });
   // Receivers of webhooks and tokens verify signatures with this key set
   // (RFC 7517): the key that signs now and every earlier one not retired.
   app.get('/.well-known/jwks.json', { schema: jwksRouteSchema }, async (_request, reply) =>

@@ -2,7 +2,8 @@ import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions, type Lo
 import http from 'node:http';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
-import { isInternalAddress } from './internal-address.js';
+import type { Network } from '../core/networks.js';
+import { inNetworks, isInternalAddress } from './internal-address.js';
 
 /**
  * The one way a webhook POST leaves the service. Registration refuses URLs
@@ -21,7 +22,7 @@ import { isInternalAddress } from './internal-address.js';
  * Redirects are not followed (a 3xx is the receiver's answer).
  */
 
-/** The status of the answer; 0 for a network error or a timeout; REFUSED_ADDRESS when the name resolved to an internal address. */
+/** The status of the answer; 0 for a network error or a timeout; REFUSED_ADDRESS when the name resolved to an internal or refused address. */
 export type WebhookPost = (url: string, body: string, headers: Readonly<Record<string, string>>, timeoutMs: number) => Promise<number>;
 
 export const REFUSED_ADDRESS = -1;
@@ -32,19 +33,19 @@ type Resolver = (hostname: string, options: LookupAllOptions, callback: (error: 
 const systemResolver: Resolver = (hostname, options, callback) => dnsLookup(hostname, options, callback);
 
 /**
- * A `lookup` for net.connect that resolves every address of the name and,
- * with `refuseInternal`, refuses them all if one is internal; it answers in
- * the form it was asked for (one address, or all of them for Happy Eyeballs).
+ * A `lookup` for net.connect that resolves every address of the name and
+ * refuses them all if one is `refused`; it answers in the form it was
+ * asked for (one address, or all of them for Happy Eyeballs).
  */
-export function resolvingLookup(resolve: Resolver, refuseInternal: boolean): LookupFunction {
+export function resolvingLookup(resolve: Resolver, refused: (address: string) => boolean): LookupFunction {
   return (hostname: string, options: LookupOneOptions | LookupAllOptions, callback: (...args: never[]) => void) => {
     const answer = callback as unknown as (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
     resolve(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return answer(error, []);
       const [first] = addresses;
       if (!first) return answer(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), []);
-      if (refuseInternal && addresses.some((a) => isInternalAddress(a.address))) {
-        return answer(Object.assign(new Error(`webhook host ${hostname} resolves to an internal address`), { code: REFUSED_CODE }), []);
+      if (addresses.some((a) => refused(a.address))) {
+        return answer(Object.assign(new Error(`webhook host ${hostname} resolves to a refused address`), { code: REFUSED_CODE }), []);
       }
       if (options.all) return answer(null, addresses);
       answer(null, first.address, first.family);
@@ -56,10 +57,14 @@ export function resolvingLookup(resolve: Resolver, refuseInternal: boolean): Loo
  * `refuseInternal`: in production (WEBHOOK_ALLOW_HTTP off) names resolving
  * to internal addresses are refused; outside it, local receivers are
  * allowed (tests, development), as for literals at registration.
+ * `refuseNetworks` (WEBHOOK_REFUSE_NETWORKS) are refused always.
  * `resolve` replaces the system resolver (tests).
  */
-export function createWebhookPost(options: { refuseInternal: boolean; resolve?: Resolver }): WebhookPost {
-  const lookup = options.refuseInternal || options.resolve ? resolvingLookup(options.resolve ?? systemResolver, options.refuseInternal) : undefined;
+export function createWebhookPost(options: { refuseInternal: boolean; refuseNetworks?: readonly Network[]; resolve?: Resolver }): WebhookPost {
+  const configured = inNetworks(options.refuseNetworks ?? []);
+  const refused = (address: string) => (options.refuseInternal && isInternalAddress(address)) || configured(address);
+  const checks = options.refuseInternal || (options.refuseNetworks?.length ?? 0) > 0;
+  const lookup = checks || options.resolve ? resolvingLookup(options.resolve ?? systemResolver, refused) : undefined;
   // Agents of our own: their pooled connections were all made through `lookup`.
   const transports: Readonly<Record<string, { readonly agent: http.Agent; readonly request: typeof http.request }>> = {
     'http:': { agent: new http.Agent({ keepAlive: true }), request: http.request },

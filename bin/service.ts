@@ -465,7 +465,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       issuer: config.tokenIssuer,
       metrics,
       // In production (WEBHOOK_ALLOW_HTTP off) a receiver's name that resolves to an internal address is refused at connect time.
-      post: createWebhookPost({ refuseInternal: !config.webhookAllowHttp }),
+      post: createWebhookPost({ refuseInternal: !config.webhookAllowHttp, refuseNetworks: config.webhookRefuseNetworks }),
       ...(options.webhookRetry ? { retry: options.webhookRetry } : {}),
     });
     cleanups.push(async () => webhooks.close());
@@ -651,6 +651,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       repository,
       webhooks,
       webhookAllowHttp: config.webhookAllowHttp,
+      webhookRefuseNetworks: config.webhookRefuseNetworks,
       signingKey,
       keys,
       limits: config.limits,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { networkListSchema, type Network } from './networks.js';
 import { deepFreeze } from './deep-freeze.js';
 import { rateLimitSchema, type RateLimit } from './rate-limit.js';
 import { isLoopback, localCertificateNames } from './tls/host-names.js';
@@ -169,6 +170,12 @@ export const envSchema = z.object({
   SIP_KEY_FILE: z.string().min(1).optional(),
   /** Whether webhook URLs may be plain http (default: only outside production). */
   WEBHOOK_ALLOW_HTTP: z.enum(['true', 'false']).optional(),
+  /**
+   * Networks webhooks must never reach, beyond the built-in internal
+   * ranges: the operator's own public addresses, which a router may loop
+   * back inside (hairpin NAT). Comma-separated CIDRs.
+   */
+  WEBHOOK_REFUSE_NETWORKS: networkListSchema.optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -240,6 +247,8 @@ export interface Config {
     readonly mqttMaxConnections: number;
   };
   readonly webhookAllowHttp: boolean;
+  /** Refused for webhooks whatever WEBHOOK_ALLOW_HTTP says (WEBHOOK_REFUSE_NETWORKS). */
+  readonly webhookRefuseNetworks: readonly Network[];
   readonly sip:
     | {
         readonly server: string;
@@ -438,6 +447,7 @@ export function parseConfig(source: Env): ConfigResult {
           }
         : undefined,
     webhookAllowHttp: e.WEBHOOK_ALLOW_HTTP === undefined ? e.NODE_ENV !== 'production' : e.WEBHOOK_ALLOW_HTTP === 'true',
+    webhookRefuseNetworks: e.WEBHOOK_REFUSE_NETWORKS ?? [],
     logLevel: e.LOG_LEVEL,
     outboundTls: {
       mqtt: e.MQTT_URL && isTlsMqttUrl(e.MQTT_URL) ? { caFile: e.MQTT_CA_FILE, certFile: e.MQTT_CERT_FILE, keyFile: e.MQTT_KEY_FILE } : undefined,

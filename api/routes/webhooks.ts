@@ -23,7 +23,7 @@ export const MAX_WEBHOOKS_PER_WATCHER = 100;
 
 const webhookSchema = z.object({ id: z.string(), handle: z.string(), url: z.string() });
 
-export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
+export function parseWebhookUrl(raw: string, allowHttp: boolean, refusedNetwork: (address: string) => boolean = () => false): string {
   let url: URL;
   try {
     url = new URL(raw);
@@ -36,13 +36,16 @@ export function parseWebhookUrl(raw: string, allowHttp: boolean): string {
   // Where only https is allowed (production), an address literal inside the
   // operator's own networks is refused: a watcher must not make the service
   // POST to its neighbours. (A name that resolves there is not caught here.)
-  if (!allowHttp && isInternalAddress(url.hostname.replace(/^\[|\]$/g, ''))) throw new AppError('invalid_request', 'The url must not name a loopback, private or link-local address.');
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  if (!allowHttp && isInternalAddress(host)) throw new AppError('invalid_request', 'The url must not name a loopback, private or link-local address.');
+  // The operator's own networks (WEBHOOK_REFUSE_NETWORKS), in every mode.
+  if (refusedNetwork(host)) throw new AppError('invalid_request', 'The url must not name an address of the operator\'s networks.');
   return url.toString();
 }
 
 export function webhookRoutes(
   app: FastifyInstance,
-  deps: { auth: Authenticator; directory: Directory; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean },
+  deps: { auth: Authenticator; directory: Directory; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean; refusedNetwork: (address: string) => boolean },
 ): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const watcherOf = async (request: FastifyRequest) => (await deps.auth.require(request, ['watcher'], 'presence:read')).subject;
@@ -65,7 +68,7 @@ export function webhookRoutes(
     async (request, reply) => {
       const principal = await deps.auth.require(request, ['watcher'], 'presence:read');
       const watcherId = principal.subject;
-      const url = parseWebhookUrl(request.body.url, deps.allowHttp);
+      const url = parseWebhookUrl(request.body.url, deps.allowHttp, deps.refusedNetwork);
       if ((await deps.repository.webhooksOf(watcherId)).length >= MAX_WEBHOOKS_PER_WATCHER) throw new AppError('conflict', `At most ${MAX_WEBHOOKS_PER_WATCHER} webhooks per watcher.`);
       const owner = deps.directory.ownerByHandle(request.body.handle);
       if (!owner) throw new AppError('not_found', 'No such owner.');

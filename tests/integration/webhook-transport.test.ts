@@ -4,6 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { createWebhookPost, REFUSED_ADDRESS } from '../../api/webhook-transport.js';
+import { networkListSchema } from '../../core/networks.js';
 import { createTestCa } from '../helpers/test-pki.js';
 
 /**
@@ -64,6 +65,20 @@ t.test('production: a name resolving to an internal address is refused before co
   const development = createWebhookPost({ refuseInternal: false, resolve: names.resolve });
   t.equal(await development(`http://hooks.rebind.example:${server.port}/hook`, 'x.y.z', headers, 2000), 204, 'WEBHOOK_ALLOW_HTTP on: local receivers are allowed');
   t.same(server.seen, [{ host: `hooks.rebind.example:${server.port}`, body: 'x.y.z' }], 'sent to the address resolved, with the name as Host');
+});
+
+t.test("WEBHOOK_REFUSE_NETWORKS: a name resolving into the operator's own public networks (hairpin NAT) is refused, in every mode", async (t) => {
+  const server = await receiver(t, () => 204);
+  const names = scripted({ 'own.example': ['203.0.113.20'], 'own6.example': ['2001:db8::20'], 'hooks.rebind.example': ['127.0.0.1'] });
+  const networks = networkListSchema.parse('203.0.113.0/24,2001:db8::/32');
+  for (const refuseInternal of [true, false]) {
+    const post = createWebhookPost({ refuseInternal, refuseNetworks: networks, resolve: names.resolve });
+    t.equal(await post(`http://own.example:${server.port}/`, 'x', headers, 2000), REFUSED_ADDRESS, `own.example refused (refuseInternal ${refuseInternal})`);
+    t.equal(await post(`http://own6.example:${server.port}/`, 'x', headers, 2000), REFUSED_ADDRESS, 'and its IPv6 address');
+  }
+  t.equal(server.connections(), 0, 'nothing connected');
+  const development = createWebhookPost({ refuseInternal: false, refuseNetworks: networks, resolve: names.resolve });
+  t.equal(await development(`http://hooks.rebind.example:${server.port}/hook`, 'x', headers, 2000), 204, 'outside production, local receivers are still allowed');
 });
 
 t.test('production: localhost through the system resolver is refused too; an unknown name or a silent receiver is a network failure (0), retried', async (t) => {

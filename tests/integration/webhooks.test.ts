@@ -30,7 +30,14 @@ await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
 t.teardown(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
 const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
 
-const config = await testConfig(t, { DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('w'), OWNTRACKS_TOPIC_ROOT: uniqueName('wot') });
+const config = await testConfig(t, {
+  DATABASE_URL: await createTestDatabase(t),
+  MQTT_URL: MQTT_TEST_URL,
+  MQTT_TOPIC_ROOT: uniqueName('w'),
+  OWNTRACKS_TOPIC_ROOT: uniqueName('wot'),
+  // The operator's own public addresses (documentation ranges here), refused even with WEBHOOK_ALLOW_HTTP on.
+  WEBHOOK_REFUSE_NETWORKS: '203.0.113.0/24,2001:db8::/32',
+});
 const service = await startTestService(t, config, { webhookRetry: { baseMs: 50, maxAttempts: 4, timeoutMs: 2000 } });
 const alice = await provision(service, 'alice');
 const app = await addWatcher(service, 'Calendar app', 'app');
@@ -91,6 +98,8 @@ t.test('bad registrations are refused', async (t) => {
     [{ handle: 'alice', url: 'https://example.com/x#frag' }, 400],
     [{ handle: 'nobody', url: hookUrl }, 404],
     [{ handle: 'alice', url: hookUrl, extra: 1 }, 400],
+    [{ handle: 'alice', url: 'https://203.0.113.8/hook' }, 400],
+    [{ handle: 'alice', url: 'http://[2001:db8::8]:8080/hook' }, 400],
   ];
   for (const [body, status] of cases) t.equal((await service.api('POST', '/v1/webhooks', { token: app.token, body })).status, status, JSON.stringify(body));
   t.equal((await service.api('POST', '/v1/webhooks', { token: await ownerToken(service, 'alice'), body: { handle: 'alice', url: hookUrl } })).status, 403, 'watchers only');

@@ -183,3 +183,14 @@ t.test('TLS: on by default with a local certificate; files together; plain text 
   t.match(problems({ TLS: 'off', NODE_ENV: 'production', SIGNING_KEY: '-----BEGIN PRIVATE KEY-----x' }), /TLS: off is refused when NODE_ENV=production/);
   t.match(problems({ TLS: 'maybe' }), /^TLS:/);
 });
+
+t.test('WEBHOOK_REFUSE_NETWORKS: parsed once at start; a bad network is a start-up problem', async (t) => {
+  const none = parseConfig({});
+  t.ok(none.ok && none.config.webhookRefuseNetworks.length === 0, 'none by default');
+  const some = parseConfig({ WEBHOOK_REFUSE_NETWORKS: '203.0.113.0/24, 2001:db8::/32' });
+  t.ok(some.ok);
+  if (some.ok) t.same(some.config.webhookRefuseNetworks.map((n) => `${n.address}/${n.prefix}`), ['203.0.113.0/24', '2001:db8::/32']);
+  const bad = parseConfig({ WEBHOOK_REFUSE_NETWORKS: '203.0.113.0/24,203.0.113.0/40' });
+  t.notOk(bad.ok);
+  if (!bad.ok) t.match(bad.problems, [/^WEBHOOK_REFUSE_NETWORKS: "203.0.113.0\/40" is not a network/]);
+});

@@ -1,7 +1,8 @@
 import t from 'tap';
 import { AppError } from '../../core/errors.js';
 import { parseWebhookUrl } from '../../api/routes/webhooks.js';
-import { isInternalAddress } from '../../api/internal-address.js';
+import { inNetworks, isInternalAddress } from '../../api/internal-address.js';
+import { networkListSchema } from '../../core/networks.js';
 
 t.test('webhook URLs: https in production, no credentials, no fragment, no internal address literals', async (t) => {
   const refused = (url: string, allowHttp = false) => {
@@ -29,5 +30,22 @@ t.test('internal addresses: every range a webhook must not reach, and the neighb
   }
   for (const host of ['8.8.8.8', '100.63.255.255', '100.128.0.1', '172.15.255.255', '198.17.0.1', '198.20.0.1', '223.255.255.255', '2001:db8::1', 'fc::1', 'fe::1', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', 'example.com', 'localhost.example']) {
     t.notOk(isInternalAddress(host), `${host} is not`);
+  }
+});
+
+t.test("WEBHOOK_REFUSE_NETWORKS: literals in the operator's networks are refused at registration, in every mode", async (t) => {
+  const operator = inNetworks(networkListSchema.parse('203.0.113.0/24,2001:db8::/32'));
+  const refused = (url: string, allowHttp: boolean) => {
+    try {
+      parseWebhookUrl(url, allowHttp, operator);
+      return undefined;
+    } catch (error) {
+      return error instanceof AppError ? error.code : 'unexpected';
+    }
+  };
+  for (const allowHttp of [false, true]) {
+    t.equal(refused('https://203.0.113.10/hook', allowHttp), 'invalid_request');
+    t.equal(refused('https://[2001:db8::5]/hook', allowHttp), 'invalid_request');
+    t.equal(refused('https://198.51.100.1/hook', allowHttp), undefined, 'another public address is fine');
   }
 });
