@@ -59,7 +59,9 @@ if (unavailable !== undefined) {
       // flight while the watcher un-subscribes (sipp aborts on a NOTIFY that
       // arrives in the same burst as the response it waits for).
       let quickRefreshes = 0;
-      const refreshDelayMs = (): number => (quickRefreshes > 0 && quickRefreshes-- > 0 ? 300 : 3_600_000);
+      // A second apart: under load (four test files at a time) sipp reads
+      // NOTIFYs sent 300 ms apart in one TCP read, and aborts.
+      const refreshDelayMs = (): number => (quickRefreshes > 0 && quickRefreshes-- > 0 ? 1000 : 3_600_000);
       const { pool: gateway, outcomes } = await pool(t, plain, transport, {}, { refreshDelayMs });
       const first = pidf(user, 'first');
       const second = pidf(user, 'second');
@@ -73,6 +75,8 @@ if (unavailable !== undefined) {
       quickRefreshes = 2;
       t.match(await gateway.update(user, second), { kind: 'modify', status: 200 }, 'modify accepted');
       await waitFor(() => outcomes.filter((o) => o.kind === 'refresh' && o.status === 200).length >= 2, 'two refreshes', 10_000);
+      // The removal's NOTIFY must not share a read with the last refresh's: wait until the watcher has answered the first, the modify's and the two refreshes'.
+      await waitFor(async () => (await watcher.logLines()).length >= 4, 'the watcher to have answered four NOTIFYs', 10_000);
       t.match(await gateway.remove(user), { kind: 'remove', status: 200 }, 'remove (Expires: 0) accepted');
 
       const code = await watcher.exited;
