@@ -99,11 +99,27 @@ export class WebhookDispatcher {
     if (this.delivering) this.activate(hook);
   }
 
+  /** Removed here (deleted by its watcher, with a revocation, with its owner): remembered, so that no older read registers it again. */
   remove(id: string): void {
-    if (this.known.delete(id)) {
+    if (this.known.has(id)) {
       this.removedAt.delete(id);
       this.removedAt.set(id, this.deps.clock());
     }
+    this.forget(id);
+  }
+
+  /** The owner's registered webhooks, served or not. */
+  registered(ownerId: string): Webhook[] {
+    return [...this.known.values()].filter((hook) => hook.ownerId === ownerId);
+  }
+
+  /** Every webhook of the owner, removed as by remove() (the owner was erased here). */
+  removeOwner(ownerId: string): void {
+    for (const [id, hook] of this.known) if (hook.ownerId === ownerId) this.remove(id);
+  }
+
+  private forget(id: string): void {
+    this.known.delete(id);
     this.deactivate(id);
   }
 
@@ -118,10 +134,15 @@ export class WebhookDispatcher {
    */
   private readonly removedAt = new Map<string, number>();
 
-  /** Makes the registered webhooks of one owner exactly `hooks` (another process changed them). */
+  /**
+   * Makes the registered webhooks of one owner exactly `hooks` (another
+   * process changed them). Those missing are forgotten without being
+   * remembered as removed: a read that predates a registration here drops
+   * it only until the registration's own notification is read.
+   */
   replaceOwner(ownerId: string, hooks: readonly Webhook[]): void {
     const wanted = new Set(hooks.map((h) => h.id));
-    for (const [id, hook] of this.known) if (hook.ownerId === ownerId && !wanted.has(id)) this.remove(id);
+    for (const [id, hook] of this.known) if (hook.ownerId === ownerId && !wanted.has(id)) this.forget(id);
     const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
     for (const [id, at] of this.removedAt) {
       if (at >= forgetBefore) break;

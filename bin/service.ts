@@ -474,7 +474,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const delivery = { held: clusterConfig === undefined };
     webhooks.setDelivering(delivery.held);
     for (const hook of await repository.listWebhooks()) webhooks.add(hook);
-    accounts.onOwnerErased((ownerId) => webhooks.replaceOwner(ownerId, []));
+    accounts.onOwnerErased((ownerId) => webhooks.removeOwner(ownerId));
     // Webhooks registered with a watcher's revoked tokens (the other processes drop them when the control channel reloads the owner).
     accounts.onWebhooksRemoved((ids) => {
       for (const id of ids) webhooks.remove(id);
@@ -548,7 +548,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
             for (const device of snapshot.devices) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
             accounts.settingsChanged(ownerId);
             accounts.watchArrivals(ownerId);
-            webhooks.replaceOwner(ownerId, await repository.webhooksOfOwner(ownerId));
+            const hooks = await repository.webhooksOfOwner(ownerId);
+            // Erased (or otherwise changed) here while the webhooks were read: read again.
+            if (guard.overtaken(ownerId)) return false;
+            webhooks.replaceOwner(ownerId, hooks);
             return true;
           } finally {
             // Applied, thrown away, failed or the owner erased: nothing left to guard.

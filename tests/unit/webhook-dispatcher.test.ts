@@ -161,3 +161,21 @@ t.test('a reload that read before a webhook was removed here does not register i
   (await nextCall(1)).answer(200);
   dispatcher.close();
 });
+
+t.test('a reload whose list predates a registration here drops the webhook only until the next reload; removals and erasures here are remembered', async (t) => {
+  const { dispatcher } = setup();
+  t.teardown(() => dispatcher.close());
+  dispatcher.setDelivering(false);
+  const hook = { id: '00000000-0000-4000-8000-000000000005', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/new' };
+  const other = { id: '00000000-0000-4000-8000-000000000006', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/other' };
+  const known = () => dispatcher.registered(OWNER).map((h) => h.id).sort();
+  dispatcher.add(hook);
+  dispatcher.replaceOwner(OWNER, []);
+  t.same(known(), [], 'the older list drops it');
+  dispatcher.replaceOwner(OWNER, [hook, other]);
+  t.same(known(), [hook.id, other.id].sort(), 'the next reload brings it back');
+  dispatcher.removeOwner(OWNER);
+  t.same(known(), []);
+  dispatcher.replaceOwner(OWNER, [hook, other]);
+  t.same(known(), [], 'after an erasure here, an older list does not bring them back');
+});
