@@ -520,8 +520,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Owners read back from storage (core/owner-reloads.ts: one reload per
     // owner at a time, coalesced; overrides alone, batched, when only they
     // changed): in a group, what another process changed (the control
-    // channel below); in any configuration, an owner whose publication
-    // write had an unknown outcome. What this process changes while a
+    // channel below); in any configuration, an owner whose write had an
+    // unknown outcome (a lost answer). What this process changes while a
     // reload reads is not undone by the older snapshot (core/reload-guard.ts).
     const guard = new ReloadGuard();
     accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
@@ -598,10 +598,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // A publication or status this process stored was applied here when
         // it was made, and no reload can undo it (PresenceHub.finishOverridesReload):
         // reloading it is work for nothing, a query per PUBLISH. Its other
-        // changes are still reloaded: a stale snapshot of another process's
-        // change to the same owner (a rule, a device) is corrected by the next.
-        // Unless a write of the owner's failed with an unknown outcome: its
-        // own notification may then be the first news that it was stored.
+        // changes are still reloaded (rare, and harmless: core/reload-guard.ts
+        // keeps a reload from undoing them), which heals one whose answer was
+        // lost even before the healing read does. Its own overrides are read
+        // too for an owner whose write had an unknown outcome: the
+        // notification may be the first news that it was stored.
         else if ('overrides' in change) {
           for (const ownerId of change.overrides) if (!own || reloads.isHealing(ownerId)) reloads.request(ownerId, 'overrides');
         }
