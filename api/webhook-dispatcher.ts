@@ -296,7 +296,7 @@ export class WebhookDispatcher {
     // Privacy invariant 6: every POST carrying the view is an outbound
     // publication, whatever the receiver answers, and a network error or a
     // timeout counts too (the body may have left). Only a POST refused
-    // before connecting (the name resolved to an internal address) sent
+    // before connecting (the name resolved to an internal or refused address) sent
     // nothing, and is not in the owner's access log.
     if (status !== REFUSED_ADDRESS) recordAccess(this.deps.accessLog, entry.hook.watcherId, latest.access, 'publish', now);
     return status;
