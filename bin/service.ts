@@ -524,6 +524,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // unknown outcome (a lost answer). What this process changes while a
     // reload reads is not undone by the older snapshot (core/reload-guard.ts).
     const guard = new ReloadGuard();
+    const RELOAD_FAILURES = 'presence_owner_reload_failures_total';
+    metrics.counter(RELOAD_FAILURES, 'Reads of owners back from storage (changes elsewhere, healing) that failed, by kind (owner, overrides)');
+    const reloadFailures = { failed: 0, loggedAt: -Infinity };
     accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
     const reloads = new OwnerReloads(
       {
@@ -575,8 +578,19 @@ export async function startService(config: Config, options: ServiceOptions = {})
           }
         },
       },
-      (err, kind, ownerIds) => log.error({ err, kind, owners: ownerIds.length }, 'reloading owners from storage failed'),
+      (err, kind, ownerIds) => {
+        // A database outage fails every reload and every healing retry:
+        // counted each time, logged at most every 30 s with how many failed.
+        metrics.inc(RELOAD_FAILURES, { kind });
+        reloadFailures.failed += 1;
+        const now = clock();
+        if (now - reloadFailures.loggedAt < 30_000) return;
+        log.error({ err, kind, owners: ownerIds.length, failedSinceLastLog: reloadFailures.failed }, 'reloading owners from storage failed');
+        reloadFailures.loggedAt = now;
+        reloadFailures.failed = 0;
+      },
     );
+    metrics.gauge('presence_owners_healing', 'Owners whose write had an unknown outcome, read back from storage until a read succeeds', () => reloads.healingCount);
     cleanups.push(async () => reloads.close());
     // A write with an unknown outcome: storage is read back until that
     // succeeds, in every configuration (a single process too).

@@ -100,6 +100,11 @@ export class OwnerReloads {
     return this.healing.has(ownerId);
   }
 
+  /** Owners being healed (a metric). */
+  get healingCount(): number {
+    return this.healing.size;
+  }
+
   /** No more reloads or retries (the service stops). */
   close(): void {
     this.closed = true;

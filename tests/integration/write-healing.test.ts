@@ -52,6 +52,7 @@ t.test('writes stored whose answers were lost (a publication, a status, a rule d
 
   await waitFor(async () => (await note()) === 'second', 'memory to hold what storage holds');
   t.pass('memory caught up');
+  await waitFor(() => service.metrics.value('presence_owners_healing') === 0, 'the owner to be healed');
   // And the publication goes on from there: the stored entity tag is the one memory now holds.
   const refused = await publish({ availability: 'busy', note: 'third' }, { 'if-match': etag });
   t.equal(refused.status, 412, 'the tag the caller last saw is spent, in memory as in storage');
