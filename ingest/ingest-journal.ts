@@ -79,9 +79,18 @@ export class IngestJournal implements PersistProgress {
     return { journal: new IngestJournal(dir, log, next), leftover, skipped };
   }
 
-  /** Called synchronously for each applied device message. */
+  /**
+   * Called synchronously for each applied device message. The line is
+   * JSON.stringify of `{v: 1, owner, signals: [{deviceId, event}]}`, put
+   * together from its parts rather than from wrapper objects built first:
+   * 0.52-0.57 against 0.65-0.71 µs per one-event message (alternated runs),
+   * about 1% of what a message costs the service end to end.
+   */
   append(ownerId: string, deviceId: string, events: readonly SensorEvent[]): void {
-    this.pending.push(JSON.stringify({ v: 1, owner: ownerId, signals: events.map((event) => ({ deviceId, event })) }));
+    const signal = `{"deviceId":${JSON.stringify(deviceId)},"event":`;
+    let line = `{"v":1,"owner":${JSON.stringify(ownerId)},"signals":[`;
+    for (let i = 0; i < events.length; i++) line += `${i === 0 ? '' : ','}${signal}${JSON.stringify(events[i])}}`;
+    this.pending.push(`${line}]}`);
   }
 
   /**

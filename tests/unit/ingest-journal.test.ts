@@ -88,3 +88,15 @@ t.test('a failing disk does not stop ingest: counted, and the events wait for th
   journal.sync();
   t.equal(errors.length, 1, 'logged at most once a minute');
 });
+
+t.test('a journal line is exactly the JSON of the record', async (t) => {
+  const dir = await tempDir(t);
+  const { journal } = IngestJournal.open(dir, silent);
+  // Text that JSON escapes: a quote, a backslash, a line separator.
+  const events: SensorEvent[] = [battery(1), { kind: 'network', at: '2026-12-05T10:00:01.000Z', connection: 'wifi', network: 'dG9r"ZW4\\-\u2028' }];
+  journal.append(OWNER, DEVICE, events);
+  journal.sync();
+  const text = readdirSync(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('');
+  t.equal(text, `${JSON.stringify({ v: 1, owner: OWNER, signals: events.map((event) => ({ deviceId: DEVICE, event })) })}\n`);
+  journal.close();
+});
