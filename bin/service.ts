@@ -626,14 +626,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
         else verifier.clear();
       };
       // Changes may have been missed while the channel was down: everything
-      // is reloaded, one owner at a time (costly with many owners; rare).
+      // is reloaded, each owner on its own, at most MAX_OWNER_RELOADS at a
+      // time (costly with many owners; rare).
       control.onResync = () => {
         reloadRevocations();
         verifier.clear();
-        void repository.loadSnapshot().then(
-          (snapshot) => {
-            for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
-            for (const owner of snapshot.owners) reloadOwner(owner.id);
+        void repository.ownerIdsAndWatchers().then(
+          ({ ownerIds, watchers }) => {
+            for (const watcher of watchers) putWatcher(directory, watcher);
+            // At most MAX_OWNER_RELOADS at a time (core/owner-reloads.ts).
+            for (const ownerId of ownerIds) reloadOwner(ownerId);
           },
           (err: unknown) => log.error({ err }, 'control resync failed'),
         );

@@ -16,6 +16,13 @@ export interface ReloadLoaders {
 /** Owners per overrides query: a burst of changes is read in bounded statements. */
 export const MAX_OVERRIDES_BATCH = 1000;
 
+/**
+ * Whole-owner reloads in flight at once (six queries each); the others
+ * wait their turn. After the control channel reconnects every owner is
+ * reloaded: a million at once would queue six million queries on the pool.
+ */
+export const MAX_OWNER_RELOADS = 16;
+
 /** The first wait before a failed healing reload is tried again; doubled each time, up to HEAL_MAX_DELAY_MS. */
 export const HEAL_FIRST_DELAY_MS = 250;
 export const HEAL_MAX_DELAY_MS = 30_000;
@@ -35,6 +42,8 @@ export const HEAL_MAX_DELAY_MS = 30_000;
  *   (bench/publish.ts).
  * - A whole-owner reload covers the overrides too: an owner asked for both
  *   gets the whole one.
+ * - At most MAX_OWNER_RELOADS whole-owner reloads run at once; the rest
+ *   wait in the order asked (a resynchronisation asks for every owner).
  *
  * Failures go to `onError` and are not retried here: the next change, or
  * the resynchronisation after the channel reconnects, reloads again.
@@ -49,6 +58,9 @@ export class OwnerReloads {
   private readonly again = new Map<string, ReloadKind>();
   private readonly overridesDue = new Set<string>();
   private scheduled = false;
+  /** Whole-owner reloads waiting for one of the MAX_OWNER_RELOADS places, in the order asked. */
+  private readonly ownersDue = new Set<string>();
+  private ownerReloading = 0;
   /**
    * Owners being healed: the reload count when heal() was called (only a
    * reload started after it can have read the write), and the wait before
@@ -70,9 +82,12 @@ export class OwnerReloads {
       if (kind === 'owner' || !this.again.has(ownerId)) this.again.set(ownerId, kind);
       return;
     }
+    // Waiting for a whole-owner reload, which covers anything asked meanwhile.
+    if (this.ownersDue.has(ownerId)) return;
     if (kind === 'owner') {
       this.overridesDue.delete(ownerId);
-      this.start([ownerId], 'owner');
+      if (this.ownerReloading >= MAX_OWNER_RELOADS) this.ownersDue.add(ownerId);
+      else this.start([ownerId], 'owner');
       return;
     }
     this.overridesDue.add(ownerId);
@@ -108,13 +123,14 @@ export class OwnerReloads {
   /** No more reloads or retries (the service stops). */
   close(): void {
     this.closed = true;
+    this.ownersDue.clear();
     for (const timer of this.retries) clearTimeout(timer);
     this.retries.clear();
   }
 
   /** Owners with a reload running or waiting (what the tests wait on). */
   get pending(): number {
-    return this.running.size + this.overridesDue.size + this.again.size;
+    return this.running.size + this.overridesDue.size + this.ownersDue.size + this.again.size;
   }
 
   private flushOverrides(): void {
@@ -127,6 +143,7 @@ export class OwnerReloads {
   private start(ownerIds: readonly string[], kind: ReloadKind): void {
     for (const ownerId of ownerIds) this.running.add(ownerId);
     const sequence = ++this.started;
+    if (kind === 'owner') this.ownerReloading += 1;
     const work = kind === 'owner' ? this.load.owner(ownerIds[0] as string) : this.load.overrides(ownerIds);
     void work
       .then(
@@ -147,12 +164,19 @@ export class OwnerReloads {
         },
       )
       .finally(() => {
+        if (kind === 'owner') this.ownerReloading -= 1;
         for (const ownerId of ownerIds) {
           this.running.delete(ownerId);
           const again = this.again.get(ownerId);
           if (again === undefined) continue;
           this.again.delete(ownerId);
           this.request(ownerId, again);
+        }
+        // The next owners waiting for a place.
+        for (const ownerId of this.ownersDue) {
+          if (this.ownerReloading >= MAX_OWNER_RELOADS || this.closed) break;
+          this.ownersDue.delete(ownerId);
+          this.start([ownerId], 'owner');
         }
       });
   }

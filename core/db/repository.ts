@@ -83,10 +83,28 @@ export interface StoredAccessRequest {
   readonly updatedAt: Date;
 }
 
+export interface StoredWatcher {
+  readonly id: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly domain: string | null;
+  readonly revoked: boolean;
+  readonly tokensNotBefore: Date | null;
+}
+
+const storedWatcher = (row: typeof watchers.$inferSelect): StoredWatcher => ({
+  id: row.id,
+  kind: row.kind,
+  name: row.name,
+  domain: row.domain,
+  revoked: row.revokedAt !== null,
+  tokensNotBefore: row.tokensNotBefore,
+});
+
 export interface Snapshot {
   readonly owners: readonly { id: string; handle: string; settings: unknown; tokensNotBefore: Date | null }[];
   readonly devices: readonly { id: string; ownerId: string; deviceClass: string; revoked: boolean }[];
-  readonly watchers: readonly { id: string; kind: string; name: string; domain: string | null; revoked: boolean; tokensNotBefore: Date | null }[];
+  readonly watchers: readonly StoredWatcher[];
   readonly rules: readonly StoredRule[];
   readonly groups: readonly StoredGroup[];
   readonly states: readonly { ownerId: string; version: number; signals: readonly PersistedSignal[] }[];
@@ -182,7 +200,7 @@ export class Repository {
     return {
       owners: ownerRows,
       devices: deviceRows.map((d) => ({ id: d.id, ownerId: d.ownerId, deviceClass: d.deviceClass, revoked: d.revokedAt !== null })),
-      watchers: watcherRows.map((w) => ({ id: w.id, kind: w.kind, name: w.name, domain: w.domain, revoked: w.revokedAt !== null, tokensNotBefore: w.tokensNotBefore })),
+      watchers: watcherRows.map(storedWatcher),
       rules: ruleRows.map((r) => ({ id: r.id, ownerId: r.ownerId, body: r.body, arrivedAt: r.arrivedAt })),
       groups: groupRows.map((g) => ({ id: g.id, ownerId: g.ownerId, name: g.name, members: g.members })),
       states,
@@ -191,9 +209,20 @@ export class Repository {
     };
   }
 
-  async loadWatcher(id: string): Promise<{ id: string; kind: string; name: string; domain: string | null; revoked: boolean; tokensNotBefore: Date | null } | undefined> {
+  async loadWatcher(id: string): Promise<StoredWatcher | undefined> {
     const [row] = await this.db.select().from(watchers).where(eq(watchers.id, id));
-    return row ? { id: row.id, kind: row.kind, name: row.name, domain: row.domain, revoked: row.revokedAt !== null, tokensNotBefore: row.tokensNotBefore } : undefined;
+    return row ? storedWatcher(row) : undefined;
+  }
+
+  /**
+   * What a group member's resynchronisation lists (every owner's id, every
+   * watcher) without the rest of a snapshot: the states, overrides, rules
+   * and groups of every owner would be read only to be thrown away, each
+   * owner being reloaded on its own after.
+   */
+  async ownerIdsAndWatchers(): Promise<{ ownerIds: string[]; watchers: StoredWatcher[] }> {
+    const [ownerRows, watcherRows] = await Promise.all([this.db.select({ id: owners.id }).from(owners), this.db.select().from(watchers)]);
+    return { ownerIds: ownerRows.map((row) => row.id), watchers: watcherRows.map(storedWatcher) };
   }
 
   /**

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { HEAL_FIRST_DELAY_MS, MAX_OVERRIDES_BATCH, OwnerReloads, type ReloadKind } from '../../core/owner-reloads.js';
+import { HEAL_FIRST_DELAY_MS, MAX_OVERRIDES_BATCH, MAX_OWNER_RELOADS, OwnerReloads, type ReloadKind } from '../../core/owner-reloads.js';
 
 /** Loaders that record what they were asked and finish when told to. */
 function harness() {
@@ -137,4 +137,25 @@ t.test('healing the whole owner: an overrides reload does not heal it, a whole-o
   t.equal(calls.at(-1)?.kind, 'owner', 'the retry reads the whole owner');
   await finish(2);
   t.notOk(reloads.isHealing('a'), 'healed');
+});
+
+t.test('whole-owner reloads: at most MAX_OWNER_RELOADS at once, the rest in the order asked; a waiting owner needs nothing more', async (t) => {
+  const { reloads, calls, finish, turn } = harness();
+  const owners = Array.from({ length: MAX_OWNER_RELOADS + 3 }, (_, i) => `o${i}`);
+  for (const id of owners) reloads.request(id, 'owner');
+  t.equal(calls.length, MAX_OWNER_RELOADS, 'no more than the cap start');
+  t.equal(reloads.pending, owners.length);
+  const waiting = owners[MAX_OWNER_RELOADS] as string;
+  reloads.request(waiting, 'overrides');
+  reloads.request(waiting, 'owner');
+  await turn();
+  t.equal(calls.length, MAX_OWNER_RELOADS, 'an owner waiting for its whole reload gets no overrides read of its own, nor a second place');
+  await finish(0);
+  t.same(calls.at(-1), { ...calls.at(-1), kind: 'owner', ids: [waiting] }, 'a place freed: the first waiting owner starts');
+  await finish(1);
+  await finish(2);
+  t.same(calls.slice(-3).map((c) => c.ids[0]), owners.slice(MAX_OWNER_RELOADS), 'in the order asked');
+  for (let i = 3; i < calls.length; i++) await finish(i);
+  t.equal(calls.length, owners.length, 'each owner once');
+  t.equal(reloads.pending, 0);
 });
