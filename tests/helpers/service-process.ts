@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type { Test } from 'tap';
 import { issueToken } from '../../core/identity/tokens.js';
 import { generateSigningKeyPem, signingKeyFromPem } from '../../core/identity/signing-key.js';
-import { projectRoot, waitFor } from './env.js';
+import { createTestDatabase, projectRoot, tempDir, waitFor } from './env.js';
+import { startPrivateBroker } from './mosquitto.js';
 import { NO_RATE_LIMITS } from './service.js';
 
 /**
@@ -70,4 +71,37 @@ export async function adminCredentials(issuer = 'presence-service'): Promise<{ s
   const signingKeyPem = await generateSigningKeyPem();
   const { token } = await issueToken(await signingKeyFromPem(signingKeyPem), issuer, { kind: 'admin', subject: 'test', scopes: ['admin'], ttlSeconds: 3600 }, Date.now());
   return { signingKeyPem, adminToken: token };
+}
+
+/** One JSON call to a service process: status and parsed body ({} when empty). */
+export type JsonCall = (method: string, path: string, token: string, body?: unknown) => Promise<{ status: number; body: Record<string, unknown> }>;
+
+/**
+ * One process of a scale-out group (MQTT_SHARE_GROUP) on a private
+ * Mosquitto and a test database of its own, with an admin token and a JSON
+ * caller (Accept: application/json, so presence reads answer JSON).
+ */
+export async function startGroupMember(t: Test): Promise<{ member: ServiceProcess; databaseUrl: string; adminToken: string; call: JsonCall }> {
+  const broker = await startPrivateBroker();
+  t.teardown(() => broker.stop());
+  const databaseUrl = await createTestDatabase(t);
+  const { signingKeyPem, adminToken } = await adminCredentials();
+  const member = await spawnService(t, {
+    DATABASE_URL: databaseUrl,
+    MQTT_URL: broker.url,
+    SIGNING_KEY: signingKeyPem,
+    MQTT_SHARE_GROUP: 'presence',
+    MQTT_CLIENT_ID: 'member-a',
+    DATA_DIR: await tempDir(t),
+  });
+  const call: JsonCall = async (method, path, token, body) => {
+    const response = await fetch(`${member.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  };
+  return { member, databaseUrl, adminToken, call };
 }

@@ -1,8 +1,7 @@
 import pg from 'pg';
 import t from 'tap';
-import { createTestDatabase, tempDir, waitFor } from '../helpers/env.js';
-import { startPrivateBroker } from '../helpers/mosquitto.js';
-import { adminCredentials, spawnService } from '../helpers/service-process.js';
+import { waitFor } from '../helpers/env.js';
+import { startGroupMember } from '../helpers/service-process.js';
 
 /**
  * A group member's control channel (PostgreSQL LISTEN) drops: changes
@@ -13,27 +12,7 @@ import { adminCredentials, spawnService } from '../helpers/service-process.js';
  * it was down are in force on the member afterwards.
  */
 t.test('after the control channel comes back, what changed while it was down is in force', async (t) => {
-  const broker = await startPrivateBroker();
-  t.teardown(() => broker.stop());
-  const databaseUrl = await createTestDatabase(t);
-  const { signingKeyPem, adminToken } = await adminCredentials();
-  const member = await spawnService(t, {
-    DATABASE_URL: databaseUrl,
-    MQTT_URL: broker.url,
-    SIGNING_KEY: signingKeyPem,
-    MQTT_SHARE_GROUP: 'presence',
-    MQTT_CLIENT_ID: 'member-a',
-    DATA_DIR: await tempDir(t),
-  });
-  const call = async (method: string, path: string, token: string, body?: unknown) => {
-    const response = await fetch(`${member.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  };
+  const { member, databaseUrl, adminToken, call } = await startGroupMember(t);
   const watcher = async (name: string) => {
     const id = (await call('POST', '/v1/admin/watchers', adminToken, { kind: 'person', name })).body.id as string;
     return { id, token: (await call('POST', '/v1/admin/tokens', adminToken, { kind: 'watcher', subject: id })).body.token as string };

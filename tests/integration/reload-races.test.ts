@@ -1,8 +1,7 @@
 import pg from 'pg';
 import t from 'tap';
-import { createTestDatabase, tempDir, waitFor } from '../helpers/env.js';
-import { startPrivateBroker } from '../helpers/mosquitto.js';
-import { adminCredentials, spawnService } from '../helpers/service-process.js';
+import { waitFor } from '../helpers/env.js';
+import { startGroupMember } from '../helpers/service-process.js';
 
 /**
  * A group member reloads an owner from storage when another member changed
@@ -19,27 +18,7 @@ import { adminCredentials, spawnService } from '../helpers/service-process.js';
  * first reload left in memory can be looked at before anything heals it.
  */
 t.test('a reload that read before a local rule deletion does not bring the rule back', async (t) => {
-  const broker = await startPrivateBroker();
-  t.teardown(() => broker.stop());
-  const databaseUrl = await createTestDatabase(t);
-  const { signingKeyPem, adminToken } = await adminCredentials();
-  const member = await spawnService(t, {
-    DATABASE_URL: databaseUrl,
-    MQTT_URL: broker.url,
-    SIGNING_KEY: signingKeyPem,
-    MQTT_SHARE_GROUP: 'presence',
-    MQTT_CLIENT_ID: 'member-a',
-    DATA_DIR: await tempDir(t),
-  });
-  const call = async (method: string, path: string, token: string, body?: unknown, accept?: string) => {
-    const response = await fetch(`${member.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(accept ? { accept } : {}) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  };
+  const { databaseUrl, adminToken, call } = await startGroupMember(t);
 
   t.equal((await call('POST', '/v1/admin/owners', adminToken, { handle: 'alice' })).status, 201);
   const ownerToken = (await call('POST', '/v1/admin/tokens', adminToken, { kind: 'owner', subject: 'alice' })).body.token as string;
@@ -53,7 +32,7 @@ t.test('a reload that read before a local rule deletion does not bring the rule 
   });
   t.equal(rule.status, 201);
   t.equal((await call('PUT', '/v1/me/status', ownerToken, { availability: 'busy', expiresInSeconds: 3600 })).status, 200);
-  const watcherSees = async () => (await call('GET', '/v1/presence/alice', watcherToken, undefined, 'application/json')).body.availability;
+  const watcherSees = async () => (await call('GET', '/v1/presence/alice', watcherToken)).body.availability;
   const rulesInMemory = async () => ((await call('GET', '/v1/me/rules', ownerToken)).body.rules as unknown[]).length;
   t.equal(await watcherSees(), 'busy', 'the rule lets Bob see Alice');
 
