@@ -73,35 +73,51 @@ export async function adminCredentials(issuer = 'presence-service'): Promise<{ s
   return { signingKeyPem, adminToken: token };
 }
 
-/** One JSON call to a service process: status and parsed body ({} when empty). */
-export type JsonCall = (method: string, path: string, token: string, body?: unknown) => Promise<{ status: number; body: Record<string, unknown> }>;
+/** One JSON call to a service process: status, headers and parsed body ({} when empty). */
+export type JsonCall = (
+  method: string,
+  path: string,
+  token: string,
+  body?: unknown,
+  headers?: Record<string, string>,
+) => Promise<{ status: number; headers: Headers; body: Record<string, unknown> }>;
+
+export interface GroupMember {
+  readonly service: ServiceProcess;
+  readonly call: JsonCall;
+}
 
 /**
- * One process of a scale-out group (MQTT_SHARE_GROUP) on a private
- * Mosquitto and a test database of its own, with an admin token and a JSON
- * caller (Accept: application/json, so presence reads answer JSON).
+ * A scale-out group (MQTT_SHARE_GROUP) of `size` real processes on one
+ * private Mosquitto and one test database, started one after the other
+ * (the first migrates the database), with an admin token and, per member,
+ * a JSON caller (Accept: application/json, so presence reads answer JSON).
  */
-export async function startGroupMember(t: Test): Promise<{ member: ServiceProcess; databaseUrl: string; adminToken: string; call: JsonCall }> {
+export async function startGroup(t: Test, size: number): Promise<{ members: GroupMember[]; databaseUrl: string; adminToken: string }> {
   const broker = await startPrivateBroker();
   t.teardown(() => broker.stop());
   const databaseUrl = await createTestDatabase(t);
   const { signingKeyPem, adminToken } = await adminCredentials();
-  const member = await spawnService(t, {
-    DATABASE_URL: databaseUrl,
-    MQTT_URL: broker.url,
-    SIGNING_KEY: signingKeyPem,
-    MQTT_SHARE_GROUP: 'presence',
-    MQTT_CLIENT_ID: 'member-a',
-    DATA_DIR: await tempDir(t),
-  });
-  const call: JsonCall = async (method, path, token, body) => {
-    const response = await fetch(`${member.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  const members: GroupMember[] = [];
+  for (let i = 0; i < size; i++) {
+    const service = await spawnService(t, {
+      DATABASE_URL: databaseUrl,
+      MQTT_URL: broker.url,
+      SIGNING_KEY: signingKeyPem,
+      MQTT_SHARE_GROUP: 'presence',
+      MQTT_CLIENT_ID: `member-${i}`,
+      DATA_DIR: await tempDir(t),
     });
-    const text = await response.text();
-    return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  };
-  return { member, databaseUrl, adminToken, call };
+    const call: JsonCall = async (method, path, token, body, headers = {}) => {
+      const response = await fetch(`${service.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await response.text();
+      return { status: response.status, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+    };
+    members.push({ service, call });
+  }
+  return { members, databaseUrl, adminToken };
 }

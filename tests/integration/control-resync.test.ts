@@ -1,7 +1,7 @@
 import pg from 'pg';
 import t from 'tap';
 import { waitFor } from '../helpers/env.js';
-import { startGroupMember } from '../helpers/service-process.js';
+import { startGroup, type GroupMember } from '../helpers/service-process.js';
 
 /**
  * A group member's control channel (PostgreSQL LISTEN) drops: changes
@@ -12,7 +12,8 @@ import { startGroupMember } from '../helpers/service-process.js';
  * it was down are in force on the member afterwards.
  */
 t.test('after the control channel comes back, what changed while it was down is in force', async (t) => {
-  const { member, databaseUrl, adminToken, call } = await startGroupMember(t);
+  const { databaseUrl, adminToken, members } = await startGroup(t, 1);
+  const [{ service: member, call }] = members as [GroupMember];
   const watcher = async (name: string) => {
     const id = (await call('POST', '/v1/admin/watchers', adminToken, { kind: 'person', name })).body.id as string;
     return { id, token: (await call('POST', '/v1/admin/tokens', adminToken, { kind: 'watcher', subject: id })).body.token as string };

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import t from 'tap';
 import { waitFor } from '../helpers/env.js';
-import { startGroupMember } from '../helpers/service-process.js';
+import { startGroup, type GroupMember } from '../helpers/service-process.js';
 
 /**
  * A group member reloads an owner from storage when another member changed
@@ -18,7 +18,8 @@ import { startGroupMember } from '../helpers/service-process.js';
  * first reload left in memory can be looked at before anything heals it.
  */
 t.test('a reload that read before a local rule deletion does not bring the rule back', async (t) => {
-  const { databaseUrl, adminToken, call } = await startGroupMember(t);
+  const { databaseUrl, adminToken, members } = await startGroup(t, 1);
+  const [{ call }] = members as [GroupMember];
 
   t.equal((await call('POST', '/v1/admin/owners', adminToken, { handle: 'alice' })).status, 201);
   const ownerToken = (await call('POST', '/v1/admin/tokens', adminToken, { kind: 'owner', subject: 'alice' })).body.token as string;
