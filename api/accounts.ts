@@ -88,7 +88,7 @@ export class Accounts {
       ...(input.note === undefined ? {} : { note: input.note }),
       expiresAt: now + input.expiresInSeconds * 1000,
     };
-    await this.uncertainOnFailure(ownerId, 'overrides', this.repository.upsertOverride(ownerId, override));
+    await this.tracked(ownerId, 'overrides', this.repository.upsertOverride(ownerId, override));
     this.hub.setOverride(ownerId, override, this.clock());
     return override;
   }
@@ -130,9 +130,9 @@ export class Accounts {
     return this.publishing.run(ownerId, work);
   }
 
-  /** A change to the owner's rules, groups or account, serialized; a failure with an unknown outcome has the whole owner read back (onWriteUncertain). */
+  /** A change to the owner's rules, groups or account, serialized and tracked as a whole-owner write. */
   private ownerChange<T>(ownerId: string, work: () => Promise<T>): Promise<T> {
-    return this.serialized(ownerId, () => this.uncertainOnFailure(ownerId, 'owner', work()));
+    return this.serialized(ownerId, () => this.tracked(ownerId, 'owner', work()));
   }
 
   /**
@@ -196,18 +196,30 @@ export class Accounts {
     this.uncertainListeners.push(listener);
   }
 
-  /** The write's result; if it fails, the listeners are told (onWriteUncertain) and the error passed on. */
-  private uncertainOnFailure<T>(ownerId: string, what: ReloadKind, write: Promise<T>): Promise<T> {
-    return write.catch((error: unknown) => {
-      // An AppError was decided by the service (a full queue, a refusal, not found): the database was not left in doubt.
-      if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(ownerId, what);
-      throw error;
-    });
+  /**
+   * Every write of an owner's goes through here, so that the listeners hear
+   * of it: a whole-owner change that succeeded (onOwnerChanged: a reload
+   * in flight may hold an older snapshot), and any write that failed in a
+   * way that may have stored it all the same (onWriteUncertain). Passes the
+   * result or the error on.
+   */
+  private tracked<T>(ownerId: string, what: ReloadKind, write: Promise<T>): Promise<T> {
+    return write.then(
+      (result) => {
+        if (what === 'owner') for (const listener of this.changedListeners) listener(ownerId);
+        return result;
+      },
+      (error: unknown) => {
+        // An AppError was decided by the service (a full queue, a refusal, not found): the database was not left in doubt.
+        if (!(error instanceof AppError)) for (const listener of this.uncertainListeners) listener(ownerId, what);
+        throw error;
+      },
+    );
   }
 
   /** Stored first (group commit), then applied; a write the store refused (the tag was spent elsewhere) is a 412. */
   private async storePublication(write: PublicationWrite): Promise<void> {
-    const stored = await this.uncertainOnFailure(write.ownerId, 'overrides', this.publicationWrites.submit(write));
+    const stored = await this.tracked(write.ownerId, 'overrides', this.publicationWrites.submit(write));
     if (!stored) {
       if (write.op === 'create') throw new AppError('not_found', 'No such owner.');
       throw new AppError('precondition_failed');
@@ -217,7 +229,7 @@ export class Accounts {
   }
 
   async removeOverride(ownerId: string, source: string): Promise<void> {
-    if (!(await this.uncertainOnFailure(ownerId, 'overrides', this.repository.deleteOverride(ownerId, source)))) throw new AppError('not_found', 'Nothing set.');
+    if (!(await this.tracked(ownerId, 'overrides', this.repository.deleteOverride(ownerId, source)))) throw new AppError('not_found', 'Nothing set.');
     this.hub.removeOverride(ownerId, source, this.clock());
   }
 
@@ -244,17 +256,13 @@ export class Accounts {
   private readonly changedListeners: ((ownerId: string) => void)[] = [];
 
   /**
-   * Called after this process changed an owner's rules, groups, devices or
-   * settings, or erased the owner (committed, and in memory): a group
-   * member's reload of that owner in flight may hold an older snapshot
-   * (core/reload-guard.ts).
+   * Called when this process changed an owner's rules, groups, devices or
+   * settings, or erased the owner (committed; in memory at once, or in the
+   * same turn for a single statement's write): a reload of that owner in
+   * flight may hold an older snapshot (core/reload-guard.ts).
    */
   onOwnerChanged(listener: (ownerId: string) => void): void {
     this.changedListeners.push(listener);
-  }
-
-  private changedHere(ownerId: string): void {
-    for (const listener of this.changedListeners) listener(ownerId);
   }
 
   /** Called after an owner's settings change (the SIP gateway starts or stops publishing). */
@@ -274,9 +282,8 @@ export class Accounts {
     // An unspent "until I arrive" rule needs its zone: without it, the arrival could never be seen and the rule would share for ever.
     const orphaned = this.ruleBook.rules(ownerId).filter((r) => r.conditions.untilArrivalAt !== undefined && r.arrivedAt === undefined && !settings.zones.some((z) => z.name === r.conditions.untilArrivalAt));
     if (orphaned.length > 0) throw new AppError('conflict', '"Until I arrive" rules name a zone these settings remove; change or delete those rules first.', orphaned.map((r) => r.id));
-    await this.uncertainOnFailure(ownerId, 'owner', this.repository.updateOwnerSettings(ownerId, settings));
+    await this.tracked(ownerId, 'owner', this.repository.updateOwnerSettings(ownerId, settings));
     this.directory.putSettings(ownerId, settings);
-    this.changedHere(ownerId);
     this.hub.refresh(ownerId, this.clock());
     this.settingsChanged(ownerId);
     // Retention turned off: what was kept goes now, not at the next purge (privacy invariant 4).
@@ -359,10 +366,9 @@ export class Accounts {
   async revokeDevice(deviceId: string, ownerId?: string): Promise<void> {
     const owner = ownerId ?? this.directory.device(deviceId)?.ownerId;
     const revoke = this.repository.revokeDevice(deviceId, ownerId);
-    const revoked = await (owner === undefined ? revoke : this.uncertainOnFailure(owner, 'owner', revoke));
+    const revoked = await (owner === undefined ? revoke : this.tracked(owner, 'owner', revoke));
     if (!revoked) throw new AppError('not_found', 'No such device.');
     this.directory.putDevice({ id: revoked.id, ownerId: revoked.ownerId, deviceClass: revoked.deviceClass, revoked: true });
-    this.changedHere(revoked.ownerId);
     this.deviceRevoked(revoked.id);
   }
 
@@ -434,7 +440,6 @@ export class Accounts {
       const deviceIds = this.directory.devicesOf(ownerId).map((d) => d.id);
       if (!(await this.repository.eraseOwner(ownerId))) throw new AppError('not_found', 'No such owner.');
       this.forgetOwner(ownerId, deviceIds);
-      this.changedHere(ownerId);
     });
   }
 
@@ -468,9 +473,8 @@ export class Accounts {
   async registerDevice(ownerHandle: string, deviceClass: string, name: string | undefined) {
     const owner = this.ownerByHandle(ownerHandle);
     const id = crypto.randomUUID();
-    await this.uncertainOnFailure(owner.id, 'owner', this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name }));
+    await this.tracked(owner.id, 'owner', this.repository.insertDevice({ id, ownerId: owner.id, deviceClass, name }));
     this.directory.putDevice({ id, ownerId: owner.id, deviceClass, revoked: false });
-    this.changedHere(owner.id);
     return { id, ownerId: owner.id, owner: owner.handle, class: deviceClass };
   }
 
@@ -555,7 +559,6 @@ export class Accounts {
     const rule = ruleSchema.parse({ ...body, id: crypto.randomUUID() });
     await this.repository.insertRule({ id: rule.id, ownerId, body });
     this.ruleBook.replace(ownerId, [...this.ruleBook.rules(ownerId), rule]);
-    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rule;
   }
@@ -573,7 +576,6 @@ export class Accounts {
       ownerId,
       this.ruleBook.rules(ownerId).map((r) => (r.id === ruleId ? rule : r)),
     );
-    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rule;
   }
@@ -587,7 +589,6 @@ export class Accounts {
         ownerId,
         this.ruleBook.rules(ownerId).filter((r) => r.id !== deleted),
       );
-      this.changedHere(ownerId);
       this.watchArrivals(ownerId);
     });
   }
@@ -634,7 +635,6 @@ export class Accounts {
       throw error;
     }
     this.ruleBook.replace(ownerId, rules);
-    this.changedHere(ownerId);
     this.watchArrivals(ownerId);
     return rules;
   }
@@ -656,7 +656,6 @@ export class Accounts {
       const group: Group = { id: crypto.randomUUID(), name: body.name, members: [...new Set(body.members)] };
       await this.repository.insertGroup({ ...group, ownerId });
       this.ruleBook.replaceGroups(ownerId, [...this.ruleBook.groups(ownerId), group]);
-      this.changedHere(ownerId);
       return group;
     });
   }
@@ -670,7 +669,6 @@ export class Accounts {
         ownerId,
         this.ruleBook.groups(ownerId).map((g) => (g.id === groupId ? group : g)),
       );
-      this.changedHere(ownerId);
       return group;
     });
   }
@@ -685,7 +683,6 @@ export class Accounts {
         ownerId,
         this.ruleBook.groups(ownerId).filter((g) => g.id !== groupId),
       );
-      this.changedHere(ownerId);
     });
   }
 
@@ -724,7 +721,6 @@ export class Accounts {
             ownerId,
             this.ruleBook.rules(ownerId).map((r) => (ids.has(r.id) ? { ...r, arrivedAt: at.toISOString() } : r)),
           );
-          this.changedHere(ownerId);
         })
           .then(
             () => {
