@@ -16,30 +16,32 @@ function harness() {
     calls[index]?.finish(error, applied);
     await turn();
   };
-  return { reloads, calls, errors, turn, finish };
+  /** What was asked so far: [kind, owner ids] per call. */
+  const asked = () => calls.map((c) => [c.kind, c.ids]);
+  return { reloads, calls, errors, turn, finish, asked };
 }
 
 t.test('overrides changed in one turn are read together; a whole-owner change starts at once', async (t) => {
-  const { reloads, calls, turn } = harness();
+  const { reloads, turn, asked } = harness();
   reloads.request('a', 'overrides');
   reloads.request('b', 'overrides');
   reloads.request('a', 'overrides');
   reloads.request('c', 'owner');
-  t.same(calls.map((c) => [c.kind, c.ids]), [['owner', ['c']]], 'the whole owner at once; overrides wait for the end of the turn');
+  t.same(asked(), [['owner', ['c']]], 'the whole owner at once; overrides wait for the end of the turn');
   await turn();
-  t.same(calls.map((c) => [c.kind, c.ids]), [['owner', ['c']], ['overrides', ['a', 'b']]], 'one read for both owners, a once');
+  t.same(asked(), [['owner', ['c']], ['overrides', ['a', 'b']]], 'one read for both owners, a once');
 });
 
 t.test('an owner asked for both gets the whole reload only', async (t) => {
-  const { reloads, calls, turn } = harness();
+  const { reloads, turn, asked } = harness();
   reloads.request('a', 'overrides');
   reloads.request('a', 'owner');
   await turn();
-  t.same(calls.map((c) => [c.kind, c.ids]), [['owner', ['a']]]);
+  t.same(asked(), [['owner', ['a']]]);
 });
 
 t.test('changes during a reload: one more reload after it, of the widest kind asked', async (t) => {
-  const { reloads, calls, finish, turn } = harness();
+  const { reloads, calls, finish, turn, asked } = harness();
   reloads.request('a', 'overrides');
   await turn();
   t.equal(calls.length, 1);
@@ -51,7 +53,7 @@ t.test('changes during a reload: one more reload after it, of the widest kind as
   t.equal(calls.length, 1, 'nothing new while one runs for the owner');
   t.equal(reloads.pending, 1 + 1, 'the running one and one to come');
   await finish(0);
-  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']], ['owner', ['a']]], 'then once, the whole owner (asked for once among them)');
+  t.same(asked(), [['overrides', ['a']], ['owner', ['a']]], 'then once, the whole owner (asked for once among them)');
   await finish(1);
   t.equal(calls.length, 2, 'and no more');
   t.equal(reloads.pending, 0);
@@ -80,17 +82,17 @@ t.test('a burst is read in bounded batches', async (t) => {
 });
 
 t.test('a whole-owner snapshot thrown away unapplied: the owner is read again', async (t) => {
-  const { reloads, calls, finish } = harness();
+  const { reloads, calls, finish, asked } = harness();
   reloads.request('a', 'owner');
   await finish(0, undefined, false);
-  t.same(calls.map((c) => [c.kind, c.ids]), [['owner', ['a']], ['owner', ['a']]]);
+  t.same(asked(), [['owner', ['a']], ['owner', ['a']]]);
   await finish(1);
   t.equal(calls.length, 2, 'once applied, no more');
   t.equal(reloads.pending, 0);
 });
 
 t.test('healing: an owner whose write outcome is unknown is read until a reload started after the failure succeeds', async (t) => {
-  const { reloads, calls, errors, finish, turn } = harness();
+  const { reloads, calls, errors, finish, turn, asked } = harness();
   reloads.request('a', 'overrides');
   await turn();
   t.equal(calls.length, 1, 'a reload of a runs');
@@ -99,7 +101,7 @@ t.test('healing: an owner whose write outcome is unknown is read until a reload 
   await finish(0);
   t.ok(reloads.isHealing('a'), 'the reload that was running may have read before the write: it does not count');
   await turn();
-  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']], ['overrides', ['a']]], 'one more follows it');
+  t.same(asked(), [['overrides', ['a']], ['overrides', ['a']]], 'one more follows it');
   await finish(1, new Error('timeout'));
   t.equal(errors.length, 1, 'the failure is reported');
   t.ok(reloads.isHealing('a'));
@@ -123,14 +125,14 @@ t.test('healing: an owner whose write outcome is unknown is read until a reload 
 });
 
 t.test('healing the whole owner: an overrides reload does not heal it, a whole-owner one does; a failed retry reads the whole owner again', async (t) => {
-  const { reloads, calls, finish, turn } = harness();
+  const { reloads, calls, finish, turn, asked } = harness();
   reloads.heal('a', 'overrides');
   await turn();
   reloads.heal('a', 'owner');
-  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']]], 'the overrides reload runs; the whole owner waits for it');
+  t.same(asked(), [['overrides', ['a']]], 'the overrides reload runs; the whole owner waits for it');
   await finish(0);
   t.ok(reloads.isHealing('a'), 'reading the overrides does not heal a whole-owner doubt');
-  t.same(calls.map((c) => [c.kind, c.ids]), [['overrides', ['a']], ['owner', ['a']]], 'then the whole owner is read');
+  t.same(asked(), [['overrides', ['a']], ['owner', ['a']]], 'then the whole owner is read');
   await finish(1, new Error('down'));
   t.ok(reloads.isHealing('a'));
   await new Promise((resolve) => setTimeout(resolve, HEAL_FIRST_DELAY_MS + 50));
