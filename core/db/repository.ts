@@ -149,8 +149,10 @@ export class Repository {
   /**
    * The live overrides (manual statuses, app sessions, publications) of
    * these owners: what a group member reloads after another member changed
-   * them (the control channel's `overrides`), one query for every owner
-   * changed in the same tick. A row that no longer validates is skipped.
+   * them (the control channel's `overrides`), and what any process reads
+   * back after a write of them had an unknown outcome (OwnerReloads.heal);
+   * one query for every owner asked for in the same tick. A row that no
+   * longer validates is skipped.
    */
   async overridesOfOwners(ownerIds: readonly string[]): Promise<{ ownerId: string; override: PresenceOverride }[]> {
     if (ownerIds.length === 0) return [];
