@@ -42,7 +42,8 @@ import { ruleBodySchema, type RuleBodyInput } from '../policy/rule.js';
  *     the last ones at rest; BENCH_MEMORY_ROUNDS (default 1) sends every owner's messages
  *     that many times, for the churn of a service that has run a while;
  *   - one hub.current per owner, as a read would (all owners busy at once),
- *     then two sweeps with nothing read or changed: the last sample, the
+ *     then two sweeps (the hub's and the rule book's, as bin/service.ts
+ *     runs them) with nothing read or changed: the last sample, the
  *     headline, is every owner at rest, as most of a million owners are
  *     at any time (an owner rests 15 to 30 s after it was last read or
  *     changed; the stage before is the most the hub holds).
@@ -246,6 +247,7 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
       // are ever busy, as in a service whose owners report over time rather
       // than all at once.
       await hub.restIdle();
+      await ruleBook.restIdle();
     }
   }
   hub.takeDirty();
@@ -253,14 +255,23 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
   // Every owner read at once: each holds its derived state again (the most
   // the hub holds: every owner read within one sweep period).
   let online = 0;
-  for (let i = 0; i < count; i++) if (hub.current(ids.id(i, 'owner'), NOW).availability !== 'offline') online += 1;
+  for (let i = 0; i < count; i++) {
+    const ownerId = ids.id(i, 'owner');
+    // A read consults the owner's policy (api/watcher-views.ts) and state.
+    if (ruleBook.policy(ownerId).rules.length !== 1) throw new Error('policy missing');
+    if (hub.current(ownerId, NOW).availability !== 'offline') online += 1;
+  }
   if (online !== count) throw new Error(`${count - online} owners derived offline`);
-  after('hub: one read each (all owners busy)', false);
-  // Two more sweeps with nothing read or changed: every owner is at rest.
-  await hub.restIdle();
-  await hub.restIdle();
+  after('one read each: policy and state (all owners busy)', false);
+  // Two more sweeps with nothing read or changed: every owner is at rest
+  // (bin/service.ts sweeps the hub and the rule book together).
+  for (let sweep = 0; sweep < 2; sweep++) {
+    await hub.restIdle();
+    await ruleBook.restIdle();
+  }
   if (hub.activeCount !== 0) throw new Error(`${hub.activeCount} owners not at rest`);
-  after('hub: two idle sweeps (all owners at rest)', true);
+  if (ruleBook.heldCount !== 0) throw new Error(`${ruleBook.heldCount} owners' policies not at rest`);
+  after('two idle sweeps (all owners at rest: signals and policies packed)', true);
   return { directory, ruleBook, hub };
 }
 

@@ -328,10 +328,20 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(repeat(purge, 3_600_000, (err) => log.error({ err }, 'retention purge failed'), true));
     // Memory (issue 6): an owner neither read nor changed between two sweeps
     // rests (PresenceHub.restIdle: signals packed, derived state dropped
-    // unless watched). Every STATE_REST_MS, so an owner rests 15 to 30 s
-    // after it was last busy, and one whose device reports every few seconds
-    // never does.
-    cleanups.push(repeat(() => hub.restIdle(), STATE_REST_MS, (err) => log.error({ err }, 'putting idle owners at rest failed')));
+    // unless watched), and so does a consent policy nobody consulted or
+    // changed (RuleBook.restIdle: packed, unless someone listens). Every
+    // STATE_REST_MS, so an owner rests 15 to 30 s after it was last busy,
+    // and one whose device reports every few seconds never does.
+    cleanups.push(
+      repeat(
+        async () => {
+          await hub.restIdle();
+          await ruleBook.restIdle();
+        },
+        STATE_REST_MS,
+        (err) => log.error({ err }, 'putting idle owners at rest failed'),
+      ),
+    );
 
     let mqttUrl: string;
     let embeddedBroker: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;

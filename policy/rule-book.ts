@@ -1,6 +1,7 @@
 import { OwnerListeners } from '../core/owner-listeners.js';
 import type { OwnerPolicy } from './evaluate-consent.js';
 import { deepFreeze } from '../core/deep-freeze.js';
+import { packPolicy, unpackPolicy } from './packed-policy.js';
 import type { Group, Identity, Rule } from './rule.js';
 
 /**
@@ -66,7 +67,12 @@ function frozenRule(rule: Rule): Rule {
 }
 
 export class RuleBook {
-  private readonly byOwner = new Map<string, OwnerPolicy>();
+  /** Each owner's policy: frozen objects while in use, packed (policy/packed-policy.ts) at rest. */
+  private readonly byOwner = new Map<string, OwnerPolicy | string>();
+  /** Owners whose policy is held as objects: all restIdle() looks at. */
+  private readonly held = new Set<string>();
+  /** Owners whose policy was consulted or changed since the last sweep (restIdle leaves them held). */
+  private readonly seen = new Set<string>();
   private readonly listeners = new OwnerListeners<void>();
 
   /** Called after this owner's rules or groups change. */
@@ -74,8 +80,22 @@ export class RuleBook {
     return this.listeners.add(ownerId, listener);
   }
 
+  /**
+   * The owner's policy, frozen. A policy at rest is unpacked (and frozen
+   * again) for good, until the sweeps find it idle: the objects are new
+   * but equal, so what is derived from them (evaluateConsent's indexes,
+   * combined grants) is derived again once, and views stay equal.
+   */
   policy(ownerId: string): OwnerPolicy {
-    return this.byOwner.get(ownerId) ?? EMPTY;
+    const held = this.byOwner.get(ownerId);
+    if (held === undefined) return EMPTY;
+    this.seen.add(ownerId);
+    if (typeof held !== 'string') return held;
+    const { rules, groups } = unpackPolicy(held);
+    const policy = Object.freeze({ rules: Object.freeze(rules.map(frozenRule)), groups: frozenGroups(groups) });
+    this.byOwner.set(ownerId, policy);
+    this.held.add(ownerId);
+    return policy;
   }
 
   rules(ownerId: string): readonly Rule[] {
@@ -91,18 +111,67 @@ export class RuleBook {
   }
 
   replaceGroups(ownerId: string, groups: readonly Group[]): void {
-    for (const group of groups) Object.freeze(Object.freeze(group).members);
-    this.set(ownerId, { rules: this.rules(ownerId), groups: Object.freeze([...groups]) });
+    this.set(ownerId, { rules: this.rules(ownerId), groups: frozenGroups(groups) });
   }
 
   /** Forgets the owner's rules and groups (the owner was erased); watchers of them are told, and now find none. */
   remove(ownerId: string): void {
+    this.held.delete(ownerId);
+    this.seen.delete(ownerId);
     if (!this.byOwner.delete(ownerId)) return;
     this.listeners.notify(ownerId, undefined);
   }
 
+  /**
+   * Packs the policies nobody consulted or changed since the previous sweep
+   * (called with PresenceHub.restIdle, every 15 s in bin/service.ts, so a
+   * policy rests 15 to 30 s after its last use). The policies of owners
+   * someone listens to (streams, webhooks, SIP subscriptions: each change
+   * of the owner's state consults it) stay held. Sliced like the hub's
+   * sweep, so a million owners never hold the event loop. Returns how many
+   * were packed.
+   */
+  async restIdle(slice = 5_000): Promise<number> {
+    let rested = 0;
+    const ids = [...this.held];
+    for (let i = 0; i < ids.length; i += slice) {
+      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const ownerId of ids.slice(i, i + slice)) {
+        if (this.seen.delete(ownerId) || this.listeners.has(ownerId)) continue;
+        const policy = this.byOwner.get(ownerId);
+        // Not packable (not plain JSON data; never seen from validated bodies): held as it is, tried again next time.
+        const packed = policy === undefined || typeof policy === 'string' ? undefined : packPolicy(policy);
+        if (packed === undefined) continue;
+        this.byOwner.set(ownerId, packed);
+        this.held.delete(ownerId);
+        rested += 1;
+      }
+    }
+    return rested;
+  }
+
+  /** How many owners' policies are held as objects (the others are packed). */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
   private set(ownerId: string, policy: OwnerPolicy): void {
-    this.byOwner.set(ownerId, Object.freeze(policy));
+    if (policy.rules.length === 0 && policy.groups.length === 0) {
+      // Nothing left: the owner holds nothing (policy() gives the shared empty one).
+      this.byOwner.delete(ownerId);
+      this.held.delete(ownerId);
+      this.seen.delete(ownerId);
+    } else {
+      this.byOwner.set(ownerId, Object.freeze(policy));
+      this.held.add(ownerId);
+      this.seen.add(ownerId);
+    }
     this.listeners.notify(ownerId, undefined);
   }
+}
+
+/** Groups (and their member lists) frozen, in a frozen list of their own. */
+function frozenGroups(groups: readonly Group[]): readonly Group[] {
+  for (const group of groups) Object.freeze(Object.freeze(group).members);
+  return Object.freeze([...groups]);
 }

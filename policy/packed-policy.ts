@@ -1,0 +1,109 @@
+import type { OwnerPolicy } from './evaluate-consent.js';
+import type { Group, Rule } from './rule.js';
+
+/**
+ * An owner's rules and groups at rest, as one compact string (issue 6:
+ * "resident memory per owner with state ... target at most 1 KB each").
+ *
+ * Held as objects, one allow rule naming one watcher costs about 450 bytes
+ * of heap (measured in heap snapshots of bench/memory.ts): the policy, the
+ * rule list, the rule, its conditions and identity, the watcher list and
+ * two ids, each an object or array of its own. Most of a rule is the same
+ * for many owners: what it grants, its actions, which identity lists are
+ * empty, its time conditions as presets set them. So a rule is packed as
+ * its skeleton (the rule with its id and watcher list emptied, as canonical
+ * JSON, held once in a bounded table and named by its index) and the two
+ * things that are its own, the id and the watchers. One allow rule naming
+ * one watcher packs to about 90 characters.
+ *
+ * Packing is exact: a rule's JSON keys keep their order (the id and the
+ * watcher list are put back in the places they were emptied in), so an
+ * unpacked rule serializes to the very text the packed one did; rules are
+ * plain JSON data (parsed by zod from request bodies and stored jsonb), and
+ * a rule holding anything JSON would not give back (undefined, a number
+ * that is not finite) is not packed. The round trip over generated rules
+ * is checked by tests/unit/packed-policy.test.ts.
+ *
+ * The unpacked rules are plain, not frozen: the rule book freezes and
+ * hash-conses them as it does every rule it is given.
+ */
+
+/**
+ * Skeletons by index, each held once (one per distinct rule shape, about 400
+ * bytes each). Bounded: past the bound, a rule carries its own skeleton.
+ * Indexes are never reused, so a packed policy always finds its own.
+ */
+export class SkeletonTable {
+  private readonly index = new Map<string, number>();
+  private readonly texts: string[] = [];
+
+  constructor(private readonly max = 4096) {}
+
+  /** The skeleton's index, or undefined once the table is full. */
+  indexOf(text: string): number | undefined {
+    let at = this.index.get(text);
+    if (at === undefined && this.texts.length < this.max) {
+      at = this.texts.push(text) - 1;
+      this.index.set(text, at);
+    }
+    return at;
+  }
+
+  text(at: number): string {
+    const text = this.texts[at];
+    if (text === undefined) throw new Error(`no rule skeleton ${at}`);
+    return text;
+  }
+}
+
+const SHARED = new SkeletonTable();
+
+/** A packed rule: the skeleton (its index, or the skeleton itself once the table is full), the id, the watchers. */
+type PackedRule = readonly [skeleton: number | Rule, id: string, watchers: readonly string[]];
+type PackedPolicy = readonly [rules: readonly PackedRule[], groups: readonly Group[]];
+
+/** Whether JSON gives back exactly this value: plain data, no undefined, only finite numbers. */
+function jsonExact(value: unknown): boolean {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isFinite(value) && !Object.is(value, -0);
+  if (Array.isArray(value)) return value.every(jsonExact);
+  if (typeof value !== 'object') return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  return Object.values(value as Record<string, unknown>).every(jsonExact);
+}
+
+function skeletonOf(rule: Rule): Rule {
+  // Spreads keep every key where it was; id and watchers are emptied in place.
+  return { ...rule, id: '', conditions: { ...rule.conditions, identity: { ...rule.conditions.identity, watchers: [] } } };
+}
+
+function packRule(rule: Rule, table: SkeletonTable): PackedRule {
+  const skeleton = skeletonOf(rule);
+  return [table.indexOf(JSON.stringify(skeleton)) ?? skeleton, rule.id, rule.conditions.identity.watchers];
+}
+
+/**
+ * The policy as one string, or undefined when it would not come back exactly
+ * (see the module comment) or there is nothing to pack.
+ */
+export function packPolicy(policy: OwnerPolicy, table = SHARED): string | undefined {
+  if (policy.rules.length === 0 && policy.groups.length === 0) return undefined;
+  if (!jsonExact(policy.rules) || !jsonExact(policy.groups)) return undefined;
+  const packed: PackedPolicy = [policy.rules.map((rule) => packRule(rule, table)), policy.groups];
+  return JSON.stringify(packed);
+}
+
+/** The rules and groups of a packed policy, as plain (unfrozen) objects equal to those packed. */
+export function unpackPolicy(packed: string, table = SHARED): { rules: Rule[]; groups: Group[] } {
+  const [rules, groups] = JSON.parse(packed) as PackedPolicy;
+  return {
+    rules: rules.map(([skeleton, id, watchers]) => {
+      const rule = (typeof skeleton === 'number' ? JSON.parse(table.text(skeleton)) : skeleton) as { -readonly [K in keyof Rule]: Rule[K] };
+      rule.id = id;
+      (rule.conditions.identity as { watchers: readonly string[] }).watchers = watchers;
+      return rule as Rule;
+    }),
+    groups: groups as Group[],
+  };
+}
