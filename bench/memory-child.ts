@@ -19,7 +19,8 @@ import { ruleBodySchema, type RuleBodyInput } from '../policy/rule.js';
  *
  * Builds `owners` owners' state, stage by stage, and measures resident
  * memory (rss) and heap (heapUsed + external) after full GCs (two before the
- * first stage and after the last, one between the service's stages).
+ * first stage and after the last, one between the service's stages), and
+ * resident memory again once settled (settle()).
  * Prints one JSON line: MemoryResult.
  *
  * service: the service's own in-memory structures, built through their
@@ -67,7 +68,10 @@ type Mode = 'service' | 'baseline';
 
 export interface Sample {
   readonly stage: string;
+  /** Resident memory once settled (see settle()): the headline. */
   readonly rss: number;
+  /** Resident memory right after the stage's full GCs, before settling: V8 may still be returning freed pages. */
+  readonly rssAtOnce: number;
   readonly heap: number;
   /** How long the stage took to build, without the measurement. */
   readonly ms: number;
@@ -97,16 +101,49 @@ if (!gc) throw new Error('run with --expose-gc');
 const collect: () => void = gc;
 
 let stageStarted = performance.now();
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const MiB = 1024 * 1024;
+
+/**
+ * Lets the heap settle: full GCs until one no longer shrinks the heap by a
+ * MiB (V8 moves only a few MB out of fragmented pages per full GC, so pages
+ * left sparse by the stage's garbage are emptied over several, as they are
+ * over the many full GCs of a service that has run a while), then waits
+ * until resident memory stops falling (V8 returns the pages it freed from a
+ * background thread, after the GC: measured right after, tens of MB of
+ * already freed pages still count as resident). At most 8 GCs and 2 s.
+ */
+async function settle(): Promise<void> {
+  let heapTotal = process.memoryUsage().heapTotal;
+  for (let pass = 0; pass < 8; pass++) {
+    collect();
+    const now = process.memoryUsage().heapTotal;
+    const shrunk = heapTotal - now;
+    heapTotal = now;
+    if (shrunk < MiB) break;
+  }
+  let rss = process.memoryUsage().rss;
+  for (let waited = 0; waited < 2000; waited += 100) {
+    await sleep(100);
+    const now = process.memoryUsage().rss;
+    if (rss - now < MiB / 4) break;
+    rss = now;
+  }
+}
+
 /**
  * Two full GCs before the samples the headline is computed from, one
- * between the service's stages (a full GC of a 5 GB heap takes seconds).
+ * between the service's stages (a full GC of a 5 GB heap takes seconds);
+ * resident memory then as it is at once, and settled (the headline).
  */
-function measure(stage: string, passes = 2): Sample {
+async function measure(stage: string, passes = 2): Promise<Sample> {
   const ms = performance.now() - stageStarted;
   for (let pass = 0; pass < passes; pass++) collect();
+  const rssAtOnce = process.memoryUsage().rss;
+  await settle();
   const m = process.memoryUsage();
   stageStarted = performance.now();
-  return { stage, rss: m.rss, heap: m.heapUsed + m.external, ms };
+  return { stage, rss: m.rss, rssAtOnce, heap: m.heapUsed + m.external, ms };
 }
 
 const NOW = Date.now();
@@ -215,7 +252,7 @@ interface Service {
 }
 
 /** Builds the service's structures for `count` owners, calling `after` after each stage (`last` for the last). */
-async function buildService(ids: Ids, count: number, after: (stage: string, last: boolean) => void): Promise<Service> {
+async function buildService(ids: Ids, count: number, after: (stage: string, last: boolean) => Promise<void>): Promise<Service> {
   const directory = new Directory();
   const ruleBook = new RuleBook();
   const hub = new PresenceHub({ offlineAfterMs: 900_000 }, (ownerId) => directory.settings(ownerId));
@@ -224,12 +261,12 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
     directory.putDevice({ id: ids.id(i, 'phone'), ownerId: ids.id(i, 'owner'), deviceClass: 'phone', revoked: false });
     directory.putDevice({ id: ids.id(i, 'watch'), ownerId: ids.id(i, 'owner'), deviceClass: 'watch', revoked: false });
   }
-  after('directory: owners and devices', false);
+  await after('directory: owners and devices', false);
   for (let i = 0; i < count; i++) directory.putSettings(ids.id(i, 'owner'), ownerSettingsSchema.parse({}));
-  after('directory: settings parsed at start', false);
+  await after('directory: settings parsed at start', false);
   // Keyed as bin/service.ts applySnapshot keys them: by the directory's copy of the owner id.
   for (let i = 0; i < count; i++) ruleBook.replace(directory.ownerId(ids.id(i, 'owner')), [{ ...ruleBodySchema.parse(ruleOf(ids, i)), id: ids.id(i, 'rule') }]);
-  after('rule book: one allow rule', false);
+  await after('rule book: one allow rule', false);
   // Every owner's devices report, ROUNDS times over.
   for (let step = 0; step < ROUNDS * count; step++) {
     const i = step % count;
@@ -251,7 +288,7 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
     }
   }
   hub.takeDirty();
-  after('hub: signals and derived state (apply, swept as it goes)', false);
+  await after('hub: signals and derived state (apply, swept as it goes)', false);
   // Every owner read at once: each holds its derived state again (the most
   // the hub holds: every owner read within one sweep period).
   let online = 0;
@@ -262,7 +299,7 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
     if (hub.current(ownerId, NOW).availability !== 'offline') online += 1;
   }
   if (online !== count) throw new Error(`${count - online} owners derived offline`);
-  after('one read each: policy and state (all owners busy)', false);
+  await after('one read each: policy and state (all owners busy)', false);
   // Two more sweeps with nothing read or changed: every owner is at rest
   // (bin/service.ts sweeps the hub and the rule book together).
   for (let sweep = 0; sweep < 2; sweep++) {
@@ -271,7 +308,7 @@ async function buildService(ids: Ids, count: number, after: (stage: string, last
   }
   if (hub.activeCount !== 0) throw new Error(`${hub.activeCount} owners not at rest`);
   if (ruleBook.heldCount !== 0) throw new Error(`${ruleBook.heldCount} owners' policies not at rest`);
-  after('two idle sweeps (all owners at rest: signals and policies packed)', true);
+  await after('two idle sweeps (all owners at rest: signals and policies packed)', true);
   return { directory, ruleBook, hub };
 }
 
@@ -283,7 +320,7 @@ const flat = (text: string) => Buffer.from(text, 'latin1').toString('latin1');
  * given for the owner (the headline baseline), then the owner's signals
  * alone (the devices' last messages with their device ids).
  */
-function buildBaseline(ids: Ids, count: number, after: (stage: string) => void): { maps: Map<string, string>[]; chars: number; signalChars: number } {
+async function buildBaseline(ids: Ids, count: number, after: (stage: string) => Promise<void>): Promise<{ maps: Map<string, string>[]; chars: number; signalChars: number }> {
   const all = new Map<string, string>();
   let chars = 0;
   // The events as the service keeps them (the Wi-Fi name replaced by its
@@ -315,7 +352,7 @@ function buildBaseline(ids: Ids, count: number, after: (stage: string) => void):
     chars += text.length;
     all.set(ownerId, text);
   }
-  after('baseline: owner data as JSON text in a Map');
+  await after('baseline: owner data as JSON text in a Map');
   const signals = new Map<string, string>();
   let signalChars = 0;
   for (let i = 0; i < count; i++) {
@@ -324,7 +361,7 @@ function buildBaseline(ids: Ids, count: number, after: (stage: string) => void):
     signalChars += text.length;
     signals.set(ownerId, text);
   }
-  after('baseline: owner signals as JSON text in a Map');
+  await after('baseline: owner signals as JSON text in a Map');
   return { maps: [all, signals], chars: chars / count, signalChars: signalChars / count };
 }
 
@@ -370,17 +407,18 @@ function snapshotNow(): Map<string, { bytes: number; count: number }> {
 // Warm up with a throwaway set: the code is compiled and the young
 // generation has grown before the first sample, so neither is counted.
 const warmCount = Math.min(5000, Math.ceil(owners / 20));
-if (mode === 'service') await buildService(new Ids(warmCount), warmCount, () => undefined);
-else buildBaseline(new Ids(warmCount), warmCount, () => undefined);
+const nothing = () => Promise.resolve();
+if (mode === 'service') await buildService(new Ids(warmCount), warmCount, nothing);
+else await buildBaseline(new Ids(warmCount), warmCount, nothing);
 
 const ids = new Ids(owners);
-const samples: Sample[] = [measure('before')];
+const samples: Sample[] = [await measure('before')];
 let keep: unknown;
 let textChars: MemoryResult['textChars'];
 if (mode === 'service') {
-  keep = await buildService(ids, owners, (stage, last) => samples.push(measure(stage, last ? 2 : 1)));
+  keep = await buildService(ids, owners, async (stage, last) => void samples.push(await measure(stage, last ? 2 : 1)));
 } else {
-  const built = buildBaseline(ids, owners, (stage) => samples.push(measure(stage)));
+  const built = await buildBaseline(ids, owners, async (stage) => void samples.push(await measure(stage)));
   keep = built.maps;
   textChars = { all: built.chars, signals: built.signalChars };
 }
