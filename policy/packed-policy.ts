@@ -1,4 +1,5 @@
 import type { OwnerPolicy } from './evaluate-consent.js';
+import { deepFreeze } from '../core/deep-freeze.js';
 import type { Group, Rule } from './rule.js';
 
 /**
@@ -28,14 +29,27 @@ import type { Group, Rule } from './rule.js';
  * hash-conses them as it does every rule it is given.
  */
 
+/** Makes a rule as the caller holds it (the rule book freezes and hash-conses it); by default, as it is. */
+export type HoldRule = (rule: Rule) => Rule;
+const asItIs: HoldRule = (rule) => rule;
+
 /**
  * Skeletons by index, each held once (one per distinct rule shape, about 400
- * bytes each). Bounded: past the bound, a rule carries its own skeleton.
- * Indexes are never reused, so a packed policy always finds its own.
+ * bytes each, twice that once parsed). Bounded: past the bound, a rule
+ * carries its own skeleton. Indexes are never reused, so a packed policy
+ * always finds its own.
  */
 export class SkeletonTable {
   private readonly index = new Map<string, number>();
   private readonly texts: string[] = [];
+  /** Each skeleton parsed once, as held (frozen): unpacking copies it instead of parsing it. */
+  private readonly parsed: (Rule | undefined)[] = [];
+  /**
+   * Rules unpacked here, with their skeleton: a rule that rests again
+   * (the usual cycle: rest, a read, rest) is packed without serializing
+   * its skeleton to find it.
+   */
+  private readonly unpacked = new WeakMap<Rule, number>();
 
   constructor(private readonly max = 4096) {}
 
@@ -49,10 +63,23 @@ export class SkeletonTable {
     return at;
   }
 
-  text(at: number): string {
-    const text = this.texts[at];
-    if (text === undefined) throw new Error(`no rule skeleton ${at}`);
-    return text;
+  skeleton(at: number, hold: HoldRule): Rule {
+    let skeleton = this.parsed[at];
+    if (skeleton === undefined) {
+      const text = this.texts[at];
+      if (text === undefined) throw new Error(`no rule skeleton ${at}`);
+      skeleton = deepFreeze(hold(JSON.parse(text) as Rule));
+      this.parsed[at] = skeleton;
+    }
+    return skeleton;
+  }
+
+  remember(rule: Rule, at: number): void {
+    this.unpacked.set(rule, at);
+  }
+
+  unpackedFrom(rule: Rule): number | undefined {
+    return this.unpacked.get(rule);
   }
 }
 
@@ -78,7 +105,11 @@ function skeletonOf(rule: Rule): Rule {
   return { ...rule, id: '', conditions: { ...rule.conditions, identity: { ...rule.conditions.identity, watchers: [] } } };
 }
 
-function packRule(rule: Rule, table: SkeletonTable): PackedRule {
+/** The packed rule, or undefined when JSON would not give it back exactly. */
+function packRule(rule: Rule, table: SkeletonTable): PackedRule | undefined {
+  const known = table.unpackedFrom(rule);
+  if (known !== undefined) return [known, rule.id, rule.conditions.identity.watchers];
+  if (!jsonExact(rule)) return undefined;
   const skeleton = skeletonOf(rule);
   return [table.indexOf(JSON.stringify(skeleton)) ?? skeleton, rule.id, rule.conditions.identity.watchers];
 }
@@ -89,8 +120,14 @@ function packRule(rule: Rule, table: SkeletonTable): PackedRule {
  */
 export function packPolicy(policy: OwnerPolicy, table = SHARED): string | undefined {
   if (policy.rules.length === 0 && policy.groups.length === 0) return undefined;
-  if (!jsonExact(policy.rules) || !jsonExact(policy.groups)) return undefined;
-  const packed: PackedPolicy = [policy.rules.map((rule) => packRule(rule, table)), policy.groups];
+  if (!jsonExact(policy.groups)) return undefined;
+  const rules: PackedRule[] = [];
+  for (const rule of policy.rules) {
+    const packed = packRule(rule, table);
+    if (packed === undefined) return undefined;
+    rules.push(packed);
+  }
+  const packed: PackedPolicy = [rules, policy.groups];
   return flat(JSON.stringify(packed));
 }
 
@@ -105,15 +142,25 @@ function flat(text: string): string {
   return Buffer.from(text, 'utf8').toString('utf8');
 }
 
-/** The rules and groups of a packed policy, as plain (unfrozen) objects equal to those packed. */
-export function unpackPolicy(packed: string, table = SHARED): { rules: Rule[]; groups: Group[] } {
+/**
+ * The rules and groups of a packed policy, equal to those packed, each rule
+ * made as `hold` makes it (the rule book's frozen, shared rules). A rule is
+ * its skeleton copied with its own id and watchers put back in place: the
+ * skeleton's parts are the ones `hold` made of it, so a rule book that
+ * shares equal parts finds them at once.
+ */
+export function unpackPolicy(packed: string, table = SHARED, hold: HoldRule = asItIs): { rules: Rule[]; groups: Group[] } {
   const [rules, groups] = JSON.parse(packed) as PackedPolicy;
   return {
     rules: rules.map(([skeleton, id, watchers]) => {
-      const rule = (typeof skeleton === 'number' ? JSON.parse(table.text(skeleton)) : skeleton) as { -readonly [K in keyof Rule]: Rule[K] };
-      rule.id = id;
-      (rule.conditions.identity as { watchers: readonly string[] }).watchers = watchers;
-      return rule as Rule;
+      const base = typeof skeleton === 'number' ? table.skeleton(skeleton, hold) : skeleton;
+      // Object.assign onto a copy keeps every key where the skeleton has it.
+      const identity = Object.assign({}, base.conditions.identity, { watchers });
+      const rule = hold(Object.assign({}, base, { id, conditions: Object.assign({}, base.conditions, { identity }) }));
+      // Remembered only when the holder froze it: then nothing but its id and
+      // watchers (read afresh when packing) can differ from the skeleton.
+      if (typeof skeleton === 'number' && Object.isFrozen(rule) && Object.isFrozen(rule.conditions) && Object.isFrozen(rule.conditions.identity)) table.remember(rule, skeleton);
+      return rule;
     }),
     groups: groups as Group[],
   };

@@ -24,6 +24,8 @@ const EMPTY: OwnerPolicy = Object.freeze({ rules: Object.freeze([]) as readonly 
  */
 const MAX_SHARED = 4096;
 const sharedParts = new Map<string, unknown>();
+/** The same parts, by identity. */
+const sharedObjects = new WeakSet<object>();
 
 /**
  * Hash-consing: equal parts of rules are held once, frozen, for every rule
@@ -33,11 +35,16 @@ const sharedParts = new Map<string, unknown>();
  * that share nothing with others cost only their own copy.
  */
 function shared<T>(value: T): T {
+  // A part already shared (one of an unpacked rule's, policy/packed-policy.ts) is itself.
+  if (typeof value === 'object' && value !== null && sharedObjects.has(value)) return value;
   const key = JSON.stringify(value);
   const known = sharedParts.get(key);
   if (known !== undefined) return known as T;
   deepFreeze(value);
-  if (sharedParts.size < MAX_SHARED) sharedParts.set(key, value);
+  if (sharedParts.size < MAX_SHARED) {
+    sharedParts.set(key, value);
+    if (typeof value === 'object' && value !== null) sharedObjects.add(value);
+  }
   return value;
 }
 
@@ -91,8 +98,8 @@ export class RuleBook {
     if (held === undefined) return EMPTY;
     this.seen.add(ownerId);
     if (typeof held !== 'string') return held;
-    const { rules, groups } = unpackPolicy(held);
-    const policy = Object.freeze({ rules: Object.freeze(rules.map(frozenRule)), groups: frozenGroups(groups) });
+    const { rules, groups } = unpackPolicy(held, undefined, frozenRule);
+    const policy = Object.freeze({ rules: Object.freeze(rules), groups: frozenGroups(groups) });
     this.byOwner.set(ownerId, policy);
     this.held.add(ownerId);
     return policy;
