@@ -155,14 +155,23 @@ export interface PackedSignals {
 //
 // An RFC 3339 date-time as zod's z.iso.datetime({ offset: true }) accepts it:
 // YYYY-MM-DDTHH:MM:SS, optional fraction, then Z or ±HH:MM. Packed as a
-// shape byte (fraction digits 0-3, Z or the offset's sign), the instant as
-// a float64 (ms; exact for every date the schema allows) and, with an
-// offset, its minutes in two bytes. A time that does not format back to
-// the same text (four fraction digits or more: Date.parse drops them) is
-// not packed.
+// shape byte (fraction digits 0-3, Z or the offset's sign), the instant
+// and, with an offset, its minutes in two bytes. The instant (whole ms) is
+// the difference from the time packed before it, as a variable-length
+// integer: an owner's times lie within seconds or minutes of each other, so
+// one to four bytes instead of eight (measured: 128 -> 96 bytes held for
+// the five signals of bench/memory.ts). The first time of a set, or one
+// further than MAX_DELTA_MS from the one before, is a float64 (exact for
+// every date the schema allows). A time that does not format back to the
+// same text (four fraction digits or more: Date.parse drops them) is not
+// packed.
 
 const SHAPE_Z = 4;
 const SHAPE_MINUS = 8;
+/** The instant is a difference from the time before (a zigzag varint), not a float64. */
+const SHAPE_DELTA = 16;
+/** About 34 years: the zigzag of any difference within it has at most six 7-bit groups. */
+const MAX_DELTA_MS = 2 ** 40;
 const DAY_MS = 86_400_000;
 
 const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
@@ -215,9 +224,12 @@ const UTF8_FLAG = 0x8000;
 class Writer {
   private buffer = Buffer.allocUnsafe(256);
   length = 0;
+  /** The instant of the time written last in this set (ms), or NaN. */
+  lastMs = NaN;
 
   reset(): void {
     this.length = 0;
+    this.lastMs = NaN;
   }
 
   private room(n: number): void {
@@ -236,6 +248,17 @@ class Writer {
     this.room(8);
     float[0] = value;
     for (let i = 0; i < 8; i++) this.buffer[this.length++] = floatBytes[i] as number;
+  }
+
+  /** A signed integer of at most MAX_DELTA_MS, zigzagged, in 7-bit groups (arithmetic, not bitwise: it exceeds 32 bits). */
+  delta(value: number): void {
+    let rest = value >= 0 ? value * 2 : -value * 2 - 1;
+    this.room(7);
+    while (rest >= 128) {
+      this.buffer[this.length++] = (rest % 128) + 128;
+      rest = Math.floor(rest / 128);
+    }
+    this.buffer[this.length++] = rest;
   }
 
   /**
@@ -291,6 +314,18 @@ class Reader {
     return float[0] as number;
   }
 
+  delta(): number {
+    let rest = 0;
+    let scale = 1;
+    for (;;) {
+      const group = this.byte();
+      rest += (group & 127) * scale;
+      if (group < 128) break;
+      scale *= 128;
+    }
+    return rest % 2 === 0 ? rest / 2 : -(rest + 1) / 2;
+  }
+
   text(): string {
     const header = (this.bytes.charCodeAt(this.at) << 8) | this.bytes.charCodeAt(this.at + 1);
     const length = header & MAX_TEXT_BYTES;
@@ -303,7 +338,7 @@ class Reader {
   /** A time; its instant in ms is left in `lastMs` (the event's own time needs no second Date.parse). */
   time(): string {
     const shape = this.byte();
-    const ms = this.float();
+    const ms = shape & SHAPE_DELTA ? this.lastMs + this.delta() : this.float();
     this.lastMs = ms;
     const minutes = shape & SHAPE_Z ? 0 : (this.byte() << 8) | this.byte();
     return formatTime(ms, shape, minutes);
@@ -336,8 +371,16 @@ function writeTime(value: string): boolean {
     if (value.charCodeAt(zoneAt) === 45) shape |= SHAPE_MINUS; // '-'
   } else return false;
   if (formatTime(ms, shape, minutes) !== value) return false;
-  writer.byte(shape);
-  writer.float(ms);
+  const delta = ms - writer.lastMs;
+  if (Math.abs(delta) <= MAX_DELTA_MS) {
+    writer.byte(shape | SHAPE_DELTA);
+    writer.delta(delta);
+  } else {
+    // The first time of the set (delta NaN), or one far from the one before.
+    writer.byte(shape);
+    writer.float(ms);
+  }
+  writer.lastMs = ms;
   if (!(shape & SHAPE_Z)) {
     writer.byte(minutes >> 8);
     writer.byte(minutes & 0xff);

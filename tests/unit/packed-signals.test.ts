@@ -93,6 +93,24 @@ t.test('edge cases', async (t) => {
   t.equal(unpackSignals(packSignals([{ deviceId: device, event: negativeZero }]) ?? { bytes: '', devices: [] })[0]?.event.at, '2026-05-04T10:00:00-00:00', '-00:00 stays -00:00');
   const early = sensorEventSchema.parse({ kind: 'call', at: '0001-01-01T00:00:00.5+14:00', state: 'idle' });
   t.equal(unpackSignals(packSignals([{ deviceId: device, event: early }]) ?? { bytes: '', devices: [] })[0]?.event.at, '0001-01-01T00:00:00.5+14:00', 'a date before the epoch');
+  // Times as differences from the one before: equal, earlier, later, and
+  // further apart than a difference is allowed to be (a float64 again).
+  const spread = ['2026-05-04T10:00:00.250Z', '2026-05-04T10:00:00.250Z', '2026-05-04T09:59:31+02:00', '0001-01-01T00:00:00Z', '9999-12-31T23:59:59.999-12:00', '2026-05-04T10:00:00Z'].map((at) => ({
+    deviceId: device,
+    event: sensorEventSchema.parse({ kind: 'call', at, state: 'idle' }),
+  }));
+  const packedSpread = packSignals(spread);
+  t.same(
+    unpackSignals(packedSpread ?? { bytes: '', devices: [] }).map((s) => s.event.at),
+    spread.map((s) => s.event.at),
+    'near and far times come back',
+  );
+  const near = packSignals(spread.slice(0, 3));
+  const alone = packSignals(spread.slice(0, 1));
+  // Two more call events: device, kind and state bytes, a shape byte, the
+  // difference (0, then -2 h: one and four bytes) and the offset's two:
+  // 15 bytes, where float64 instants would take 26.
+  t.equal(near && alone && near.bytes.length - alone.bytes.length, 15, 'a time near the one before costs a few bytes, not eight');
   const many = Array.from({ length: 257 }, (_, i) => ({ deviceId: `device-${i}`, event: sensorEventSchema.parse({ kind: 'call', at: '2026-05-04T10:00:00Z', state: 'idle' }) }));
   t.equal(packSignals(many), undefined, 'more than 256 devices are not packed');
   t.ok(packSignals(many.slice(0, 256)), '256 devices are');
