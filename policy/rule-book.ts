@@ -146,8 +146,12 @@ export class RuleBook {
       for (const ownerId of ids.slice(i, i + slice)) {
         if (this.seen.delete(ownerId) || this.listeners.has(ownerId)) continue;
         const policy = this.byOwner.get(ownerId);
+        if (policy === undefined || typeof policy === 'string') {
+          this.held.delete(ownerId);
+          continue;
+        }
+        const packed = packPolicy(policy);
         // Not packable (not plain JSON data; never seen from validated bodies): held as it is, tried again next time.
-        const packed = policy === undefined || typeof policy === 'string' ? undefined : packPolicy(policy);
         if (packed === undefined) continue;
         this.byOwner.set(ownerId, packed);
         this.held.delete(ownerId);

@@ -158,3 +158,56 @@ t.test('a policy someone listens to, or that was consulted, stays held; changes 
   t.same(book.policy('idle'), { rules: [], groups: [] }, 'emptied: holds nothing');
   t.equal(await book.restIdle(), 0);
 });
+
+t.test('a rule book swept after every step answers as one never swept (random operations)', async (t) => {
+  const OWNERS = ['o1', 'o2', 'o3'];
+  const WATCHERS = [W1, W2];
+  const GROUP = '9a9a9a9a-0000-4000-8000-000000000001';
+  const step = fc.oneof(
+    fc.record({ op: fc.constant('replace' as const), owner: fc.constantFrom(...OWNERS), rules: fc.array(rule, { maxLength: 3 }) }),
+    fc.record({ op: fc.constant('groups' as const), owner: fc.constantFrom(...OWNERS), members: fc.array(fc.constantFrom(...WATCHERS), { maxLength: 2 }) }),
+    fc.record({ op: fc.constant('remove' as const), owner: fc.constantFrom(...OWNERS) }),
+    fc.record({ op: fc.constant('read' as const), owner: fc.constantFrom(...OWNERS) }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { maxLength: 25 }), async (steps) => {
+      const swept = new RuleBook();
+      const kept = new RuleBook();
+      const told = { swept: 0, kept: 0 };
+      for (const owner of OWNERS) {
+        // Listeners on one owner keep it held; the others rest.
+        if (owner !== 'o1') continue;
+        swept.watch(owner, () => (told.swept += 1));
+        kept.watch(owner, () => (told.kept += 1));
+      }
+      for (const s of steps) {
+        for (const book of [swept, kept]) {
+          if (s.op === 'replace') book.replace(s.owner, s.rules);
+          else if (s.op === 'groups') book.replaceGroups(s.owner, [{ id: GROUP, name: 'g', members: s.members }]);
+          else if (s.op === 'remove') book.remove(s.owner);
+          else if (s.op === 'read') book.policy(s.owner);
+        }
+        await swept.restIdle();
+        await swept.restIdle();
+        for (const owner of OWNERS) {
+          const a = swept.policy(owner);
+          const b = kept.policy(owner);
+          if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${owner}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+          for (const id of WATCHERS) {
+            const context = { now: NOW, sphere: undefined, zone: undefined };
+            const da = evaluateConsent(a, { id, domain: 'a.example' }, context);
+            const db = evaluateConsent(b, { id, domain: 'a.example' }, context);
+            if (JSON.stringify(da) !== JSON.stringify(db)) throw new Error(`${owner}/${id}: decisions differ`);
+          }
+        }
+        // Reading every owner above kept them all held: sweep twice more so the next step starts from rest.
+        await swept.restIdle();
+        await swept.restIdle();
+      }
+      if (told.swept !== told.kept) throw new Error(`listeners told ${told.swept} times, not ${told.kept}`);
+      return true;
+    }),
+    { numRuns: 100 },
+  );
+  t.pass('100 random sequences');
+});
