@@ -14,8 +14,9 @@ import type { Group, Rule } from './rule.js';
  * empty, its time conditions as presets set them. So a rule is packed as
  * its skeleton (the rule with its id and watcher list emptied, as canonical
  * JSON, held once in a bounded table and named by its index) and the two
- * things that are its own, the id and the watchers. One allow rule naming
- * one watcher packs to about 90 characters.
+ * things that are its own, the id and the watchers (a UUID as the 22
+ * characters of its 16 bytes in base64url). One allow rule naming one
+ * watcher packs to about 60 characters.
  *
  * Packing is exact: a rule's JSON keys keep their order (the id and the
  * watcher list are put back in the places they were emptied in), so an
@@ -85,8 +86,42 @@ export class SkeletonTable {
 
 const SHARED = new SkeletonTable();
 
-/** A packed rule: the skeleton (its index, or the skeleton itself once the table is full), the id, the watchers. */
+/** A packed rule: the skeleton (its index, or the skeleton itself once the table is full), the id, the watchers (ids as packId gives them). */
 type PackedRule = readonly [skeleton: number | Rule, id: string, watchers: readonly string[]];
+
+const LOWER_CASE_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+const TILDE = 0x7e;
+
+/**
+ * An id as packed: a lower-case UUID (every id the service issues,
+ * core/identifiers.ts) as the base64url of its 16 bytes, 22 characters
+ * instead of 36; anything else (ids made up by tests) as "~" and the id.
+ */
+function packId(id: string): string {
+  if (id.length === 36 && LOWER_CASE_UUID.test(id)) return Buffer.from(id.replaceAll('-', ''), 'hex').toString('base64url');
+  return `~${id}`;
+}
+
+/** The id again, as one flat string (a template literal would give a tree of parts). */
+function unpackId(packed: string): string {
+  if (packed.charCodeAt(0) === TILDE) return packed.slice(1);
+  const bytes = Buffer.from(packed, 'base64url');
+  if (bytes.length !== 16) throw new Error(`not a packed id: ${packed}`);
+  const text = Buffer.allocUnsafe(36);
+  let at = 0;
+  for (let b = 0; b < 16; b++) {
+    if (b === 4 || b === 6 || b === 8 || b === 10) text[at++] = 0x2d; // '-'
+    const byte = bytes[b] as number;
+    text[at++] = HEX_DIGITS[byte >> 4] as number;
+    text[at++] = HEX_DIGITS[byte & 15] as number;
+  }
+  return text.toString('latin1');
+}
+
+function packIds(rule: Rule, skeleton: number | Rule): PackedRule {
+  return [skeleton, packId(rule.id), rule.conditions.identity.watchers.map(packId)];
+}
 type PackedPolicy = readonly [rules: readonly PackedRule[], groups: readonly Group[]];
 
 /** Whether JSON gives back exactly this value: plain data, no undefined, only finite numbers. */
@@ -108,10 +143,10 @@ function skeletonOf(rule: Rule): Rule {
 /** The packed rule, or undefined when JSON would not give it back exactly. */
 function packRule(rule: Rule, table: SkeletonTable): PackedRule | undefined {
   const known = table.unpackedFrom(rule);
-  if (known !== undefined) return [known, rule.id, rule.conditions.identity.watchers];
+  if (known !== undefined) return packIds(rule, known);
   if (!jsonExact(rule)) return undefined;
   const skeleton = skeletonOf(rule);
-  return [table.indexOf(JSON.stringify(skeleton)) ?? skeleton, rule.id, rule.conditions.identity.watchers];
+  return packIds(rule, table.indexOf(JSON.stringify(skeleton)) ?? skeleton);
 }
 
 /**
@@ -152,11 +187,11 @@ function flat(text: string): string {
 export function unpackPolicy(packed: string, table = SHARED, hold: HoldRule = asItIs): { rules: Rule[]; groups: Group[] } {
   const [rules, groups] = JSON.parse(packed) as PackedPolicy;
   return {
-    rules: rules.map(([skeleton, id, watchers]) => {
+    rules: rules.map(([skeleton, packedId, packedWatchers]) => {
       const base = typeof skeleton === 'number' ? table.skeleton(skeleton, hold) : skeleton;
       // Object.assign onto a copy keeps every key where the skeleton has it.
-      const identity = Object.assign({}, base.conditions.identity, { watchers });
-      const rule = hold(Object.assign({}, base, { id, conditions: Object.assign({}, base.conditions, { identity }) }));
+      const identity = Object.assign({}, base.conditions.identity, { watchers: packedWatchers.map(unpackId) });
+      const rule = hold(Object.assign({}, base, { id: unpackId(packedId), conditions: Object.assign({}, base.conditions, { identity }) }));
       // Remembered only when the holder froze it: then nothing but its id and
       // watchers (read afresh when packing) can differ from the skeleton.
       if (typeof skeleton === 'number' && Object.isFrozen(rule) && Object.isFrozen(rule.conditions) && Object.isFrozen(rule.conditions.identity)) table.remember(rule, skeleton);
