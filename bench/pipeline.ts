@@ -1,6 +1,10 @@
 import { sensorEventSchema, type SensorEvent } from '../core/events.js';
+import { randomUUID } from 'node:crypto';
 import { PresenceHub } from '../core/presence-hub.js';
 import { decodeMessage } from '../ingest/decode-message.js';
+import { evaluateConsent } from '../policy/evaluate-consent.js';
+import { RuleBook } from '../policy/rule-book.js';
+import { ruleBodySchema } from '../policy/rule.js';
 
 /**
  * The ingest pipeline without the network, to see where CPU goes: per event,
@@ -18,6 +22,14 @@ import { decodeMessage } from '../ingest/decode-message.js';
  * each to owners at rest (unpacked, merged, not derived: nobody watches),
  * against the same event to the same owners while busy (merged and
  * derived), measured in the same run.
+ *
+ * And what resting costs a consent policy (RuleBook.restIdle): as many
+ * owners with one allow rule naming one watcher (UUID ids, as
+ * bench/memory-child.ts), per owner: putting the policy at rest (two
+ * sweeps: packed), then a read's consent decision for an owner at rest
+ * (unpacked, frozen, indexed, evaluated) and resting again, against the
+ * same decision for an owner whose policy is held, measured in the same
+ * run.
  */
 const events = Number(process.env.BENCH_EVENTS ?? 200_000);
 const owners = Number(process.env.BENCH_OWNERS ?? 1000);
@@ -85,6 +97,39 @@ for (let round = 0; round < 3; round++) {
     for (let i = 0; i < restOwners; i++) hub.apply(`o${i}`, `p${i}`, latest, at + 2000);
   })());
 }
+const RULE_BODY = ruleBodySchema.parse({ conditions: { identity: { watchers: [randomUUID()] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true, place: 'type' } });
+const policyRest: number[] = [];
+const policyWake: number[] = [];
+const policyHeld: number[] = [];
+const policyRestAgain: number[] = [];
+for (let round = 0; round < 3; round++) {
+  const book = new RuleBook();
+  const ownerIds = Array.from({ length: restOwners }, () => randomUUID());
+  const watcherIds = ownerIds.map(() => randomUUID());
+  ownerIds.forEach((ownerId, i) =>
+    book.replace(ownerId, [{ ...RULE_BODY, id: randomUUID(), conditions: { ...RULE_BODY.conditions, identity: { ...RULE_BODY.conditions.identity, watchers: [watcherIds[i] as string] } } }]),
+  );
+  const context = { now: Date.now(), sphere: undefined, zone: undefined };
+  let allowed = 0;
+  const decideAll = () => {
+    for (let i = 0; i < restOwners; i++) if (evaluateConsent(book.policy(ownerIds[i] as string), { id: watcherIds[i] as string, domain: undefined }, context).kind === 'allow') allowed += 1;
+  };
+  decideAll(); // indexed once, as a read would have
+  policyHeld.push(await perOwner(decideAll)());
+  policyRest.push(await perOwner(async () => {
+    await book.restIdle();
+    await book.restIdle();
+  })());
+  if (book.heldCount !== 0) throw new Error('policies still held after two sweeps');
+  policyWake.push(await perOwner(decideAll)());
+  // Resting again after a read: the usual cycle (a rule unpacked here packs again without serializing its skeleton).
+  policyRestAgain.push(await perOwner(async () => {
+    await book.restIdle();
+    await book.restIdle();
+  })());
+  if (book.heldCount !== 0) throw new Error('policies still held after two more sweeps');
+  if (allowed !== 3 * restOwners) throw new Error(`${3 * restOwners - allowed} decisions were not allow`);
+}
 const b = median(bare);
 process.stdout.write(
   [
@@ -103,6 +148,15 @@ process.stdout.write(
     `| one event, owner busy (merge + derivation; baseline) | ${median(busy).toFixed(2)} | 1.00 |`,
     `| putting the owner at rest (two sweeps: pack, drop the derived state) | ${median(rest).toFixed(2)} | ${(median(rest) / median(busy)).toFixed(2)} |`,
     `| one event, owner at rest and unwatched (unpack + merge, no derivation) | ${median(wake).toFixed(2)} | ${(median(wake) / median(busy)).toFixed(2)} |`,
+    '',
+    `Policies at rest: ${restOwners} owners with one allow rule naming one watcher, median of 3 rounds`,
+    '',
+    '| step | µs per owner | ratio to a decision with the policy held |',
+    '|---|---|---|',
+    `| a read's consent decision, policy held (baseline) | ${median(policyHeld).toFixed(2)} | 1.00 |`,
+    `| putting the policy at rest after a change (two sweeps: packed, its skeleton serialized) | ${median(policyRest).toFixed(2)} | ${(median(policyRest) / median(policyHeld)).toFixed(2)} |`,
+    `| putting it at rest again after a read (the usual cycle) | ${median(policyRestAgain).toFixed(2)} | ${(median(policyRestAgain) / median(policyHeld)).toFixed(2)} |`,
+    `| a read's consent decision, policy at rest (unpacked, frozen, indexed, evaluated) | ${median(policyWake).toFixed(2)} | ${(median(policyWake) / median(policyHeld)).toFixed(2)} |`,
     '',
   ].join('\n'),
 );
