@@ -59,6 +59,7 @@ import { loadOutboundTls } from './outbound-tls-files.js';
 import { loadServerTls } from './tls-files.js';
 import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
+import { LogWindow } from '../core/log-window.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -536,7 +537,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const guard = new ReloadGuard();
     const RELOAD_FAILURES = 'presence_owner_reload_failures_total';
     metrics.counter(RELOAD_FAILURES, 'Reads of owners back from storage (changes elsewhere, healing) that failed, by kind (owner, overrides)');
-    const reloadFailures = { failed: 0, loggedAt: -Infinity };
+    const reloadFailureLog = new LogWindow(30_000);
     accounts.onOwnerChanged((ownerId) => guard.changed(ownerId));
     const reloads = new OwnerReloads(
       {
@@ -592,12 +593,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
         // A database outage fails every reload and every healing retry:
         // counted each time, logged at most every 30 s with how many failed.
         metrics.inc(RELOAD_FAILURES, { kind });
-        reloadFailures.failed += 1;
-        const now = clock();
-        if (now - reloadFailures.loggedAt < 30_000) return;
-        log.error({ err, kind, owners: ownerIds.length, failedSinceLastLog: reloadFailures.failed }, 'reloading owners from storage failed');
-        reloadFailures.loggedAt = now;
-        reloadFailures.failed = 0;
+        const held = reloadFailureLog.take(clock());
+        if (held === undefined) return;
+        log.error({ err, kind, owners: ownerIds.length, failedSinceLastLog: held + 1 }, 'reloading owners from storage failed');
       },
     );
     metrics.gauge('presence_owners_healing', 'Owners whose write had an unknown outcome, read back from storage until a read succeeds', () => reloads.healingCount);

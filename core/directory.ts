@@ -137,7 +137,9 @@ export class Directory {
    */
   ownerId(id: string): string {
     const handle = this.handlesById.get(id);
-    return (handle === undefined ? undefined : this.idsByHandle.get(handle)) ?? id;
+    const held = handle === undefined ? undefined : this.idsByHandle.get(handle);
+    // Equal text, and the directory's own string object: the one to share.
+    return held === id ? held : id;
   }
 
   /** As with devices, a revoked watcher stays revoked whatever older record is put after. */

@@ -5,6 +5,7 @@ import type { Log } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PersistedSignal, PresenceHub } from '../core/presence-hub.js';
 import { ReplicaLedger, syncMessageSchema, type SyncMessage } from '../core/replication.js';
+import { LogWindow } from '../core/log-window.js';
 
 /**
  * The broker side of scale-out (see core/replication.ts for the protocol):
@@ -40,7 +41,7 @@ export class ClusterSync {
   private client: MqttClient | undefined;
   private seq = 0;
   private confirmed = 0;
-  private lastRefusalLog = -Infinity;
+  private readonly refusals = new LogWindow(LOG_WINDOW_MS);
   private readonly ownPrefix: string;
 
   constructor(private readonly options: ClusterSyncOptions) {
@@ -97,11 +98,8 @@ export class ClusterSync {
     const message = decode(payload);
     if (!message) {
       this.count('invalid', 'refused');
-      const now = this.options.clock();
-      if (now - this.lastRefusalLog > LOG_WINDOW_MS) {
-        this.lastRefusalLog = now;
-        this.options.log.warn({ topic }, 'sync message refused (not a valid sync message)');
-      }
+      const suppressed = this.refusals.take(this.options.clock());
+      if (suppressed !== undefined) this.options.log.warn({ topic, suppressedSinceLast: suppressed }, 'sync message refused (not a valid sync message)');
       return;
     }
     this.count(message.type, 'applied');

@@ -7,6 +7,7 @@ import type { PresenceHub } from '../core/presence-hub.js';
 import { decodeMessage, type DecodeLimits } from './decode-message.js';
 import { parseTopic, type TopicScheme } from './topics.js';
 import { RateLimiter, type RateLimit } from '../core/rate-limit.js';
+import { LogWindow } from '../core/log-window.js';
 
 /**
  * One inbound MQTT message: topic -> device -> decoded events -> hub. Bad
@@ -32,7 +33,7 @@ export const INGEST_IGNORED = 'presence_ingest_ignored_total';
 const LOG_WINDOW_MS = 10_000;
 
 export class IngestPipeline {
-  private readonly logged = new Map<IngestRejection, { windowStart: number; suppressed: number }>();
+  private readonly logged = new Map<IngestRejection, LogWindow>();
   private readonly perDevice: RateLimiter;
 
   constructor(
@@ -78,14 +79,14 @@ export class IngestPipeline {
 
   private reject(reason: IngestRejection, deviceId: string | undefined, now: number): IngestRejection {
     this.metrics.inc(INGEST_REJECTED, { reason });
-    const window = this.logged.get(reason);
-    if (window && now - window.windowStart < LOG_WINDOW_MS) {
-      window.suppressed += 1;
-    } else {
-      // The payload is never logged: it is personal data and attacker-controlled.
-      this.log.warn({ reason, deviceId, suppressedSinceLast: window?.suppressed ?? 0 }, 'mqtt message refused');
-      this.logged.set(reason, { windowStart: now, suppressed: 0 });
+    let window = this.logged.get(reason);
+    if (!window) {
+      window = new LogWindow(LOG_WINDOW_MS);
+      this.logged.set(reason, window);
     }
+    const suppressed = window.take(now);
+    // The payload is never logged: it is personal data and attacker-controlled.
+    if (suppressed !== undefined) this.log.warn({ reason, deviceId, suppressedSinceLast: suppressed }, 'mqtt message refused');
     return reason;
   }
 }

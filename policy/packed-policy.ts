@@ -26,8 +26,9 @@ import type { Group, Rule } from './rule.js';
  * that is not finite) is not packed. The round trip over generated rules
  * is checked by tests/unit/packed-policy.test.ts.
  *
- * The unpacked rules are plain, not frozen: the rule book freezes and
- * hash-conses them as it does every rule it is given.
+ * Unpacked rules are made by the caller's `hold` (the rule book freezes
+ * and hash-conses them, as every rule it is given); by default they are
+ * left as they are.
  */
 
 /** Makes a rule as the caller holds it (the rule book freezes and hash-conses it); by default, as it is. */
@@ -45,12 +46,6 @@ export class SkeletonTable {
   private readonly texts: string[] = [];
   /** Each skeleton parsed once, as held (frozen): unpacking copies it instead of parsing it. */
   private readonly parsed: (Rule | undefined)[] = [];
-  /**
-   * Rules unpacked here, with their skeleton: a rule that rests again
-   * (the usual cycle: rest, a read, rest) is packed without serializing
-   * its skeleton to find it.
-   */
-  private readonly unpacked = new WeakMap<Rule, number>();
 
   constructor(private readonly max = 4096) {}
 
@@ -73,14 +68,6 @@ export class SkeletonTable {
       this.parsed[at] = skeleton;
     }
     return skeleton;
-  }
-
-  remember(rule: Rule, at: number): void {
-    this.unpacked.set(rule, at);
-  }
-
-  unpackedFrom(rule: Rule): number | undefined {
-    return this.unpacked.get(rule);
   }
 }
 
@@ -119,9 +106,6 @@ function unpackId(packed: string): string {
   return text.toString('latin1');
 }
 
-function packIds(rule: Rule, skeleton: number | Rule): PackedRule {
-  return [skeleton, packId(rule.id), rule.conditions.identity.watchers.map(packId)];
-}
 type PackedPolicy = readonly [rules: readonly PackedRule[], groups: readonly Group[]];
 
 /** Whether JSON gives back exactly this value: plain data, no undefined, only finite numbers. */
@@ -142,11 +126,9 @@ function skeletonOf(rule: Rule): Rule {
 
 /** The packed rule, or undefined when JSON would not give it back exactly. */
 function packRule(rule: Rule, table: SkeletonTable): PackedRule | undefined {
-  const known = table.unpackedFrom(rule);
-  if (known !== undefined) return packIds(rule, known);
   if (!jsonExact(rule)) return undefined;
   const skeleton = skeletonOf(rule);
-  return packIds(rule, table.indexOf(JSON.stringify(skeleton)) ?? skeleton);
+  return [table.indexOf(JSON.stringify(skeleton)) ?? skeleton, packId(rule.id), rule.conditions.identity.watchers.map(packId)];
 }
 
 /**
@@ -191,11 +173,7 @@ export function unpackPolicy(packed: string, table = SHARED, hold: HoldRule = as
       const base = typeof skeleton === 'number' ? table.skeleton(skeleton, hold) : skeleton;
       // Object.assign onto a copy keeps every key where the skeleton has it.
       const identity = Object.assign({}, base.conditions.identity, { watchers: packedWatchers.map(unpackId) });
-      const rule = hold(Object.assign({}, base, { id: unpackId(packedId), conditions: Object.assign({}, base.conditions, { identity }) }));
-      // Remembered only when the holder froze it: then nothing but its id and
-      // watchers (read afresh when packing) can differ from the skeleton.
-      if (typeof skeleton === 'number' && Object.isFrozen(rule) && Object.isFrozen(rule.conditions) && Object.isFrozen(rule.conditions.identity)) table.remember(rule, skeleton);
-      return rule;
+      return hold(Object.assign({}, base, { id: unpackId(packedId), conditions: Object.assign({}, base.conditions, { identity }) }));
     }),
     groups: groups as Group[],
   };

@@ -80,6 +80,13 @@ export class RuleBook {
   private readonly held = new Set<string>();
   /** Owners whose policy was consulted or changed since the last sweep (restIdle leaves them held). */
   private readonly seen = new Set<string>();
+  /**
+   * The packed form a held policy was unpacked from: unchanged since, it
+   * rests as that same string again, with no packing and nothing new
+   * allocated (the usual cycle: rest, a read, rest). A changed policy is a
+   * new object, with no packed form until the sweep makes one.
+   */
+  private readonly packedForms = new WeakMap<OwnerPolicy, string>();
   private readonly listeners = new OwnerListeners<void>();
 
   /** Called after this owner's rules or groups change. */
@@ -100,6 +107,7 @@ export class RuleBook {
     if (typeof held !== 'string') return held;
     const { rules, groups } = unpackPolicy(held, undefined, frozenRule);
     const policy = Object.freeze({ rules: Object.freeze(rules), groups: frozenGroups(groups) });
+    this.packedForms.set(policy, held);
     this.byOwner.set(ownerId, policy);
     this.held.add(ownerId);
     return policy;
@@ -150,7 +158,7 @@ export class RuleBook {
           this.held.delete(ownerId);
           continue;
         }
-        const packed = packPolicy(policy);
+        const packed = this.packedForms.get(policy) ?? packPolicy(policy);
         // Not packable (not plain JSON data; never seen from validated bodies): held as it is, tried again next time.
         if (packed === undefined) continue;
         this.byOwner.set(ownerId, packed);

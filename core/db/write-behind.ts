@@ -1,5 +1,6 @@
 import type { Log } from '../log.js';
 import { loggableDbError } from './db-error.js';
+import { LogWindow } from '../log-window.js';
 
 export interface WriteBehindOptions {
   /** While writes keep failing, how often to say so again (the first failure and the recovery are always logged). */
@@ -25,8 +26,8 @@ export class WriteBehind {
   private writing = false;
   private failures = 0;
   private failingSince = 0;
-  private loggedAt = 0;
-  private readonly repeatLogMs: number;
+  /** The first failure is logged at once, the next at most every repeatLogMs (30 s). */
+  private readonly failureLog: LogWindow;
   private readonly now: () => number;
 
   constructor(
@@ -36,7 +37,7 @@ export class WriteBehind {
     private readonly log: Log,
     options: WriteBehindOptions = {},
   ) {
-    this.repeatLogMs = options.repeatLogMs ?? 30_000;
+    this.failureLog = new LogWindow(options.repeatLogMs ?? 30_000);
     this.now = options.now ?? Date.now;
   }
 
@@ -81,19 +82,16 @@ export class WriteBehind {
   private failed(error: unknown): void {
     const now = this.now();
     this.failures += 1;
-    if (this.failures === 1) {
-      this.failingSince = now;
-      this.loggedAt = now;
-      this.log.error({ writer: this.name, error: loggableDbError(error) }, 'write-behind failed; holding the writes and retrying');
-    } else if (now - this.loggedAt >= this.repeatLogMs) {
-      this.loggedAt = now;
-      this.log.error({ writer: this.name, failures: this.failures, failingMs: now - this.failingSince, error: loggableDbError(error) }, 'write-behind still failing; holding the writes and retrying');
-    }
+    if (this.failures === 1) this.failingSince = now;
+    if (this.failureLog.take(now) === undefined) return;
+    if (this.failures === 1) this.log.error({ writer: this.name, error: loggableDbError(error) }, 'write-behind failed; holding the writes and retrying');
+    else this.log.error({ writer: this.name, failures: this.failures, failingMs: now - this.failingSince, error: loggableDbError(error) }, 'write-behind still failing; holding the writes and retrying');
   }
 
   private succeeded(): void {
     if (this.failures === 0) return;
     this.log.info({ writer: this.name, failures: this.failures, failingMs: this.now() - this.failingSince }, 'write-behind recovered; held writes stored');
     this.failures = 0;
+    this.failureLog.reset();
   }
 }

@@ -76,3 +76,34 @@ t.test('a revoked device or watcher stays revoked when an older record is put af
   t.equal(directory.activeWatcher('w1'), undefined, 'it matches no rule');
   t.equal(told, 1);
 });
+
+t.test('owners by id and by handle: a changed handle no longer names the owner; erasure forgets both', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putOwner({ id: 'o2', handle: 'bob' });
+  t.same(directory.ownerByHandle('alice'), { id: 'o1', handle: 'alice' });
+  directory.putOwner({ id: 'o1', handle: 'alice2' });
+  t.equal(directory.ownerByHandle('alice'), undefined, 'the old handle is gone');
+  t.same(directory.owner('o1'), { id: 'o1', handle: 'alice2' });
+  t.same(directory.ownerByHandle('alice2'), { id: 'o1', handle: 'alice2' });
+  t.same(directory.ownerIds().sort(), ['o1', 'o2']);
+  directory.removeOwner('o1');
+  t.equal(directory.owner('o1'), undefined);
+  t.equal(directory.ownerByHandle('alice2'), undefined);
+  t.same(directory.ownerByHandle('bob'), { id: 'o2', handle: 'bob' }, 'the other owner stays');
+});
+
+t.test('a device record says whether it is revoked, and activeDevice hands out only the others', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: false });
+  t.equal(directory.device('d1')?.revoked, false);
+  t.equal(directory.activeDevice('d1')?.ownerId, 'o1');
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: true });
+  t.equal(directory.device('d1')?.revoked, true);
+  t.equal(directory.activeDevice('d1'), undefined);
+  t.same(
+    directory.devicesOf('o1').map((d) => [d.id, d.deviceClass, d.revoked]),
+    [['d1', 'phone', true]],
+  );
+});
