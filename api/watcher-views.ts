@@ -84,7 +84,7 @@ function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: P
     memo &&
     memo.entity === entity &&
     memo.idleThresholdSeconds === idleThresholdSeconds &&
-    memo.classes.every(([id, deviceClass]) => deps.directory.device(id)?.deviceClass === deviceClass)
+    memo.classes.every(([id, deviceClass]) => deps.directory.deviceClass(id) === deviceClass)
   ) {
     return memo.view;
   }
@@ -92,7 +92,7 @@ function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: P
   const view = buildWatcherView(state, decision, {
     entity,
     deviceClass: (id) => {
-      const deviceClass = deps.directory.device(id)?.deviceClass;
+      const deviceClass = deps.directory.deviceClass(id);
       classes.push([id, deviceClass]);
       return deviceClass;
     },

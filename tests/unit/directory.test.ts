@@ -107,3 +107,54 @@ t.test('a device record says whether it is revoked, and activeDevice hands out o
     [['d1', 'phone', true]],
   );
 });
+
+t.test("an erased owner's device slots are reused by the next devices, and hold nothing of the old ones", async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putOwner({ id: 'o2', handle: 'bob' });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: false });
+  directory.putDevice({ id: 'd2', ownerId: 'o1', deviceClass: 'watch', revoked: true });
+  directory.putDevice({ id: 'd3', ownerId: 'o2', deviceClass: 'desk-sensor', revoked: false });
+  directory.removeOwner('o1');
+  t.equal(directory.device('d1'), undefined);
+  t.equal(directory.device('d2'), undefined);
+  t.equal(directory.deviceClass('d2'), undefined);
+  t.same(directory.devicesOf('o1'), []);
+  directory.putOwner({ id: 'o3', handle: 'carol' });
+  // Two new devices take the two freed slots: neither is revoked, neither belongs to o1.
+  directory.putDevice({ id: 'd4', ownerId: 'o3', deviceClass: 'car', revoked: false });
+  directory.putDevice({ id: 'd5', ownerId: 'o3', deviceClass: 'phone', revoked: false });
+  directory.putDevice({ id: 'd6', ownerId: 'o3', deviceClass: 'watch', revoked: false });
+  t.same(
+    ['d3', 'd4', 'd5', 'd6'].map((id) => directory.activeDevice(id)).map((d) => d && [d.id, d.ownerId, d.deviceClass, d.revoked]),
+    [
+      ['d3', 'o2', 'desk-sensor', false],
+      ['d4', 'o3', 'car', false],
+      ['d5', 'o3', 'phone', false],
+      ['d6', 'o3', 'watch', false],
+    ],
+  );
+  t.equal(directory.deviceClass('d4'), 'car');
+  t.same(
+    directory
+      .devicesOf('o3')
+      .map((d) => d.id)
+      .sort(),
+    ['d4', 'd5', 'd6'],
+  );
+  t.same(
+    directory.devicesOf('o2').map((d) => d.id),
+    ['d3'],
+  );
+});
+
+t.test('a device put again keeps its slot: a new class or owner is taken, a revocation stays', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'phone', revoked: true });
+  directory.putDevice({ id: 'd1', ownerId: 'o1', deviceClass: 'tablet', revoked: false });
+  t.same(directory.device('d1'), { id: 'd1', ownerId: 'o1', deviceClass: 'tablet' });
+  t.equal(directory.device('d1')?.revoked, true, 'a revocation is never undone');
+  t.equal(directory.activeDevice('d1'), undefined);
+  t.equal(directory.devicesOf('o1').length, 1);
+});
