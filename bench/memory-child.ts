@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { Directory } from '../core/directory.js';
 import { sanitizeEvent } from '../core/events.js';
 import { ownerSettingsSchema } from '../core/owner-settings.js';
@@ -132,6 +132,20 @@ async function settle(): Promise<void> {
 }
 
 /**
+ * BENCH_MEMORY_SPACES=1: each sample also prints V8's heap spaces to stderr
+ * (MB resident and used), to see where resident memory above the heap goes.
+ */
+const showSpaces = process.env.BENCH_MEMORY_SPACES === '1';
+function logSpaces(stage: string, rss: number): void {
+  const mb = (n: number) => (n / MiB).toFixed(1);
+  const spaces = getHeapSpaceStatistics()
+    .filter((s) => s.physical_space_size > MiB)
+    .map((s) => `${s.space_name} ${mb(s.physical_space_size)}/${mb(s.space_used_size)}`)
+    .join(', ');
+  process.stderr.write(`[${mode} ${owners}] ${stage}: rss ${mb(rss)} MB; resident/used MB: ${spaces}\n`);
+}
+
+/**
  * Two full GCs before the samples the headline is computed from, one
  * between the service's stages (a full GC of a 5 GB heap takes seconds);
  * resident memory then as it is at once, and settled (the headline).
@@ -142,6 +156,7 @@ async function measure(stage: string, passes = 2): Promise<Sample> {
   const rssAtOnce = process.memoryUsage().rss;
   await settle();
   const m = process.memoryUsage();
+  if (showSpaces) logSpaces(stage, m.rss);
   stageStarted = performance.now();
   return { stage, rss: m.rss, rssAtOnce, heap: m.heapUsed + m.external, ms };
 }
