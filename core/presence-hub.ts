@@ -40,9 +40,6 @@ class OwnerPresence extends SignalSet {
   derived: Derived | undefined;
   /** Bumped on every signal change: orders persisted snapshots. */
   version: number;
-  /** Read or changed since the last sweep (restIdle leaves such owners as they are). */
-  seen = false;
-
   constructor(version: number, derived: Derived | undefined) {
     super();
     this.version = version;
@@ -72,6 +69,12 @@ export class PresenceHub {
   private readonly dirty = new Set<string>();
   /** Owners read or changed since the sweeps last put them at rest: all restIdle() looks at. */
   private readonly active = new Set<string>();
+  /**
+   * Owners read or changed since the last sweep (restIdle leaves them as
+   * they are): a set of the busy, not a flag in every owner's entry (issue
+   * 6, memory per owner: 8 bytes each at rest).
+   */
+  private readonly seen = new Set<string>();
   private readonly watchers = new OwnerListeners<PresenceState>();
 
   constructor(
@@ -186,7 +189,7 @@ export class PresenceHub {
   current(ownerId: string, now: number): PresenceState {
     const entry = this.owners.get(ownerId);
     if (!entry) return OFFLINE_STATE;
-    this.touch(ownerId, entry);
+    this.touch(ownerId);
     return this.held(ownerId, entry, now).state;
   }
 
@@ -194,7 +197,7 @@ export class PresenceHub {
   validUntil(ownerId: string, now: number): number {
     const entry = this.owners.get(ownerId);
     if (!entry) return Infinity;
-    this.touch(ownerId, entry);
+    this.touch(ownerId);
     return this.held(ownerId, entry, now).validUntil;
   }
 
@@ -208,6 +211,7 @@ export class PresenceHub {
     this.overrides.delete(ownerId);
     this.dirty.delete(ownerId);
     this.active.delete(ownerId);
+    this.seen.delete(ownerId);
     this.watchers.notify(ownerId, OFFLINE_STATE);
   }
 
@@ -236,7 +240,7 @@ export class PresenceHub {
         if (!forgetSilentDevices(entry.signals, before)) continue;
         entry.version += 1;
         this.dirty.add(ownerId);
-        this.touch(ownerId, entry);
+        this.touch(ownerId);
         if (entry.derived) this.rederive(ownerId, entry, at);
         changed += 1;
       }
@@ -263,11 +267,8 @@ export class PresenceHub {
     for (let i = 0; i < ids.length; i += slice) {
       if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
       for (const ownerId of ids.slice(i, i + slice)) {
+        if (this.seen.delete(ownerId)) continue;
         const entry = this.owners.get(ownerId);
-        if (entry?.seen) {
-          entry.seen = false;
-          continue;
-        }
         this.active.delete(ownerId);
         if (!entry) continue;
         // Not packable (empty, or a time with sub-millisecond digits): stays as it is until it changes.
@@ -291,6 +292,7 @@ export class PresenceHub {
     entry.pack();
     this.owners.set(ownerId, entry);
     this.active.delete(ownerId);
+    this.seen.delete(ownerId);
     // Someone already watching (a restore over a live owner): hold a state for their
     // next change to be compared with (what the restore itself changed is not announced).
     if (this.watchers.has(ownerId)) this.held(ownerId, entry, now);
@@ -343,16 +345,16 @@ export class PresenceHub {
       entry = new OwnerPresence(0, { state: OFFLINE_STATE, validUntil: Infinity });
       this.owners.set(ownerId, entry);
     }
-    this.touch(ownerId, entry);
+    this.touch(ownerId);
     const derived = this.watchedBaseline(ownerId, entry, now);
     if (derived && now >= derived.validUntil) this.rederive(ownerId, entry, now);
     return entry;
   }
 
   /** Marks the owner as read or changed since the last sweep. */
-  private touch(ownerId: string, entry: OwnerPresence): void {
-    if (entry.seen) return;
-    entry.seen = true;
+  private touch(ownerId: string): void {
+    if (this.seen.has(ownerId)) return;
+    this.seen.add(ownerId);
     this.active.add(ownerId);
   }
 

@@ -163,6 +163,27 @@ t.test('pack(): packs, reads stay packed, a merge unpacks', async (t) => {
   t.equal([...set][0]?.at, Date.parse('2026-05-04T10:00:01Z'));
 });
 
+t.test('pack(): one, two (held in fields, not a list) and three devices read back alike, and a merge after each unpacks', async (t) => {
+  const call = (device: number, at: string) => toSignal(DEVICES[device] as string, sensorEventSchema.parse({ kind: 'call', at, state: 'in-call' }));
+  const set = fold([]);
+  for (let device = 0; device < 3; device++) {
+    mergeSignal(set, call(device, '2026-05-04T10:00:00Z'));
+    t.ok(set.pack());
+    t.same(
+      [...set].map((s) => s.deviceId),
+      DEVICES.slice(0, device + 1),
+      `${device + 1} device(s) while packed`,
+    );
+    t.ok(mergeSignal(set, call(device, '2026-05-04T10:00:01Z')));
+    t.notOk(set.packed);
+    t.same(
+      [...set].map((s) => [s.deviceId, s.at]),
+      // Each device's newer call, this one's just merged and the others' in earlier rounds.
+      DEVICES.slice(0, device + 1).map((d) => [d, Date.parse('2026-05-04T10:00:01Z')]),
+    );
+  }
+});
+
 t.test('PresenceHub.restIdle: owners neither read nor changed between two sweeps rest; reads, writes and changes are unaffected', async (t) => {
   const owner = 'owner-1';
   const hub = new PresenceHub(settings);
