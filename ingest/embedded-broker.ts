@@ -27,7 +27,8 @@ export interface EmbeddedBrokerOptions {
   readonly directory: Directory;
   readonly clock: () => number;
   readonly log: Log;
-  readonly onMessage: (topic: string, payload: Buffer) => void;
+  /** Each device message, with the QoS it was published at (MQTT 3.1.1 §4.3: 0 is never acknowledged). */
+  readonly onMessage: (topic: string, payload: Buffer, qos: number) => void;
   /** Connections at most (MQTT_MAX_CONNECTIONS); more are dropped at once. */
   readonly maxConnections?: number;
   /** New connections per client address (RATE_LIMIT_MQTT_CONNECT); the excess is dropped before any TLS handshake or token check. */
@@ -127,9 +128,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     beforeAck?.();
     for (const cb of callbacks) cb();
   };
-  const deliver = (packet: { topic: string; payload: Buffer | string }, cb: () => void) => {
-    options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload);
-    if (!beforeAck) return cb();
+  const deliver = (packet: { topic: string; payload: Buffer | string; qos: number }, cb: () => void) => {
+    options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos);
+    // QoS 0 is never acknowledged: nothing to wait for.
+    if (!beforeAck || packet.qos === 0) return cb();
     if (waiting.push(cb) === 1) setImmediate(release);
   };
   for (const filter of ingestSubscriptions(options.topics)) {

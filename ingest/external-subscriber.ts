@@ -23,7 +23,8 @@ export interface ExternalSubscriberOptions {
   readonly clientId: string;
   readonly topics: TopicScheme;
   readonly log: Log;
-  readonly onMessage: (topic: string, payload: Buffer) => void;
+  /** Each message, with the QoS it was delivered at (MQTT 3.1.1 §4.3: 0 is never acknowledged). */
+  readonly onMessage: (topic: string, payload: Buffer, qos: number) => void;
   readonly connectTimeoutMs?: number;
   /** Scale-out: device topics are split between the processes of this group (`$share/{group}/...`). */
   readonly shareGroup?: string;
@@ -84,7 +85,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     socket.setNoDelay?.(true);
     batchWrites(client.stream, options.beforeAck ?? (() => undefined));
   });
-  client.on('message', (t, payload) => options.onMessage(t, payload));
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, packet.qos));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {

@@ -12,7 +12,8 @@ import type { PersistProgress } from '../core/db/state-writer.js';
  * write-behind stores an owner's signals up to a second after the broker
  * was told (PUBACK, MQTT 3.1.1 §4.3.2) that the device's message is safe,
  * so a SIGKILL in between would lose it, and the broker would not send it
- * again. Every applied event is therefore appended here, and the file is
+ * again. Every applied event that will be acknowledged (delivered at QoS 1
+ * or 2; QoS 0 is at most once) is therefore appended here, and the file is
  * written before any acknowledgement leaves the process (`sync`, called by
  * the ingest connection before it sends bytes). At start, what the journal
  * holds is applied again; signals merge idempotently, so events that were

@@ -20,8 +20,12 @@ export interface IngestOptions extends DecodeLimits {
   readonly digestNetworkName: (ownerId: string, ssid: string) => string;
   /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited. */
   readonly deviceRateLimit?: RateLimit;
-  /** Told of what was applied, synchronously (scale-out publishes it to the other processes). */
-  readonly onApplied?: (ownerId: string, deviceId: string, events: readonly SensorEvent[]) => void;
+  /**
+   * Told of what was applied, synchronously (scale-out publishes it to the
+   * other processes), and whether the message will be acknowledged to the
+   * broker (delivered at QoS 1 or 2: the ingest journal keeps only those).
+   */
+  readonly onApplied?: (ownerId: string, deviceId: string, events: readonly SensorEvent[], acknowledged: boolean) => void;
 }
 
 export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
@@ -55,8 +59,10 @@ export class IngestPipeline {
    * Who published is the broker's business: the embedded broker lets a
    * device write to its own topic only, and an external one must be set up
    * to do the same. Here the topic must name an active device.
+   * `acknowledged`: whether the message was delivered at QoS 1 or 2, so
+   * that the broker is told it is safe (passed on to onApplied).
    */
-  handle(topic: string, payload: Uint8Array, now: number): IngestRejection | undefined {
+  handle(topic: string, payload: Uint8Array, now: number, acknowledged = true): IngestRejection | undefined {
     const parsed = parseTopic(this.options.topics, topic);
     if (!parsed) return this.reject('bad_topic', undefined, now);
     const device = this.directory.activeDevice(parsed.deviceId);
@@ -71,7 +77,7 @@ export class IngestPipeline {
     }
     const events = decoded.events.map((event) => sanitizeEvent(event, (ssid) => this.options.digestNetworkName(device.ownerId, ssid)));
     this.hub.apply(device.ownerId, device.id, events, now);
-    this.options.onApplied?.(device.ownerId, device.id, events);
+    this.options.onApplied?.(device.ownerId, device.id, events, acknowledged);
     this.metrics.inc(INGEST_ACCEPTED);
     this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
     return undefined;

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import pg from 'pg';
@@ -15,9 +15,11 @@ import { NO_RATE_LIMITS, startTestService } from '../helpers/service.js';
  * closes that window: here the write-behind is slowed to a minute, events
  * are published and acknowledged, the process is killed with SIGKILL, and
  * the restarted process must store every acknowledged event, although the
- * broker will never deliver them again.
+ * broker will never deliver them again. QoS 0 messages are never
+ * acknowledged (at most once): they are applied, not journaled.
  */
 const DEVICES = 40;
+const QOS0 = 10;
 const entry = join(projectRoot, 'dist', 'bin', 'start.js');
 
 t.test('acknowledged events survive a SIGKILL before the write-behind ran', async (t) => {
@@ -64,6 +66,10 @@ t.test('acknowledged events survive a SIGKILL before the write-behind ran', asyn
   await Promise.all(
     devices.map((device, i) => publisher.publishAsync(device.topic, JSON.stringify({ kind: 'battery', at: new Date(at + i).toISOString(), level: 50, charging: false }), { qos: 1 })),
   );
+  // And a few at QoS 0 (another kind of event, so they can be told apart).
+  await Promise.all(
+    devices.slice(0, QOS0).map((device, i) => publisher.publishAsync(device.topic, JSON.stringify({ kind: 'call', at: new Date(at + i).toISOString(), state: 'in-call' }), { qos: 0 })),
+  );
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   t.teardown(() => db.end());
@@ -77,10 +83,15 @@ t.test('acknowledged events survive a SIGKILL before the write-behind ran', asyn
   const httpUrl = (JSON.parse(out.split('\n').find((l) => l.includes('presence service ready')) ?? '{}') as { httpUrl: string }).httpUrl;
   await waitFor(async () => {
     const metrics = await (await fetch(`${httpUrl}/metrics`)).text();
-    return new RegExp(`^presence_ingest_messages_total ${DEVICES}$`, 'm').test(metrics);
+    return new RegExp(`^presence_ingest_messages_total ${DEVICES + QOS0}$`, 'm').test(metrics);
   }, 'the service to apply every event');
   // One more turn for the acknowledgements to leave.
   await new Promise((resolve) => setTimeout(resolve, 100));
+  const journaled = readdirSync(journalDir)
+    .map((file) => readFileSync(join(journalDir, file), 'utf8'))
+    .join('');
+  t.equal(journaled.match(/"kind":"battery"/g)?.length, DEVICES, 'every acknowledged event is journaled');
+  t.notOk(journaled.includes('"kind":"call"'), 'the QoS 0 events are not');
   first.kill('SIGKILL');
   await new Promise((resolve) => first.once('exit', resolve));
   t.equal(await stored(), 0, 'nothing was written by the write-behind before the kill');
