@@ -8,8 +8,10 @@ import { ruleBodySchema } from '../policy/rule.js';
 
 /**
  * The ingest pipeline without the network, to see where CPU goes: per event,
- * decoding (JSON + zod) and applying (signal merge + derivation), next to a
- * bare JSON.parse of the same payloads measured in the same run.
+ * decoding (JSON + zod) and applying, to owners someone watches (signal
+ * merge + derivation, watchers told) and to owners nobody watches (signal
+ * merge; the state is derived when next read), next to a bare JSON.parse
+ * of the same payloads measured in the same run.
  *
  *   npm run build && node dist/bench/pipeline.js
  *
@@ -20,8 +22,9 @@ import { ruleBodySchema } from '../policy/rule.js';
  * devices (as bench/memory-child.ts), per owner: putting them at rest (two
  * sweeps: the signals packed, the derived state dropped), then one event
  * each to owners at rest (unpacked, merged, not derived: nobody watches),
- * against the same event to the same owners while busy (merged and
- * derived), measured in the same run.
+ * against the same event to the same owners while busy and watched
+ * (merged and derived), measured in the same run, and while busy and
+ * unwatched (merged, the held state dropped).
  *
  * And what resting costs a consent policy (RuleBook.restIdle): as many
  * owners with one allow rule naming one watcher (UUID ids, as
@@ -48,18 +51,22 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const bare: number[] = [];
 const decode: number[] = [];
 const apply: number[] = [];
+const applyUnwatched: number[] = [];
 for (let round = 0; round < 3; round++) {
   bare.push(time(() => payloads.forEach((p) => JSON.parse(p.toString('utf8')))));
   const decoded = payloads.map((p) => decodeMessage(p, { maxBytes: 16_384, maxClockSkewMs: 300_000 }, Date.now()));
   decode.push(time(() => payloads.forEach((p) => decodeMessage(p, { maxBytes: 16_384, maxClockSkewMs: 300_000 }, Date.now()))));
-  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
-  apply.push(
-    time(() =>
-      decoded.forEach((d, i) => {
-        if (d.ok) hub.apply(`o${i % owners}`, `d${i % owners}`, d.events, base + i);
-      }),
-    ),
-  );
+  for (const watched of [true, false]) {
+    const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+    if (watched) for (let o = 0; o < owners; o++) hub.watch(`o${o}`, () => undefined);
+    (watched ? apply : applyUnwatched).push(
+      time(() =>
+        decoded.forEach((d, i) => {
+          if (d.ok) hub.apply(`o${i % owners}`, `d${i % owners}`, d.events, base + i);
+        }),
+      ),
+    );
+  }
 }
 const restOwners = Number(process.env.BENCH_REST_OWNERS ?? 20_000);
 const ev = (raw: Record<string, unknown>): SensorEvent => sensorEventSchema.parse(raw);
@@ -77,14 +84,22 @@ const perOwner = (run: () => void | Promise<void>) => async () => {
 const rest: number[] = [];
 const wake: number[] = [];
 const busy: number[] = [];
+const busyUnwatched: number[] = [];
 for (let round = 0; round < 3; round++) {
   const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
   const at = Date.now() - 60_000;
   for (let i = 0; i < restOwners; i++) fill(hub, i, at);
   const call = (ms: number) => [ev({ kind: 'call', at: iso(ms), state: 'in-call' })];
   const later = call(at + 1000);
+  // Watched while busy (a stream, a webhook, a SIP subscription): every change is derived and told.
+  const unwatch = Array.from({ length: restOwners }, (_, i) => hub.watch(`o${i}`, () => undefined));
   busy.push(await perOwner(() => {
     for (let i = 0; i < restOwners; i++) hub.apply(`o${i}`, `p${i}`, later, at + 1000);
+  })());
+  for (const off of unwatch) off();
+  const unwatchedLater = call(at + 1500);
+  busyUnwatched.push(await perOwner(() => {
+    for (let i = 0; i < restOwners; i++) hub.apply(`o${i}`, `p${i}`, unwatchedLater, at + 1500);
   })());
   hub.takeDirty();
   rest.push(await perOwner(async () => {
@@ -139,14 +154,16 @@ process.stdout.write(
     '|---|---|---|',
     `| bare JSON.parse (baseline) | ${b.toFixed(2)} | 1.00 |`,
     `| decode (JSON + zod + skew check) | ${median(decode).toFixed(2)} | ${(median(decode) / b).toFixed(2)} |`,
-    `| apply (signal merge + derivation) | ${median(apply).toFixed(2)} | ${(median(apply) / b).toFixed(2)} |`,
+    `| apply, owner watched (signal merge + derivation, watchers told) | ${median(apply).toFixed(2)} | ${(median(apply) / b).toFixed(2)} |`,
+    `| apply, owner unwatched (signal merge; derived when next read) | ${median(applyUnwatched).toFixed(2)} | ${(median(applyUnwatched) / b).toFixed(2)} |`,
     '',
     `Owners at rest: ${restOwners} owners with five signals from two devices, median of 3 rounds`,
     '',
     '| step | µs per owner | ratio to an event applied to a busy owner |',
     '|---|---|---|',
-    `| one event, owner busy (merge + derivation; baseline) | ${median(busy).toFixed(2)} | 1.00 |`,
-    `| putting the owner at rest (two sweeps: pack, drop the derived state) | ${median(rest).toFixed(2)} | ${(median(rest) / median(busy)).toFixed(2)} |`,
+    `| one event, owner busy and watched (merge + derivation; baseline) | ${median(busy).toFixed(2)} | 1.00 |`,
+    `| one event, owner busy and unwatched (merge; the held state dropped) | ${median(busyUnwatched).toFixed(2)} | ${(median(busyUnwatched) / median(busy)).toFixed(2)} |`,
+    `| putting the owner at rest (two sweeps: pack, drop any derived state) | ${median(rest).toFixed(2)} | ${(median(rest) / median(busy)).toFixed(2)} |`,
     `| one event, owner at rest and unwatched (unpack + merge, no derivation) | ${median(wake).toFixed(2)} | ${(median(wake) / median(busy)).toFixed(2)} |`,
     '',
     `Policies at rest: ${restOwners} owners with one allow rule naming one watcher, median of 3 rounds`,
