@@ -102,6 +102,11 @@ t.test('the compact form is for policies without groups whose ids are UUIDs; any
     'a made-up id': { rules: [{ ...body, id: 'r1' }], groups: [] },
     'an upper-case UUID': { rules: [{ ...body, id: 'AAAAAAAA-0000-4000-8000-000000000001' }], groups: [] },
   };
+  const anyone = ruleBodySchema.parse({ conditions: { identity: { anyAuthenticated: true } }, actions: { subHandling: 'allow' } });
+  const noWatchers = { rules: [{ ...anyone, id: 'cccccccc-0000-4000-8000-000000000003' }, { ...body, id: 'dddddddd-0000-4000-8000-000000000004' }], groups: [] };
+  const packedNoWatchers = packPolicy(noWatchers);
+  t.notOk(packedNoWatchers?.startsWith('['), 'a rule naming no watcher packs compact too');
+  t.equal(JSON.stringify(unpackPolicy(packedNoWatchers as string).rules), JSON.stringify(noWatchers.rules), 'and comes back exact, beside a rule naming two');
   for (const [what, policy] of Object.entries(policies)) {
     const packed = packPolicy(policy);
     if (packed === undefined) throw new Error('not packed');
