@@ -183,12 +183,12 @@ export class PresenceHub {
     if (persistHere) this.dirty.add(ownerId);
     // At rest and unwatched: nobody holds a state to compare with or to tell.
     if (!entry.derived) return true;
-    // Held but unwatched: nobody to tell either, so the state is dropped and
-    // derived when next read, not on every message (an owner's devices may
-    // report many times between two reads: bench/ingest.ts, alternated,
-    // 10.1-10.8 -> 7.7-7.9 µs of CPU per message at QoS 0).
+    // Held but unwatched: nobody to tell either, so the state is marked
+    // stale and derived when next read, not on every message (an owner's
+    // devices may report many times between two reads: bench/ingest.ts,
+    // alternated, 10.1-10.8 -> 7.7-7.9 µs of CPU per message at QoS 0).
     if (!this.watchers.has(ownerId)) {
-      entry.derived = undefined;
+      markStale(entry);
       return true;
     }
     return this.rederive(ownerId, entry, now);
@@ -356,7 +356,8 @@ export class PresenceHub {
     }
     this.touch(ownerId);
     const derived = this.watchedBaseline(ownerId, entry, now);
-    if (derived && now >= derived.validUntil) this.rederive(ownerId, entry, now);
+    // Only watchers need it now; for others held() brings it up to date when read.
+    if (derived && now >= derived.validUntil && this.watchers.has(ownerId)) this.rederive(ownerId, entry, now);
     return entry;
   }
 
@@ -369,9 +370,22 @@ export class PresenceHub {
 
   /** The owner's state at `now`: the held one (re-derived if it expired), or derived afresh for an owner at rest, and held. */
   private held(ownerId: string, entry: OwnerPresence, now: number): Derived {
-    if (!entry.derived) return (entry.derived = this.derive(ownerId, entry.signals, now));
-    if (now >= entry.derived.validUntil) this.rederive(ownerId, entry, now);
-    return entry.derived;
+    const derived = entry.derived;
+    if (!derived) return (entry.derived = this.derive(ownerId, entry.signals, now));
+    if (derived.validUntil === STALE) return (entry.derived = this.refreshed(ownerId, entry, derived, now));
+    if (now < derived.validUntil) return derived;
+    this.rederive(ownerId, entry, now);
+    return entry.derived as Derived;
+  }
+
+  /**
+   * A stale state derived again, its state object kept if the presence is
+   * the same. Nobody is told: nobody watched when it went stale, and a
+   * watcher that came since was given the state as it is when it asked.
+   */
+  private refreshed(ownerId: string, entry: OwnerPresence, stale: Derived, now: number): Derived {
+    const next = this.derive(ownerId, entry.signals, now);
+    return samePresence(next.state, stale.state) ? { state: stale.state, validUntil: next.validUntil } : next;
   }
 
   /**
@@ -381,12 +395,19 @@ export class PresenceHub {
    * holds or watches the owner's state.
    */
   private watchedBaseline(ownerId: string, entry: OwnerPresence, now: number): Derived | undefined {
-    if (entry.derived || !this.watchers.has(ownerId)) return entry.derived;
-    return (entry.derived = this.derive(ownerId, entry.signals, now));
+    const derived = entry.derived;
+    if (!this.watchers.has(ownerId)) return derived;
+    // Watched since it went stale: the baseline is what holds before this change.
+    if (derived?.validUntil === STALE) return (entry.derived = this.refreshed(ownerId, entry, derived, now));
+    return derived ?? (entry.derived = this.derive(ownerId, entry.signals, now));
   }
 
-  /** Re-derives an owner whose state someone holds or watches; one at rest is derived when asked. */
+  /**
+   * Re-derives an owner someone watches; a state held for nobody is marked
+   * stale (derived again when read), one at rest is derived when asked.
+   */
   private rederiveHeld(ownerId: string, entry: OwnerPresence, now: number): void {
+    if (!this.watchers.has(ownerId)) return markStale(entry);
     if (this.watchedBaseline(ownerId, entry, now)) this.rederive(ownerId, entry, now);
   }
 
@@ -436,6 +457,19 @@ export class PresenceHub {
     this.watchers.notify(ownerId, next.state);
     return true;
   }
+}
+
+/** The validUntil of a held state that a change made out of date. */
+const STALE = -Infinity;
+
+/**
+ * Marks a held state out of date without deriving it: held() derives it
+ * again when next read, and keeps the same state object if the presence
+ * is the same (views and renderings memoized on it stay valid).
+ */
+function markStale(entry: OwnerPresence): void {
+  const derived = entry.derived;
+  if (derived && derived.validUntil !== STALE) entry.derived = { state: derived.state, validUntil: STALE };
 }
 
 function persisted(signal: Signal): PersistedSignal {

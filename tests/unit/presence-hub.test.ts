@@ -95,3 +95,42 @@ t.test('forgetting silent devices: written again, presence unchanged but for the
   t.same(hub.takeDirty().map((d) => d.signals.length), [2], 'written again without them');
   t.equal(await hub.forgetSilent(later - 1_800_000, () => later), 0, 'a second pass has nothing to do');
 });
+
+t.test('an owner nobody watches is derived when read, not on every event: the same state object while the presence is the same', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 600_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 10), state: 'idle' }], NOW + 10);
+  const first = hub.current(OWNER, NOW + 10);
+  // Battery reports from before the call event change the signals, not the presence (last seen stays).
+  for (let i = 1; i <= 3; i++) t.ok(hub.apply(OWNER, PHONE, [{ kind: 'battery', at: iso(NOW + i), level: 50 + i, charging: false }], NOW + 10));
+  t.equal(hub.current(OWNER, NOW + 10), first, 'derived again on read, and kept: views memoized on it stay valid');
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 14), state: 'in-call' }], NOW + 14);
+  const second = hub.current(OWNER, NOW + 14);
+  t.not(second, first);
+  t.same(second.activities, ['on-the-phone'], 'a change of presence is there when read');
+});
+
+t.test('a watcher that arrives while the state is out of date is not told of what changed before it came, and is told of what changes after', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 600_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'idle' }], NOW);
+  hub.current(OWNER, NOW);
+  // Unwatched: this change leaves the held state out of date.
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 1), state: 'in-call' }], NOW + 1);
+  const told: string[] = [];
+  hub.watch(OWNER, (state) => told.push(state.activities.join(',')));
+  t.same(hub.current(OWNER, NOW + 1).activities, ['on-the-phone'], 'read: as it is');
+  t.same(told, [], 'not told of the change before it came');
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 2), state: 'idle' }], NOW + 2);
+  t.same(told, [''], 'told the call ended');
+
+  // Out of date again while unwatched, then watched, then a change: compared with what held just before it.
+  const other = 'o2';
+  hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 10), state: 'idle' }], NOW + 10);
+  hub.current(other, NOW + 10);
+  hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 11), state: 'in-call' }], NOW + 11);
+  const late: string[] = [];
+  hub.watch(other, (state) => late.push(state.activities.join(',')));
+  hub.apply(other, PHONE, [{ kind: 'battery', at: iso(NOW + 2), level: 40, charging: false }], NOW + 11);
+  t.same(late, [], 'a change that leaves the presence as it was when the watcher came is not announced');
+  hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 13), state: 'idle' }], NOW + 13);
+  t.same(late, [''], 'one that changes it is');
+});
