@@ -8,7 +8,7 @@ import type { TokenVerifier } from '../core/identity/token-verifier.js';
 import { AUDIENCE_MQTT } from '../core/identity/tokens.js';
 import { RateLimiter, type RateLimit } from '../core/rate-limit.js';
 import { guardFrames } from './mqtt-frame-guard.js';
-import { ingestSubscriptions, mayPublish, type TopicScheme } from './topics.js';
+import { mayPublish, type TopicScheme } from './topics.js';
 
 /**
  * The embedded MQTT broker (aedes, MQTT 3.1.1) used when no MQTT_URL is set.
@@ -110,16 +110,22 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       if (!options.directory.activeDevice(device.id)) return done(new Error('device revoked'));
       // Privacy invariant 4: the broker must not keep raw sensor payloads.
       packet.retain = false;
-      done(null);
+      ingest(packet, done);
     },
     authorizeSubscribe(_client, _subscription, done) {
       done(null, null);
     },
   });
 
-  // aedes acknowledges a device's QoS 1 PUBLISH when `cb` is called: the
-  // callbacks of one event-loop turn wait for one journal write
-  // (ingest/ingest-journal.ts), then all run.
+  // Device messages are ingested here, while aedes asks whether the device
+  // may publish, not from a subscription: aedes (1.2) writes a QoS 1 PUBACK
+  // before it routes the message to any subscriber, so a subscriber's
+  // journal write came after the device was told its message was safe. Here
+  // the answer (and so the PUBACK, or for QoS 2 the PUBREC) waits until the
+  // journal has the message (ingest/ingest-journal.ts); the answers of one
+  // event-loop turn wait for one journal write. QoS 0 is never acknowledged:
+  // it waits for nothing. Nobody subscribes on this broker (devices may not),
+  // so aedes routes the message on to no one.
   const beforeAck = options.beforeAck;
   let waiting: (() => void)[] = [];
   const release = () => {
@@ -128,14 +134,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     beforeAck?.();
     for (const cb of callbacks) cb();
   };
-  const deliver = (packet: { topic: string; payload: Buffer | string; qos: number }, cb: () => void) => {
+  function ingest(packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
     options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos);
-    // QoS 0 is never acknowledged: nothing to wait for.
-    if (!beforeAck || packet.qos === 0) return cb();
-    if (waiting.push(cb) === 1) setImmediate(release);
-  };
-  for (const filter of ingestSubscriptions(options.topics)) {
-    await new Promise<void>((resolve) => broker.subscribe(filter, deliver, resolve));
+    if (!beforeAck || packet.qos === 0) return done(null);
+    if (waiting.push(() => done(null)) === 1) setImmediate(release);
   }
 
   // Connections on every transport count against one limit.
