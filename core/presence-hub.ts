@@ -94,24 +94,28 @@ export class PresenceHub {
     this.reloading.get(ownerId)?.add(override.source);
     // Expired overrides are dropped here, so the list stays bounded.
     const rest = (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== override.source && o.expiresAt > now);
+    // The baseline a watcher is told the change against is taken before it.
+    const entry = this.entry(ownerId, now);
     this.overrides.set(ownerId, [...rest, override]);
-    this.rederiveHeld(ownerId, this.entry(ownerId, now), now);
+    this.rederiveHeld(ownerId, entry, now);
   }
 
   removeOverride(ownerId: string, source: string, now: number): void {
     this.reloading.get(ownerId)?.add(source);
+    const entry = this.owners.get(ownerId);
+    if (entry) this.watchedBaseline(ownerId, entry, now);
     this.overrides.set(
       ownerId,
       (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== source),
     );
-    const entry = this.owners.get(ownerId);
     if (entry) this.rederiveHeld(ownerId, entry, now);
   }
 
   /** Loads stored overrides at start (after restore()). */
   restoreOverrides(ownerId: string, overrides: readonly PresenceOverride[], now: number): void {
+    const entry = this.entry(ownerId, now);
     this.overrides.set(ownerId, overrides);
-    this.rederiveHeld(ownerId, this.entry(ownerId, now), now);
+    this.rederiveHeld(ownerId, entry, now);
   }
 
   /**
@@ -158,7 +162,7 @@ export class PresenceHub {
   /**
    * Merges one device's events, ingested here (to be persisted by this
    * process); returns true if the derived state changed (or, for an owner
-   * at rest whose state nobody holds, may have: it is derived when asked).
+   * nobody watches, may have: its state is derived when next read).
    */
   apply(ownerId: string, deviceId: string, events: readonly SensorEvent[], now: number): boolean {
     return this.mergeInto(ownerId, events.map((event) => toSignal(deviceId, event)), true, now);

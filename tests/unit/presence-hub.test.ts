@@ -134,3 +134,17 @@ t.test('a watcher that arrives while the state is out of date is not told of wha
   hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 13), state: 'idle' }], NOW + 13);
   t.same(late, [''], 'one that changes it is');
 });
+
+t.test('a watcher that arrives while the state is out of date is told of a manual status set after it came', async (t) => {
+  const hub = new PresenceHub({ offlineAfterMs: 600_000 });
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'idle' }], NOW);
+  hub.current(OWNER, NOW);
+  hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(NOW + 1), state: 'active' }], NOW + 1);
+  const told: string[] = [];
+  hub.watch(OWNER, (state) => told.push(state.availability));
+  hub.setOverride(OWNER, { source: 'manual', availability: 'busy', activities: [], expiresAt: NOW + 60_000 }, NOW + 2);
+  t.same(told, ['busy'], 'compared with what held before the status was set');
+  hub.removeOverride(OWNER, 'manual', NOW + 3);
+  t.equal(told.length, 2, 'and told when it is removed');
+  t.not(told[1], 'busy');
+});
