@@ -85,7 +85,11 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     socket.setNoDelay?.(true);
     batchWrites(client.stream, options.beforeAck ?? (() => undefined));
   });
-  client.on('message', (t, payload, packet) => options.onMessage(t, payload, packet.qos));
+  // A broker that granted the ingest subscription only QoS 0 has already
+  // acknowledged devices' QoS 1 messages and hands them on at QoS 0: every
+  // message then counts as acknowledged (journaled), whatever QoS it arrives at.
+  let grantedQos0 = false;
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, grantedQos0 ? 1 : packet.qos));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {
@@ -103,6 +107,11 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     const granted = await withTimeout(client.subscribeAsync(filters, { qos: 1 }), timeoutMs, 'no SUBACK');
     const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
     if (refused.length > 0) throw new Error(`subscription to ${refused.join(', ')} refused`);
+    const downgraded = granted.filter((g) => g.qos === 0).map((g) => g.topic);
+    if (downgraded.length > 0) {
+      grantedQos0 = true;
+      options.log.warn({ topics: downgraded }, 'mqtt broker granted QoS 0 only: device messages reach the service at most once; each is journaled as if acknowledged');
+    }
   } catch (error) {
     client.end(true);
     const hint = tlsFailureHint(error, { ca: 'MQTT_CA_FILE', cert: 'MQTT_CERT_FILE/MQTT_KEY_FILE', host: 'MQTT_URL' });
