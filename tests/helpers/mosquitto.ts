@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
@@ -103,12 +103,18 @@ async function launch(conf: string, port: number): Promise<{ stop(): Promise<voi
   const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   for (let i = 0; i < 100; i++) {
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = createServer();
-      socket.once('error', () => resolve(true));
-      socket.listen(port, '127.0.0.1', () => socket.close(() => resolve(false)));
+    // Probed by connecting, not by listening on the port: a probe that
+    // listens holds the port for a moment, and mosquitto, binding it just
+    // then, exits with "address in use" (seen in a full run).
+    const listening = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
     });
-    if (open) break;
+    if (listening || child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   if (child.exitCode !== null) throw new Error(`mosquitto exited at start (code ${child.exitCode})`);
