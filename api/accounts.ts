@@ -283,8 +283,11 @@ export class Accounts {
     const orphaned = this.ruleBook.rules(ownerId).filter((r) => r.conditions.untilArrivalAt !== undefined && r.arrivedAt === undefined && !settings.zones.some((z) => z.name === r.conditions.untilArrivalAt));
     if (orphaned.length > 0) throw new AppError('conflict', '"Until I arrive" rules name a zone these settings remove; change or delete those rules first.', orphaned.map((r) => r.id));
     await this.tracked(ownerId, 'owner', this.repository.updateOwnerSettings(ownerId, settings));
+    const now = this.clock();
+    // Watchers are told the change against the state before it.
+    this.hub.beforeChange(ownerId, now);
     this.directory.putSettings(ownerId, settings);
-    this.hub.refresh(ownerId, this.clock());
+    this.hub.refresh(ownerId, now);
     this.settingsChanged(ownerId);
     // Retention turned off: what was kept goes now, not at the next purge (privacy invariant 4).
     if (settings.keepRawEventsDays === 0) await this.repository.deleteRawEvents(ownerId);

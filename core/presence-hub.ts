@@ -153,7 +153,17 @@ export class PresenceHub {
     return this.overrides.get(ownerId) ?? [];
   }
 
-  /** Re-derives now, after the owner's settings changed. */
+  /**
+   * Takes the state a watcher will be told a coming change against: called
+   * before what derivation reads from outside the hub changes (the owner's
+   * settings), then refresh() after it.
+   */
+  beforeChange(ownerId: string, now: number): void {
+    const entry = this.owners.get(ownerId);
+    if (entry) this.watchedBaseline(ownerId, entry, now);
+  }
+
+  /** Re-derives now, after the owner's settings changed (see beforeChange). */
   refresh(ownerId: string, now: number): void {
     const entry = this.owners.get(ownerId);
     if (entry) this.rederiveHeld(ownerId, entry, now);

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { ownerSettingsSchema, type OwnerSettings } from '../../core/owner-settings.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 import type { PresenceState } from '../../core/presence.js';
 
@@ -147,4 +148,18 @@ t.test('a watcher that arrives while the state is out of date is told of a manua
   hub.removeOverride(OWNER, 'manual', NOW + 3);
   t.equal(told.length, 2, 'and told when it is removed');
   t.not(told[1], 'busy');
+});
+
+t.test('a settings change is compared with the state before it (beforeChange, then refresh), even while the state is out of date', async (t) => {
+  let settings: OwnerSettings = ownerSettingsSchema.parse({});
+  const hub = new PresenceHub({ offlineAfterMs: 600_000 }, () => settings);
+  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW);
+  hub.current(OWNER, NOW);
+  hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(NOW + 1), state: 'active' }], NOW + 1);
+  const told: string[] = [];
+  hub.watch(OWNER, (state) => told.push(state.activities.join(',')));
+  hub.beforeChange(OWNER, NOW + 2);
+  settings = ownerSettingsSchema.parse({ ignore: ['call'] });
+  hub.refresh(OWNER, NOW + 2);
+  t.same(told, [''], 'told the call no longer shows');
 });
