@@ -264,7 +264,9 @@ export class PresenceHub {
         entry.version += 1;
         this.dirty.add(ownerId);
         this.touch(ownerId);
-        if (entry.derived) this.rederive(ownerId, entry, at);
+        // As for any change: watchers told, a state held for nobody marked stale.
+        if (entry.derived && this.watchers.has(ownerId)) this.rederive(ownerId, entry, at);
+        else markStale(entry);
         changed += 1;
       }
     }
