@@ -97,25 +97,24 @@ export class PresenceHub {
     // The baseline a watcher is told the change against is taken before it.
     const entry = this.entry(ownerId, now);
     this.overrides.set(ownerId, [...rest, override]);
-    this.rederiveHeld(ownerId, entry, now);
+    this.changed(ownerId, entry, now);
   }
 
   removeOverride(ownerId: string, source: string, now: number): void {
     this.reloading.get(ownerId)?.add(source);
-    const entry = this.owners.get(ownerId);
-    if (entry) this.watchedBaseline(ownerId, entry, now);
+    this.beforeChange(ownerId, now);
     this.overrides.set(
       ownerId,
       (this.overrides.get(ownerId) ?? []).filter((o) => o.source !== source),
     );
-    if (entry) this.rederiveHeld(ownerId, entry, now);
+    this.refresh(ownerId, now);
   }
 
   /** Loads stored overrides at start (after restore()). */
   restoreOverrides(ownerId: string, overrides: readonly PresenceOverride[], now: number): void {
     const entry = this.entry(ownerId, now);
     this.overrides.set(ownerId, overrides);
-    this.rederiveHeld(ownerId, entry, now);
+    this.changed(ownerId, entry, now);
   }
 
   /**
@@ -166,7 +165,7 @@ export class PresenceHub {
   /** Re-derives now, after the owner's settings changed (see beforeChange). */
   refresh(ownerId: string, now: number): void {
     const entry = this.owners.get(ownerId);
-    if (entry) this.rederiveHeld(ownerId, entry, now);
+    if (entry) this.changed(ownerId, entry, now);
   }
 
   /**
@@ -195,17 +194,7 @@ export class PresenceHub {
     if (!signalsChanged) return false;
     entry.version += 1;
     if (persistHere) this.dirty.add(ownerId);
-    // At rest and unwatched: nobody holds a state to compare with or to tell.
-    if (!entry.derived) return true;
-    // Held but unwatched: nobody to tell either, so the state is marked
-    // stale and derived when next read, not on every message (an owner's
-    // devices may report many times between two reads: bench/ingest.ts,
-    // alternated, 10.1-10.8 -> 7.7-7.9 µs of CPU per message at QoS 0).
-    if (!this.watchers.has(ownerId)) {
-      markStale(entry);
-      return true;
-    }
-    return this.rederive(ownerId, entry, now);
+    return this.changed(ownerId, entry, now);
   }
 
   /** The owner's presence at `now`; OFFLINE_STATE for an owner never heard from. */
@@ -264,9 +253,7 @@ export class PresenceHub {
         entry.version += 1;
         this.dirty.add(ownerId);
         this.touch(ownerId);
-        // As for any change: watchers told, a state held for nobody marked stale.
-        if (entry.derived && this.watchers.has(ownerId)) this.rederive(ownerId, entry, at);
-        else markStale(entry);
+        this.changed(ownerId, entry, at);
         changed += 1;
       }
     }
@@ -371,9 +358,9 @@ export class PresenceHub {
       this.owners.set(ownerId, entry);
     }
     this.touch(ownerId);
-    const derived = this.watchedBaseline(ownerId, entry, now);
     // Only watchers need it now; for others held() brings it up to date when read.
-    if (derived && now >= derived.validUntil && this.watchers.has(ownerId)) this.rederive(ownerId, entry, now);
+    const derived = this.watchedBaseline(ownerId, entry, now);
+    if (derived && now >= derived.validUntil) this.rederive(ownerId, entry, now);
     return entry;
   }
 
@@ -405,26 +392,31 @@ export class PresenceHub {
   }
 
   /**
-   * What a change is compared with: the held state, or, for an owner at
-   * rest that someone has started to watch since, its state derived again
-   * before the change (so the watcher is told of it); undefined when nobody
-   * holds or watches the owner's state.
+   * What a change is compared with, for an owner someone watches: the held
+   * state, brought up to date (without telling anyone) if a change while
+   * nobody watched left it stale, or derived again for an owner at rest
+   * (so the watcher is told of the change); undefined when nobody watches.
    */
   private watchedBaseline(ownerId: string, entry: OwnerPresence, now: number): Derived | undefined {
+    if (!this.watchers.has(ownerId)) return undefined;
     const derived = entry.derived;
-    if (!this.watchers.has(ownerId)) return derived;
-    // Watched since it went stale: the baseline is what holds before this change.
     if (derived?.validUntil === STALE) return (entry.derived = this.refreshed(ownerId, entry, derived, now));
     return derived ?? (entry.derived = this.derive(ownerId, entry.signals, now));
   }
 
   /**
-   * Re-derives an owner someone watches; a state held for nobody is marked
-   * stale (derived again when read), one at rest is derived when asked.
+   * After a change to what the owner's state is derived from (signals,
+   * overrides, settings), its baseline taken before it: watchers are told,
+   * and the result says whether the state changed. A state held for nobody
+   * is marked stale instead, derived when next read, not on every message
+   * (an owner's devices may report many times between two reads:
+   * bench/ingest.ts, alternated, 10.1-10.8 -> 7.7-7.9 µs of CPU per
+   * message at QoS 0); the result is then true (it may have changed).
    */
-  private rederiveHeld(ownerId: string, entry: OwnerPresence, now: number): void {
-    if (!this.watchers.has(ownerId)) return markStale(entry);
-    if (this.watchedBaseline(ownerId, entry, now)) this.rederive(ownerId, entry, now);
+  private changed(ownerId: string, entry: OwnerPresence, now: number): boolean {
+    if (this.watchedBaseline(ownerId, entry, now)) return this.rederive(ownerId, entry, now);
+    markStale(entry);
+    return true;
   }
 
   /** With its trace: what derivePresence says, composed with the owner's manual status and publications. */

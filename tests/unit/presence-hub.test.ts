@@ -2,6 +2,7 @@ import t from 'tap';
 import { ownerSettingsSchema, type OwnerSettings } from '../../core/owner-settings.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 import type { PresenceState } from '../../core/presence.js';
+import type { SensorEvent } from '../../core/events.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const OWNER = 'o1';
@@ -110,14 +111,23 @@ t.test('an owner nobody watches is derived when read, not on every event: the sa
   t.same(second.activities, ['on-the-phone'], 'a change of presence is there when read');
 });
 
+/**
+ * An owner read once, then changed while nobody watched (its held state
+ * out of date), then watched: what the watcher is told, as `show` puts it.
+ */
+function watchedWhileStale(hub: PresenceHub, owner: string, read: SensorEvent, change: SensorEvent, show: (state: PresenceState) => string): string[] {
+  hub.apply(owner, PHONE, [read], Date.parse(read.at));
+  hub.current(owner, Date.parse(read.at));
+  hub.apply(owner, PHONE, [change], Date.parse(change.at));
+  const told: string[] = [];
+  hub.watch(owner, (state) => told.push(show(state)));
+  return told;
+}
+const activities = (state: PresenceState) => state.activities.join(',');
+
 t.test('a watcher that arrives while the state is out of date is not told of what changed before it came, and is told of what changes after', async (t) => {
   const hub = new PresenceHub({ offlineAfterMs: 600_000 });
-  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'idle' }], NOW);
-  hub.current(OWNER, NOW);
-  // Unwatched: this change leaves the held state out of date.
-  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 1), state: 'in-call' }], NOW + 1);
-  const told: string[] = [];
-  hub.watch(OWNER, (state) => told.push(state.activities.join(',')));
+  const told = watchedWhileStale(hub, OWNER, { kind: 'call', at: iso(NOW), state: 'idle' }, { kind: 'call', at: iso(NOW + 1), state: 'in-call' }, activities);
   t.same(hub.current(OWNER, NOW + 1).activities, ['on-the-phone'], 'read: as it is');
   t.same(told, [], 'not told of the change before it came');
   hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW + 2), state: 'idle' }], NOW + 2);
@@ -125,11 +135,7 @@ t.test('a watcher that arrives while the state is out of date is not told of wha
 
   // Out of date again while unwatched, then watched, then a change: compared with what held just before it.
   const other = 'o2';
-  hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 10), state: 'idle' }], NOW + 10);
-  hub.current(other, NOW + 10);
-  hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 11), state: 'in-call' }], NOW + 11);
-  const late: string[] = [];
-  hub.watch(other, (state) => late.push(state.activities.join(',')));
+  const late = watchedWhileStale(hub, other, { kind: 'call', at: iso(NOW + 10), state: 'idle' }, { kind: 'call', at: iso(NOW + 11), state: 'in-call' }, activities);
   hub.apply(other, PHONE, [{ kind: 'battery', at: iso(NOW + 2), level: 40, charging: false }], NOW + 11);
   t.same(late, [], 'a change that leaves the presence as it was when the watcher came is not announced');
   hub.apply(other, PHONE, [{ kind: 'call', at: iso(NOW + 13), state: 'idle' }], NOW + 13);
@@ -138,11 +144,7 @@ t.test('a watcher that arrives while the state is out of date is not told of wha
 
 t.test('a watcher that arrives while the state is out of date is told of a manual status set after it came', async (t) => {
   const hub = new PresenceHub({ offlineAfterMs: 600_000 });
-  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'idle' }], NOW);
-  hub.current(OWNER, NOW);
-  hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(NOW + 1), state: 'active' }], NOW + 1);
-  const told: string[] = [];
-  hub.watch(OWNER, (state) => told.push(state.availability));
+  const told = watchedWhileStale(hub, OWNER, { kind: 'call', at: iso(NOW), state: 'idle' }, { kind: 'user-input', at: iso(NOW + 1), state: 'active' }, (state) => state.availability);
   hub.setOverride(OWNER, { source: 'manual', availability: 'busy', activities: [], expiresAt: NOW + 60_000 }, NOW + 2);
   t.same(told, ['busy'], 'compared with what held before the status was set');
   hub.removeOverride(OWNER, 'manual', NOW + 3);
@@ -153,11 +155,7 @@ t.test('a watcher that arrives while the state is out of date is told of a manua
 t.test('a settings change is compared with the state before it (beforeChange, then refresh), even while the state is out of date', async (t) => {
   let settings: OwnerSettings = ownerSettingsSchema.parse({});
   const hub = new PresenceHub({ offlineAfterMs: 600_000 }, () => settings);
-  hub.apply(OWNER, PHONE, [{ kind: 'call', at: iso(NOW), state: 'in-call' }], NOW);
-  hub.current(OWNER, NOW);
-  hub.apply(OWNER, PHONE, [{ kind: 'user-input', at: iso(NOW + 1), state: 'active' }], NOW + 1);
-  const told: string[] = [];
-  hub.watch(OWNER, (state) => told.push(state.activities.join(',')));
+  const told = watchedWhileStale(hub, OWNER, { kind: 'call', at: iso(NOW), state: 'in-call' }, { kind: 'user-input', at: iso(NOW + 1), state: 'active' }, activities);
   hub.beforeChange(OWNER, NOW + 2);
   settings = ownerSettingsSchema.parse({ ignore: ['call'] });
   hub.refresh(OWNER, NOW + 2);
