@@ -246,16 +246,13 @@ export class Directory {
   /** Any registered device, revoked or not (a record made for the caller). */
   device(id: string): DeviceRecord | undefined {
     const slot = this.deviceSlots.get(id);
-    if (slot === undefined) return undefined;
-    const made = this.revokedSlots.has(slot) ? RevokedDevice : ActiveDevice;
-    return new made(this.deviceIds[slot] as string, this.deviceOwners[slot] as string, this.deviceClasses[slot] as string);
+    return slot === undefined ? undefined : this.deviceAt(slot);
   }
 
   /** Only devices that may still publish. */
   activeDevice(id: string): DeviceRecord | undefined {
     const slot = this.deviceSlots.get(id);
-    if (slot === undefined || this.revokedSlots.has(slot)) return undefined;
-    return new ActiveDevice(this.deviceIds[slot] as string, this.deviceOwners[slot] as string, this.deviceClasses[slot] as string);
+    return slot === undefined || this.revokedSlots.has(slot) ? undefined : this.deviceAt(slot);
   }
 
   /** A registered device's class (revoked or not), with no record made: what watcher views look up per device. */
@@ -267,8 +264,14 @@ export class Directory {
   /** The owner's devices, revoked ones included. */
   devicesOf(ownerId: string): DeviceRecord[] {
     const out: DeviceRecord[] = [];
-    for (const [id, slot] of this.deviceSlots) if (this.deviceOwners[slot] === ownerId) out.push(this.device(id) as DeviceRecord);
+    for (const slot of this.deviceSlots.values()) if (this.deviceOwners[slot] === ownerId) out.push(this.deviceAt(slot));
     return out;
+  }
+
+  /** The record of the device in `slot`, made for the caller. */
+  private deviceAt(slot: number): DeviceRecord {
+    const made = this.revokedSlots.has(slot) ? RevokedDevice : ActiveDevice;
+    return new made(this.deviceIds[slot] as string, this.deviceOwners[slot] as string, this.deviceClasses[slot] as string);
   }
 
   /**
