@@ -75,10 +75,11 @@ export class SkeletonTable {
 
 const SHARED = new SkeletonTable();
 
-/** A packed rule: the skeleton (its index, or the skeleton itself once the table is full), the id, the watchers (ids as packId gives them). */
+/** A rule's parts: the skeleton (its index, or the skeleton itself once the table is full), the id and the watchers (ids as packId gives them in the JSON form; as text once unpacked). */
 type PackedRule = readonly [skeleton: number | Rule, id: string, watchers: readonly string[]];
 
 const LOWER_CASE_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const isLowerCaseUuid = (id: string) => id.length === 36 && LOWER_CASE_UUID.test(id);
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 const TILDE = 0x7e;
 const OPEN_BRACKET = 0x5b;
@@ -89,7 +90,7 @@ const OPEN_BRACKET = 0x5b;
  * instead of 36; anything else (ids made up by tests) as "~" and the id.
  */
 function packId(id: string): string {
-  if (id.length === 36 && LOWER_CASE_UUID.test(id)) return Buffer.from(id.replaceAll('-', ''), 'hex').toString('base64url');
+  if (isLowerCaseUuid(id)) return Buffer.from(id.replaceAll('-', ''), 'hex').toString('base64url');
   return `~${id}`;
 }
 
@@ -132,11 +133,11 @@ function skeletonOf(rule: Rule): Rule {
   return { ...rule, id: '', conditions: { ...rule.conditions, identity: { ...rule.conditions.identity, watchers: [] } } };
 }
 
-/** The packed rule, or undefined when JSON would not give it back exactly. */
-function packRule(rule: Rule, table: SkeletonTable): PackedRule | undefined {
+/** The rule's skeleton: its index in the table, or itself once the table is full; undefined when JSON would not give the rule back exactly. */
+function skeletonFor(rule: Rule, table: SkeletonTable): number | Rule | undefined {
   if (!jsonExact(rule)) return undefined;
   const skeleton = skeletonOf(rule);
-  return [table.indexOf(JSON.stringify(skeleton)) ?? skeleton, packId(rule.id), rule.conditions.identity.watchers.map(packId)];
+  return table.indexOf(JSON.stringify(skeleton)) ?? skeleton;
 }
 
 /**
@@ -146,16 +147,15 @@ function packRule(rule: Rule, table: SkeletonTable): PackedRule | undefined {
 export function packPolicy(policy: OwnerPolicy, table = SHARED): string | undefined {
   if (policy.rules.length === 0 && policy.groups.length === 0) return undefined;
   if (!jsonExact(policy.groups)) return undefined;
-  const rules: PackedRule[] = [];
+  const skeletons: (number | Rule)[] = [];
   for (const rule of policy.rules) {
-    const packed = packRule(rule, table);
-    if (packed === undefined) return undefined;
-    rules.push(packed);
+    const skeleton = skeletonFor(rule, table);
+    if (skeleton === undefined) return undefined;
+    skeletons.push(skeleton);
   }
-  if (policy.groups.length === 0) {
-    const compact = packCompact(policy.rules, rules);
-    if (compact !== undefined) return compact;
-  }
+  const compact = policy.groups.length === 0 ? packCompact(policy.rules, skeletons) : undefined;
+  if (compact !== undefined) return compact;
+  const rules = policy.rules.map((rule, i): PackedRule => [skeletons[i] as number | Rule, packId(rule.id), rule.conditions.identity.watchers.map(packId)]);
   const packed: PackedPolicy = [rules, policy.groups];
   return flat(JSON.stringify(packed));
 }
@@ -169,10 +169,10 @@ export function packPolicy(policy: OwnerPolicy, table = SHARED): string | undefi
  * against 62 as JSON (issue 6, memory per owner: 56 bytes held instead of
  * 80). The JSON form starts with '[', this one with a base-36 digit.
  */
-function packCompact(rules: readonly Rule[], packed: readonly PackedRule[]): string | undefined {
+function packCompact(rules: readonly Rule[], skeletons: readonly (number | Rule)[]): string | undefined {
   let size = 0;
   for (const [i, rule] of rules.entries()) {
-    const skeleton = (packed[i] as PackedRule)[0];
+    const skeleton = skeletons[i];
     const watchers = rule.conditions.identity.watchers;
     if (typeof skeleton !== 'number' || !isLowerCaseUuid(rule.id) || !watchers.every(isLowerCaseUuid)) return undefined;
     size += skeleton.toString(36).length + watchers.length.toString(36).length + 2 + 16 * (1 + watchers.length);
@@ -181,23 +181,19 @@ function packCompact(rules: readonly Rule[], packed: readonly PackedRule[]): str
   let at = 0;
   for (const [i, rule] of rules.entries()) {
     const watchers = rule.conditions.identity.watchers;
-    at += out.write(`${((packed[i] as PackedRule)[0] as number).toString(36)}.${watchers.length.toString(36)}.`, at, 'latin1');
+    at += out.write(`${(skeletons[i] as number).toString(36)}.${watchers.length.toString(36)}.`, at, 'latin1');
     at += out.write(rule.id.replaceAll('-', ''), at, 'hex');
     for (const watcher of watchers) at += out.write(watcher.replaceAll('-', ''), at, 'hex');
   }
   return out.toString('latin1');
 }
 
-const isLowerCaseUuid = (id: string) => id.length === 36 && LOWER_CASE_UUID.test(id);
 const DOT = 0x2e;
 
-/** A rule as unpacked: its skeleton (index or itself), its id and its watchers' ids. */
-type UnpackedRule = readonly [skeleton: number | Rule, id: string, watchers: readonly string[]];
-
 /** The compact form's rules. */
-function unpackCompact(packed: string): UnpackedRule[] {
+function unpackCompact(packed: string): PackedRule[] {
   const bytes = Buffer.from(packed, 'latin1');
-  const rules: UnpackedRule[] = [];
+  const rules: PackedRule[] = [];
   let at = 0;
   const number = (): number => {
     const end = bytes.indexOf(DOT, at);
@@ -243,7 +239,7 @@ function flat(text: string): string {
  */
 export function unpackPolicy(packed: string, table = SHARED, hold: HoldRule = asItIs): { rules: Rule[]; groups: Group[] } {
   const json = packed.charCodeAt(0) === OPEN_BRACKET;
-  const [rules, groups]: readonly [readonly UnpackedRule[], readonly Group[]] = json ? unpackJson(packed) : [unpackCompact(packed), []];
+  const [rules, groups]: readonly [readonly PackedRule[], readonly Group[]] = json ? unpackJson(packed) : [unpackCompact(packed), []];
   return {
     rules: rules.map(([skeleton, id, watchers]) => {
       const base = typeof skeleton === 'number' ? table.skeleton(skeleton, hold) : skeleton;
@@ -256,7 +252,7 @@ export function unpackPolicy(packed: string, table = SHARED, hold: HoldRule = as
 }
 
 /** The JSON form's rules (their ids unpacked) and groups. */
-function unpackJson(packed: string): readonly [UnpackedRule[], readonly Group[]] {
+function unpackJson(packed: string): readonly [PackedRule[], readonly Group[]] {
   const [rules, groups] = JSON.parse(packed) as PackedPolicy;
   return [rules.map(([skeleton, packedId, packedWatchers]) => [skeleton, unpackId(packedId), packedWatchers.map(unpackId)]), groups];
 }
