@@ -101,7 +101,7 @@ export class SignalSet implements Iterable<Signal> {
   private secondDevice: string | undefined = undefined;
 
   get size(): number {
-    return this.hot ? this.hot.length : this.decoded().length;
+    return (this.hot ?? this.decoded()).length;
   }
 
   /** Whether the signals are held packed. */
