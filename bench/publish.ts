@@ -87,7 +87,9 @@ import { reportToSuite } from './suite-row.js';
  * BENCH_KAMAILIO=0 skips the baseline (for profiling the service, e.g.
  * node --cpu-prof); BENCH_KAMAILIO_SQLITE=0 skips the sqlite reference run;
  * BENCH_PG_SYNCHRONOUS_COMMIT=off (diagnostic only) sets it on the scratch
- * database, to see how much of the cost is waiting for the commit's flush.
+ * database, to see how much of the cost is waiting for the commit's flush;
+ * BENCH_GROUP_NODE_ARGS (diagnostic, space-separated) are node's arguments
+ * for the group's processes (e.g. --cpu-prof --cpu-prof-dir=DIR).
  */
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
@@ -97,6 +99,7 @@ const withKamailio = (process.env.BENCH_KAMAILIO ?? '1') !== '0';
 const withSqlite = (process.env.BENCH_KAMAILIO_SQLITE ?? '1') !== '0';
 const synchronousCommit = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
 const groupSize = Number(process.env.BENCH_PUBLISH_GROUP ?? 2);
+const groupNodeArgs = (process.env.BENCH_GROUP_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const TARGET = 1.0;
 
@@ -212,7 +215,7 @@ async function startGroup(size: number, databaseUrl: string, signingKey: string)
     for (let i = 0; i < size; i++) {
       const dataDir = await mkdtemp(join(tmpdir(), 'bench-publish-group-'));
       dirs.push(dataDir);
-      const child = spawn(process.execPath, [entry], {
+      const child = spawn(process.execPath, [...groupNodeArgs, entry], {
         env: {
           PATH: process.env.PATH ?? '',
           ...BENCH_LIMITS,

@@ -60,6 +60,7 @@ import { loadServerTls } from './tls-files.js';
 import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 import { LogWindow } from '../core/log-window.js';
+import { disablePretenuring } from './gc-tuning.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -113,6 +114,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
   // Errors are logged through errorForLog: no query parameters or row values (core/log-error.ts).
   const log = options.log ?? pino({ level: config.logLevel, base: { pid: process.pid }, serializers: { err: errorForLog } });
   const clock = options.clock ?? Date.now;
+  // Before the service allocates anything: per-request objects must not be tenured by chance (bin/gc-tuning.ts).
+  if (!disablePretenuring()) log.info('V8 allocation-site pretenuring left on (node was started with --allocation-site-pretenuring)');
   const cleanups: (() => Promise<void>)[] = [];
   const closeAll = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));

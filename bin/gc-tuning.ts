@@ -1,0 +1,38 @@
+import { setFlagsFromString } from 'node:v8';
+
+/** node's own flag, if an operator wants V8's default back: `node --allocation-site-pretenuring dist/bin/start.js`. */
+export const PRETENURING_FLAG = '--allocation-site-pretenuring';
+
+/**
+ * Turns off V8's allocation-site pretenuring for this process, unless node
+ * was started with --allocation-site-pretenuring (the operator's choice
+ * wins). Returns whether it was turned off.
+ *
+ * Why: V8 decides per allocation site, from how many of its objects
+ * survived a scavenge, to allocate that site's objects straight in the old
+ * generation. A scavenge that happens to run while a burst of requests is in
+ * flight (start-up, a pause) can tip the sites of the per-request objects
+ * (node:http's request and response, the view, the headers) into that mode,
+ * and there they stay. Every request then allocates in the old generation;
+ * the young objects those point at survive scavenges through them and are
+ * promoted too; the old generation fills with garbage and is mark-compacted
+ * every second or so. Measured with bench/reads.ts on the 2-core machines:
+ * about half the runs fell into that mode, at random (3-4 MB promoted per
+ * scavenge instead of ~0, scavenges of 4-7 ms instead of 0.5, 6-8
+ * mark-compacts in a run instead of 2), and served 18-26k reads/s instead
+ * of 30-41k, at more CPU; with pretenuring off, every run stayed in the
+ * fast mode (8 of 8, 6 of 6) and ingest, PUBLISH and the 100k-owner memory
+ * figure did not change (docs/scaling.md, "Garbage collection").
+ *
+ * The service's long-lived data (owners, devices, rules, states) is built
+ * once and then changes a little at a time, which the scavenger promotes
+ * after two copies anyway; pretenuring buys it nothing measurable.
+ *
+ * Node 20 does not freeze V8's flags after start, and V8 reads this one at
+ * each scavenge, so setting it here, before the service starts, works.
+ */
+export function disablePretenuring(execArgv: readonly string[] = process.execArgv, setFlags: (flags: string) => void = setFlagsFromString): boolean {
+  if (execArgv.includes(PRETENURING_FLAG)) return false;
+  setFlags('--no-allocation-site-pretenuring');
+  return true;
+}
