@@ -17,11 +17,11 @@ export const PRETENURING_FLAG = '--allocation-site-pretenuring';
  * the young objects those point at survive scavenges through them and are
  * promoted too; the old generation fills with garbage and is mark-compacted
  * every second or so. Measured with bench/reads.ts on the 2-core machines:
- * about half the runs fell into that mode, at random (3-4 MB promoted per
+ * half the runs fell into that mode, at random (3-4 MB promoted per
  * scavenge instead of ~0, scavenges of 4-7 ms instead of 0.5, 6-8
  * mark-compacts in a run instead of 2), and served 18-26k reads/s instead
  * of 30-41k, at more CPU; with pretenuring off, every run stayed in the
- * fast mode (8 of 8, 6 of 6) and ingest, PUBLISH and the 100k-owner memory
+ * fast mode (23 of 23) and ingest, PUBLISH and the 100k-owner memory
  * figure did not change (docs/scaling.md, "Garbage collection").
  *
  * The service's long-lived data (owners, devices, rules, states) is built
