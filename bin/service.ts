@@ -16,7 +16,7 @@ import type { TlsMaterial } from '../core/tls/pem.js';
 import type { IngestRejection } from '../core/errors.js';
 import type { SensorEvent } from '../core/events.js';
 import { openDatabase, type DatabaseHandle } from '../core/db/connect.js';
-import { Repository, type Snapshot } from '../core/db/repository.js';
+import { Repository } from '../core/db/repository.js';
 import { listenForChanges, type ControlChange } from '../core/db/control-channel.js';
 import { OwnerReloads } from '../core/owner-reloads.js';
 import { ReloadGuard } from '../core/reload-guard.js';
@@ -29,7 +29,6 @@ import { RawEventBuffer } from '../core/raw-events.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
 import { Directory } from '../core/directory.js';
-import { ownerSettingsSchema } from '../core/owner-settings.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
 import { KeySet } from '../core/identity/key-set.js';
 import { TokenVerifier } from '../core/identity/token-verifier.js';
@@ -47,7 +46,6 @@ import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
 import { errorForLog } from '../core/log-error.js';
 import { deviceTopic } from '../ingest/topics.js';
-import { groupSchema, ruleBodySchema, type Group } from '../policy/rule.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
@@ -61,6 +59,7 @@ import { tlsServerOptions, type ServerTls } from '../core/tls/server-tls.js';
 import { serveMqttOverWebSockets } from '../ingest/mqtt-websocket.js';
 import { LogWindow } from '../core/log-window.js';
 import { disablePretenuring } from './gc-tuning.js';
+import { applySnapshot, putWatcher } from './apply-snapshot.js';
 
 /**
  * The composition root: wires storage, ingest and the API into one running
@@ -838,67 +837,6 @@ async function loadSnapshot(repository: Repository, directory: Directory, ruleBo
   const snapshot = await repository.loadSnapshot();
   applySnapshot(snapshot, directory, ruleBook, hub, now, log, undefined);
   log.info({ owners: snapshot.owners.length, devices: snapshot.devices.length, watchers: snapshot.watchers.length }, 'directory loaded');
-}
-
-function putWatcher(directory: Directory, watcher: Snapshot['watchers'][number]) {
-  const { tokensNotBefore, ...record } = watcher;
-  if (record.kind === 'person' || record.kind === 'app') directory.putWatcher({ ...record, kind: record.kind, domain: record.domain ?? undefined });
-  directory.setTokenCutoff(record.id, tokensNotBefore?.getTime());
-}
-
-/**
- * Puts stored records in memory: the whole snapshot at start, or one
- * owner's records (`reloaded`) after another process changed them, where an
- * owner with no rules, groups or statuses left gets empty ones.
- */
-function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger, reloaded: string | undefined) {
-  let skippedSettings = 0;
-  for (const owner of snapshot.owners) {
-    directory.putOwner({ id: owner.id, handle: owner.handle });
-    directory.setTokenCutoff(owner.id, owner.tokensNotBefore?.getTime());
-    const settings = ownerSettingsSchema.safeParse(owner.settings);
-    if (settings.success) directory.putSettings(owner.id, settings.data);
-    else skippedSettings += 1; // the defaults apply
-  }
-  for (const device of snapshot.devices) directory.putDevice(device);
-  for (const watcher of snapshot.watchers) putWatcher(directory, watcher);
-  const groupsByOwner = new Map<string, Group[]>(reloaded ? [[reloaded, []]] : []);
-  let skippedGroups = 0;
-  for (const stored of snapshot.groups) {
-    const parsed = groupSchema.safeParse({ id: stored.id, name: stored.name, members: stored.members });
-    if (!parsed.success) {
-      skippedGroups += 1; // a group that no longer validates matches nobody (default deny)
-      continue;
-    }
-    groupsByOwner.set(stored.ownerId, [...(groupsByOwner.get(stored.ownerId) ?? []), parsed.data]);
-  }
-  // Keyed by the directory's copy of each owner id: one string per owner in memory, not one per structure.
-  for (const [ownerId, groups] of groupsByOwner) ruleBook.replaceGroups(directory.ownerId(ownerId), groups);
-  const rulesByOwner = new Map<string, { id: string; body: unknown; arrivedAt: Date | null }[]>(reloaded ? [[reloaded, []]] : []);
-  for (const rule of snapshot.rules) {
-    const list = rulesByOwner.get(rule.ownerId) ?? [];
-    list.push(rule);
-    rulesByOwner.set(rule.ownerId, list);
-  }
-  let skippedRules = 0;
-  for (const [ownerId, stored] of rulesByOwner) {
-    const rules = [];
-    for (const { id, body, arrivedAt } of stored) {
-      const parsed = ruleBodySchema.safeParse(body);
-      if (parsed.success) rules.push({ ...parsed.data, id, ...(arrivedAt ? { arrivedAt: arrivedAt.toISOString() } : {}) });
-      else skippedRules += 1;
-    }
-    ruleBook.replace(directory.ownerId(ownerId), rules);
-  }
-  for (const state of snapshot.states) hub.restore(directory.ownerId(state.ownerId), state.version, state.signals, now);
-  const overridesByOwner = new Map<string, PresenceOverride[]>(reloaded ? [[reloaded, []]] : []);
-  for (const { ownerId, override } of snapshot.overrides) overridesByOwner.set(ownerId, [...(overridesByOwner.get(ownerId) ?? []), override]);
-  // A reload keeps what this process changed while it was being queried (PresenceHub.finishOverridesReload).
-  for (const [ownerId, overrides] of overridesByOwner) hub.finishOverridesReload(directory.ownerId(ownerId), overrides, now);
-  if (skippedRules > 0 || snapshot.skippedSignals > 0 || skippedSettings > 0 || skippedGroups > 0) {
-    // A rule that no longer validates grants nothing (default deny).
-    log.warn({ skippedRules, skippedGroups, skippedSignals: snapshot.skippedSignals, skippedSettings }, 'stored rows failed validation and were skipped');
-  }
 }
 
 /**
