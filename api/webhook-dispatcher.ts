@@ -93,14 +93,37 @@ export class WebhookDispatcher {
   private readonly known = new Map<string, Webhook>();
   private delivering = true;
 
-  /** Registers a webhook; while this process delivers, the current view is delivered at once. */
+  /**
+   * A webhook registered here (stored, then added); while this process
+   * delivers, the current view is delivered at once. Noted with the next
+   * registration number, so that a reload that read before it cannot drop
+   * it (replaceOwner).
+   */
   add(hook: Webhook): void {
+    this.registrations += 1;
+    this.addedHere.delete(hook.id);
+    this.addedHere.set(hook.id, { number: this.registrations, at: this.deps.clock() });
+    this.register(hook);
+  }
+
+  /** A stored webhook, loaded at start. */
+  restore(hook: Webhook): void {
+    this.register(hook);
+  }
+
+  private register(hook: Webhook): void {
     this.known.set(hook.id, hook);
     if (this.delivering) this.activate(hook);
   }
 
+  /** Webhooks registered here so far: taken by a reload before it reads an owner's webhooks, and handed to replaceOwner. */
+  get registrationMark(): number {
+    return this.registrations;
+  }
+
   /** Removed here (deleted by its watcher, with a revocation, with its owner): remembered, so that no older read registers it again. */
   remove(id: string): void {
+    this.addedHere.delete(id);
     if (this.known.has(id)) {
       this.removedAt.delete(id);
       this.removedAt.set(id, this.deps.clock());
@@ -134,21 +157,41 @@ export class WebhookDispatcher {
    */
   private readonly removedAt = new Map<string, number>();
 
+  private registrations = 0;
+  /**
+   * Webhooks registered here lately, by id: the registration's number and
+   * when, in registration order, each kept TOMBSTONE_MS (as removedAt).
+   */
+  private readonly addedHere = new Map<string, { number: number; at: number }>();
+
   /**
    * Makes the registered webhooks of one owner exactly `hooks` (another
-   * process changed them). Those missing are forgotten without being
-   * remembered as removed: a read that predates a registration here drops
-   * it only until the registration's own notification is read.
+   * process changed them), as read by a reload that took `mark`
+   * (registrationMark) before it read them. Those missing are forgotten
+   * without being remembered as removed, except one registered here after
+   * the mark: the read may have begun before that registration was
+   * committed, and dropping it would stop its deliveries until the next
+   * reload of the owner. One registered before the mark was committed
+   * before the read began, so a list without it means it was deleted
+   * elsewhere since.
    */
-  replaceOwner(ownerId: string, hooks: readonly Webhook[]): void {
+  replaceOwner(ownerId: string, hooks: readonly Webhook[], mark: number): void {
     const wanted = new Set(hooks.map((h) => h.id));
-    for (const [id, hook] of this.known) if (hook.ownerId === ownerId && !wanted.has(id)) this.forget(id);
+    for (const [id, hook] of this.known) {
+      if (hook.ownerId !== ownerId || wanted.has(id)) continue;
+      if ((this.addedHere.get(id)?.number ?? 0) > mark) continue;
+      this.forget(id);
+    }
     const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
     for (const [id, at] of this.removedAt) {
       if (at >= forgetBefore) break;
       this.removedAt.delete(id);
     }
-    for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.add(hook);
+    for (const [id, added] of this.addedHere) {
+      if (added.at >= forgetBefore) break;
+      this.addedHere.delete(id);
+    }
+    for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.register(hook);
   }
 
   /**

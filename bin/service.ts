@@ -491,7 +491,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // publications, the one holding the delivery lease (core/db/delivery-lease.ts).
     const delivery = { held: clusterConfig === undefined };
     webhooks.setDelivering(delivery.held);
-    for (const hook of await repository.listWebhooks()) webhooks.add(hook);
+    for (const hook of await repository.listWebhooks()) webhooks.restore(hook);
     accounts.onOwnerErased((ownerId) => webhooks.removeOwner(ownerId));
     // Webhooks registered with a watcher's revoked tokens (the other processes drop them when the control channel reloads the owner).
     accounts.onWebhooksRemoved((ids) => {
@@ -569,10 +569,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
             for (const device of snapshot.devices) if (device.revoked && !revokedBefore.has(device.id)) accounts.deviceRevoked(device.id);
             accounts.settingsChanged(ownerId);
             accounts.watchArrivals(ownerId);
+            // Webhooks registered here from now on may be missing from what is read (WebhookDispatcher.replaceOwner).
+            const mark = webhooks.registrationMark;
             const hooks = await repository.webhooksOfOwner(ownerId);
             // Erased (or otherwise changed) here while the webhooks were read: read again.
             if (guard.overtaken(ownerId)) return false;
-            webhooks.replaceOwner(ownerId, hooks);
+            webhooks.replaceOwner(ownerId, hooks, mark);
             return true;
           } finally {
             // Applied, thrown away, failed or the owner erased: nothing left to guard.

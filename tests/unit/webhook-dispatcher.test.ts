@@ -149,33 +149,49 @@ t.test('a reload that read before a webhook was removed here does not register i
   dispatcher.setDelivering(false);
   dispatcher.add(hook);
   dispatcher.remove(hook.id);
-  dispatcher.replaceOwner(OWNER, [hook]);
+  dispatcher.replaceOwner(OWNER, [hook], dispatcher.registrationMark);
   dispatcher.setDelivering(true);
   set('busy');
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.equal(calls.length, 0, 'the removed webhook stays removed: nothing is delivered');
   now += 3 * 3_600_000 + 1;
-  dispatcher.replaceOwner(OWNER, [hook]);
+  dispatcher.replaceOwner(OWNER, [hook], dispatcher.registrationMark);
   // (Alice's status, set for an hour, has expired by then.)
   t.equal((await nextCall(1)).availability, 'offline', 'storage still holding it hours later is the truth again: registered and delivered');
   (await nextCall(1)).answer(200);
   dispatcher.close();
 });
 
-t.test('a reload whose list predates a registration here drops the webhook only until the next reload; removals and erasures here are remembered', async (t) => {
+t.test('a reload that began reading before a registration here keeps the webhook; one that began after drops it (deleted elsewhere); removals and erasures here are remembered', async (t) => {
   const { dispatcher } = setup();
   t.teardown(() => dispatcher.close());
   dispatcher.setDelivering(false);
   const hook = { id: '00000000-0000-4000-8000-000000000005', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/new' };
   const other = { id: '00000000-0000-4000-8000-000000000006', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/other' };
   const known = () => dispatcher.registered(OWNER).map((h) => h.id).sort();
+  // A reload takes its mark and reads; the registration here commits and is added meanwhile; the reload's list lacks it.
+  const before = dispatcher.registrationMark;
   dispatcher.add(hook);
-  dispatcher.replaceOwner(OWNER, []);
-  t.same(known(), [], 'the older list drops it');
-  dispatcher.replaceOwner(OWNER, [hook, other]);
-  t.same(known(), [hook.id, other.id].sort(), 'the next reload brings it back');
+  dispatcher.replaceOwner(OWNER, [], before);
+  t.same(known(), [hook.id], 'the older list does not drop it');
+  dispatcher.replaceOwner(OWNER, [hook, other], dispatcher.registrationMark);
+  t.same(known(), [hook.id, other.id].sort(), 'the next reload adds what another process registered');
+  // A reload that began after the registration and does not list it: deleted through another process.
+  dispatcher.replaceOwner(OWNER, [other], dispatcher.registrationMark);
+  t.same(known(), [other.id], 'a list read after the registration is the truth');
+  dispatcher.add(hook);
   dispatcher.removeOwner(OWNER);
   t.same(known(), []);
-  dispatcher.replaceOwner(OWNER, [hook, other]);
+  dispatcher.replaceOwner(OWNER, [hook, other], before);
   t.same(known(), [], 'after an erasure here, an older list does not bring them back');
+});
+
+t.test('webhooks loaded at start are not registrations here: a reload that began before anything was registered drops one missing from its list', async (t) => {
+  const { dispatcher } = setup();
+  t.teardown(() => dispatcher.close());
+  dispatcher.setDelivering(false);
+  const mark = dispatcher.registrationMark;
+  dispatcher.restore({ id: '00000000-0000-4000-8000-000000000007', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/stored' });
+  dispatcher.replaceOwner(OWNER, [], mark);
+  t.same(dispatcher.registered(OWNER), []);
 });
