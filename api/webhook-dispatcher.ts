@@ -94,7 +94,8 @@ export class WebhookDispatcher {
   private delivering = true;
 
   /**
-   * A webhook registered here (stored, then added); while this process
+   * A webhook registered here: call it only once its row is committed
+   * (replaceOwner relies on that). While this process
    * delivers, the current view is delivered at once. Noted with the next
    * registration number, so that a reload that read before it cannot drop
    * it (replaceOwner).
@@ -173,13 +174,21 @@ export class WebhookDispatcher {
    * committed, and dropping it would stop its deliveries until the next
    * reload of the owner. One registered before the mark was committed
    * before the read began, so a list without it means it was deleted
-   * elsewhere since.
+   * elsewhere since. Returns true if one was kept only for that reason:
+   * it may also have been deleted elsewhere after it was committed and
+   * before it was added here, with both notifications spent on this
+   * reload, so the caller reads the owner once more (its mark is then
+   * past the registration, and that list is the truth).
    */
-  replaceOwner(ownerId: string, hooks: readonly Webhook[], mark: number): void {
+  replaceOwner(ownerId: string, hooks: readonly Webhook[], mark: number): boolean {
     const wanted = new Set(hooks.map((h) => h.id));
+    let keptUnread = false;
     for (const [id, hook] of this.known) {
       if (hook.ownerId !== ownerId || wanted.has(id)) continue;
-      if ((this.addedHere.get(id)?.number ?? 0) > mark) continue;
+      if ((this.addedHere.get(id)?.number ?? 0) > mark) {
+        keptUnread = true;
+        continue;
+      }
       this.forget(id);
     }
     const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
@@ -192,6 +201,7 @@ export class WebhookDispatcher {
       this.addedHere.delete(id);
     }
     for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.register(hook);
+    return keptUnread;
   }
 
   /**

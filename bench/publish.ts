@@ -88,8 +88,9 @@ import { reportToSuite } from './suite-row.js';
  * node --cpu-prof); BENCH_KAMAILIO_SQLITE=0 skips the sqlite reference run;
  * BENCH_PG_SYNCHRONOUS_COMMIT=off (diagnostic only) sets it on the scratch
  * database, to see how much of the cost is waiting for the commit's flush;
- * BENCH_GROUP_NODE_ARGS (diagnostic, space-separated) are node's arguments
- * for the group's processes (e.g. --cpu-prof --cpu-prof-dir=DIR).
+ * BENCH_GROUP_NODE_ARGS (diagnostic, split on spaces, no quoting) are
+ * node's arguments for the group's processes (e.g. --cpu-prof
+ * --cpu-prof-dir=DIR).
  */
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);

@@ -23,8 +23,12 @@ export function putWatcher(directory: Directory, watcher: Snapshot['watchers'][n
  * taken before any of it applies (PresenceHub.beforeChange): the settings
  * go in first, and the overrides, which tell the watchers, last; without
  * it, a state left out of date while nobody watched would be brought up to
- * date with the new settings already in, and a watcher that came since
- * would not hear that, say, calls no longer show.
+ * date with the new settings already in, and a hub watcher that had not
+ * read since would not hear that, say, calls no longer show. (Today's
+ * subscribers, streams, webhooks, SIP and arrivals, read as they
+ * subscribe, which brings the state up to date first: this is defence in
+ * depth.) A one-owner snapshot carries no states (Repository.loadSnapshot):
+ * hub.restore below would replace the entry and the baseline with it.
  */
 export function applySnapshot(snapshot: Snapshot, directory: Directory, ruleBook: RuleBook, hub: PresenceHub, now: number, log: Logger, reloaded: string | undefined) {
   if (reloaded !== undefined) hub.beforeChange(reloaded, now);

@@ -574,7 +574,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
             const hooks = await repository.webhooksOfOwner(ownerId);
             // Erased (or otherwise changed) here while the webhooks were read: read again.
             if (guard.overtaken(ownerId)) return false;
-            webhooks.replaceOwner(ownerId, hooks, mark);
+            // Kept a webhook registered here that the list lacks: read once more to be sure it was not deleted elsewhere meanwhile.
+            if (webhooks.replaceOwner(ownerId, hooks, mark)) reloads.request(ownerId, 'owner');
             return true;
           } finally {
             // Applied, thrown away, failed or the owner erased: nothing left to guard.

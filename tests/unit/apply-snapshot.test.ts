@@ -38,7 +38,7 @@ function setUp() {
   return { directory, ruleBook, hub, told };
 }
 
-t.test('settings changed through another process: a watcher that came while the state was out of date is told (the change is compared with the state before the reload)', async (t) => {
+t.test('settings changed through another process: a hub watcher that came while the state was out of date, and has not read since, is told (the change is compared with the state before the reload)', async (t) => {
   const { directory, ruleBook, hub, told } = setUp();
   applySnapshot(snapshotWith({ ignore: ['call'] }), directory, ruleBook, hub, NOW + 2, log, OWNER);
   t.same(directory.settings(OWNER).ignore, ['call'], 'the new settings are in');

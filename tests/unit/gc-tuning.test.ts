@@ -11,6 +11,7 @@ t.test('turns allocation-site pretenuring off by default', async (t) => {
 t.test("leaves it on when node was started with the flag (the operator's choice)", async (t) => {
   const set: string[] = [];
   t.equal(disablePretenuring(['--max-old-space-size=4096', PRETENURING_FLAG], (flags) => set.push(flags)), false);
+  t.equal(disablePretenuring(['--allocation_site_pretenuring'], (flags) => set.push(flags)), false, 'spelt with underscores, as V8 also takes it');
   t.same(set, []);
 });
 

@@ -172,12 +172,12 @@ t.test('a reload that began reading before a registration here keeps the webhook
   // A reload takes its mark and reads; the registration here commits and is added meanwhile; the reload's list lacks it.
   const before = dispatcher.registrationMark;
   dispatcher.add(hook);
-  dispatcher.replaceOwner(OWNER, [], before);
+  t.equal(dispatcher.replaceOwner(OWNER, [], before), true, 'kept on the strength of the mark: the caller reads the owner again');
   t.same(known(), [hook.id], 'the older list does not drop it');
-  dispatcher.replaceOwner(OWNER, [hook, other], dispatcher.registrationMark);
+  t.equal(dispatcher.replaceOwner(OWNER, [hook, other], dispatcher.registrationMark), false, 'nothing kept unread');
   t.same(known(), [hook.id, other.id].sort(), 'the next reload adds what another process registered');
   // A reload that began after the registration and does not list it: deleted through another process.
-  dispatcher.replaceOwner(OWNER, [other], dispatcher.registrationMark);
+  t.equal(dispatcher.replaceOwner(OWNER, [other], dispatcher.registrationMark), false);
   t.same(known(), [other.id], 'a list read after the registration is the truth');
   dispatcher.add(hook);
   dispatcher.removeOwner(OWNER);
