@@ -95,10 +95,9 @@ export class WebhookDispatcher {
 
   /**
    * A webhook registered here: call it only once its row is committed
-   * (replaceOwner relies on that). While this process
-   * delivers, the current view is delivered at once. Noted with the next
-   * registration number, so that a reload that read before it cannot drop
-   * it (replaceOwner).
+   * (replaceOwner relies on that). Noted with the next registration
+   * number, so that a reload that read before it cannot drop it. While
+   * this process delivers, the current view is delivered at once.
    */
   add(hook: Webhook): void {
     this.registrations += 1;
