@@ -124,6 +124,24 @@ const isAsciiNameStart = (c: number) => (c >= 0x61 && c <= 0x7a) || (c >= 0x41 &
 /** XML 1.0 §2.3 S: space, tab, line feed (carriage returns are gone by then, §2.11). */
 const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d;
 
+/** `xmlns` or `xmlns:prefix`: a namespace declaration, not an attribute (Namespaces in XML §3). */
+const isNamespaceDeclaration = (name: string) => name === 'xmlns' || name.startsWith('xmlns:');
+
+/** Whether a raw attribute value holds a tab, line feed or carriage return (most hold none: no regular expression run per value). */
+function hasLiteralWhiteSpace(value: string): boolean {
+  for (let j = 0; j < value.length; j++) {
+    const c = value.charCodeAt(j);
+    if (c === 0x09 || c === 0x0a || c === 0x0d) return true;
+  }
+  return false;
+}
+
+/** XML 1.0 §3.3.3 attribute-value normalization: literal tab, line feed and carriage return become spaces; then references are replaced. */
+function attributeText(raw: string, name: string, element: string): string {
+  const spaced = hasLiteralWhiteSpace(raw) ? raw.replace(/[\t\n\r]/g, ' ') : raw;
+  return spaced.includes('&') ? decodeReferences(spaced, () => `attribute ${name} on <${element}>`) : spaced;
+}
+
 /** Namespaces in XML 1.0 §3: a QName is `local` or `prefix:local`, each an NCName. */
 function splitQName(qname: string, what: string): { prefix: string | undefined; local: string } {
   const colon = qname.indexOf(':');
@@ -271,9 +289,10 @@ class Reader {
     this.elements += 1;
     if (this.elements > this.limits.maxElements) throw refuse(`more than ${this.limits.maxElements} elements`);
 
-    // Attributes as written: qualified name and raw value.
-    const raw: [string, string][] = [];
-    let names: Set<string> | undefined;
+    // Attributes as written: qualified names and raw values, side by side (no pair per attribute).
+    const names: string[] = [];
+    const raws: string[] = [];
+    let seen: Set<string> | undefined;
     let selfClosing = false;
     for (;;) {
       const spaced = this.skipSpace();
@@ -293,30 +312,33 @@ class Reader {
       const name = this.name('an attribute');
       const value = this.attributeValue(name, qname);
       // XML 1.0 §3.1 WFC: Unique Att Spec. A set only for many attributes: most elements have one or two.
-      if (raw.length < 8) {
-        for (const [seen] of raw) if (seen === name) throw this.malformed(`attribute ${name} appears twice on <${qname}>`, tagAt);
+      if (names.length < 8) {
+        if (names.includes(name)) throw this.malformed(`attribute ${name} appears twice on <${qname}>`, tagAt);
       } else {
-        names ??= new Set(raw.map(([n]) => n));
-        if (names.has(name)) throw this.malformed(`attribute ${name} appears twice on <${qname}>`, tagAt);
-        names.add(name);
+        seen ??= new Set(names);
+        if (seen.has(name)) throw this.malformed(`attribute ${name} appears twice on <${qname}>`, tagAt);
+        seen.add(name);
       }
-      raw.push([name, value]);
+      names.push(name);
+      raws.push(value);
     }
 
     // XML 1.0 §3.3.3: literal white space becomes a space; character references survive.
-    const values = raw.map(([name, value]) => decodeReferences(/[\t\n\r]/.test(value) ? value.replace(/[\t\n\r]/g, ' ') : value, () => `attribute ${name} on <${qname}>`));
+    const values: string[] = [];
+    for (let k = 0; k < names.length; k++) values.push(attributeText(raws[k] as string, names[k] as string, qname));
 
     // Namespace declarations first: they apply to the element that carries them (Namespaces in XML §6.1).
     const scope = parent?.scope ?? ROOT_SCOPE;
     let inScope: Map<string, string> | undefined;
-    raw.forEach(([name], index) => {
-      if (name !== 'xmlns' && !name.startsWith('xmlns:')) return;
-      const value = values[index] ?? '';
+    for (let k = 0; k < names.length; k++) {
+      const name = names[k] as string;
+      if (!isNamespaceDeclaration(name)) continue;
+      const value = values[k] as string;
       inScope ??= new Map(scope);
       if (name === 'xmlns') {
         if (value === XML_NS || value === XMLNS_NS) throw notWellFormed(`${value} cannot be the default namespace`);
         inScope.set('', value);
-        return;
+        continue;
       }
       const prefix = name.slice('xmlns:'.length);
       if (prefix === '' || prefix.includes(':')) throw notWellFormed(`namespace prefix '${prefix}' is not an NCName`);
@@ -326,7 +348,7 @@ class Reader {
       if ((prefix === 'xml') !== (value === XML_NS)) throw notWellFormed(`the prefix xml is bound to ${XML_NS} and only it`);
       if (value === XMLNS_NS) throw notWellFormed(`${XMLNS_NS} cannot be bound to a prefix`);
       inScope.set(prefix, value);
-    });
+    }
     const elementScope: ReadonlyMap<string, string> = inScope ?? scope;
 
     const { prefix, local } = splitQName(qname, 'element');
@@ -340,8 +362,9 @@ class Reader {
     // No prototype: a lookup such as attributes['isPrototypeOf'] finds nothing the document did not say.
     const attributes = Object.create(null) as Record<string, string>;
     let expanded: Set<string> | undefined;
-    raw.forEach(([name], index) => {
-      if (name === 'xmlns' || name.startsWith('xmlns:')) return;
+    for (let k = 0; k < names.length; k++) {
+      const name = names[k] as string;
+      if (isNamespaceDeclaration(name)) continue;
       const a = splitQName(name, 'attribute');
       if (OBJECT_PROPERTY_NAMES.has(a.local)) throw refuse(`the name ${a.local} is not allowed for an element or attribute`);
       const attrNs = a.prefix === undefined ? '' : elementScope.get(a.prefix);
@@ -354,8 +377,8 @@ class Reader {
       }
       // Callers see local names only, so two attributes sharing one would be ambiguous.
       if (Object.hasOwn(attributes, a.local)) throw refuse(`two attributes named ${a.local} (in different namespaces) on <${qname}>`);
-      attributes[a.local] = values[index] ?? '';
-    });
+      attributes[a.local] = values[k] as string;
+    }
 
     const open: Open = { qname, ns, name: local, attributes, children: [], scope: elementScope, text: '' };
     if (selfClosing) this.close(open);
