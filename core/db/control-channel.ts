@@ -11,8 +11,9 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
  * process reloads what changed, so a rule revoked through one process holds
  * on every process at the next read (privacy invariant 5). Since 0016 the
  * payloads name the part of an owner that changed (`overrides`) and go on
- * presence_control_v2; presence_control carries the earlier payloads for
- * processes of the previous version during a rolling upgrade.
+ * presence_control_v2; 0017 stopped the earlier payloads on
+ * presence_control, kept by 0016 for a rolling upgrade from the version
+ * before it.
  *
  * A dedicated connection (LISTEN is per session). If it drops, changes may
  * have been missed while it was down: after reconnecting, `onResync` asks
