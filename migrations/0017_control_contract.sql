@@ -2,10 +2,10 @@
 -- channel. 0016 kept sending the earlier payloads on presence_control for
 -- processes of the version before it during a rolling upgrade; every
 -- process since listens on presence_control_v2 alone. The per-row
--- notification on presence_overrides was the costly part: measured with
--- bench/publish.ts (one process, alternated), dropping it took HTTP
--- PUBLISH from 9,908-10,211/s to 11,138-11,285/s and the CPU per request
--- (PostgreSQL's included) from 120-122 µs to 108-110.
+-- notification on presence_overrides was the costly part: with this
+-- migration, PostgreSQL's share of a core under bench/publish.ts (one
+-- process, three runs each, alternated with the code before) fell from
+-- 31-33% to 27-29% at about the same rate.
 -- A group running a version before 0016 is upgraded through a version
 -- with 0016 and without this migration, or stopped as a whole.
 DROP TRIGGER presence_overrides_notify ON presence_overrides;
