@@ -373,22 +373,24 @@ export class PresenceHub {
 
   /** The owner's state at `now`: the held one (re-derived if it expired), or derived afresh for an owner at rest, and held. */
   private held(ownerId: string, entry: OwnerPresence, now: number): Derived {
-    const derived = entry.derived;
+    const derived = this.upToDate(ownerId, entry, now);
     if (!derived) return (entry.derived = this.derive(ownerId, entry.signals, now));
-    if (derived.validUntil === STALE) return (entry.derived = this.refreshed(ownerId, entry, derived, now));
     if (now < derived.validUntil) return derived;
     this.rederive(ownerId, entry, now);
     return entry.derived as Derived;
   }
 
   /**
-   * A stale state derived again, its state object kept if the presence is
-   * the same. Nobody is told: nobody watched when it went stale, and a
-   * watcher that came since was given the state as it is when it asked.
+   * The held state, a stale one derived again first, its state object kept
+   * if the presence is the same; undefined for an owner at rest. Nobody is
+   * told: nobody watched when it went stale, and a watcher that came since
+   * was given the state as it is when it asked.
    */
-  private refreshed(ownerId: string, entry: OwnerPresence, stale: Derived, now: number): Derived {
+  private upToDate(ownerId: string, entry: OwnerPresence, now: number): Derived | undefined {
+    const stale = entry.derived;
+    if (stale?.validUntil !== STALE) return stale;
     const next = this.derive(ownerId, entry.signals, now);
-    return samePresence(next.state, stale.state) ? { state: stale.state, validUntil: next.validUntil } : next;
+    return (entry.derived = samePresence(next.state, stale.state) ? { state: stale.state, validUntil: next.validUntil } : next);
   }
 
   /**
@@ -399,9 +401,7 @@ export class PresenceHub {
    */
   private watchedBaseline(ownerId: string, entry: OwnerPresence, now: number): Derived | undefined {
     if (!this.watchers.has(ownerId)) return undefined;
-    const derived = entry.derived;
-    if (derived?.validUntil === STALE) return (entry.derived = this.refreshed(ownerId, entry, derived, now));
-    return derived ?? (entry.derived = this.derive(ownerId, entry.signals, now));
+    return this.upToDate(ownerId, entry, now) ?? (entry.derived = this.derive(ownerId, entry.signals, now));
   }
 
   /**
