@@ -287,7 +287,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Performance).
     metrics.histogram(INGEST_SECONDS, 'MQTT device messages: time to validate and apply (or refuse) one, in this process', INGEST_BUCKETS);
     const ingestSeconds = metrics.series(INGEST_SECONDS);
-    const onMessage = (topic: string, payload: Buffer, qos: number) => {
+    const onMessage = (topic: string, payload: Buffer, acknowledged: boolean) => {
       if (cluster?.owns(topic)) {
         cluster.handle(topic, payload);
         return;
@@ -298,7 +298,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (topic.startsWith('$')) return;
       const started = performance.now();
       const now = clock();
-      const reason = pipeline.handle(topic, payload, now, qos > 0);
+      const reason = pipeline.handle(topic, payload, now, acknowledged);
       ingestSeconds((performance.now() - started) / 1000);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
     };

@@ -27,8 +27,8 @@ export interface EmbeddedBrokerOptions {
   readonly directory: Directory;
   readonly clock: () => number;
   readonly log: Log;
-  /** Each device message, with the QoS it was published at (MQTT 3.1.1 §4.3: 0 is never acknowledged). */
-  readonly onMessage: (topic: string, payload: Buffer, qos: number) => void;
+  /** Each device message, and whether it will be acknowledged: published at QoS 1 or 2 (MQTT 3.1.1 §4.3: 0 never is). */
+  readonly onMessage: (topic: string, payload: Buffer, acknowledged: boolean) => void;
   /** Connections at most (MQTT_MAX_CONNECTIONS); more are dropped at once. */
   readonly maxConnections?: number;
   /** New connections per client address (RATE_LIMIT_MQTT_CONNECT); the excess is dropped before any TLS handshake or token check. */
@@ -135,7 +135,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     for (const cb of callbacks) cb();
   };
   function ingest(packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
-    options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos);
+    options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos > 0);
     if (!beforeAck || packet.qos === 0) return done(null);
     if (waiting.push(() => done(null)) === 1) setImmediate(release);
   }

@@ -23,8 +23,12 @@ export interface ExternalSubscriberOptions {
   readonly clientId: string;
   readonly topics: TopicScheme;
   readonly log: Log;
-  /** Each message, with the QoS it was delivered at (MQTT 3.1.1 §4.3: 0 is never acknowledged). */
-  readonly onMessage: (topic: string, payload: Buffer, qos: number) => void;
+  /**
+   * Each message, and whether the device was told it is safe: delivered at
+   * QoS 1 or 2, or through a subscription granted QoS 0 only (below); MQTT
+   * 3.1.1 §4.3: QoS 0 is never acknowledged.
+   */
+  readonly onMessage: (topic: string, payload: Buffer, acknowledged: boolean) => void;
   readonly connectTimeoutMs?: number;
   /** Scale-out: device topics are split between the processes of this group (`$share/{group}/...`). */
   readonly shareGroup?: string;
@@ -89,7 +93,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   // acknowledged devices' QoS 1 messages and hands them on at QoS 0: every
   // message then counts as acknowledged (journaled), whatever QoS it arrives at.
   let grantedQos0 = false;
-  client.on('message', (t, payload, packet) => options.onMessage(t, payload, grantedQos0 ? 1 : packet.qos));
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, grantedQos0 || packet.qos > 0));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {

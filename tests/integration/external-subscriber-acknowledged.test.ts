@@ -1,0 +1,64 @@
+import { connectAsync } from 'mqtt';
+import t, { type Test } from 'tap';
+import { startExternalSubscriber } from '../../ingest/external-subscriber.js';
+import { deviceTopic } from '../../ingest/topics.js';
+import { startPrivateBroker } from '../helpers/mosquitto.js';
+
+/**
+ * What the external subscriber tells ingest about each message: whether the
+ * device was told it is safe, so that ingest journals it before the
+ * service's own acknowledgement (ingest/ingest-journal.ts). Against real
+ * Mosquitto: a QoS 1 message through the QoS 1 subscription is
+ * acknowledged, a QoS 0 one is not (MQTT 3.1.1 §4.3.1); and a broker that
+ * grants the subscription QoS 0 only (`max_qos 0`) acknowledges devices
+ * itself and hands every message on at QoS 0, so each counts as
+ * acknowledged whatever QoS it arrives at, and the downgrade is logged.
+ */
+const DEVICE = '11111111-1111-4111-8111-111111111111';
+const topics = { root: 'presence', ownTracksRoot: 'owntracks' };
+
+async function receive(t: Test, brokerConfig: readonly string[], publishes: readonly { payload: string; qos: 0 | 1 }[]) {
+  const broker = await startPrivateBroker({ config: ['allow_anonymous true', ...brokerConfig] });
+  t.teardown(() => broker.stop());
+  const warnings: string[] = [];
+  const received: string[] = [];
+  let expected = publishes.length;
+  let arrived: () => void = () => undefined;
+  const all = new Promise<void>((resolve) => (arrived = resolve));
+  const subscriber = await startExternalSubscriber({
+    url: broker.url,
+    username: undefined,
+    password: undefined,
+    clientId: `ack-test-${process.pid}`,
+    topics,
+    log: { debug: () => undefined, info: () => undefined, warn: (_fields, message) => warnings.push(message), error: () => undefined },
+    onMessage: (_topic, payload, acknowledged) => {
+      received.push(`${payload.toString()} ${acknowledged ? 'acknowledged' : 'not acknowledged'}`);
+      if (--expected === 0) arrived();
+    },
+  });
+  t.teardown(() => subscriber.close());
+  const device = await connectAsync(broker.url, { clientId: DEVICE, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync(true));
+  for (const { payload, qos } of publishes) await device.publishAsync(deviceTopic(topics, DEVICE), payload, { qos });
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([all, new Promise((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`received only ${JSON.stringify(received)}`)), 5000)))]);
+  clearTimeout(timer);
+  return { received, warnings };
+}
+
+t.test('QoS 1 through the QoS 1 subscription is acknowledged, QoS 0 is not', async (t) => {
+  const { received, warnings } = await receive(t, [], [
+    { payload: 'one', qos: 1 },
+    { payload: 'two', qos: 0 },
+  ]);
+  t.same(received, ['one acknowledged', 'two not acknowledged']);
+  t.same(warnings, [], 'the subscription was granted QoS 1');
+});
+
+t.test('a broker that grants QoS 0 only: every message counts as acknowledged, and the downgrade is logged', async (t) => {
+  // Mosquitto disconnects a 3.1.1 client publishing above max_qos, so the device publishes at QoS 0 here.
+  const { received, warnings } = await receive(t, ['max_qos 0'], [{ payload: 'three', qos: 0 }]);
+  t.same(received, ['three acknowledged']);
+  t.match(warnings, [/granted QoS 0 only/]);
+});
