@@ -22,6 +22,7 @@ import type { Repository } from '../core/db/repository.js';
 import type { KeySet } from '../core/identity/key-set.js';
 import type { SigningKey } from '../core/identity/tokens.js';
 import type { Config } from '../core/config.js';
+import { createFastPublish } from './fast-publish.js';
 import { createFastRead } from './fast-read.js';
 import { HttpLimits, type Refusal } from './http-limits.js';
 import { RequestDurations } from './request-durations.js';
@@ -83,10 +84,14 @@ export { HTTP_DURATION } from './request-durations.js';
 /** How long a shutdown waits for requests in flight. */
 export const DRAIN_MS = 5000;
 
+/** A path in front of Fastify: true when it took the request, false to hand it on untouched. */
+type FrontPath = (request: IncomingMessage, response: ServerResponse) => boolean;
+
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // Cached presence reads are answered before Fastify sees them
-  // (api/fast-read.ts); set once the routes' dependencies exist, below.
-  const front: { fastRead?: (request: IncomingMessage, response: ServerResponse) => boolean } = {};
+  // (api/fast-read.ts); set once the routes' dependencies exist, below;
+  // and so are cached owners' PIDF publications (api/fast-publish.ts).
+  const front: { fastRead?: FrontPath; fastPublish?: FrontPath } = {};
   let closing = false;
   const options = {
     loggerInstance: deps.log,
@@ -122,7 +127,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   if (fastifyHandler) {
     app.server.removeListener('request', fastifyHandler);
     app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-      if (front.fastRead === undefined || !front.fastRead(request, response)) fastifyHandler(request, response);
+      if (front.fastRead?.(request, response) || front.fastPublish?.(request, response)) return;
+      fastifyHandler(request, response);
     });
   }
   app.addHook('preClose', (done) => {
@@ -178,6 +184,18 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   ruleRoutes(app, { auth, accounts: deps.accounts });
   watcherRoutes(app, { ...presenceDeps, accounts: deps.accounts });
   publicationRoutes(app, { auth, accounts: deps.accounts });
+  front.fastPublish = createFastPublish({
+    auth,
+    directory: deps.directory,
+    accounts: deps.accounts,
+    clock: deps.clock,
+    limits,
+    durations,
+    metrics: deps.metrics,
+    maxBodyBytes: deps.limits.httpMaxBodyBytes,
+    log: deps.log,
+    closing: () => closing,
+  });
   webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp, refusedNetwork: inNetworks(deps.webhookRefuseNetworks ?? []) });
   // Receivers of webhooks and tokens verify signatures with this key set
   // (RFC 7517): the key that signs now and every earlier one not retired.

@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.js';
@@ -54,14 +55,12 @@ function parseIfMatch(header: string | string[] | undefined): string | undefined
   return match[1];
 }
 
-function parseExpires(header: string | string[] | undefined, reply: FastifyReply): number {
+/** The publication's expiry (RFC 3903 §4.1, §6 step 6); the route adds Min-Expires to an `interval_too_brief` (SIP's 423). */
+function parseExpires(header: string | string[] | undefined): number {
   if (header === undefined) return DEFAULT_EXPIRES_SECONDS;
   if (Array.isArray(header) || !/^\s*\d{1,10}\s*$/.test(header)) throw new AppError('invalid_request', 'Expires must be a number of seconds.');
   const seconds = Number(header);
-  if (seconds !== 0 && seconds < MIN_EXPIRES_SECONDS) {
-    reply.header('min-expires', String(MIN_EXPIRES_SECONDS));
-    throw new AppError('interval_too_brief', `The expiry must be 0 or at least ${MIN_EXPIRES_SECONDS} seconds.`);
-  }
+  if (seconds !== 0 && seconds < MIN_EXPIRES_SECONDS) throw new AppError('interval_too_brief', `The expiry must be 0 or at least ${MIN_EXPIRES_SECONDS} seconds.`);
   // RFC 3903 §6 step 6: the compositor may shorten a long expiry.
   return Math.min(seconds, MAX_EXPIRES_SECONDS);
 }
@@ -72,7 +71,21 @@ function parseEvent(header: string | string[] | undefined): void {
   if (value !== 'presence') throw new AppError('bad_event');
 }
 
-function contentOf(contentType: string | undefined, body: unknown, entity: string): PublicationContent | undefined {
+/** What a PUBLISH's headers ask for, checked before anything is read or stored (the route and api/fast-publish.ts). */
+export interface PublicationHeaders {
+  readonly ifMatch: string | undefined;
+  readonly expiresSeconds: number;
+}
+
+/** Every header a PUBLISH depends on, checked in the route's order; throws the error the request gets. */
+export function readPublicationHeaders(headers: IncomingHttpHeaders): PublicationHeaders {
+  parseEvent(headers.event);
+  const ifMatch = parseIfMatch(headers['if-match']);
+  return { ifMatch, expiresSeconds: parseExpires(headers.expires) };
+}
+
+/** The published content: PIDF (its entity must be the owner's, RFC 3903 §6 step 4) or the JSON form; none for an empty body. */
+export function contentOf(contentType: string | undefined, body: unknown, entity: string): PublicationContent | undefined {
   if (body === undefined || body === null || body === '') return undefined;
   const type = (contentType ?? '').split(';')[0]?.trim().toLowerCase();
   if (type === PIDF_MEDIA_TYPE) {
@@ -85,6 +98,12 @@ function contentOf(contentType: string | undefined, body: unknown, entity: strin
   const parsed = jsonPublication.safeParse(body);
   if (!parsed.success) throw new AppError('invalid_request', 'Invalid body.', parsed.error.issues.map((i) => `/${i.path.join('/')} ${i.message}`));
   return parsed.data;
+}
+
+/** The publication change itself, once headers and body are read (the route and api/fast-publish.ts). */
+export function publish(accounts: Accounts, ownerId: string, headers: PublicationHeaders, content: PublicationContent | undefined): ReturnType<Accounts['publish']> {
+  if (headers.expiresSeconds === 0 && content !== undefined) throw new AppError('invalid_request', 'A removal (Expires: 0) carries no body.');
+  return accounts.publish(ownerId, { ifMatch: headers.ifMatch, expiresSeconds: headers.expiresSeconds, content });
 }
 
 const publicationResult = z.object({
@@ -137,13 +156,15 @@ export function publicationRoutes(app: FastifyInstance, deps: { auth: Authentica
     const owner = deps.accounts.ownerByHandle(request.params.handle);
     if (owner.id !== principal.subject) throw new AppError('forbidden', 'Owners publish their own presence only.');
     // Every header is checked before anything is stored.
-    parseEvent(request.headers.event);
-    const ifMatch = parseIfMatch(request.headers['if-match']);
-    const expiresSeconds = parseExpires(request.headers.expires, reply);
+    let checked: PublicationHeaders;
+    try {
+      checked = readPublicationHeaders(request.headers);
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'interval_too_brief') reply.header('min-expires', String(MIN_EXPIRES_SECONDS));
+      throw error;
+    }
     const content = contentOf(request.headers['content-type'], request.body, deps.accounts.entityOf(owner.handle));
-    if (expiresSeconds === 0 && content !== undefined) throw new AppError('invalid_request', 'A removal (Expires: 0) carries no body.');
-
-    const result = await deps.accounts.publish(owner.id, { ifMatch, expiresSeconds, content });
+    const result = await publish(deps.accounts, owner.id, checked, content);
     reply.header('expires', String(result.expiresSeconds)).header('cache-control', 'no-store');
     if (result.etag !== undefined) reply.header('etag', `"${result.etag}"`);
     return reply.code(result.created ? 201 : 200).send({ ...(result.etag === undefined ? {} : { etag: result.etag }), expires: result.expiresSeconds });
