@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { httpErrors } from '../core/errors.js';
+import { AppError, httpErrors } from '../core/errors.js';
 import { HANDLE_PATTERN } from '../core/identifiers.js';
-import type { TokenKind } from '../core/identity/tokens.js';
+import type { Principal, TokenKind } from '../core/identity/tokens.js';
 import type { Directory } from '../core/directory.js';
 import type { Metrics } from '../core/metrics.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
@@ -48,9 +48,12 @@ export interface FastPublishDeps {
  * route's contentOf (the safe PIDF reader, the entity compared), the change
  * made by the route's publish (Accounts.publish: the group commit, the
  * entity tags); the answer has the route's status, headers and bytes, and
- * an error the catalog's body, through the function Fastify's error
- * handler uses (answerFor); the same rate-limit buckets and duration
- * metric (tests/integration/fast-publish.test.ts compares both paths).
+ * an error the catalog's body, through answerFor, the part of Fastify's
+ * error handler for errors that are not Fastify's own (the only kind
+ * contentOf and publish throw); the token is checked again once the body
+ * is in, where the route checks it; the same rate-limit buckets and
+ * duration metric (tests/integration/fast-publish.test.ts compares both
+ * paths).
  *
  * Everything that can be refused before the body is read is checked first,
  * and any doubt hands the request to Fastify untouched (returns false): a
@@ -58,11 +61,14 @@ export interface FastPublishDeps {
  * handle, a query string, another owner's handle, a body that is not PIDF
  * (a parameter such as charset included), no Content-Length or one over
  * the limit, an empty body, chunked transfer coding, a header the route
- * would refuse, a missing Host, a rate-limit refusal, a closing server.
- * Only errors found after the body is read are answered here: the
- * document (400), its entity (400), a spent entity tag (412), too many
- * publications (409), a full write queue or the database unavailable
- * (503), and the unexpected (500, logged).
+ * would refuse, a missing Host, a rate-limit refusal, a closing server
+ * (from its preClose hook on, a few ticks after Fastify starts refusing,
+ * so publications in that gap are answered like publications in flight,
+ * as on the cached read path). Only errors found after the body is read
+ * are answered here: the token expired or revoked, or its owner erased,
+ * meanwhile (401), the document (400), its entity (400), a spent entity
+ * tag (412), too many publications (409), a full write queue or the
+ * database unavailable (503), and the unexpected (500, logged).
  */
 export function createFastPublish(deps: FastPublishDeps): (request: IncomingMessage, response: ServerResponse) => boolean {
   deps.metrics.counter(CACHED_PUBLISHES, 'PIDF publications answered on the cached path (owner token verified before; no Fastify request objects)');
@@ -84,11 +90,22 @@ export function createFastPublish(deps: FastPublishDeps): (request: IncomingMess
     const { code, message, details, retryAfter } = answerFor(error, deps.log);
     // The order Fastify gives them: headers set by the handler, then the type, then the length.
     const headers = retryAfter === undefined ? ['content-type', ERROR_CONTENT_TYPE] : ['retry-after', retryAfter, 'content-type', ERROR_CONTENT_TYPE];
-    answer(response, httpErrors[code].status, headers, errorBody(code, message, details), started);
+    try {
+      answer(response, httpErrors[code].status, headers, errorBody(code, message, details), started);
+    } catch (failure) {
+      // Only if the answer itself failed after its head was written: the connection cannot be trusted any more.
+      deps.log.error({ err: failure }, 'publication answer failed');
+      response.destroy();
+    }
   };
 
-  const complete = async (response: ServerResponse, body: string, ownerId: string, handle: string, checked: PublicationHeaders, started: number) => {
+  const complete = async (response: ServerResponse, body: string, principal: Principal, ownerId: string, handle: string, checked: PublicationHeaders, started: number) => {
     try {
+      // The token again, as the route checks it after the body: it may have
+      // expired or been revoked (or its owner erased) while the body was
+      // uploading, which takes as long as the client likes.
+      const now = deps.clock();
+      if (!deps.auth.stillValid(principal, now)) throw new AppError('unauthorized', now >= principal.expiresAt ? 'The token has expired.' : 'The token is not valid.');
       const content = contentOf(PIDF_MEDIA_TYPE, body, deps.accounts.entityOf(handle));
       const result = await publish(deps.accounts, ownerId, checked, content);
       // The route's headers in the route's order: expires, cache-control, etag, then Fastify's type and length.
@@ -143,7 +160,7 @@ export function createFastPublish(deps: FastPublishDeps): (request: IncomingMess
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.once('end', () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
-      void complete(response, body, owner.id, owner.handle, checked, started);
+      void complete(response, body, principal, owner.id, owner.handle, checked, started);
     });
     // An aborted upload: nothing was stored and there is no one to answer.
     request.once('error', () => response.destroy());

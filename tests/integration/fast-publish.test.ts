@@ -16,7 +16,7 @@ import { addRule, addWatcher, ownerToken, provision, startTestService, testConfi
  */
 const service = await startTestService(t, await testConfig(t));
 const { owner } = await provision(service, 'alice');
-await provision(service, 'bob');
+const { owner: bob } = await provision(service, 'bob');
 const watcher = await addWatcher(service, 'Carol');
 await addRule(service, 'alice', watcher.id, 'allow', { availability: true, activities: true, note: true });
 
@@ -168,9 +168,91 @@ t.test('a revoked owner token stops working on the cached path at once', async (
 });
 
 t.test('cached publications are timed in the request duration histogram under their route', async (t) => {
-  const metrics = await (await service.api('GET', '/metrics')).text();
-  const count = metrics.match(/presence_http_request_duration_seconds_count\{method="POST",route="\/v1\/presence\/:handle",status="2xx"\} (\d+)/);
-  t.ok(count);
-  t.ok(Number(count?.[1]) >= cachedPublishes(), 'at least every cached publication counted (the route adds its own)');
-  t.match(metrics, /presence_http_cached_publishes_total [1-9]/);
+  const count = async () => {
+    const metrics = await (await service.api('GET', '/metrics')).text();
+    const found = /presence_http_request_duration_seconds_count\{method="POST",route="\/v1\/presence\/:handle",status="2xx"\} (\d+)/.exec(metrics);
+    return Number(found?.[1] ?? NaN);
+  };
+  const dave = (await (await service.api('POST', '/v1/admin/owners', { token: service.adminToken, body: { handle: 'dave' } })).json()) as { entity: string };
+  const daveToken = await ownerToken(service, 'dave');
+  let tag = header(await send(daveToken, pidf('meeting', 'x', dave.entity), {}, 'dave'), 'etag') ?? '';
+  t.not(tag, '', 'published through the route');
+  const before = await count();
+  const cachedBefore = cachedPublishes();
+  for (let i = 0; i < 3; i++) {
+    const modified = await send(daveToken, pidf('meeting', `n${i}`, dave.entity), { 'if-match': tag }, 'dave');
+    t.equal(modified.status, 200);
+    tag = header(modified, 'etag') ?? '';
+  }
+  t.equal(cachedPublishes() - cachedBefore, 3, 'all three on the cached path');
+  t.equal((await count()) - before, 3, 'and all three timed under the route pattern');
+});
+
+t.test('a token without presence:write gets the route’s 403, not the cached path', async (t) => {
+  const issued = await service.api('POST', '/v1/admin/tokens', { token: service.adminToken, body: { kind: 'owner', subject: 'bob', scopes: ['presence:read'] } });
+  t.equal(issued.status, 201);
+  const readOnly = ((await issued.json()) as { token: string }).token;
+  t.equal((await service.api('GET', '/v1/presence/bob', { token: readOnly })).status, 200, 'the token verified (and cached) by a read');
+  const before = cachedPublishes();
+  const refused = await send(readOnly, pidf('meeting', 'x', bob.entity), {}, 'bob');
+  t.equal(refused.status, 403);
+  t.match(JSON.parse(refused.body), { code: 'forbidden' });
+  t.equal(cachedPublishes() - before, 0);
+});
+
+t.test('a token revoked while the body uploads: 401, as the route checks it after the body', async (t) => {
+  const token = await ownerToken(service, 'bob');
+  const first = await send(token, pidf('meeting', 'x', bob.entity), {}, 'bob');
+  t.equal(first.status, 201, 'token verified');
+  const body = pidf('meeting', 'y', bob.entity);
+  const before = cachedPublishes();
+  const answered = new Promise<Seen>((resolve, reject) => {
+    const req = httpRequest(
+      new URL('/v1/presence/bob', service.httpUrl),
+      { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/pidf+xml', 'content-length': String(Buffer.byteLength(body)), 'if-match': header(first, 'etag') ?? '' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: [], body: text }));
+      },
+    );
+    req.on('error', reject);
+    req.flushHeaders();
+    req.write(body.slice(0, 20), () => {
+      // Half the body is in: the owner's tokens are revoked, then the rest follows.
+      void service.api('POST', '/v1/admin/tokens/revoke', { token: service.adminToken, body: { kind: 'owner', subject: 'bob' } }).then((revoked) => {
+        t.equal(revoked.status, 204, 'revoked');
+        req.end(body.slice(20));
+      }, reject);
+    });
+  });
+  const refused = await answered;
+  t.equal(refused.status, 401);
+  t.match(JSON.parse(refused.body), { code: 'unauthorized' });
+  t.equal(cachedPublishes() - before, 1, 'refused by the cached path, which had taken the request');
+});
+
+t.test('rate limits: the cached path takes from the same bucket, and a refusal is the route’s 429, counted once', async (t) => {
+  const limited = await startTestService(t, await testConfig(t, { RATE_LIMIT_HTTP_TOKEN: '5/5' }));
+  const { owner: erin } = await provision(limited, 'erin');
+  const token = ((await (await limited.api('POST', '/v1/admin/tokens', { token: limited.adminToken, body: { kind: 'owner', subject: 'erin' } })).json()) as { token: string }).token;
+  const post = (body: string, ifMatch?: string) =>
+    limited.api('POST', '/v1/presence/erin', { token, body, headers: { 'content-type': 'application/pidf+xml', ...(ifMatch ? { 'if-match': ifMatch } : {}) } });
+  const started = Date.now();
+  let response = await post(pidf('meeting', 'x', erin.entity));
+  let served = 0;
+  const cachedBefore = limited.metrics.value(CACHED_PUBLISHES);
+  while (response.status !== 429 && served < 100) {
+    t.ok(response.status === 200 || response.status === 201, `served: ${response.status}`);
+    served += 1;
+    response = await post(pidf('meeting', `n${served}`, erin.entity), response.headers.get('etag') ?? undefined);
+  }
+  const refilled = Math.ceil(((Date.now() - started) / 1000) * 5);
+  t.ok(served >= 5 && served <= 5 + refilled, `the burst of 5 (and at most ${refilled} refilled) served: ${served}`);
+  t.equal(response.status, 429);
+  t.match(response.headers.get('retry-after'), /^[1-9]\d*$/);
+  t.match(await response.json(), { code: 'too_many_requests' });
+  t.equal(limited.metrics.value('presence_limit_refusals_total', { limit: 'http_token' }), 1, 'the refusal counted once');
+  t.equal(limited.metrics.value(CACHED_PUBLISHES) - cachedBefore, served - 1, 'every publication after the first took the cached path');
 });
