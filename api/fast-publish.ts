@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { AppError, httpErrors } from '../core/errors.js';
-import { HANDLE_PATTERN } from '../core/identifiers.js';
 import type { Principal, TokenKind } from '../core/identity/tokens.js';
 import type { Directory } from '../core/directory.js';
 import type { Metrics } from '../core/metrics.js';
 import { PIDF_MEDIA_TYPE } from '../core/render-pidf.js';
 import type { Accounts } from './accounts.js';
 import type { Authenticator } from './authenticate.js';
+import { frontHandle } from './front-path.js';
 import { answerFor, ERROR_CONTENT_TYPE, errorBody } from './http-errors.js';
 import type { HttpLimits } from './http-limits.js';
 import type { RequestDurations } from './request-durations.js';
@@ -16,7 +16,6 @@ import { contentOf, publish, readPublicationHeaders, type PublicationHeaders } f
 export const CACHED_PUBLISHES = 'presence_http_cached_publishes_total';
 /** The route pattern this path answers, as Fastify names it in the duration metric. */
 const ROUTE = '/v1/presence/:handle';
-const PREFIX = '/v1/presence/';
 const KINDS: readonly TokenKind[] = ['owner'];
 
 export interface FastPublishDeps {
@@ -121,15 +120,10 @@ export function createFastPublish(deps: FastPublishDeps): (request: IncomingMess
   };
 
   return (request, response) => {
-    if (request.method !== 'POST' || deps.closing()) return false;
-    const url = request.url;
-    if (url === undefined || !url.startsWith(PREFIX)) return false;
+    const handle = frontHandle(request, 'POST');
+    if (handle === undefined || deps.closing()) return false;
     const started = performance.now();
-    const handle = url.slice(PREFIX.length);
-    if (!HANDLE_PATTERN.test(handle)) return false;
     const headers = request.headers;
-    // RFC 9112 §3.2 (the route's onRequest hook gives the 400).
-    if (!headers.host && request.httpVersionMajor === 1 && request.httpVersionMinor >= 1) return false;
     if (headers['content-type'] !== PIDF_MEDIA_TYPE || headers['transfer-encoding'] !== undefined) return false;
     const length = Number(headers['content-length']);
     if (!(length > 0 && length <= deps.maxBodyBytes)) return false;

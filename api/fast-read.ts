@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { AccessLogBuffer } from '../core/access-log.js';
-import { HANDLE_PATTERN } from '../core/identifiers.js';
 import type { TokenKind } from '../core/identity/tokens.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Authenticator } from './authenticate.js';
+import { frontHandle } from './front-path.js';
 import type { HttpLimits } from './http-limits.js';
 import { ifNoneMatchHits, presenceMediaType, type Representation, type RepresentationCache } from './representations.js';
 import type { RequestDurations } from './request-durations.js';
@@ -13,7 +13,6 @@ import { computeView, recordAccess, type Viewer, type WatcherViewDeps } from './
 export const CACHED_READS = 'presence_http_cached_reads_total';
 /** The route pattern this path answers, as Fastify names it in the duration metric. */
 const ROUTE = '/v1/presence/:handle';
-const PREFIX = '/v1/presence/';
 const KINDS: readonly TokenKind[] = ['watcher', 'owner'];
 const OWNER: Viewer = Object.freeze({ kind: 'owner' });
 
@@ -77,16 +76,10 @@ export function createFastRead(deps: FastReadDeps): (request: IncomingMessage, r
   };
 
   return (request, response) => {
-    if (request.method !== 'GET' || deps.closing()) return false;
-    const url = request.url;
-    if (url === undefined || !url.startsWith(PREFIX)) return false;
+    const handle = frontHandle(request, 'GET');
+    if (handle === undefined || deps.closing()) return false;
     const started = performance.now();
-    // Only a plain handle: anything percent-encoded, a query or a further segment goes through the router.
-    const handle = url.slice(PREFIX.length);
-    if (!HANDLE_PATTERN.test(handle)) return false;
     const headers = request.headers;
-    // RFC 9112 §3.2 (the route's onRequest hook gives the 400).
-    if (!headers.host && request.httpVersionMajor === 1 && request.httpVersionMinor >= 1) return false;
     const now = deps.clock();
     const principal = deps.auth.cached(headers.authorization, KINDS, 'presence:read', now);
     if (!principal) return false;
