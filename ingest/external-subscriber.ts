@@ -92,8 +92,13 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   // A broker that granted the ingest subscription only QoS 0 has already
   // acknowledged devices' QoS 1 messages and hands them on at QoS 0: every
   // message then counts as acknowledged (journaled), whatever QoS it arrives at.
+  // Until the SUBACK says what the broker grants, so does every message: a
+  // resumed session's queued messages arrive right after CONNACK, through
+  // the subscription the broker kept, whose grant is not known here (at
+  // worst a QoS 0 message is journaled that need not have been).
+  let grantKnown = false;
   let grantedQos0 = false;
-  client.on('message', (t, payload, packet) => options.onMessage(t, payload, grantedQos0 || packet.qos > 0));
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, !grantKnown || grantedQos0 || packet.qos > 0));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {
@@ -112,6 +117,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
     if (refused.length > 0) throw new Error(`subscription to ${refused.join(', ')} refused`);
     const downgraded = granted.filter((g) => g.qos === 0).map((g) => g.topic);
+    grantKnown = true;
     if (downgraded.length > 0) {
       grantedQos0 = true;
       options.log.warn({ topics: downgraded }, 'mqtt broker granted QoS 0 only: device messages reach the service at most once; each is journaled as if acknowledged');

@@ -62,3 +62,38 @@ t.test('a broker that grants QoS 0 only: every message counts as acknowledged, a
   t.same(received, ['three acknowledged']);
   t.match(warnings, [/granted QoS 0 only/]);
 });
+
+t.test('a resumed session at a broker that grants QoS 0 only: what arrives before the new SUBACK counts as acknowledged too', async (t) => {
+  // The broker queues QoS 0 messages for the offline session (queue_qos0_messages) and hands them
+  // over right after CONNACK, before this connection's SUBSCRIBE is answered.
+  const broker = await startPrivateBroker({ config: ['allow_anonymous true', 'max_qos 0', 'queue_qos0_messages true'] });
+  t.teardown(() => broker.stop());
+  const received: string[] = [];
+  const subscriber = (onMessage: (payload: string, acknowledged: boolean) => void) =>
+    startExternalSubscriber({
+      url: broker.url,
+      username: undefined,
+      password: undefined,
+      clientId: `ack-resume-${process.pid}`,
+      topics,
+      log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
+      onMessage: (_topic, payload, acknowledged) => onMessage(payload.toString(), acknowledged),
+    });
+  const first = await subscriber(() => undefined);
+  // DISCONNECT: the persistent session (clean: false) and its subscription stay with the broker.
+  await first.close();
+  const device = await connectAsync(broker.url, { clientId: DEVICE, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync(true));
+  await device.publishAsync(deviceTopic(topics, DEVICE), 'queued', { qos: 0 });
+  let arrived: () => void = () => undefined;
+  const queued = new Promise<void>((resolve) => (arrived = resolve));
+  const second = await subscriber((payload, acknowledged) => {
+    received.push(`${payload} ${acknowledged ? 'acknowledged' : 'not acknowledged'}`);
+    arrived();
+  });
+  t.teardown(() => second.close());
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([queued, new Promise((_resolve, reject) => (timer = setTimeout(() => reject(new Error('the queued message never came')), 5000)))]);
+  clearTimeout(timer);
+  t.same(received, ['queued acknowledged']);
+});
