@@ -24,9 +24,10 @@ export interface ExternalSubscriberOptions {
   readonly topics: TopicScheme;
   readonly log: Log;
   /**
-   * Each message, and whether the device was told it is safe: delivered at
-   * QoS 1 or 2, or through a subscription granted QoS 0 only (below); MQTT
-   * 3.1.1 §4.3: QoS 0 is never acknowledged.
+   * Each message, and whether the device may have been told it is safe:
+   * delivered at QoS 1 or 2, through a subscription granted QoS 0 only, or
+   * before the SUBACK says which (below); MQTT 3.1.1 §4.3: QoS 0 is never
+   * acknowledged.
    */
   readonly onMessage: (topic: string, payload: Buffer, acknowledged: boolean) => void;
   readonly connectTimeoutMs?: number;
