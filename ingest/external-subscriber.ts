@@ -97,9 +97,8 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   // resumed session's queued messages arrive right after CONNACK, through
   // the subscription the broker kept, whose grant is not known here (at
   // worst a QoS 0 message is journaled that need not have been).
-  let grantKnown = false;
-  let grantedQos0 = false;
-  client.on('message', (t, payload, packet) => options.onMessage(t, payload, !grantKnown || grantedQos0 || packet.qos > 0));
+  let acknowledgeAll = true;
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, acknowledgeAll || packet.qos > 0));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {
@@ -118,9 +117,8 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
     if (refused.length > 0) throw new Error(`subscription to ${refused.join(', ')} refused`);
     const downgraded = granted.filter((g) => g.qos === 0).map((g) => g.topic);
-    grantKnown = true;
-    if (downgraded.length > 0) {
-      grantedQos0 = true;
+    acknowledgeAll = downgraded.length > 0;
+    if (acknowledgeAll) {
       options.log.warn({ topics: downgraded }, 'mqtt broker granted QoS 0 only: device messages reach the service at most once; each is journaled as if acknowledged');
     }
   } catch (error) {
