@@ -100,6 +100,7 @@ export class WebhookDispatcher {
    * this process delivers, the current view is delivered at once.
    */
   add(hook: Webhook): void {
+    this.prune();
     this.registrations += 1;
     this.addedHere.delete(hook.id);
     this.addedHere.set(hook.id, { number: this.registrations, at: this.deps.clock() });
@@ -123,6 +124,7 @@ export class WebhookDispatcher {
 
   /** Removed here (deleted by its watcher, with a revocation, with its owner): remembered, so that no older read registers it again. */
   remove(id: string): void {
+    this.prune();
     this.addedHere.delete(id);
     if (this.known.has(id)) {
       this.removedAt.delete(id);
@@ -157,6 +159,23 @@ export class WebhookDispatcher {
    */
   private readonly removedAt = new Map<string, number>();
 
+  /**
+   * Forgets removals and registrations older than TOMBSTONE_MS (both maps
+   * are in time order), on every change to either: a single process, which
+   * never reloads an owner, must not keep one entry per webhook ever removed.
+   */
+  private prune(): void {
+    const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
+    for (const [id, at] of this.removedAt) {
+      if (at >= forgetBefore) break;
+      this.removedAt.delete(id);
+    }
+    for (const [id, added] of this.addedHere) {
+      if (added.at >= forgetBefore) break;
+      this.addedHere.delete(id);
+    }
+  }
+
   private registrations = 0;
   /**
    * Webhooks registered here lately, by id: the registration's number and
@@ -190,15 +209,7 @@ export class WebhookDispatcher {
       }
       this.forget(id);
     }
-    const forgetBefore = this.deps.clock() - TOMBSTONE_MS;
-    for (const [id, at] of this.removedAt) {
-      if (at >= forgetBefore) break;
-      this.removedAt.delete(id);
-    }
-    for (const [id, added] of this.addedHere) {
-      if (added.at >= forgetBefore) break;
-      this.addedHere.delete(id);
-    }
+    this.prune();
     for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.register(hook);
     return keptUnread;
   }
