@@ -74,10 +74,11 @@ export function createFastPublish(deps: FastPublishDeps): (request: IncomingMess
   const observeOk = deps.durations.seriesFor('POST', ROUTE, 200);
 
   const answer = (response: ServerResponse, status: number, headers: string[], body: string, started: number) => {
-    const bytes = Buffer.from(body, 'utf8');
-    headers.push('content-length', String(bytes.length));
+    headers.push('content-length', String(Buffer.byteLength(body, 'utf8')));
     response.writeHead(status, headers);
-    response.end(bytes);
+    // A string, not a Buffer: node:http then sends the head and the body in
+    // one write (a Buffer body is a second chunk, a writev of two).
+    response.end(body, 'utf8');
     deps.metrics.inc(CACHED_PUBLISHES);
     // Until the response is handed to the socket, as api/fast-read.ts measures it.
     const seconds = (performance.now() - started) / 1000;
