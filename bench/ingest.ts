@@ -23,7 +23,8 @@ import { reportToSuite } from './suite-row.js';
  *   npm run bench
  *
  * BENCH_CLUSTER=1 runs the service as a member of a scale-out group (see
- * docs/scaling.md). BENCH_MESSAGES (default 200000), BENCH_DEVICES (1000), BENCH_ROUNDS (3),
+ * docs/scaling.md); BENCH_INGEST_JOURNAL_FSYNC=true flushes the ingest
+ * journal to the disk before each acknowledgement (INGEST_JOURNAL_FSYNC). BENCH_MESSAGES (default 200000), BENCH_DEVICES (1000), BENCH_ROUNDS (3),
  * BENCH_MQTT_URL (default: a private Mosquitto started here with raised
  * in-flight and queue limits), BENCH_PG_URL (default
  * postgres://postgres@127.0.0.1:5432/test; a scratch database is created
@@ -107,6 +108,8 @@ async function main() {
     // (shared subscription, every applied message republished on the sync
     // topic and echoed back): the per-process cost of scaling out.
     ...(process.env.BENCH_CLUSTER === '1' ? { MQTT_SHARE_GROUP: 'bench', MQTT_CLIENT_ID: `bench-svc-${process.pid}` } : {}),
+    // BENCH_INGEST_JOURNAL_FSYNC=true: the journal flushed to the disk before each acknowledgement (INGEST_JOURNAL_FSYNC).
+    ...(process.env.BENCH_INGEST_JOURNAL_FSYNC ? { INGEST_JOURNAL_FSYNC: process.env.BENCH_INGEST_JOURNAL_FSYNC } : {}),
   });
   if (!parsed.ok) throw new Error(parsed.problems.join('; '));
   const service = await startService(parsed.config);

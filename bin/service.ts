@@ -228,7 +228,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       ? new ClusterSync({ root: clusterConfig.syncRoot, clientId: clusterConfig.clientId, hub, clock, log, metrics, requestWrite: () => requestWrite.now() })
       : undefined;
     // A single process journals what it acknowledges until it is stored (ingest/ingest-journal.ts).
-    const journaled = cluster ? undefined : IngestJournal.open(join(config.dataDir, 'ingest-journal'), log);
+    const journaled = cluster ? undefined : IngestJournal.open(join(config.dataDir, 'ingest-journal'), log, { fsync: config.ingestJournalFsync });
     const journal = journaled?.journal;
     // Closed after the writer's last flush (cleanups run in reverse order).
     if (journal) {

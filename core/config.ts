@@ -121,6 +121,8 @@ export const envSchema = z.object({
   MAX_CLOCK_SKEW_SECONDS: positiveInt.default(300),
   MAX_EVENT_BYTES: positiveInt.max(1_048_576).default(16_384),
   PERSIST_INTERVAL_MS: positiveInt.max(60_000).default(250),
+  /** true: the ingest journal is flushed to the disk (fdatasync) before devices are acknowledged, so an acknowledgement survives a power loss; false: written to the kernel only (survives the process). */
+  INGEST_JOURNAL_FSYNC: z.enum(['true', 'false']).default('false'),
   AUDIT_RETENTION_DAYS: positiveInt.max(3650).default(90),
   /** The longest an admin token may live (exp - iat); a longer one is refused whoever signed it. */
   ADMIN_TOKEN_MAX_SECONDS: positiveInt.min(60).max(30 * 86_400).default(3600),
@@ -232,6 +234,8 @@ export interface Config {
   readonly maxClockSkewMs: number;
   readonly maxEventBytes: number;
   readonly persistIntervalMs: number;
+  /** INGEST_JOURNAL_FSYNC (a single process only: a group keeps no journal). */
+  readonly ingestJournalFsync: boolean;
   readonly auditRetentionDays: number;
   readonly adminTokenMaxSeconds: number;
   readonly rawEventsMaxDays: number;
@@ -344,6 +348,7 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
     if (!env.MQTT_URL) problems.push('MQTT_SHARE_GROUP: needs MQTT_URL (several processes share an external broker)');
     if (!env.MQTT_CLIENT_ID) problems.push('MQTT_SHARE_GROUP: needs MQTT_CLIENT_ID, stable across restarts and unique per process');
     if (!env.DATABASE_URL) problems.push('MQTT_SHARE_GROUP: needs DATABASE_URL (the embedded database serves one process)');
+    if (env.INGEST_JOURNAL_FSYNC === 'true') problems.push('INGEST_JOURNAL_FSYNC: a group keeps no ingest journal (the other processes hold what one had not stored)');
     const sync = `${env.MQTT_SYNC_TOPIC}/`;
     for (const [name, root] of [['MQTT_TOPIC_ROOT', env.MQTT_TOPIC_ROOT], ['OWNTRACKS_TOPIC_ROOT', env.OWNTRACKS_TOPIC_ROOT], ['MQTT_DEAD_LETTER_TOPIC', env.MQTT_DEAD_LETTER_TOPIC]] as const) {
       if (root !== undefined && (sync.startsWith(`${root}/`) || `${root}/`.startsWith(sync))) problems.push(`MQTT_SYNC_TOPIC: must not overlap ${name}`);
@@ -420,6 +425,7 @@ export function parseConfig(source: Env): ConfigResult {
     maxClockSkewMs: e.MAX_CLOCK_SKEW_SECONDS * 1000,
     maxEventBytes: e.MAX_EVENT_BYTES,
     persistIntervalMs: e.PERSIST_INTERVAL_MS,
+    ingestJournalFsync: e.INGEST_JOURNAL_FSYNC === 'true',
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     adminTokenMaxSeconds: e.ADMIN_TOKEN_MAX_SECONDS,
     rawEventsMaxDays: e.RAW_EVENTS_MAX_DAYS,

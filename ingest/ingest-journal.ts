@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { SensorEvent } from '../core/events.js';
@@ -24,9 +24,17 @@ import type { PersistProgress } from '../core/db/state-writer.js';
  * write: each write-behind round starts a new segment (`mark`) and deletes
  * the segments it stored (`persisted`).
  *
- * Written with write(2), not fsync(2): it survives the process (SIGKILL,
- * a crash, an OOM kill), not the machine losing power. A scale-out group
- * does not use it: the other processes hold what a dead one had not stored
+ * By default written with write(2) only: it survives the process (SIGKILL,
+ * a crash, an OOM kill), not the machine losing power, since the kernel
+ * may still hold the bytes. With `fsync` (INGEST_JOURNAL_FSYNC=true) every
+ * sync also waits for fdatasync(2), and a segment's directory entry is
+ * flushed with fsync(2) on the directory before its first line counts as
+ * written (a new file's data on disk is of no use if its name is lost):
+ * an acknowledgement then means the device's message is on the disk, at
+ * the price of one flush per event-loop turn that acknowledges anything,
+ * taken on the event loop itself, as Redis's `appendfsync always` does
+ * (measured: README, "Ingest journal"). A scale-out group does not use the
+ * journal: the other processes hold what a dead one had not stored
  * (core/replication.ts).
  */
 const recordSchema = syncSignalsSchema.pick({ owner: true, signals: true }).extend({ v: z.literal(1) });
@@ -38,6 +46,11 @@ export interface JournalRecord {
 
 const SEGMENT = /^(\d{1,15})\.ndjson$/;
 
+export interface JournalOptions {
+  /** Flush every sync to the disk (fdatasync), not only to the kernel: INGEST_JOURNAL_FSYNC. */
+  readonly fsync?: boolean;
+}
+
 export class IngestJournal implements PersistProgress {
   private pending: string[] = [];
   private fd: number;
@@ -46,12 +59,17 @@ export class IngestJournal implements PersistProgress {
   private appended = 0;
   private failures = 0;
   private lastFailureLog = -Infinity;
+  private readonly fsync: boolean;
+  /** With fsync: the open segment's directory entry is on disk (flushed once, after its first write). */
+  private nameOnDisk = false;
 
   private constructor(
     private readonly dir: string,
     private readonly log: Log,
     segment: number,
+    options: JournalOptions,
   ) {
+    this.fsync = options.fsync ?? false;
     this.segment = segment;
     this.fd = this.openSegment(segment);
   }
@@ -62,7 +80,7 @@ export class IngestJournal implements PersistProgress {
    * last line (the process died mid-write) or any line that does not
    * validate is skipped and counted.
    */
-  static open(dir: string, log: Log): { journal: IngestJournal; leftover: JournalRecord[]; skipped: number } {
+  static open(dir: string, log: Log, options: JournalOptions = {}): { journal: IngestJournal; leftover: JournalRecord[]; skipped: number } {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const segments = existingSegments(dir);
     const leftover: JournalRecord[] = [];
@@ -77,7 +95,7 @@ export class IngestJournal implements PersistProgress {
       }
     }
     const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
-    return { journal: new IngestJournal(dir, log, next), leftover, skipped };
+    return { journal: new IngestJournal(dir, log, next, options), leftover, skipped };
   }
 
   /**
@@ -96,7 +114,9 @@ export class IngestJournal implements PersistProgress {
 
   /**
    * Writes what was appended; called before an acknowledgement leaves. One
-   * write(2) for everything one read from the broker brought.
+   * write(2) for everything one read from the broker brought, and with
+   * `fsync` one fdatasync(2) after it (and, for a segment's first write,
+   * one fsync(2) of the directory that holds its name).
    */
   sync(): void {
     if (this.pending.length === 0) return;
@@ -107,6 +127,13 @@ export class IngestJournal implements PersistProgress {
     try {
       let offset = 0;
       while (offset < bytes.length) offset += writeSync(this.fd, bytes, offset);
+      if (this.fsync) {
+        fdatasyncSync(this.fd);
+        if (!this.nameOnDisk) {
+          syncDirectory(this.dir);
+          this.nameOnDisk = true;
+        }
+      }
     } catch (error) {
       // A full or failing disk must not stop ingest: the events are applied
       // in memory and the write-behind stores them as usual; only their
@@ -156,7 +183,18 @@ export class IngestJournal implements PersistProgress {
   }
 
   private openSegment(segment: number): number {
+    this.nameOnDisk = false;
     return openSync(join(this.dir, `${segment}.ndjson`), 'a', 0o600);
+  }
+}
+
+/** fsync(2) on a directory: the names created in it survive a power loss (POSIX leaves that to the directory, not the file). */
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

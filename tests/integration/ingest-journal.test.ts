@@ -22,7 +22,10 @@ const DEVICES = 40;
 const QOS0 = 10;
 const entry = join(projectRoot, 'dist', 'bin', 'start.js');
 
-t.test('acknowledged events survive a SIGKILL before the write-behind ran', async (t) => {
+// With the journal flushed to the disk too (INGEST_JOURNAL_FSYNC=true): the
+// same path, each sync followed by fdatasync (tests/integration/ingest-journal-fsync.test.ts
+// shows the calls).
+for (const fsync of ['false', 'true']) t.test(`acknowledged events survive a SIGKILL before the write-behind ran (INGEST_JOURNAL_FSYNC=${fsync})`, async (t) => {
   const databaseUrl = await createTestDatabase(t);
   const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const topicRoot = uniqueName('journal');
@@ -44,7 +47,7 @@ t.test('acknowledged events survive a SIGKILL before the write-behind ran', asyn
   const start = async (): Promise<ChildProcess> => {
     out = '';
     const child = spawn(process.execPath, [entry], {
-      env: { PATH: process.env.PATH ?? '', ...NO_RATE_LIMITS, ...common, PORT: '0', DATA_DIR: dataDir, MQTT_CLIENT_ID: clientId, PERSIST_INTERVAL_MS: '60000', LOG_LEVEL: 'info' },
+      env: { PATH: process.env.PATH ?? '', ...NO_RATE_LIMITS, ...common, PORT: '0', DATA_DIR: dataDir, MQTT_CLIENT_ID: clientId, PERSIST_INTERVAL_MS: '60000', INGEST_JOURNAL_FSYNC: fsync, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

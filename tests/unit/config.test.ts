@@ -113,6 +113,24 @@ t.test('scale-out needs an external broker, a client id per process and PostgreS
   if (fine.ok && fine.config.mqtt.kind === 'external') t.same(fine.config.mqtt.cluster, { shareGroup: 'presence', syncRoot: 'presence-sync', clientId: 'node-1' });
 });
 
+t.test('INGEST_JOURNAL_FSYNC: off by default, true or false, and not with a group (it keeps no journal)', async (t) => {
+  const fsync = (env: Record<string, string>) => {
+    const result = parseConfig(env);
+    return result.ok ? result.config.ingestJournalFsync : result.problems;
+  };
+  t.equal(fsync({}), false, 'default: written to the kernel only');
+  t.equal(fsync({ INGEST_JOURNAL_FSYNC: '' }), false, 'empty means unset');
+  t.equal(fsync({ INGEST_JOURNAL_FSYNC: 'true' }), true);
+  t.equal(fsync({ INGEST_JOURNAL_FSYNC: 'false' }), false);
+  for (const bad of ['yes', '1', 'TRUE', 'always']) {
+    const problems = fsync({ INGEST_JOURNAL_FSYNC: bad });
+    t.ok(Array.isArray(problems) && problems.length === 1 && problems[0]?.startsWith('INGEST_JOURNAL_FSYNC: '), `${bad} refused`);
+  }
+  const group = { MQTT_URL: 'mqtt://b', MQTT_CLIENT_ID: 'node-1', DATABASE_URL: 'postgres://db/x', MQTT_SHARE_GROUP: 'presence' };
+  t.same(fsync({ ...group, INGEST_JOURNAL_FSYNC: 'true' }), ['INGEST_JOURNAL_FSYNC: a group keeps no ingest journal (the other processes hold what one had not stored)']);
+  t.equal(fsync({ ...group, INGEST_JOURNAL_FSYNC: 'false' }), false, 'saying false to a group is harmless');
+});
+
 t.test('abuse limits: PER_SECOND/BURST or 0, with defaults; anything else is refused', async (t) => {
   const defaults = parseConfig({});
   if (!defaults.ok) throw new Error('defaults refused');
