@@ -74,6 +74,17 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     clientOptions.key = options.tls.key;
   }
   const client = connect(options.url, clientOptions);
+  // Before anything can arrive: a resumed session's broker sends queued
+  // messages right after CONNACK, in the same read, before mqtt.js says
+  // 'connect', and their acknowledgements must wait for the journal too.
+  // mqtt.js has made the stream (and queued CONNECT) by now; a reconnect
+  // makes a new one, which is guarded as it sends its CONNECT, still before
+  // the broker can answer.
+  const beforeAck = options.beforeAck ?? (() => undefined);
+  guardWrites(client.stream, beforeAck);
+  client.on('packetsend', (packet) => {
+    if (packet.cmd === 'connect') guardWrites(client.stream, beforeAck);
+  });
   options.onClient?.(client);
   // A shared subscription (MQTT 5 §4.8.2; Mosquitto also offers it to 3.1.1
   // clients) hands each message to one process of the group.
@@ -88,7 +99,6 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   client.on('connect', () => {
     const socket = client.stream as { setNoDelay?: (noDelay: boolean) => unknown };
     socket.setNoDelay?.(true);
-    batchWrites(client.stream, options.beforeAck ?? (() => undefined));
   });
   // A broker that granted the ingest subscription only QoS 0 has already
   // acknowledged devices' QoS 1 messages and hands them on at QoS 0: every
@@ -155,22 +165,32 @@ function redact(url: string): string {
   }
 }
 
+/** Streams already guarded (mqtt.js makes one per connection). */
+const guarded = new WeakSet<object>();
+
 /**
- * What the service writes to the broker in answer to one read from it (a
- * PUBACK per QoS 1 message, MQTT 3.1.1 §4.3.2; in a scale-out group also a
- * sync PUBLISH per message) goes out in one system call: the socket is
- * corked from the first byte read until the event loop has handled
- * everything that read brought (setImmediate runs after the I/O callbacks
- * and the ticks they queued). Measured: one writev per acknowledgement was
- * the largest single cost of QoS 1 ingest. An acknowledgement leaves at most
- * one event-loop turn later than before, and still only after its message
- * was applied.
+ * Nothing the service writes to the broker leaves before `beforeSend` has
+ * run: an acknowledgement (a PUBACK, MQTT 3.1.1 §4.3.2) tells the broker a
+ * device's message is safe, so the journal must hold it first
+ * (ingest/ingest-journal.ts). Bytes leave a stream.Writable in two ways: a
+ * write while it is not corked, and the uncork that ends the last cork.
+ * Both are wrapped. mqtt-packet corks the stream around every packet it
+ * writes and uncorks it on the next tick, so for mqtt.js it is the uncork
+ * that sends; a write of an uncorked stream is the other way, for any
+ * other writer.
  *
- * `beforeSend` runs before corked bytes are released and before any write
- * on an uncorked socket, so nothing acknowledges a message before the
- * journal holds it.
+ * And what the service writes in answer to one read from the broker (a
+ * PUBACK per QoS 1 message; in a scale-out group also a sync PUBLISH per
+ * message) goes out in one system call: the stream is corked from the
+ * first byte read until the event loop has handled everything that read
+ * brought (setImmediate runs after the I/O callbacks and the ticks they
+ * queued). Measured: one writev per acknowledgement was the largest single
+ * cost of QoS 1 ingest. An acknowledgement leaves at most one event-loop
+ * turn later than before, and still only after its message was applied.
+ *
+ * Exported for tests/unit/external-subscriber-guard.test.ts.
  */
-function batchWrites(stream: unknown, beforeSend: () => void): void {
+export function guardWrites(stream: unknown, beforeSend: () => void): void {
   const socket = stream as {
     cork?: () => void;
     uncork?: () => void;
@@ -179,12 +199,21 @@ function batchWrites(stream: unknown, beforeSend: () => void): void {
     destroyed?: boolean;
     writableCorked?: number;
   };
+  if (typeof stream !== 'object' || stream === null || guarded.has(stream)) return;
+  guarded.add(stream);
   const { cork, uncork, on, write } = socket;
-  if (typeof write !== 'function') return;
-  socket.write = (...args: unknown[]) => {
-    if (!socket.writableCorked) beforeSend();
-    return write.apply(socket, args);
-  };
+  if (typeof write === 'function') {
+    socket.write = (...args: unknown[]) => {
+      if (!socket.writableCorked) beforeSend();
+      return write.apply(socket, args);
+    };
+  }
+  if (typeof uncork === 'function') {
+    socket.uncork = () => {
+      if (socket.writableCorked === 1) beforeSend();
+      uncork.call(socket);
+    };
+  }
   if (typeof cork !== 'function' || typeof uncork !== 'function' || typeof on !== 'function') return;
   let corked = false;
   on.call(socket, 'data', () => {
@@ -193,8 +222,8 @@ function batchWrites(stream: unknown, beforeSend: () => void): void {
     cork.call(socket);
     setImmediate(() => {
       corked = false;
-      beforeSend();
-      if (!socket.destroyed) uncork.call(socket);
+      // The wrapped uncork: beforeSend runs first if this was the last cork.
+      if (!socket.destroyed) socket.uncork?.();
     });
   });
 }
