@@ -97,6 +97,8 @@ function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: P
       return deviceClass;
     },
     idleThresholdSeconds,
+    // EVERYTHING is the owner's own grant alone, and memos are kept per grant object.
+    showsClass: decision.kind === 'allow' && decision.grant === EVERYTHING,
   });
   if (!memoizable) return view;
   if (!byState) {

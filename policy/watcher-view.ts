@@ -95,6 +95,14 @@ export interface ViewContext {
   readonly deviceClass: (deviceId: string) => string | undefined;
   /** The owner's idle threshold, shown with user input `thresholds` (RFC 5025 §3.3.2). */
   readonly idleThresholdSeconds: number;
+  /**
+   * Whether devices and services show their class (RFC 4480 §3.2). RFC
+   * 5025 §3.3.2 makes that a permission of its own, provide-class, which no
+   * rule here grants (the pres-rules import refuses it): only the owner's
+   * own view shows classes. A grant of devices by class still selects by
+   * it (provide-devices, RFC 5025 §3.3.1.2).
+   */
+  readonly showsClass: boolean;
 }
 
 /**
@@ -169,7 +177,7 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   if (devices.length > 0) {
     out.devices = devices.map((d) => {
       const ref = deviceRef(d.id);
-      const deviceClass = context.deviceClass(d.id);
+      const deviceClass = context.showsClass ? context.deviceClass(d.id) : undefined;
       return deviceClass === undefined ? { id: ref.occurrence, deviceId: ref.urn } : { id: ref.occurrence, deviceId: ref.urn, class: deviceClass };
     });
   }
@@ -177,7 +185,7 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   if (services.length > 0) {
     out.services = services.map((d) => {
       const id = `s${deviceRef(d.id).occurrence.slice(1)}`;
-      const deviceClass = context.deviceClass(d.id);
+      const deviceClass = context.showsClass ? context.deviceClass(d.id) : undefined;
       const basic = d.live ? ('open' as const) : ('closed' as const);
       return deviceClass === undefined ? { id, basic } : { id, class: deviceClass, basic };
     });

@@ -226,10 +226,16 @@ const registrationArb: fc.Arbitrary<Registration> = fc.record({
   idleThresholdSeconds: fc.constantFrom(0, 300, 900),
 });
 const classOf = (registration: Registration, deviceId: string) => registration.classes[DEVICE_IDS.indexOf(deviceId)];
-const viewContext = (registration: Registration): ViewContext => ({
+/**
+ * With classes shown, so that the properties can check the selection of
+ * devices and services by class; a watcher's real views show none (RFC
+ * 5025 provide-class is never granted), which property 5 checks.
+ */
+const viewContext = (registration: Registration, showsClass = true): ViewContext => ({
   entity: ENTITY,
   deviceClass: (deviceId) => classOf(registration, deviceId),
   idleThresholdSeconds: registration.idleThresholdSeconds,
+  showsClass,
 });
 
 interface Scenario {
@@ -717,7 +723,7 @@ t.test('4. the polite-block (block, confirm, no-match) view equals the offline v
   );
 });
 
-t.test('5. the owner-only trace and raw device ids never reach a watcher', async (t) => {
+t.test('5. the owner-only trace, raw device ids and device classes never reach a watcher', async (t) => {
   holds(t, 'neither the view nor its PIDF holds trace text or a device id', () =>
     fc.assert(
       fc.property(scenarioArb(), transformationsInputArb, (s, transformations) => {
@@ -733,6 +739,29 @@ t.test('5. the owner-only trace and raw device ids never reach a watcher', async
             for (const id of DEVICE_IDS) ensure(!text.toLowerCase().includes(id), () => `device id ${id} in ${text}`);
             for (const entry of Object.values(s.state.trace)) for (const signal of entry.signals) ensure(!text.includes(signal), () => `trace signal ${signal} in ${text}`);
           }
+        }
+      }),
+      { numRuns: 1000 },
+    ),
+  );
+  holds(t, "a watcher's view is the same view without device and service classes (RFC 5025 provide-class is never granted)", () =>
+    fc.assert(
+      fc.property(scenarioArb(), transformationsInputArb, (s, transformations) => {
+        const everything = toRule(
+          { body: { conditions: { identity: { anyAuthenticated: true } }, actions: { subHandling: 'allow' }, transformations: { ...transformations, devices: 'all', services: 'all' } }, arrivedMinutesAgo: undefined },
+          99,
+        );
+        for (const rules of [s.rules, [...s.rules, everything]]) {
+          const decision = decide(s, rules);
+          const withClasses = buildWatcherView(s.state, decision, viewContext(s.registration, true));
+          const watchers = buildWatcherView(s.state, decision, viewContext(s.registration, false));
+          const stripped = {
+            ...withClasses,
+            ...(withClasses.devices ? { devices: withClasses.devices.map((d) => ({ id: d.id, deviceId: d.deviceId })) } : {}),
+            ...(withClasses.services ? { services: withClasses.services.map((d) => ({ id: d.id, basic: d.basic })) } : {}),
+          };
+          ensureEqual(watchers, stripped, 'the view without classes');
+          ensure(!renderPidf(watchers).includes('rpid:class'), () => `a class in ${renderPidf(watchers)}`);
         }
       }),
       { numRuns: 1000 },

@@ -4,6 +4,7 @@ import { OFFLINE_STATE } from '../../core/presence.js';
 import { evaluateConsent, recurringWindowState, type PolicyContext, type WatcherIdentity } from '../../policy/evaluate-consent.js';
 import { ruleBodySchema, ruleSchema, type Group, type Rule, type RuleBodyInput } from '../../policy/rule.js';
 import { buildWatcherView, offlineView, viewFields, type ViewContext } from '../../policy/watcher-view.js';
+import { renderPidf } from '../../core/render-pidf.js';
 
 /**
  * Table-driven tests of the consent engine, one block per RFC 4745 / RFC
@@ -27,7 +28,8 @@ const handling = (watchers: string[], subHandling: 'block' | 'confirm' | 'polite
 const w = (id: string, domain?: string): WatcherIdentity => ({ id, domain });
 const ctx = (over: Partial<PolicyContext> = {}): PolicyContext => ({ now: NOW, sphere: 'work', zone: 'Office', ...over });
 const policy = (rules: Rule[], groups: Group[] = []) => ({ rules, groups });
-const view: ViewContext = { entity: ENTITY, deviceClass: (id) => ({ 'dev-phone': 'phone', 'dev-watch': 'watch' })[id], idleThresholdSeconds: 300 };
+const classes: Readonly<Record<string, string>> = { 'dev-phone': 'phone', 'dev-watch': 'watch' };
+const view: ViewContext = { entity: ENTITY, deviceClass: (id) => classes[id], idleThresholdSeconds: 300, showsClass: false };
 
 const busy: PresenceState = {
   availability: 'busy',
@@ -253,17 +255,28 @@ t.test('RFC 5025 §3.3: devices and services, all or by class, never by their se
   const all = shown([allow([W1], { devices: 'all', services: 'all' })]);
   t.equal(all.devices?.length, 2);
   t.same(
-    all.services?.map((s) => [s.class, s.basic]),
+    all.services?.map((s) => s.basic),
+    ['open', 'closed'],
+  );
+  t.notMatch(JSON.stringify(all), /dev-phone|dev-watch/, 'raw device ids never leave');
+  t.match(all.devices?.[0]?.deviceId ?? '', /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  // RFC 5025 §3.3.2: the class is provide-class's, a permission no rule grants here.
+  t.notMatch(JSON.stringify(all), /"class"/, 'no class is shown to a watcher');
+  t.notMatch(renderPidf(all), /rpid:class/);
+  const phones = shown([allow([W1], { devices: ['phone'] })]);
+  t.equal(phones.devices?.length, 1, 'selected by class (provide-devices, RFC 5025 §3.3.1.2)');
+  t.same(Object.keys(phones.devices?.[0] ?? {}), ['id', 'deviceId'], 'without saying which');
+  t.same(phones.devices?.[0], all.devices?.find((d) => d.id === phones.devices?.[0]?.id), 'the phone');
+  t.same(shown([allow([W1], { devices: ['sensor'] })]), offlineView(ENTITY), 'no device of the class: nothing to show');
+  const owners = buildWatcherView(busy, decide([allow([W1], { devices: 'all', services: 'all' })], w(W1), ctx()), { ...view, showsClass: true });
+  t.same(
+    owners.services?.map((s) => [s.class, s.basic]),
     [
       ['phone', 'open'],
       ['watch', 'closed'],
     ],
+    "the owner's own view shows them",
   );
-  t.notMatch(JSON.stringify(all), /dev-phone|dev-watch/, 'raw device ids never leave');
-  t.match(all.devices?.[0]?.deviceId ?? '', /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  const phones = shown([allow([W1], { devices: ['phone'] })]);
-  t.same(phones.devices?.map((d) => d.class), ['phone']);
-  t.same(shown([allow([W1], { devices: ['sensor'] })]), offlineView(ENTITY), 'no device of the class: nothing to show');
 });
 
 t.test('the owner-only trace never reaches a watcher, whatever is granted', async (t) => {

@@ -52,6 +52,7 @@ function fresh(deps: WatcherViewDeps, watcherId: string, now: number): WatcherVi
     entity: deps.entityOf('alice'),
     deviceClass: (id) => deps.directory.device(id)?.deviceClass,
     idleThresholdSeconds: deps.directory.settings(owner.id).idleAfterSeconds,
+    showsClass: false,
   });
 }
 
@@ -65,7 +66,8 @@ t.test('watchers with the same grant share one frozen view, equal to one built a
   t.equal(a.view, b.view, 'the same object');
   t.ok(Object.isFrozen(a.view) && Object.isFrozen(a.view.devices) && Object.isFrozen(a.view.devices?.[0]), 'deeply frozen');
   t.same(a.view, fresh(deps, W1, NOW));
-  t.match(a.view, { availability: 'busy', activities: ['on-the-phone'], devices: [{ class: 'phone' }] });
+  t.match(a.view, { availability: 'busy', activities: ['on-the-phone'], devices: [{ id: String }] });
+  t.equal(a.view.devices?.[0]?.class, undefined, 'no class for a watcher: RFC 5025 provide-class is never granted');
 
   const combined = computeView(deps, viewer(W4), 'alice', NOW);
   t.equal(computeView(deps, viewer(W4), 'alice', NOW + 1).view, combined.view, 'a combined grant is reused too');
@@ -76,11 +78,16 @@ t.test('a change of state, of a device class, or of the entity gives a new view'
   const { deps, directory, call } = setup();
   call('in-call');
   const before = computeView(deps, viewer(W1), 'alice', NOW).view;
+  const ownBefore = computeView(deps, { kind: 'owner' }, 'alice', NOW).view;
+  t.match(ownBefore, { devices: [{ class: 'phone' }] }, "the owner's own view shows device classes");
   directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'tablet', revoked: false });
   const reclassed = computeView(deps, viewer(W1), 'alice', NOW).view;
-  t.not(reclassed, before);
-  t.match(reclassed, { devices: [{ class: 'tablet' }] }, 'the device class the directory has now');
+  t.not(reclassed, before, 'a grant of devices selects by class: built again');
   t.same(reclassed, fresh(deps, W1, NOW));
+  const ownAfter = computeView(deps, { kind: 'owner' }, 'alice', NOW).view;
+  t.not(ownAfter, ownBefore);
+  t.match(ownAfter, { devices: [{ class: 'tablet' }] }, 'the device class the directory has now');
+  t.equal(computeView(deps, viewer(W1), 'alice', NOW).view.devices?.[0]?.class, undefined, 'and still none for the watcher');
 
   call('idle', NOW + 1000);
   const after = computeView(deps, viewer(W1), 'alice', NOW + 1000).view;
