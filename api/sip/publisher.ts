@@ -420,11 +420,24 @@ export class Publication {
     return { outcome, retry: false };
   }
 
-  /** A definitive failure: do not resend this body; a rejected refresh leaves nothing to refresh. */
+  /**
+   * A definitive failure: do not resend this body; a rejected refresh
+   * leaves nothing to refresh. A rejected modify leaves the server holding
+   * the document it was to replace, which is older than what the owner
+   * shows now and may show more (a modify is how a narrowed view, after
+   * consent was withdrawn, reaches the server): that publication is
+   * removed (RFC 3903 §4.5), never refreshed. The next body starts afresh
+   * with an initial PUBLISH.
+   */
   private giveUp(kind: PublishKind, bodyGen: number): void {
     if (kind === 'initial' || kind === 'modify') this.sentBodyGen = Math.max(this.sentBodyGen, bodyGen);
     if (kind === 'refresh') this.forget();
     if (kind === 'remove') this.forget();
+    if (kind === 'modify' && this.etag !== undefined && this.bodyGen === this.sentBodyGen) {
+      this.removeWanted = true;
+      this.clock.clearTimeout(this.refreshTimer);
+      this.refreshTimer = undefined;
+    }
     this.refreshDue = false;
   }
 

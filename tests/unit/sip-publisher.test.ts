@@ -288,6 +288,53 @@ t.test('refreshWithBody: the refresh re-sends the document with SIP-IF-Match (a 
   t.equal(refresh?.headers.get('content-type'), 'application/pidf+xml');
 });
 
+t.test('a modify refused for good: the older document it was to replace is removed, never refreshed', async (t) => {
+  // A modify is how a narrowed view (consent withdrawn) reaches the server;
+  // if the server refuses it, keeping the previous publication alive would
+  // keep showing what the owner no longer grants.
+  const esc = kamailioLike({ grant: 2 });
+  const server = await fake(t, 'udp', (req, n, s) =>
+    req.headers.get('sip-if-match') !== undefined && body(req).includes('narrowed') ? { status: 403, reason: 'Forbidden' } : esc(req, n, s),
+  );
+  const { pool, outcomes } = await poolFor(t, server, {}, { refreshDelayMs: () => 100 });
+  t.match(await pool.update('gil', PIDF('granted')), { kind: 'initial', status: 200, etag: 'e1' });
+  t.match(await pool.update('gil', PIDF('narrowed')), { kind: 'modify', status: 403 });
+  await until(() => outcomes.some((o) => o.kind === 'remove'), 'the removal');
+  const removal = server.requests.at(-1);
+  t.equal(removal?.headers.get('sip-if-match'), 'e1', 'the publication that holds the older document');
+  t.equal(removal?.headers.get('expires'), '0', 'removed (RFC 3903 §4.5)');
+  t.equal(removal?.body.length, 0);
+  t.same([...esc.live.values()], [], 'the server holds nothing of it');
+  t.equal(pool.entityTag('gil'), undefined);
+  await sleep(300);
+  t.same(
+    outcomes.map((o) => `${o.kind}:${o.status}`),
+    ['initial:200', 'modify:403', 'remove:200'],
+    'no refresh of the older document after the refusal',
+  );
+  t.match(await pool.update('gil', PIDF('later')), { kind: 'initial', status: 200 }, 'the next document starts afresh');
+});
+
+t.test('a modify refused for good while a newer body waits: the newer one goes out instead of a removal', async (t) => {
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => {
+    if (req.headers.get('sip-if-match') !== undefined && body(req).includes('refused')) return { status: 403, reason: 'Forbidden', delayMs: 100 };
+    return esc(req, n, s);
+  });
+  const { pool, outcomes } = await poolFor(t, server, {}, { refreshDelayMs: () => 60_000 });
+  await pool.update('hal', PIDF('first'));
+  const refused = pool.update('hal', PIDF('refused'));
+  await sleep(20);
+  const newer = pool.update('hal', PIDF('newer'));
+  t.match(await refused, { kind: 'modify', status: 403 });
+  t.match(await newer, { kind: 'modify', status: 200 });
+  t.same(
+    outcomes.map((o) => `${o.kind}:${o.status}`),
+    ['initial:200', 'modify:403', 'modify:200'],
+  );
+  t.same([...esc.live.values()], [PIDF('newer')], 'the newer document replaced the first');
+});
+
 t.test('412 Conditional Request Failed: start over with an initial PUBLISH of the latest body', async (t) => {
   const esc = kamailioLike();
   const server = await fake(t, 'udp', esc);
