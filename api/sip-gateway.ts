@@ -50,7 +50,16 @@ export class SipGateway {
   /** When each transport failure reason was last logged: one line per reason a minute, not one per presentity and retry. */
   private readonly failuresLogged = new Map<string, number>();
 
+  /** Stops watching the audience watcher's revocation. */
+  private readonly unwatchAudience: () => void;
+
   constructor(private readonly deps: SipGatewayDeps) {
+    // The audience is a watcher like any other: revoked, it matches no rule
+    // any more (api/watcher-views.ts), and every document it was shown must
+    // give way to the offline view at once, not at each owner's next change.
+    this.unwatchAudience = deps.directory.watchSubject(deps.audience, () => {
+      for (const ownerId of [...this.served.keys()]) this.check(ownerId);
+    });
     deps.metrics.counter('presence_sip_publish_total', 'SIP PUBLISH transactions by kind (initial, modify, refresh, remove) and final status');
     deps.metrics.gauge('presence_sip_publications', 'Owners whose presence the SIP gateway publishes', () => this.served.size);
     deps.metrics.histogram('presence_sip_publish_seconds', 'SIP PUBLISH transactions: from the request to the final response (or the transport error), by kind', DURATION_BUCKETS);
@@ -124,6 +133,7 @@ export class SipGateway {
   /** Stops watching; the pool's close() removes the publications. */
   close(): void {
     this.closed = true;
+    this.unwatchAudience();
     for (const [ownerId, served] of this.served) this.stop(ownerId, served);
   }
 

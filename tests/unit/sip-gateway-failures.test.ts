@@ -21,7 +21,7 @@ t.test('transport failures: counted each time, logged once per reason a minute',
   let now = 1_000_000;
   const logged: string[] = [];
   const metrics = new Metrics();
-  const deps = { metrics, clock: () => now, onError: (error: unknown) => logged.push(error instanceof Error ? error.message : String(error)) } as unknown as SipGatewayDeps;
+  const deps = { metrics, directory: new Directory(), audience: 'sip-audience', clock: () => now, onError: (error: unknown) => logged.push(error instanceof Error ? error.message : String(error)) } as unknown as SipGatewayDeps;
   const gateway = new SipGateway(deps);
   const tls = 'tls: TLS handshake with 127.0.0.1:5061 failed: self-signed certificate (check SIP_CA_FILE)';
   for (const presentity of ['sip:a@x', 'sip:b@x', 'sip:c@x']) gateway.onOutcome({ presentity, kind: 'initial', status: 0, error: tls });
@@ -85,4 +85,62 @@ t.test('an erased owner: the publication is removed, with no document sent first
   accounts.onOwnerErased((ownerId) => gateway.sync(ownerId));
   accounts.forgetOwner(OWNER);
   t.same(sent.slice(2), ['remove alice'], 'removed (Expires: 0), and nothing sent before');
+});
+
+/**
+ * The SIP server sees what its audience watcher is granted; revoking that
+ * watcher must replace every document at once with the offline view, not
+ * leave the granted one on the server (refreshed every few minutes) until
+ * each owner's next change of state or rules.
+ */
+t.test("the audience watcher revoked: every served owner's document becomes the offline view at once", async (t) => {
+  const now = Date.parse('2026-05-04T10:00:00Z');
+  const [ALICE, BOB, DEVICE_A, DEVICE_B, AUDIENCE] = [
+    '00000000-0000-4000-8000-0000000000a1',
+    '00000000-0000-4000-8000-0000000000b1',
+    '11111111-1111-4111-8111-111111111111',
+    '11111111-1111-4111-8111-111111111112',
+    '21111111-1111-4111-8111-111111111111',
+  ];
+  const directory = new Directory();
+  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  const ruleBook = new RuleBook();
+  for (const [owner, handle, device] of [
+    [ALICE, 'alice', DEVICE_A],
+    [BOB, 'bob', DEVICE_B],
+  ] as const) {
+    directory.putOwner({ id: owner, handle });
+    directory.putDevice({ id: device, ownerId: owner, deviceClass: 'phone', revoked: false });
+    ruleBook.replace(owner, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: `r-${handle}` }]);
+    hub.apply(owner, device, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
+  }
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
+  const sent: string[] = [];
+  const pool = {
+    presentityUri: (handle: string) => `sip:${handle}@example.com`,
+    update: async (handle: string, body: string) => void sent.push(`${handle} ${/<rpid:on-the-phone\/>/.test(body) ? 'on-the-phone' : /<basic>closed<\/basic>/.test(body) ? 'closed' : 'other'}`),
+    remove: async (handle: string) => void sent.push(`remove ${handle}`),
+  } as unknown as SipPublisherPool;
+  const gateway = new SipGateway({
+    directory,
+    ruleBook,
+    hub,
+    entityOf: (handle) => `sip:${handle}@example.com`,
+    pool,
+    audience: AUDIENCE,
+    enabled: () => true,
+    representations: new RepresentationCache(),
+    accessLog: new AccessLogBuffer(),
+    clock: () => now,
+    metrics: new Metrics(),
+    onError: (error) => t.fail(String(error)),
+  });
+  gateway.sync(ALICE);
+  gateway.sync(BOB);
+  t.same(sent, ['alice on-the-phone', 'bob on-the-phone'], 'published as granted');
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: true });
+  t.same(sent.slice(2), ['alice closed', 'bob closed'], 'the offline view, for every owner, at once');
+  gateway.close();
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: true });
+  t.equal(sent.length, 4, 'a closed gateway no longer listens');
 });
