@@ -231,6 +231,11 @@ export class WebhookDispatcher {
     const check = () => this.check(hook.id);
     const offHub = this.deps.hub.watch(hook.ownerId, check);
     const offRules = this.deps.ruleBook.watch(hook.ownerId, check);
+    // The watcher revoked (or its tokens): checked at once, so a revoked
+    // watcher's webhook is removed then, and a delivery being retried stops,
+    // instead of POSTing the view it was granted before for another half
+    // minute, or until the owner's next change.
+    const offWatcher = this.deps.directory.watchSubject(hook.watcherId, check);
     this.active.set(hook.id, {
       hook,
       handle: owner.handle,
@@ -243,6 +248,7 @@ export class WebhookDispatcher {
       unsubscribe: () => {
         offHub();
         offRules();
+        offWatcher();
       },
     });
     check();

@@ -63,7 +63,7 @@ function setup(clock: () => number = Date.now) {
     return calls[n - 1] as Call;
   };
   const audited = () => accessLog.take().reduce((sum, e) => sum + (e.action === 'publish' ? e.count : 0), 0);
-  return { dispatcher, set, calls, nextCall, audited, metrics };
+  return { dispatcher, set, calls, nextCall, audited, metrics, directory };
 }
 
 t.test('a view that flips back while a delivery fails: the receiver keeps the right view, later changes still go out', async (t) => {
@@ -123,6 +123,22 @@ t.test('retries with backoff, then gives up; the next change tries again; remova
   dispatcher.remove('h3');
   await new Promise((r) => setTimeout(r, 150));
   t.equal(calls.length, 5, 'no retry after removal');
+});
+
+t.test('the watcher revoked while a delivery is retried: no further POST, and the webhook is gone', async (t) => {
+  const { dispatcher, set, calls, nextCall, directory } = setup();
+  t.teardown(() => dispatcher.close());
+  set('busy');
+  dispatcher.add({ id: 'h-revoked', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  (await nextCall(1)).answer(503);
+  // Revoked (Accounts.revokeWatcher, or the control channel on another process) during the backoff.
+  directory.putWatcher({ id: WATCHER, kind: 'app', name: 'App', domain: undefined, revoked: true });
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(calls.length, 1, 'the view granted before the revocation is not POSTed again');
+  t.same(dispatcher.registered(OWNER), [], 'removed at once, not at the owner\'s next change');
+  set('away');
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(calls.length, 1, 'nor anything later');
 });
 
 t.test('a receiver whose name resolves to an internal address: not retried, counted, and the next change tries again', async (t) => {
