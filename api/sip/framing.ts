@@ -1,4 +1,4 @@
-import { findHeaderEnd, MAX_MESSAGE_BYTES, parseContentLength, parseMessage, SipParseError, type ParseResult, type SipMessage } from './message.js';
+import { controlCharacterIn, findHeaderEnd, MAX_MESSAGE_BYTES, parseContentLength, parseMessage, SipParseError, type ParseResult, type SipMessage } from './message.js';
 
 /**
  * Splits a SIP byte stream (TCP) into messages. RFC 3261 §18.3: over a
@@ -35,6 +35,13 @@ export class StreamFramer {
         break;
       }
       const head = this.buffer.subarray(0, end.index).toString('latin1');
+      // A bare CR would start a line for the search below and not for
+      // parseMessage: the two must frame alike, so such a head breaks the stream.
+      const control = controlCharacterIn(head);
+      if (control !== -1) {
+        out.push(this.breakWith(new SipParseError('bad-header', `control character U+${head.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} in the header section (RFC 3261 §25.1)`)));
+        break;
+      }
       const lengths = [...head.matchAll(/^(?:content-length|l)[ \t]*:(.*)$/gim)].map((m) => m[1]);
       if (lengths.length !== 1) {
         out.push(this.breakWith(new SipParseError('bad-content-length', lengths.length === 0 ? 'Content-Length is mandatory over a stream transport (RFC 3261 §18.3)' : 'more than one Content-Length')));

@@ -129,7 +129,8 @@ export interface ParseOptions {
 const fail = (code: SipParseErrorCode, message: string): { ok: false; error: SipParseError } => ({ ok: false, error: new SipParseError(code, message) });
 
 /** RFC 3261 §25.1 token characters (methods, header names). */
-const TOKEN = /^[A-Za-z0-9\-.!%*_+`'~]+$/;
+/** RFC 3261 §25.1 token. */
+export const TOKEN = /^[A-Za-z0-9\-.!%*_+`'~]+$/;
 const STATUS_LINE = /^SIP\/2\.0 ([0-9]{3}) ([^\r\n]*)$/;
 const REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+) ([^ \r\n]+) SIP\/2\.0$/;
 
@@ -149,6 +150,28 @@ export function parseContentLength(value: string | undefined): number | undefine
   const trimmed = value.trim();
   if (!/^[0-9]{1,9}$/.test(trimmed)) return 'invalid';
   return Number(trimmed);
+}
+
+/**
+ * Where the header section (start line and header fields, without the
+ * empty line that ends it) holds a control character, or -1. RFC 3261
+ * §25.1 allows none in a header field (TEXT-UTF8, quoted-string and tokens
+ * exclude CTL; only HTAB is white space); CR and LF only as the CRLF that
+ * ends a line (a bare LF is tolerated, as everywhere here). A bare CR is
+ * refused because it would end a line for one reader and not another
+ * (JavaScript's multiline `^` matches after it), and anything taken from
+ * a response may be sent back (a digest challenge's nonce and realm are
+ * quoted into the next request's Authorization).
+ */
+export function controlCharacterIn(head: string): number {
+  for (let i = 0; i < head.length; i++) {
+    const c = head.charCodeAt(i);
+    if (c >= 0x20 && c !== 0x7f) continue;
+    if (c === 0x09 || c === 0x0a) continue;
+    if (c === 0x0d && head.charCodeAt(i + 1) === 0x0a) continue;
+    return i;
+  }
+  return -1;
 }
 
 /**
@@ -183,6 +206,9 @@ export function parseMessage(data: Buffer, options: ParseOptions = {}): ParseRes
     if (!request) return fail('bad-start-line', `malformed start line: ${JSON.stringify(startLine.slice(0, 80))}`);
     first = { kind: 'request', method: request[1] ?? '', uri: request[2] ?? '' };
   }
+
+  const control = controlCharacterIn(head);
+  if (control !== -1) return fail('bad-header', `control character U+${head.charCodeAt(control).toString(16).toUpperCase().padStart(4, '0')} in the header section (RFC 3261 §25.1)`);
 
   // RFC 3261 §7.3.1: header fields; a line starting with SP or HT continues
   // (folds) the previous one.

@@ -10,7 +10,7 @@
  * driven through corners it was not built for.
  */
 import type { DigestAuthenticator } from './credentials.js';
-import { newCallId, newTag, parseDeltaSeconds, type SipResponse } from './message.js';
+import { newCallId, newTag, parseDeltaSeconds, TOKEN, type SipResponse } from './message.js';
 import { SipTransportError, type SipTransport } from './transport.js';
 
 /**
@@ -382,12 +382,15 @@ export class Publication {
     }
     if (kind === 'initial' || kind === 'modify') this.sentBodyGen = Math.max(this.sentBodyGen, bodyGen);
     this.refreshDue = false;
-    const etag = response.headers.get('sip-etag')?.trim();
+    const given = response.headers.get('sip-etag')?.trim();
+    // RFC 3903 §11.3.1: entity-tag = token. Anything else would be sent back in SIP-If-Match as it came.
+    const etag = given !== undefined && TOKEN.test(given) ? given : undefined;
     // RFC 3903 §5: the 2xx carries the granted Expires; without one, assume what we asked.
     const granted = parseDeltaSeconds(response.headers.get('expires')) ?? requested;
     if (!etag || granted === 0) {
       this.forget();
-      return { presentity: this.presentity, kind, status: response.status, expires: granted, ...(etag ? { etag } : { error: '2xx without SIP-ETag (RFC 3903 §11.3.1)' }) };
+      const error = etag ? undefined : given ? `2xx with a SIP-ETag that is not a token (RFC 3903 §11.3.1): ${JSON.stringify(given.slice(0, 40))}` : '2xx without SIP-ETag (RFC 3903 §11.3.1)';
+      return { presentity: this.presentity, kind, status: response.status, expires: granted, ...(etag ? { etag } : {}), ...(error ? { error } : {}) };
     }
     this.etag = etag;
     this.clock.clearTimeout(this.refreshTimer);

@@ -146,6 +146,11 @@ t.test('hostile or malformed responses become typed errors, never throws', async
     ['missing Via', msg(['SIP/2.0 200 OK', ...okHeaders.filter((h) => !h.startsWith('Via'))]), 'missing-header'],
     ['malformed CSeq', msg(['SIP/2.0 200 OK', ...okHeaders.filter((h) => !h.startsWith('CSeq')), 'CSeq: PUBLISH 7']), 'bad-header'],
     ['empty', Buffer.alloc(0), 'no-header-end'],
+    // RFC 3261 §25.1: no control characters in header fields; a bare CR would end a line for one reader and not another.
+    ['bare CR in a challenge', msg(['SIP/2.0 401 Unauthorized', ...okHeaders, 'WWW-Authenticate: Digest realm="r", nonce="a\rb", qop="auth"']), 'bad-header'],
+    ['NUL in an entity tag', msg(['SIP/2.0 200 OK', ...okHeaders, 'SIP-ETag: e1\u0000', 'Expires: 60']), 'bad-header'],
+    ['bare CR hiding a compact Content-Length', msg(['SIP/2.0 200 OK', ...okHeaders, 'X: a\rl: 99']), 'bad-header'],
+    ['DEL in a value', msg(['SIP/2.0 200 OK', ...okHeaders, 'X: a\u007fb']), 'bad-header'],
   ];
   for (const [name, data, code] of cases) {
     let result: ReturnType<typeof parseResponse> | undefined;
@@ -179,6 +184,14 @@ t.test('StreamFramer frames by Content-Length across chunk boundaries', async (t
   t.same(hostile.push(one), [], 'nothing more is parsed from a broken stream');
   const huge = new StreamFramer().push(msg(['SIP/2.0 200 OK', ...okHeaders, 'Content-Length: 9000000']));
   t.ok(huge[0] && !huge[0].ok && huge[0].error.code === 'too-large', 'announced body beyond the bound');
+  // A bare CR starts a line for a multiline search and not for parseMessage: the framer would take 'l: 99' as the length of a body parseMessage never sees.
+  const smuggler = new StreamFramer();
+  const framed = smuggler.push(Buffer.concat([msg(['SIP/2.0 200 OK', ...okHeaders, 'X: a\rl: 99', 'Content-Length: 0']), one]));
+  t.ok(framed[0] && !framed[0].ok && framed[0].error.code === 'bad-header', 'a head with a bare CR breaks the stream');
+  t.equal(framed.length, 1);
+  t.ok(smuggler.broken, 'and the connection is dropped');
+  const tabs = new StreamFramer().push(msg(['SIP/2.0 200 OK', ...okHeaders, 'X:\ta\tb', 'Content-Length: 0']));
+  t.ok(tabs[0]?.ok, 'horizontal tabs are white space, not control characters to refuse');
 });
 
 t.test('server URI and configuration', async (t) => {

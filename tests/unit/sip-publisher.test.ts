@@ -335,6 +335,18 @@ t.test('a modify refused for good while a newer body waits: the newer one goes o
   t.same([...esc.live.values()], [PIDF('newer')], 'the newer document replaced the first');
 });
 
+t.test('a SIP-ETag that is not a token is not kept (it would be sent back in SIP-If-Match as it came)', async (t) => {
+  const esc = kamailioLike();
+  let odd = true;
+  const server = await fake(t, 'udp', (req, n, s) => (odd ? { status: 200, headers: ['SIP-ETag: "e 1"', 'Expires: 60'] } : esc(req, n, s)));
+  const { pool } = await poolFor(t, server);
+  t.match(await pool.update('ida', PIDF('one')), { kind: 'initial', status: 200, error: /not a token/ });
+  t.equal(pool.entityTag('ida'), undefined);
+  odd = false;
+  t.match(await pool.update('ida', PIDF('two')), { kind: 'initial', status: 200, etag: 'e1' }, 'the next document starts over');
+  t.equal(server.requests.at(-1)?.headers.get('sip-if-match'), undefined);
+});
+
 t.test('412 Conditional Request Failed: start over with an initial PUBLISH of the latest body', async (t) => {
   const esc = kamailioLike();
   const server = await fake(t, 'udp', esc);
