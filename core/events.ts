@@ -13,8 +13,14 @@ import { isPrintableText } from './text.js';
  */
 export const MAX_EVENTS_PER_MESSAGE = 64;
 
-const at = z.iso.datetime({ offset: true });
-const time = z.iso.datetime({ offset: true });
+/**
+ * RFC 3339 with an offset, at most nanoseconds (`2026-12-05T10:00:00.123456789+05:30`
+ * is 35 characters): any number of fraction digits would let one event hold
+ * kilobytes of timestamp in memory and in every state row written after it.
+ */
+const MAX_TIMESTAMP_LENGTH = 35;
+const at = z.iso.datetime({ offset: true }).max(MAX_TIMESTAMP_LENGTH);
+const time = z.iso.datetime({ offset: true }).max(MAX_TIMESTAMP_LENGTH);
 /** A label the owner chose (zone, room): short and printable (renderers escape it). */
 const label = z
   .string()

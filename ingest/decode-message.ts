@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import type { IngestRejection } from '../core/errors.js';
 import { sensorEventSchema, sensorMessageSchema, type SensorEvent } from '../core/events.js';
@@ -32,6 +33,10 @@ function toEvents(json: unknown, format: TopicFormat): SensorEvent[] | undefined
 
 export function decodeMessage(payload: Uint8Array, limits: DecodeLimits, now: number, format: TopicFormat = 'native'): Decoded {
   if (payload.byteLength > limits.maxBytes) return { ok: false, reason: 'payload_too_large' };
+  // RFC 8259 §8.1: JSON between systems is UTF-8. Decoding anything else
+  // would turn each invalid byte into U+FFFD, and two different Latin-1
+  // Wi-Fi names into one (and one network digest).
+  if (!isUtf8(payload)) return { ok: false, reason: 'malformed_json' };
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));

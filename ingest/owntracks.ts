@@ -72,7 +72,8 @@ export function ownTracksToEvents(message: OwnTracksMessage): SensorEvent[] {
       }
       for (const zone of new Set(message.inregions ?? [])) events.push({ kind: 'geofence', at, zone, transition: 'enter' });
       const activities = typeof message.motionactivities === 'string' ? [message.motionactivities] : (message.motionactivities ?? []);
-      const activity = activities.map((a) => motionMap[a]).find((a) => a !== undefined);
+      // Own keys only: an activity named `constructor` or `toString` is an unknown one, not Object.prototype's.
+      const activity = activities.map((a) => (Object.hasOwn(motionMap, a) ? motionMap[a] : undefined)).find((a) => a !== undefined);
       if (activity) events.push({ kind: 'motion', at, activity, confidence: OWNTRACKS_MOTION_CONFIDENCE });
       return events;
     }

@@ -60,6 +60,17 @@ t.test('automotive is driving', async (t) => {
   t.ok(result.ok && result.events.some((e) => e.kind === 'motion' && e.activity === 'in-vehicle'));
 });
 
+t.test("an activity named after an object property is an unknown one, not a reason to refuse the location", async (t) => {
+  for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    const result = decode({ _type: 'location', lat: 1, lon: 2, acc: 10, tst, batt: 80, motionactivities: [name, 'walking'] });
+    t.ok(result.ok, `${name}: the location is applied`);
+    if (result.ok) {
+      t.ok(result.events.some((e) => e.kind === 'battery'), `${name}: with its battery reading`);
+      t.ok(result.events.some((e) => e.kind === 'motion' && e.activity === 'walking'), `${name}: and the known activity after it`);
+    }
+  }
+});
+
 t.test('transition (enter and leave of a region)', async (t) => {
   for (const event of ['enter', 'leave'] as const) {
     const result = decode({ _type: 'transition', wtst: tst - 1000, lat: 48.1, lon: 11.5, tst, acc: 30, tid: 'AL', event, desc: 'Office', t: 'c' });
