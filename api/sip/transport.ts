@@ -311,12 +311,31 @@ class UdpTransport extends ClientTransport {
   }
 }
 
+/** How long a SIP connection may be idle before TCP keep-alive probes start (the kernel's default is two hours). */
+const KEEPALIVE_IDLE_MS = 60_000;
+
 class TcpTransport extends ClientTransport {
   readonly protocol: 'tcp' | 'tls' = 'tcp';
   private socket: TcpSocket | undefined;
   private connecting: Promise<TcpSocket> | undefined;
   /** The socket of a connection attempt in progress. */
   private opening: TcpSocket | undefined;
+
+  /**
+   * Over a stream nothing is retransmitted: a request that got no final
+   * response within Timer F was lost with a connection that is dead without
+   * having closed (a NAT or firewall forgot it). Every later request would
+   * be written into it and time out too, for as long as the kernel takes to
+   * give up (about 15 minutes): the connection is dropped instead, and the
+   * next request opens a new one (RFC 3261 §18.1.1: a failed transaction
+   * over a connection-oriented transport is a transport error).
+   */
+  protected override finish(tx: Transaction, outcome: SipResponse | SipTransportError): void {
+    const finishing = this.pending.get(tx.key) === tx;
+    super.finish(tx, outcome);
+    const connection = tx.connection;
+    if (finishing && outcome instanceof SipTransportError && outcome.code === 'timeout' && connection && connection === this.socket && !connection.destroyed) connection.destroy();
+  }
 
   protected via() {
     const s = this.socket;
@@ -380,6 +399,8 @@ class TcpTransport extends ClientTransport {
           return;
         }
         socket.setNoDelay(true);
+        // An idle connection that died silently is found by the kernel's keep-alive probes, not only by the next request's Timer F.
+        socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
         // 'close' follows and does the clean-up; the error says why.
         let lastError: Error | undefined;
         socket.on('error', (error) => {

@@ -557,6 +557,22 @@ t.test('tcp: one persistent connection, reconnect after close, no retransmission
   t.equal(server.received.length - before, 1, 'no retransmission over TCP (RFC 3261 §17.1.2.2)');
 });
 
+t.test('tcp: a connection that swallows requests is dropped at Timer F, and the retry opens a new one', async (t) => {
+  // A NAT that forgot the connection: it stays open, and nothing sent on it arrives.
+  const esc = kamailioLike();
+  const server = await fake(t, 'tcp', (req, n, s) => (s.connections === 1 ? undefined : esc(req, n, s)));
+  const { pool, outcomes } = await poolFor(t, server, {}, { timers: { t1Ms: 10 }, backoff: { initialMs: 50, maxMs: 50 } });
+  t.match(await pool.update('ivy', PIDF('one')), { status: 0, error: /^timeout/ }, 'Timer F');
+  await until(() => outcomes.some((o) => o.status === 200), 'the retry on a new connection', 5000);
+  t.equal(server.connections, 2, 'a second connection');
+  t.same(
+    server.received.map((r) => r.connection),
+    [1, 2],
+    'the retry went out on the new connection, not into the dead one',
+  );
+  t.equal(esc.live.size, 1);
+});
+
 t.test('serialized per presentity: a newer body supersedes a queued one', async (t) => {
   const esc = kamailioLike();
   const server = await fake(t, 'udp', (req, n, s) => ({ ...esc(req, n, s), delayMs: 80 }));
