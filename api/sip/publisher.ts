@@ -136,6 +136,8 @@ export class Publication {
   private requestedExpires: number;
 
   private etag: string | undefined;
+  /** When the live publication lapses at the server by itself (clock.now() ms), from the lifetime it granted. */
+  private expiresAt = 0;
   private body: string | undefined;
   /** Every publish()/remove() call is an intent; waiters resolve once a step covered theirs. */
   private intentGen = 0;
@@ -225,12 +227,12 @@ export class Publication {
   }
 
   private nextStep(): PublishKind | undefined {
+    if (this.backoffTimer !== undefined) return undefined;
     if (this.removeWanted) {
       if (this.etag !== undefined) return 'remove';
       this.removeWanted = false;
       return undefined;
     }
-    if (this.backoffTimer !== undefined) return undefined;
     if (this.body !== undefined && this.bodyGen > this.sentBodyGen) return this.etag === undefined ? 'initial' : 'modify';
     if (this.refreshDue && this.etag !== undefined) return 'refresh';
     this.refreshDue = false;
@@ -253,8 +255,9 @@ export class Publication {
       .then((result) => {
         this.busy = false;
         if (this.closed) return;
-        // A removal asked for meanwhile goes out now, not after a back-off.
-        if (result.retry && !this.removeWanted) this.scheduleBackoff(result.retryAfterMs ?? 0);
+        // A removal asked for meanwhile goes out now, not after a back-off;
+        // a removal that failed itself waits for one like any retry.
+        if (result.retry && (!this.removeWanted || step === 'remove')) this.scheduleBackoff(result.retryAfterMs ?? 0);
         this.pump();
       });
   }
@@ -320,8 +323,8 @@ export class Publication {
         const code = error instanceof SipTransportError ? error.code : 'network';
         last = { presentity: this.presentity, kind, status: 0, error: error instanceof Error ? `${code}: ${error.message}` : String(error) };
         this.emit(last);
-        if (kind === 'remove') return this.afterRemove(gen, last);
         const retry = code !== 'closed' && code !== 'invalid-request';
+        if (kind === 'remove') return retry ? this.removeAgainLater(gen, last) : this.afterRemove(gen, last);
         if (!retry) this.giveUp(kind, bodyGen);
         this.settle(gen, last);
         return { outcome: last, retry };
@@ -359,8 +362,8 @@ export class Publication {
         }
         return this.fail(kind, gen, bodyGen, { ...last, error: `423 without a usable Min-Expires (${response.headers.get('min-expires') ?? 'absent'})` });
       }
-      if (kind === 'remove') return this.afterRemove(gen, last);
       // RFC 3261 §21.5 / §21.4.9: server errors and request timeouts are worth retrying later.
+      if (kind === 'remove') return status >= 500 || status === 408 ? this.removeAgainLater(gen, last, response.headers.get('retry-after')) : this.afterRemove(gen, last);
       if (status >= 500 || status === 408) {
         // RFC 3261 §20.33: a Retry-After lengthens (never shortens) the back-off.
         const retryAfter = parseDeltaSeconds(response.headers.get('retry-after')?.split(/[;(\s]/)[0]);
@@ -393,6 +396,7 @@ export class Publication {
       return { presentity: this.presentity, kind, status: response.status, expires: granted, ...(etag ? { etag } : {}), ...(error ? { error } : {}) };
     }
     this.etag = etag;
+    this.expiresAt = this.clock.now() + granted * 1000;
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     if (!this.closed) {
@@ -406,6 +410,20 @@ export class Publication {
       }, delay);
     }
     return { presentity: this.presentity, kind, status: response.status, etag, expires: granted };
+  }
+
+  /**
+   * A removal that failed in a way worth retrying (no answer, 5xx, 408):
+   * the server may still hold the document, perhaps of an owner who was
+   * just erased or whose consent was withdrawn, so it is sent again after
+   * a back-off for as long as the publication would otherwise live; after
+   * that the server has dropped it by itself.
+   */
+  private removeAgainLater(gen: number, outcome: PublishOutcome, retryAfterHeader?: string): StepResult {
+    if (this.clock.now() >= this.expiresAt) return this.afterRemove(gen, outcome);
+    this.settle(gen, outcome);
+    const retryAfter = parseDeltaSeconds(retryAfterHeader?.split(/[;(\s]/)[0]);
+    return { outcome, retry: true, ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter * 1000 }) };
   }
 
   private afterRemove(gen: number, outcome: PublishOutcome): StepResult {

@@ -607,6 +607,47 @@ t.test('remove(): Expires 0 with SIP-If-Match, forgets the tag; then a fresh ini
   t.equal(pool.presentityUri('pres:m@other.org'), 'sip:m@other.org');
 });
 
+t.test('a removal the server fails (5xx, no answer) is sent again after a back-off, until it lands', async (t) => {
+  // An erased owner's or a withdrawn view's document must not stay on the server until it lapses.
+  const esc = kamailioLike();
+  const removals: string[] = [];
+  const server = await fake(t, 'udp', (req, n, s) => {
+    if (req.headers.get('expires') === '0') {
+      // By transaction (a UDP retransmission repeats the branch): the first gets 503, every copy of the second nothing.
+      if (!removals.includes(branchOf(req))) removals.push(branchOf(req));
+      const which = removals.indexOf(branchOf(req));
+      if (which === 0) return { status: 503, reason: 'Service Unavailable' };
+      if (which === 1) return undefined;
+    }
+    return esc(req, n, s);
+  });
+  const { pool, outcomes } = await poolFor(t, server, {}, { timers: { t1Ms: 10 }, backoff: { initialMs: 50, maxMs: 50 } });
+  await pool.update('joy', PIDF('shown'));
+  t.match(await pool.remove('joy'), { kind: 'remove', status: 503 }, 'the caller hears the first outcome');
+  await until(() => outcomes.some((o) => o.kind === 'remove' && o.status === 200), 'the removal to land', 5000);
+  t.same(
+    outcomes.map((o) => `${o.kind}:${o.status}`),
+    ['initial:200', 'remove:503', 'remove:0', 'remove:200'],
+    'again after a 503 and after a timeout',
+  );
+  t.same([...esc.live.values()], [], 'the server holds nothing');
+  t.equal(pool.entityTag('joy'), undefined);
+});
+
+t.test('a removal that keeps failing stops once the publication has lapsed at the server anyway', async (t) => {
+  const esc = kamailioLike({ grant: 1 });
+  const server = await fake(t, 'udp', (req, n, s) => (req.headers.get('expires') === '0' ? { status: 500, reason: 'Server Internal Error' } : esc(req, n, s)));
+  const { pool, outcomes } = await poolFor(t, server, {}, { backoff: { initialMs: 100, maxMs: 100 }, refreshDelayMs: () => 60_000 });
+  await pool.update('kit', PIDF('shown'));
+  await pool.remove('kit');
+  await sleep(1500);
+  const removals = outcomes.filter((o) => o.kind === 'remove').length;
+  t.ok(removals >= 3 && removals <= 12, `retried within the granted second (${removals} attempts)`);
+  await sleep(400);
+  t.equal(outcomes.filter((o) => o.kind === 'remove').length, removals, 'and not after it');
+  t.equal(pool.entityTag('kit'), undefined);
+});
+
 t.test('close() removes every publication, bounded by a timeout', async (t) => {
   const esc = kamailioLike();
   const server = await fake(t, 'udp', esc);
