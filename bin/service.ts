@@ -303,21 +303,26 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (reason && onRejected) onRejected(topic, payload, reason, now);
     };
 
-    if (journaled && (journaled.leftover.length > 0 || journaled.skipped > 0)) {
+    if (journaled && journaled.leftover.segments > 0) {
       // Acknowledged before the last run stopped, perhaps never stored: applied
       // again (merging is idempotent) and stored before any device is heard.
-      // An owner erased meanwhile is not brought back.
+      // An owner erased meanwhile is not brought back. Read a line at a time:
+      // memory holds the merged state, never the whole journal.
       const now = clock();
       const owners = new Set<string>();
-      for (const record of journaled.leftover) {
+      let records = 0;
+      for await (const record of journaled.leftover.records()) {
+        records += 1;
         if (!directory.owner(record.owner)) continue;
         const ownerId = directory.ownerId(record.owner);
         hub.merge(ownerId, record.signals, now);
         owners.add(ownerId);
       }
-      hub.markDirty(owners);
-      await writer.flush();
-      log.info({ records: journaled.leftover.length, owners: owners.size, skipped: journaled.skipped }, 'ingest journal replayed and stored');
+      if (records > 0 || journaled.leftover.skipped > 0) {
+        hub.markDirty(owners);
+        await writer.flush();
+        log.info({ records, owners: owners.size, skipped: journaled.leftover.skipped }, 'ingest journal replayed and stored');
+      }
     }
 
     const purge = async () => {

@@ -1,4 +1,5 @@
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fdatasyncSync, fsyncSync, mkdirSync, openSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { SensorEvent } from '../core/events.js';
@@ -75,27 +76,17 @@ export class IngestJournal implements PersistProgress {
   }
 
   /**
-   * Opens the journal in `dir` and returns what earlier runs left in it, in
-   * order; the caller applies it and then writes (which deletes it). A torn
-   * last line (the process died mid-write) or any line that does not
-   * validate is skipped and counted.
+   * Opens the journal in `dir`, with what earlier runs left in it: the
+   * caller applies that and then writes (which deletes it). The new
+   * segment is numbered after the old ones, which are read only when the
+   * caller asks, one line at a time: after a long database outage they may
+   * hold more than fits in memory at once.
    */
-  static open(dir: string, log: Log, options: JournalOptions = {}): { journal: IngestJournal; leftover: JournalRecord[]; skipped: number } {
+  static open(dir: string, log: Log, options: JournalOptions = {}): { journal: IngestJournal; leftover: Leftover } {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const segments = existingSegments(dir);
-    const leftover: JournalRecord[] = [];
-    let skipped = 0;
-    for (const segment of segments) {
-      const text = readFileSync(join(dir, `${segment}.ndjson`), 'utf8');
-      for (const line of text.split('\n')) {
-        if (line.length === 0) continue;
-        const record = parseRecord(line);
-        if (record) leftover.push(record);
-        else skipped += 1;
-      }
-    }
     const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
-    return { journal: new IngestJournal(dir, log, next, options), leftover, skipped };
+    return { journal: new IngestJournal(dir, log, next, options), leftover: new Leftover(segments.map((segment) => join(dir, `${segment}.ndjson`))) };
   }
 
   /**
@@ -185,6 +176,40 @@ export class IngestJournal implements PersistProgress {
   private openSegment(segment: number): number {
     this.nameOnDisk = false;
     return openSync(join(this.dir, `${segment}.ndjson`), 'a', 0o600);
+  }
+}
+
+/**
+ * What earlier runs left in the journal: the records of its segments,
+ * oldest first, each line read and validated as it is reached. A torn last
+ * line (the process died mid-write) or any line that does not validate is
+ * skipped and counted.
+ */
+export class Leftover {
+  private skippedLines = 0;
+
+  constructor(private readonly files: readonly string[]) {}
+
+  /** Segments left by earlier runs. */
+  get segments(): number {
+    return this.files.length;
+  }
+
+  /** Lines skipped so far by records(). */
+  get skipped(): number {
+    return this.skippedLines;
+  }
+
+  async *records(): AsyncGenerator<JournalRecord> {
+    for (const file of this.files) {
+      const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+      for await (const line of lines) {
+        if (line.length === 0) continue;
+        const record = parseRecord(line);
+        if (record) yield record;
+        else this.skippedLines += 1;
+      }
+    }
   }
 }
 

@@ -2,18 +2,24 @@ import { appendFileSync, closeSync, readdirSync, readFileSync, statSync } from '
 import { join } from 'node:path';
 import t from 'tap';
 import type { SensorEvent } from '../../core/events.js';
-import { IngestJournal } from '../../ingest/ingest-journal.js';
+import { IngestJournal, type JournalRecord, type Leftover } from '../../ingest/ingest-journal.js';
 import { tempDir } from '../helpers/env.js';
 
 const OWNER = '00000000-0000-4000-8000-000000000001';
 const DEVICE = '00000000-0000-4000-8000-000000000002';
 const silent = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
 const battery = (level: number): SensorEvent => ({ kind: 'battery', at: '2026-12-05T10:00:00.000Z', level, charging: false });
+const all = async (leftover: Leftover): Promise<JournalRecord[]> => {
+  const out: JournalRecord[] = [];
+  for await (const record of leftover.records()) out.push(record);
+  return out;
+};
 
 t.test('what was synced survives the process; what the database stored is deleted', async (t) => {
   const dir = await tempDir(t);
   const first = IngestJournal.open(dir, silent);
-  t.same(first.leftover, [], 'a new journal holds nothing');
+  t.same(await all(first.leftover), [], 'a new journal holds nothing');
+  t.equal(first.leftover.segments, 0);
   const journal = first.journal;
   journal.append(OWNER, DEVICE, [battery(10)]);
   journal.append(OWNER, DEVICE, [battery(11), battery(12)]);
@@ -24,13 +30,14 @@ t.test('what was synced survives the process; what the database stored is delete
   t.equal(statSync(join(dir, files[0] ?? '')).mode & 0o777, 0o600, 'readable by the service only');
   // No close: as after a SIGKILL.
   const again = IngestJournal.open(dir, silent);
+  const records = await all(again.leftover);
   t.same(
-    again.leftover.map((r) => r.signals.map((s) => (s.event.kind === 'battery' ? s.event.level : -1))),
+    records.map((r) => r.signals.map((s) => (s.event.kind === 'battery' ? s.event.level : -1))),
     [[10], [11, 12]],
     'every synced record comes back, in order',
   );
-  t.equal(again.leftover[0]?.owner, OWNER);
-  t.equal(again.leftover[0]?.signals[0]?.deviceId, DEVICE);
+  t.equal(records[0]?.owner, OWNER);
+  t.equal(records[0]?.signals[0]?.deviceId, DEVICE);
   again.journal.close();
 });
 
@@ -46,7 +53,7 @@ t.test('mark starts a new segment; persisted deletes the stored ones only', asyn
   t.equal(readdirSync(dir).length, 1);
   const { leftover, journal: reopened } = IngestJournal.open(dir, silent);
   t.same(
-    leftover.map((r) => (r.signals[0]?.event.kind === 'battery' ? r.signals[0].event.level : -1)),
+    (await all(leftover)).map((r) => (r.signals[0]?.event.kind === 'battery' ? r.signals[0].event.level : -1)),
     [2],
     'only what came after the mark is left',
   );
@@ -67,9 +74,9 @@ t.test('a torn last line or a tampered line is skipped and counted, the rest is 
   appendFileSync(file, JSON.stringify({ v: 1, owner: 'not-a-uuid', signals: [{ deviceId: DEVICE, event: battery(6) }] }) + '\n');
   appendFileSync(file, JSON.stringify({ v: 1, owner: OWNER, signals: [{ deviceId: DEVICE, event: { ...battery(7), level: 700 } }] }) + '\n');
   appendFileSync(file, '{"v":1,"owner":"00000000-0000-4000-8000-0000');
-  const { leftover, skipped, journal: reopened } = IngestJournal.open(dir, silent);
-  t.equal(leftover.length, 1);
-  t.equal(skipped, 3);
+  const { leftover, journal: reopened } = IngestJournal.open(dir, silent);
+  t.equal((await all(leftover)).length, 1);
+  t.equal(leftover.skipped, 3);
   reopened.close();
 });
 
@@ -99,4 +106,23 @@ t.test('a journal line is exactly the JSON of the record', async (t) => {
   const text = readdirSync(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('');
   t.equal(text, `${JSON.stringify({ v: 1, owner: OWNER, signals: events.map((event) => ({ deviceId: DEVICE, event })) })}\n`);
   journal.close();
+});
+
+t.test('many segments are read a line at a time, oldest first, across rounds', async (t) => {
+  const dir = await tempDir(t);
+  const { journal } = IngestJournal.open(dir, silent);
+  // Rounds whose state writes failed (a database outage): each a segment, none deleted.
+  for (let round = 0; round < 50; round++) {
+    for (let i = 0; i < 20; i++) journal.append(OWNER, DEVICE, [battery(round)]);
+    journal.mark();
+  }
+  journal.close();
+  const { leftover, journal: reopened } = IngestJournal.open(dir, silent);
+  t.equal(leftover.segments, 51, 'fifty written, and the one open when it closed (empty)');
+  const levels: number[] = [];
+  for await (const record of leftover.records()) levels.push(record.signals[0]?.event.kind === 'battery' ? record.signals[0].event.level : -1);
+  t.equal(levels.length, 1000);
+  t.same([...new Set(levels)], Array.from({ length: 50 }, (_, i) => i), 'in the order they were written');
+  t.equal(leftover.skipped, 0);
+  reopened.close();
 });
