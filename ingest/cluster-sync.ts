@@ -143,9 +143,26 @@ export class ClusterSync {
   }
 
   private publish(type: SyncMessage['type'], message: SyncMessage): void {
-    if (!this.client) throw new Error('cluster sync used before its MQTT connection was attached');
-    // QoS 1: mqtt.js keeps it (and resends it) across a reconnect.
-    this.client.publish(this.topic(type), JSON.stringify(message), { qos: 1, retain: false });
+    const client = this.client;
+    if (!client) throw new Error('cluster sync used before its MQTT connection was attached');
+    // QoS 1: mqtt.js keeps it (and resends it) across a reconnect, once it
+    // has taken it. Not always: after a reconnect mqtt.js first resends what
+    // it stored, one acknowledgement at a time, and queues what is published
+    // meanwhile; if that connection closes too, it drops the queue, with an
+    // error to each callback (mqtt 5.16, _flushStoreProcessingQueue). A
+    // dropped message is published again, on the next tick (the queue is
+    // still being emptied), and then stored for the next connection; the
+    // other processes would otherwise never hold what it carried. Unless the
+    // client is ending (this process stops: its will tells the others).
+    client.publish(this.topic(type), JSON.stringify(message), { qos: 1, retain: false }, (error) => {
+      if (!error) return;
+      if (client.disconnecting || client.disconnected) {
+        this.count(type, 'dropped');
+        return;
+      }
+      this.count(type, 'requeued');
+      process.nextTick(() => this.publish(type, message));
+    });
     this.count(type, 'sent');
   }
 
