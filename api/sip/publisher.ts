@@ -113,6 +113,8 @@ export function defaultRefreshDelayMs(grantedSeconds: number): number {
 const MAX_EXPIRES = 86_400;
 /** Longest delay a Node timer takes (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest a Retry-After is honoured (it lengthens the back-off past its cap). */
+const MAX_RETRY_AFTER_MS = 3_600_000;
 /** PUBLISH requests within one step (auth rounds, 412 restart, 423 retry) before it stops; a guard against loops. */
 const MAX_REQUESTS_PER_STEP = 6;
 
@@ -469,15 +471,20 @@ export class Publication {
     this.refreshTimer = undefined;
   }
 
-  /** Exponential back-off: initial, doubling, capped; reset by any 2xx. */
+  /**
+   * Exponential back-off: initial, doubling, capped; reset by any 2xx. A
+   * server's Retry-After (RFC 3261 §20.33, §21.5.4) lengthens the wait past
+   * the cap, up to an hour: an overloaded server asks for it, and the
+   * publication lapsing meanwhile is the server's choice.
+   */
   private scheduleBackoff(atLeastMs: number): void {
     this.backoffMs = this.backoffMs === 0 ? this.backoff.initialMs : Math.min(this.backoffMs * 2, this.backoff.maxMs);
-    this.backoffMs = Math.min(Math.max(this.backoffMs, atLeastMs), this.backoff.maxMs);
+    const wait = Math.max(this.backoffMs, Math.min(atLeastMs, MAX_RETRY_AFTER_MS));
     this.clearBackoff();
     this.backoffTimer = this.clock.setTimeout(() => {
       this.backoffTimer = undefined;
       this.pump();
-    }, this.backoffMs);
+    }, wait);
   }
 
   private clearBackoff(): void {

@@ -527,7 +527,7 @@ t.test('5xx: exponential back-off, bounded, then success; Retry-After lengthens 
   const { pool, outcomes } = await poolFor(t, server, {}, { clock, backoff: { initialMs: 100, maxMs: 500 } });
   t.match(await pool.update('hal', PIDF('x')), { status: 503 }, 'the caller learns the first attempt failed');
   await until(() => outcomes.some((o) => o.status === 200), 'eventual success');
-  t.same(delays, [100, 200, 400, 500], 'doubling from 100 ms, capped at 500 ms (Retry-After: 1 s capped too)');
+  t.same(delays, [100, 200, 400, 1000], 'doubling from 100 ms, capped at 500 ms; a Retry-After of 1 s lengthens it past the cap (RFC 3261 §20.33)');
   t.equal(server.requests.length, 5);
   t.ok(
     server.requests.every((r) => body(r) === PIDF('x')),
