@@ -4,7 +4,7 @@ import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { tlsErrorText, tlsFailureHint } from '../../core/tls/errors.js';
 import type { TlsMaterial } from '../../core/tls/pem.js';
 import { StreamFramer } from './framing.js';
-import { buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
+import { BRANCH_MAGIC_COOKIE, buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
 import { checkSipServerIdentity } from './tls-identity.js';
 
 /**
@@ -515,7 +515,51 @@ export function createTlsTransport(options: TransportOptions): SipTransport {
   return new TlsTransport(options);
 }
 
+/**
+ * RFC 3261 §18.1.1: a request larger than 1300 bytes, when the path MTU is
+ * not known, MUST be sent over a congestion-controlled transport such as
+ * TCP (a large UDP datagram is fragmented, and fragments are what
+ * firewalls and NATs drop). A rich presence document (activities, place,
+ * location, devices) is larger than that.
+ */
+export const UDP_MAX_REQUEST_BYTES = 1300;
+
+/**
+ * UDP as configured, and TCP to the same server and port for the requests
+ * UDP must not carry (RFC 3261 §18.1.1); the TCP transport writes its own
+ * top Via (TCP), as the same section asks. The connection is opened with
+ * the first such request.
+ */
+class UdpWithTcpForLarge implements SipTransport {
+  readonly protocol = 'udp' as const;
+  private tcp: SipTransport | undefined;
+
+  constructor(
+    private readonly udp: SipTransport,
+    private readonly options: TransportOptions,
+  ) {}
+
+  send(request: SipRequestSpec): Promise<SipResponse> {
+    if (requestBytes(request, this.options) <= UDP_MAX_REQUEST_BYTES) return this.udp.send(request);
+    this.tcp ??= createTcpTransport(this.options);
+    return this.tcp.send(request);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.udp.close(), this.tcp?.close()]);
+  }
+}
+
+/** The request's size over UDP, with the longest Via it could carry; 0 if it cannot be built (the UDP transport then reports why). */
+function requestBytes(request: SipRequestSpec, options: TransportOptions): number {
+  try {
+    return buildRequest(request, { transport: 'UDP', host: options.localHost ?? '127.0.0.1', port: 65_535, branch: `${BRANCH_MAGIC_COOKIE}${'0'.repeat(32)}`, rport: true }).length;
+  } catch {
+    return 0;
+  }
+}
+
 export async function createTransport(protocol: SipTransportProtocol, options: TransportOptions): Promise<SipTransport> {
-  if (protocol === 'udp') return createUdpTransport(options);
+  if (protocol === 'udp') return new UdpWithTcpForLarge(await createUdpTransport(options), options);
   return protocol === 'tls' ? createTlsTransport(options) : createTcpTransport(options);
 }

@@ -109,6 +109,22 @@ if (unavailable !== undefined) {
     });
   }
 
+  t.test('udp: a document over 1300 bytes goes to Kamailio over TCP, the same publication (RFC 3261 §18.1.1)', async (t) => {
+    const user = `large-${unique}`;
+    const { pool: gateway, outcomes } = await pool(t, plain, 'udp');
+    t.match(await gateway.update(user, pidf(user, 'small')), { kind: 'initial', status: 200 }, 'a small document over UDP');
+    const large = pidf(user, `large ${'x'.repeat(1400)}`);
+    t.ok(Buffer.byteLength(large) > 1300);
+    t.match(await gateway.update(user, large), { kind: 'modify', status: 200 }, 'Kamailio took the large one (over TCP) as a modify of the UDP publication');
+    t.match(await gateway.update(user, pidf(user, 'small again')), { kind: 'modify', status: 200 }, 'and the next small one over UDP with the tag it issued');
+    t.match(await gateway.remove(user), { kind: 'remove', status: 200 });
+    t.same(
+      outcomes.filter((o) => o.status !== 200),
+      [],
+      'nothing refused',
+    );
+  });
+
   t.test('Kamailio with publications in memory (publ_cache=2) loses the document on a body-less refresh; refreshWithBody keeps it', async (t) => {
     const server = await startKamailio({ inMemory: true });
     t.teardown(() => server.stop());

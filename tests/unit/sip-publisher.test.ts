@@ -45,12 +45,12 @@ class FakeSipServer {
     public script: Script,
   ) {}
 
-  static async start(protocol: 'udp' | 'tcp', script: Script): Promise<FakeSipServer> {
+  static async start(protocol: 'udp' | 'tcp', script: Script, port = 0): Promise<FakeSipServer> {
     const server = new FakeSipServer(protocol, script);
     if (protocol === 'udp') {
       const socket = createSocket('udp4');
       socket.on('message', (data, rinfo) => server.handle(data, 0, (bytes) => socket.send(bytes, rinfo.port, rinfo.address)));
-      await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+      await new Promise<void>((resolve) => socket.bind(port, '127.0.0.1', () => resolve()));
       server.port = socket.address().port;
       server.closeFn = () => new Promise((resolve) => socket.close(() => resolve()));
     } else {
@@ -64,7 +64,7 @@ class FakeSipServer {
           for (const r of framer.push(chunk)) if (r.ok) server.handleParsed(r.value as SipRequest, '', id, (bytes) => conn.write(bytes));
         });
       });
-      await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', () => resolve()));
+      await new Promise<void>((resolve) => tcp.listen(port, '127.0.0.1', () => resolve()));
       const address = tcp.address();
       server.port = typeof address === 'object' && address ? address.port : 0;
       server.closeFn = () =>
@@ -571,6 +571,30 @@ t.test('tcp: a connection that swallows requests is dropped at Timer F, and the 
     'the retry went out on the new connection, not into the dead one',
   );
   t.equal(esc.live.size, 1);
+});
+
+t.test('udp: a request over 1300 bytes goes over TCP to the same server and port (RFC 3261 §18.1.1)', async (t) => {
+  // One compositor behind both transports, as Kamailio listens on both.
+  const esc = kamailioLike();
+  const udp = await fake(t, 'udp', esc);
+  const tcp = await FakeSipServer.start('tcp', esc, udp.port);
+  t.teardown(() => tcp.close());
+  const { pool } = await poolFor(t, udp);
+  const small = PIDF('small');
+  const large = PIDF(`large ${'x'.repeat(1400)}`);
+  t.match(await pool.update('lou', small), { kind: 'initial', status: 200, etag: 'e1' });
+  t.match(await pool.update('lou', large), { kind: 'modify', status: 200, etag: 'e2' });
+  t.match(await pool.update('lou', small), { kind: 'modify', status: 200, etag: 'e3' });
+  t.same(
+    udp.requests.map((r) => body(r)),
+    [small, small],
+    'the small documents over UDP',
+  );
+  const overTcp = tcp.requests[0];
+  t.equal(tcp.requests.length, 1, 'the large one over TCP');
+  t.equal(overTcp && body(overTcp), large);
+  t.match(overTcp?.headers.get('via') ?? '', /^SIP\/2\.0\/TCP /, 'with a TCP Via (the section asks for it)');
+  t.equal(overTcp?.headers.get('sip-if-match'), 'e1', 'the same publication, whichever transport');
 });
 
 t.test('serialized per presentity: a newer body supersedes a queued one', async (t) => {
