@@ -194,7 +194,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const writers: WriteBehind[] = [];
     // While PostgreSQL is unreachable the writes are held and retried: operators see it here (and in the logs).
     metrics.gauge('presence_write_behind_failing', 'Write-behind writers whose last write failed; their writes are held in memory and retried', () => writers.filter((w) => w.failing).length);
-    const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>) => {
+    const writeBehind = (name: string, rowsMetric: string, help: string, write: (onBatch: (rows: number) => void) => () => Promise<void>, options: { readonly start: boolean } = { start: true }) => {
       metrics.counter(rowsMetric, help);
       metrics.inc(WRITE_FAILURES, { writer: name }, 0);
       const batchRows = metrics.series(WRITE_BATCH_ROWS, { writer: name });
@@ -218,7 +218,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       };
       const writer = new WriteBehind(name, config.persistIntervalMs, timed, log);
       writers.push(writer);
-      writer.start();
+      if (options.start) writer.start();
       cleanups.push(() => writer.stop());
       return writer;
     };
@@ -235,8 +235,15 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(async () => journal.close());
       metrics.gauge('presence_ingest_journal_failures', 'Ingest journal writes that failed since start (events then wait for the state write unprotected)', () => journal.failureCount);
     }
-    const writer = writeBehind('presence_state', 'presence_state_rows_flushed_total', 'Owner signal rows sent to the database by the write-behind', (onBatch) =>
-      writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined, forgetBefore: () => clock() - config.signalRetentionMs }),
+    // Its timer starts after the journal's replay (below): a round run while
+    // the replay reads would mark the journal with nothing dirty, and the
+    // segments not yet read would be deleted as stored.
+    const writer = writeBehind(
+      'presence_state',
+      'presence_state_rows_flushed_total',
+      'Owner signal rows sent to the database by the write-behind',
+      (onBatch) => writeStates(hub, repository, onBatch, clock, { progress: cluster ?? journal, shared: cluster !== undefined, forgetBefore: () => clock() - config.signalRetentionMs }),
+      { start: false },
     );
     // The write-behind logs its own failures (without the rows: core/db/db-error.ts) and retries.
     requestWrite.now = () => void writer.flush().catch(() => undefined);
@@ -324,6 +331,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         log.info({ records, owners: owners.size, skipped: journaled.leftover.skipped }, 'ingest journal replayed and stored');
       }
     }
+    writer.start();
 
     const purge = async () => {
       // Privacy: a device silent past SIGNAL_RETENTION_HOURS is forgotten (storage too, at the next write-behind).

@@ -69,6 +69,8 @@ export class IngestJournal implements PersistProgress {
     private readonly log: Log,
     segment: number,
     options: JournalOptions,
+    /** What earlier runs left, until it has been read through. */
+    readonly leftover: Leftover,
   ) {
     this.fsync = options.fsync ?? false;
     this.segment = segment;
@@ -86,7 +88,8 @@ export class IngestJournal implements PersistProgress {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const segments = existingSegments(dir);
     const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
-    return { journal: new IngestJournal(dir, log, next, options), leftover: new Leftover(segments.map((segment) => join(dir, `${segment}.ndjson`))) };
+    const leftover = new Leftover(segments.map((segment) => ({ segment, file: join(dir, `${segment}.ndjson`) })));
+    return { journal: new IngestJournal(dir, log, next, options, leftover), leftover };
   }
 
   /**
@@ -160,6 +163,10 @@ export class IngestJournal implements PersistProgress {
   persisted(mark: number): void {
     for (const segment of existingSegments(this.dir)) {
       if (segment > mark || segment === this.segment) continue;
+      // Never one the replay has not read through: a state write that ran
+      // meanwhile stored nothing of it (bin/service.ts starts the writer
+      // after the replay; this holds even if something flushes earlier).
+      if (this.leftover.holds(segment)) continue;
       try {
         unlinkSync(join(this.dir, `${segment}.ndjson`));
       } catch (error) {
@@ -187,8 +194,17 @@ export class IngestJournal implements PersistProgress {
  */
 export class Leftover {
   private skippedLines = 0;
+  /** Segments up to this one are still to be read (0: none). */
+  private unreadThrough: number;
 
-  constructor(private readonly files: readonly string[]) {}
+  constructor(private readonly files: readonly { readonly segment: number; readonly file: string }[]) {
+    this.unreadThrough = files.at(-1)?.segment ?? 0;
+  }
+
+  /** Whether a segment is one of these and records() has not read through all of them yet. */
+  holds(segment: number): boolean {
+    return segment <= this.unreadThrough;
+  }
 
   /** Segments left by earlier runs. */
   get segments(): number {
@@ -201,7 +217,7 @@ export class Leftover {
   }
 
   async *records(): AsyncGenerator<JournalRecord> {
-    for (const file of this.files) {
+    for (const { file } of this.files) {
       const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
       for await (const line of lines) {
         if (line.length === 0) continue;
@@ -210,6 +226,8 @@ export class Leftover {
         else this.skippedLines += 1;
       }
     }
+    // Read through: a state write from now on may store what was applied, and delete them.
+    this.unreadThrough = 0;
   }
 }
 

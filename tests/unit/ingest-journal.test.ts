@@ -126,3 +126,25 @@ t.test('many segments are read a line at a time, oldest first, across rounds', a
   t.equal(leftover.skipped, 0);
   reopened.close();
 });
+
+t.test('a state write while the replay reads deletes none of the segments not read through', async (t) => {
+  const dir = await tempDir(t);
+  const { journal } = IngestJournal.open(dir, silent);
+  for (let round = 0; round < 5; round++) {
+    journal.append(OWNER, DEVICE, [battery(round)]);
+    journal.mark();
+  }
+  journal.close();
+  const { leftover, journal: reopened } = IngestJournal.open(dir, silent);
+  const levels: number[] = [];
+  for await (const record of leftover.records()) {
+    levels.push(record.signals[0]?.event.kind === 'battery' ? record.signals[0].event.level : -1);
+    // A write-behind round with nothing dirty, in the middle of the replay: it stored none of these.
+    if (levels.length === 2) reopened.persisted(reopened.mark());
+  }
+  t.same(levels, [0, 1, 2, 3, 4], 'every record read, none lost to the deletion (ENOENT before)');
+  t.equal(readdirSync(dir).length, 7, 'the five left, the empty one, and the open one');
+  reopened.persisted(reopened.mark());
+  t.same(readdirSync(dir), [`${7}.ndjson`], 'once read through, a round deletes them');
+  reopened.close();
+});
