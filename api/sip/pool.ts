@@ -112,10 +112,16 @@ export class SipPublisherPool {
     if (!publication) return undefined;
     const outcome = await publication.remove();
     await publication.whenIdle();
-    if (publication.isIdle && this.publications.get(uri) === publication) {
-      publication.dispose();
-      this.publications.delete(uri);
-    }
+    const forget = () => {
+      if (publication.isIdle && this.publications.get(uri) === publication) {
+        publication.dispose();
+        this.publications.delete(uri);
+      }
+    };
+    // A removal retried after a back-off (no answer, 5xx) answers this call
+    // with its first outcome and goes on: forgotten once it lands or lapses.
+    if (publication.isIdle) forget();
+    else void publication.whenDone().then(forget);
     return outcome;
   }
 

@@ -156,6 +156,7 @@ export class Publication {
   private closed = false;
   private waiters: Waiter[] = [];
   private idleWaiters: (() => void)[] = [];
+  private doneWaiters: (() => void)[] = [];
 
   constructor(private readonly options: PublicationOptions) {
     this.presentity = options.presentity;
@@ -201,6 +202,12 @@ export class Publication {
     return this.enqueue();
   }
 
+  /** Resolves once nothing is published, pending or waiting for a back-off (isIdle), or the publication is disposed. */
+  whenDone(): Promise<void> {
+    if (this.isIdle || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.doneWaiters.push(resolve));
+  }
+
   /** Resolves when no request is in flight or due now. */
   whenIdle(): Promise<void> {
     if (!this.busy && (!this.hasWork() || this.backoffTimer !== undefined)) return Promise.resolve();
@@ -215,6 +222,7 @@ export class Publication {
     this.clearBackoff();
     this.settle(Number.POSITIVE_INFINITY, undefined);
     for (const resolve of this.idleWaiters.splice(0)) resolve();
+    for (const resolve of this.doneWaiters.splice(0)) resolve();
   }
 
   private enqueue(): Promise<PublishOutcome | undefined> {
@@ -249,6 +257,7 @@ export class Publication {
       // with no publication) are done; those waiting for a back-off stay.
       if (this.backoffTimer === undefined) this.settle(this.intentGen, undefined);
       for (const resolve of this.idleWaiters.splice(0)) resolve();
+      if (this.isIdle) for (const resolve of this.doneWaiters.splice(0)) resolve();
       return;
     }
     this.busy = true;
@@ -398,7 +407,8 @@ export class Publication {
       return { presentity: this.presentity, kind, status: response.status, expires: granted, ...(etag ? { etag } : {}), ...(error ? { error } : {}) };
     }
     this.etag = etag;
-    this.expiresAt = this.clock.now() + granted * 1000;
+    // Bounds the retries of a removal: at most a day, whatever the server granted.
+    this.expiresAt = this.clock.now() + Math.min(granted, MAX_EXPIRES) * 1000;
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     if (!this.closed) {

@@ -36,6 +36,8 @@ export class SipTransportError extends Error {
   constructor(
     readonly code: SipTransportErrorCode,
     message: string,
+    /** The connection could not be set up (refused, reset, unreachable): the request never left. */
+    readonly connectFailed = false,
   ) {
     super(message);
   }
@@ -96,6 +98,8 @@ interface Transaction {
   proceeding: boolean;
   /** TCP: the connection the request went out on. */
   connection?: TcpSocket;
+  /** TCP: when it went out (performance.now()). */
+  sentAt?: number;
 }
 
 const transactionKey = (branch: string, method: string): string => `${branch}\u0000${method.toUpperCase()}`;
@@ -334,8 +338,17 @@ class TcpTransport extends ClientTransport {
     const finishing = this.pending.get(tx.key) === tx;
     super.finish(tx, outcome);
     const connection = tx.connection;
-    if (finishing && outcome instanceof SipTransportError && outcome.code === 'timeout' && connection && connection === this.socket && !connection.destroyed) connection.destroy();
+    if (!finishing || !(outcome instanceof SipTransportError) || outcome.code !== 'timeout' || !connection || connection !== this.socket || connection.destroyed) return;
+    // Only a connection that has said nothing since: one that answers other
+    // requests is alive, and a server slow on this one is no reason to fail
+    // the others in flight on it.
+    if (this.lastDataAt >= (tx.sentAt ?? 0)) return;
+    connection.destroy();
   }
+
+  /** When the current connection last brought bytes (performance.now()). */
+  private lastDataAt = Number.NEGATIVE_INFINITY;
+
 
   protected via() {
     const s = this.socket;
@@ -354,7 +367,7 @@ class TcpTransport extends ClientTransport {
 
   /** Why a connection attempt failed, for the transactions waiting on it. */
   protected failure(why: string, _error: Error | undefined, _tcpConnected: boolean): SipTransportError {
-    return new SipTransportError('network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`);
+    return new SipTransportError('network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`, true);
   }
 
   protected async ready(): Promise<void> {
@@ -406,7 +419,9 @@ class TcpTransport extends ClientTransport {
         socket.on('error', (error) => {
           lastError = error;
         });
+        this.lastDataAt = Number.NEGATIVE_INFINITY;
         socket.on('data', (chunk: Buffer) => {
+          this.lastDataAt = performance.now();
           for (const result of framer.push(chunk)) this.receive(result);
           // The stream cannot be re-synchronised after a framing error.
           if (framer.broken) socket.destroy();
@@ -430,6 +445,7 @@ class TcpTransport extends ClientTransport {
       return;
     }
     tx.connection = socket;
+    tx.sentAt = performance.now();
     socket.write(tx.bytes);
   }
 
@@ -533,22 +549,40 @@ export const UDP_MAX_REQUEST_BYTES = 1300;
 class UdpWithTcpForLarge implements SipTransport {
   readonly protocol = 'udp' as const;
   private tcp: SipTransport | undefined;
+  private closed = false;
+  /** Until when large requests go over UDP after all: the server took no TCP connection. */
+  private udpOnlyUntil = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly udp: SipTransport,
     private readonly options: TransportOptions,
   ) {}
 
-  send(request: SipRequestSpec): Promise<SipResponse> {
-    if (requestBytes(request, this.options) <= UDP_MAX_REQUEST_BYTES) return this.udp.send(request);
+  async send(request: SipRequestSpec): Promise<SipResponse> {
+    // Closed: the UDP transport refuses it as closed.
+    if (this.closed || requestBytes(request, this.options) <= UDP_MAX_REQUEST_BYTES || performance.now() < this.udpOnlyUntil) return this.udp.send(request);
     this.tcp ??= createTcpTransport(this.options);
-    return this.tcp.send(request);
+    try {
+      return await this.tcp.send(request);
+    } catch (error) {
+      // RFC 3261 §18.1.1: a request sent over TCP only for its size whose
+      // connection is refused or reset SHOULD be retried over UDP. For a
+      // while, so that a UDP-only server costs no connection attempt per
+      // request.
+      if (!(error instanceof SipTransportError) || !error.connectFailed || this.closed) throw error;
+      this.udpOnlyUntil = performance.now() + UDP_ONLY_MS;
+      return this.udp.send(request);
+    }
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all([this.udp.close(), this.tcp?.close()]);
   }
 }
+
+/** After a refused TCP connection, how long large requests go over UDP before TCP is tried again. */
+const UDP_ONLY_MS = 300_000;
 
 /** The request's size over UDP, with the longest Via it could carry; 0 if it cannot be built (the UDP transport then reports why). */
 function requestBytes(request: SipRequestSpec, options: TransportOptions): number {
