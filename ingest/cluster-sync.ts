@@ -142,7 +142,7 @@ export class ClusterSync {
     }
   }
 
-  private publish(type: SyncMessage['type'], message: SyncMessage): void {
+  private publish(type: SyncMessage['type'], message: SyncMessage, again = false): void {
     const client = this.client;
     if (!client) throw new Error('cluster sync used before its MQTT connection was attached');
     // QoS 1: mqtt.js keeps it (and resends it) across a reconnect, once it
@@ -156,14 +156,16 @@ export class ClusterSync {
     // client is ending (this process stops: its will tells the others).
     client.publish(this.topic(type), JSON.stringify(message), { qos: 1, retain: false }, (error) => {
       if (!error) return;
-      if (client.disconnecting || client.disconnected) {
+      // Only that drop: any other error (the client ending, or with MQTT 5 a
+      // broker refusing it) would only come back again.
+      if (error.message !== 'Connection closed' || client.disconnecting || client.disconnected) {
         this.count(type, 'dropped');
         return;
       }
       this.count(type, 'requeued');
-      process.nextTick(() => this.publish(type, message));
+      process.nextTick(() => this.publish(type, message, true));
     });
-    this.count(type, 'sent');
+    if (!again) this.count(type, 'sent');
   }
 
   private topic(type: SyncMessage['type']): string {

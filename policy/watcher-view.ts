@@ -100,7 +100,7 @@ export interface ViewContext {
    * 5025 §3.3.2 makes that a permission of its own, provide-class, which no
    * rule here grants (the pres-rules import refuses it): only the owner's
    * own view shows classes. A grant of devices by class still selects by
-   * it (provide-devices, RFC 5025 §3.3.1.2).
+   * it (provide-devices, RFC 5025 §3.3.1).
    */
   readonly showsClass: boolean;
 }

@@ -264,7 +264,7 @@ t.test('RFC 5025 §3.3: devices and services, all or by class, never by their se
   t.notMatch(JSON.stringify(all), /"class"/, 'no class is shown to a watcher');
   t.notMatch(renderPidf(all), /rpid:class/);
   const phones = shown([allow([W1], { devices: ['phone'] })]);
-  t.equal(phones.devices?.length, 1, 'selected by class (provide-devices, RFC 5025 §3.3.1.2)');
+  t.equal(phones.devices?.length, 1, 'selected by class (provide-devices, RFC 5025 §3.3.1)');
   t.same(Object.keys(phones.devices?.[0] ?? {}), ['id', 'deviceId'], 'without saying which');
   t.same(phones.devices?.[0], all.devices?.find((d) => d.id === phones.devices?.[0]?.id), 'the phone');
   t.same(shown([allow([W1], { devices: ['sensor'] })]), offlineView(ENTITY), 'no device of the class: nothing to show');
