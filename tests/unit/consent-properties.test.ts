@@ -723,15 +723,16 @@ t.test('4. the polite-block (block, confirm, no-match) view equals the offline v
   );
 });
 
+/** A rule for any authenticated watcher granting these transformations and every device and service. */
+const showingDevices = (transformations: RuleBodyInput['transformations']) =>
+  toRule({ body: { conditions: { identity: { anyAuthenticated: true } }, actions: { subHandling: 'allow' }, transformations: { ...transformations, devices: 'all', services: 'all' } }, arrivedMinutesAgo: undefined }, 99);
+
 t.test('5. the owner-only trace, raw device ids and device classes never reach a watcher', async (t) => {
   holds(t, 'neither the view nor its PIDF holds trace text or a device id', () =>
     fc.assert(
       fc.property(scenarioArb(), transformationsInputArb, (s, transformations) => {
         // Half the time with a rule showing everything, so devices and services are shown.
-        const everything = toRule(
-          { body: { conditions: { identity: { anyAuthenticated: true } }, actions: { subHandling: 'allow' }, transformations: { ...transformations, devices: 'all', services: 'all' } }, arrivedMinutesAgo: undefined },
-          99,
-        );
+        const everything = showingDevices(transformations);
         for (const rules of [s.rules, [...s.rules, everything]]) {
           const view = viewOf(s, rules);
           for (const text of [JSON.stringify(view), renderPidf(view)]) {
@@ -747,10 +748,7 @@ t.test('5. the owner-only trace, raw device ids and device classes never reach a
   holds(t, "a watcher's view is the same view without device and service classes (RFC 5025 provide-class is never granted)", () =>
     fc.assert(
       fc.property(scenarioArb(), transformationsInputArb, (s, transformations) => {
-        const everything = toRule(
-          { body: { conditions: { identity: { anyAuthenticated: true } }, actions: { subHandling: 'allow' }, transformations: { ...transformations, devices: 'all', services: 'all' } }, arrivedMinutesAgo: undefined },
-          99,
-        );
+        const everything = showingDevices(transformations);
         for (const rules of [s.rules, [...s.rules, everything]]) {
           const decision = decide(s, rules);
           const withClasses = buildWatcherView(s.state, decision, viewContext(s.registration, true));

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Accounts } from '../../api/accounts.js';
 import { RepresentationCache } from '../../api/representations.js';
 import { FAILURE_LOG_INTERVAL_MS, SipGateway, type SipGatewayDeps } from '../../api/sip-gateway.js';
@@ -10,6 +10,39 @@ import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 import { RuleBook } from '../../policy/rule-book.js';
 import { ruleBodySchema } from '../../policy/rule.js';
+
+/**
+ * A gateway over the real directory, hub, rule book and views, with a
+ * recording pool standing in for the SIP server (the Kamailio tests run the
+ * real exchange): what it sent, as `update {handle} on-the-phone|closed|other`
+ * and `remove {handle}`.
+ */
+function recordingGateway(
+  t: Test,
+  deps: { readonly directory: Directory; readonly ruleBook: RuleBook; readonly hub: PresenceHub; readonly audience: string; readonly now: () => number },
+): { sent: string[]; gateway: SipGateway } {
+  const sent: string[] = [];
+  const pool = {
+    presentityUri: (handle: string) => `sip:${handle}@example.com`,
+    update: async (handle: string, body: string) => void sent.push(`update ${handle} ${/<rpid:on-the-phone\/>/.test(body) ? 'on-the-phone' : /<basic>closed<\/basic>/.test(body) ? 'closed' : 'other'}`),
+    remove: async (handle: string) => void sent.push(`remove ${handle}`),
+  } as unknown as SipPublisherPool;
+  const gateway = new SipGateway({
+    directory: deps.directory,
+    ruleBook: deps.ruleBook,
+    hub: deps.hub,
+    entityOf: (handle) => `sip:${handle}@example.com`,
+    pool,
+    audience: deps.audience,
+    enabled: () => true,
+    representations: new RepresentationCache(),
+    accessLog: new AccessLogBuffer(),
+    clock: deps.now,
+    metrics: new Metrics(),
+    onError: (error) => t.fail(String(error)),
+  });
+  return { sent, gateway };
+}
 
 /**
  * A SIP server the gateway cannot reach (refused TLS handshake, timeout)
@@ -55,26 +88,7 @@ t.test('an erased owner: the publication is removed, with no document sent first
   const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
   const ruleBook = new RuleBook();
   ruleBook.replace(OWNER, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' }]);
-  const sent: string[] = [];
-  const pool = {
-    presentityUri: (handle: string) => `sip:${handle}@example.com`,
-    update: async (handle: string, body: string) => void sent.push(`update ${handle} ${/<rpid:on-the-phone\/>/.test(body) ? 'on-the-phone' : /<basic>closed<\/basic>/.test(body) ? 'closed' : 'other'}`),
-    remove: async (handle: string) => void sent.push(`remove ${handle}`),
-  } as unknown as SipPublisherPool;
-  const gateway = new SipGateway({
-    directory,
-    ruleBook,
-    hub,
-    entityOf: (handle) => `sip:${handle}@example.com`,
-    pool,
-    audience: AUDIENCE,
-    enabled: () => true,
-    representations: new RepresentationCache(),
-    accessLog: new AccessLogBuffer(),
-    clock: () => now,
-    metrics: new Metrics(),
-    onError: (error) => t.fail(String(error)),
-  });
+  const { sent, gateway } = recordingGateway(t, { directory, ruleBook, hub, audience: AUDIENCE, now: () => now });
   gateway.sync(OWNER);
   hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
   t.same(sent, ['update alice closed', 'update alice on-the-phone'], 'published while she exists');
@@ -115,31 +129,12 @@ t.test("the audience watcher revoked: every served owner's document becomes the 
     hub.apply(owner, device, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
   }
   directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
-  const sent: string[] = [];
-  const pool = {
-    presentityUri: (handle: string) => `sip:${handle}@example.com`,
-    update: async (handle: string, body: string) => void sent.push(`${handle} ${/<rpid:on-the-phone\/>/.test(body) ? 'on-the-phone' : /<basic>closed<\/basic>/.test(body) ? 'closed' : 'other'}`),
-    remove: async (handle: string) => void sent.push(`remove ${handle}`),
-  } as unknown as SipPublisherPool;
-  const gateway = new SipGateway({
-    directory,
-    ruleBook,
-    hub,
-    entityOf: (handle) => `sip:${handle}@example.com`,
-    pool,
-    audience: AUDIENCE,
-    enabled: () => true,
-    representations: new RepresentationCache(),
-    accessLog: new AccessLogBuffer(),
-    clock: () => now,
-    metrics: new Metrics(),
-    onError: (error) => t.fail(String(error)),
-  });
+  const { sent, gateway } = recordingGateway(t, { directory, ruleBook, hub, audience: AUDIENCE, now: () => now });
   gateway.sync(ALICE);
   gateway.sync(BOB);
-  t.same(sent, ['alice on-the-phone', 'bob on-the-phone'], 'published as granted');
+  t.same(sent, ['update alice on-the-phone', 'update bob on-the-phone'], 'published as granted');
   directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: true });
-  t.same(sent.slice(2), ['alice closed', 'bob closed'], 'the offline view, for every owner, at once');
+  t.same(sent.slice(2), ['update alice closed', 'update bob closed'], 'the offline view, for every owner, at once');
   gateway.close();
   directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: true });
   t.equal(sent.length, 4, 'a closed gateway no longer listens');
