@@ -68,7 +68,13 @@ export class DigestAuthenticator {
       this.cache.delete(header);
       return { retry: false, reason: `${response.status}: credentials refused for realm "${challenge.realm}"` };
     }
-    this.cache.set(header, { challenge, nc: 0 });
+    // RFC 7616 §3.4: the nonce count grows with every request that uses a
+    // nonce. Several publications challenged with the same nonce (one
+    // challenge answered, the others in flight with no credentials) must not
+    // start it over, or the server sees its values again (a replay).
+    const cached = this.cache.get(header);
+    const nc = cached !== undefined && cached.challenge.nonce === challenge.nonce && cached.challenge.realm === challenge.realm ? cached.nc : 0;
+    this.cache.set(header, { challenge, nc });
     return { retry: true, challenge };
   }
 

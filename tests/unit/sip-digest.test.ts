@@ -114,3 +114,25 @@ t.test('DigestAuthenticator answers once per nonce, retries on stale, caches for
   if (!junk.ok) throw junk.error;
   t.equal(auth.onChallenge(junk.value, second).retry, false, 'no usable Digest challenge');
 });
+
+t.test('the same nonce challenged again for another request keeps counting (RFC 7616 §3.4: no nonce count is used twice)', async (t) => {
+  const challenge = (nonce: string, extra = '') => {
+    const parsed = parseResponse(
+      Buffer.from(
+        `SIP/2.0 401 Auth\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 PUBLISH\r\nWWW-Authenticate: Digest realm="r", nonce="${nonce}"${extra}, qop="auth"\r\nContent-Length: 0\r\n\r\n`,
+      ),
+    );
+    if (!parsed.ok) throw parsed.error;
+    return parsed.value;
+  };
+  const auth = new DigestAuthenticator({ username: 'u', password: 'p' });
+  // Two publications sent before any challenge; both are challenged with the same nonce.
+  const alice = auth.authorize('PUBLISH', 'sip:alice@b');
+  const bob = auth.authorize('PUBLISH', 'sip:bob@b');
+  t.equal(auth.onChallenge(challenge('n7'), alice).retry, true);
+  t.match(auth.authorize('PUBLISH', 'sip:alice@b').headers[0]?.value ?? '', /nc=00000001/);
+  t.equal(auth.onChallenge(challenge('n7'), bob).retry, true, "bob's request carried no credentials: answered");
+  t.match(auth.authorize('PUBLISH', 'sip:bob@b').headers[0]?.value ?? '', /nc=00000002/, 'not 00000001 again');
+  t.equal(auth.onChallenge(challenge('n8', ', stale=true'), auth.authorize('PUBLISH', 'sip:alice@b')).retry, true);
+  t.match(auth.authorize('PUBLISH', 'sip:alice@b').headers[0]?.value ?? '', /nc=00000001/, 'a new nonce starts at 1');
+});
