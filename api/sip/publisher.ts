@@ -302,7 +302,13 @@ export class Publication {
       const gen = this.intentGen;
       const bodyGen = this.bodyGen;
       const body = kind === 'initial' || kind === 'modify' || (kind === 'refresh' && this.options.refreshWithBody === true) ? this.body : undefined;
-      if ((kind === 'initial' || kind === 'modify') && body === undefined) break;
+      if ((kind === 'initial' || kind === 'modify') && body === undefined) {
+        // A removal was asked for while this step waited (a challenge, a
+        // 412): the step ends here, and the removal's own step answers every
+        // caller, instead of a made-up failure of this one.
+        if (this.removeWanted) return { outcome: last ?? { presentity: this.presentity, kind, status: 0, error: 'superseded by a removal' }, retry: false };
+        break;
+      }
       if (kind !== 'initial' && this.etag === undefined) {
         // The tag went away (a 412 elsewhere, a failed refresh): only a fresh publication can follow.
         if (kind === 'remove' || this.body === undefined) return this.afterRemove(gen, { presentity: this.presentity, kind, status: 0, error: 'no publication' });

@@ -425,6 +425,31 @@ for (const c of authCases) {
   });
 }
 
+t.test('remove() while a modify waits on a challenge: the removal answers it, not a made-up failure', async (t) => {
+  const esc = kamailioLike();
+  let challenged: string | undefined;
+  const server = await fake(t, 'udp', (req, n, s) => {
+    // The modify is challenged (every copy of it: UDP retransmits), late enough for remove() to come first.
+    if ((challenged === undefined || challenged === branchOf(req)) && req.headers.get('sip-if-match') !== undefined && req.body.length > 0) {
+      challenged = branchOf(req);
+      return { status: 401, delayMs: 50, headers: ['WWW-Authenticate: Digest realm="r", nonce="n1", qop="auth"'] };
+    }
+    return esc(req, n, s);
+  });
+  const { pool, outcomes } = await poolFor(t, server, { username: 'alice', password: 'pw' });
+  await pool.update('pia', PIDF('first'));
+  const modify = pool.update('pia', PIDF('second'));
+  await sleep(10);
+  const removal = await pool.remove('pia');
+  t.match(removal, { kind: 'remove', status: 200 }, 'the removal went out and landed');
+  t.notMatch(JSON.stringify(await modify), /gave up/, 'the modify is not reported as given up');
+  t.same(
+    outcomes.map((o) => `${o.kind}:${o.status}`),
+    ['initial:200', 'modify:401', 'remove:200'],
+  );
+  t.same([...esc.live.values()], []);
+});
+
 t.test('wrong password: gives up after the challenges, without a loop', async (t) => {
   const server = await fake(t, 'udp', () => ({ status: 401, headers: [`WWW-Authenticate: Digest realm="r", nonce="${randomBytes(6).toString('hex')}", qop="auth"`] }));
   const { pool } = await poolFor(t, server, { username: 'alice', password: 'wrong' });
