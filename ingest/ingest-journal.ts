@@ -1,6 +1,6 @@
 import { closeSync, createReadStream, fdatasyncSync, fsyncSync, mkdirSync, openSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { SensorEvent } from '../core/events.js';
 import type { Log } from '../core/log.js';
@@ -85,7 +85,10 @@ export class IngestJournal implements PersistProgress {
    * hold more than fits in memory at once.
    */
   static open(dir: string, log: Log, options: JournalOptions = {}): { journal: IngestJournal; leftover: Leftover } {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // With fsync, the journal's own directory entry too, when it was just
+    // made: a segment flushed into a directory whose name is lost is lost.
+    if (options.fsync && created !== undefined) syncDirectory(dirname(dir));
     const segments = existingSegments(dir);
     const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
     const leftover = new Leftover(segments.map((segment) => ({ segment, file: join(dir, `${segment}.ndjson`) })));

@@ -55,7 +55,7 @@ function traced(t: Test, dir: string, fsync: boolean): Map<string, string[]> {
   t.equal(run.status, 0, run.stderr);
   t.equal(run.stdout, 'step:open\nstep:first\nstep:second\nstep:idle\nstep:mark\nstep:rotated\n');
   const steps = new Map<string, string[]>();
-  const fds = new Map<string, 'journal' | 'directory'>();
+  const fds = new Map<string, 'journal' | 'directory' | 'data dir'>();
   // A step's calls are those before its marker (after the previous one's).
   let current: string[] = [];
   for (const line of readFileSync(out, 'utf8').split('\n')) {
@@ -68,10 +68,10 @@ function traced(t: Test, dir: string, fsync: boolean): Map<string, string[]> {
     }
     const opened = /^openat\(AT_FDCWD, "([^"]*)", [^)]*\) = (\d+)$/.exec(call);
     if (opened) {
-      const what = opened[1]?.endsWith('.ndjson') ? 'journal' : opened[1] === journalDir ? 'directory' : undefined;
+      const what = opened[1]?.endsWith('.ndjson') ? 'journal' : opened[1] === journalDir ? 'directory' : opened[1] === dir ? 'data dir' : undefined;
       if (what) {
         fds.set(opened[2] ?? '', what);
-        current.push(what === 'journal' ? 'open segment' : 'open directory');
+        current.push(`open ${what === 'journal' ? 'segment' : what}`);
       }
       continue;
     }
@@ -86,6 +86,11 @@ t.test('INGEST_JOURNAL_FSYNC=true: each sync is on the disk before it returns, a
   const dir = await tempDir(t);
   const steps = traced(t, dir, true);
   const of = (name: string) => steps.get(name);
+  t.same(
+    of('open')?.filter((call) => call.includes('data dir')),
+    ['open data dir', 'fsync data dir'],
+    "the journal's directory was made: its name in DATA_DIR is flushed too",
+  );
   t.same(of('first'), ['write journal', 'fdatasync journal', 'open directory', 'fsync directory'], "the lines, flushed, then the segment's name, before the acknowledgement");
   t.same(of('second'), ['write journal', 'fdatasync journal'], 'two appends, one write and one flush; the name is on disk already');
   t.same(of('idle'), [], 'nothing appended: no flush');
@@ -97,6 +102,7 @@ t.test('the default: written to the kernel only, never flushed', { skip: !availa
   const dir = await tempDir(t);
   const steps = traced(t, dir, false);
   const of = (name: string) => steps.get(name);
+  t.same(of('open')?.filter((call) => call.includes('data dir')), []);
   t.same(of('first'), ['write journal']);
   t.same(of('second'), ['write journal']);
   t.same(of('idle'), []);
