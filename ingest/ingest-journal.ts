@@ -85,10 +85,18 @@ export class IngestJournal implements PersistProgress {
    * hold more than fits in memory at once.
    */
   static open(dir: string, log: Log, options: JournalOptions = {}): { journal: IngestJournal; leftover: Leftover } {
-    const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
-    // With fsync, the journal's own directory entry too, when it was just
-    // made: a segment flushed into a directory whose name is lost is lost.
-    if (options.fsync && created !== undefined) syncDirectory(dirname(dir));
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // With fsync, the journal's own directory entry too (once a start: it
+    // may have been made by a run that died before flushing it): a segment
+    // flushed into a directory whose name is lost is lost. A failing disk
+    // does not stop the start, as it does not stop ingest.
+    if (options.fsync) {
+      try {
+        syncDirectory(dirname(dir));
+      } catch (error) {
+        log.error({ err: error instanceof Error ? error.message : String(error) }, "could not flush the ingest journal directory's entry");
+      }
+    }
     const segments = existingSegments(dir);
     const next = segments.length > 0 ? (segments.at(-1) ?? 0) + 1 : 1;
     const leftover = new Leftover(segments.map((segment) => ({ segment, file: join(dir, `${segment}.ndjson`) })));

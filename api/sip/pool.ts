@@ -67,6 +67,9 @@ export class SipPublisherPool {
     return `sip:${user}@${match[3] ?? this.config.domain}`;
   }
 
+  /** Publications whose retried removal will be forgotten when done (one wait each). */
+  private readonly forgetting = new WeakSet<Publication>();
+
   get size(): number {
     return this.publications.size;
   }
@@ -121,7 +124,13 @@ export class SipPublisherPool {
     // A removal retried after a back-off (no answer, 5xx) answers this call
     // with its first outcome and goes on: forgotten once it lands or lapses.
     if (publication.isIdle) forget();
-    else void publication.whenDone().then(forget);
+    else if (!this.forgetting.has(publication)) {
+      this.forgetting.add(publication);
+      void publication.whenDone().then(() => {
+        this.forgetting.delete(publication);
+        forget();
+      });
+    }
     return outcome;
   }
 

@@ -140,6 +140,8 @@ export class Publication {
   private etag: string | undefined;
   /** When the live publication lapses at the server by itself (clock.now() ms), from the lifetime it granted. */
   private expiresAt = 0;
+  /** When the removal being retried first failed (clock.now() ms). */
+  private removeFailingSince: number | undefined;
   private body: string | undefined;
   /** Every publish()/remove() call is an intent; waiters resolve once a step covered theirs. */
   private intentGen = 0;
@@ -185,6 +187,7 @@ export class Publication {
    */
   publish(body: string): Promise<PublishOutcome | undefined> {
     if (this.closed) return Promise.resolve(undefined);
+    this.removeFailingSince = undefined;
     this.body = body;
     this.bodyGen++;
     this.removeWanted = false;
@@ -413,8 +416,7 @@ export class Publication {
       return { presentity: this.presentity, kind, status: response.status, expires: granted, ...(etag ? { etag } : {}), ...(error ? { error } : {}) };
     }
     this.etag = etag;
-    // Bounds the retries of a removal: at most a day, whatever the server granted.
-    this.expiresAt = this.clock.now() + Math.min(granted, MAX_EXPIRES) * 1000;
+    this.expiresAt = this.clock.now() + granted * 1000;
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     if (!this.closed) {
@@ -438,7 +440,10 @@ export class Publication {
    * that the server has dropped it by itself.
    */
   private removeAgainLater(gen: number, outcome: PublishOutcome, retryAfterHeader?: string): StepResult {
-    if (this.clock.now() >= this.expiresAt) return this.afterRemove(gen, outcome);
+    const now = this.clock.now();
+    // At most a day of retries from the first failure, whatever lifetime the server granted.
+    this.removeFailingSince ??= now;
+    if (now >= Math.min(this.expiresAt, this.removeFailingSince + MAX_EXPIRES * 1000)) return this.afterRemove(gen, outcome);
     this.settle(gen, outcome);
     const retryAfter = parseDeltaSeconds(retryAfterHeader?.split(/[;(\s]/)[0]);
     return { outcome, retry: true, ...(retryAfter === undefined ? {} : { retryAfterMs: retryAfter * 1000 }) };
@@ -481,6 +486,7 @@ export class Publication {
   }
 
   private forget(): void {
+    this.removeFailingSince = undefined;
     this.etag = undefined;
     this.refreshDue = false;
     this.clock.clearTimeout(this.refreshTimer);

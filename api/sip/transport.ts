@@ -367,7 +367,10 @@ class TcpTransport extends ClientTransport {
 
   /** Why a connection attempt failed, for the transactions waiting on it. */
   protected failure(why: string, _error: Error | undefined, _tcpConnected: boolean): SipTransportError {
-    return new SipTransportError('network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`, true);
+    // Refused, reset or unreachable: connectFailed (RFC 3261 §18.1.1 names a
+    // reset or an ICMP error). Not a timeout, which the requests' own Timer F
+    // reaches first anyway: every request fails the same way.
+    return new SipTransportError('network', `TCP connect to ${this.options.remoteHost}:${this.options.remotePort} failed: ${why}`, why !== 'timed out');
   }
 
   protected async ready(): Promise<void> {

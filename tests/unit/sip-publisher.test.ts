@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { sipGatewayConfigSchema, type SipGatewayConfigInput } from '../../api/sip/config.js';
 import { StreamFramer } from '../../api/sip/framing.js';
 import { headerParams, parseMessage, splitHeaderList, type SipRequest } from '../../api/sip/message.js';
 import { SipPoolClosedError, SipPublisherPool, type SipPublisherPoolOptions } from '../../api/sip/pool.js';
 import { defaultRefreshDelayMs, type Clock, type PublishOutcome } from '../../api/sip/publisher.js';
-import { createTcpTransport, createUdpTransport, SipTransportError } from '../../api/sip/transport.js';
+import { createTcpTransport, createTransport, createUdpTransport, SipTransportError } from '../../api/sip/transport.js';
 
 // ------------------------------------------------------------ a fake server
 
@@ -598,21 +598,50 @@ t.test('tcp: a connection that swallows requests is dropped at Timer F, and the 
   t.equal(esc.live.size, 1);
 });
 
-t.test('udp: a large request whose TCP connection is refused goes over UDP after all (RFC 3261 §18.1.1)', async (t) => {
-  // A UDP-only server: nothing listens on TCP at its port.
+t.test('udp: a large request whose TCP connection is refused goes over UDP after all, and over UDP for a while (RFC 3261 §18.1.1)', async (t) => {
+  // A port that refuses TCP: a listener's, closed again; the UDP server takes its number.
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
   const esc = kamailioLike();
-  const udp = await fake(t, 'udp', esc);
+  const udp = await FakeSipServer.start('udp', esc, port);
+  t.teardown(() => udp.close());
   const { pool } = await poolFor(t, udp);
   const large = PIDF(`large ${'x'.repeat(1400)}`);
-  t.match(await pool.update('oli', large), { kind: 'initial', status: 200 }, 'published over UDP');
-  t.match(await pool.update('oli', PIDF(`larger ${'y'.repeat(1400)}`)), { kind: 'modify', status: 200 }, 'and the next one too, without another connection attempt');
+  const larger = PIDF(`larger ${'y'.repeat(1400)}`);
+  t.match(await pool.update('oli', large), { kind: 'initial', status: 200 }, 'published over UDP after the refused connection');
+  // TCP comes up on that port now: large requests still go over UDP, with no connection attempt, for the next minutes.
+  const tcp = await FakeSipServer.start('tcp', esc, port);
+  t.teardown(() => tcp.close());
+  t.match(await pool.update('oli', larger), { kind: 'modify', status: 200 });
+  t.equal(tcp.connections, 0, 'no TCP connection attempted within the window');
   t.same(
-    udp.requests.map((r) => body(r).slice(-30)),
-    [large.slice(-30), PIDF(`larger ${'y'.repeat(1400)}`).slice(-30)],
+    udp.requests.map((r) => body(r)),
+    [large, larger],
   );
-  await pool.close();
-  await t.rejects(pool.update('oli', large), SipPoolClosedError, 'closed: no new connection');
 });
+
+t.test('the UDP transport and its TCP for large requests, closed: a large request opens nothing', async (t) => {
+  const tcp = await fake(t, 'tcp', kamailioLike());
+  const transport = await createTransport('udp', { remoteHost: '127.0.0.1', remotePort: tcp.port });
+  await transport.close();
+  const request = {
+    method: 'PUBLISH',
+    requestUri: 'sip:rae@example.com',
+    from: { uri: 'sip:rae@example.com', tag: 'f1' },
+    to: { uri: 'sip:rae@example.com' },
+    callId: 'c1@example.com',
+    cseq: 1,
+    event: 'presence',
+    expires: 60,
+    body: PIDF(`large ${'x'.repeat(1400)}`),
+    contentType: 'application/pidf+xml',
+  };
+  await t.rejects(transport.send(request), { code: 'closed' });
+  t.equal(tcp.connections, 0, 'no connection after close');
+});
+
 
 t.test('tcp: a request the server is slow to answer does not drop a connection that answers the others', async (t) => {
   const esc = kamailioLike();
@@ -735,6 +764,26 @@ t.test('a removal that keeps failing stops once the publication has lapsed at th
   t.equal(removals(), given, 'no removal after that');
 });
 
+
+t.test('a removal asked for long after a grant of days is retried for a day from its first failure', async (t) => {
+  let now = Date.now();
+  const clock: Clock = { now: () => now, setTimeout: (cb, ms) => setTimeout(cb, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
+  // A server that grants a week, whatever was asked (at most a day here), and fails removals.
+  const esc = kamailioLike();
+  const server = await fake(t, 'udp', (req, n, s) => {
+    if (req.headers.get('expires') === '0') return { status: 503, reason: 'Service Unavailable' };
+    const reply = esc(req, n, s);
+    return { ...reply, headers: (reply.headers ?? []).map((h) => (h.startsWith('Expires:') ? `Expires: ${7 * 86_400}` : h)) };
+  });
+  const { pool, outcomes } = await poolFor(t, server, {}, { clock, backoff: { initialMs: 20, maxMs: 20 }, refreshDelayMs: () => 3_600_000 });
+  const removals = () => outcomes.filter((o) => o.kind === 'remove').length;
+  await pool.update('sam', PIDF('shown'));
+  now += 2 * 86_400_000;
+  await pool.remove('sam');
+  await until(() => removals() >= 3, 'retries: the publication still lives at the server');
+  now += 86_400_000 + 1000;
+  await until(() => pool.size === 0, 'given up a day after the first failure');
+});
 
 t.test('close() removes every publication, bounded by a timeout', async (t) => {
   const esc = kamailioLike();
