@@ -235,9 +235,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       cleanups.push(async () => journal.close());
       metrics.gauge('presence_ingest_journal_failures', 'Ingest journal writes that failed since start (events then wait for the state write unprotected)', () => journal.failureCount);
     }
-    // Its timer starts after the journal's replay (below): a round run while
-    // the replay reads would mark the journal with nothing dirty, and the
-    // segments not yet read would be deleted as stored.
+    // Its timer starts after the journal's replay (below): a round that took
+    // its mark while the replay read (nothing dirty yet) and ended after it
+    // would delete the replayed segments as stored before the flush that
+    // stores them. The journal's own guard (Leftover.holds) covers reading
+    // only: it cannot tell that round's mark from the flush's.
     const writer = writeBehind(
       'presence_state',
       'presence_state_rows_flushed_total',
