@@ -24,13 +24,19 @@ function recordingStream(order: string[]): Duplex {
   });
 }
 
+/** A recording stream, guarded: `sync` in the list each time beforeSend runs. */
+function guarded(): { order: string[]; stream: Duplex } {
+  const order: string[] = [];
+  const stream = recordingStream(order);
+  guardWrites(stream, () => order.push('sync'));
+  return { order, stream };
+}
+
 const tick = () => new Promise((resolve) => process.nextTick(resolve));
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 t.test("mqtt-packet's way: cork, write, uncork on the next tick; the uncork sends, after the sync", async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   stream.cork();
   stream.write('puback');
   process.nextTick(() => stream.uncork());
@@ -39,17 +45,13 @@ t.test("mqtt-packet's way: cork, write, uncork on the next tick; the uncork send
 });
 
 t.test('a write on an uncorked stream syncs first', async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   stream.write('puback');
   t.same(order, ['sync', 'bytes puback']);
 });
 
 t.test('only the last uncork sends, and syncs; nested corks do not', async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   stream.cork();
   stream.cork();
   stream.write('a');
@@ -60,9 +62,7 @@ t.test('only the last uncork sends, and syncs; nested corks do not', async (t) =
 });
 
 t.test('what one read brings is answered in one write, after one sync', async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   stream.on('data', () => {
     // As mqtt.js does per packet: each answer corked, uncorked on the next tick.
     for (const answer of ['puback 1', 'puback 2', 'puback 3']) {
@@ -80,9 +80,7 @@ t.test('what one read brings is answered in one write, after one sync', async (t
 });
 
 t.test('end() of a corked stream syncs before it sends', async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   stream.cork();
   stream.write('disconnect');
   stream.end();
@@ -91,9 +89,7 @@ t.test('end() of a corked stream syncs before it sends', async (t) => {
 });
 
 t.test('a stream is guarded once, however often it is offered', async (t) => {
-  const order: string[] = [];
-  const stream = recordingStream(order);
-  guardWrites(stream, () => order.push('sync'));
+  const { order, stream } = guarded();
   guardWrites(stream, () => order.push('sync again'));
   stream.write('x');
   t.same(order, ['sync', 'bytes x']);
