@@ -39,6 +39,7 @@ import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { RetainedClearing } from '../ingest/retained-clearing.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
 import { dynsecCredentials } from '../ingest/broker-credentials.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
@@ -73,6 +74,8 @@ export interface ServiceOptions {
   readonly webhookRetry?: RetryPolicy;
   /** How often expired device broker passwords are looked for (MQTT_DEVICE_CREDENTIALS=mosquitto-dynsec; tests shorten it). */
   readonly brokerExpirySweepMs?: number;
+  /** How long a retained clear may take to come back before it counts as unconfirmed (tests shorten it). */
+  readonly retainedConfirmMs?: number;
 }
 
 export interface RunningService {
@@ -287,6 +290,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       },
     });
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
+    // An external broker's retained device messages are removed there (MQTT_CLEAR_RETAINED; set below).
+    let retainedClearing: RetainedClearing | undefined;
     // The time one device message takes here (topic, device, rate limit,
     // decoding, validation, deriving), accepted or refused: what the
     // service adds between the broker's delivery and the state it serves.
@@ -296,7 +301,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Performance).
     metrics.histogram(INGEST_SECONDS, 'MQTT device messages: time to validate and apply (or refuse) one, in this process', INGEST_BUCKETS);
     const ingestSeconds = metrics.series(INGEST_SECONDS);
-    const onMessage = (topic: string, payload: Buffer, acknowledged: boolean) => {
+    const onMessage = (topic: string, payload: Buffer, acknowledged: boolean, retained = false) => {
       if (cluster?.owns(topic)) {
         cluster.handle(topic, payload);
         return;
@@ -310,6 +315,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       const reason = pipeline.handle(topic, payload, now, acknowledged);
       ingestSeconds((performance.now() - started) / 1000);
       if (reason && onRejected) onRejected(topic, payload, reason, now);
+      retainedClearing?.observe(topic, payload, retained);
     };
 
     if (journaled && journaled.leftover.segments > 0) {
@@ -399,6 +405,43 @@ export async function startService(config: Config, options: ServiceOptions = {})
       metrics.gauge('presence_mqtt_connected_devices', 'Devices connected to the embedded broker', broker.connectedClients);
       disconnectDevices = (deviceIds) => broker.disconnect(deviceIds);
     } else {
+      // Made before the subscription: the broker hands over what it retains
+      // right after the SUBACK, before the subscriber's start resolves.
+      let client: MqttClient | undefined;
+      if (config.mqtt.clearRetained) {
+        metrics.counter(RETAINED_CLEARED, 'Zero-byte retained messages sent to remove device messages an external broker retains');
+        const clearing = new RetainedClearing({
+          topics,
+          publish: (topic) => {
+            client?.publish(topic, Buffer.alloc(0), { qos: 0, retain: true });
+            metrics.inc(RETAINED_CLEARED);
+          },
+          // In a group the clear comes back to any member: not checked there.
+          ...(cluster ? {} : { confirm: { clock, afterMs: options.retainedConfirmMs ?? RETAINED_CONFIRM_MS } }),
+        });
+        retainedClearing = clearing;
+        if (!cluster) {
+          metrics.counter(RETAINED_UNCONFIRMED, 'Retained clears that did not come back through the service\'s own subscription (the broker may deny the write)');
+          const window = new LogWindow(600_000);
+          cleanups.push(
+            repeat(
+              async () => {
+                const unconfirmed = clearing.sweep();
+                if (unconfirmed > 0) metrics.inc(RETAINED_UNCONFIRMED, undefined, unconfirmed);
+                const held = unconfirmed > 0 ? window.take(clock()) : undefined;
+                if (held !== undefined) {
+                  log.warn(
+                    { unconfirmed, heldBack: held },
+                    'mqtt: zero-byte retained messages sent to remove what devices retain did not come back; the broker may deny the service a write right on device topics (README, Devices and MQTT), or set MQTT_CLEAR_RETAINED=false',
+                  );
+                }
+              },
+              options.retainedConfirmMs ?? RETAINED_CONFIRM_MS,
+              (err) => log.error({ err }, 'retained clears: sweep failed'),
+            ),
+          );
+        }
+      }
       const subscriber = await startExternalSubscriber({
         url: config.mqtt.url,
         username: config.mqtt.username,
@@ -411,9 +454,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
         onMessage,
         beforeAck: () => journal?.sync(),
         ...(outboundTls.mqtt ? { tls: outboundTls.mqtt } : {}),
-        ...(cluster && clusterConfig
-          ? { shareGroup: clusterConfig.shareGroup, extraSubscriptions: cluster.subscriptions(), will: cluster.will(), onClient: (client: MqttClient) => cluster.attach(client) }
-          : {}),
+        ...(cluster && clusterConfig ? { shareGroup: clusterConfig.shareGroup, extraSubscriptions: cluster.subscriptions(), will: cluster.will() } : {}),
+        onClient: (made: MqttClient) => {
+          client = made;
+          cluster?.attach(made);
+        },
       });
       cleanups.push(() => subscriber.close());
       if (cluster) {
@@ -793,6 +838,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
 /** Ingest latency per message (seconds), from 10 µs: the work is microseconds unless the process is overloaded. */
 export const INGEST_SECONDS = 'presence_ingest_seconds';
+export const RETAINED_CLEARED = 'presence_mqtt_retained_cleared_total';
+export const RETAINED_UNCONFIRMED = 'presence_mqtt_retained_unconfirmed_total';
+/** A retained clear not back through the service's own subscription after this long is reported (ingest/retained-clearing.ts). */
+const RETAINED_CONFIRM_MS = 30_000;
 const INGEST_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1] as const;
 
 /** Where MQTT over WebSockets is served on the API's listener. */

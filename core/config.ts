@@ -79,6 +79,12 @@ export const envSchema = z.object({
    * broker password, and a revoked device is disabled and disconnected.
    */
   MQTT_DEVICE_CREDENTIALS: z.enum(['none', 'mosquitto-dynsec']).default('none'),
+  /**
+   * true: with MQTT_URL, the service removes device messages the broker
+   * retains (a zero-byte retained PUBLISH; ingest/retained-clearing.ts), which
+   * needs a write right on device topics; false: the broker keeps them.
+   */
+  MQTT_CLEAR_RETAINED: z.enum(['true', 'false']).default('true'),
   /** Scale-out: processes sharing this group split the device topics (MQTT 5 / Mosquitto `$share/{group}/...`). */
   MQTT_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ -').optional(),
   /** Scale-out: where the processes tell each other what they applied (below it: {clientId}/{signals|persisted|gone}). */
@@ -216,6 +222,8 @@ export interface Config {
         readonly deadLetterRoot: string | undefined;
         /** Who holds device credentials: the operator (a password file; `none`) or the service, through Mosquitto's dynamic security. */
         readonly deviceCredentials: 'none' | 'mosquitto-dynsec';
+        /** MQTT_CLEAR_RETAINED: device messages the broker retains are removed there. */
+        readonly clearRetained: boolean;
         /** Several processes on one broker and one database (MQTT_SHARE_GROUP). */
         readonly cluster: { readonly shareGroup: string; readonly syncRoot: string; readonly clientId: string } | undefined;
       };
@@ -400,6 +408,7 @@ export function parseConfig(source: Env): ConfigResult {
           clientId: e.MQTT_CLIENT_ID,
           deadLetterRoot: e.MQTT_DEAD_LETTER_TOPIC,
           deviceCredentials: e.MQTT_DEVICE_CREDENTIALS,
+          clearRetained: e.MQTT_CLEAR_RETAINED === 'true',
           cluster: e.MQTT_SHARE_GROUP && e.MQTT_CLIENT_ID ? { shareGroup: e.MQTT_SHARE_GROUP, syncRoot: e.MQTT_SYNC_TOPIC, clientId: e.MQTT_CLIENT_ID } : undefined,
         }
       : {

@@ -27,9 +27,11 @@ export interface ExternalSubscriberOptions {
    * Each message, and whether the device may have been told it is safe:
    * delivered at QoS 1 or 2, through a subscription granted QoS 0 only, or
    * before the SUBACK says which (below); MQTT 3.1.1 §4.3: QoS 0 is never
-   * acknowledged.
+   * acknowledged. `retained`: the broker sent a copy it keeps, because of
+   * a new subscription (MQTT 3.1.1 §3.3.1.3; a message forwarded to an
+   * established subscription always arrives with RETAIN 0).
    */
-  readonly onMessage: (topic: string, payload: Buffer, acknowledged: boolean) => void;
+  readonly onMessage: (topic: string, payload: Buffer, acknowledged: boolean, retained: boolean) => void;
   readonly connectTimeoutMs?: number;
   /** Scale-out: device topics are split between the processes of this group (`$share/{group}/...`). */
   readonly shareGroup?: string;
@@ -108,7 +110,7 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   // the subscription the broker kept, whose grant is not known here (at
   // worst a QoS 0 message is journaled that need not have been).
   let acknowledgeAll = true;
-  client.on('message', (t, payload, packet) => options.onMessage(t, payload, acknowledgeAll || packet.qos > 0));
+  client.on('message', (t, payload, packet) => options.onMessage(t, payload, acknowledgeAll || packet.qos > 0, packet.retain));
   client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
 
   try {

@@ -50,7 +50,7 @@ export class IngestPipeline {
     metrics.counter(INGEST_ACCEPTED, 'MQTT messages applied');
     metrics.counter(INGEST_EVENTS, 'Sensor events applied');
     metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
-    metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, ...)');
+    metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, zero-byte retained clears, ...)');
     for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
     this.perDevice = new RateLimiter(options.deviceRateLimit ?? { perSecond: 0, burst: 0 });
   }
@@ -65,6 +65,14 @@ export class IngestPipeline {
   handle(topic: string, payload: Uint8Array, now: number, acknowledged = true): IngestRejection | undefined {
     const parsed = parseTopic(this.options.topics, topic);
     if (!parsed) return this.reject('bad_topic', undefined, now);
+    // A zero-byte payload deletes a topic's retained message (MQTT 3.1.1
+    // §3.3.1.3): this service's own clears come back here through its
+    // subscription (ingest/retained-clearing.ts). Nothing to apply, and
+    // nothing to count against the device, revoked or not.
+    if (payload.length === 0) {
+      this.metrics.inc(INGEST_IGNORED);
+      return undefined;
+    }
     const device = this.directory.activeDevice(parsed.deviceId);
     if (!device) return this.reject('unknown_device', parsed.deviceId, now);
     // A device flooding the service is refused before its payload is even parsed.

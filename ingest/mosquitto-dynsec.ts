@@ -59,6 +59,8 @@ import type { TopicScheme } from './topics.js';
  *   # {ownTracksRoot}/+/+, {ownTracksRoot}/+/+/event):
  *   mosquitto_ctrl -u admin dynsec addRoleACL presence-service subscribePattern 'presence/+/events' allow
  *   mosquitto_ctrl -u admin dynsec addRoleACL presence-service publishClientReceive 'presence/+/events' allow
+ *   # (the zero-byte retained messages of MQTT_CLEAR_RETAINED)
+ *   mosquitto_ctrl -u admin dynsec addRoleACL presence-service publishClientSend 'presence/+/events' allow
  *   mosquitto_ctrl -u admin dynsec createClient presence-service -p "$SERVICE_PASSWORD"
  *   mosquitto_ctrl -u admin dynsec addClientRole presence-service presence-service
  *
@@ -347,6 +349,8 @@ export function brokerSetupCommands(options: BrokerSetupOptions): DynsecCommand[
     ...deviceTopics.flatMap((topic): Acl[] => [
       { acltype: 'subscribePattern', topic, allow: true },
       { acltype: 'publishClientReceive', topic, allow: true },
+      // The zero-byte retained messages that remove what devices retain (MQTT_CLEAR_RETAINED).
+      { acltype: 'publishClientSend', topic, allow: true },
     ]),
   ];
   return [

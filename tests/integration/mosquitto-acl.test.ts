@@ -4,7 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { INGEST_ACCEPTED } from '../../ingest/ingest-pipeline.js';
+import { RETAINED_CLEARED, RETAINED_UNCONFIRMED } from '../../bin/service.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED } from '../../ingest/ingest-pipeline.js';
 import { createTestDatabase, tempDir, waitFor } from '../helpers/env.js';
 import { startPrivateBroker } from '../helpers/mosquitto.js';
 import { addRule, addWatcher, provision, startTestService, testConfig } from '../helpers/service.js';
@@ -36,11 +37,12 @@ await setup.close();
 
 // 2. The documented configuration: password file and pattern ACL.
 const acl = [
-  '# the service reads every device topic',
+  '# the service reads every device topic, and writes the zero-byte',
+  '# retained messages that remove what devices retain',
   `user ${SERVICE_USER}`,
-  'topic read presence/+/events',
-  'topic read owntracks/+/+',
-  'topic read owntracks/+/+/event',
+  'topic readwrite presence/+/events',
+  'topic readwrite owntracks/+/+',
+  'topic readwrite owntracks/+/+/event',
   '',
   '# each device (username = device id) writes its own topics only',
   'pattern write presence/%u/events',
@@ -58,7 +60,8 @@ const broker = await startPrivateBroker({
 t.teardown(() => broker.stop());
 
 const config = await testConfig(t, { DATABASE_URL: databaseUrl, DATA_DIR: dataDir, MQTT_URL: broker.url, MQTT_USERNAME: SERVICE_USER, MQTT_PASSWORD: SERVICE_PASSWORD });
-const service = await startTestService(t, config);
+// Clears must come back within 300 ms here (30 s in the service).
+const service = await startTestService(t, config, { retainedConfirmMs: 300 });
 const read = async (handle: string) => (await service.api('GET', `/v1/presence/${handle}`, { token: watcher.token, headers: { accept: 'application/json' } })).json();
 const asDevice = (id: string, password: string, clientId?: string) =>
   connectAsync(broker.url, { username: id, password, reconnectPeriod: 0, ...(clientId ? { clientId } : {}) });
@@ -116,4 +119,56 @@ t.test('a device cannot take over another device\'s session', async (t) => {
   await device.publishAsync(alice.device.topic, event('idle'), { qos: 1 });
   await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before, 'alice still connected and publishing');
   t.ok(device.connected, "alice's session was not taken over");
+});
+
+t.test('the service removes a location the device retains (its write right on device topics)', async (t) => {
+  const device = await asDevice(alice.device.id, alice.deviceToken);
+  t.teardown(() => device.endAsync());
+  const topic = `owntracks/${alice.device.id}/phone`;
+  const before = { accepted: service.metrics.value(INGEST_ACCEPTED), ignored: service.metrics.value(INGEST_IGNORED), cleared: service.metrics.value(RETAINED_CLEARED) };
+  const location = JSON.stringify({ _type: 'location', lat: 52.52, lon: 13.405, acc: 10, tst: Math.floor(Date.now() / 1000) });
+  await device.publishAsync(topic, location, { qos: 1, retain: true });
+  await waitFor(() => service.metrics.value(INGEST_ACCEPTED) > before.accepted, 'the location');
+  t.equal(service.metrics.value(RETAINED_CLEARED), before.cleared + 1, 'one clear sent');
+  // Mosquitto drops a publish its ACL denies and, over MQTT 3.1.1, says
+  // nothing: the clear coming back through the service's own subscription
+  // is what shows the broker took it.
+  await waitFor(() => service.metrics.value(INGEST_IGNORED) > before.ignored, 'the clear to come back');
+  await new Promise((resolve) => setTimeout(resolve, 700)); // two sweeps
+  t.equal(service.metrics.value(RETAINED_UNCONFIRMED), 0, 'confirmed: nothing reported');
+  // The device may not read to check; a restarted service subscribes again
+  // and would be handed a retained copy, flagged, right after its SUBACK:
+  // before a marker the device publishes once the service is up.
+  await service.close();
+  const again = await startTestService(t, config);
+  t.teardown(() => again.close());
+  await device.publishAsync(alice.device.topic, event('idle'), { qos: 1 });
+  await waitFor(() => again.metrics.value(INGEST_ACCEPTED) >= 1, 'the marker');
+  t.equal(again.metrics.value(INGEST_ACCEPTED), 1, 'only the marker: the broker kept no location');
+  t.equal(again.metrics.value(RETAINED_CLEARED), 0);
+});
+
+t.test('without the write right the broker keeps the location, and the service reports its clears unconfirmed', async (t) => {
+  // The ACL as it stood before the service cleared retained messages: read only.
+  const readOnly = acl.replace(/topic readwrite /g, 'topic read ');
+  t.notMatch(readOnly, /readwrite/);
+  const old = await startPrivateBroker({
+    config: ['allow_anonymous false', 'password_file {dir}/passwd', 'acl_file {dir}/acl', 'use_username_as_clientid true'],
+    files: { acl: readOnly, passwd: await readFile(passwd, 'utf8') },
+  });
+  t.teardown(() => old.stop());
+  const denied = await startTestService(
+    t,
+    await testConfig(t, { DATABASE_URL: databaseUrl, DATA_DIR: await tempDir(t), MQTT_URL: old.url, MQTT_USERNAME: SERVICE_USER, MQTT_PASSWORD: SERVICE_PASSWORD }),
+    { retainedConfirmMs: 300 },
+  );
+  const device = await connectAsync(old.url, { username: alice.device.id, password: alice.deviceToken, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync());
+  const location = JSON.stringify({ _type: 'location', lat: 52.52, lon: 13.405, acc: 10, tst: Math.floor(Date.now() / 1000) });
+  await device.publishAsync(`owntracks/${alice.device.id}/phone`, location, { qos: 1, retain: true });
+  await waitFor(() => denied.metrics.value(INGEST_ACCEPTED) >= 1, 'the location');
+  t.equal(denied.metrics.value(RETAINED_CLEARED), 1, 'a clear sent');
+  await waitFor(() => denied.metrics.value(RETAINED_UNCONFIRMED) >= 1, 'the clear reported unconfirmed');
+  t.equal(denied.metrics.value(INGEST_IGNORED), 0, 'it never came back: Mosquitto dropped it');
+  t.ok(device.connected, "the device's connection is untouched");
 });

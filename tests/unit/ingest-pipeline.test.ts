@@ -3,7 +3,7 @@ import { Directory } from '../../core/directory.js';
 import type { Log } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
-import { INGEST_ACCEPTED, INGEST_REJECTED, IngestPipeline } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED, IngestPipeline } from '../../ingest/ingest-pipeline.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const DEVICE = '11111111-1111-4111-8111-111111111111';
@@ -62,4 +62,30 @@ t.test('logs refusals without payloads, at most once per reason per window', asy
   t.equal(lines.length, 2);
   t.match(lines[1]?.obj, { reason: 'malformed_json', suppressedSinceLast: 99 });
   t.notMatch(JSON.stringify(lines), /secret/, 'no payload in the logs');
+});
+
+t.test('a zero-byte payload (a retained message removed) is ignored on any device topic, revoked too, and takes no rate-limit token', async (t) => {
+  const directory = new Directory();
+  directory.putOwner({ id: 'o1', handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: 'o1', deviceClass: 'phone', revoked: false });
+  directory.putDevice({ id: REVOKED, ownerId: 'o1', deviceClass: 'phone', revoked: true });
+  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
+  const metrics = new Metrics();
+  const log: Log = { debug: () => undefined, info: () => undefined, error: () => undefined, warn: () => undefined };
+  const pipeline = new IngestPipeline(directory, hub, metrics, log, {
+    topics: { root: 'p', ownTracksRoot: 'ot' },
+    maxBytes: 1024,
+    maxClockSkewMs: 60_000,
+    digestNetworkName: () => 'x'.repeat(22),
+    deviceRateLimit: { perSecond: 1, burst: 1 },
+  });
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(0), NOW), undefined);
+  t.equal(pipeline.handle(`p/${REVOKED}/events`, Buffer.alloc(0), NOW), undefined);
+  t.equal(pipeline.handle(`ot/${DEVICE}/phone`, Buffer.alloc(0), NOW), undefined);
+  t.equal(pipeline.handle(`q/${DEVICE}/events`, Buffer.alloc(0), NOW), 'bad_topic', 'a foreign topic is still refused');
+  t.equal(metrics.value(INGEST_IGNORED), 3);
+  t.equal(metrics.value(INGEST_ACCEPTED), 0);
+  t.equal(hub.ownerCount, 0, 'no state created');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW), undefined, "the device's one token of the second is still there");
+  t.equal(metrics.value(INGEST_ACCEPTED), 1);
 });
