@@ -85,8 +85,12 @@ export class SipGateway {
       recordAccess(this.deps.accessLog, this.deps.audience, served.lastAccess, 'publish', this.deps.clock());
     } else if (!accepted && outcome.kind !== 'remove' && outcome.status >= 400 && ![401, 407, 412, 423].includes(outcome.status)) {
       served.lastBody = undefined;
+      // The view's own expiry (a grant that lapses) may come sooner than the
+      // retry: the check then runs at the earlier of the two, as check() set it.
+      const validUntil = served.lastAccess?.validUntil ?? Infinity;
+      const expiresIn = Number.isFinite(validUntil) ? Math.max(0, validUntil - this.deps.clock()) + 1 : Infinity;
       clearTimeout(served.timer);
-      served.timer = setTimeout(() => this.check(ownerId), REPUBLISH_AFTER_MS);
+      served.timer = setTimeout(() => this.check(ownerId), Math.min(REPUBLISH_AFTER_MS, expiresIn));
       served.timer.unref();
     }
   }

@@ -28,8 +28,20 @@ interface Cached {
   nc: number;
 }
 
+type AuthHeader = 'Authorization' | 'Proxy-Authorization';
+
+/** Nonces whose cached challenge was dropped, remembered with their last count: a few suffice (one realm per server). */
+const MAX_RETIRED = 32;
+
 export class DigestAuthenticator {
-  private readonly cache = new Map<'Authorization' | 'Proxy-Authorization', Cached>();
+  private readonly cache = new Map<AuthHeader, Cached>();
+  /**
+   * The last nonce count of challenges no longer cached (credentials
+   * refused, a challenge without Digest, reset()), by header, realm and
+   * nonce: a server that challenges with the same nonce again must not see
+   * its counts start over (RFC 7616 §3.4: a repeated count is a replay).
+   */
+  private readonly retired = new Map<string, number>();
 
   constructor(private readonly credentials: DigestCredentials | undefined) {}
 
@@ -60,12 +72,12 @@ export class DigestAuthenticator {
     const values = response.headers.getAll(response.status === 407 ? 'proxy-authenticate' : 'www-authenticate');
     const challenge = chooseChallenge(parseChallenges(values));
     if (!challenge) {
-      this.cache.delete(header);
+      this.retire(header);
       return { retry: false, reason: `${response.status} without a usable Digest challenge` };
     }
     if (!this.credentials) return { retry: false, reason: `${response.status}: the server demands credentials and none are configured` };
     if (sent.nonces.has(challenge.nonce) && !challenge.stale) {
-      this.cache.delete(header);
+      this.retire(header);
       return { retry: false, reason: `${response.status}: credentials refused for realm "${challenge.realm}"` };
     }
     // RFC 7616 §3.4: the nonce count grows with every request that uses a
@@ -73,13 +85,32 @@ export class DigestAuthenticator {
     // challenge answered, the others in flight with no credentials) must not
     // start it over, or the server sees its values again (a replay).
     const cached = this.cache.get(header);
-    const nc = cached !== undefined && cached.challenge.nonce === challenge.nonce && cached.challenge.realm === challenge.realm ? cached.nc : 0;
+    const same = cached !== undefined && cached.challenge.nonce === challenge.nonce && cached.challenge.realm === challenge.realm;
+    const nc = same ? cached.nc : (this.retired.get(retiredKey(header, challenge)) ?? 0);
+    if (cached && !same) this.retire(header);
     this.cache.set(header, { challenge, nc });
     return { retry: true, challenge };
   }
 
-  /** Forgets cached challenges (e.g. after the credentials were refused). */
+  /** Forgets cached challenges (e.g. after the credentials were refused); their counts are kept. */
   reset(): void {
-    this.cache.clear();
+    for (const header of [...this.cache.keys()]) this.retire(header);
   }
+
+  private retire(header: AuthHeader): void {
+    const cached = this.cache.get(header);
+    if (!cached) return;
+    this.cache.delete(header);
+    const key = retiredKey(header, cached.challenge);
+    this.retired.delete(key);
+    this.retired.set(key, cached.nc);
+    if (this.retired.size > MAX_RETIRED) {
+      const oldest = this.retired.keys().next().value;
+      if (oldest !== undefined) this.retired.delete(oldest);
+    }
+  }
+}
+
+function retiredKey(header: AuthHeader, challenge: DigestChallenge): string {
+  return `${header}\u0000${challenge.realm}\u0000${challenge.nonce}`;
 }

@@ -342,6 +342,34 @@ export function topViaBranch(headers: SipHeaders): string | undefined {
   return top === undefined ? undefined : headerParams(top).get('branch');
 }
 
+/**
+ * The sent-by of the topmost Via, as `host:port` in lower case, the port
+ * filled in from the transport's default when absent (RFC 3261 §18.1.2,
+ * §19.1.2: 5060, 5061 for TLS); undefined if there is none or it does not
+ * parse. LWS around the slashes and the colon is allowed (§20.42, §25.1).
+ */
+export function topViaSentBy(headers: SipHeaders): string | undefined {
+  const first = headers.getAll('via')[0];
+  if (first === undefined) return undefined;
+  const top = splitHeaderList(first)[0];
+  if (top === undefined) return undefined;
+  const semicolon = top.indexOf(';');
+  const head = (semicolon < 0 ? top : top.slice(0, semicolon)).trim();
+  const match = /^SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+(.+)$/i.exec(head);
+  if (!match) return undefined;
+  const transport = (match[1] ?? '').toUpperCase();
+  const sentBy = (match[2] ?? '').trim().replace(/\s*:\s*/g, ':').toLowerCase();
+  const parts = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?$/.exec(sentBy);
+  if (!parts) return undefined;
+  const port = parts[2] === undefined ? (transport === 'TLS' ? 5061 : 5060) : Number(parts[2]);
+  return `${parts[1]}:${port}`;
+}
+
+/** The sent-by this client puts in its Via (buildRequest), in the form topViaSentBy() returns. */
+export function sentByOf(host: string, port: number): string {
+  return hostPort(host, port).toLowerCase();
+}
+
 /** Parses an Expires / Min-Expires value (RFC 3261 §20.19: delta-seconds). */
 export function parseDeltaSeconds(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;

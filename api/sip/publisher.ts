@@ -102,15 +102,22 @@ export interface PublicationOptions {
 /**
  * RFC 3903 §4.3: refresh before the lifetime ends. 80 % of it, or 32 s
  * (a full Timer F of retransmissions) before expiry when that is earlier,
- * but never before half of it.
+ * but never before half of it, nor sooner than MIN_REFRESH_DELAY_MS.
  */
 export function defaultRefreshDelayMs(grantedSeconds: number): number {
   const ms = grantedSeconds * 1000;
-  return Math.max(ms * 0.5, Math.min(ms * 0.8, ms - 32_000));
+  return Math.max(MIN_REFRESH_DELAY_MS, ms * 0.5, Math.min(ms * 0.8, ms - 32_000));
 }
 
 /** Longest lifetime we accept from a 423's Min-Expires (RFC 3903 configurations top out at a day). */
 const MAX_EXPIRES = 86_400;
+/**
+ * The soonest a refresh follows its grant (defaultRefreshDelayMs). A server may grant less than was
+ * asked (RFC 3903 §6 step 4), but a grant of a second would otherwise mean a
+ * refresh every half second per presentity: below this the document lapses
+ * between refreshes rather than the server being flooded.
+ */
+export const MIN_REFRESH_DELAY_MS = 10_000;
 /** Longest delay a Node timer takes (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The longest a Retry-After is honoured (it lengthens the back-off past its cap). */

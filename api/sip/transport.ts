@@ -4,7 +4,7 @@ import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { tlsErrorText, tlsFailureHint } from '../../core/tls/errors.js';
 import type { TlsMaterial } from '../../core/tls/pem.js';
 import { StreamFramer } from './framing.js';
-import { BRANCH_MAGIC_COOKIE, buildRequest, newBranch, parseCSeq, parseMessage, topViaBranch, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
+import { BRANCH_MAGIC_COOKIE, buildRequest, newBranch, parseCSeq, parseMessage, sentByOf, topViaBranch, topViaSentBy, type ParseResult, type SipMessage, type SipParseError, type SipRequestSpec, type SipResponse } from './message.js';
 import { checkSipServerIdentity } from './tls-identity.js';
 
 /**
@@ -90,6 +90,8 @@ export function resolveTimers(timers: Partial<TransactionTimers> = {}): Transact
 interface Transaction {
   readonly key: string;
   readonly bytes: Buffer;
+  /** The Via sent-by the request went out with (sentByOf), once built. */
+  sentBy?: string;
   readonly resolve: (response: SipResponse) => void;
   readonly reject: (error: SipTransportError) => void;
   timerE?: NodeJS.Timeout;
@@ -175,13 +177,15 @@ abstract class ClientTransport implements SipTransport {
         () => {
           if (!this.pending.has(key)) return;
           let bytes: Buffer;
+          const via = this.via();
           try {
-            bytes = buildRequest(request, { ...this.via(), branch });
+            bytes = buildRequest(request, { ...via, branch });
           } catch (error) {
             this.finish(tx, new SipTransportError('invalid-request', error instanceof Error ? error.message : String(error)));
             return;
           }
           (tx as { bytes: Buffer }).bytes = bytes;
+          tx.sentBy = sentByOf(via.host, via.port);
           this.transmit(tx);
         },
         (error: unknown) => this.finish(tx, error instanceof SipTransportError ? error : new SipTransportError('network', String(error))),
@@ -213,6 +217,10 @@ abstract class ClientTransport implements SipTransport {
     if (branch === undefined || !cseq) return;
     const tx = this.pending.get(transactionKey(branch, cseq.method));
     if (!tx) return; // a retransmitted final response, or a stray: absorbed (§17.1.2.2 Completed state)
+    // RFC 3261 §18.1.2: a response whose top Via sent-by is not what this
+    // client put there is silently discarded (a branch alone is not enough:
+    // a response for someone else's request that reuses it is not ours).
+    if (topViaSentBy(message.headers) !== tx.sentBy) return;
     if (message.status < 200) {
       if (!tx.proceeding) {
         tx.proceeding = true;

@@ -136,3 +136,28 @@ t.test('the same nonce challenged again for another request keeps counting (RFC 
   t.equal(auth.onChallenge(challenge('n8', ', stale=true'), auth.authorize('PUBLISH', 'sip:alice@b')).retry, true);
   t.match(auth.authorize('PUBLISH', 'sip:alice@b').headers[0]?.value ?? '', /nc=00000001/, 'a new nonce starts at 1');
 });
+
+t.test('after credentials were refused, the same nonce challenged again does not count from 1 again (RFC 7616 §3.4)', async (t) => {
+  const challenge = (nonce: string) => {
+    const parsed = parseResponse(
+      Buffer.from(
+        `SIP/2.0 401 Auth\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 PUBLISH\r\nWWW-Authenticate: Digest realm="r", nonce="${nonce}", qop="auth"\r\nContent-Length: 0\r\n\r\n`,
+      ),
+    );
+    if (!parsed.ok) throw parsed.error;
+    return parsed.value;
+  };
+  const auth = new DigestAuthenticator({ username: 'u', password: 'p' });
+  t.equal(auth.onChallenge(challenge('n1'), auth.authorize('PUBLISH', 'sip:a@b')).retry, true);
+  const answered = auth.authorize('PUBLISH', 'sip:a@b');
+  t.match(answered.headers[0]?.value ?? '', /nc=00000001/);
+  t.match(auth.onChallenge(challenge('n1'), answered), { retry: false, reason: /credentials refused/ }, 'refused: the cached challenge is dropped');
+  t.same(auth.authorize('PUBLISH', 'sip:a@b').headers, [], 'the next request goes without credentials');
+  t.equal(auth.onChallenge(challenge('n1'), { headers: [], nonces: new Set() }).retry, true, 'and is challenged with the same nonce');
+  t.match(auth.authorize('PUBLISH', 'sip:a@b').headers[0]?.value ?? '', /nc=00000002/, 'its count goes on from where it stopped');
+  auth.reset();
+  t.equal(auth.onChallenge(challenge('n1'), { headers: [], nonces: new Set() }).retry, true);
+  t.match(auth.authorize('PUBLISH', 'sip:a@b').headers[0]?.value ?? '', /nc=00000003/, 'reset() keeps the count too');
+  t.equal(auth.onChallenge(challenge('n2'), { headers: [], nonces: new Set() }).retry, true);
+  t.match(auth.authorize('PUBLISH', 'sip:a@b').headers[0]?.value ?? '', /nc=00000001/, 'another nonce starts at 1');
+});

@@ -139,3 +139,31 @@ t.test("the audience watcher revoked: every served owner's document becomes the 
   directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: true });
   t.equal(sent.length, 4, 'a closed gateway no longer listens');
 });
+
+/**
+ * A document the server refused for good is sent again 30 s later; a view
+ * that lapses sooner (a grant with an end) must still be computed when it
+ * lapses, not when the retry comes. Real timers, a grant ending 200 ms on.
+ */
+t.test("a refused document's retry does not postpone the view's own expiry", async (t) => {
+  const start = Date.now();
+  const [OWNER, DEVICE, AUDIENCE] = ['00000000-0000-4000-8000-0000000000a1', '11111111-1111-4111-8111-111111111111', '21111111-1111-4111-8111-111111111111'];
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
+  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(start).toISOString(), state: 'in-call' })], start);
+  const ruleBook = new RuleBook();
+  const validity = [{ from: new Date(start - 60_000).toISOString(), until: new Date(start + 200).toISOString() }];
+  ruleBook.replace(OWNER, [
+    { ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] }, validity }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' },
+  ]);
+  const { sent, gateway } = recordingGateway(t, { directory, ruleBook, hub, audience: AUDIENCE, now: () => Date.now() });
+  t.teardown(() => gateway.close());
+  gateway.sync(OWNER);
+  t.same(sent, ['update alice on-the-phone'], 'published as granted, until the grant ends');
+  gateway.onOutcome({ presentity: 'sip:alice@example.com', kind: 'initial', status: 403, error: '403 Forbidden' });
+  await new Promise((resolve) => setTimeout(resolve, start + 200 - Date.now() + 300));
+  t.same(sent.slice(1), ['update alice closed'], 'the lapsed grant is computed at its end: the offline view goes out');
+});

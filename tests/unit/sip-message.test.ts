@@ -8,9 +8,12 @@ import {
   newBranch,
   parseMessage,
   parseResponse,
+  sentByOf,
   SipBuildError,
+  SipHeaders,
   splitHeaderList,
   topViaBranch,
+  topViaSentBy,
   type SipParseErrorCode,
   type SipRequestSpec,
 } from '../../api/sip/message.js';
@@ -225,4 +228,33 @@ t.test('server URI and configuration', async (t) => {
   t.notOk(sipGatewayConfigSchema.safeParse({ server: 'sip:h', domain: 'd', expires: 86_401 }).success);
   t.notOk(sipGatewayConfigSchema.safeParse({ server: 'sip:h;transport=tcp', domain: 'd', tls: { ca: 'x' } }).success, 'TLS material needs a TLS server');
   t.ok(sipGatewayConfigSchema.safeParse({ server: 'sips:h', domain: 'd', tls: { ca: 'x' } }).success);
+});
+
+t.test('the top Via sent-by, as compared with what was sent (RFC 3261 §18.1.2)', async (t) => {
+  const sentBy = (...vias: string[]) => {
+    const headers = new SipHeaders();
+    for (const via of vias) headers.add('Via', via);
+    return topViaSentBy(headers);
+  };
+  const cases: [string[], string | undefined][] = [
+    [['SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa;rport=5070;received=127.0.0.1'], '127.0.0.1:5070'],
+    [['SIP/2.0/UDP Host.Example.COM;branch=z9hG4bKa'], 'host.example.com:5060'],
+    [['SIP/2.0/TLS host.example.com;branch=z9hG4bKa'], 'host.example.com:5061'],
+    [['SIP / 2.0 / TCP  10.0.0.1 : 5080 ;branch=z9hG4bKa'], '10.0.0.1:5080'],
+    [['SIP/2.0/UDP [2001:DB8::1]:5060;branch=z9hG4bKa'], '[2001:db8::1]:5060'],
+    [['SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKb'], '10.0.0.1:5060'],
+    [['SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKa', 'SIP/2.0/UDP 10.0.0.2:5060'], '10.0.0.9:5060'],
+    [[], undefined],
+    [['SIP/2.0/UDP'], undefined],
+    [['SIP/3.0/UDP 10.0.0.1:5060'], undefined],
+    [['SIP/2.0/UDP 10.0.0.1:port'], undefined],
+    [['SIP/2.0/UDP a b:5060'], undefined],
+  ];
+  for (const [vias, expected] of cases) t.equal(sentBy(...vias), expected, vias.join(' | ') || '(none)');
+  t.equal(sentByOf('127.0.0.1', 5070), '127.0.0.1:5070');
+  t.equal(sentByOf('2001:DB8::1', 5060), '[2001:db8::1]:5060', 'an IPv6 host in brackets, as the Via carries it');
+  // What buildRequest writes, read back, is what sentByOf gives.
+  const request = parseMessage(buildRequest(spec, { transport: 'UDP', host: '::1', port: 5099, branch: newBranch(), rport: true }));
+  t.ok(request.ok);
+  if (request.ok) t.equal(topViaSentBy(request.value.headers), sentByOf('::1', 5099));
 });
