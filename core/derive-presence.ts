@@ -200,7 +200,9 @@ export function derivePresence(
   let idle = false;
   if (latestInput?.event.kind === 'user-input') {
     const event = latestInput.event;
-    const lastInput = event.lastInput ? Date.parse(event.lastInput) : undefined;
+    // Not after the report itself (the same device clock): a lastInput ahead
+    // of `at` would hold idleness off, and be shown, as input yet to come.
+    const lastInput = event.lastInput ? Math.min(Date.parse(event.lastInput), latestInput.at) : undefined;
     userInput = { state: event.state, lastInput };
     if (explain) trace.userInput = { rule: 'the most recent user-input report across devices', signals: [signalKey(latestInput)] };
     if (event.state === 'idle') {

@@ -195,3 +195,10 @@ t.test('most recent user input across devices wins (RFC 4480 §3.11)', async (t)
   );
   t.same(derived.state.userInput, { state: 'idle', lastInput: NOW - 600_000 });
 });
+
+t.test('a lastInput after its own report counts as the report time: idleness is not held off', async (t) => {
+  // Reported idle 400 s ago (idle after 300 s by default), with a lastInput an hour ahead of the report.
+  const derived = derivePresence([toSignal(laptop, { kind: 'user-input', at: iso(-400_000), state: 'idle', lastInput: iso(3_600_000) })], settings, NOW);
+  t.same(derived.state.userInput, { state: 'idle', lastInput: NOW - 400_000 }, 'not an hour ahead');
+  t.equal(derived.state.availability, 'away', 'idle from the report on');
+});
