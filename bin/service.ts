@@ -382,6 +382,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     if (config.mqtt.kind === 'embedded') {
       metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
       for (const limit of ['mqtt_connections', 'mqtt_connect_address']) metrics.inc(LIMIT_REFUSALS, { limit }, 0);
+      metrics.counter(INGEST_HELD, 'Device messages held back to the per-device rate limit (RATE_LIMIT_MQTT_DEVICE) before being applied, their device slowed down');
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
         port: config.mqtt.port,
@@ -392,6 +393,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
         log,
         onMessage,
         beforeAck: () => journal?.sync(),
+        // Over the per-device rate limit a device is slowed down, not refused: its messages wait.
+        pace: (deviceId, now) => pipeline.deviceWait(deviceId, now),
+        onHeld: () => metrics.inc(INGEST_HELD),
         // Room for the topic, the packet id and a device token in CONNECT.
         maxPacketBytes: config.maxEventBytes + 4096,
         maxConnections: config.limits.mqttMaxConnections,
@@ -838,6 +842,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
 
 /** Ingest latency per message (seconds), from 10 µs: the work is microseconds unless the process is overloaded. */
 export const INGEST_SECONDS = 'presence_ingest_seconds';
+export const INGEST_HELD = 'presence_ingest_held_total';
 export const RETAINED_CLEARED = 'presence_mqtt_retained_cleared_total';
 export const RETAINED_UNCONFIRMED = 'presence_mqtt_retained_unconfirmed_total';
 /** A retained clear not back through the service's own subscription after this long is reported (ingest/retained-clearing.ts). */

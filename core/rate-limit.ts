@@ -62,6 +62,16 @@ export class RateLimiter {
     return Math.ceil(((1 - bucket.tokens) * 1000) / perSecond);
   }
 
+  /** How many ms until `key` has a token (0: one is there now), taking nothing. */
+  wait(key: string, now: number): number {
+    const { perSecond, burst } = this.limit;
+    if (perSecond <= 0) return 0;
+    const bucket = this.buckets.get(key);
+    if (!bucket) return 0;
+    const tokens = now > bucket.at ? Math.min(burst, bucket.tokens + ((now - bucket.at) * perSecond) / 1000) : bucket.tokens;
+    return tokens >= 1 ? 0 : Math.ceil(((1 - tokens) * 1000) / perSecond);
+  }
+
   get size(): number {
     return this.buckets.size;
   }

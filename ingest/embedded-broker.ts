@@ -39,6 +39,19 @@ export interface EmbeddedBrokerOptions {
   readonly maxPacketBytes: number;
   /** Called before devices are acknowledged (the ingest journal writes what was applied). */
   readonly beforeAck?: () => void;
+  /**
+   * How long a device must wait before its next message is taken (the
+   * per-device rate limit, RATE_LIMIT_MQTT_DEVICE), taking nothing. A
+   * message over it is held, not applied and acknowledged, and so is the
+   * device's connection: aedes reads no more of it until every packet of
+   * its last read is answered (TCP flow control does the rest). The device
+   * slows down to the limit and nothing it sent is dropped, where refusing
+   * would tell it a message was safe and lose it (a phone flushing its
+   * offline queue sends its newest locations last).
+   */
+  readonly pace?: (deviceId: string, now: number) => number;
+  /** Told of each message held by `pace`. */
+  readonly onHeld?: () => void;
   /** MQTT over TLS on the port (the usual port for it is 8883); unset: plain MQTT (loopback development only, see core/config.ts). */
   readonly tls?: TlsOptions;
 }
@@ -110,7 +123,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       if (!options.directory.activeDevice(device.id)) return done(new Error('device revoked'));
       // Privacy invariant 4: the broker must not keep raw sensor payloads.
       packet.retain = false;
-      ingest(packet, done);
+      paced(device.id, packet, done);
     },
     authorizeSubscribe(_client, _subscription, done) {
       done(null, null);
@@ -134,6 +147,38 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     beforeAck?.();
     for (const cb of callbacks) cb();
   };
+  // Messages held by the pace, per device, in order; one timer per device.
+  const held = new Map<string, { readonly queue: (() => void)[]; timer: NodeJS.Timeout | undefined }>();
+  const pace = options.pace;
+  function paced(deviceId: string, packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
+    const line = held.get(deviceId);
+    if (!pace || (!line && pace(deviceId, options.clock()) === 0)) return ingest(packet, done);
+    options.onHeld?.();
+    if (line) {
+      line.queue.push(() => ingest(packet, done));
+      return;
+    }
+    const started = { queue: [() => ingest(packet, done)], timer: undefined };
+    held.set(deviceId, started);
+    releaseHeld(deviceId, started);
+  }
+  function releaseHeld(deviceId: string, line: { readonly queue: (() => void)[]; timer: NodeJS.Timeout | undefined }): void {
+    // Each message taken takes a token (the pipeline's check); the rest wait for the next.
+    for (;;) {
+      const next = line.queue[0];
+      if (next === undefined) {
+        held.delete(deviceId);
+        return;
+      }
+      const wait = pace ? pace(deviceId, options.clock()) : 0;
+      if (wait > 0) {
+        line.timer = setTimeout(() => releaseHeld(deviceId, line), wait);
+        return;
+      }
+      line.queue.shift();
+      next();
+    }
+  }
   function ingest(packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
     options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos > 0);
     if (!beforeAck || packet.qos === 0) return done(null);
@@ -211,6 +256,14 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       for (const id of deviceIds) clients[id]?.close();
     },
     close: async () => {
+      // What is held is applied now, to be stored with the rest before the
+      // service stops (its acknowledgements go nowhere: the device resends
+      // what it was not told is safe, and merging again is harmless).
+      for (const line of held.values()) {
+        clearTimeout(line.timer);
+        for (const next of line.queue.splice(0)) next();
+      }
+      held.clear();
       await new Promise<void>((resolve) => broker.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -91,6 +91,11 @@ export class IngestPipeline {
     return undefined;
   }
 
+  /** How long until the device may send again under its rate limit (0: now), taking nothing (ingest/embedded-broker.ts holds messages that long). */
+  deviceWait(deviceId: string, now: number): number {
+    return this.perDevice.wait(deviceId, now);
+  }
+
   private reject(reason: IngestRejection, deviceId: string | undefined, now: number): IngestRejection {
     this.metrics.inc(INGEST_REJECTED, { reason });
     let window = this.logged.get(reason);

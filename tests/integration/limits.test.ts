@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { WebSocket } from 'ws';
 import { LIMIT_REFUSALS } from '../../api/server.js';
+import { INGEST_HELD } from '../../bin/service.js';
 import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
 import { MQTT_TEST_URL, createTestDatabase, tempDir, uniqueName, waitFor } from '../helpers/env.js';
 import { openStream } from '../helpers/sse.js';
@@ -82,7 +83,7 @@ t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) =>
     t.equal(limit(service, 'http_streams'), 1);
   });
 
-  t.test('per device on MQTT: the excess is refused as rate_limited, before decoding', async (t) => {
+  t.test('per device on an external broker: the excess is refused as rate_limited, before decoding (the broker has acknowledged it already)', async (t) => {
     const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
     t.teardown(() => device.endAsync());
     const accepted = service.metrics.value(INGEST_ACCEPTED);
@@ -120,6 +121,25 @@ t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) =>
     t.match(metrics, /presence_limit_refusals_total\{limit="http_address"\} [1-9]/);
     t.match(metrics, /presence_ingest_rejected_total\{reason="rate_limited"\} [1-9]/);
   });
+});
+
+t.test('per device on the embedded broker: the excess is held, the device slowed down to the limit, nothing refused', async (t) => {
+  const service = await startTestService(t, await testConfig(t, { RATE_LIMIT_MQTT_DEVICE: '2/3' }));
+  const { device, deviceToken } = await provision(service, 'alice');
+  const client = await connectAsync(service.mqttUrl, { username: device.id, password: deviceToken, clientId: device.id, reconnectPeriod: 0 });
+  t.teardown(() => client.endAsync());
+  const event = (i: number) => JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: i % 2 ? 'idle' : 'in-call' });
+  const started = Date.now();
+  // Sent at once, as a phone flushing its offline queue does: QoS 1 and QoS 0 alike.
+  await Promise.all([...Array(8).keys()].map((i) => client.publishAsync(device.topic, event(i), { qos: i < 6 ? 1 : 0 })));
+  await waitFor(() => service.metrics.value(INGEST_ACCEPTED) >= 8, 'all eight applied');
+  const refilled = Math.ceil(((Date.now() - started) / 1000) * 2);
+  t.equal(service.metrics.value(INGEST_ACCEPTED), 8, 'every message applied');
+  t.equal(service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 0, 'none refused');
+  t.ok(service.metrics.value(INGEST_HELD) >= 5, `held beyond the burst of 3: ${service.metrics.value(INGEST_HELD)}`);
+  // The limit still holds: 3 at once, then 2 a second (applied no faster than the refill allows).
+  t.ok(8 <= 3 + refilled, `eight applied over at least 2.5 s of refill (${Date.now() - started} ms)`);
+  t.ok(client.connected, 'the device stays connected');
 });
 
 t.test('connection limits on the embedded defaults: HTTP and the embedded broker drop the excess', async (t) => {

@@ -64,3 +64,52 @@ t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.same(order, ['applied two'], 'QoS 0: applied, nothing to acknowledge or journal');
 });
+
+t.test('over the rate limit a message is held, in order, and acknowledged only once applied; close() applies what is held', async (t) => {
+  const key = await signingKeyFromPem(await generateSigningKeyPem());
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
+  const order: string[] = [];
+  let open = false;
+  let held = 0;
+  const broker = await startEmbeddedBroker({
+    host: '127.0.0.1',
+    port: 0,
+    topics,
+    verifier: new TokenVerifier(key.publicKey, ISSUER),
+    directory,
+    clock: Date.now,
+    log: quiet,
+    maxPacketBytes: 65_536,
+    onMessage: (_topic, payload) => order.push(`applied ${payload.toString()}`),
+    beforeAck: () => undefined,
+    pace: (deviceId) => (deviceId === DEVICE && !open ? 20 : 0),
+    onHeld: () => void (held += 1),
+  });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : broker.close()));
+  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
+  const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync(true));
+  const topic = deviceTopic(topics, DEVICE);
+
+  const acked: string[] = [];
+  const sent = ['a', 'b', 'c'].map((p) => device.publishAsync(topic, p, { qos: 1 }).then(() => acked.push(p)));
+  while (held < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+  await new Promise((resolve) => setTimeout(resolve, 60)); // the pace is asked again every 20 ms
+  t.same(order, [], 'nothing applied while the limit holds');
+  t.same(acked, [], 'nor acknowledged');
+  open = true;
+  await Promise.all(sent);
+  t.same(order, ['applied a', 'applied b', 'applied c'], 'applied in order once allowed');
+  t.same(acked, ['a', 'b', 'c']);
+
+  open = false;
+  void device.publishAsync(topic, 'd', { qos: 1 }).catch(() => undefined);
+  while (held < 4) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.equal(order.length, 3, 'd is held');
+  closed = true;
+  await broker.close();
+  t.same(order.slice(3), ['applied d'], 'applied at close, to be stored with the rest');
+});

@@ -31,3 +31,18 @@ t.test('bounded: quiet keys go first, then the oldest', async (t) => {
   for (let i = 0; i < 20; i++) limiter.take(`later${i}`, 10_000);
   t.ok(limiter.size <= 10);
 });
+
+t.test('wait(): the same answer as take() would give, taking nothing', async (t) => {
+  const limiter = new RateLimiter({ perSecond: 10, burst: 2 });
+  const now = 1_000_000;
+  t.equal(limiter.wait('a', now), 0, 'an unknown key has its burst');
+  t.equal(limiter.size, 0, 'and is not made by asking');
+  limiter.take('a', now);
+  limiter.take('a', now);
+  t.equal(limiter.wait('a', now), 100);
+  t.equal(limiter.wait('a', now), 100, 'asking again takes nothing');
+  t.equal(limiter.wait('a', now + 60), 40);
+  t.equal(limiter.wait('a', now + 100), 0);
+  t.equal(limiter.take('a', now + 100), 0, 'the token wait() saw is there for take()');
+  t.equal(new RateLimiter({ perSecond: 0, burst: 0 }).wait('a', now), 0, 'no limit: never a wait');
+});
