@@ -17,13 +17,12 @@ import { sensorEventSchema } from './events.js';
  * themselves. A device message is acknowledged (PUBACK) only after its sync
  * message was written to the same connection, so if the broker has the
  * acknowledgement it has the sync message too (TCP keeps the order); if it
- * does not, it delivers the device message again. One exception, left
- * open: right after a reconnect, while mqtt.js resends the messages it
- * stored (one acknowledgement at a time), it queues new publications and
- * writes them only when the resend is done, but acknowledges device
- * messages at once; a process killed in that window, before its own state
- * write, loses the signals of those messages. A queue dropped because that
- * connection closed too is published again (ingest/cluster-sync.ts).
+ * does not, it delivers the device message again. Right after a
+ * reconnect, while mqtt.js resends the messages it stored (one
+ * acknowledgement at a time), it queues new publications and writes them
+ * only when the resend is done: acknowledgements wait for that queue too,
+ * and a queue dropped because that connection closed as well is published
+ * again (both in ingest/cluster-sync.ts).
  */
 
 /** One process lifetime: the MQTT client id (stable, unique per process) and a random suffix per start. */

@@ -66,6 +66,7 @@ export class ClusterSync {
 
   attach(client: MqttClient): void {
     this.client = client;
+    holdAcksDuringResend(client);
   }
 
   /**
@@ -186,4 +187,63 @@ function decode(payload: Buffer): SyncMessage | undefined {
   }
   const parsed = syncMessageSchema.safeParse(json);
   return parsed.success ? parsed.data : undefined;
+}
+
+/** The mqtt.js 5.16 internals holdAcksDuringResend relies on (tests/unit/cluster-sync-requeue.test.ts fails if they change). */
+interface ResendInternals {
+  _sendPacket: (packet: { cmd: string }, cb?: (error?: Error) => void, ...rest: unknown[]) => void;
+  _storeProcessing: boolean;
+  _storeProcessingQueue: readonly unknown[];
+}
+
+/**
+ * The scale-out promise (core/replication.ts) is that a device message's
+ * PUBACK leaves after its sync PUBLISH, on the same connection. In steady
+ * state it does: the sync message is written inside the message handler,
+ * before mqtt.js writes the PUBACK. After a reconnect it did not: mqtt.js
+ * first resends what it stored, one acknowledgement at a time, and queues
+ * every PUBLISH made meanwhile (sync messages included), while it writes
+ * PUBACKs at once; a member killed in that window had acknowledged device
+ * messages whose sync messages never reached the broker. So while mqtt.js
+ * resends or holds a queue, PUBACKs wait, and go out once the queue is
+ * written (checked every millisecond: the window is a few broker round
+ * trips). The incoming side is not held (its packet is answered to mqtt.js
+ * at once): the resend itself waits for PUBACKs from the broker. If the
+ * connection closes first, they are dropped: the broker redelivers those
+ * messages, which were never acknowledged.
+ */
+function holdAcksDuringResend(client: MqttClient): void {
+  const internals = client as unknown as ResendInternals;
+  const send = internals._sendPacket;
+  if (typeof send !== 'function' || !Array.isArray(internals._storeProcessingQueue)) {
+    throw new Error('mqtt.js changed: cluster sync cannot order acknowledgements after its resend (see ingest/cluster-sync.ts)');
+  }
+  const resending = () => internals._storeProcessing || internals._storeProcessingQueue.length > 0;
+  let held: { cmd: string }[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const release = () => {
+    timer = undefined;
+    if (held.length === 0) return;
+    if (resending()) {
+      timer = setTimeout(release, 1);
+      return;
+    }
+    const out = held;
+    held = [];
+    for (const packet of out) send.call(client, packet);
+  };
+  internals._sendPacket = function (this: MqttClient, packet, cb, ...rest) {
+    if (packet.cmd === 'puback' && client.connected && resending()) {
+      held.push(packet);
+      timer ??= setTimeout(release, 1);
+      cb?.();
+      return;
+    }
+    send.call(this, packet, cb, ...rest);
+  };
+  client.on('close', () => {
+    held = [];
+    clearTimeout(timer);
+    timer = undefined;
+  });
 }

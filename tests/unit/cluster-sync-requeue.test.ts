@@ -111,3 +111,68 @@ t.test('a sync message queued by mqtt.js during a resend, and dropped when that 
 });
 
 
+
+t.test("a device message delivered during mqtt.js's resend is acknowledged only after its sync message is written", async (t) => {
+  const OWNER = '00000000-0000-4000-8000-000000000001';
+  const DEVICE = '11111111-1111-4111-8111-111111111111';
+  const DEVICE_MESSAGE_ID = 77;
+  const second: string[] = []; // what the broker read on the second connection, in order
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const silent = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
+  const sync = new ClusterSync({ root: 'sync', clientId: 'node-a', hub: new PresenceHub({ offlineAfterMs: 900_000 }), clock: Date.now, log: silent, metrics: new Metrics(), requestWrite: () => undefined });
+  const devicePublish = (() => {
+    const topic = Buffer.from(`presence/${DEVICE}/events`);
+    const payload = Buffer.from('{}');
+    const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from([0, DEVICE_MESSAGE_ID]), payload]);
+    return Buffer.concat([Buffer.from([0x32, body.length]), body]); // PUBLISH, QoS 1
+  })();
+  const broker = createServer((socket) => {
+    const connection = ++connections;
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    const buffer = { data: Buffer.alloc(0) };
+    socket.on('data', (chunk: Buffer) => {
+      buffer.data = Buffer.concat([buffer.data, chunk]);
+      for (const packet of packets(buffer)) {
+        if (packet.type === 1) {
+          socket.write(Buffer.from([0x20, 2, connection > 1 ? 1 : 0, 0]));
+          // A resumed session: the broker hands over a queued device message at once.
+          if (connection === 2) socket.write(devicePublish);
+        } else if (packet.type === 3) {
+          const { id, payload } = publishOf(packet);
+          const level = (JSON.parse(payload) as { signals: { event: { level: number } }[] }).signals[0]?.event.level ?? -1;
+          if (connection === 1) socket.destroy(); // never acknowledged: stored, resent on the next connection
+          else {
+            second.push(`sync ${level}`);
+            // The resend's acknowledgement comes a little later: the window in which the device message arrived.
+            setTimeout(() => socket.write(Buffer.from([0x40, 2, id >> 8, id & 0xff])), level === 1 ? 30 : 0);
+          }
+        } else if (packet.type === 4 && connection === 2) {
+          second.push(`puback ${packet.body.readUInt16BE(0)}`);
+        } else if (packet.type === 12) {
+          socket.write(Buffer.from([0xd0, 0]));
+        }
+      }
+    });
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => broker.listen(0, '127.0.0.1', resolve));
+  const client = connect(`mqtt://127.0.0.1:${(broker.address() as AddressInfo).port}`, { clientId: 'node-a', clean: false, reconnectPeriod: 50, protocolVersion: 4 });
+  client.on('error', () => undefined);
+  // As the service's ingest does: a device message applied, its sync message published in the handler.
+  client.on('message', (topic) => {
+    if (topic.startsWith('presence/')) sync.applied(OWNER, DEVICE, [{ kind: 'battery', at: '2026-12-05T10:00:00.000Z', level: 2, charging: false }]);
+  });
+  sync.attach(client);
+  t.teardown(async () => {
+    await client.endAsync(true);
+    for (const socket of sockets) socket.destroy();
+    broker.close();
+  });
+  await new Promise((resolve) => client.once('connect', resolve));
+  sync.applied(OWNER, DEVICE, [{ kind: 'battery', at: '2026-12-05T10:00:00.000Z', level: 1, charging: false }]);
+  const deadline = Date.now() + 10_000;
+  while (!second.includes(`puback ${DEVICE_MESSAGE_ID}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.same(second, ['sync 1', 'sync 2', `puback ${DEVICE_MESSAGE_ID}`], "the stored message resent, the device message's sync message, then its acknowledgement");
+});
