@@ -34,6 +34,8 @@ interface Served {
   lastBody: string | undefined;
   /** The view behind the newest document handed to the pool (audited when the server accepts it). */
   lastAccess: ComputedView | undefined;
+  /** When the view last computed stops holding (a grant that ends), whatever the document sent. */
+  validUntil: number;
   timer: NodeJS.Timeout | undefined;
   readonly unsubscribe: () => void;
 }
@@ -87,8 +89,7 @@ export class SipGateway {
       served.lastBody = undefined;
       // The view's own expiry (a grant that lapses) may come sooner than the
       // retry: the check then runs at the earlier of the two, as check() set it.
-      const validUntil = served.lastAccess?.validUntil ?? Infinity;
-      const expiresIn = Number.isFinite(validUntil) ? Math.max(0, validUntil - this.deps.clock()) + 1 : Infinity;
+      const expiresIn = Number.isFinite(served.validUntil) ? Math.max(0, served.validUntil - this.deps.clock()) + 1 : Infinity;
       clearTimeout(served.timer);
       served.timer = setTimeout(() => this.check(ownerId), Math.min(REPUBLISH_AFTER_MS, expiresIn));
       served.timer.unref();
@@ -121,6 +122,7 @@ export class SipGateway {
         uri,
         lastBody: undefined,
         lastAccess: undefined,
+        validUntil: Infinity,
         timer: undefined,
         unsubscribe: () => {
           offHub();
@@ -154,6 +156,7 @@ export class SipGateway {
     const now = this.deps.clock();
     const access = computeView(this.deps, { kind: 'watcher', id: this.deps.audience }, served.handle, now);
     clearTimeout(served.timer);
+    served.validUntil = access.validUntil;
     if (Number.isFinite(access.validUntil)) {
       served.timer = setTimeout(() => this.check(ownerId), Math.min(Math.max(0, access.validUntil - now) + 1, 2_147_000_000));
       served.timer.unref();

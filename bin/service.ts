@@ -278,6 +278,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       maxClockSkewMs: config.maxClockSkewMs,
       digestNetworkName,
       deviceRateLimit: config.limits.mqttDevice,
+      // The retained clears this service sends (MQTT_CLEAR_RETAINED) come back through its subscription.
+      ignoreEmpty: config.mqtt.kind === 'external' && config.mqtt.clearRetained,
       onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[], acknowledged: boolean) => {
         cluster?.applied(ownerId, deviceId, events);
         // The journal backs acknowledgements only: a QoS 0 message was never
@@ -382,7 +384,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     if (config.mqtt.kind === 'embedded') {
       metrics.counter(LIMIT_REFUSALS, 'Requests, streams, messages and connections refused by an abuse limit, by limit');
       for (const limit of ['mqtt_connections', 'mqtt_connect_address']) metrics.inc(LIMIT_REFUSALS, { limit }, 0);
-      metrics.counter(INGEST_HELD, 'Device messages held back to the per-device rate limit (RATE_LIMIT_MQTT_DEVICE) before being applied, their device slowed down');
+      metrics.counter(INGEST_HELD, 'Device messages held back to the per-device rate limit (RATE_LIMIT_MQTT_DEVICE) before being applied (held), and connections closed for sending on regardless (closed)');
+      for (const outcome of ['held', 'closed']) metrics.inc(INGEST_HELD, { outcome }, 0);
       const broker = await startEmbeddedBroker({
         host: config.mqtt.host,
         port: config.mqtt.port,
@@ -395,7 +398,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         beforeAck: () => journal?.sync(),
         // Over the per-device rate limit a device is slowed down, not refused: its messages wait.
         pace: (deviceId, now) => pipeline.deviceWait(deviceId, now),
-        onHeld: () => metrics.inc(INGEST_HELD),
+        onHeld: (outcome) => metrics.inc(INGEST_HELD, { outcome }),
         // Room for the topic, the packet id and a device token in CONNECT.
         maxPacketBytes: config.maxEventBytes + 4096,
         maxConnections: config.limits.mqttMaxConnections,
@@ -417,7 +420,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
         const clearing = new RetainedClearing({
           topics,
           publish: (topic) => {
-            client?.publish(topic, Buffer.alloc(0), { qos: 0, retain: true });
+            // QoS 1: mqtt.js keeps it across a reconnect, and its echo waits in
+            // the persistent session for this process like any device message.
+            client?.publish(topic, Buffer.alloc(0), { qos: 1, retain: true });
             metrics.inc(RETAINED_CLEARED);
           },
           // In a group the clear comes back to any member: not checked there.

@@ -206,8 +206,9 @@ interface ResendInternals {
  * PUBACKs at once; a member killed in that window had acknowledged device
  * messages whose sync messages never reached the broker. So while mqtt.js
  * resends or holds a queue, PUBACKs wait, and go out once the queue is
- * written (checked every millisecond: the window is a few broker round
- * trips). The incoming side is not held (its packet is answered to mqtt.js
+ * written (checked every millisecond, for as long as the resend takes: a
+ * broker round trip per stored message), in order, and later ones behind
+ * them. The incoming side is not held (its packet is answered to mqtt.js
  * at once): the resend itself waits for PUBACKs from the broker. If the
  * connection closes first, they are dropped: the broker redelivers those
  * messages, which were never acknowledged.
@@ -233,7 +234,8 @@ function holdAcksDuringResend(client: MqttClient): void {
     for (const packet of out) send.call(client, packet);
   };
   internals._sendPacket = function (this: MqttClient, packet, cb, ...rest) {
-    if (packet.cmd === 'puback' && client.connected && resending()) {
+    // Behind held ones too: PUBACKs leave in the order their PUBLISHes came (MQTT 3.1.1 §4.6).
+    if (packet.cmd === 'puback' && client.connected && (held.length > 0 || resending())) {
       held.push(packet);
       timer ??= setTimeout(release, 1);
       cb?.();

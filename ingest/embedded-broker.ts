@@ -42,16 +42,19 @@ export interface EmbeddedBrokerOptions {
   /**
    * How long a device must wait before its next message is taken (the
    * per-device rate limit, RATE_LIMIT_MQTT_DEVICE), taking nothing. A
-   * message over it is held, not applied and acknowledged, and so is the
-   * device's connection: aedes reads no more of it until every packet of
-   * its last read is answered (TCP flow control does the rest). The device
-   * slows down to the limit and nothing it sent is dropped, where refusing
-   * would tell it a message was safe and lose it (a phone flushing its
-   * offline queue sends its newest locations last).
+   * message over it is held, in order, and acknowledged only once applied,
+   * where refusing it would tell the device it was safe and lose it (a
+   * phone flushing its offline queue sends its newest locations last). A
+   * device that waits for its acknowledgements (an MQTT client's in-flight
+   * window) is so slowed down to the limit. One that does not is closed
+   * when `maxHeld` of its messages wait: what was not acknowledged, it
+   * sends again after reconnecting, still under the same limit.
    */
   readonly pace?: (deviceId: string, now: number) => number;
-  /** Told of each message held by `pace`. */
-  readonly onHeld?: () => void;
+  /** Messages held per connection at most (default 100). */
+  readonly maxHeld?: number;
+  /** Told of each message held by `pace`, and of each connection closed for holding too many. */
+  readonly onHeld?: (outcome: 'held' | 'closed') => void;
   /** MQTT over TLS on the port (the usual port for it is 8883); unset: plain MQTT (loopback development only, see core/config.ts). */
   readonly tls?: TlsOptions;
 }
@@ -86,6 +89,9 @@ export interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
+/** Inbound QoS 2 messages awaiting PUBREL per connection (aedes' maxInflightInbound). */
+export const MAX_INBOUND_QOS2 = 64;
+
 function refusal(returnCode: 2 | 4 | 5, message: string): AuthenticateError {
   return Object.assign(new Error(message), { returnCode });
 }
@@ -95,6 +101,12 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   const broker = await Aedes.createBroker({
     // A device that stops reading its socket must not stall everyone else.
     drainTimeout: 10_000,
+    // QoS 2 messages a connection may have waiting for their PUBREL (MQTT
+    // 3.1.1 §4.3.3), each kept by aedes until then: a device withholding
+    // PUBREL is disconnected past this (aedes' default, 1,000, is 16 MB of
+    // payloads at MAX_EVENT_BYTES per connection). MQTT clients keep far
+    // fewer in flight (Paho: 10).
+    maxInflightInbound: MAX_INBOUND_QOS2,
     authenticate(client, username, password, done) {
       const token = password?.toString('utf8');
       if (!token || !username) return done(refusal(4, 'device id and token required'), false);
@@ -123,12 +135,13 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       if (!options.directory.activeDevice(device.id)) return done(new Error('device revoked'));
       // Privacy invariant 4: the broker must not keep raw sensor payloads.
       packet.retain = false;
-      paced(device.id, packet, done);
+      if (client) paced(client, device.id, packet, done);
     },
     authorizeSubscribe(_client, _subscription, done) {
       done(null, null);
     },
   });
+  broker.on('clientDisconnect', (client) => drop(client));
 
   // Device messages are ingested here, while aedes asks whether the device
   // may publish, not from a subscription: aedes (1.2) writes a QoS 1 PUBACK
@@ -147,37 +160,62 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     beforeAck?.();
     for (const cb of callbacks) cb();
   };
-  // Messages held by the pace, per device, in order; one timer per device.
-  const held = new Map<string, { readonly queue: (() => void)[]; timer: NodeJS.Timeout | undefined }>();
+  // Messages held by the pace, per connection, in order; one timer each.
+  // Dropped, unacknowledged, when the connection ends: the device sends
+  // again what it was not told is safe.
+  interface Line {
+    readonly deviceId: string;
+    readonly queue: (() => void)[];
+    timer: NodeJS.Timeout | undefined;
+  }
+  const held = new Map<Client, Line>();
   const pace = options.pace;
-  function paced(deviceId: string, packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
-    const line = held.get(deviceId);
+  const maxHeld = options.maxHeld ?? 100;
+  function paced(client: Client, deviceId: string, packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
+    const line = held.get(client);
     if (!pace || (!line && pace(deviceId, options.clock()) === 0)) return ingest(packet, done);
-    options.onHeld?.();
+    // Over the limit on a connection already closed (a packet parsed before
+    // it was): nothing to hold it for, nobody to acknowledge it to.
+    if (client.closed) return;
+    if (line && line.queue.length >= maxHeld) {
+      options.onHeld?.('closed');
+      drop(client);
+      client.close();
+      return;
+    }
+    options.onHeld?.('held');
     if (line) {
       line.queue.push(() => ingest(packet, done));
       return;
     }
-    const started = { queue: [() => ingest(packet, done)], timer: undefined };
-    held.set(deviceId, started);
-    releaseHeld(deviceId, started);
+    const started: Line = { deviceId, queue: [() => ingest(packet, done)], timer: undefined };
+    held.set(client, started);
+    releaseHeld(client, started);
   }
-  function releaseHeld(deviceId: string, line: { readonly queue: (() => void)[]; timer: NodeJS.Timeout | undefined }): void {
+  function releaseHeld(client: Client, line: Line): void {
     // Each message taken takes a token (the pipeline's check); the rest wait for the next.
     for (;;) {
+      if (held.get(client) !== line) return; // dropped meanwhile
       const next = line.queue[0];
       if (next === undefined) {
-        held.delete(deviceId);
+        held.delete(client);
         return;
       }
-      const wait = pace ? pace(deviceId, options.clock()) : 0;
+      const wait = pace ? pace(line.deviceId, options.clock()) : 0;
       if (wait > 0) {
-        line.timer = setTimeout(() => releaseHeld(deviceId, line), wait);
+        line.timer = setTimeout(() => releaseHeld(client, line), wait);
         return;
       }
       line.queue.shift();
       next();
     }
+  }
+  function drop(client: Client): void {
+    const line = held.get(client);
+    if (!line) return;
+    clearTimeout(line.timer);
+    line.queue.length = 0;
+    held.delete(client);
   }
   function ingest(packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
     options.onMessage(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet.qos > 0);
@@ -256,14 +294,8 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       for (const id of deviceIds) clients[id]?.close();
     },
     close: async () => {
-      // What is held is applied now, to be stored with the rest before the
-      // service stops (its acknowledgements go nowhere: the device resends
-      // what it was not told is safe, and merging again is harmless).
-      for (const line of held.values()) {
-        clearTimeout(line.timer);
-        for (const next of line.queue.splice(0)) next();
-      }
-      held.clear();
+      // What is held was never acknowledged: dropped, the devices send it again to the next start.
+      for (const client of [...held.keys()]) drop(client);
       await new Promise<void>((resolve) => broker.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

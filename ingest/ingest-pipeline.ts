@@ -18,6 +18,13 @@ export interface IngestOptions extends DecodeLimits {
   readonly topics: TopicScheme;
   /** Keyed digest of a Wi-Fi name for one owner (never stored in clear). */
   readonly digestNetworkName: (ownerId: string, ssid: string) => string;
+  /**
+   * Zero-byte payloads on device topics are retained clears (MQTT 3.1.1
+   * §3.3.1.3), this service's own coming back (ingest/retained-clearing.ts):
+   * ignored before any check. Otherwise they are checked and refused like
+   * any payload that is not JSON: a device cannot send them unlimited.
+   */
+  readonly ignoreEmpty?: boolean;
   /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited. */
   readonly deviceRateLimit?: RateLimit;
   /**
@@ -69,7 +76,7 @@ export class IngestPipeline {
     // §3.3.1.3): this service's own clears come back here through its
     // subscription (ingest/retained-clearing.ts). Nothing to apply, and
     // nothing to count against the device, revoked or not.
-    if (payload.length === 0) {
+    if (payload.length === 0 && this.options.ignoreEmpty === true) {
       this.metrics.inc(INGEST_IGNORED);
       return undefined;
     }

@@ -14,14 +14,18 @@ import { parseTopic, type TopicScheme } from './topics.js';
  * message: a broker forwards messages to an established subscription with
  * RETAIN 0, and sets it to 1 only on the copies it holds and sends because
  * of a new subscription (§3.3.1.3). So a topic is cleared
- * - after every message that arrives flagged retained (each subscribe, so
- *   every start and reconnect, hands over what the broker kept), and is from
- *   then on known to be retained by its device: its later messages are
- *   cleared after they arrive too;
+ * - after every message that arrives flagged retained (handed over at a
+ *   subscribe), whose topic is from then on known to be retained by its
+ *   device: its later messages are cleared after they arrive too;
  * - after every OwnTracks report on a device's base topic
  *   (`{OWNTRACKS_TOPIC_ROOT}/{device}/{name}`), where the app retains
  *   locations unless told not to.
  * A topic the broker keeps nothing for costs one message that removes nothing.
+ * Over MQTT 3.1.1 the retained copies come with a subscription the broker
+ * makes anew: at each start of the service (a reconnect that resumes the
+ * session subscribes to nothing), and never through a shared subscription
+ * (Mosquitto sends no retained messages to `$share/` filters), so in a
+ * scale-out group only OwnTracks base topics are cleared.
  *
  * The zero-byte message reaches the service's own subscription as well, and
  * is ignored there (ingest/ingest-pipeline.ts). If a device publishes again
@@ -31,7 +35,7 @@ import { parseTopic, type TopicScheme } from './topics.js';
  */
 export interface RetainedClearingOptions {
   readonly topics: TopicScheme;
-  /** Sends the zero-byte retained message (QoS 0) to the topic. */
+  /** Sends the zero-byte retained message to the topic. */
   readonly publish: (topic: string) => void;
   /** Topics remembered as retained by their device; the oldest is forgotten past this. */
   readonly maxRemembered?: number;
@@ -76,18 +80,21 @@ export class RetainedClearing {
       if (this.pending.size > 0) this.pending.delete(topic);
       return false;
     }
-    // The hot path of native ingest: not flagged, no device seen retaining, not OwnTracks.
-    if (!retained && this.retaining.size === 0 && !topic.startsWith(this.ownTracksPrefix)) return false;
+    // The hot path of native ingest: not flagged, its topic not seen retained, not OwnTracks.
+    if (!retained && !this.retaining.has(topic) && !topic.startsWith(this.ownTracksPrefix)) return false;
     const parsed = parseTopic(this.options.topics, topic);
     if (!parsed) return false;
     if (retained) this.remember(topic);
     else if (!this.retaining.has(topic) && !(parsed.format === 'owntracks' && isOwnTracksBase(this.options.topics, topic))) return false;
-    this.options.publish(topic);
     const confirm = this.options.confirm;
-    if (confirm && this.pending.size < this.maxRemembered) {
-      this.pending.delete(topic);
-      this.pending.set(topic, confirm.clock());
-    }
+    // One clear in flight per topic: it removes whatever the broker took
+    // before it, and what the broker takes after it reaches this
+    // subscription after its echo, which lets the next clear go. A device
+    // flooding a retained topic costs one clear per round trip, not one per
+    // message. (Without confirmation, in a group, every message is cleared.)
+    if (confirm && this.pending.has(topic)) return false;
+    this.options.publish(topic);
+    if (confirm && this.pending.size < this.maxRemembered) this.pending.set(topic, confirm.clock());
     return true;
   }
 

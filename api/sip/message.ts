@@ -359,7 +359,8 @@ export function topViaSentBy(headers: SipHeaders): string | undefined {
   if (!match) return undefined;
   const transport = (match[1] ?? '').toUpperCase();
   const sentBy = (match[2] ?? '').trim().replace(/\s*:\s*/g, ':').toLowerCase();
-  const parts = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?$/.exec(sentBy);
+  // An IPv6 reference may carry a zone (`%eth0`) when the local address has one: what was sent is what must come back.
+  const parts = /^(\[[0-9a-f:.]+(?:%[0-9a-z._~-]+)?\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?$/.exec(sentBy);
   if (!parts) return undefined;
   const port = parts[2] === undefined ? (transport === 'TLS' ? 5061 : 5060) : Number(parts[2]);
   return `${parts[1]}:${port}`;

@@ -136,7 +136,8 @@ t.test('per device on the embedded broker: the excess is held, the device slowed
   const refilled = Math.ceil(((Date.now() - started) / 1000) * 2);
   t.equal(service.metrics.value(INGEST_ACCEPTED), 8, 'every message applied');
   t.equal(service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 0, 'none refused');
-  t.ok(service.metrics.value(INGEST_HELD) >= 5, `held beyond the burst of 3: ${service.metrics.value(INGEST_HELD)}`);
+  t.ok(service.metrics.value(INGEST_HELD, { outcome: 'held' }) >= 5, `held beyond the burst of 3: ${service.metrics.value(INGEST_HELD, { outcome: 'held' })}`);
+  t.equal(service.metrics.value(INGEST_HELD, { outcome: 'closed' }), 0);
   // The limit still holds: 3 at once, then 2 a second (applied no faster than the refill allows).
   t.ok(8 <= 3 + refilled, `eight applied over at least 2.5 s of refill (${Date.now() - started} ms)`);
   t.ok(client.connected, 'the device stays connected');

@@ -1,11 +1,11 @@
-import { createServer, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { connectAsync } from 'mqtt';
 import t from 'tap';
 import { Directory } from '../../core/directory.js';
 import { generateSigningKeyPem, signingKeyFromPem } from '../../core/identity/signing-key.js';
 import { TokenVerifier } from '../../core/identity/token-verifier.js';
 import { issueToken } from '../../core/identity/tokens.js';
-import { startEmbeddedBroker } from '../../ingest/embedded-broker.js';
+import { MAX_INBOUND_QOS2, startEmbeddedBroker } from '../../ingest/embedded-broker.js';
 import { deviceTopic } from '../../ingest/topics.js';
 
 /**
@@ -65,14 +65,15 @@ t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0
   t.same(order, ['applied two'], 'QoS 0: applied, nothing to acknowledge or journal');
 });
 
-t.test('over the rate limit a message is held, in order, and acknowledged only once applied; close() applies what is held', async (t) => {
+t.test('over the rate limit a message is held, in order, and acknowledged only once applied; what is held when the connection ends is dropped', async (t) => {
   const key = await signingKeyFromPem(await generateSigningKeyPem());
   const directory = new Directory();
   directory.putOwner({ id: OWNER, handle: 'alice' });
   directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
   const order: string[] = [];
   let open = false;
-  let held = 0;
+  const outcomes: string[] = [];
+  const held = () => outcomes.filter((o) => o === 'held').length;
   const broker = await startEmbeddedBroker({
     host: '127.0.0.1',
     port: 0,
@@ -85,18 +86,19 @@ t.test('over the rate limit a message is held, in order, and acknowledged only o
     onMessage: (_topic, payload) => order.push(`applied ${payload.toString()}`),
     beforeAck: () => undefined,
     pace: (deviceId) => (deviceId === DEVICE && !open ? 20 : 0),
-    onHeld: () => void (held += 1),
+    maxHeld: 4,
+    onHeld: (outcome) => void outcomes.push(outcome),
   });
-  let closed = false;
-  t.teardown(() => (closed ? undefined : broker.close()));
+  t.teardown(() => broker.close());
   const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
-  const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
+  const connectDevice = () => connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
+  const device = await connectDevice();
   t.teardown(() => device.endAsync(true));
   const topic = deviceTopic(topics, DEVICE);
 
   const acked: string[] = [];
   const sent = ['a', 'b', 'c'].map((p) => device.publishAsync(topic, p, { qos: 1 }).then(() => acked.push(p)));
-  while (held < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+  while (held() < 3) await new Promise((resolve) => setTimeout(resolve, 5));
   await new Promise((resolve) => setTimeout(resolve, 60)); // the pace is asked again every 20 ms
   t.same(order, [], 'nothing applied while the limit holds');
   t.same(acked, [], 'nor acknowledged');
@@ -105,11 +107,89 @@ t.test('over the rate limit a message is held, in order, and acknowledged only o
   t.same(order, ['applied a', 'applied b', 'applied c'], 'applied in order once allowed');
   t.same(acked, ['a', 'b', 'c']);
 
+  // The device goes away while a message is held: dropped, never applied nor acknowledged.
   open = false;
   void device.publishAsync(topic, 'd', { qos: 1 }).catch(() => undefined);
-  while (held < 4) await new Promise((resolve) => setTimeout(resolve, 5));
-  t.equal(order.length, 3, 'd is held');
-  closed = true;
-  await broker.close();
-  t.same(order.slice(3), ['applied d'], 'applied at close, to be stored with the rest');
+  while (held() < 4) await new Promise((resolve) => setTimeout(resolve, 5));
+  await device.endAsync(true);
+  open = true;
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  t.same(order.slice(3), [], 'd dropped with its connection (the device sends it again)');
+
+  // A device that sends on regardless of acknowledgements is closed once maxHeld wait.
+  open = false;
+  const flooding = await connectDevice();
+  t.teardown(() => flooding.endAsync(true));
+  const closed = new Promise<void>((resolve) => flooding.once('close', () => resolve()));
+  for (const p of ['e', 'f', 'g', 'h', 'i', 'j']) flooding.publish(topic, p, { qos: 0 });
+  await closed;
+  t.equal(outcomes.filter((o) => o === 'closed').length, 1, 'closed once');
+  t.same(order.slice(3), [], 'nothing applied');
 });
+
+t.test('a connection withholding PUBREL is closed past MAX_INBOUND_QOS2 QoS 2 messages', async (t) => {
+  const key = await signingKeyFromPem(await generateSigningKeyPem());
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
+  let applied = 0;
+  const broker = await startEmbeddedBroker({
+    host: '127.0.0.1',
+    port: 0,
+    topics,
+    verifier: new TokenVerifier(key.publicKey, ISSUER),
+    directory,
+    clock: Date.now,
+    log: quiet,
+    maxPacketBytes: 65_536,
+    onMessage: () => void (applied += 1),
+  });
+  t.teardown(() => broker.close());
+  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
+  // A raw client: mqtt.js would answer every PUBREC with a PUBREL.
+  const socket = connect(broker.port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  let received = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => void (received = Buffer.concat([received, chunk])));
+  const connack = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+  // MQTT 3.1.1 §3.1: protocol name, level 4, flags (username, password, clean session), keep-alive 60 s.
+  socket.write(packet(0x10, Buffer.from([0, 4, ...Buffer.from('MQTT'), 4, 0xc2, 0, 60]), utf8(DEVICE), utf8(DEVICE), utf8(token)));
+  await connack;
+  const topic = deviceTopic(topics, DEVICE);
+  // §3.3: PUBLISH at QoS 2 (flags 0b0100), topic, packet id, payload.
+  const publish = (id: number) => socket.write(packet(0x34, utf8(topic), Buffer.from([id >> 8, id & 0xff]), Buffer.from(`m${id}`)));
+  for (let id = 1; id <= MAX_INBOUND_QOS2; id++) publish(id);
+  // CONNACK (4 bytes), then a PUBREC (§3.5: 0x50, 2, packet id) per message kept to wait for its PUBREL.
+  const pubrecs = () => (received.length - 4) / 4;
+  const deadline = Date.now() + 5000;
+  while (pubrecs() < MAX_INBOUND_QOS2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.equal(pubrecs(), MAX_INBOUND_QOS2, 'up to the limit: each kept, and acknowledged with a PUBREC');
+  t.ok(received.subarray(4).every((byte, i) => i % 4 !== 0 || byte === 0x50), 'PUBRECs only');
+  t.notOk(socket.destroyed, 'still connected');
+  publish(MAX_INBOUND_QOS2 + 1);
+  await closed;
+  t.equal(pubrecs(), MAX_INBOUND_QOS2, 'one more without a PUBREL for the others: closed');
+  t.ok(applied >= MAX_INBOUND_QOS2, `applied as they came (${applied}; one past the limit is never acknowledged: the device sends it again)`);
+});
+
+/** A UTF-8 string as MQTT 3.1.1 §1.5.3 encodes it: two bytes of length, then the bytes. */
+function utf8(text: string): Buffer {
+  const bytes = Buffer.from(text);
+  return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
+}
+
+/** A control packet (§2.2): its first byte, the remaining length as a variable byte integer, the rest. */
+function packet(first: number, ...parts: Buffer[]): Buffer {
+  const body = Buffer.concat(parts);
+  const length: number[] = [];
+  let n = body.length;
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    length.push(byte);
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([first, ...length]), body]);
+}

@@ -64,7 +64,7 @@ t.test('logs refusals without payloads, at most once per reason per window', asy
   t.notMatch(JSON.stringify(lines), /secret/, 'no payload in the logs');
 });
 
-t.test('a zero-byte payload (a retained message removed) is ignored on any device topic, revoked too, and takes no rate-limit token', async (t) => {
+t.test('with ignoreEmpty, a zero-byte payload (a retained message removed) is ignored on any device topic, revoked too, and takes no rate-limit token', async (t) => {
   const directory = new Directory();
   directory.putOwner({ id: 'o1', handle: 'alice' });
   directory.putDevice({ id: DEVICE, ownerId: 'o1', deviceClass: 'phone', revoked: false });
@@ -78,6 +78,7 @@ t.test('a zero-byte payload (a retained message removed) is ignored on any devic
     maxClockSkewMs: 60_000,
     digestNetworkName: () => 'x'.repeat(22),
     deviceRateLimit: { perSecond: 1, burst: 1 },
+    ignoreEmpty: true,
   });
   t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(0), NOW), undefined);
   t.equal(pipeline.handle(`p/${REVOKED}/events`, Buffer.alloc(0), NOW), undefined);
@@ -88,4 +89,11 @@ t.test('a zero-byte payload (a retained message removed) is ignored on any devic
   t.equal(hub.ownerCount, 0, 'no state created');
   t.equal(pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW), undefined, "the device's one token of the second is still there");
   t.equal(metrics.value(INGEST_ACCEPTED), 1);
+});
+
+t.test('without ignoreEmpty (the embedded broker), a zero-byte payload is checked and refused like any other', async (t) => {
+  const { metrics, pipeline } = setup();
+  t.equal(pipeline.handle(`p/${REVOKED}/events`, Buffer.alloc(0), NOW), 'unknown_device');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(0), NOW), 'malformed_json');
+  t.equal(metrics.value(INGEST_IGNORED), 0);
 });

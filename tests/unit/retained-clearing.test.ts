@@ -71,3 +71,19 @@ t.test('without confirm the sweep reports nothing', async (t) => {
   clearing.observe(`ot/${A}/phone`, payload, false);
   t.equal(clearing.sweep(), 0);
 });
+
+t.test('with confirmation, one clear in flight per topic: the next waits for its echo (or its sweep)', async (t) => {
+  let now = 1_000;
+  const cleared: string[] = [];
+  const clearing = new RetainedClearing({ topics, publish: (topic) => cleared.push(topic), confirm: { clock: () => now, afterMs: 30_000 } });
+  const topic = `ot/${A}/phone`;
+  t.equal(clearing.observe(topic, payload, false), true, 'cleared');
+  for (let i = 0; i < 5; i++) t.equal(clearing.observe(topic, payload, false), false, 'a flood meanwhile: its clear covers what the broker took before it');
+  t.equal(clearing.observe(`ot/${B}/phone`, payload, false), true, 'another topic is not held up');
+  clearing.observe(topic, Buffer.alloc(0), false); // the echo
+  t.equal(clearing.observe(topic, payload, false), true, 'after the echo, the next message is cleared');
+  now += 30_000;
+  t.equal(clearing.sweep(), 2, 'both outstanding clears overdue');
+  t.equal(clearing.observe(topic, payload, false), true, 'after the sweep, cleared again');
+  t.same(cleared, [topic, `ot/${B}/phone`, topic, topic]);
+});

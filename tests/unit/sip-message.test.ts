@@ -242,6 +242,7 @@ t.test('the top Via sent-by, as compared with what was sent (RFC 3261 §18.1.2)'
     [['SIP/2.0/TLS host.example.com;branch=z9hG4bKa'], 'host.example.com:5061'],
     [['SIP / 2.0 / TCP  10.0.0.1 : 5080 ;branch=z9hG4bKa'], '10.0.0.1:5080'],
     [['SIP/2.0/UDP [2001:DB8::1]:5060;branch=z9hG4bKa'], '[2001:db8::1]:5060'],
+    [['SIP/2.0/UDP [fe80::1%eth0]:5060;branch=z9hG4bKa'], '[fe80::1%eth0]:5060'],
     [['SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKb'], '10.0.0.1:5060'],
     [['SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKa', 'SIP/2.0/UDP 10.0.0.2:5060'], '10.0.0.9:5060'],
     [[], undefined],
@@ -253,6 +254,7 @@ t.test('the top Via sent-by, as compared with what was sent (RFC 3261 §18.1.2)'
   for (const [vias, expected] of cases) t.equal(sentBy(...vias), expected, vias.join(' | ') || '(none)');
   t.equal(sentByOf('127.0.0.1', 5070), '127.0.0.1:5070');
   t.equal(sentByOf('2001:DB8::1', 5060), '[2001:db8::1]:5060', 'an IPv6 host in brackets, as the Via carries it');
+  t.equal(sentByOf('fe80::1%eth0', 5060), '[fe80::1%eth0]:5060', 'with its zone');
   // What buildRequest writes, read back, is what sentByOf gives.
   const request = parseMessage(buildRequest(spec, { transport: 'UDP', host: '::1', port: 5099, branch: newBranch(), rport: true }));
   t.ok(request.ok);
