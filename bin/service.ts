@@ -40,6 +40,7 @@ import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
 import { startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { RetainedClearing } from '../ingest/retained-clearing.js';
+import { publishKept } from '../ingest/publish-kept.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
 import { dynsecCredentials } from '../ingest/broker-credentials.js';
 import { IngestPipeline } from '../ingest/ingest-pipeline.js';
@@ -420,9 +421,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
         const clearing = new RetainedClearing({
           topics,
           publish: (topic) => {
-            // QoS 1: mqtt.js keeps it across a reconnect, and its echo waits in
-            // the persistent session for this process like any device message.
-            client?.publish(topic, Buffer.alloc(0), { qos: 1, retain: true });
+            // QoS 1 for one process: its echo, which lets the topic's next
+            // clear go, waits in the persistent session like any device
+            // message, and publishKept sends it again if mqtt.js drops it
+            // after a reconnect. QoS 0 in a group, where nothing waits for
+            // the echo: a QoS 1 clear per OwnTracks report would fill
+            // mqtt.js's store, resent one round trip each after a reconnect
+            // while the members' PUBACKs wait (ingest/cluster-sync.ts).
+            if (client) publishKept(client, topic, Buffer.alloc(0), { qos: cluster ? 0 : 1, retain: true });
             metrics.inc(RETAINED_CLEARED);
           },
           // In a group the clear comes back to any member: not checked there.

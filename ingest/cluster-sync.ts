@@ -6,6 +6,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { PersistedSignal, PresenceHub } from '../core/presence-hub.js';
 import { ReplicaLedger, syncMessageSchema, type SyncMessage } from '../core/replication.js';
 import { LogWindow } from '../core/log-window.js';
+import { publishKept } from './publish-kept.js';
 
 /**
  * The broker side of scale-out (see core/replication.ts for the protocol):
@@ -143,30 +144,14 @@ export class ClusterSync {
     }
   }
 
-  private publish(type: SyncMessage['type'], message: SyncMessage, again = false): void {
+  private publish(type: SyncMessage['type'], message: SyncMessage): void {
     const client = this.client;
     if (!client) throw new Error('cluster sync used before its MQTT connection was attached');
-    // QoS 1: mqtt.js keeps it (and resends it) across a reconnect, once it
-    // has taken it. Not always: after a reconnect mqtt.js first resends what
-    // it stored, one acknowledgement at a time, and queues what is published
-    // meanwhile; if that connection closes too, it drops the queue, with an
-    // error to each callback (mqtt 5.16, _flushStoreProcessingQueue). A
-    // dropped message is published again, on the next tick (the queue is
-    // still being emptied), and then stored for the next connection; the
-    // other processes would otherwise never hold what it carried. Unless the
-    // client is ending (this process stops: its will tells the others).
-    client.publish(this.topic(type), JSON.stringify(message), { qos: 1, retain: false }, (error) => {
-      if (!error) return;
-      // Only that drop: any other error (the client ending, or with MQTT 5 a
-      // broker refusing it) would only come back again.
-      if (error.message !== 'Connection closed' || client.disconnecting || client.disconnected) {
-        this.count(type, 'dropped');
-        return;
-      }
-      this.count(type, 'requeued');
-      process.nextTick(() => this.publish(type, message, true));
-    });
-    if (!again) this.count(type, 'sent');
+    // QoS 1, published again if mqtt.js drops it after a reconnect: the
+    // other processes would otherwise never hold what it carried. Not when
+    // the client is ending (this process stops: its will tells the others).
+    publishKept(client, this.topic(type), JSON.stringify(message), { qos: 1, retain: false }, (requeued) => this.count(type, requeued ? 'requeued' : 'dropped'));
+    this.count(type, 'sent');
   }
 
   private topic(type: SyncMessage['type']): string {

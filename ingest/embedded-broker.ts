@@ -180,7 +180,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     if (line && line.queue.length >= maxHeld) {
       options.onHeld?.('closed');
       drop(client);
-      client.close();
+      // After the acknowledgements of what was applied this turn (they wait
+      // for the journal, on setImmediate): those messages are safe, and the
+      // device must hear so, or it sends them again.
+      setImmediate(() => client.close());
       return;
     }
     options.onHeld?.('held');
@@ -196,6 +199,11 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
     // Each message taken takes a token (the pipeline's check); the rest wait for the next.
     for (;;) {
       if (held.get(client) !== line) return; // dropped meanwhile
+      // Closed, perhaps not yet disconnected (aedes says so later): nobody to acknowledge it to.
+      if (client.closed) {
+        drop(client);
+        return;
+      }
       const next = line.queue[0];
       if (next === undefined) {
         held.delete(client);

@@ -56,8 +56,8 @@ export class RetainedClearing {
   private readonly retaining = new Set<string>();
   private readonly ownTracksPrefix: string;
   private readonly maxRemembered: number;
-  /** Clears sent and not yet back, by topic: when sent. */
-  private readonly pending = new Map<string, number>();
+  /** Clears sent and not yet back, by topic: when sent, and whether a message came meanwhile. */
+  private readonly pending = new Map<string, { sentAt: number; again: boolean }>();
 
   constructor(private readonly options: RetainedClearingOptions) {
     this.ownTracksPrefix = `${options.topics.ownTracksRoot}/`;
@@ -77,7 +77,11 @@ export class RetainedClearing {
   observe(topic: string, payload: Uint8Array, retained: boolean): boolean {
     // A zero-byte payload is itself a clear (perhaps this service's own, come back).
     if (payload.length === 0) {
-      if (this.pending.size > 0) this.pending.delete(topic);
+      const entry = this.pending.get(topic);
+      if (!entry) return false;
+      this.pending.delete(topic);
+      // Messages came while it was out: one more clear for them.
+      if (entry.again) return this.send(topic);
       return false;
     }
     // The hot path of native ingest: not flagged, its topic not seen retained, not OwnTracks.
@@ -86,31 +90,47 @@ export class RetainedClearing {
     if (!parsed) return false;
     if (retained) this.remember(topic);
     else if (!this.retaining.has(topic) && !(parsed.format === 'owntracks' && isOwnTracksBase(this.options.topics, topic))) return false;
-    const confirm = this.options.confirm;
-    // One clear in flight per topic: it removes whatever the broker took
-    // before it, and what the broker takes after it reaches this
-    // subscription after its echo, which lets the next clear go. A device
-    // flooding a retained topic costs one clear per round trip, not one per
-    // message. (Without confirmation, in a group, every message is cleared.)
-    if (confirm && this.pending.has(topic)) return false;
+    // One clear in flight per topic. Messages that arrive while it is out
+    // get one more clear when it comes back (or at its sweep): the broker
+    // may have taken them after the clear, and MQTT orders messages only per
+    // publisher and QoS, so they can reach this subscription before its
+    // echo. A device flooding a retained topic costs two clears per round
+    // trip, not one per message. (Without confirmation, in a group, every
+    // message is cleared.)
+    const entry = this.pending.get(topic);
+    if (entry) {
+      entry.again = true;
+      return false;
+    }
+    return this.send(topic);
+  }
+
+  private send(topic: string): boolean {
     this.options.publish(topic);
-    if (confirm && this.pending.size < this.maxRemembered) this.pending.set(topic, confirm.clock());
+    const confirm = this.options.confirm;
+    if (confirm && this.pending.size < this.maxRemembered) this.pending.set(topic, { sentAt: confirm.clock(), again: false });
     return true;
   }
 
-  /** How many clears sent at least `confirm.afterMs` ago never came back; they are forgotten. */
+  /**
+   * How many clears sent at least `confirm.afterMs` ago never came back; they
+   * are forgotten, and a topic with messages since is cleared once more.
+   */
   sweep(): number {
     const confirm = this.options.confirm;
     if (!confirm) return 0;
     const before = confirm.clock() - confirm.afterMs;
-    let unconfirmed = 0;
-    // Oldest first (a Map keeps insertion order; a topic sent again moves to the end).
-    for (const [topic, sentAt] of this.pending) {
-      if (sentAt > before) break;
-      this.pending.delete(topic);
-      unconfirmed += 1;
+    const overdue: [string, boolean][] = [];
+    // Oldest first (a Map keeps insertion order).
+    for (const [topic, entry] of this.pending) {
+      if (entry.sentAt > before) break;
+      overdue.push([topic, entry.again]);
     }
-    return unconfirmed;
+    for (const [topic, again] of overdue) {
+      this.pending.delete(topic);
+      if (again) this.send(topic);
+    }
+    return overdue.length;
   }
 
   private remember(topic: string): void {

@@ -1,11 +1,11 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { connectAsync } from 'mqtt';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Directory } from '../../core/directory.js';
 import { generateSigningKeyPem, signingKeyFromPem } from '../../core/identity/signing-key.js';
 import { TokenVerifier } from '../../core/identity/token-verifier.js';
 import { issueToken } from '../../core/identity/tokens.js';
-import { MAX_INBOUND_QOS2, startEmbeddedBroker } from '../../ingest/embedded-broker.js';
+import { MAX_INBOUND_QOS2, startEmbeddedBroker, type EmbeddedBrokerOptions } from '../../ingest/embedded-broker.js';
 import { deviceTopic } from '../../ingest/topics.js';
 
 /**
@@ -21,12 +21,12 @@ const OWNER = '22222222-2222-4222-8222-222222222222';
 const topics = { root: 'presence', ownTracksRoot: 'owntracks' };
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
-t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0 waits for nothing', async (t) => {
+/** A broker for the one device, started with these options; closed when the test ends. Its signing key issues the device's token. */
+async function deviceBroker(t: Test, options: Pick<EmbeddedBrokerOptions, 'onMessage'> & Partial<EmbeddedBrokerOptions>) {
   const key = await signingKeyFromPem(await generateSigningKeyPem());
   const directory = new Directory();
   directory.putOwner({ id: OWNER, handle: 'alice' });
   directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
-  const order: string[] = [];
   const broker = await startEmbeddedBroker({
     host: '127.0.0.1',
     port: 0,
@@ -36,10 +36,19 @@ t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0
     clock: Date.now,
     log: quiet,
     maxPacketBytes: 65_536,
+    ...options,
+  });
+  t.teardown(() => broker.close());
+  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
+  return { broker, token };
+}
+
+t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0 waits for nothing', async (t) => {
+  const order: string[] = [];
+  const { broker, token } = await deviceBroker(t, {
     onMessage: (_topic, payload, acknowledged) => order.push(`applied ${payload.toString()}${acknowledged ? ', to be acknowledged' : ''}`),
     beforeAck: () => order.push('journal written'),
   });
-  t.teardown(() => broker.close());
   // The device's connection reaches the broker through accept(), with what the broker writes to it recorded.
   const relay = createServer((socket: Socket) => {
     const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
@@ -52,7 +61,6 @@ t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0
   await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => relay.close(() => resolve())));
   const port = (relay.address() as { port: number }).port;
-  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
   const device = await connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
   t.teardown(() => device.endAsync(true));
 
@@ -66,31 +74,17 @@ t.test('a QoS 1 message is applied and journaled before its PUBACK leaves; QoS 0
 });
 
 t.test('over the rate limit a message is held, in order, and acknowledged only once applied; what is held when the connection ends is dropped', async (t) => {
-  const key = await signingKeyFromPem(await generateSigningKeyPem());
-  const directory = new Directory();
-  directory.putOwner({ id: OWNER, handle: 'alice' });
-  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
   const order: string[] = [];
   let open = false;
   const outcomes: string[] = [];
   const held = () => outcomes.filter((o) => o === 'held').length;
-  const broker = await startEmbeddedBroker({
-    host: '127.0.0.1',
-    port: 0,
-    topics,
-    verifier: new TokenVerifier(key.publicKey, ISSUER),
-    directory,
-    clock: Date.now,
-    log: quiet,
-    maxPacketBytes: 65_536,
+  const { broker, token } = await deviceBroker(t, {
     onMessage: (_topic, payload) => order.push(`applied ${payload.toString()}`),
     beforeAck: () => undefined,
     pace: (deviceId) => (deviceId === DEVICE && !open ? 20 : 0),
     maxHeld: 4,
     onHeld: (outcome) => void outcomes.push(outcome),
   });
-  t.teardown(() => broker.close());
-  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
   const connectDevice = () => connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
   const device = await connectDevice();
   t.teardown(() => device.endAsync(true));
@@ -128,24 +122,8 @@ t.test('over the rate limit a message is held, in order, and acknowledged only o
 });
 
 t.test('a connection withholding PUBREL is closed past MAX_INBOUND_QOS2 QoS 2 messages', async (t) => {
-  const key = await signingKeyFromPem(await generateSigningKeyPem());
-  const directory = new Directory();
-  directory.putOwner({ id: OWNER, handle: 'alice' });
-  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
   let applied = 0;
-  const broker = await startEmbeddedBroker({
-    host: '127.0.0.1',
-    port: 0,
-    topics,
-    verifier: new TokenVerifier(key.publicKey, ISSUER),
-    directory,
-    clock: Date.now,
-    log: quiet,
-    maxPacketBytes: 65_536,
-    onMessage: () => void (applied += 1),
-  });
-  t.teardown(() => broker.close());
-  const { token } = await issueToken(key, ISSUER, { kind: 'device', subject: DEVICE, owner: OWNER, ttlSeconds: 600 }, Date.now());
+  const { broker, token } = await deviceBroker(t, { onMessage: () => void (applied += 1) });
   // A raw client: mqtt.js would answer every PUBREC with a PUBREL.
   const socket = connect(broker.port, '127.0.0.1');
   t.teardown(() => socket.destroy());

@@ -3,13 +3,13 @@ import { Directory } from '../../core/directory.js';
 import type { Log } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
-import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED, IngestPipeline } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED, IngestPipeline, type IngestOptions } from '../../ingest/ingest-pipeline.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const DEVICE = '11111111-1111-4111-8111-111111111111';
 const REVOKED = '22222222-2222-4222-8222-222222222222';
 
-function setup() {
+function setup(extra: Partial<IngestOptions> = {}) {
   const directory = new Directory();
   directory.putOwner({ id: 'o1', handle: 'alice' });
   directory.putDevice({ id: DEVICE, ownerId: 'o1', deviceClass: 'phone', revoked: false });
@@ -23,6 +23,7 @@ function setup() {
     maxBytes: 1024,
     maxClockSkewMs: 60_000,
     digestNetworkName: (owner, ssid) => `digest-of-${owner}-${ssid.length}`.padEnd(22, 'x').slice(0, 22),
+    ...extra,
   });
   return { hub, metrics, lines, pipeline };
 }
@@ -65,21 +66,7 @@ t.test('logs refusals without payloads, at most once per reason per window', asy
 });
 
 t.test('with ignoreEmpty, a zero-byte payload (a retained message removed) is ignored on any device topic, revoked too, and takes no rate-limit token', async (t) => {
-  const directory = new Directory();
-  directory.putOwner({ id: 'o1', handle: 'alice' });
-  directory.putDevice({ id: DEVICE, ownerId: 'o1', deviceClass: 'phone', revoked: false });
-  directory.putDevice({ id: REVOKED, ownerId: 'o1', deviceClass: 'phone', revoked: true });
-  const hub = new PresenceHub({ offlineAfterMs: 60_000 });
-  const metrics = new Metrics();
-  const log: Log = { debug: () => undefined, info: () => undefined, error: () => undefined, warn: () => undefined };
-  const pipeline = new IngestPipeline(directory, hub, metrics, log, {
-    topics: { root: 'p', ownTracksRoot: 'ot' },
-    maxBytes: 1024,
-    maxClockSkewMs: 60_000,
-    digestNetworkName: () => 'x'.repeat(22),
-    deviceRateLimit: { perSecond: 1, burst: 1 },
-    ignoreEmpty: true,
-  });
+  const { hub, metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 1, burst: 1 }, ignoreEmpty: true });
   t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(0), NOW), undefined);
   t.equal(pipeline.handle(`p/${REVOKED}/events`, Buffer.alloc(0), NOW), undefined);
   t.equal(pipeline.handle(`ot/${DEVICE}/phone`, Buffer.alloc(0), NOW), undefined);

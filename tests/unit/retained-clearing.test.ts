@@ -72,18 +72,27 @@ t.test('without confirm the sweep reports nothing', async (t) => {
   t.equal(clearing.sweep(), 0);
 });
 
-t.test('with confirmation, one clear in flight per topic: the next waits for its echo (or its sweep)', async (t) => {
+t.test('with confirmation, one clear in flight per topic; what came meanwhile gets one more when it is back (or at its sweep)', async (t) => {
   let now = 1_000;
   const cleared: string[] = [];
   const clearing = new RetainedClearing({ topics, publish: (topic) => cleared.push(topic), confirm: { clock: () => now, afterMs: 30_000 } });
   const topic = `ot/${A}/phone`;
+  const echo = (of: string) => clearing.observe(of, Buffer.alloc(0), false);
   t.equal(clearing.observe(topic, payload, false), true, 'cleared');
-  for (let i = 0; i < 5; i++) t.equal(clearing.observe(topic, payload, false), false, 'a flood meanwhile: its clear covers what the broker took before it');
+  for (let i = 0; i < 5; i++) t.equal(clearing.observe(topic, payload, false), false, 'a flood meanwhile: no clear each');
   t.equal(clearing.observe(`ot/${B}/phone`, payload, false), true, 'another topic is not held up');
-  clearing.observe(topic, Buffer.alloc(0), false); // the echo
-  t.equal(clearing.observe(topic, payload, false), true, 'after the echo, the next message is cleared');
+  t.equal(echo(topic), true, 'back: one more clear for what came meanwhile (the broker may have taken it after the first)');
+  t.equal(echo(topic), false, 'that one back, nothing came meanwhile: nothing more');
+  t.equal(echo(topic), false, 'a zero-byte message not ours: nothing');
+  t.equal(clearing.observe(topic, payload, false), true, 'the next message is cleared at once');
   now += 30_000;
-  t.equal(clearing.sweep(), 2, 'both outstanding clears overdue');
-  t.equal(clearing.observe(topic, payload, false), true, 'after the sweep, cleared again');
+  t.equal(clearing.sweep(), 2, 'two clears overdue (B and the last), neither with messages since');
   t.same(cleared, [topic, `ot/${B}/phone`, topic, topic]);
+  cleared.length = 0;
+  const c = `ot/${C}/phone`;
+  clearing.observe(c, payload, false);
+  clearing.observe(c, payload, false);
+  now += 30_000;
+  t.equal(clearing.sweep(), 1, 'overdue');
+  t.same(cleared, [c, c], 'and cleared once more, for the message that came meanwhile');
 });
