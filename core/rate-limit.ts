@@ -52,24 +52,33 @@ export class RateLimiter {
       bucket = { tokens: burst, at: now };
       this.buckets.set(key, bucket);
     } else if (now > bucket.at) {
-      bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) * perSecond) / 1000);
+      bucket.tokens = this.tokensAt(bucket, now);
       bucket.at = now;
     }
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
       return 0;
     }
-    return Math.ceil(((1 - bucket.tokens) * 1000) / perSecond);
+    return this.waitFor(bucket.tokens);
   }
 
   /** How many ms until `key` has a token (0: one is there now), taking nothing. */
   wait(key: string, now: number): number {
-    const { perSecond, burst } = this.limit;
-    if (perSecond <= 0) return 0;
+    if (this.limit.perSecond <= 0) return 0;
     const bucket = this.buckets.get(key);
     if (!bucket) return 0;
-    const tokens = now > bucket.at ? Math.min(burst, bucket.tokens + ((now - bucket.at) * perSecond) / 1000) : bucket.tokens;
-    return tokens >= 1 ? 0 : Math.ceil(((1 - tokens) * 1000) / perSecond);
+    const tokens = this.tokensAt(bucket, now);
+    return tokens >= 1 ? 0 : this.waitFor(tokens);
+  }
+
+  /** What a bucket holds at `now`, refilled since it was last used (a clock going back refills nothing). */
+  private tokensAt(bucket: Bucket, now: number): number {
+    return now > bucket.at ? Math.min(this.limit.burst, bucket.tokens + ((now - bucket.at) * this.limit.perSecond) / 1000) : bucket.tokens;
+  }
+
+  /** ms until a bucket holding `tokens` (< 1) has one. */
+  private waitFor(tokens: number): number {
+    return Math.ceil(((1 - tokens) * 1000) / this.limit.perSecond);
   }
 
   get size(): number {
@@ -77,9 +86,8 @@ export class RateLimiter {
   }
 
   private evict(now: number): void {
-    const { perSecond, burst } = this.limit;
     for (const [key, bucket] of this.buckets) {
-      if (bucket.tokens + ((now - bucket.at) * perSecond) / 1000 >= burst) this.buckets.delete(key);
+      if (this.tokensAt(bucket, now) >= this.limit.burst) this.buckets.delete(key);
     }
     // Still full of busy keys: the oldest go (each comes back with a full bucket, a small gift to an abuser with that many keys).
     for (const key of this.buckets.keys()) {
