@@ -47,7 +47,7 @@ import { IngestPipeline } from '../ingest/ingest-pipeline.js';
 import { ClusterSync } from '../ingest/cluster-sync.js';
 import { IngestJournal } from '../ingest/ingest-journal.js';
 import { errorForLog } from '../core/log-error.js';
-import { deviceTopic } from '../ingest/topics.js';
+import { deviceTopic, type TopicScheme } from '../ingest/topics.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
@@ -417,45 +417,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // right after the SUBACK, before the subscriber's start resolves.
       let client: MqttClient | undefined;
       if (config.mqtt.clearRetained) {
-        metrics.counter(RETAINED_CLEARED, 'Zero-byte retained messages sent to remove device messages an external broker retains');
-        const clearing = new RetainedClearing({
-          topics,
-          publish: (topic) => {
-            // QoS 1 for one process: its echo, which lets the topic's next
-            // clear go, waits in the persistent session like any device
-            // message, and publishKept sends it again if mqtt.js drops it
-            // after a reconnect. QoS 0 in a group, where nothing waits for
-            // the echo: a QoS 1 clear per OwnTracks report would fill
-            // mqtt.js's store, resent one round trip each after a reconnect
-            // while the members' PUBACKs wait (ingest/cluster-sync.ts).
-            if (client) publishKept(client, topic, Buffer.alloc(0), { qos: cluster ? 0 : 1, retain: true });
-            metrics.inc(RETAINED_CLEARED);
-          },
-          // In a group the clear comes back to any member: not checked there.
-          ...(cluster ? {} : { confirm: { clock, afterMs: options.retainedConfirmMs ?? RETAINED_CONFIRM_MS } }),
-        });
-        retainedClearing = clearing;
-        if (!cluster) {
-          metrics.counter(RETAINED_UNCONFIRMED, 'Retained clears that did not come back through the service\'s own subscription (the broker may deny the write)');
-          const window = new LogWindow(600_000);
-          cleanups.push(
-            repeat(
-              async () => {
-                const unconfirmed = clearing.sweep();
-                if (unconfirmed > 0) metrics.inc(RETAINED_UNCONFIRMED, undefined, unconfirmed);
-                const held = unconfirmed > 0 ? window.take(clock()) : undefined;
-                if (held !== undefined) {
-                  log.warn(
-                    { unconfirmed, heldBack: held },
-                    'mqtt: zero-byte retained messages sent to remove what devices retain did not come back; the broker may deny the service a write right on device topics (README, Devices and MQTT), or set MQTT_CLEAR_RETAINED=false',
-                  );
-                }
-              },
-              options.retainedConfirmMs ?? RETAINED_CONFIRM_MS,
-              (err) => log.error({ err }, 'retained clears: sweep failed'),
-            ),
-          );
-        }
+        const started = startRetainedClearing({ topics, grouped: cluster !== undefined, client: () => client, clock, metrics, log, confirmMs: options.retainedConfirmMs ?? RETAINED_CONFIRM_MS });
+        retainedClearing = started.clearing;
+        cleanups.push(started.stop);
       }
       const subscriber = await startExternalSubscriber({
         url: config.mqtt.url,
@@ -884,6 +848,56 @@ function repeat(task: () => Promise<unknown>, ms: number, onError: (err: unknown
 }
 
 /** A host for a URL: IPv6 addresses in brackets (RFC 3986 §3.2.2). */
+/**
+ * MQTT_CLEAR_RETAINED with an external broker (ingest/retained-clearing.ts):
+ * the clears, published on the service's own connection, counted; outside a
+ * group, a sweep each `confirmMs` counts and reports those not back.
+ */
+function startRetainedClearing(deps: {
+  readonly topics: TopicScheme;
+  /** In a scale-out group the clear comes back to any member: not checked there. */
+  readonly grouped: boolean;
+  readonly client: () => MqttClient | undefined;
+  readonly clock: () => number;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly confirmMs: number;
+}): { clearing: RetainedClearing; stop: () => Promise<void> } {
+  const { metrics, clock, log } = deps;
+  metrics.counter(RETAINED_CLEARED, 'Zero-byte retained messages sent to remove device messages an external broker retains');
+  const clearing = new RetainedClearing({
+    topics: deps.topics,
+    publish: (topic) => {
+      // QoS 1 for one process: its echo, which lets the topic's next clear
+      // go, waits in the persistent session like any device message, and
+      // publishKept sends it again if mqtt.js drops it after a reconnect.
+      // QoS 0 in a group, where nothing waits for the echo: a QoS 1 clear
+      // per OwnTracks report would fill mqtt.js's store, resent one round
+      // trip each after a reconnect while the members' PUBACKs wait
+      // (ingest/cluster-sync.ts).
+      const client = deps.client();
+      if (client) publishKept(client, topic, Buffer.alloc(0), { qos: deps.grouped ? 0 : 1, retain: true });
+      metrics.inc(RETAINED_CLEARED);
+    },
+    ...(deps.grouped ? {} : { confirm: { clock, afterMs: deps.confirmMs } }),
+  });
+  if (deps.grouped) return { clearing, stop: async () => undefined };
+  metrics.counter(RETAINED_UNCONFIRMED, "Retained clears that did not come back through the service's own subscription (the broker may deny the write)");
+  const window = new LogWindow(600_000);
+  const sweep = async () => {
+    const unconfirmed = clearing.sweep();
+    if (unconfirmed === 0) return;
+    metrics.inc(RETAINED_UNCONFIRMED, undefined, unconfirmed);
+    const heldBack = window.take(clock());
+    if (heldBack === undefined) return;
+    log.warn(
+      { unconfirmed, heldBack },
+      'mqtt: zero-byte retained messages sent to remove what devices retain did not come back; the broker may deny the service a write right on device topics (README, Devices and MQTT), or set MQTT_CLEAR_RETAINED=false',
+    );
+  };
+  return { clearing, stop: repeat(sweep, deps.confirmMs, (err) => log.error({ err }, 'retained clears: sweep failed')) };
+}
+
 function urlHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

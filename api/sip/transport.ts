@@ -357,7 +357,6 @@ class TcpTransport extends ClientTransport {
   /** When the current connection last brought bytes (performance.now()). */
   private lastDataAt = Number.NEGATIVE_INFINITY;
 
-
   protected via() {
     const s = this.socket;
     return { host: s?.localAddress ?? this.options.localHost ?? '127.0.0.1', port: s?.localPort ?? 0, transport: this.protocol === 'tls' ? ('TLS' as const) : ('TCP' as const), rport: false };
