@@ -44,6 +44,22 @@ function recordingGateway(
   return { sent, gateway };
 }
 
+const [OWNER, DEVICE, AUDIENCE] = ['00000000-0000-4000-8000-0000000000a1', '11111111-1111-4111-8111-111111111111', '21111111-1111-4111-8111-111111111111'];
+
+/** Alice with a phone, the SIP audience watcher, and one rule letting it see availability and activities (under `conditions` too). */
+function aliceAndAudience(conditions: Record<string, unknown> = {}) {
+  const directory = new Directory();
+  directory.putOwner({ id: OWNER, handle: 'alice' });
+  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
+  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
+  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  const ruleBook = new RuleBook();
+  ruleBook.replace(OWNER, [
+    { ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] }, ...conditions }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' },
+  ]);
+  return { directory, hub, ruleBook };
+}
+
 /**
  * A SIP server the gateway cannot reach (refused TLS handshake, timeout)
  * is counted on every attempt and logged once a minute per reason: a
@@ -80,14 +96,7 @@ t.test('transport failures: counted each time, logged once per reason a minute',
  */
 t.test('an erased owner: the publication is removed, with no document sent first', async (t) => {
   const now = Date.parse('2026-05-04T10:00:00Z');
-  const [OWNER, DEVICE, AUDIENCE] = ['00000000-0000-4000-8000-0000000000a1', '11111111-1111-4111-8111-111111111111', '21111111-1111-4111-8111-111111111111'];
-  const directory = new Directory();
-  directory.putOwner({ id: OWNER, handle: 'alice' });
-  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
-  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
-  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
-  const ruleBook = new RuleBook();
-  ruleBook.replace(OWNER, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] } }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' }]);
+  const { directory, hub, ruleBook } = aliceAndAudience();
   const { sent, gateway } = recordingGateway(t, { directory, ruleBook, hub, audience: AUDIENCE, now: () => now });
   gateway.sync(OWNER);
   hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' })], now);
@@ -147,18 +156,8 @@ t.test("the audience watcher revoked: every served owner's document becomes the 
  */
 t.test("a refused document's retry does not postpone the view's own expiry", async (t) => {
   const start = Date.now();
-  const [OWNER, DEVICE, AUDIENCE] = ['00000000-0000-4000-8000-0000000000a1', '11111111-1111-4111-8111-111111111111', '21111111-1111-4111-8111-111111111111'];
-  const directory = new Directory();
-  directory.putOwner({ id: OWNER, handle: 'alice' });
-  directory.putDevice({ id: DEVICE, ownerId: OWNER, deviceClass: 'phone', revoked: false });
-  directory.putWatcher({ id: AUDIENCE, kind: 'app', name: 'SIP', domain: undefined, revoked: false });
-  const hub = new PresenceHub({ offlineAfterMs: 3_600_000 });
+  const { directory, hub, ruleBook } = aliceAndAudience({ validity: [{ from: new Date(start - 60_000).toISOString(), until: new Date(start + 200).toISOString() }] });
   hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(start).toISOString(), state: 'in-call' })], start);
-  const ruleBook = new RuleBook();
-  const validity = [{ from: new Date(start - 60_000).toISOString(), until: new Date(start + 200).toISOString() }];
-  ruleBook.replace(OWNER, [
-    { ...ruleBodySchema.parse({ conditions: { identity: { watchers: [AUDIENCE] }, validity }, actions: { subHandling: 'allow' }, transformations: { availability: true, activities: true } }), id: 'r1' },
-  ]);
   const { sent, gateway } = recordingGateway(t, { directory, ruleBook, hub, audience: AUDIENCE, now: () => Date.now() });
   t.teardown(() => gateway.close());
   gateway.sync(OWNER);
