@@ -14,6 +14,7 @@ import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import { httpErrors } from '../core/errors.js';
 import { jwksRouteSchema, registerOpenApi } from './openapi.js';
 import type { RepresentationCache } from './representations.js';
+import type { DeviceRefs } from '../policy/device-refs.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import type { Network } from '../core/networks.js';
 import { inNetworks } from './internal-address.js';
@@ -58,6 +59,7 @@ export interface ApiDeps {
   readonly deviceTopic: (deviceId: string) => string;
   readonly accessLog: AccessLogBuffer;
   readonly representations: RepresentationCache;
+  readonly deviceRefs: DeviceRefs;
   readonly repository: Repository;
   readonly webhooks: WebhookDispatcher;
   readonly webhookAllowHttp: boolean;
@@ -169,6 +171,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     hub: deps.hub,
     entityOf: (handle: string) => deps.accounts.entityOf(handle),
     representations: deps.representations,
+    deviceRefs: deps.deviceRefs,
     clock: deps.clock,
     accessLog: deps.accessLog,
   };

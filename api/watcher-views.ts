@@ -3,6 +3,7 @@ import type { Directory, OwnerRecord } from '../core/directory.js';
 import type { PresenceHub } from '../core/presence-hub.js';
 import { OFFLINE_STATE, type PresenceState } from '../core/presence.js';
 import { evaluateConsent, type Decision } from '../policy/evaluate-consent.js';
+import type { DeviceRefs } from '../policy/device-refs.js';
 import type { RuleBook } from '../policy/rule-book.js';
 import { transformationsSchema } from '../policy/rule.js';
 import { buildWatcherView, viewFields, type WatcherView } from '../policy/watcher-view.js';
@@ -19,6 +20,8 @@ export interface WatcherViewDeps {
   readonly ruleBook: RuleBook;
   readonly hub: PresenceHub;
   readonly entityOf: (handle: string) => string;
+  /** The keyed ids views show devices by (policy/device-refs.ts). */
+  readonly deviceRefs: DeviceRefs;
 }
 
 /** Who is looking: a watcher (consent applies), or the owner themself (everything). */
@@ -99,6 +102,7 @@ function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: P
     idleThresholdSeconds,
     // EVERYTHING is the owner's own grant alone, and memos are kept per grant object.
     showsClass: decision.kind === 'allow' && decision.grant === EVERYTHING,
+    deviceRefs: deps.deviceRefs,
   });
   if (!memoizable) return view;
   if (!byState) {

@@ -50,6 +50,7 @@ import { errorForLog } from '../core/log-error.js';
 import { deviceTopic, type TopicScheme } from '../ingest/topics.js';
 import { RuleBook } from '../policy/rule-book.js';
 import { RepresentationCache } from '../api/representations.js';
+import { DeviceRefs } from '../policy/device-refs.js';
 import { WebhookDispatcher, type RetryPolicy } from '../api/webhook-dispatcher.js';
 import { createWebhookPost } from '../api/webhook-transport.js';
 import { SipGateway } from '../api/sip-gateway.js';
@@ -272,7 +273,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     const oidc = config.oidc ? await oidcVerifier(config.oidc, repository, log) : undefined;
     const verifier = new TokenVerifier(keys, config.tokenIssuer, undefined, clock, oidc);
     const topics = { root: config.mqtt.topicRoot, ownTracksRoot: config.mqtt.ownTracksRoot };
-    const digestNetworkName = networkDigester(await loadOrCreateDigestKey(config.dataDir, config.networkDigestKey, keyPem));
+    const digestKey = await loadOrCreateDigestKey(config.dataDir, config.networkDigestKey, keyPem);
+    const digestNetworkName = networkDigester(digestKey);
+    // The ids views show devices by come from the same secret (a group shares it: NETWORK_DIGEST_KEY).
+    const deviceRefs = DeviceRefs.derivedFrom(digestKey);
     const pipeline = new IngestPipeline(directory, hub, metrics, log, {
       topics,
       maxBytes: config.maxEventBytes,
@@ -516,6 +520,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       hub,
       entityOf: (handle) => accounts.entityOf(handle),
       representations,
+      deviceRefs,
       accessLog,
       clock,
       signingKey,
@@ -558,6 +563,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         audience: config.sip.audience,
         enabled: (ownerId) => delivery.held && directory.settings(ownerId).sipPublish,
         representations,
+      deviceRefs,
         accessLog,
         clock,
         metrics,
@@ -725,6 +731,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       deviceTopic: (id) => deviceTopic(topics, id),
       accessLog,
       representations,
+      deviceRefs,
       repository,
       webhooks,
       webhookAllowHttp: config.webhookAllowHttp,

@@ -93,7 +93,7 @@ export const envSchema = z.object({
     .string()
     .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), 'must be a PKCS#8 PEM private key (P-256)')
     .optional(),
-  /** Key of the per-owner Wi-Fi name digests (base64url, at least 32 bytes); else DATA_DIR/network-digest.key. Set it for a group. */
+  /** Key of the per-owner Wi-Fi name digests and of the ids views show devices by (base64url, at least 32 bytes); else DATA_DIR/network-digest.key. Set it for a group. */
   NETWORK_DIGEST_KEY: z
     .string()
     .regex(/^[A-Za-z0-9_-]{43,}$/, 'must be at least 32 random bytes in base64url (43 characters or more)')

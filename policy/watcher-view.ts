@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { placeTypeSchema, sphereSchema } from '../core/owner-settings.js';
 import { activitySchema, availabilitySchema, type Activity, type DeviceSeen, type PresenceState } from '../core/presence.js';
+import type { DeviceRefs } from './device-refs.js';
 import type { Decision } from './evaluate-consent.js';
 import type { ClassSet, Transformations } from './rule.js';
 import { snapLocation } from './snap-location.js';
@@ -103,6 +103,8 @@ export interface ViewContext {
    * it (provide-devices, RFC 5025 §3.3.1).
    */
   readonly showsClass: boolean;
+  /** The ids devices are shown by (keyed, per device grant). */
+  readonly deviceRefs: DeviceRefs;
 }
 
 /**
@@ -117,22 +119,6 @@ const IMPLIED_BY: Partial<Record<Activity, (g: Transformations) => boolean>> = {
 };
 
 const classAllowed = (set: ClassSet, deviceClass: string | undefined) => set === 'all' || (deviceClass !== undefined && set.includes(deviceClass));
-
-/** Stable per device and not reversible to its id (which is also its MQTT user name). */
-function deviceRef(deviceId: string): { occurrence: string; urn: string } {
-  // Views are built on every read: hash each device once (the map is bounded by registered devices; cleared past a cap).
-  const known = deviceRefs.get(deviceId);
-  if (known) return known;
-  const h = createHash('sha256').update(`presence-device:${deviceId}`).digest('hex');
-  // An RFC 9562 version 8 UUID carrying the digest: a valid urn:uuid, unlinkable to the id.
-  const uuid = `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h.slice(16, 17), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-  const ref = { occurrence: `d${h.slice(0, 12)}`, urn: `urn:uuid:${uuid}` };
-  if (deviceRefs.size >= MAX_DEVICE_REFS) deviceRefs.clear();
-  deviceRefs.set(deviceId, ref);
-  return ref;
-}
-const deviceRefs = new Map<string, { occurrence: string; urn: string }>();
-const MAX_DEVICE_REFS = 100_000;
 
 function devicesShown(devices: readonly DeviceSeen[], set: ClassSet, context: ViewContext): DeviceSeen[] {
   if (set !== 'all' && set.length === 0) return [];
@@ -156,7 +142,7 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
     // The location names its device (RFC 5491 §3.4) only when that device is
     // granted too; otherwise it is the person's, and no device is revealed.
     const measuredBy = state.location.deviceId;
-    const shownDevice = measuredBy !== undefined && classAllowed(grant.devices, context.deviceClass(measuredBy)) ? deviceRef(measuredBy) : undefined;
+    const shownDevice = measuredBy !== undefined && classAllowed(grant.devices, context.deviceClass(measuredBy)) ? context.deviceRefs.of(grant, measuredBy) : undefined;
     out.location = {
       ...snapLocation(latitude, longitude, accuracy, grant.location),
       precision: grant.location,
@@ -176,7 +162,7 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   const devices = devicesShown(state.devices, grant.devices, context);
   if (devices.length > 0) {
     out.devices = devices.map((d) => {
-      const ref = deviceRef(d.id);
+      const ref = context.deviceRefs.of(grant, d.id);
       const deviceClass = context.showsClass ? context.deviceClass(d.id) : undefined;
       return deviceClass === undefined ? { id: ref.occurrence, deviceId: ref.urn } : { id: ref.occurrence, deviceId: ref.urn, class: deviceClass };
     });
@@ -184,7 +170,7 @@ function grantedFields(state: PresenceState, grant: Transformations, context: Vi
   const services = devicesShown(state.devices, grant.services, context);
   if (services.length > 0) {
     out.services = services.map((d) => {
-      const id = `s${deviceRef(d.id).occurrence.slice(1)}`;
+      const id = `s${context.deviceRefs.of(grant, d.id).occurrence.slice(1)}`;
       const deviceClass = context.showsClass ? context.deviceClass(d.id) : undefined;
       const basic = d.live ? ('open' as const) : ('closed' as const);
       return deviceClass === undefined ? { id, basic } : { id, class: deviceClass, basic };

@@ -101,7 +101,7 @@ export async function addWatcher(service: TestService, name: string, kind: 'pers
   return { id: watcher.id, token };
 }
 
-export async function addRule(service: TestService, handle: string, watcherId: string, subHandling: 'allow' | 'block' | 'polite-block', transformations: Record<string, boolean> = { availability: true, activities: true }) {
+export async function addRule(service: TestService, handle: string, watcherId: string, subHandling: 'allow' | 'block' | 'polite-block', transformations: Record<string, boolean | string | string[]> = { availability: true, activities: true }) {
   const response = await service.api('POST', `/v1/admin/owners/${handle}/rules`, {
     token: service.adminToken,
     body: { conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling }, transformations },

@@ -60,6 +60,9 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
   }
   const watcher = await addWatcher(seed, 'colleague');
   const rule = await addRule(seed, 'scale0', watcher.id, 'allow');
+  // Shown the devices: their ids are keyed (policy/device-refs.ts), and every process must key them alike.
+  const deviceWatcher = await addWatcher(seed, 'inventory');
+  await addRule(seed, 'scale0', deviceWatcher.id, 'allow', { availability: true, devices: 'all', services: 'all' });
   await seed.close();
 
   const nodes: Node[] = [];
@@ -168,6 +171,11 @@ t.test('three processes: shared ingest, one SIGKILLed mid-stream, no event lost,
     }
   }
   t.pass(`every one of the ${all.length} events is visible on all three processes`);
+  const devicesSeen = await Promise.all(
+    [a, b2, c].map(async (node) => (await fetch(`${node.url}/v1/presence/scale0`, { headers: { authorization: `Bearer ${deviceWatcher.token}`, accept: 'application/pidf+xml' } })).text()),
+  );
+  t.equal(devicesSeen[0]?.match(/<dm:deviceID>/g)?.length, DEVICES_PER_OWNER, 'the watcher shown devices sees each one');
+  t.same(devicesSeen.slice(1), [devicesSeen[0], devicesSeen[0]], 'by the same ids on every process (a key the group shares)');
 
   // The database converged too: every device's signal, whoever wrote it.
   const db = new pg.Client({ connectionString: databaseUrl });

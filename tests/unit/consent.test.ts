@@ -5,6 +5,7 @@ import { evaluateConsent, recurringWindowState, type PolicyContext, type Watcher
 import { ruleBodySchema, ruleSchema, type Group, type Rule, type RuleBodyInput } from '../../policy/rule.js';
 import { buildWatcherView, offlineView, viewFields, type ViewContext } from '../../policy/watcher-view.js';
 import { renderPidf } from '../../core/render-pidf.js';
+import { testDeviceRefs } from '../helpers/device-refs.js';
 
 /**
  * Table-driven tests of the consent engine, one block per RFC 4745 / RFC
@@ -29,7 +30,7 @@ const w = (id: string, domain?: string): WatcherIdentity => ({ id, domain });
 const ctx = (over: Partial<PolicyContext> = {}): PolicyContext => ({ now: NOW, sphere: 'work', zone: 'Office', ...over });
 const policy = (rules: Rule[], groups: Group[] = []) => ({ rules, groups });
 const classes: Readonly<Record<string, string>> = { 'dev-phone': 'phone', 'dev-watch': 'watch' };
-const view: ViewContext = { entity: ENTITY, deviceClass: (id) => classes[id], idleThresholdSeconds: 300, showsClass: false };
+const view: ViewContext = { entity: ENTITY, deviceClass: (id) => classes[id], idleThresholdSeconds: 300, showsClass: false, deviceRefs: testDeviceRefs() };
 
 const busy: PresenceState = {
   availability: 'busy',
@@ -266,7 +267,16 @@ t.test('RFC 5025 §3.3: devices and services, all or by class, never by their se
   const phones = shown([allow([W1], { devices: ['phone'] })]);
   t.equal(phones.devices?.length, 1, 'selected by class (provide-devices, RFC 5025 §3.3.1)');
   t.same(Object.keys(phones.devices?.[0] ?? {}), ['id', 'deviceId'], 'without saying which');
-  t.same(phones.devices?.[0], all.devices?.find((d) => d.id === phones.devices?.[0]?.id), 'the phone');
+  // Ids are keyed by the device grant: comparing views shown different
+  // devices does not tell which of them is the phone (its class).
+  const phone = phones.devices?.[0];
+  t.notOk(
+    all.devices?.some((d) => d.id === phone?.id || d.deviceId === phone?.deviceId),
+    'a watcher shown other devices knows the phone by other ids',
+  );
+  t.same(shown([allow([W1], { devices: ['phone'], location: 'exact', note: true })]).devices, phones.devices, 'the same ids under the same device grant, whatever else it shows');
+  t.same(shown([allow([W1], { devices: ['phone', 'phone'] })]).devices, phones.devices, 'a class set is a set');
+  t.equal(shown([allow([W1], { location: 'exact', devices: ['phone'] })]).location?.device?.deviceId, phone?.deviceId, "the location names its device by the view's id for it");
   t.same(shown([allow([W1], { devices: ['sensor'] })]), offlineView(ENTITY), 'no device of the class: nothing to show');
   const owners = buildWatcherView(busy, decide([allow([W1], { devices: 'all', services: 'all' })], w(W1), ctx()), { ...view, showsClass: true });
   t.same(

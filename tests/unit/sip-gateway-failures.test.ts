@@ -10,6 +10,7 @@ import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 import { RuleBook } from '../../policy/rule-book.js';
 import { ruleBodySchema } from '../../policy/rule.js';
+import { testDeviceRefs } from '../helpers/device-refs.js';
 
 /**
  * A gateway over the real directory, hub, rule book and views, with a
@@ -32,6 +33,7 @@ function recordingGateway(
     ruleBook: deps.ruleBook,
     hub: deps.hub,
     entityOf: (handle) => `sip:${handle}@example.com`,
+    deviceRefs: testDeviceRefs(),
     pool,
     audience: deps.audience,
     enabled: () => true,

@@ -10,6 +10,7 @@ import { ruleBodySchema, type RuleBodyInput } from '../../policy/rule.js';
 import { buildWatcherView, offlineView, type WatcherView } from '../../policy/watcher-view.js';
 import { JSON_MEDIA_TYPE, RepresentationCache } from '../../api/representations.js';
 import { computeView, recordAccess, type WatcherViewDeps } from '../../api/watcher-views.js';
+import { testDeviceRefs } from '../helpers/device-refs.js';
 
 /**
  * Views are memoized per grant and state (api/watcher-views.ts) and their
@@ -37,7 +38,7 @@ function setup() {
     rule('r3', { conditions: { identity: { watchers: [W4] } }, actions: { subHandling: 'allow' }, transformations: { availability: true } }),
     rule('r4', { conditions: { identity: { watchers: [W4] } }, actions: { subHandling: 'allow' }, transformations: { activities: true, devices: ['phone'] } }),
   ]);
-  const deps: WatcherViewDeps = { directory, ruleBook, hub, entityOf: (handle) => `pres:${handle}@example.com` };
+  const deps: WatcherViewDeps = { directory, ruleBook, hub, entityOf: (handle) => `pres:${handle}@example.com`, deviceRefs: testDeviceRefs() };
   const call = (state: string, at = NOW) => hub.apply(OWNER, DEVICE, [sensorEventSchema.parse({ kind: 'call', at: new Date(at).toISOString(), state })], at);
   return { directory, hub, ruleBook, deps, call };
 }
@@ -53,6 +54,7 @@ function fresh(deps: WatcherViewDeps, watcherId: string, now: number): WatcherVi
     deviceClass: (id) => deps.directory.device(id)?.deviceClass,
     idleThresholdSeconds: deps.directory.settings(owner.id).idleAfterSeconds,
     showsClass: false,
+    deviceRefs: deps.deviceRefs,
   });
 }
 

@@ -10,6 +10,7 @@ import { ruleBodySchema } from '../../policy/rule.js';
 import { RepresentationCache } from '../../api/representations.js';
 import { WebhookDispatcher } from '../../api/webhook-dispatcher.js';
 import { REFUSED_ADDRESS, type WebhookPost } from '../../api/webhook-transport.js';
+import { testDeviceRefs } from '../helpers/device-refs.js';
 
 /**
  * The dispatcher's delivery loop with a scripted receiver: the receiver
@@ -48,6 +49,7 @@ function setup(clock: () => number = Date.now) {
     ruleBook,
     hub,
     entityOf: (h) => `pres:${h}@test`,
+    deviceRefs: testDeviceRefs(),
     representations: new RepresentationCache(),
     accessLog,
     clock,
