@@ -111,7 +111,18 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
   // worst a QoS 0 message is journaled that need not have been).
   let acknowledgeAll = true;
   client.on('message', (t, payload, packet) => options.onMessage(t, payload, acknowledgeAll || packet.qos > 0, packet.retain));
-  client.on('error', (error) => options.log.warn({ err: error.message }, 'mqtt client error'));
+  // Once the service is closing, messages still arriving are handled and
+  // their acknowledgements written after mqtt.js has sent DISCONNECT and
+  // ended the stream ('write after end'), or into a socket the broker has
+  // already closed (ECONNRESET). Nothing is lost: the broker redelivers
+  // every message not acknowledged (MQTT 3.1.1 §4.4) when the session
+  // resumes, and a clean stop writes what was applied. Those errors are
+  // not an operator's concern at every deploy.
+  let closing = false;
+  client.on('error', (error) => {
+    if (closing) options.log.debug({ err: error.message }, 'mqtt client error while closing (unacknowledged messages are redelivered)');
+    else options.log.warn({ err: error.message }, 'mqtt client error');
+  });
 
   try {
     await withTimeout(
@@ -144,7 +155,10 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
 
   return {
     client,
-    close: () => client.endAsync(),
+    close: () => {
+      closing = true;
+      return client.endAsync();
+    },
   };
 }
 

@@ -93,7 +93,7 @@ export interface GroupMember {
  * (the first migrates the database), with an admin token and, per member,
  * a JSON caller (Accept: application/json, so presence reads answer JSON).
  */
-export async function startGroup(t: Test, size: number): Promise<{ members: GroupMember[]; databaseUrl: string; adminToken: string }> {
+export async function startGroup(t: Test, size: number): Promise<{ members: GroupMember[]; databaseUrl: string; brokerUrl: string; adminToken: string }> {
   const broker = await startPrivateBroker();
   t.teardown(() => broker.stop());
   const databaseUrl = await createTestDatabase(t);
@@ -119,5 +119,5 @@ export async function startGroup(t: Test, size: number): Promise<{ members: Grou
     };
     members.push({ service, call });
   }
-  return { members, databaseUrl, adminToken };
+  return { members, databaseUrl, brokerUrl: broker.url, adminToken };
 }
