@@ -285,6 +285,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       deviceRateLimit: config.limits.mqttDevice,
       // The retained clears this service sends (MQTT_CLEAR_RETAINED) come back through its subscription.
       ignoreEmpty: config.mqtt.kind === 'external' && config.mqtt.clearRetained,
+      // An external broker has acknowledged a device's excess already: its
+      // newest message waits for the limit (the embedded broker holds the
+      // device back instead).
+      keepNewestOverLimit: config.mqtt.kind === 'external',
+      onKept: (waitMs) => keptTimer.schedule(waitMs),
       onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[], acknowledged: boolean) => {
         cluster?.applied(ownerId, deviceId, events);
         // The journal backs acknowledgements only: a QoS 0 message was never
@@ -296,6 +301,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         if (keepsRawEvents(ownerId)) rawEvents.record(ownerId, deviceId, events, clock());
       },
     });
+    const keptTimer = soonestTimer(() => pipeline.applyKept(clock()));
     let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
     // An external broker's retained device messages are removed there (MQTT_CLEAR_RETAINED; set below).
     let retainedClearing: RetainedClearing | undefined;
@@ -443,12 +449,23 @@ export async function startService(config: Config, options: ServiceOptions = {})
           cluster?.attach(made);
         },
       });
+      // At a stop, the kept messages (acknowledged already) are applied
+      // whatever the limit: once the subscription has ended in a single
+      // process, before the writer's last flush (pushed earlier, so run
+      // later); in a group, before that flush and while the connection
+      // still carries their sync messages.
+      const applyKept = async () => {
+        keptTimer.stop();
+        pipeline.applyKept(clock(), true);
+      };
+      if (!cluster) cleanups.push(applyKept);
       cleanups.push(() => subscriber.close());
       if (cluster) {
         // On a clean stop, what was applied is written and announced while
         // the connection is still up (cleanups run in reverse order), so the
         // other processes hold nothing for this one.
         cleanups.push(() => writer.flush());
+        cleanups.push(applyKept);
         log.info({ node: cluster.node, shareGroup: clusterConfig?.shareGroup }, 'scale-out: sharing ingest with the group');
       }
       if (config.mqtt.deviceCredentials === 'mosquitto-dynsec') {
@@ -840,6 +857,36 @@ export const MQTT_WEBSOCKET_PATH = '/mqtt';
  * failure goes to `onError` and the next run comes as usual. Returns the
  * cleanup: no more runs, then the one in progress finished.
  */
+/**
+ * One timer for the soonest of many deadlines: `run` does what is due and
+ * returns the ms until the next deadline, if any.
+ */
+function soonestTimer(run: () => number | undefined): { schedule(ms: number): void; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let due = Infinity;
+  const fire = () => {
+    timer = undefined;
+    due = Infinity;
+    const next = run();
+    if (next !== undefined) schedule(next);
+  };
+  const schedule = (ms: number) => {
+    const at = performance.now() + ms;
+    if (timer && at >= due) return;
+    clearTimeout(timer);
+    due = at;
+    timer = setTimeout(fire, Math.max(1, Math.ceil(ms)));
+    timer.unref();
+  };
+  return {
+    schedule,
+    stop: () => {
+      clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+}
+
 function repeat(task: () => Promise<unknown>, ms: number, onError: (err: unknown) => void, now = false): () => Promise<void> {
   let running: Promise<unknown> = Promise.resolve();
   const run = () => {

@@ -25,8 +25,16 @@ export interface IngestOptions extends DecodeLimits {
    * any payload that is not JSON: a device cannot send them unlimited.
    */
   readonly ignoreEmpty?: boolean;
-  /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited. */
+  /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited (but see keepNewestOverLimit). */
   readonly deviceRateLimit?: RateLimit;
+  /**
+   * An external broker: the newest message over a device's limit is kept
+   * (one per device) and applied once the limit allows, the ones before it
+   * refused. See `keepNewest`.
+   */
+  readonly keepNewestOverLimit?: boolean;
+  /** Told, when a message is kept, how many ms until its device may send again: call `applyKept` then. */
+  readonly onKept?: (waitMs: number) => void;
   /**
    * Told of what was applied, synchronously (scale-out publishes it to the
    * other processes), and whether the message will be acknowledged to the
@@ -39,6 +47,17 @@ export const INGEST_ACCEPTED = 'presence_ingest_messages_total';
 export const INGEST_REJECTED = 'presence_ingest_rejected_total';
 export const INGEST_EVENTS = 'presence_ingest_events_total';
 export const INGEST_IGNORED = 'presence_ingest_ignored_total';
+export const INGEST_KEPT = 'presence_ingest_kept_total';
+
+/** What the kept messages may hold in all: past either bound, the excess is refused as before. */
+const MAX_KEPT = 10_000;
+const MAX_KEPT_BYTES = 16 * 1024 * 1024;
+
+interface Kept {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly acknowledged: boolean;
+}
 
 /** At most one log line per reason per window: a misbehaving device must not flood the logs. */
 const LOG_WINDOW_MS = 10_000;
@@ -46,6 +65,10 @@ const LOG_WINDOW_MS = 10_000;
 export class IngestPipeline {
   private readonly logged = new Map<IngestRejection, LogWindow>();
   private readonly perDevice: RateLimiter;
+  /** The newest message over its device's limit, by device id, oldest first (keepNewestOverLimit). */
+  private readonly kept = new Map<string, Kept>();
+  private keptBytes = 0;
+  private keeping: boolean;
 
   constructor(
     private readonly directory: Directory,
@@ -58,6 +81,9 @@ export class IngestPipeline {
     metrics.counter(INGEST_EVENTS, 'Sensor events applied');
     metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
     metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, zero-byte retained clears, ...)');
+    metrics.counter(INGEST_KEPT, 'MQTT messages over their device rate limit kept to be applied once it allows (the newest per device; counted again as applied or refused then)');
+    metrics.gauge('presence_ingest_kept', 'MQTT messages over their device rate limit waiting to be applied', () => this.kept.size);
+    this.keeping = options.keepNewestOverLimit === true;
     for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
     this.perDevice = new RateLimiter(options.deviceRateLimit ?? { perSecond: 0, burst: 0 });
   }
@@ -70,6 +96,11 @@ export class IngestPipeline {
    * that the broker is told it is safe (passed on to onApplied).
    */
   handle(topic: string, payload: Uint8Array, now: number, acknowledged = true): IngestRejection | undefined {
+    return this.apply(topic, payload, now, acknowledged, false);
+  }
+
+  /** `unlimited`: a kept message applied at a stop, whatever the device's rate limit. */
+  private apply(topic: string, payload: Uint8Array, now: number, acknowledged: boolean, unlimited: boolean): IngestRejection | undefined {
     const parsed = parseTopic(this.options.topics, topic);
     if (!parsed) return this.reject('bad_topic', undefined, now);
     // A zero-byte payload deletes a topic's retained message (MQTT 3.1.1
@@ -83,7 +114,8 @@ export class IngestPipeline {
     const device = this.directory.activeDevice(parsed.deviceId);
     if (!device) return this.reject('unknown_device', parsed.deviceId, now);
     // A device flooding the service is refused before its payload is even parsed.
-    if (this.perDevice.take(device.id, now) > 0) return this.reject('rate_limited', device.id, now);
+    const wait = unlimited ? 0 : this.perDevice.take(device.id, now);
+    if (wait > 0) return this.keepNewest(device.id, topic, payload, acknowledged, wait, now);
     const decoded = decodeMessage(payload, this.options, now, parsed.format);
     if (!decoded.ok) return this.reject(decoded.reason, device.id, now);
     if (decoded.events.length === 0) {
@@ -96,6 +128,62 @@ export class IngestPipeline {
     this.metrics.inc(INGEST_ACCEPTED);
     this.metrics.inc(INGEST_EVENTS, undefined, decoded.events.length);
     return undefined;
+  }
+
+  /**
+   * With an external broker, a message over its device's limit has already
+   * been acknowledged to the device (MQTT 3.1.1 §4.3.2): refusing them all
+   * lost a burst's newest reports (a phone flushing its offline queue
+   * showed where it was minutes ago). So the newest one per device is kept,
+   * unparsed, and applied as soon as the device's bucket holds a token
+   * again; the one it replaces is refused as rate_limited, as is anything
+   * past MAX_KEPT or MAX_KEPT_BYTES. A device still flooding takes every
+   * refilled token with a new message, so its kept one waits for the end of
+   * the burst: the last report of a burst is applied, no more work than the
+   * limit allows. Kept messages are not journaled: one lost to a crash
+   * before it was applied was acknowledged, as every refused one is. One
+   * refused when applied (its device revoked meanwhile, a bad payload) is
+   * counted, not dead-lettered: the caller's dead letters see messages as
+   * they arrive.
+   */
+  private keepNewest(deviceId: string, topic: string, payload: Uint8Array, acknowledged: boolean, wait: number, now: number): IngestRejection | undefined {
+    if (!this.keeping) return this.reject('rate_limited', deviceId, now);
+    const previous = this.kept.get(deviceId);
+    const bytes = this.keptBytes - (previous?.payload.byteLength ?? 0) + payload.byteLength;
+    if ((!previous && this.kept.size >= MAX_KEPT) || bytes > MAX_KEPT_BYTES) return this.reject('rate_limited', deviceId, now);
+    if (previous) {
+      this.kept.delete(deviceId);
+      this.reject('rate_limited', deviceId, now);
+    }
+    // A copy: the broker client's buffer may be a slice of a larger read.
+    this.kept.set(deviceId, { topic, payload: Uint8Array.prototype.slice.call(payload), acknowledged });
+    this.keptBytes = bytes;
+    this.metrics.inc(INGEST_KEPT);
+    this.options.onKept?.(wait);
+    return undefined;
+  }
+
+  /**
+   * Applies the kept messages whose devices may send again (all of them
+   * with `regardless`, at a stop, which also ends keeping: later excess is
+   * refused). Returns the ms until the next kept one is due, if any.
+   */
+  applyKept(now: number, regardless = false): number | undefined {
+    if (regardless) this.keeping = false;
+    const due: Kept[] = [];
+    let next = Infinity;
+    for (const [deviceId, kept] of this.kept) {
+      const wait = regardless ? 0 : this.perDevice.wait(deviceId, now);
+      if (wait > 0) {
+        next = Math.min(next, wait);
+        continue;
+      }
+      this.kept.delete(deviceId);
+      this.keptBytes -= kept.payload.byteLength;
+      due.push(kept);
+    }
+    for (const kept of due) this.apply(kept.topic, kept.payload, now, kept.acknowledged, regardless);
+    return next === Infinity ? undefined : next;
   }
 
   /** How long until the device may send again under its rate limit (0: now), taking nothing (ingest/embedded-broker.ts holds messages that long). */

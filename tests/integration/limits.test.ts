@@ -4,7 +4,7 @@ import t from 'tap';
 import { WebSocket } from 'ws';
 import { LIMIT_REFUSALS } from '../../api/server.js';
 import { INGEST_HELD } from '../../bin/service.js';
-import { INGEST_ACCEPTED, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_KEPT, INGEST_REJECTED } from '../../ingest/ingest-pipeline.js';
 import { MQTT_TEST_URL, createTestDatabase, tempDir, uniqueName, waitFor } from '../helpers/env.js';
 import { openStream } from '../helpers/sse.js';
 import { addRule, addWatcher, provision, startTestService, testConfig } from '../helpers/service.js';
@@ -83,18 +83,27 @@ t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) =>
     t.equal(limit(service, 'http_streams'), 1);
   });
 
-  t.test('per device on an external broker: the excess is refused as rate_limited, before decoding (the broker has acknowledged it already)', async (t) => {
+  t.test('per device on an external broker: the excess is refused as rate_limited before decoding (the broker has acknowledged it already), but the newest message waits for the limit and is applied', async (t) => {
     const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
     t.teardown(() => device.endAsync());
     const accepted = service.metrics.value(INGEST_ACCEPTED);
+    const refused = () => service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' });
+    const kept = () => service.metrics.value(INGEST_KEPT);
     const started = Date.now();
-    for (let i = 0; i < 8; i++) await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date().toISOString(), state: i % 2 ? 'idle' : 'in-call' }), { qos: 1 });
-    await waitFor(() => service.metrics.value(INGEST_ACCEPTED) + service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }) >= accepted + 8, 'all eight handled');
-    // The burst of 3, plus what the bucket refilled (2/s) while the eight were sent (slower on a loaded machine).
+    // A phone flushing its offline queue: seven reports of no call, then the call going on now.
+    for (let i = 0; i < 8; i++) {
+      const at = new Date(started - 8000 + i * 1000).toISOString();
+      await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at, state: i === 7 ? 'in-call' : 'idle' }), { qos: 1 });
+    }
+    await waitFor(() => service.metrics.value(INGEST_ACCEPTED) - accepted + refused() >= 8, 'all eight applied or refused');
+    // The burst of 3, plus what the bucket refilled (2/s) while the eight were sent (slower on a loaded machine), plus the newest, kept.
     const refilled = Math.ceil(((Date.now() - started) / 1000) * 2);
     const taken = service.metrics.value(INGEST_ACCEPTED) - accepted;
-    t.ok(taken >= 3 && taken <= 3 + refilled, `the burst of 3 (and at most ${refilled} refilled) accepted: ${taken}`);
-    t.equal(service.metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 8 - taken);
+    t.ok(taken >= 4 && taken <= 4 + refilled, `the burst of 3 (and at most ${refilled} refilled), and the newest, applied: ${taken}`);
+    t.equal(refused(), 8 - taken, 'the others refused');
+    t.equal(kept(), refused() + 1, 'each over the limit was kept until a newer one came, the last until the limit allowed it');
+    t.ok(service.hub.current(alice.owner.id, Date.now()).activities.includes('on-the-phone'), 'the call, sent last, is what the owner shows');
+    t.equal(service.metrics.value('presence_ingest_kept'), 0, 'nothing kept any more');
   });
 
   t.test('per address: requests with any token or none count; the probes do not', async (t) => {
@@ -141,6 +150,21 @@ t.test('per device on the embedded broker: the excess is held, the device slowed
   // The limit still holds: 3 at once, then 2 a second (applied no faster than the refill allows).
   t.ok(8 <= 3 + refilled, `eight applied over at least 2.5 s of refill (${Date.now() - started} ms)`);
   t.ok(client.connected, 'the device stays connected');
+});
+
+t.test('per device on an external broker: a stop applies and stores the kept message, whatever the limit', async (t) => {
+  const common = { DATA_DIR: await tempDir(t), DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('limstop'), RATE_LIMIT_MQTT_DEVICE: '1/1' };
+  const service = await startTestService(t, await testConfig(t, common));
+  const alice = await provision(service, 'alice');
+  const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
+  t.teardown(() => device.endAsync());
+  const now = Date.now();
+  await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date(now - 1000).toISOString(), state: 'idle' }), { qos: 1 });
+  await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' }), { qos: 1 });
+  await waitFor(() => service.metrics.value(INGEST_KEPT) === 1, 'the second message kept');
+  await service.close();
+  const again = await startTestService(t, await testConfig(t, common));
+  t.ok(again.hub.current(alice.owner.id, Date.now()).activities.includes('on-the-phone'), 'stored at the stop: the restarted service shows the call');
 });
 
 t.test('connection limits on the embedded defaults: HTTP and the embedded broker drop the excess', async (t) => {

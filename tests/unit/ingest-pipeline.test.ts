@@ -3,7 +3,7 @@ import { Directory } from '../../core/directory.js';
 import type { Log } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
-import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_REJECTED, IngestPipeline, type IngestOptions } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_KEPT, INGEST_REJECTED, IngestPipeline, type IngestOptions } from '../../ingest/ingest-pipeline.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const DEVICE = '11111111-1111-4111-8111-111111111111';
@@ -25,7 +25,7 @@ function setup(extra: Partial<IngestOptions> = {}) {
     digestNetworkName: (owner, ssid) => `digest-of-${owner}-${ssid.length}`.padEnd(22, 'x').slice(0, 22),
     ...extra,
   });
-  return { hub, metrics, lines, pipeline };
+  return { directory, hub, metrics, lines, pipeline };
 }
 const event = (state: string) => Buffer.from(JSON.stringify({ kind: 'call', at: new Date(NOW).toISOString(), state }));
 
@@ -83,4 +83,71 @@ t.test('without ignoreEmpty (the embedded broker), a zero-byte payload is checke
   t.equal(pipeline.handle(`p/${REVOKED}/events`, Buffer.alloc(0), NOW), 'unknown_device');
   t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(0), NOW), 'malformed_json');
   t.equal(metrics.value(INGEST_IGNORED), 0);
+});
+
+t.test('over the limit without keepNewestOverLimit (the embedded broker paces before this): refused as rate_limited', async (t) => {
+  const { metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 1, burst: 1 } });
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW), undefined);
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW), 'rate_limited');
+  t.equal(pipeline.applyKept(NOW + 5000), undefined, 'nothing kept');
+  t.equal(metrics.value(INGEST_ACCEPTED), 1);
+});
+
+t.test('keepNewestOverLimit: the newest message over the limit is kept, unparsed, and applied once the limit allows; those it replaced are refused', async (t) => {
+  const waits: number[] = [];
+  const { hub, metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 2, burst: 1 }, keepNewestOverLimit: true, onKept: (ms) => waits.push(ms) });
+  const call = (state: string, at: number) => Buffer.from(JSON.stringify({ kind: 'call', at: new Date(at).toISOString(), state }));
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW - 3000), NOW), undefined, 'the burst');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW - 2000), NOW), undefined, 'kept');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"not json'), NOW), undefined, 'kept in its place, unparsed');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('in-call', NOW - 1000), NOW), undefined, 'kept in its place');
+  t.same(waits, [500, 500, 500], 'each time told when the device may send again');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 2, 'the two replaced are refused');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'malformed_json' }), 0, 'never parsed');
+  t.equal(metrics.value(INGEST_KEPT), 3);
+  t.equal(metrics.value('presence_ingest_kept'), 1);
+  t.equal(pipeline.applyKept(NOW + 100), 400, 'not yet: 400 ms to go');
+  t.same(hub.current('o1', NOW).activities, [], 'not applied before');
+  t.equal(pipeline.applyKept(NOW + 500), undefined, 'applied, nothing left');
+  t.same(hub.current('o1', NOW + 500).activities, ['on-the-phone'], 'the newest report is what shows');
+  t.equal(metrics.value(INGEST_ACCEPTED), 2);
+  t.equal(metrics.value('presence_ingest_kept'), 0);
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW + 400), NOW + 500), undefined, 'the token was taken: kept again');
+  t.equal(metrics.value('presence_ingest_kept'), 1);
+});
+
+t.test('keepNewestOverLimit: a kept message is checked again when applied (a device revoked meanwhile is refused)', async (t) => {
+  const { directory, hub, metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 1, burst: 1 }, keepNewestOverLimit: true });
+  pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW);
+  pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW);
+  directory.putDevice({ id: DEVICE, ownerId: 'o1', deviceClass: 'phone', revoked: true });
+  pipeline.applyKept(NOW + 1000);
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'unknown_device' }), 1);
+  t.same(hub.current('o1', NOW).activities, [], 'not applied');
+});
+
+t.test('keepNewestOverLimit: at a stop every kept message is applied whatever the limit, and later excess is refused', async (t) => {
+  const { hub, metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 1, burst: 1 }, keepNewestOverLimit: true });
+  pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW);
+  pipeline.handle(`p/${DEVICE}/events`, event('in-call'), NOW);
+  t.equal(pipeline.applyKept(NOW, true), undefined);
+  t.same(hub.current('o1', NOW).activities, ['on-the-phone'], 'applied, though the device has no token');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW), 'rate_limited', 'no longer kept');
+  t.equal(metrics.value(INGEST_ACCEPTED), 2);
+});
+
+t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that the excess is refused as before', async (t) => {
+  const { directory, metrics, pipeline } = setup({ maxBytes: 1_048_576, deviceRateLimit: { perSecond: 1, burst: 1 }, keepNewestOverLimit: true });
+  const devices = [...Array(18).keys()].map((i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+  for (const id of devices) directory.putDevice({ id, ownerId: 'o1', deviceClass: 'sensor', revoked: false });
+  const big = Buffer.alloc(1_048_576, 0x20);
+  for (const id of devices) {
+    pipeline.handle(`p/${id}/events`, event('idle'), NOW);
+    pipeline.handle(`p/${id}/events`, big, NOW);
+  }
+  t.equal(metrics.value('presence_ingest_kept'), 16, 'sixteen of 1 MiB kept');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 2, 'the rest refused');
+  t.equal(pipeline.handle(`p/${devices[0]}/events`, event('in-call'), NOW), undefined, 'a kept one may still be replaced by a smaller one');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 3);
+  t.equal(pipeline.handle(`p/${devices[17]}/events`, event('in-call'), NOW), undefined, 'which made room');
 });
