@@ -53,6 +53,13 @@ export interface EmbeddedBrokerOptions {
   readonly pace?: (deviceId: string, now: number) => number;
   /** Messages held per connection at most (default 100). */
   readonly maxHeld?: number;
+  /**
+   * Payload bytes held across all connections at most (default 64 MiB): a
+   * connection whose message would go past it is closed as for `maxHeld`
+   * (100 messages of up to MAX_EVENT_BYTES each per connection, times every
+   * connection, would otherwise have no bound but the connection limit).
+   */
+  readonly maxHeldBytes?: number;
   /** Told of each message held by `pace`, and of each connection closed for holding too many. */
   readonly onHeld?: (outcome: 'held' | 'closed') => void;
   /** MQTT over TLS on the port (the usual port for it is 8883); unset: plain MQTT (loopback development only, see core/config.ts). */
@@ -165,19 +172,22 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   // again what it was not told is safe.
   interface Line {
     readonly deviceId: string;
-    readonly queue: (() => void)[];
+    readonly queue: { readonly bytes: number; readonly take: () => void }[];
     timer: NodeJS.Timeout | undefined;
   }
   const held = new Map<Client, Line>();
   const pace = options.pace;
   const maxHeld = options.maxHeld ?? 100;
+  const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
+  let heldBytes = 0;
   function paced(client: Client, deviceId: string, packet: { topic: string; payload: Buffer | string; qos: number }, done: (error: Error | null) => void): void {
     const line = held.get(client);
     if (!pace || (!line && pace(deviceId, options.clock()) === 0)) return ingest(packet, done);
     // Over the limit on a connection already closed (a packet parsed before
     // it was): nothing to hold it for, nobody to acknowledge it to.
     if (client.closed) return;
-    if (line && line.queue.length >= maxHeld) {
+    const bytes = Buffer.byteLength(packet.payload);
+    if ((line && line.queue.length >= maxHeld) || heldBytes + bytes > maxHeldBytes) {
       options.onHeld?.('closed');
       drop(client);
       // After the acknowledgements of what was applied this turn (they wait
@@ -187,11 +197,13 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       return;
     }
     options.onHeld?.('held');
+    heldBytes += bytes;
+    const message = { bytes, take: () => ingest(packet, done) };
     if (line) {
-      line.queue.push(() => ingest(packet, done));
+      line.queue.push(message);
       return;
     }
-    const started: Line = { deviceId, queue: [() => ingest(packet, done)], timer: undefined };
+    const started: Line = { deviceId, queue: [message], timer: undefined };
     held.set(client, started);
     releaseHeld(client, started);
   }
@@ -215,13 +227,15 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
         return;
       }
       line.queue.shift();
-      next();
+      heldBytes -= next.bytes;
+      next.take();
     }
   }
   function drop(client: Client): void {
     const line = held.get(client);
     if (!line) return;
     clearTimeout(line.timer);
+    for (const message of line.queue) heldBytes -= message.bytes;
     line.queue.length = 0;
     held.delete(client);
   }

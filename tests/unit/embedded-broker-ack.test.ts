@@ -121,6 +121,29 @@ t.test('over the rate limit a message is held, in order, and acknowledged only o
   t.same(order.slice(3), [], 'nothing applied');
 });
 
+t.test('held messages are bounded in bytes across connections: the connection that would go past maxHeldBytes is closed', async (t) => {
+  const order: string[] = [];
+  const outcomes: string[] = [];
+  const { broker, token } = await deviceBroker(t, {
+    onMessage: (_topic, payload) => order.push(payload.toString()),
+    beforeAck: () => undefined,
+    pace: () => 60_000,
+    maxHeldBytes: 10,
+    onHeld: (outcome) => void outcomes.push(outcome),
+  });
+  const device = await connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: DEVICE, username: DEVICE, password: token, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync(true));
+  const closed = new Promise<void>((resolve) => device.once('close', () => resolve()));
+  const topic = deviceTopic(topics, DEVICE);
+  device.publish(topic, '123456', { qos: 0 });
+  while (outcomes.length < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.same(outcomes, ['held'], 'six bytes held');
+  device.publish(topic, '789012', { qos: 0 });
+  await closed;
+  t.same(outcomes, ['held', 'closed'], 'six more would make twelve: closed');
+  t.same(order, [], 'nothing applied');
+});
+
 t.test('a connection withholding PUBREL is closed past MAX_INBOUND_QOS2 QoS 2 messages', async (t) => {
   let applied = 0;
   const { broker, token } = await deviceBroker(t, { onMessage: () => void (applied += 1) });
