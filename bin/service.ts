@@ -290,6 +290,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // device back instead).
       keepNewestOverLimit: config.mqtt.kind === 'external',
       onKept: (waitMs) => keptTimer.schedule(waitMs),
+      // Dead letters (set below with an external broker), for messages refused as they arrive or when a kept one is applied.
+      onRejected: (topic, payload, reason, now) => onRejected?.(topic, payload, reason, now),
       onApplied: (ownerId: string, deviceId: string, events: readonly SensorEvent[], acknowledged: boolean) => {
         cluster?.applied(ownerId, deviceId, events);
         // The journal backs acknowledgements only: a QoS 0 message was never
@@ -301,8 +303,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
         if (keepsRawEvents(ownerId)) rawEvents.record(ownerId, deviceId, events, clock());
       },
     });
-    const keptTimer = soonestTimer(() => pipeline.applyKept(clock()));
-    let onRejected: ((topic: string, payload: Buffer, reason: IngestRejection, now: number) => void) | undefined;
+    const keptTimer = soonestTimer(() => pipeline.applyKept(clock()), KEPT_TIMER_FLOOR_MS);
+    let onRejected: ((topic: string, payload: Uint8Array, reason: IngestRejection, now: number) => void) | undefined;
     // An external broker's retained device messages are removed there (MQTT_CLEAR_RETAINED; set below).
     let retainedClearing: RetainedClearing | undefined;
     // The time one device message takes here (topic, device, rate limit,
@@ -325,9 +327,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (topic.startsWith('$')) return;
       const started = performance.now();
       const now = clock();
-      const reason = pipeline.handle(topic, payload, now, acknowledged);
+      pipeline.handle(topic, payload, now, acknowledged);
       ingestSeconds((performance.now() - started) / 1000);
-      if (reason && onRejected) onRejected(topic, payload, reason, now);
       retainedClearing?.observe(topic, payload, retained);
     };
 
@@ -580,7 +581,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         audience: config.sip.audience,
         enabled: (ownerId) => delivery.held && directory.settings(ownerId).sipPublish,
         representations,
-      deviceRefs,
+        deviceRefs,
         accessLog,
         clock,
         metrics,
@@ -848,20 +849,19 @@ export const RETAINED_UNCONFIRMED = 'presence_mqtt_retained_unconfirmed_total';
 const RETAINED_CONFIRM_MS = 30_000;
 const INGEST_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1] as const;
 
+/** Kept messages (IngestPipeline.keepNewest) are applied in rounds at least this far apart: a round scans them all. */
+const KEPT_TIMER_FLOOR_MS = 25;
+
 /** Where MQTT over WebSockets is served on the API's listener. */
 export const MQTT_WEBSOCKET_PATH = '/mqtt';
 
 /**
- * Runs `task` every `ms` (and once now with `now`), one run at a time: a
- * run that takes longer delays the next rather than overlapping it. A
- * failure goes to `onError` and the next run comes as usual. Returns the
- * cleanup: no more runs, then the one in progress finished.
- */
-/**
  * One timer for the soonest of many deadlines: `run` does what is due and
- * returns the ms until the next deadline, if any.
+ * returns the ms until the next deadline, if any. No sooner than `floorMs`
+ * after it is asked: each run may scan every deadline, so nearby ones are
+ * taken together.
  */
-function soonestTimer(run: () => number | undefined): { schedule(ms: number): void; stop(): void } {
+function soonestTimer(run: () => number | undefined, floorMs: number): { schedule(ms: number): void; stop(): void } {
   let timer: NodeJS.Timeout | undefined;
   let due = Infinity;
   const fire = () => {
@@ -870,12 +870,13 @@ function soonestTimer(run: () => number | undefined): { schedule(ms: number): vo
     const next = run();
     if (next !== undefined) schedule(next);
   };
-  const schedule = (ms: number) => {
+  const schedule = (wanted: number) => {
+    const ms = Math.max(floorMs, Math.ceil(wanted));
     const at = performance.now() + ms;
     if (timer && at >= due) return;
     clearTimeout(timer);
     due = at;
-    timer = setTimeout(fire, Math.max(1, Math.ceil(ms)));
+    timer = setTimeout(fire, ms);
     timer.unref();
   };
   return {
@@ -887,6 +888,12 @@ function soonestTimer(run: () => number | undefined): { schedule(ms: number): vo
   };
 }
 
+/**
+ * Runs `task` every `ms` (and once now with `now`), one run at a time: a
+ * run that takes longer delays the next rather than overlapping it. A
+ * failure goes to `onError` and the next run comes as usual. Returns the
+ * cleanup: no more runs, then the one in progress finished.
+ */
 function repeat(task: () => Promise<unknown>, ms: number, onError: (err: unknown) => void, now = false): () => Promise<void> {
   let running: Promise<unknown> = Promise.resolve();
   const run = () => {

@@ -35,6 +35,8 @@ export interface IngestOptions extends DecodeLimits {
   readonly keepNewestOverLimit?: boolean;
   /** Told, when a message is kept, how many ms until its device may send again: call `applyKept` then. */
   readonly onKept?: (waitMs: number) => void;
+  /** Told of every message refused, as it arrives or when a kept one is applied (dead letters). */
+  readonly onRejected?: (topic: string, payload: Uint8Array, reason: IngestRejection, now: number) => void;
   /**
    * Told of what was applied, synchronously (scale-out publishes it to the
    * other processes), and whether the message will be acknowledged to the
@@ -101,6 +103,12 @@ export class IngestPipeline {
 
   /** `unlimited`: a kept message applied at a stop, whatever the device's rate limit. */
   private apply(topic: string, payload: Uint8Array, now: number, acknowledged: boolean, unlimited: boolean): IngestRejection | undefined {
+    const reason = this.check(topic, payload, now, acknowledged, unlimited);
+    if (reason !== undefined) this.options.onRejected?.(topic, payload, reason, now);
+    return reason;
+  }
+
+  private check(topic: string, payload: Uint8Array, now: number, acknowledged: boolean, unlimited: boolean): IngestRejection | undefined {
     const parsed = parseTopic(this.options.topics, topic);
     if (!parsed) return this.reject('bad_topic', undefined, now);
     // A zero-byte payload deletes a topic's retained message (MQTT 3.1.1
@@ -143,17 +151,22 @@ export class IngestPipeline {
    * limit allows. Kept messages are not journaled: one lost to a crash
    * before it was applied was acknowledged, as every refused one is. One
    * refused when applied (its device revoked meanwhile, a bad payload) is
-   * counted, not dead-lettered: the caller's dead letters see messages as
-   * they arrive.
+   * counted and reported (onRejected) then. A message from the device that
+   * takes a refilled token does not replace the kept one, which is applied
+   * after it: signals merge newest first by their own time, so an older
+   * report changes nothing it should not, and may carry another kind.
    */
   private keepNewest(deviceId: string, topic: string, payload: Uint8Array, acknowledged: boolean, wait: number, now: number): IngestRejection | undefined {
     if (!this.keeping) return this.reject('rate_limited', deviceId, now);
+    // Too large to be applied anyway: not worth a place (decodeMessage's check, made here as it is not reached).
+    if (payload.byteLength > this.options.maxBytes) return this.reject('payload_too_large', deviceId, now);
     const previous = this.kept.get(deviceId);
     const bytes = this.keptBytes - (previous?.payload.byteLength ?? 0) + payload.byteLength;
     if ((!previous && this.kept.size >= MAX_KEPT) || bytes > MAX_KEPT_BYTES) return this.reject('rate_limited', deviceId, now);
     if (previous) {
       this.kept.delete(deviceId);
-      this.reject('rate_limited', deviceId, now);
+      const reason = this.reject('rate_limited', deviceId, now);
+      this.options.onRejected?.(previous.topic, previous.payload, reason, now);
     }
     // A copy: the broker client's buffer may be a slice of a larger read.
     this.kept.set(deviceId, { topic, payload: Uint8Array.prototype.slice.call(payload), acknowledged });
@@ -182,7 +195,14 @@ export class IngestPipeline {
       this.keptBytes -= kept.payload.byteLength;
       due.push(kept);
     }
-    for (const kept of due) this.apply(kept.topic, kept.payload, now, kept.acknowledged, regardless);
+    for (const kept of due) {
+      try {
+        this.apply(kept.topic, kept.payload, now, kept.acknowledged, regardless);
+      } catch (err) {
+        // A fault in applying (not bad input, which is refused) must not lose the others due or stop the timer.
+        this.log.error({ err }, 'applying a kept MQTT message failed');
+      }
+    }
     return next === Infinity ? undefined : next;
   }
 

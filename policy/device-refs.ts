@@ -17,9 +17,11 @@ export interface DeviceRef {
  * and provide-services, the class sets): watchers shown different sets of
  * devices get unrelated ids, so two of them comparing views cannot learn
  * which of one's devices are the other's, that is, the devices' classes,
- * which no grant shows (provide-class, RFC 5025 §3.3.2). Watchers shown
- * the same devices see the same ids: their views of devices are the same
- * anyway, and views stay shared per grant (api/watcher-views.ts). Ids
+ * which no grant shows (provide-class, RFC 5025 §3.3.2). Watchers under
+ * the same class sets see the same ids: their views of devices are the
+ * same anyway, and views stay shared per grant (api/watcher-views.ts).
+ * Different class sets that happen to select the same devices (`all` and
+ * `phone` for an owner with phones only) still give different ids. Ids
  * stay stable while the device grant does (RFC 4479 §11.1.3 wants a
  * deviceID to persist); a rule that changes which classes it shows shows
  * its watchers new ids.

@@ -101,7 +101,9 @@ t.test('HTTP and MQTT limits on PostgreSQL and an external broker', async (t) =>
     const taken = service.metrics.value(INGEST_ACCEPTED) - accepted;
     t.ok(taken >= 4 && taken <= 4 + refilled, `the burst of 3 (and at most ${refilled} refilled), and the newest, applied: ${taken}`);
     t.equal(refused(), 8 - taken, 'the others refused');
-    t.equal(kept(), refused() + 1, 'each over the limit was kept until a newer one came, the last until the limit allowed it');
+    // Each kept message was replaced (refused) or applied once the limit allowed: the last one, and any the refill let in mid-burst on a slow machine.
+    const keptApplied = kept() - refused();
+    t.ok(keptApplied >= 1 && keptApplied <= 1 + refilled, `each over the limit kept until a newer one came or the limit allowed it (${keptApplied} applied so)`);
     t.ok(service.hub.current(alice.owner.id, Date.now()).activities.includes('on-the-phone'), 'the call, sent last, is what the owner shows');
     t.equal(service.metrics.value('presence_ingest_kept'), 0, 'nothing kept any more');
   });
@@ -154,7 +156,9 @@ t.test('per device on the embedded broker: the excess is held, the device slowed
 
 t.test('per device on an external broker: a stop applies and stores the kept message, whatever the limit', async (t) => {
   const common = { DATA_DIR: await tempDir(t), DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: uniqueName('limstop'), RATE_LIMIT_MQTT_DEVICE: '1/1' };
-  const service = await startTestService(t, await testConfig(t, common));
+  // The service's clock stops once the message is kept: its bucket never refills, so only the stop can apply it.
+  let stopped: number | undefined = undefined;
+  const service = await startTestService(t, await testConfig(t, common), { clock: () => stopped ?? Date.now() });
   const alice = await provision(service, 'alice');
   const device = await connectAsync(MQTT_TEST_URL, { clientId: uniqueName('dev'), clean: true });
   t.teardown(() => device.endAsync());
@@ -162,6 +166,9 @@ t.test('per device on an external broker: a stop applies and stores the kept mes
   await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date(now - 1000).toISOString(), state: 'idle' }), { qos: 1 });
   await device.publishAsync(alice.device.topic, JSON.stringify({ kind: 'call', at: new Date(now).toISOString(), state: 'in-call' }), { qos: 1 });
   await waitFor(() => service.metrics.value(INGEST_KEPT) === 1, 'the second message kept');
+  stopped = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  t.equal(service.metrics.value('presence_ingest_kept'), 1, 'still kept past the refill time: the clock stopped');
   await service.close();
   const again = await startTestService(t, await testConfig(t, common));
   t.ok(again.hub.current(alice.owner.id, Date.now()).activities.includes('on-the-phone'), 'stored at the stop: the restarted service shows the call');

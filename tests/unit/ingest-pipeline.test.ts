@@ -151,3 +151,19 @@ t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that the exc
   t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 3);
   t.equal(pipeline.handle(`p/${devices[17]}/events`, event('in-call'), NOW), undefined, 'which made room');
 });
+
+t.test('keepNewestOverLimit: a payload too large to apply is refused at once, not kept; refusals reach onRejected, the replaced and the applied alike', async (t) => {
+  const refusals: string[] = [];
+  const { metrics, pipeline } = setup({
+    deviceRateLimit: { perSecond: 1, burst: 1 },
+    keepNewestOverLimit: true,
+    onRejected: (_topic, payload, reason) => refusals.push(`${reason} ${payload.byteLength}`),
+  });
+  pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW);
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(1025, 0x20), NOW), 'payload_too_large');
+  t.equal(metrics.value('presence_ingest_kept'), 0, 'not kept');
+  pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"first'), NOW);
+  pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"second'), NOW);
+  pipeline.applyKept(NOW + 1000);
+  t.same(refusals, ['payload_too_large 1025', 'rate_limited 7', 'malformed_json 8'], 'in order: too large, replaced, refused when applied');
+});
