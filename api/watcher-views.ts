@@ -45,6 +45,8 @@ export interface ComputedView {
   readonly owner: OwnerRecord | undefined;
   readonly decision: Decision;
   readonly view: WatcherView;
+  /** The view's fields for the access log (viewFields), worked out once per memoized view: every event and read records them. */
+  readonly fields: readonly string[];
   /** When the view may change with no new event: the state's or a rule's time condition. */
   readonly validUntil: number;
 }
@@ -62,34 +64,48 @@ export interface ComputedView {
  * keyed by both is reused only while the entity, threshold and every device
  * class asked for are still what they were. Memoized views are frozen: a
  * view handed to one watcher can then never be changed under another.
+ *
+ * One memo per grant object, for the last state asked about: watchers ask
+ * about an owner's current state, so older states are never asked for
+ * again. They were kept in a WeakMap keyed by the state, and that cost the
+ * latency p99: an entry per state change in a long-lived table whose keys
+ * die young made V8 promote about 290 KB per scavenge at 5,500 events/s
+ * (measured with --trace-gc-nvp; 0.2 KB with one slot per grant), so the
+ * old generation filled with dead views and was mark-compacted every ten
+ * seconds or so (README, Performance). A grant object belongs to one
+ * owner's rule; the few shared by every owner (the owner's own EVERYTHING,
+ * a rule's default NOTHING, SHOWS_NOTHING) hold the last owner asked
+ * about, and another owner's view is built afresh (a few microseconds:
+ * its bytes are still found by content in the representation cache).
  */
 interface ViewMemo {
+  readonly state: PresenceState;
   readonly entity: string;
   readonly idleThresholdSeconds: number;
   /** The device classes the view was built with, by device id. */
   readonly classes: readonly (readonly [string, string | undefined])[];
   readonly view: WatcherView;
+  readonly fields: readonly string[];
 }
 /** The memo key of every decision that shows nothing (they all give the offline view). */
 const SHOWS_NOTHING = Object.freeze({});
-const viewMemos = new WeakMap<object, WeakMap<PresenceState, ViewMemo>>();
+const viewMemos = new WeakMap<object, ViewMemo>();
 
-
-function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: PresenceState, decision: Decision, handle: string): WatcherView {
+function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: PresenceState, decision: Decision, handle: string): { view: WatcherView; fields: readonly string[] } {
   const entity = deps.entityOf(handle);
   const idleThresholdSeconds = owner ? deps.directory.settings(owner.id).idleAfterSeconds : 0;
   const key: object = decision.kind === 'allow' ? decision.grant : SHOWS_NOTHING;
   // Rule-book grants are frozen (policy/rule-book.ts, evaluateConsent's combined grants); any other is built afresh.
   const memoizable = Object.isFrozen(key);
-  let byState = memoizable ? viewMemos.get(key) : undefined;
-  const memo = byState?.get(state);
+  const memo = memoizable ? viewMemos.get(key) : undefined;
   if (
     memo &&
+    memo.state === state &&
     memo.entity === entity &&
     memo.idleThresholdSeconds === idleThresholdSeconds &&
     memo.classes.every(([id, deviceClass]) => deps.directory.deviceClass(id) === deviceClass)
   ) {
-    return memo.view;
+    return memo;
   }
   const classes: (readonly [string, string | undefined])[] = [];
   const view = buildWatcherView(state, decision, {
@@ -104,13 +120,11 @@ function viewFor(deps: WatcherViewDeps, owner: OwnerRecord | undefined, state: P
     showsClass: decision.kind === 'allow' && decision.grant === EVERYTHING,
     deviceRefs: deps.deviceRefs,
   });
-  if (!memoizable) return view;
-  if (!byState) {
-    byState = new WeakMap();
-    viewMemos.set(key, byState);
-  }
-  byState.set(state, { entity, idleThresholdSeconds, classes, view: deepFreeze(view) });
-  return view;
+  const fields = Object.freeze(viewFields(view));
+  if (!memoizable) return { view, fields };
+  const made = { state, entity, idleThresholdSeconds, classes, view: deepFreeze(view), fields };
+  viewMemos.set(key, made);
+  return made;
 }
 
 export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: string, now: number): ComputedView {
@@ -125,28 +139,18 @@ export function computeView(deps: WatcherViewDeps, viewer: Viewer, handle: strin
     if (!watcher) decision = { kind: 'no-match', ruleIds: [], validUntil: Infinity };
     else decision = evaluateConsent(deps.ruleBook.policy(owner.id), { id: viewer.id, domain: watcher?.domain }, { now, sphere: state.place?.sphere, zone: state.place?.zone });
   }
-  const view = viewFor(deps, owner, state, decision, handle);
+  const { view, fields } = viewFor(deps, owner, state, decision, handle);
   // A location's PIDF-LO retention-expiry is dated by the UTC day: re-render at midnight.
   const midnight = view.location ? now - (now % 86_400_000) + 86_400_000 : Infinity;
   const validUntil = Math.min(decision.validUntil, owner ? deps.hub.validUntil(owner.id, now) : Infinity, midnight);
-  return { owner, decision, view, validUntil };
+  return { owner, decision, view, fields, validUntil };
 }
 
-/** The fields of a (memoized, frozen) view, worked out once per view: every event and read records them. */
-const fieldsOfView = new WeakMap<WatcherView, readonly string[]>();
-function fieldsOf(view: WatcherView): readonly string[] {
-  let fields = fieldsOfView.get(view);
-  if (!fields) {
-    fields = Object.freeze(viewFields(view));
-    if (Object.isFrozen(view)) fieldsOfView.set(view, fields);
-  }
-  return fields;
-}
 const NO_FIELDS: readonly string[] = Object.freeze([]);
 
 /** Privacy invariant 6, on the granted and the withheld path alike (so timing does not tell them apart). */
 export function recordAccess(accessLog: AccessLogBuffer, watcherId: string, access: ComputedView, action: AccessRecord['action'], now: number): void {
   if (!access.owner) return;
   const shown = access.decision.kind === 'allow';
-  accessLog.record({ ownerId: access.owner.id, watcherId, action, outcome: shown ? 'shown' : 'withheld', fields: shown ? fieldsOf(access.view) : NO_FIELDS }, now);
+  accessLog.record({ ownerId: access.owner.id, watcherId, action, outcome: shown ? 'shown' : 'withheld', fields: shown ? access.fields : NO_FIELDS }, now);
 }
