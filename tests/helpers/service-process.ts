@@ -93,7 +93,7 @@ export interface GroupMember {
  * (the first migrates the database), with an admin token and, per member,
  * a JSON caller (Accept: application/json, so presence reads answer JSON).
  */
-export async function startGroup(t: Test, size: number): Promise<{ members: GroupMember[]; databaseUrl: string; brokerUrl: string; adminToken: string }> {
+export async function startGroup(t: Test, size: number, env: Record<string, string> = {}): Promise<{ members: GroupMember[]; databaseUrl: string; brokerUrl: string; adminToken: string }> {
   const broker = await startPrivateBroker();
   t.teardown(() => broker.stop());
   const databaseUrl = await createTestDatabase(t);
@@ -107,6 +107,7 @@ export async function startGroup(t: Test, size: number): Promise<{ members: Grou
       MQTT_SHARE_GROUP: 'presence',
       MQTT_CLIENT_ID: `member-${i}`,
       DATA_DIR: await tempDir(t),
+      ...env,
     });
     const call: JsonCall = async (method, path, token, body, headers = {}) => {
       const response = await fetch(`${service.url}${path}`, {
