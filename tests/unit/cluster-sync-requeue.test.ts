@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
 import { ClusterSync, SYNC_MESSAGES } from '../../ingest/cluster-sync.js';
+import { packet, utf8 } from '../helpers/mqtt-packets.js';
 
 /**
  * A sync message published while mqtt.js resends what it stored after a
@@ -132,12 +133,7 @@ t.test("a device message delivered during mqtt.js's resend is acknowledged only 
   const DEVICE_MESSAGE_ID = 77;
   const second: string[] = []; // what the broker read on the second connection, in order
   const sync = newSync();
-  const devicePublish = (() => {
-    const topic = Buffer.from(`presence/${DEVICE}/events`);
-    const payload = Buffer.from('{}');
-    const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from([0, DEVICE_MESSAGE_ID]), payload]);
-    return Buffer.concat([Buffer.from([0x32, body.length]), body]); // PUBLISH, QoS 1
-  })();
+  const devicePublish = packet(0x32, utf8(`presence/${DEVICE}/events`), Buffer.from([0, DEVICE_MESSAGE_ID]), Buffer.from('{}')); // PUBLISH, QoS 1
   const client = await scriptedBroker(t, sync, (packet, connection, socket) => {
     if (packet.type === 1) {
       socket.write(connack(connection));

@@ -7,6 +7,7 @@ import { TokenVerifier } from '../../core/identity/token-verifier.js';
 import { issueToken } from '../../core/identity/tokens.js';
 import { MAX_INBOUND_QOS2, startEmbeddedBroker, type EmbeddedBrokerOptions } from '../../ingest/embedded-broker.js';
 import { deviceTopic } from '../../ingest/topics.js';
+import { packet, utf8 } from '../helpers/mqtt-packets.js';
 
 /**
  * The embedded broker tells a device its QoS 1 message is safe (PUBACK)
@@ -174,23 +175,3 @@ t.test('a connection withholding PUBREL is closed past MAX_INBOUND_QOS2 QoS 2 me
   t.equal(pubrecs(), MAX_INBOUND_QOS2, 'one more without a PUBREL for the others: closed');
   t.ok(applied >= MAX_INBOUND_QOS2, `applied as they came (${applied}; one past the limit is never acknowledged: the device sends it again)`);
 });
-
-/** A UTF-8 string as MQTT 3.1.1 §1.5.3 encodes it: two bytes of length, then the bytes. */
-function utf8(text: string): Buffer {
-  const bytes = Buffer.from(text);
-  return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
-}
-
-/** A control packet (§2.2): its first byte, the remaining length as a variable byte integer, the rest. */
-function packet(first: number, ...parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const length: number[] = [];
-  let n = body.length;
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    length.push(byte);
-  } while (n > 0);
-  return Buffer.concat([Buffer.from([first, ...length]), body]);
-}

@@ -1,18 +1,9 @@
 import t from 'tap';
 import { FrameSizeChecker } from '../../ingest/mqtt-frame-guard.js';
+import { fixedHeader, packet } from '../helpers/mqtt-packets.js';
 
-// MQTT 3.1.1 §2.2.3 remaining-length encoding.
-function frame(type: number, bodyLength: number): Buffer {
-  const len: number[] = [];
-  let x = bodyLength;
-  do {
-    let byte = x % 128;
-    x = Math.floor(x / 128);
-    if (x > 0) byte |= 0x80;
-    len.push(byte);
-  } while (x > 0);
-  return Buffer.concat([Buffer.from([type, ...len]), Buffer.alloc(bodyLength, 1)]);
-}
+/** A packet of `bodyLength` bytes after its fixed header. */
+const frame = (type: number, bodyLength: number): Buffer => packet(type, Buffer.alloc(bodyLength, 1));
 
 t.test('passes packets up to the limit, across arbitrary chunking', async (t) => {
   const checker = new FrameSizeChecker(1000);
@@ -23,7 +14,7 @@ t.test('passes packets up to the limit, across arbitrary chunking', async (t) =>
 t.test('reports an oversized packet from its header alone', async (t) => {
   const checker = new FrameSizeChecker(1000);
   t.equal(checker.push(frame(0x30, 10)), 'ok');
-  t.equal(checker.push(frame(0x30, 268_435_455).subarray(0, 5)), 'too_large', 'the 256 MB maximum, header only');
+  t.equal(checker.push(fixedHeader(0x30, 268_435_455)), 'too_large', 'the 256 MB maximum, header only');
   t.equal(new FrameSizeChecker(1000).push(Buffer.from([0x30, 0xe9, 0x07])), 'too_large', '1001 bytes');
 });
 
