@@ -455,18 +455,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // process, before the writer's last flush (pushed earlier, so run
       // later); in a group, before that flush and while the connection
       // still carries their sync messages.
-      const applyKept = async () => {
+      const applyAllKept = async () => {
         keptTimer.stop();
-        pipeline.applyKept(clock(), true);
+        pipeline.applyAllKept(clock());
       };
-      if (!cluster) cleanups.push(applyKept);
+      if (!cluster) cleanups.push(applyAllKept);
       cleanups.push(() => subscriber.close());
       if (cluster) {
         // On a clean stop, what was applied is written and announced while
         // the connection is still up (cleanups run in reverse order), so the
         // other processes hold nothing for this one.
         cleanups.push(() => writer.flush());
-        cleanups.push(applyKept);
+        cleanups.push(applyAllKept);
         log.info({ node: cluster.node, shareGroup: clusterConfig?.shareGroup }, 'scale-out: sharing ingest with the group');
       }
       if (config.mqtt.deviceCredentials === 'mosquitto-dynsec') {

@@ -169,41 +169,48 @@ export class IngestPipeline {
       this.options.onRejected?.(previous.topic, previous.payload, reason, now);
     }
     // A copy: the broker client's buffer may be a slice of a larger read.
-    this.kept.set(deviceId, { topic, payload: Uint8Array.prototype.slice.call(payload), acknowledged });
+    this.kept.set(deviceId, { topic, payload: Buffer.from(payload), acknowledged });
     this.keptBytes = bytes;
     this.metrics.inc(INGEST_KEPT);
     this.options.onKept?.(wait);
     return undefined;
   }
 
-  /**
-   * Applies the kept messages whose devices may send again (all of them
-   * with `regardless`, at a stop, which also ends keeping: later excess is
-   * refused). Returns the ms until the next kept one is due, if any.
-   */
-  applyKept(now: number, regardless = false): number | undefined {
-    if (regardless) this.keeping = false;
+  /** Applies the kept messages whose devices may send again. Returns the ms until the next kept one is due, if any. */
+  applyKept(now: number): number | undefined {
     const due: Kept[] = [];
     let next = Infinity;
     for (const [deviceId, kept] of this.kept) {
-      const wait = regardless ? 0 : this.perDevice.wait(deviceId, now);
-      if (wait > 0) {
-        next = Math.min(next, wait);
-        continue;
-      }
-      this.kept.delete(deviceId);
-      this.keptBytes -= kept.payload.byteLength;
-      due.push(kept);
+      const wait = this.perDevice.wait(deviceId, now);
+      if (wait > 0) next = Math.min(next, wait);
+      else due.push(this.unkeep(deviceId, kept));
     }
-    for (const kept of due) {
+    this.applyEach(due, now, false);
+    return next === Infinity ? undefined : next;
+  }
+
+  /** At a stop: applies every kept message whatever the limit, and keeps none from now on (later excess is refused). */
+  applyAllKept(now: number): void {
+    this.keeping = false;
+    const all = [...this.kept].map(([deviceId, kept]) => this.unkeep(deviceId, kept));
+    this.applyEach(all, now, true);
+  }
+
+  private unkeep(deviceId: string, kept: Kept): Kept {
+    this.kept.delete(deviceId);
+    this.keptBytes -= kept.payload.byteLength;
+    return kept;
+  }
+
+  private applyEach(kept: readonly Kept[], now: number, unlimited: boolean): void {
+    for (const k of kept) {
       try {
-        this.apply(kept.topic, kept.payload, now, kept.acknowledged, regardless);
+        this.apply(k.topic, k.payload, now, k.acknowledged, unlimited);
       } catch (err) {
         // A fault in applying (not bad input, which is refused) must not lose the others due or stop the timer.
         this.log.error({ err }, 'applying a kept MQTT message failed');
       }
     }
-    return next === Infinity ? undefined : next;
   }
 
   /** How long until the device may send again under its rate limit (0: now), taking nothing (ingest/embedded-broker.ts holds messages that long). */
