@@ -1,3 +1,4 @@
+import type { AccessRequestQueue } from '../core/access-requests.js';
 import type { Directory } from '../core/directory.js';
 import { AppError } from '../core/errors.js';
 import { toStoredSettings, type OwnerSettings, type SettingsInput } from '../core/owner-settings.js';
@@ -71,6 +72,8 @@ export class Accounts {
     private readonly clock: () => number,
     private readonly hub: PresenceHub,
     private readonly digestNetworkName: (ownerId: string, ssid: string) => string,
+    /** Access requests are answered from memory and written behind (core/access-requests.ts). */
+    private readonly accessRequests: AccessRequestQueue,
     /** Writes what the write-behind holds (state, access log, retained events): reads of storage then see everything. */
     private readonly flushWrites: () => Promise<void>,
     private readonly onBackgroundError: (error: unknown) => void = () => undefined,
@@ -753,24 +756,23 @@ export class Accounts {
    * anything else (no rule, confirm, polite-block, or a request the owner
    * denied) leaves it pending, and the watcher cannot tell these apart.
    */
-  async requestAccess(handle: string, watcherId: string, message: string | undefined): Promise<{ status: 'pending' | 'active' }> {
+  /**
+   * Answered from memory, the same way for every handle: the row is written
+   * behind (core/access-requests.ts), so neither the status nor the time
+   * taken tells an unknown owner from one who has not answered. A block
+   * rule naming the watcher is the one refusal (README, "Known choices").
+   */
+  requestAccess(handle: string, watcherId: string, message: string | undefined): { status: 'pending' | 'active' } {
+    // Checked before the owner is looked up: a full buffer refuses every handle alike.
+    if (this.accessRequests.full) throw new AppError('unavailable', 'Too many access requests wait to be stored; try again shortly.');
     const owner = this.directory.ownerByHandle(handle);
     // An unknown owner looks like one who has not answered yet.
     if (!owner) return { status: 'pending' };
     const decision = this.identityDecision(owner.id, watcherId);
     if (decision === 'block') throw new AppError('request_refused');
-    const existing = await this.repository.accessRequest(owner.id, watcherId);
-    if (decision === 'allow') {
-      await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'active', event: 'approved', message });
-      return { status: 'active' };
-    }
-    // A denied request stays denied: asking again changes nothing the owner sees but the message.
-    if (existing?.status === 'terminated') {
-      await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'terminated', event: existing.event, message });
-      return { status: 'pending' };
-    }
-    await this.repository.putAccessRequest({ ownerId: owner.id, watcherId, status: 'pending', event: 'subscribe', message });
-    return { status: 'pending' };
+    const intent = decision === 'allow' ? 'allowed' : 'ask';
+    this.accessRequests.submit({ ownerId: owner.id, watcherId, intent, message, at: this.clock() });
+    return { status: intent === 'allowed' ? 'active' : 'pending' };
   }
 
   /**
@@ -794,6 +796,8 @@ export class Accounts {
    * allowed them (deactivated), pending otherwise (subscribe).
    */
   async watcherInfo(ownerId: string): Promise<WatcherInfo[]> {
+    // What was answered is what the owner sees: the requests written behind first.
+    await this.accessRequests.flush();
     const requests = await this.repository.accessRequests(ownerId);
     const byWatcher = new Map(requests.map((r) => [r.watcherId, r]));
     const named = new Set(this.ruleBook.rules(ownerId).flatMap((r) => [...r.conditions.identity.watchers]));
@@ -830,6 +834,8 @@ export class Accounts {
 
   /** Approves a request with a rule for this watcher (by default: availability only). */
   async approve(ownerId: string, watcherId: string, transformations: Transformations): Promise<Rule> {
+    // A request answered before the approval is stored before it, not over it.
+    await this.accessRequests.flush();
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
     return this.ownerChange(ownerId, async () => {
@@ -843,6 +849,7 @@ export class Accounts {
 
   /** Denies a request: it stays "pending" to the watcher (who must not learn of the refusal). */
   async deny(ownerId: string, watcherId: string): Promise<void> {
+    await this.accessRequests.flush();
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
     if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule allows this watcher; remove or narrow it instead.');

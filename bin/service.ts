@@ -24,10 +24,11 @@ import { AdminActionStore } from '../core/db/admin-actions.js';
 import { loggableDbError } from '../core/db/db-error.js';
 import { TokenRevocations } from '../core/token-revocations.js';
 import { acquireDeliveryLease } from '../core/db/delivery-lease.js';
-import { writeAccessLog, writeRawEvents, writeStates } from '../core/db/state-writer.js';
+import { writeAccessLog, writeAccessRequests, writeRawEvents, writeStates } from '../core/db/state-writer.js';
 import { RawEventBuffer } from '../core/raw-events.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
+import { AccessRequestBuffer, type AccessRequestIntent } from '../core/access-requests.js';
 import { Directory } from '../core/directory.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
 import { KeySet } from '../core/identity/key-set.js';
@@ -264,6 +265,19 @@ export async function startService(config: Config, options: ServiceOptions = {})
     );
     metrics.gauge('presence_access_log_pending', 'Access-log entries awaiting the next write', () => accessLog.size);
     metrics.gauge('presence_access_log_dropped_records', 'Access-log records dropped since start because the buffer was full (should stay 0)', () => accessLog.dropped);
+    // Access requests are answered from memory and written here, so their timing does not tell whether an owner exists.
+    const accessRequestBuffer = new AccessRequestBuffer();
+    const requestWriter = writeBehind('access_requests', 'presence_access_requests_written_total', 'Access requests written', (onBatch) =>
+      writeAccessRequests(accessRequestBuffer, repository, onBatch),
+    );
+    metrics.gauge('presence_access_requests_pending', 'Access requests answered and awaiting the next write', () => accessRequestBuffer.size);
+    const accessRequests = {
+      get full() {
+        return accessRequestBuffer.full;
+      },
+      submit: (request: AccessRequestIntent) => accessRequestBuffer.submit(request),
+      flush: () => requestWriter.flush(),
+    };
     // Privacy invariant 4: sensor events are kept only for owners who turned retention on, within the operator's cap.
     const rawEvents = new RawEventBuffer();
     const rawWriter = writeBehind('raw_events', 'presence_raw_events_written_total', 'Retained sensor events written', (onBatch) => writeRawEvents(rawEvents, repository, onBatch));
@@ -500,6 +514,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
       }
     }
 
+    /** Everything the write-behind holds, written: reads of storage then see it all. */
+    const flushAll = async () => {
+      await writer.flush();
+      await auditWriter.flush();
+      await rawWriter.flush();
+      await requestWriter.flush();
+    };
     const accounts = new Accounts(
       repository,
       directory,
@@ -510,11 +531,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       clock,
       hub,
       digestNetworkName,
-      async () => {
-        await writer.flush();
-        await auditWriter.flush();
-        await rawWriter.flush();
-      },
+      accessRequests,
+      flushAll,
       (err) => log.error({ err }, 'recording an arrival failed'),
     );
     accounts.onDeviceRevoked((deviceId) => disconnectDevices([deviceId]));
@@ -823,11 +841,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       metrics,
       signingKey,
       log,
-      flush: async () => {
-        await writer.flush();
-        await auditWriter.flush();
-        await rawWriter.flush();
-      },
+      flush: flushAll,
       close: () => {
         ready = false;
         closing ??= closeAll();

@@ -79,14 +79,14 @@ export function watcherRoutes(app: FastifyInstance, deps: WatcherRouteDeps): voi
         response: {
           200: json(z.object({ status: z.literal('active') }), 'A rule already lets the watcher in.'),
           202: json(z.object({ status: z.literal('pending') }), 'The request waits for the owner (or looks as if it did).'),
-          ...errors('invalid_request', 401, 403, 413, 415),
+          ...errors('invalid_request', 401, 403, 413, 415, 503),
         },
       },
       config: documented({ optionalBody: true }),
     },
     async (request, reply) => {
       const principal = await deps.auth.require(request, ['watcher'], 'presence:read');
-      const result = await deps.accounts.requestAccess(request.params.handle, principal.subject, request.body.message);
+      const result = deps.accounts.requestAccess(request.params.handle, principal.subject, request.body.message);
       return result.status === 'active' ? reply.code(200).send({ status: 'active' as const }) : reply.code(202).send({ status: 'pending' as const });
     },
   );

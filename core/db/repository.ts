@@ -2,6 +2,7 @@ import { and, asc, desc, eq, gt, isNull, lt, lte, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { sensorEventSchema } from '../events.js';
 import type { AccessEntry } from '../access-log.js';
+import type { AccessRequestIntent } from '../access-requests.js';
 import type { RawEvent } from '../raw-events.js';
 import type { DirtyOwner, PersistedSignal } from '../presence-hub.js';
 import { activitySchema, availabilitySchema } from '../presence.js';
@@ -529,6 +530,38 @@ export class Repository {
       .insert(accessRequests)
       .values({ ownerId: request.ownerId, watcherId: request.watcherId, message: request.message ?? null, status: request.status, event: request.event, createdAt: now, updatedAt: now })
       .onConflictDoUpdate({ target: [accessRequests.ownerId, accessRequests.watcherId], set: change });
+  }
+
+  /**
+   * The access requests the write-behind holds (core/access-requests.ts), in
+   * one statement. A pair appears once per batch (the buffer coalesces), as
+   * ON CONFLICT needs. A request the owner denied stays denied (its event
+   * too) when asked again; only the message and the time change. An owner or
+   * watcher removed meanwhile is skipped, so one gone row cannot fail the
+   * batch forever.
+   */
+  async recordAccessRequests(requests: readonly AccessRequestIntent[]): Promise<void> {
+    if (requests.length === 0) return;
+    const rows = requests.map((r) => ({
+      owner_id: r.ownerId,
+      watcher_id: r.watcherId,
+      status: r.intent === 'allowed' ? 'active' : 'pending',
+      event: r.intent === 'allowed' ? 'approved' : 'subscribe',
+      message: r.message ?? null,
+      at: new Date(r.at).toISOString(),
+    }));
+    await executeNamed(this.db, 'record_access_requests', sql`
+      insert into access_requests (owner_id, watcher_id, status, event, message, created_at, updated_at)
+      select r.owner_id, r.watcher_id, r.status, r.event, r.message, r.at, r.at
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as r(owner_id uuid, watcher_id uuid, status text, event text, message text, at timestamptz)
+      where exists (select 1 from owners o where o.id = r.owner_id)
+        and exists (select 1 from watchers w where w.id = r.watcher_id)
+      on conflict (owner_id, watcher_id) do update set
+        status = case when excluded.status = 'pending' and access_requests.status = 'terminated' then 'terminated' else excluded.status end,
+        event = case when excluded.status = 'pending' and access_requests.status = 'terminated' then access_requests.event else excluded.event end,
+        message = coalesce(excluded.message, access_requests.message),
+        updated_at = excluded.updated_at`);
   }
 
   /** The id of the deleted rule as stored, or undefined if the owner has no such rule. */

@@ -1,4 +1,5 @@
 import type { AccessLogBuffer } from '../access-log.js';
+import type { AccessRequestBuffer } from '../access-requests.js';
 import type { RawEventBuffer } from '../raw-events.js';
 import type { PresenceHub } from '../presence-hub.js';
 import type { Repository } from './repository.js';
@@ -95,6 +96,17 @@ export function writeRawEvents(buffer: RawEventBuffer, repository: Repository, o
   return chunked(
     () => buffer.take(),
     (chunk) => repository.insertRawEvents(chunk),
+    (rest) => buffer.putBack(rest),
+    onBatch,
+    chunkSize,
+  );
+}
+
+/** Access requests answered from memory (core/access-requests.ts). */
+export function writeAccessRequests(buffer: AccessRequestBuffer, repository: Repository, onBatch: (rows: number) => void, chunkSize = 1000): () => Promise<void> {
+  return chunked(
+    () => buffer.take(),
+    (chunk) => repository.recordAccessRequests(chunk),
     (rest) => buffer.putBack(rest),
     onBatch,
     chunkSize,

@@ -31,7 +31,12 @@ t.test('access requests: pending until approved; a denied watcher cannot tell; a
 
   const asked = await ask(carol.token);
   t.equal(asked.status, 202);
+  const unknown = await service.api('POST', '/v1/presence/nobody-here/access-requests', { token: carol.token, body: { message: 'It is me' } });
+  t.equal(unknown.status, 202, 'an unknown owner answers as one who has not answered');
+  const headerNames = (response: Response) => [...response.headers.keys()].sort();
+  t.same(headerNames(unknown), headerNames(asked));
   t.same(await asked.json(), { status: 'pending' });
+  t.same(await unknown.json(), { status: 'pending' });
   t.equal((await ask(dave.token)).status, 202);
   await addRule(service, 'alice', eve.id, 'block');
   const refused = await ask(eve.token);

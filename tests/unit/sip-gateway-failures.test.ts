@@ -106,7 +106,7 @@ t.test('an erased owner: the publication is removed, with no document sent first
 
   // Storage is not touched by forgetOwner (eraseOwner deletes first, then calls it): none of the storage or token dependencies is used.
   const unused = undefined as never;
-  const accounts = new Accounts(unused, directory, ruleBook, unused, 'issuer', 'example.com', () => now, hub, () => 'digest', async () => undefined);
+  const accounts = new Accounts(unused, directory, ruleBook, unused, 'issuer', 'example.com', () => now, hub, () => 'digest', unused, async () => undefined);
   accounts.onOwnerErased((ownerId) => gateway.sync(ownerId));
   accounts.forgetOwner(OWNER);
   t.same(sent.slice(2), ['remove alice'], 'removed (Expires: 0), and nothing sent before');
