@@ -336,6 +336,13 @@ export class Accounts {
     this.erasedListeners.push(listener);
   }
 
+  private readonly createdListeners: ((ownerId: string, handle: string) => void)[] = [];
+
+  /** Told after an owner was created here (webhooks waiting on the handle become theirs). */
+  onOwnerCreated(listener: (ownerId: string, handle: string) => void): void {
+    this.createdListeners.push(listener);
+  }
+
   private brokerCredentials: BrokerCredentials | undefined;
 
   /**
@@ -473,6 +480,7 @@ export class Accounts {
       throw new AppError('conflict', `The handle ${handle} is taken.`);
     }
     this.directory.putOwner({ id, handle });
+    for (const listener of this.createdListeners) listener(id, handle);
     return { id, handle, entity: this.entityOf(handle) };
   }
 

@@ -199,7 +199,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     log: deps.log,
     closing: () => closing,
   });
-  webhookRoutes(app, { auth, directory: deps.directory, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp, refusedNetwork: inNetworks(deps.webhookRefuseNetworks ?? []) });
+  webhookRoutes(app, { auth, repository: deps.repository, dispatcher: deps.webhooks, allowHttp: deps.webhookAllowHttp, refusedNetwork: inNetworks(deps.webhookRefuseNetworks ?? []) });
   // Receivers of webhooks and tokens verify signatures with this key set
   // (RFC 7517): the key that signs now and every earlier one not retired.
   app.get('/.well-known/jwks.json', { schema: jwksRouteSchema }, async (_request, reply) =>

@@ -24,7 +24,12 @@ import { computeView, recordAccess, type ComputedView, type WatcherViewDeps } fr
 export interface Webhook {
   readonly id: string;
   readonly watcherId: string;
-  readonly ownerId: string;
+  /**
+   * Null while no owner holds the handle: the view is then the offline one,
+   * as a read's is, so registering does not tell whether a handle exists.
+   */
+  readonly ownerId: string | null;
+  readonly handle: string;
   readonly url: string;
 }
 
@@ -58,7 +63,6 @@ interface Latest {
 
 interface Active {
   readonly hook: Webhook;
-  readonly handle: string;
   latest: Latest | undefined;
   /** The entity tag the receiver acknowledged last (2xx). */
   delivered: string | undefined;
@@ -138,6 +142,45 @@ export class WebhookDispatcher {
     return [...this.known.values()].filter((hook) => hook.ownerId === ownerId);
   }
 
+  /** The webhooks waiting on a handle no owner holds, served or not. */
+  waiting(handle: string): Webhook[] {
+    return [...this.known.values()].filter((hook) => hook.ownerId === null && hook.handle === handle);
+  }
+
+  /** The handles webhooks known here wait on. */
+  waitingHandles(): Set<string> {
+    const out = new Set<string>();
+    for (const hook of this.known.values()) if (hook.ownerId === null) out.add(hook.handle);
+    return out;
+  }
+
+  /**
+   * An owner took the handle here: the webhooks waiting on it are theirs
+   * now, as the database's trigger made them (migration 0018). What the
+   * receiver was sent (the offline view) counts as sent: the owner's view
+   * is POSTed only when it differs.
+   */
+  ownerCreated(ownerId: string, handle: string): void {
+    for (const hook of this.waiting(handle)) this.rebind({ ...hook, ownerId });
+  }
+
+  /**
+   * What was delivered of a webhook being bound to its owner, kept until it
+   * is served again: on a group member the webhook may be read bound before
+   * the owner is loaded (the handle's notification first), and served only
+   * once the owner's reload comes.
+   */
+  private readonly carried = new Map<string, Pick<Active, 'delivered' | 'abandoned'>>();
+
+  /** The same webhook, now of its owner: served anew, keeping what was delivered, so the same view is not POSTed again. */
+  private rebind(hook: Webhook): void {
+    const before = this.active.get(hook.id);
+    if (before) this.carried.set(hook.id, { delivered: before.delivered, abandoned: before.abandoned });
+    this.known.set(hook.id, hook);
+    this.deactivate(hook.id);
+    if (this.delivering) this.activate(hook);
+  }
+
   /** Every webhook of the owner, removed as by remove() (the owner was erased here). */
   removeOwner(ownerId: string): void {
     for (const [id, hook] of this.known) if (hook.ownerId === ownerId) this.remove(id);
@@ -145,6 +188,7 @@ export class WebhookDispatcher {
 
   private forget(id: string): void {
     this.known.delete(id);
+    this.carried.delete(id);
     this.deactivate(id);
   }
 
@@ -199,10 +243,24 @@ export class WebhookDispatcher {
    * past the registration, and that list is the truth).
    */
   replaceOwner(ownerId: string, hooks: readonly Webhook[], mark: number): boolean {
+    return this.replaceWhere((hook) => hook.ownerId === ownerId, hooks, mark);
+  }
+
+  /**
+   * The same for every webhook of a handle, bound or waiting (a change to
+   * those waiting is announced by handle: migration 0018). One bound since
+   * is in the list, not missing from it: it is rebound, not dropped, so what
+   * was delivered is not lost and not sent again.
+   */
+  replaceHandle(handle: string, hooks: readonly Webhook[], mark: number): boolean {
+    return this.replaceWhere((hook) => hook.handle === handle, hooks, mark);
+  }
+
+  private replaceWhere(belongs: (hook: Webhook) => boolean, hooks: readonly Webhook[], mark: number): boolean {
     const wanted = new Set(hooks.map((h) => h.id));
     let keptUnread = false;
     for (const [id, hook] of this.known) {
-      if (hook.ownerId !== ownerId || wanted.has(id)) continue;
+      if (!belongs(hook) || wanted.has(id)) continue;
       if ((this.addedHere.get(id)?.number ?? 0) > mark) {
         keptUnread = true;
         continue;
@@ -210,7 +268,15 @@ export class WebhookDispatcher {
       this.forget(id);
     }
     this.prune();
-    for (const hook of hooks) if (!this.known.has(hook.id) && !this.removedAt.has(hook.id)) this.register(hook);
+    for (const hook of hooks) {
+      if (this.removedAt.has(hook.id)) continue;
+      const known = this.known.get(hook.id);
+      if (!known) this.register(hook);
+      // Bound to an owner elsewhere (the owner took the handle there) before this process heard of it.
+      else if (known.ownerId !== hook.ownerId) this.rebind(hook);
+      // Registered here for an owner this process did not know yet: served now that the owner is loaded.
+      else if (this.delivering) this.activate(known);
+    }
     return keptUnread;
   }
 
@@ -226,29 +292,30 @@ export class WebhookDispatcher {
 
   private activate(hook: Webhook): void {
     if (this.closed || this.active.has(hook.id)) return;
-    const owner = this.deps.directory.owner(hook.ownerId);
-    if (!owner) return;
     const check = () => this.check(hook.id);
-    const offHub = this.deps.hub.watch(hook.ownerId, check);
-    const offRules = this.deps.ruleBook.watch(hook.ownerId, check);
+    const off: (() => void)[] = [];
+    if (hook.ownerId !== null) {
+      // Bound to an owner this process does not know yet (created elsewhere): served once the owner is loaded (its reload calls replaceOwner).
+      if (!this.deps.directory.owner(hook.ownerId)) return;
+      off.push(this.deps.hub.watch(hook.ownerId, check), this.deps.ruleBook.watch(hook.ownerId, check));
+    }
     // The watcher revoked (or its tokens): checked at once, so a revoked
     // watcher's webhook is removed then, and a delivery being retried stops,
     // instead of POSTing the view it was granted before for another half
     // minute, or until the owner's next change.
-    const offWatcher = this.deps.directory.watchSubject(hook.watcherId, check);
+    off.push(this.deps.directory.watchSubject(hook.watcherId, check));
+    const carried = this.carried.get(hook.id);
+    this.carried.delete(hook.id);
     this.active.set(hook.id, {
       hook,
-      handle: owner.handle,
       latest: undefined,
-      delivered: undefined,
-      abandoned: undefined,
+      delivered: carried?.delivered,
+      abandoned: carried?.abandoned,
       running: false,
       wakeTimer: undefined,
       nudge: undefined,
       unsubscribe: () => {
-        offHub();
-        offRules();
-        offWatcher();
+        for (const stop of off) stop();
       },
     });
     check();
@@ -274,7 +341,7 @@ export class WebhookDispatcher {
     const now = this.deps.clock();
     // A removed watcher's webhooks fall silent (their rows go with the watcher).
     if (!this.deps.directory.activeWatcher(entry.hook.watcherId)) return this.remove(id);
-    const access = computeView(this.deps, { kind: 'watcher', id: entry.hook.watcherId }, entry.handle, now);
+    const access = computeView(this.deps, { kind: 'watcher', id: entry.hook.watcherId }, entry.hook.handle, now);
     // Wake when the view may change with no event (a meeting ends, a rule's window closes).
     clearTimeout(entry.wakeTimer);
     if (Number.isFinite(access.validUntil)) {

@@ -28,6 +28,7 @@ import { writeAccessLog, writeAccessRequests, writeRawEvents, writeStates } from
 import { RawEventBuffer } from '../core/raw-events.js';
 import { WriteBehind } from '../core/db/write-behind.js';
 import { AccessLogBuffer } from '../core/access-log.js';
+import { KeyedQueue } from '../core/keyed-queue.js';
 import { AccessRequestBuffer, type AccessRequestIntent } from '../core/access-requests.js';
 import { Directory } from '../core/directory.js';
 import { publicJwkOf, signingKeyFromPem } from '../core/identity/signing-key.js';
@@ -573,6 +574,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     webhooks.setDelivering(delivery.held);
     for (const hook of await repository.listWebhooks()) webhooks.restore(hook);
     accounts.onOwnerErased((ownerId) => webhooks.removeOwner(ownerId));
+    accounts.onOwnerCreated((ownerId, handle) => webhooks.ownerCreated(ownerId, handle));
     // Webhooks registered with a watcher's revoked tokens (the other processes drop them when the control channel reloads the owner).
     accounts.onWebhooksRemoved((ids) => {
       for (const id of ids) webhooks.remove(id);
@@ -702,6 +704,32 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
         );
       };
+      // The webhooks of a handle that some waited on (migration 0018),
+      // one read per handle at a time; a failed read is tried again a second
+      // later (once per handle however many fail), until it succeeds.
+      let controlClosed = false;
+      const handleReloads = new KeyedQueue();
+      const handleRetries = new Set<string>();
+      const reloadWaitingWebhooks = (handle: string): void =>
+        void handleReloads
+          .run(handle, async () => {
+            const mark = webhooks.registrationMark;
+            const hooks = await repository.webhooksOfHandle(handle);
+            // Kept one registered here after the mark: read again (WebhookDispatcher.replaceOwner).
+            if (webhooks.replaceHandle(handle, hooks, mark)) reloadWaitingWebhooks(handle);
+          })
+          .catch((err: unknown) => {
+            log.error({ error: loggableDbError(err) }, 'reloading the webhooks waiting on a handle failed');
+            if (handleRetries.has(handle) || controlClosed) return;
+            handleRetries.add(handle);
+            setTimeout(() => {
+              handleRetries.delete(handle);
+              if (!controlClosed) reloadWaitingWebhooks(handle);
+            }, 1000).unref();
+          });
+      cleanups.push(async () => {
+        controlClosed = true;
+      });
       const reloadRevocations = (): void => void revocations.reload().catch((err: unknown) => log.error({ error: loggableDbError(err) }, 'reloading the token revocations failed'));
       // A reload that failed (a database blip) is not asked for again until
       // the next change: every minute too, as the signing keys are.
@@ -720,6 +748,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
           for (const ownerId of change.overrides) if (!own || reloads.isHealing(ownerId)) reloads.request(ownerId, 'overrides');
         }
         else if ('watcher' in change) reloadWatcher(change.watcher);
+        else if ('handle' in change) reloadWaitingWebhooks(change.handle);
         else if ('tokens' in change) reloadRevocations();
         // An account unlinked elsewhere: its provider tokens, cached here as verified, are checked again on their next use.
         else verifier.clear();
@@ -729,6 +758,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // time (costly with many owners; rare).
       control.onResync = () => {
         reloadRevocations();
+        void repository.unheldWebhookHandles().then(
+          (handles) => {
+            for (const handle of new Set([...handles, ...webhooks.waitingHandles()])) reloadWaitingWebhooks(handle);
+          },
+          (err: unknown) => log.error({ error: loggableDbError(err) }, 'control resync of the waiting webhooks failed'),
+        );
         verifier.clear();
         void repository.ownerIdsAndWatchers().then(
           ({ ownerIds, watchers }) => {

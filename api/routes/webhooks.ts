@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import type { Directory } from '../../core/directory.js';
 import { AppError } from '../../core/errors.js';
 import { isInternalAddress } from '../internal-address.js';
 import { handleSchema, idSchema } from '../../core/identifiers.js';
@@ -12,12 +11,13 @@ import { empty, errors, json, operation, watcherAccess } from '../openapi.js';
 
 /**
  * Webhooks (watcher tokens with presence:read): POST /v1/webhooks
- * `{handle, url}` asks for this watcher's view of that owner to be POSTed to
- * the URL on every change (see api/webhook-dispatcher.ts); GET lists the
+ * `{handle, url}` asks for this watcher's view of that handle to be POSTed
+ * to the URL on every change (see api/webhook-dispatcher.ts); GET lists the
  * watcher's webhooks, DELETE /v1/webhooks/{id} ends one. The current view is
- * sent at once. An unknown owner is 404: unlike a read, registering a
- * webhook tells whether a handle exists (handles are addresses, like SIP
- * AORs; what the owner shows stays behind consent).
+ * sent at once. A handle no owner holds is registered as any other, and its
+ * view is the offline one, as a read's is: registering does not tell
+ * whether a handle exists. Should an owner take the handle later, the
+ * webhook is theirs (migration 0018), behind their consent like any other.
  */
 export const MAX_WEBHOOKS_PER_WATCHER = 100;
 
@@ -45,11 +45,10 @@ export function parseWebhookUrl(raw: string, allowHttp: boolean, refusedNetwork:
 
 export function webhookRoutes(
   app: FastifyInstance,
-  deps: { auth: Authenticator; directory: Directory; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean; refusedNetwork: (address: string) => boolean },
+  deps: { auth: Authenticator; repository: Repository; dispatcher: WebhookDispatcher; allowHttp: boolean; refusedNetwork: (address: string) => boolean },
 ): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const watcherOf = async (request: FastifyRequest) => (await deps.auth.require(request, ['watcher'], 'presence:read')).subject;
-  const handleOf = (ownerId: string) => deps.directory.owner(ownerId)?.handle ?? '';
 
   r.post(
     '/v1/webhooks',
@@ -59,10 +58,10 @@ export function webhookRoutes(
           'webhooks',
           'Register a webhook',
           watcherAccess('presence:read'),
-          `The watcher's view of the owner is POSTed to the url (https) now and on every change, signed with a key from /.well-known/jwks.json. At most ${MAX_WEBHOOKS_PER_WATCHER} per watcher. Unlike a read, an unknown owner is not_found.`,
+          `The watcher's view of the owner is POSTed to the url (https) now and on every change, signed with a key from /.well-known/jwks.json. At most ${MAX_WEBHOOKS_PER_WATCHER} per watcher. A handle no owner holds is taken too, and its view is the offline one, as for a read.`,
         ),
         body: z.object({ handle: handleSchema, url: z.string().max(2048) }).strict(),
-        response: { 201: json(webhookSchema, 'The webhook.'), ...errors('invalid_request', 401, 'forbidden', 404, 'conflict', 413, 415) },
+        response: { 201: json(webhookSchema, 'The webhook.'), ...errors('invalid_request', 401, 'forbidden', 'conflict', 413, 415) },
       },
     },
     async (request, reply) => {
@@ -70,12 +69,9 @@ export function webhookRoutes(
       const watcherId = principal.subject;
       const url = parseWebhookUrl(request.body.url, deps.allowHttp, deps.refusedNetwork);
       if ((await deps.repository.webhooksOf(watcherId)).length >= MAX_WEBHOOKS_PER_WATCHER) throw new AppError('conflict', `At most ${MAX_WEBHOOKS_PER_WATCHER} webhooks per watcher.`);
-      const owner = deps.directory.ownerByHandle(request.body.handle);
-      if (!owner) throw new AppError('not_found', 'No such owner.');
-      const hook = { id: crypto.randomUUID(), watcherId, ownerId: owner.id, url };
-      await deps.repository.insertWebhook(hook, principal.tokenId);
+      const hook = await deps.repository.insertWebhook({ id: crypto.randomUUID(), watcherId, handle: request.body.handle, url }, principal.tokenId);
       deps.dispatcher.add(hook);
-      return reply.code(201).send({ id: hook.id, handle: owner.handle, url });
+      return reply.code(201).send({ id: hook.id, handle: hook.handle, url });
     },
   );
 
@@ -90,7 +86,7 @@ export function webhookRoutes(
     async (request) => {
       const watcherId = await watcherOf(request);
       const hooks = await deps.repository.webhooksOf(watcherId);
-      return { webhooks: hooks.map((h) => ({ id: h.id, handle: handleOf(h.ownerId), url: h.url })) };
+      return { webhooks: hooks.map((h) => ({ id: h.id, handle: h.handle, url: h.url })) };
     },
   );
 

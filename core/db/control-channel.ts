@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
+import { handleSchema } from '../identifiers.js';
 import type { Log } from '../log.js';
 import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
 
@@ -13,7 +14,8 @@ import { pgClientConfig, type PostgresTarget } from './pg-tls.js';
  * payloads name the part of an owner that changed (`overrides`) and go on
  * presence_control_v2; 0017 stopped the earlier payloads on
  * presence_control, kept by 0016 for a rolling upgrade from the version
- * before it.
+ * before it. Since 0018 a webhook of a handle no owner holds is announced
+ * by that handle.
  *
  * A dedicated connection (LISTEN is per session). If it drops, changes may
  * have been missed while it was down: after reconnecting, `onResync` asks
@@ -26,6 +28,8 @@ const changeSchema = z.union([
   // Only these owners' manual statuses, app sessions or publications changed (migration 0016, one per statement): those alone are reloaded.
   z.object({ overrides: z.array(z.uuid()).min(1).max(100) }).strict(),
   z.object({ watcher: z.uuid() }).strict(),
+  // The webhooks waiting on a handle no owner holds changed (migration 0018): those of that handle are reloaded.
+  z.object({ handle: handleSchema }).strict(),
   // Token revocations by id or admin subject changed (migration 0012): reload them whole.
   z.object({ tokens: z.literal(true) }).strict(),
   // A link to an external account was removed or changed (migration 0014): verified tokens are forgotten.

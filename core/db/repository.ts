@@ -66,7 +66,9 @@ export interface StoredGroup {
 export interface StoredWebhook {
   readonly id: string;
   readonly watcherId: string;
-  readonly ownerId: string;
+  /** Null while no owner holds the handle (migration 0018). */
+  readonly ownerId: string | null;
+  readonly handle: string;
   readonly url: string;
 }
 
@@ -466,29 +468,47 @@ export class Repository {
     return rows.length === 1;
   }
 
+  private selectWebhooks() {
+    return this.db.select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, handle: webhooks.handle, url: webhooks.url }).from(webhooks);
+  }
+
   async listWebhooks(): Promise<StoredWebhook[]> {
-    return this.db.select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url }).from(webhooks).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+    return this.selectWebhooks().orderBy(asc(webhooks.createdAt), asc(webhooks.id));
   }
 
   async webhooksOfOwner(ownerId: string): Promise<StoredWebhook[]> {
-    return this.db
-      .select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url })
-      .from(webhooks)
-      .where(eq(webhooks.ownerId, ownerId))
-      .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+    return this.selectWebhooks().where(eq(webhooks.ownerId, ownerId)).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  }
+
+  /** Every webhook of a handle, bound to its owner or waiting for one. */
+  async webhooksOfHandle(handle: string): Promise<StoredWebhook[]> {
+    return this.selectWebhooks().where(eq(webhooks.handle, handle)).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+  }
+
+  /** Every handle that webhooks wait on. */
+  async unheldWebhookHandles(): Promise<string[]> {
+    const rows = await this.db.selectDistinct({ handle: webhooks.handle }).from(webhooks).where(isNull(webhooks.ownerId));
+    return rows.map((row) => row.handle);
   }
 
   async webhooksOf(watcherId: string): Promise<StoredWebhook[]> {
-    return this.db
-      .select({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, url: webhooks.url })
-      .from(webhooks)
-      .where(eq(webhooks.watcherId, watcherId))
-      .orderBy(asc(webhooks.createdAt), asc(webhooks.id));
+    return this.selectWebhooks().where(eq(webhooks.watcherId, watcherId)).orderBy(asc(webhooks.createdAt), asc(webhooks.id));
   }
 
-  /** `tokenId`: the id of the token that registered it (revoking that token removes it). */
-  async insertWebhook(hook: StoredWebhook, tokenId?: string): Promise<void> {
-    await this.db.insert(webhooks).values({ ...hook, tokenId: tokenId ?? null });
+  /**
+   * `tokenId`: the id of the token that registered it (revoking that token
+   * removes it). The owner is whoever holds the handle when the row is
+   * committed, set by the database (migration 0018), not by this process's
+   * directory, which may not know an owner created elsewhere yet: the
+   * stored webhook, with it, is returned.
+   */
+  async insertWebhook(hook: { id: string; watcherId: string; handle: string; url: string }, tokenId?: string): Promise<StoredWebhook> {
+    const [row] = await this.db
+      .insert(webhooks)
+      .values({ ...hook, tokenId: tokenId ?? null })
+      .returning({ id: webhooks.id, watcherId: webhooks.watcherId, ownerId: webhooks.ownerId, handle: webhooks.handle, url: webhooks.url });
+    if (!row) throw new Error('the webhook insert returned no row');
+    return row;
   }
 
   async deleteWebhook(watcherId: string, id: string): Promise<boolean> {

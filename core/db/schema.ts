@@ -120,7 +120,13 @@ export const accessRequests = pgTable(
   ],
 );
 
-/** Webhooks: a watcher asks for its view of one owner to be POSTed, signed, to a URL on every change. */
+/**
+ * Webhooks: a watcher asks for its view of one handle to be POSTed, signed,
+ * to a URL on every change. A handle no owner holds is taken too (its view
+ * is the offline one), so registering does not tell whether a handle
+ * exists: `owner_id` is null until an owner takes the handle, when a
+ * trigger (migration 0018) binds the rows. Erasing the owner deletes them.
+ */
 export const webhooks = pgTable(
   'webhooks',
   {
@@ -128,15 +134,19 @@ export const webhooks = pgTable(
     watcherId: uuid('watcher_id')
       .notNull()
       .references(() => watchers.id, { onDelete: 'cascade' }),
-    ownerId: uuid('owner_id')
-      .notNull()
-      .references(() => owners.id, { onDelete: 'cascade' }),
+    ownerId: uuid('owner_id').references(() => owners.id, { onDelete: 'cascade' }),
+    handle: text('handle').notNull(),
     url: text('url').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     /** The id (jti) of the watcher token that registered it: revoking that token by its id removes it (a leaked token may have pointed it anywhere). */
     tokenId: text('token_id'),
   },
-  (t) => [index('webhooks_watcher_idx').on(t.watcherId), index('webhooks_token_idx').on(t.tokenId).where(sql`${t.tokenId} is not null`)],
+  (t) => [
+    index('webhooks_watcher_idx').on(t.watcherId),
+    index('webhooks_token_idx').on(t.tokenId).where(sql`${t.tokenId} is not null`),
+    index('webhooks_owner_idx').on(t.ownerId),
+    index('webhooks_handle_idx').on(t.handle),
+  ],
 );
 
 /**

@@ -96,7 +96,6 @@ t.test('bad registrations are refused', async (t) => {
     [{ handle: 'alice', url: 'ftp://example.com/x' }, 400],
     [{ handle: 'alice', url: 'https://user:pw@example.com/x' }, 400],
     [{ handle: 'alice', url: 'https://example.com/x#frag' }, 400],
-    [{ handle: 'nobody', url: hookUrl }, 404],
     [{ handle: 'alice', url: hookUrl, extra: 1 }, 400],
     [{ handle: 'alice', url: 'https://203.0.113.8/hook' }, 400],
     [{ handle: 'alice', url: 'http://[2001:db8::8]:8080/hook' }, 400],
@@ -127,4 +126,35 @@ t.test("an erased owner's webhooks stop: nothing is sent after the erasure, not 
   t.same((await forErin()).slice(2).map((d) => d.view), [], 'no delivery after the erasure');
   const listed = (await (await service.api('GET', '/v1/webhooks', { token: app.token })).json()) as { webhooks: { id: string }[] };
   t.notOk(listed.webhooks.some((w) => w.id === hook.id), "the watcher's list no longer has it");
+});
+
+t.test('a handle no owner holds: registered and sent the offline view like any withheld one; the owner who takes the handle later gets the webhook', async (t) => {
+  const deliveriesOf = async (id: string) => {
+    const out = [];
+    for (let i = 0; i < received.length; i++) if ((await verified(i)).webhook === id) out.push(await verified(i));
+    return out;
+  };
+  await provision(service, 'gina'); // no rule for the app: withheld
+  const register = (handle: string) => service.api('POST', '/v1/webhooks', { token: app.token, body: { handle, url: hookUrl } });
+  const known = await register('gina');
+  const unheld = await register('frank');
+  t.equal(unheld.status, 201, 'no 404: registering does not tell whether a handle exists');
+  t.same([...unheld.headers.keys()].sort(), [...known.headers.keys()].sort());
+  const [knownHook, unheldHook] = [(await known.json()) as { id: string }, (await unheld.json()) as { id: string; handle: string }];
+  t.equal(unheldHook.handle, 'frank');
+  const listed = (await (await service.api('GET', '/v1/webhooks', { token: app.token })).json()) as { webhooks: { id: string; handle: string }[] };
+  t.match(listed.webhooks.find((w) => w.id === unheldHook.id), { handle: 'frank' });
+  await waitFor(async () => ((await deliveriesOf(knownHook.id)).length >= 1 && (await deliveriesOf(unheldHook.id)).length >= 1) || undefined, 'both sent at once');
+  const [withheldView, unheldView] = [(await deliveriesOf(knownHook.id))[0]?.view ?? {}, (await deliveriesOf(unheldHook.id))[0]?.view ?? {}];
+  t.match(unheldView, { availability: 'offline', entity: /frank/ });
+  const { entity: _a, ...withheldRest } = withheldView;
+  const { entity: _b, ...unheldRest } = unheldView;
+  t.same(unheldRest, withheldRest, 'the same view but for the entity');
+
+  const frank = await provision(service, 'frank');
+  await addRule(service, 'frank', app.id, 'allow', { availability: true, activities: false });
+  await device.publishAsync(frank.device.topic, JSON.stringify({ kind: 'call', state: 'in-call', at: new Date().toISOString() }), { qos: 1 });
+  await waitFor(async () => (await deliveriesOf(unheldHook.id)).some((d) => d.view.availability === 'busy') || undefined, "frank's view once frank exists and allows it");
+  const exported = await (await service.api('GET', '/v1/me/export', { token: await ownerToken(service, 'frank') })).text();
+  t.match(exported, unheldHook.id, "the webhook is in frank's data now");
 });

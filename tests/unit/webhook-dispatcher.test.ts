@@ -23,6 +23,7 @@ const signingKey = await signingKeyFromPem(await generateSigningKeyPem());
 
 interface Call {
   readonly availability: string;
+  readonly view: Record<string, unknown>;
   answer(status: number): void;
 }
 
@@ -40,7 +41,7 @@ function setup(clock: () => number = Date.now) {
   const post: WebhookPost = async (_url, body) => {
     const payload = JSON.parse(Buffer.from(body.split('.')[1] ?? '', 'base64url').toString()) as { view: { availability: string } };
     return new Promise<number>((resolve) => {
-      calls.push({ availability: payload.view.availability, answer: resolve });
+      calls.push({ availability: payload.view.availability, view: payload.view, answer: resolve });
       for (const w of waiting.splice(0)) w();
     });
   };
@@ -65,14 +66,14 @@ function setup(clock: () => number = Date.now) {
     return calls[n - 1] as Call;
   };
   const audited = () => accessLog.take().reduce((sum, e) => sum + (e.action === 'publish' ? e.count : 0), 0);
-  return { dispatcher, set, calls, nextCall, audited, metrics, directory };
+  return { dispatcher, set, calls, nextCall, audited, metrics, directory, ruleBook, hub };
 }
 
 t.test('a view that flips back while a delivery fails: the receiver keeps the right view, later changes still go out', async (t) => {
   const { dispatcher, set, calls, nextCall, audited } = setup();
   t.teardown(() => dispatcher.close());
   set('available');
-  dispatcher.add({ id: 'h1', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  dispatcher.add({ id: 'h1', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'http://x' });
   (await nextCall(1)).answer(204); // available delivered
   await new Promise((r) => setTimeout(r, 10));
   set('busy');
@@ -94,7 +95,7 @@ t.test('a slow success of a stale view is followed by the newest one', async (t)
   const { dispatcher, set, nextCall } = setup();
   t.teardown(() => dispatcher.close());
   set('available');
-  dispatcher.add({ id: 'h2', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  dispatcher.add({ id: 'h2', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'http://x' });
   (await nextCall(1)).answer(204);
   await new Promise((r) => setTimeout(r, 10));
   set('busy');
@@ -110,7 +111,7 @@ t.test('retries with backoff, then gives up; the next change tries again; remova
   const { dispatcher, set, calls, nextCall } = setup();
   t.teardown(() => dispatcher.close());
   set('busy');
-  dispatcher.add({ id: 'h3', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  dispatcher.add({ id: 'h3', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'http://x' });
   (await nextCall(1)).answer(500);
   (await nextCall(2)).answer(500);
   (await nextCall(3)).answer(500);
@@ -131,7 +132,7 @@ t.test('the watcher revoked while a delivery is retried: no further POST, and th
   const { dispatcher, set, calls, nextCall, directory } = setup();
   t.teardown(() => dispatcher.close());
   set('busy');
-  dispatcher.add({ id: 'h-revoked', watcherId: WATCHER, ownerId: OWNER, url: 'http://x' });
+  dispatcher.add({ id: 'h-revoked', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'http://x' });
   (await nextCall(1)).answer(503);
   // Revoked (Accounts.revokeWatcher, or the control channel on another process) during the backoff.
   directory.putWatcher({ id: WATCHER, kind: 'app', name: 'App', domain: undefined, revoked: true });
@@ -147,7 +148,7 @@ t.test('a receiver whose name resolves to an internal address: not retried, coun
   const { dispatcher, set, calls, nextCall, metrics, audited } = setup();
   t.teardown(() => dispatcher.close());
   set('busy');
-  dispatcher.add({ id: 'h4', watcherId: WATCHER, ownerId: OWNER, url: 'https://rebinds.example' });
+  dispatcher.add({ id: 'h4', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'https://rebinds.example' });
   (await nextCall(1)).answer(REFUSED_ADDRESS);
   await new Promise((r) => setTimeout(r, 100));
   t.equal(calls.length, 1, 'no retry: the address will not change within the backoff');
@@ -163,7 +164,7 @@ t.test('a receiver whose name resolves to an internal address: not retried, coun
 t.test('a reload that read before a webhook was removed here does not register it again (until its id is long forgotten)', async (t) => {
   let now = Date.now();
   const { dispatcher, set, calls, nextCall } = setup(() => now);
-  const hook = { id: '00000000-0000-4000-8000-000000000004', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/hook' };
+  const hook = { id: '00000000-0000-4000-8000-000000000004', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'https://receiver.example/hook' };
   dispatcher.setDelivering(false);
   dispatcher.add(hook);
   dispatcher.remove(hook.id);
@@ -184,8 +185,8 @@ t.test('a reload that began reading before a registration here keeps the webhook
   const { dispatcher } = setup();
   t.teardown(() => dispatcher.close());
   dispatcher.setDelivering(false);
-  const hook = { id: '00000000-0000-4000-8000-000000000005', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/new' };
-  const other = { id: '00000000-0000-4000-8000-000000000006', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/other' };
+  const hook = { id: '00000000-0000-4000-8000-000000000005', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'https://receiver.example/new' };
+  const other = { id: '00000000-0000-4000-8000-000000000006', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'https://receiver.example/other' };
   const known = () => dispatcher.registered(OWNER).map((h) => h.id).sort();
   // A reload takes its mark and reads; the registration here commits and is added meanwhile; the reload's list lacks it.
   const before = dispatcher.registrationMark;
@@ -209,7 +210,86 @@ t.test('webhooks loaded at start are not registrations here: a reload that began
   t.teardown(() => dispatcher.close());
   dispatcher.setDelivering(false);
   const mark = dispatcher.registrationMark;
-  dispatcher.restore({ id: '00000000-0000-4000-8000-000000000007', watcherId: WATCHER, ownerId: OWNER, url: 'https://receiver.example/stored' });
+  dispatcher.restore({ id: '00000000-0000-4000-8000-000000000007', watcherId: WATCHER, ownerId: OWNER, handle: 'alice', url: 'https://receiver.example/stored' });
   dispatcher.replaceOwner(OWNER, [], mark);
   t.same(dispatcher.registered(OWNER), []);
+});
+
+const CAROL = '00000000-0000-4000-8000-0000000000c1';
+const BOB = '00000000-0000-4000-8000-0000000000b1';
+const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
+
+t.test('a handle no owner holds: the offline view, the same as an owner who shows this watcher nothing (but the entity)', async (t) => {
+  const { dispatcher, calls, nextCall, audited, directory } = setup();
+  t.teardown(() => dispatcher.close());
+  directory.putOwner({ id: BOB, handle: 'bob' }); // no rule: withheld
+  dispatcher.add({ id: 'h-bob', watcherId: WATCHER, ownerId: BOB, handle: 'bob', url: 'http://x' });
+  const withheld = await nextCall(1);
+  withheld.answer(204);
+  dispatcher.add({ id: 'h-nobody', watcherId: WATCHER, ownerId: null, handle: 'nobody', url: 'http://x' });
+  const unheld = await nextCall(2);
+  unheld.answer(204);
+  const { entity: withheldEntity, ...withheldRest } = withheld.view;
+  const { entity: unheldEntity, ...unheldRest } = unheld.view;
+  t.same([withheldEntity, unheldEntity], ['pres:bob@test', 'pres:nobody@test']);
+  t.same(unheldRest, withheldRest, 'nothing but the entity tells them apart');
+  t.equal(unheld.availability, 'offline');
+  await settle();
+  t.equal(calls.length, 2);
+  t.equal(audited(), 1, "the known owner's access log records the withheld delivery; nobody has no log");
+});
+
+t.test('an owner takes a waiting handle: the webhook is theirs, nothing is sent again until their view for the watcher changes', async (t) => {
+  const { dispatcher, calls, nextCall, directory, ruleBook, hub } = setup();
+  t.teardown(() => dispatcher.close());
+  dispatcher.add({ id: 'h-carol', watcherId: WATCHER, ownerId: null, handle: 'carol', url: 'http://x' });
+  (await nextCall(1)).answer(204);
+  await settle();
+  directory.putOwner({ id: CAROL, handle: 'carol' });
+  dispatcher.ownerCreated(CAROL, 'carol');
+  t.same(dispatcher.registered(CAROL).map((h) => h.id), ['h-carol']);
+  t.same(dispatcher.waiting('carol'), []);
+  await settle();
+  t.equal(calls.length, 1, 'still the offline view: not POSTed twice');
+  ruleBook.replace(CAROL, [{ ...ruleBodySchema.parse({ conditions: { identity: { watchers: [WATCHER] } }, actions: { subHandling: 'allow' }, transformations: { availability: true } }), id: '00000000-0000-4000-8000-0000000000c2' }]);
+  hub.setOverride(CAROL, { source: 'manual', availability: 'busy', activities: [], expiresAt: Date.now() + 3_600_000 }, Date.now());
+  const granted = await nextCall(2);
+  t.equal(granted.availability, 'busy', "the owner's changes and rules drive it now");
+  granted.answer(204);
+});
+
+t.test('a group member: waiting webhooks by handle, bound by a later reload in either order, deleted elsewhere', async (t) => {
+  const { dispatcher, calls, nextCall, directory } = setup();
+  t.teardown(() => dispatcher.close());
+  for (const [handle, handleFirst] of [
+    ['dana', false],
+    ['dora', true],
+  ] as const) {
+    const hook = { id: crypto.randomUUID(), watcherId: WATCHER, ownerId: null, handle, url: 'http://x' };
+    const before = calls.length;
+    t.equal(dispatcher.replaceHandle(handle, [hook], dispatcher.registrationMark), false);
+    (await nextCall(before + 1)).answer(204);
+    await settle();
+    t.ok(dispatcher.waitingHandles().has(handle));
+    // The owner was created elsewhere; the trigger bound the webhook.
+    const ownerId = crypto.randomUUID();
+    const bound = { ...hook, ownerId };
+    if (handleFirst) {
+      // The handle's notification is read first, before this process has loaded the owner.
+      dispatcher.replaceHandle(handle, [bound], dispatcher.registrationMark);
+      t.same(dispatcher.registered(ownerId).map((h) => h.id), [hook.id], 'rebound, not dropped');
+    }
+    directory.putOwner({ id: ownerId, handle });
+    dispatcher.replaceOwner(ownerId, [bound], dispatcher.registrationMark);
+    if (!handleFirst) dispatcher.replaceHandle(handle, [bound], dispatcher.registrationMark);
+    t.same(dispatcher.registered(ownerId).map((h) => h.id), [hook.id]);
+    t.notOk(dispatcher.waitingHandles().has(handle));
+    await settle();
+    t.equal(calls.length, before + 1, `${handle}: the same offline view is not POSTed again`);
+  }
+  const other = { id: crypto.randomUUID(), watcherId: WATCHER, ownerId: null, handle: 'erin', url: 'http://x' };
+  dispatcher.replaceHandle('erin', [other], dispatcher.registrationMark);
+  (await nextCall(calls.length + 1)).answer(204);
+  dispatcher.replaceHandle('erin', [], dispatcher.registrationMark);
+  t.same(dispatcher.waiting('erin'), [], 'deleted elsewhere: forgotten');
 });
