@@ -153,8 +153,9 @@ export function publicationRoutes(app: FastifyInstance, deps: { auth: Authentica
   });
   app.withTypeProvider<ZodTypeProvider>().post('/v1/presence/:handle', { schema, config }, async (request, reply) => {
     const principal = await deps.auth.require(request, ['owner'], 'presence:write');
-    const owner = deps.accounts.ownerByHandle(request.params.handle);
-    if (owner.id !== principal.subject) throw new AppError('forbidden', 'Owners publish their own presence only.');
+    // Compared with the caller's own handle: another owner's handle and one no owner holds are the same 403, so this does not tell whether a handle exists.
+    const owner = deps.accounts.ownerById(principal.subject);
+    if (owner.handle !== request.params.handle) throw new AppError('forbidden', 'Owners publish their own presence only.');
     // Every header is checked before anything is stored.
     let checked: PublicationHeaders;
     try {

@@ -80,6 +80,7 @@ t.test('bad input is refused with clear codes and stores nothing', async (t) => 
     ['JSON with an unknown field', () => service.api('POST', '/v1/presence/alice', { token: aliceToken, body: { availability: 'busy', mood: 'x' } }), 400, 'invalid_request'],
     ['oversized', () => publish(pidf(['meeting'], 'x').replace('</presence>', `<!-- ${'x'.repeat(70_000)} --></presence>`)), 413, 'payload_too_large'],
     ['another owner', () => service.api('POST', '/v1/presence/bob', { token: aliceToken, body: { availability: 'busy' } }), 403, 'forbidden'],
+    ['a handle no owner holds (the same answer: it does not tell whether a handle exists)', () => service.api('POST', '/v1/presence/nobody-at-all', { token: aliceToken, body: { availability: 'busy' } }), 403, 'forbidden'],
     ['a watcher token', () => service.api('POST', '/v1/presence/alice', { token: watcher.token, body: { availability: 'busy' } }), 403, 'forbidden'],
   ];
   for (const [name, send, status, expected] of cases) {
