@@ -301,15 +301,28 @@ export function derivePresence(
  */
 function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: number): { driving: boolean; until: number | undefined; signals: Signal[] } {
   const dwell = owner.dwell.drivingSeconds * 1000;
-  const reports = history
-    .flatMap((s) => {
-      const e = s.event;
-      if (e.kind !== 'motion' || e.activity === 'unknown' || e.confidence < owner.minMotionConfidence) return [];
-      const start = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
-      return [{ start, vehicle: e.activity === 'in-vehicle', signal: s }];
-    })
-    // A total order, so the result never depends on arrival order.
-    .sort((a, b) => a.start - b.start || a.signal.at - b.signal.at || (a.signal.canonical < b.signal.canonical ? -1 : a.signal.canonical > b.signal.canonical ? 1 : 0));
+  // A total order, so the result never depends on arrival order.
+  const byCanonical = (a: Signal, b: Signal) => (a.canonical < b.canonical ? -1 : a.canonical > b.canonical ? 1 : 0);
+  const confident = history
+    .filter((s) => s.event.kind === 'motion' && s.event.activity !== 'unknown' && s.event.confidence >= owner.minMotionConfidence)
+    .sort((a, b) => a.at - b.at || byCanonical(a, b));
+  // A report's start (its `since`) is the device's claim, not after the
+  // report itself, and not before the device's own latest earlier report of
+  // the other state: "in a vehicle since an hour ago" sent after "still"
+  // ten minutes ago starts ten minutes ago. Unbounded, a start reaching back
+  // past that report sorted before it, and the older report then decided.
+  const lastAt = { vehicle: -Infinity, other: -Infinity };
+  const reports: { start: number; vehicle: boolean; signal: Signal }[] = [];
+  for (const s of confident) {
+    const e = s.event;
+    if (e.kind !== 'motion') continue;
+    const vehicle = e.activity === 'in-vehicle';
+    const claimed = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
+    reports.push({ start: Math.max(claimed, vehicle ? lastAt.other : lastAt.vehicle), vehicle, signal: s });
+    if (vehicle) lastAt.vehicle = s.at;
+    else lastAt.other = s.at;
+  }
+  reports.sort((a, b) => a.start - b.start || a.signal.at - b.signal.at || byCanonical(a.signal, b.signal));
   // Collapse consecutive reports of the same state into segments.
   const segments: { start: number; vehicle: boolean; signals: Signal[] }[] = [];
   for (const r of reports) {

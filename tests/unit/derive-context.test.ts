@@ -111,6 +111,20 @@ t.test('a brief stop does not end a drive; a real one does', async (t) => {
   t.same(periodic.state.activities, ['steering'], 'periodic reports without a start: dwell from the first of the run');
 });
 
+t.test("a report's start does not reach back past the device's own earlier report of another activity", async (t) => {
+  const motion = (at: number, activity: 'in-vehicle' | 'still', since: number): [string, SensorEvent] => [phone, { kind: 'motion', at: iso(at), activity, confidence: 90, since: iso(since) }];
+  // Still ten minutes ago; now "in a vehicle since half an hour ago": the
+  // newest report wins, from when the device last said otherwise. Sorted by
+  // the claimed start alone, the older "still" came last and hid the drive.
+  const contradicted = derive([motion(-10 * 60_000, 'still', -10 * 60_000), motion(-60_000, 'in-vehicle', -30 * 60_000)]);
+  t.same(contradicted.state.activities, ['steering'], 'driving since the still report, ten minutes: past the dwell');
+  const recent = derive([motion(-60_000, 'still', -60_000), motion(-30_000, 'in-vehicle', -30 * 60_000)]);
+  t.same(recent.state.activities, [], 'driving for a minute at most (the still report was a minute ago): not yet');
+  t.equal(recent.validUntil, NOW - 60_000 + 2 * 60_000, 'due when the dwell from the still report completes');
+  const alone = derive([motion(-60_000, 'in-vehicle', -30 * 60_000)]);
+  t.same(alone.state.activities, ['steering'], 'with nothing to contradict it, the claimed start stands');
+});
+
 t.test('quiet hours and the time offset come from the owner time zone', async (t) => {
   const quiet = ownerSettingsSchema.parse({ ...owner, quietHours: { from: '12:00', to: '13:00' } });
   const on = derive([[phone, { kind: 'call', at: iso(0), state: 'idle' }]], NOW, quiet);
