@@ -7,7 +7,8 @@ import { negotiate } from './negotiate.js';
  * Rendered watcher views with their entity tags, reused until the view
  * changes. The key is the view itself, so two watchers granted the same view
  * share one rendering, and a polite-blocked watcher gets the very same bytes
- * and ETag as one who sees a real offline owner. Bounded; oldest out first.
+ * and ETag as one who sees a real offline owner. Bounded by count and by
+ * size; oldest out first.
  */
 export const JSON_MEDIA_TYPE = 'application/json';
 export const presenceMediaTypes = [PIDF_MEDIA_TYPE, JSON_MEDIA_TYPE] as const;
@@ -55,8 +56,23 @@ export class RepresentationCache {
    * that are different objects still share one entry through the key below.
    */
   private readonly byView = new WeakMap<WatcherView, RenderedView>();
+  /** What `entries` holds, counted as the characters of its keys and bodies (about bytes: both are mostly ASCII). */
+  private heldChars = 0;
 
-  constructor(private readonly maxEntries = 50_000) {}
+  /**
+   * Bounded by count and by size, oldest out first: a view with a long note
+   * or a location renders to a few kilobytes and its key holds the view's
+   * JSON too, so 50,000 entries alone could hold 100 MB or more.
+   */
+  constructor(
+    private readonly maxEntries = 50_000,
+    private readonly maxChars = 32 * 1024 * 1024,
+  ) {}
+
+  /** Entries held, and their size in characters (tests, metrics). */
+  get size(): { readonly entries: number; readonly chars: number } {
+    return { entries: this.entries.size, chars: this.heldChars };
+  }
 
   /** `now` matters only to a PIDF with a location (its retention-expiry is dated by the day). */
   get(view: WatcherView, mediaType: PresenceMediaType, now = 0): Representation {
@@ -89,11 +105,16 @@ export class RepresentationCache {
       contentType: mediaType === PIDF_MEDIA_TYPE ? `${PIDF_MEDIA_TYPE}; charset=utf-8` : `${JSON_MEDIA_TYPE}; charset=utf-8`,
       etag,
     };
-    if (this.entries.size >= this.maxEntries) {
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
+    const chars = key.length + body.length;
+    // One too large to keep is still answered, just not remembered.
+    if (chars > this.maxChars) return representation;
+    for (const [oldKey, old] of this.entries) {
+      if (this.entries.size < this.maxEntries && this.heldChars + chars <= this.maxChars) break;
+      this.entries.delete(oldKey);
+      this.heldChars -= oldKey.length + old.body.length;
     }
     this.entries.set(key, representation);
+    this.heldChars += chars;
     return representation;
   }
 }

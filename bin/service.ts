@@ -551,6 +551,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     for (const owner of snapshotOwners(directory, ruleBook)) accounts.watchArrivals(owner);
 
     const representations = new RepresentationCache();
+    metrics.gauge('presence_representation_cache_chars', 'Rendered views held for reuse, in characters of key and body (bounded at 32 Mi)', () => representations.size.chars);
     const webhooks = new WebhookDispatcher({
       directory,
       ruleBook,

@@ -126,6 +126,22 @@ t.test('representations: found by view identity, the same bytes and entity tag a
   t.equal(cache.get(view, JSON_MEDIA_TYPE).body, `${JSON.stringify(view)}\n`);
 });
 
+t.test('the representation cache is bounded by size as well as by count, oldest out first', async (t) => {
+  const withNote = (note: string): WatcherView => ({ ...offlineView('pres:alice@example.com'), note }) as WatcherView;
+  const one = new RepresentationCache(1000, 0).get(withNote('x'), JSON_MEDIA_TYPE);
+  const cache = new RepresentationCache(1000, 10 * (2 * one.body.length + JSON_MEDIA_TYPE.length + 4));
+  const views = Array.from({ length: 30 }, (_, i) => withNote(`note ${String(i).padStart(3, '0')}`));
+  const first = views.map((view) => cache.get(view, JSON_MEDIA_TYPE));
+  t.ok(cache.size.entries <= 10 && cache.size.entries >= 9, `about ten entries fit (${cache.size.entries})`);
+  t.ok(cache.size.chars <= 10 * (2 * one.body.length + JSON_MEDIA_TYPE.length + 4), 'within the size');
+  t.equal(cache.get(views[29] as WatcherView, JSON_MEDIA_TYPE), first[29], 'the newest is still held');
+  t.not(cache.get(views[0] as WatcherView, JSON_MEDIA_TYPE), first[0], 'the oldest was let go (rendered again, equal)');
+  t.same(cache.get(views[0] as WatcherView, JSON_MEDIA_TYPE), first[0]);
+  const huge = withNote('y'.repeat(100_000));
+  t.equal(cache.get(huge, JSON_MEDIA_TYPE).body, `${JSON.stringify(huge)}\n`, 'one larger than the whole bound is answered');
+  t.ok(cache.size.chars <= 10 * (2 * one.body.length + JSON_MEDIA_TYPE.length + 4), 'and not kept');
+});
+
 t.test('a PIDF with a location is rendered again on another day', async (t) => {
   const cache = new RepresentationCache();
   const view: WatcherView = Object.freeze({
