@@ -899,7 +899,7 @@ export const RETAINED_UNCONFIRMED = 'presence_mqtt_retained_unconfirmed_total';
 const RETAINED_CONFIRM_MS = 30_000;
 const INGEST_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1] as const;
 
-/** Kept messages (IngestPipeline.keepNewest) are applied in rounds at least this far apart: a round scans them all. */
+/** Kept messages (IngestPipeline.keepOverLimit) are applied in rounds at least this far apart: a round scans them all. */
 const KEPT_TIMER_FLOOR_MS = 25;
 
 /** Where MQTT over WebSockets is served on the API's listener. */

@@ -28,9 +28,9 @@ export interface IngestOptions extends DecodeLimits {
   /** Messages per device (RATE_LIMIT_MQTT_DEVICE); more are refused as rate_limited (but see keepNewestOverLimit). */
   readonly deviceRateLimit?: RateLimit;
   /**
-   * An external broker: the newest message over a device's limit is kept
-   * (one per device) and applied once the limit allows, the ones before it
-   * refused. See `keepNewest`.
+   * An external broker: the newest messages over a device's limit are kept
+   * (up to KEPT_PER_DEVICE) and applied as the limit allows, older ones
+   * past that refused. See `keepOverLimit`.
    */
   readonly keepNewestOverLimit?: boolean;
   /** Told, when a message is kept, how many ms until its device may send again: call `applyKept` then. */
@@ -54,6 +54,8 @@ export const INGEST_KEPT = 'presence_ingest_kept_total';
 /** What the kept messages may hold in all: past either bound, the excess is refused as before. */
 const MAX_KEPT = 10_000;
 const MAX_KEPT_BYTES = 16 * 1024 * 1024;
+/** Per device, as many as the embedded broker holds per connection: a phone's offline queue, applied within seconds at the default limit. */
+export const KEPT_PER_DEVICE = 100;
 
 interface Kept {
   readonly topic: string;
@@ -67,8 +69,9 @@ const LOG_WINDOW_MS = 10_000;
 export class IngestPipeline {
   private readonly logged = new Map<IngestRejection, LogWindow>();
   private readonly perDevice: RateLimiter;
-  /** The newest message over its device's limit, by device id, oldest first (keepNewestOverLimit). */
-  private readonly kept = new Map<string, Kept>();
+  /** The newest messages over their device's limit, by device id, each device's oldest first (keepNewestOverLimit). */
+  private readonly kept = new Map<string, Kept[]>();
+  private keptCount = 0;
   private keptBytes = 0;
   private keeping: boolean;
 
@@ -83,8 +86,8 @@ export class IngestPipeline {
     metrics.counter(INGEST_EVENTS, 'Sensor events applied');
     metrics.counter(INGEST_REJECTED, 'MQTT messages refused, by reason');
     metrics.counter(INGEST_IGNORED, 'Valid MQTT messages with nothing to apply (OwnTracks lwt, cards, zero-byte retained clears, ...)');
-    metrics.counter(INGEST_KEPT, 'MQTT messages over their device rate limit kept to be applied once it allows (the newest per device; counted again as applied or refused then)');
-    metrics.gauge('presence_ingest_kept', 'MQTT messages over their device rate limit waiting to be applied', () => this.kept.size);
+    metrics.counter(INGEST_KEPT, `MQTT messages over their device rate limit kept to be applied as it allows (the newest ${KEPT_PER_DEVICE} per device; counted again as applied or refused then)`);
+    metrics.gauge('presence_ingest_kept', 'MQTT messages over their device rate limit waiting to be applied', () => this.keptCount);
     this.keeping = options.keepNewestOverLimit === true;
     for (const reason of ingestRejections) metrics.inc(INGEST_REJECTED, { reason }, 0);
     this.perDevice = new RateLimiter(options.deviceRateLimit ?? { perSecond: 0, burst: 0 });
@@ -123,7 +126,7 @@ export class IngestPipeline {
     if (!device) return this.reject('unknown_device', parsed.deviceId, now);
     // A device flooding the service is refused before its payload is even parsed.
     const wait = unlimited ? 0 : this.perDevice.take(device.id, now);
-    if (wait > 0) return this.keepNewest(device.id, topic, payload, acknowledged, wait, now);
+    if (wait > 0) return this.keepOverLimit(device.id, topic, payload, acknowledged, wait, now);
     const decoded = decodeMessage(payload, this.options, now, parsed.format);
     if (!decoded.ok) return this.reject(decoded.reason, device.id, now);
     if (decoded.events.length === 0) {
@@ -142,64 +145,77 @@ export class IngestPipeline {
    * With an external broker, a message over its device's limit has already
    * been acknowledged to the device (MQTT 3.1.1 §4.3.2): refusing them all
    * lost a burst's newest reports (a phone flushing its offline queue
-   * showed where it was minutes ago). So the newest one per device is kept,
-   * unparsed, and applied as soon as the device's bucket holds a token
-   * again; the one it replaces is refused as rate_limited, as is anything
-   * past MAX_KEPT or MAX_KEPT_BYTES. A device still flooding takes every
-   * refilled token with a new message, so its kept one waits for the end of
-   * the burst: the last report of a burst is applied, no more work than the
-   * limit allows. Kept messages are not journaled: one lost to a crash
-   * before it was applied was acknowledged, as every refused one is. One
-   * refused when applied (its device revoked meanwhile, a bad payload) is
-   * counted and reported (onRejected) then. A message from the device that
-   * takes a refilled token does not replace the kept one, which is applied
-   * after it: signals merge newest first by their own time, so an older
-   * report changes nothing it should not, and may carry another kind.
+   * showed where it was minutes ago), and keeping only the newest lost the
+   * trail before it. So the newest KEPT_PER_DEVICE per device are kept,
+   * unparsed, and applied oldest first as the device's bucket refills; an
+   * older one pushed out is refused as rate_limited, as is one that finds
+   * MAX_KEPT or MAX_KEPT_BYTES taken by other devices. The work applied stays
+   * within the limit; a device still flooding takes every refilled token
+   * with a new message, so its kept ones wait for the end of the burst, and
+   * the burst's last reports are applied then. Kept messages are not
+   * journaled: one lost to a crash before it was applied was acknowledged,
+   * as every refused one is. One refused when applied (its device revoked
+   * meanwhile, a bad payload) is counted and reported (onRejected) then.
+   * Messages that take a refilled token go before the kept ones: signals
+   * merge newest first by their own time, so an older report applied later
+   * changes nothing it should not.
    */
-  private keepNewest(deviceId: string, topic: string, payload: Uint8Array, acknowledged: boolean, wait: number, now: number): IngestRejection | undefined {
+  private keepOverLimit(deviceId: string, topic: string, payload: Uint8Array, acknowledged: boolean, wait: number, now: number): IngestRejection | undefined {
     if (!this.keeping) return this.reject('rate_limited', deviceId, now);
     // Too large to be applied anyway: not worth a place (decodeMessage's check, made here as it is not reached).
     if (payload.byteLength > this.options.maxBytes) return this.reject('payload_too_large', deviceId, now);
-    const previous = this.kept.get(deviceId);
-    const bytes = this.keptBytes - (previous?.payload.byteLength ?? 0) + payload.byteLength;
-    if ((!previous && this.kept.size >= MAX_KEPT) || bytes > MAX_KEPT_BYTES) return this.reject('rate_limited', deviceId, now);
-    if (previous) {
-      this.kept.delete(deviceId);
+    let queue = this.kept.get(deviceId);
+    const overBound = () => this.keptCount + 1 > MAX_KEPT || this.keptBytes + payload.byteLength > MAX_KEPT_BYTES;
+    // Room made from the device's own oldest first: its newest report matters most.
+    while (queue && queue.length > 0 && (queue.length >= KEPT_PER_DEVICE || overBound())) {
+      const oldest = this.unkeepOldest(deviceId, queue);
       const reason = this.reject('rate_limited', deviceId, now);
-      this.options.onRejected?.(previous.topic, previous.payload, reason, now);
+      this.options.onRejected?.(oldest.topic, oldest.payload, reason, now);
+    }
+    if (overBound()) return this.reject('rate_limited', deviceId, now);
+    if (!queue || queue.length === 0) {
+      queue = [];
+      this.kept.set(deviceId, queue);
     }
     // A copy: the broker client's buffer may be a slice of a larger read.
-    this.kept.set(deviceId, { topic, payload: Buffer.from(payload), acknowledged });
-    this.keptBytes = bytes;
+    queue.push({ topic, payload: Buffer.from(payload), acknowledged });
+    this.keptCount += 1;
+    this.keptBytes += payload.byteLength;
     this.metrics.inc(INGEST_KEPT);
     this.options.onKept?.(wait);
     return undefined;
   }
 
-  /** Applies the kept messages whose devices may send again. Returns the ms until the next kept one is due, if any. */
+  /** Applies kept messages, each device's oldest first, while its bucket has tokens. Returns the ms until the next kept one is due, if any. */
   applyKept(now: number): number | undefined {
-    const due: Kept[] = [];
     let next = Infinity;
-    for (const [deviceId, kept] of this.kept) {
-      const wait = this.perDevice.wait(deviceId, now);
-      if (wait > 0) next = Math.min(next, wait);
-      else due.push(this.unkeep(deviceId, kept));
+    for (const [deviceId, queue] of this.kept) {
+      let wait = this.perDevice.wait(deviceId, now);
+      while (wait === 0 && queue.length > 0) {
+        this.applyEach([this.unkeepOldest(deviceId, queue)], now, false);
+        wait = this.perDevice.wait(deviceId, now);
+      }
+      if (queue.length > 0) next = Math.min(next, wait);
     }
-    this.applyEach(due, now, false);
     return next === Infinity ? undefined : next;
   }
 
   /** At a stop: applies every kept message whatever the limit, and keeps none from now on (later excess is refused). */
   applyAllKept(now: number): void {
     this.keeping = false;
-    const all = [...this.kept].map(([deviceId, kept]) => this.unkeep(deviceId, kept));
+    const all = [...this.kept.values()].flat();
+    this.kept.clear();
+    this.keptCount = 0;
+    this.keptBytes = 0;
     this.applyEach(all, now, true);
   }
 
-  private unkeep(deviceId: string, kept: Kept): Kept {
-    this.kept.delete(deviceId);
-    this.keptBytes -= kept.payload.byteLength;
-    return kept;
+  private unkeepOldest(deviceId: string, queue: Kept[]): Kept {
+    const oldest = queue.shift() as Kept;
+    if (queue.length === 0 && this.kept.get(deviceId) === queue) this.kept.delete(deviceId);
+    this.keptCount -= 1;
+    this.keptBytes -= oldest.payload.byteLength;
+    return oldest;
   }
 
   private applyEach(kept: readonly Kept[], now: number, unlimited: boolean): void {

@@ -3,7 +3,7 @@ import { Directory } from '../../core/directory.js';
 import type { Log } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { PresenceHub } from '../../core/presence-hub.js';
-import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_KEPT, INGEST_REJECTED, IngestPipeline, type IngestOptions } from '../../ingest/ingest-pipeline.js';
+import { INGEST_ACCEPTED, INGEST_IGNORED, INGEST_KEPT, INGEST_REJECTED, IngestPipeline, KEPT_PER_DEVICE, type IngestOptions } from '../../ingest/ingest-pipeline.js';
 
 const NOW = Date.parse('2026-05-04T10:00:00Z');
 const DEVICE = '11111111-1111-4111-8111-111111111111';
@@ -93,27 +93,56 @@ t.test('over the limit without keepNewestOverLimit (the embedded broker paces be
   t.equal(metrics.value(INGEST_ACCEPTED), 1);
 });
 
-t.test('keepNewestOverLimit: the newest message over the limit is kept, unparsed, and applied once the limit allows; those it replaced are refused', async (t) => {
+t.test('keepNewestOverLimit: messages over the limit are kept, unparsed, and applied oldest first as the limit allows', async (t) => {
   const waits: number[] = [];
   const { hub, metrics, pipeline } = setup({ deviceRateLimit: { perSecond: 2, burst: 1 }, keepNewestOverLimit: true, onKept: (ms) => waits.push(ms) });
   const call = (state: string, at: number) => Buffer.from(JSON.stringify({ kind: 'call', at: new Date(at).toISOString(), state }));
   t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW - 3000), NOW), undefined, 'the burst');
   t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW - 2000), NOW), undefined, 'kept');
-  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"not json'), NOW), undefined, 'kept in its place, unparsed');
-  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('in-call', NOW - 1000), NOW), undefined, 'kept in its place');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"not json'), NOW), undefined, 'kept too, unparsed');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('in-call', NOW - 1000), NOW), undefined, 'kept too');
   t.same(waits, [500, 500, 500], 'each time told when the device may send again');
-  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 2, 'the two replaced are refused');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 0, 'none refused');
   t.equal(metrics.value(INGEST_REJECTED, { reason: 'malformed_json' }), 0, 'never parsed');
   t.equal(metrics.value(INGEST_KEPT), 3);
-  t.equal(metrics.value('presence_ingest_kept'), 1);
+  t.equal(metrics.value('presence_ingest_kept'), 3);
   t.equal(pipeline.applyKept(NOW + 100), 400, 'not yet: 400 ms to go');
   t.same(hub.current('o1', NOW).activities, [], 'not applied before');
-  t.equal(pipeline.applyKept(NOW + 500), undefined, 'applied, nothing left');
-  t.same(hub.current('o1', NOW + 500).activities, ['on-the-phone'], 'the newest report is what shows');
+  t.equal(pipeline.applyKept(NOW + 500), 500, 'one token: the oldest applied, the next due in 500 ms');
   t.equal(metrics.value(INGEST_ACCEPTED), 2);
+  t.equal(pipeline.applyKept(NOW + 1000), 500, 'the next: refused when applied (not JSON)');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'malformed_json' }), 1);
+  t.equal(pipeline.applyKept(NOW + 1500), undefined, 'the newest: nothing left');
+  t.same(hub.current('o1', NOW + 1500).activities, ['on-the-phone'], 'the newest report is what shows');
+  t.equal(metrics.value(INGEST_ACCEPTED), 3, 'every message applied or refused once');
   t.equal(metrics.value('presence_ingest_kept'), 0);
-  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW + 400), NOW + 500), undefined, 'the token was taken: kept again');
+  t.equal(pipeline.handle(`p/${DEVICE}/events`, call('idle', NOW + 1400), NOW + 1500), undefined, 'the token was taken: kept again');
   t.equal(metrics.value('presence_ingest_kept'), 1);
+});
+
+t.test('keepNewestOverLimit: a phone flushing an offline queue of 210 reports past a burst of 60: the newest 100 are applied within the limit, the older refused, every one counted once', async (t) => {
+  const refused: string[] = [];
+  const { metrics, pipeline } = setup({
+    deviceRateLimit: { perSecond: 20, burst: 60 },
+    keepNewestOverLimit: true,
+    onRejected: (_topic, payload, reason) => refused.push(`${reason} ${JSON.parse(payload.toString()).at as string}`),
+  });
+  const at = (i: number) => new Date(NOW - (200 - i) * 1000).toISOString();
+  for (let i = 0; i < 210; i++) pipeline.handle(`p/${DEVICE}/events`, Buffer.from(JSON.stringify({ kind: 'battery', at: at(i), level: i % 100, charging: false })), NOW);
+  t.equal(metrics.value(INGEST_ACCEPTED), 60, 'the burst');
+  t.equal(metrics.value('presence_ingest_kept'), 100, 'the newest hundred kept');
+  t.equal(refused.length, 50);
+  t.same(refused[0], `rate_limited ${at(60)}`, 'the oldest over the limit pushed out first');
+  t.same(refused.at(-1), `rate_limited ${at(109)}`);
+  let now = NOW;
+  let due = pipeline.applyKept(now);
+  while (due !== undefined) {
+    now += due;
+    due = pipeline.applyKept(now);
+  }
+  t.equal(metrics.value(INGEST_ACCEPTED), 160, 'all kept applied');
+  t.ok(now - NOW <= 5000 + 50, `within the limit: ${now - NOW} ms for 100 at 20/s`);
+  t.equal(metrics.value(INGEST_ACCEPTED) + metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 210);
 });
 
 t.test('keepNewestOverLimit: a kept message is checked again when applied (a device revoked meanwhile is refused)', async (t) => {
@@ -137,7 +166,7 @@ t.test('keepNewestOverLimit: at a stop every kept message is applied whatever th
   t.equal(metrics.value(INGEST_ACCEPTED), 2);
 });
 
-t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that the excess is refused as before', async (t) => {
+t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that a device makes room from its own oldest, or its excess is refused', async (t) => {
   const { directory, metrics, pipeline } = setup({ maxBytes: 1_048_576, deviceRateLimit: { perSecond: 1, burst: 1 }, keepNewestOverLimit: true });
   const devices = [...Array(18).keys()].map((i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
   for (const id of devices) directory.putDevice({ id, ownerId: 'o1', deviceClass: 'sensor', revoked: false });
@@ -148,12 +177,14 @@ t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that the exc
   }
   t.equal(metrics.value('presence_ingest_kept'), 16, 'sixteen of 1 MiB kept');
   t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 2, 'the rest refused');
-  t.equal(pipeline.handle(`p/${devices[0]}/events`, event('in-call'), NOW), undefined, 'a kept one may still be replaced by a smaller one');
+  t.equal(pipeline.handle(`p/${devices[0]}/events`, event('in-call'), NOW), undefined, 'a device at the bound makes room from its own oldest');
   t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), 3);
-  t.equal(pipeline.handle(`p/${devices[17]}/events`, event('in-call'), NOW), undefined, 'which made room');
+  t.equal(metrics.value('presence_ingest_kept'), 16);
+  t.equal(pipeline.handle(`p/${devices[17]}/events`, event('in-call'), NOW), undefined, 'which made room for another');
+  t.equal(pipeline.handle(`p/${devices[16]}/events`, big, NOW), 'rate_limited', 'one with nothing kept and no room: refused');
 });
 
-t.test('keepNewestOverLimit: a payload too large to apply is refused at once, not kept; refusals reach onRejected, the replaced and the applied alike', async (t) => {
+t.test('keepNewestOverLimit: a payload too large to apply is refused at once, not kept; refusals reach onRejected, the pushed out and the applied alike', async (t) => {
   const refusals: string[] = [];
   const { metrics, pipeline } = setup({
     deviceRateLimit: { perSecond: 1, burst: 1 },
@@ -163,8 +194,8 @@ t.test('keepNewestOverLimit: a payload too large to apply is refused at once, no
   pipeline.handle(`p/${DEVICE}/events`, event('idle'), NOW);
   t.equal(pipeline.handle(`p/${DEVICE}/events`, Buffer.alloc(1025, 0x20), NOW), 'payload_too_large');
   t.equal(metrics.value('presence_ingest_kept'), 0, 'not kept');
-  pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"first'), NOW);
-  pipeline.handle(`p/${DEVICE}/events`, Buffer.from('{"second'), NOW);
-  pipeline.applyKept(NOW + 1000);
-  t.same(refusals, ['payload_too_large 1025', 'rate_limited 7', 'malformed_json 8'], 'in order: too large, replaced, refused when applied');
+  for (let i = 0; i < KEPT_PER_DEVICE + 1; i++) pipeline.handle(`p/${DEVICE}/events`, Buffer.from(`{"${String(i).padStart(3, '0')}`), NOW);
+  pipeline.applyAllKept(NOW);
+  t.same(refusals.slice(0, 3), ['payload_too_large 1025', 'rate_limited 5', 'malformed_json 5'], 'in order: too large, pushed out, refused when applied');
+  t.equal(refusals.length, 2 + KEPT_PER_DEVICE);
 });
