@@ -54,7 +54,7 @@ await run('mosquitto_passwd', ['-c', '-b', passwd, SERVICE_USER, SERVICE_PASSWOR
 await run('mosquitto_passwd', ['-b', passwd, alice.device.id, alice.deviceToken]);
 await run('mosquitto_passwd', ['-b', passwd, bobby.device.id, bobby.deviceToken]);
 const broker = await startPrivateBroker({
-  config: ['allow_anonymous false', 'password_file {dir}/passwd', 'acl_file {dir}/acl', 'use_username_as_clientid true'],
+  config: ['allow_anonymous false', 'password_file {dir}/passwd', 'acl_file {dir}/acl', 'use_username_as_clientid true', 'set_tcp_nodelay true'],
   files: { acl, passwd: await readFile(passwd, 'utf8') },
 });
 t.teardown(() => broker.stop());
@@ -153,7 +153,7 @@ t.test('without the write right the broker keeps the location, and the service r
   const readOnly = acl.replace(/topic readwrite /g, 'topic read ');
   t.notMatch(readOnly, /readwrite/);
   const old = await startPrivateBroker({
-    config: ['allow_anonymous false', 'password_file {dir}/passwd', 'acl_file {dir}/acl', 'use_username_as_clientid true'],
+    config: ['allow_anonymous false', 'password_file {dir}/passwd', 'acl_file {dir}/acl', 'use_username_as_clientid true', 'set_tcp_nodelay true'],
     files: { acl: readOnly, passwd: await readFile(passwd, 'utf8') },
   });
   t.teardown(() => old.stop());
