@@ -459,6 +459,7 @@ export class Accounts {
   /** Drops the owner from memory (erased here, or found gone when reloading a change made elsewhere). */
   forgetOwner(ownerId: string, deviceIds: readonly string[] = this.directory.devicesOf(ownerId).map((d) => d.id)): void {
     this.directory.removeOwner(ownerId);
+    this.accessRequests.forgetOwner(ownerId);
     // The erasure's listeners first: they stop what sends the owner's
     // presence out (webhooks, the SIP publication). Forgetting the state and
     // the rules tells every watcher of them, and a publisher still watching
@@ -850,7 +851,7 @@ export class Accounts {
       // An approval adds one rule: a second one (a double click, a retry after success) is refused.
       if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule already allows this watcher; change that rule instead.');
       // The request is marked first: should adding the rule then fail, a retry adds it.
-      await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved' });
+      await this.repository.putAccessRequest({ ownerId, watcherId, status: 'active', event: 'approved', at: this.clock() });
       return this.addRuleNow(ownerId, ruleBodySchema.parse({ conditions: { identity: { watchers: [watcherId] } }, actions: { subHandling: 'allow' }, transformations }));
     });
   }
@@ -861,7 +862,7 @@ export class Accounts {
     const request = await this.repository.accessRequest(ownerId, watcherId);
     if (!request) throw new AppError('not_found', 'No request from this watcher.');
     if (this.identityDecision(ownerId, watcherId) === 'allow') throw new AppError('conflict', 'A rule allows this watcher; remove or narrow it instead.');
-    await this.repository.putAccessRequest({ ownerId, watcherId, status: 'terminated', event: 'rejected' });
+    await this.repository.putAccessRequest({ ownerId, watcherId, status: 'terminated', event: 'rejected', at: this.clock() });
   }
 
   ownerById(id: string) {

@@ -162,6 +162,8 @@ export class WebhookDispatcher {
    */
   ownerCreated(ownerId: string, handle: string): void {
     for (const hook of this.waiting(handle)) this.rebind({ ...hook, ownerId });
+    // Registered here, bound by the database, while this process did not know the owner yet: served now.
+    if (this.delivering) for (const hook of this.registered(ownerId)) this.activate(hook);
   }
 
   /**
@@ -170,12 +172,17 @@ export class WebhookDispatcher {
    * the owner is loaded (the handle's notification first), and served only
    * once the owner's reload comes.
    */
-  private readonly carried = new Map<string, Pick<Active, 'delivered' | 'abandoned'>>();
+  private readonly carried = new Map<string, Pick<Active, 'latest' | 'delivered' | 'abandoned'>>();
 
-  /** The same webhook, now of its owner: served anew, keeping what was delivered, so the same view is not POSTed again. */
+  /**
+   * The same webhook, now of its owner: served anew, keeping what was
+   * computed, delivered and given up on, so the same view is neither POSTed
+   * again nor retried after it was given up on: the receiver must not learn
+   * that an owner took the handle from anything but a change of its view.
+   */
   private rebind(hook: Webhook): void {
     const before = this.active.get(hook.id);
-    if (before) this.carried.set(hook.id, { delivered: before.delivered, abandoned: before.abandoned });
+    if (before) this.carried.set(hook.id, { latest: before.latest, delivered: before.delivered, abandoned: before.abandoned });
     this.known.set(hook.id, hook);
     this.deactivate(hook.id);
     if (this.delivering) this.activate(hook);
@@ -287,7 +294,11 @@ export class WebhookDispatcher {
   setDelivering(on: boolean): void {
     this.delivering = on;
     if (on) for (const hook of this.known.values()) this.activate(hook);
-    else for (const id of [...this.active.keys()]) this.deactivate(id);
+    else {
+      for (const id of [...this.active.keys()]) this.deactivate(id);
+      // Another member delivers from now on: what was delivered here says nothing by the time this one delivers again.
+      this.carried.clear();
+    }
   }
 
   private activate(hook: Webhook): void {
@@ -306,9 +317,9 @@ export class WebhookDispatcher {
     off.push(this.deps.directory.watchSubject(hook.watcherId, check));
     const carried = this.carried.get(hook.id);
     this.carried.delete(hook.id);
-    this.active.set(hook.id, {
+    const entry: Active = {
       hook,
-      latest: undefined,
+      latest: carried?.latest,
       delivered: carried?.delivered,
       abandoned: carried?.abandoned,
       running: false,
@@ -317,8 +328,12 @@ export class WebhookDispatcher {
       unsubscribe: () => {
         for (const stop of off) stop();
       },
-    });
+    };
+    this.active.set(hook.id, entry);
     check();
+    // Carried over with a delivery still owed (one in flight or being retried when it was rebound): the loop goes on here.
+    const latest = entry.latest;
+    if (latest && latest.etag !== entry.delivered && latest.etag !== entry.abandoned && !entry.running) void this.run(entry);
   }
 
   private deactivate(id: string): void {

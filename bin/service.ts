@@ -278,6 +278,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
       },
       submit: (request: AccessRequestIntent) => accessRequestBuffer.submit(request),
       flush: () => requestWriter.flush(),
+      forgetOwner: (ownerId: string) => accessRequestBuffer.forgetOwner(ownerId),
     };
     // Privacy invariant 4: sensor events are kept only for owners who turned retention on, within the operator's cap.
     const rawEvents = new RawEventBuffer();
@@ -711,13 +712,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
       let controlClosed = false;
       const handleReloads = new KeyedQueue();
       const handleRetries = new Set<string>();
-      const reloadWaitingWebhooks = (handle: string): void =>
-        void handleReloads
+      /** Resolves once this handle's read is applied or has failed (and is to be tried again). */
+      const reloadWaitingWebhooks = (handle: string): Promise<void> =>
+        handleReloads
           .run(handle, async () => {
             const mark = webhooks.registrationMark;
             const hooks = await repository.webhooksOfHandle(handle);
             // Kept one registered here after the mark: read again (WebhookDispatcher.replaceOwner).
-            if (webhooks.replaceHandle(handle, hooks, mark)) reloadWaitingWebhooks(handle);
+            if (webhooks.replaceHandle(handle, hooks, mark)) void reloadWaitingWebhooks(handle);
           })
           .catch((err: unknown) => {
             log.error({ error: loggableDbError(err) }, 'reloading the webhooks waiting on a handle failed');
@@ -725,7 +727,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
             handleRetries.add(handle);
             setTimeout(() => {
               handleRetries.delete(handle);
-              if (!controlClosed) reloadWaitingWebhooks(handle);
+              if (!controlClosed) void reloadWaitingWebhooks(handle);
             }, 1000).unref();
           });
       cleanups.push(async () => {
@@ -749,7 +751,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
           for (const ownerId of change.overrides) if (!own || reloads.isHealing(ownerId)) reloads.request(ownerId, 'overrides');
         }
         else if ('watcher' in change) reloadWatcher(change.watcher);
-        else if ('handle' in change) reloadWaitingWebhooks(change.handle);
+        else if ('handle' in change) void reloadWaitingWebhooks(change.handle);
         else if ('tokens' in change) reloadRevocations();
         // An account unlinked elsewhere: its provider tokens, cached here as verified, are checked again on their next use.
         else verifier.clear();
@@ -761,7 +763,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
         reloadRevocations();
         void repository.unheldWebhookHandles().then(
           (handles) => {
-            for (const handle of new Set([...handles, ...webhooks.waitingHandles()])) reloadWaitingWebhooks(handle);
+            // One handle at a time: there may be many, and the API needs the pool's connections more.
+            void (async () => {
+              for (const handle of new Set([...handles, ...webhooks.waitingHandles()])) {
+                if (controlClosed) return;
+                await reloadWaitingWebhooks(handle);
+              }
+            })();
           },
           (err: unknown) => log.error({ error: loggableDbError(err) }, 'control resync of the waiting webhooks failed'),
         );

@@ -35,16 +35,19 @@ function merged(earlier: AccessRequestIntent, later: AccessRequestIntent): Acces
 export class AccessRequestBuffer {
   /** One entry per (owner, watcher): repeated requests coalesce, so the buffer is bounded by pairs, not by calls. */
   private pending = new Map<string, AccessRequestIntent>();
+  /** Taken by the write running now: they count against the bound until written or put back. */
+  private inFlight = 0;
 
   constructor(private readonly maxEntries = 100_000) {}
 
   /** Whether a new pair would not fit: the caller refuses the request (for any handle alike). */
   get full(): boolean {
-    return this.pending.size >= this.maxEntries;
+    return this.pending.size + this.inFlight >= this.maxEntries;
   }
 
+  /** Waiting and being written. */
   get size(): number {
-    return this.pending.size;
+    return this.pending.size + this.inFlight;
   }
 
   /** False (nothing kept) when a new pair does not fit. */
@@ -59,16 +62,28 @@ export class AccessRequestBuffer {
   take(): AccessRequestIntent[] {
     const out = [...this.pending.values()];
     this.pending = new Map();
+    this.inFlight = out.length;
     return out;
+  }
+
+  /** The write that took them ended: what it did not write was put back. */
+  settled(): void {
+    this.inFlight = 0;
+  }
+
+  /** An erased owner's requests (the watchers' messages with them) are not kept for a write that would skip them. */
+  forgetOwner(ownerId: string): void {
+    for (const [key, request] of this.pending) if (request.ownerId === ownerId) this.pending.delete(key);
   }
 
   /**
    * After a failed write: back in, under whatever arrived since (which is
-   * newer). Nothing is dropped: every entry was answered already. The two
-   * together are at most twice the bound, and `full` refuses new pairs
-   * until a write succeeds.
+   * newer). Nothing is dropped: every entry was answered already. What was
+   * taken counted against the bound while it was written, so the two
+   * together stay within it.
    */
   putBack(requests: readonly AccessRequestIntent[]): void {
+    this.inFlight = 0;
     const newer = this.pending;
     this.pending = new Map();
     for (const request of requests) this.pending.set(keyOf(request), request);
@@ -84,4 +99,6 @@ export interface AccessRequestQueue {
   readonly full: boolean;
   submit(request: AccessRequestIntent): boolean;
   flush(): Promise<void>;
+  /** An erased owner: drop what waits for them. */
+  forgetOwner(ownerId: string): void;
 }

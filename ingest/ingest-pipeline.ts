@@ -165,6 +165,12 @@ export class IngestPipeline {
     // Too large to be applied anyway: not worth a place (decodeMessage's check, made here as it is not reached).
     if (payload.byteLength > this.options.maxBytes) return this.reject('payload_too_large', deviceId, now);
     let queue = this.kept.get(deviceId);
+    // Room is made from the device's own oldest only if its own can make it:
+    // when other devices hold the bounds, the new one is refused and the
+    // device keeps what it has.
+    let ownBytes = 0;
+    for (const k of queue ?? []) ownBytes += k.payload.byteLength;
+    if (this.keptCount - (queue?.length ?? 0) + 1 > MAX_KEPT || this.keptBytes - ownBytes + payload.byteLength > MAX_KEPT_BYTES) return this.reject('rate_limited', deviceId, now);
     const overBound = () => this.keptCount + 1 > MAX_KEPT || this.keptBytes + payload.byteLength > MAX_KEPT_BYTES;
     // Room made from the device's own oldest first: its newest report matters most.
     while (queue && queue.length > 0 && (queue.length >= KEPT_PER_DEVICE || overBound())) {
@@ -172,7 +178,6 @@ export class IngestPipeline {
       const reason = this.reject('rate_limited', deviceId, now);
       this.options.onRejected?.(oldest.topic, oldest.payload, reason, now);
     }
-    if (overBound()) return this.reject('rate_limited', deviceId, now);
     if (!queue || queue.length === 0) {
       queue = [];
       this.kept.set(deviceId, queue);

@@ -18,9 +18,15 @@ CREATE INDEX "webhooks_handle_idx" ON "webhooks" USING btree ("handle");--> stat
 -- the owner is being created is bound by one side or the other: the
 -- second waits for the first to commit, and each statement of a PL/pgSQL
 -- function reads with a fresh snapshot (READ COMMITTED), so it sees it.
+-- Erasing an owner takes it too, so a webhook inserted meanwhile is
+-- either deleted with the owner or inserted after, waiting.
+-- The lock is the two-key form (class 2003331955, "whks", and the
+-- handle's hash): a key space of its own, apart from the one-key locks
+-- (the delivery lease, the migrations), so no handle can be chosen to
+-- collide with them.
 CREATE OR REPLACE FUNCTION presence_bind_webhooks() RETURNS trigger AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('presence_webhooks:' || NEW.handle));
+  PERFORM pg_advisory_xact_lock(2003331955, hashtext(NEW.handle));
   UPDATE webhooks SET owner_id = NEW.id WHERE handle = NEW.handle AND owner_id IS NULL;
   RETURN NULL;
 END
@@ -28,9 +34,23 @@ $$ LANGUAGE plpgsql;
 --> statement-breakpoint
 CREATE TRIGGER owners_bind_webhooks AFTER INSERT ON owners FOR EACH ROW EXECUTE FUNCTION presence_bind_webhooks();
 --> statement-breakpoint
+CREATE OR REPLACE FUNCTION presence_lock_owner_handle() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(2003331955, hashtext(OLD.handle));
+  RETURN OLD;
+END
+$$ LANGUAGE plpgsql;
+--> statement-breakpoint
+CREATE TRIGGER owners_lock_handle BEFORE DELETE ON owners FOR EACH ROW EXECUTE FUNCTION presence_lock_owner_handle();
+--> statement-breakpoint
 CREATE OR REPLACE FUNCTION presence_webhook_owner() RETURNS trigger AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('presence_webhooks:' || NEW.handle));
+  -- A process of the version before this migration (a rolling upgrade)
+  -- names the owner only: its handle is filled in.
+  IF NEW.handle IS NULL THEN
+    NEW.handle := (SELECT handle FROM owners WHERE id = NEW.owner_id);
+  END IF;
+  PERFORM pg_advisory_xact_lock(2003331955, hashtext(NEW.handle));
   NEW.owner_id := (SELECT id FROM owners WHERE handle = NEW.handle);
   RETURN NEW;
 END

@@ -110,10 +110,20 @@ function hostOf(url: string): string | null {
   }
 }
 
-/** Deletes the owner and, by cascade, everything that references them; false if there was no such owner. */
+/**
+ * Deletes the owner and, by cascade, everything that references them; false
+ * if there was no such owner. The handle's webhook lock (migration 0018) is
+ * taken first, before the row's: a webhook being registered on the handle
+ * then either commits first (and goes with the owner) or waits and finds no
+ * owner. Taken by the row's delete trigger alone, after the row lock, it
+ * could deadlock with that registration's foreign-key check.
+ */
 export async function eraseStoredOwner(db: Database, ownerId: string): Promise<boolean> {
-  const rows = await db.delete(owners).where(eq(owners.id, ownerId)).returning({ id: owners.id });
-  return rows.length === 1;
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(2003331955, hashtext(handle)) from owners where id = ${ownerId}`);
+    const rows = await tx.delete(owners).where(eq(owners.id, ownerId)).returning({ id: owners.id });
+    return rows.length === 1;
+  });
 }
 
 /**

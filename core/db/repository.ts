@@ -411,7 +411,7 @@ export class Repository {
     return storedOwnerData(this.db, ownerId);
   }
 
-  /** Erases the owner and everything that references them (one cascading delete); false if there was none. */
+  /** Erases the owner and everything that references them (one cascading delete, after the handle's webhook lock); false if there was none. */
   eraseOwner(ownerId: string): Promise<boolean> {
     return eraseStoredOwner(this.long, ownerId);
   }
@@ -543,8 +543,9 @@ export class Repository {
       .orderBy(desc(accessRequests.updatedAt), asc(accessRequests.watcherId));
   }
 
-  async putAccessRequest(request: { ownerId: string; watcherId: string; status: AccessRequestStatus; event: string; message?: string | undefined }): Promise<void> {
-    const now = new Date();
+  /** `at`: the service clock's time (ms), the one written-behind requests carry, so the later of the two wins (recordAccessRequests). */
+  async putAccessRequest(request: { ownerId: string; watcherId: string; status: AccessRequestStatus; event: string; message?: string | undefined; at: number }): Promise<void> {
+    const now = new Date(request.at);
     const change = { status: request.status, event: request.event, updatedAt: now, ...(request.message === undefined ? {} : { message: request.message }) };
     await this.db
       .insert(accessRequests)
@@ -556,7 +557,9 @@ export class Repository {
    * The access requests the write-behind holds (core/access-requests.ts), in
    * one statement. A pair appears once per batch (the buffer coalesces), as
    * ON CONFLICT needs. A request the owner denied stays denied (its event
-   * too) when asked again; only the message and the time change. An owner or
+   * too) when asked again; only the message and the time change. A row
+   * changed after the request was answered (an approval or a denial, here
+   * or on another process of a group) is not overwritten by it. An owner or
    * watcher removed meanwhile is skipped, so one gone row cannot fail the
    * batch forever.
    */
@@ -581,7 +584,8 @@ export class Repository {
         status = case when excluded.status = 'pending' and access_requests.status = 'terminated' then 'terminated' else excluded.status end,
         event = case when excluded.status = 'pending' and access_requests.status = 'terminated' then access_requests.event else excluded.event end,
         message = coalesce(excluded.message, access_requests.message),
-        updated_at = excluded.updated_at`);
+        updated_at = excluded.updated_at
+      where access_requests.updated_at <= excluded.updated_at`);
   }
 
   /** The id of the deleted rule as stored, or undefined if the owner has no such rule. */

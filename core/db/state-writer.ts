@@ -104,11 +104,19 @@ export function writeRawEvents(buffer: RawEventBuffer, repository: Repository, o
 
 /** Access requests answered from memory (core/access-requests.ts). */
 export function writeAccessRequests(buffer: AccessRequestBuffer, repository: Repository, onBatch: (rows: number) => void, chunkSize = 1000): () => Promise<void> {
-  return chunked(
+  const write = chunked(
     () => buffer.take(),
     (chunk) => repository.recordAccessRequests(chunk),
     (rest) => buffer.putBack(rest),
     onBatch,
     chunkSize,
   );
+  return async () => {
+    try {
+      await write();
+    } finally {
+      // Written, or what was not is back in the buffer: none in flight now.
+      buffer.settled();
+    }
+  };
 }

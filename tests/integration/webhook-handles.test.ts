@@ -77,3 +77,38 @@ t.test('a webhook inserted while the owner is being created is bound, whichever 
     t.equal(await ownerOf(hookId), ownerId, name);
   }
 });
+
+t.test('a webhook registered while its owner is erased: no deadlock, and it goes with the owner or waits, by which commits first', async (t) => {
+  const url = await createTestDatabase(t);
+  const database = await openDatabase({ kind: 'postgres', url });
+  t.teardown(() => database.close());
+  const repository = new Repository(database.db);
+  const watcherId = crypto.randomUUID();
+  await repository.insertWatcher({ id: watcherId, kind: 'app', name: 'App', domain: undefined });
+  const one = new pg.Client({ connectionString: url });
+  await one.connect();
+  t.teardown(() => one.end());
+
+  // The registration first (uncommitted), then the erasure: the erasure waits, then takes the webhook with the owner.
+  const first = crypto.randomUUID();
+  await repository.insertOwner({ id: first, handle: 'erase-a', displayName: undefined });
+  const hookA = crypto.randomUUID();
+  await one.query('begin');
+  await one.query('insert into webhooks (id, watcher_id, handle, url) values ($1, $2, $3, $4)', [hookA, watcherId, 'erase-a', 'https://app.example/a']);
+  const erasing = repository.eraseOwner(first);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await one.query('commit');
+  t.ok(await erasing, 'erased');
+  t.same((await one.query('select id from webhooks where id = $1', [hookA])).rows, [], 'the webhook went with the owner');
+
+  // The erasure first (uncommitted), then the registration: it waits, then finds no owner and waits for one.
+  const second = crypto.randomUUID();
+  await repository.insertOwner({ id: second, handle: 'erase-b', displayName: undefined });
+  await one.query('begin');
+  await one.query("select pg_advisory_xact_lock(2003331955, hashtext('erase-b'))");
+  await one.query('delete from owners where id = $1', [second]);
+  const registering = repository.insertWebhook({ id: crypto.randomUUID(), watcherId, handle: 'erase-b', url: 'https://app.example/b' });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await one.query('commit');
+  t.equal((await registering).ownerId, null, 'registered, waiting on the handle');
+});

@@ -182,6 +182,13 @@ t.test('keepNewestOverLimit: bounded in bytes (16 MiB in all); past that a devic
   t.equal(metrics.value('presence_ingest_kept'), 16);
   t.equal(pipeline.handle(`p/${devices[17]}/events`, event('in-call'), NOW), undefined, 'which made room for another');
   t.equal(pipeline.handle(`p/${devices[16]}/events`, big, NOW), 'rate_limited', 'one with nothing kept and no room: refused');
+  // devices[0] and devices[17] hold a small one each now: a big one does not fit even without theirs.
+  const keptBefore = metrics.value('presence_ingest_kept');
+  const refusedBefore = metrics.value(INGEST_REJECTED, { reason: 'rate_limited' });
+  t.equal(pipeline.handle(`p/${devices[17]}/events`, big, NOW), 'rate_limited', 'refused without giving up its own for nothing');
+  t.equal(metrics.value('presence_ingest_kept'), keptBefore, 'what it kept is still kept');
+  t.equal(metrics.value(INGEST_REJECTED, { reason: 'rate_limited' }), refusedBefore + 1, 'only the new one refused');
+  t.equal(pipeline.handle(`p/${devices[1]}/events`, big, NOW), undefined, 'one whose own oldest makes room: kept in its place');
 });
 
 t.test('keepNewestOverLimit: a payload too large to apply is refused at once, not kept; refusals reach onRejected, the pushed out and the applied alike', async (t) => {

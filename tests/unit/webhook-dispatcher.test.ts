@@ -258,6 +258,31 @@ t.test('an owner takes a waiting handle: the webhook is theirs, nothing is sent 
   granted.answer(204);
 });
 
+t.test('a receiver that refused the offline view is not sent it again when an owner takes the handle (that would tell it so)', async (t) => {
+  const { dispatcher, calls, nextCall, directory } = setup();
+  t.teardown(() => dispatcher.close());
+  dispatcher.add({ id: 'h-refusing', watcherId: WATCHER, ownerId: null, handle: 'fay', url: 'http://x' });
+  (await nextCall(1)).answer(400);
+  await settle();
+  const FAY = '00000000-0000-4000-8000-0000000000f1';
+  directory.putOwner({ id: FAY, handle: 'fay' });
+  dispatcher.ownerCreated(FAY, 'fay');
+  await settle();
+  t.equal(calls.length, 1, 'given up on, and still given up on: the view did not change');
+});
+
+t.test('registered here for an owner the database knew before this process did: served once the owner is created here', async (t) => {
+  const { dispatcher, nextCall, directory } = setup();
+  t.teardown(() => dispatcher.close());
+  const GUS = '00000000-0000-4000-8000-0000000000f2';
+  dispatcher.add({ id: 'h-early', watcherId: WATCHER, ownerId: GUS, handle: 'gus', url: 'http://x' });
+  directory.putOwner({ id: GUS, handle: 'gus' });
+  dispatcher.ownerCreated(GUS, 'gus');
+  const first = await nextCall(1);
+  t.equal(first.availability, 'offline');
+  first.answer(204);
+});
+
 t.test('a group member: waiting webhooks by handle, bound by a later reload in either order, deleted elsewhere', async (t) => {
   const { dispatcher, calls, nextCall, directory } = setup();
   t.teardown(() => dispatcher.close());
