@@ -4,6 +4,7 @@ import { RepresentationCache } from '../../api/representations.js';
 import { FAILURE_LOG_INTERVAL_MS, SipGateway, type SipGatewayDeps } from '../../api/sip-gateway.js';
 import type { SipPublisherPool } from '../../api/sip/index.js';
 import { AccessLogBuffer } from '../../core/access-log.js';
+import { AccessRequestBuffer, type AccessRequestIntent } from '../../core/access-requests.js';
 import { Directory } from '../../core/directory.js';
 import { sensorEventSchema } from '../../core/events.js';
 import { Metrics } from '../../core/metrics.js';
@@ -106,10 +107,15 @@ t.test('an erased owner: the publication is removed, with no document sent first
 
   // Storage is not touched by forgetOwner (eraseOwner deletes first, then calls it): none of the storage or token dependencies is used.
   const unused = undefined as never;
-  const accounts = new Accounts(unused, directory, ruleBook, unused, 'issuer', 'example.com', () => now, hub, () => 'digest', unused, async () => undefined);
+  // The access requests waiting in memory are dropped with the owner: a real buffer, no writer.
+  const requests = new AccessRequestBuffer();
+  const accessRequests = { full: false, submit: (r: AccessRequestIntent) => requests.submit(r), flush: async () => undefined, forgetOwner: (id: string) => requests.forgetOwner(id) };
+  requests.submit({ ownerId: OWNER, watcherId: AUDIENCE, intent: 'ask', at: now });
+  const accounts = new Accounts(unused, directory, ruleBook, unused, 'issuer', 'example.com', () => now, hub, () => 'digest', accessRequests, async () => undefined);
   accounts.onOwnerErased((ownerId) => gateway.sync(ownerId));
   accounts.forgetOwner(OWNER);
   t.same(sent.slice(2), ['remove alice'], 'removed (Expires: 0), and nothing sent before');
+  t.equal(requests.size, 0, 'her waiting access requests went with her');
 });
 
 /**
