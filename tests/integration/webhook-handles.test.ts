@@ -1,5 +1,5 @@
 import pg from 'pg';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { openDatabase } from '../../core/db/connect.js';
 import { listenForChanges, type ControlChange } from '../../core/db/control-channel.js';
 import { Repository } from '../../core/db/repository.js';
@@ -12,6 +12,17 @@ import { createTestDatabase, waitFor } from '../helpers/env.js';
  * the handle takes it (announced both ways); and a webhook inserted while
  * the owner is being created ends up bound whichever commits first.
  */
+/** A database of its own, migrated, with one watcher. */
+async function databaseWithWatcher(t: Test) {
+  const url = await createTestDatabase(t);
+  const database = await openDatabase({ kind: 'postgres', url });
+  t.teardown(() => database.close());
+  const repository = new Repository(database.db);
+  const watcherId = crypto.randomUUID();
+  await repository.insertWatcher({ id: watcherId, kind: 'app', name: 'App', domain: undefined });
+  return { url, repository, watcherId };
+}
+
 const quiet: Log = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 t.test('waiting webhooks: stored without an owner, bound when the handle is taken, announced by handle and by owner', async (t) => {
@@ -45,12 +56,7 @@ t.test('waiting webhooks: stored without an owner, bound when the handle is take
 });
 
 t.test('a webhook inserted while the owner is being created is bound, whichever transaction commits first', async (t) => {
-  const url = await createTestDatabase(t);
-  const database = await openDatabase({ kind: 'postgres', url });
-  t.teardown(() => database.close());
-  const repository = new Repository(database.db);
-  const watcherId = crypto.randomUUID();
-  await repository.insertWatcher({ id: watcherId, kind: 'app', name: 'App', domain: undefined });
+  const { url, watcherId } = await databaseWithWatcher(t);
   const [one, two] = [new pg.Client({ connectionString: url }), new pg.Client({ connectionString: url })];
   await Promise.all([one.connect(), two.connect()]);
   t.teardown(() => Promise.all([one.end(), two.end()]));
@@ -79,12 +85,7 @@ t.test('a webhook inserted while the owner is being created is bound, whichever 
 });
 
 t.test('a webhook registered while its owner is erased: no deadlock, and it goes with the owner or waits, by which commits first', async (t) => {
-  const url = await createTestDatabase(t);
-  const database = await openDatabase({ kind: 'postgres', url });
-  t.teardown(() => database.close());
-  const repository = new Repository(database.db);
-  const watcherId = crypto.randomUUID();
-  await repository.insertWatcher({ id: watcherId, kind: 'app', name: 'App', domain: undefined });
+  const { url, repository, watcherId } = await databaseWithWatcher(t);
   const one = new pg.Client({ connectionString: url });
   await one.connect();
   t.teardown(() => one.end());
