@@ -40,7 +40,7 @@ import { PresenceHub } from '../core/presence-hub.js';
 import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
-import { startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { resendRetained, startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { RetainedClearing } from '../ingest/retained-clearing.js';
 import { publishKept } from '../ingest/publish-kept.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
@@ -477,6 +477,18 @@ export async function startService(config: Config, options: ServiceOptions = {})
       };
       if (!cluster) cleanups.push(applyAllKept);
       cleanups.push(() => subscriber.close());
+      // A device that begins to retain after the start is found by renewing
+      // the subscription now and then (one process: a shared subscription
+      // is sent no retained messages).
+      if (config.mqtt.clearRetained && !cluster && config.mqtt.retainedSweepMs > 0) {
+        cleanups.push(
+          repeat(
+            () => resendRetained(subscriber.client, topics),
+            config.mqtt.retainedSweepMs,
+            (err) => log.warn({ err }, 'mqtt: renewing the subscription to find retained device messages failed'),
+          ),
+        );
+      }
       if (cluster) {
         // On a clean stop, what was applied is written and announced while
         // the connection is still up (cleanups run in reverse order), so the

@@ -85,6 +85,13 @@ export const envSchema = z.object({
    * needs a write right on device topics; false: the broker keeps them.
    */
   MQTT_CLEAR_RETAINED: z.enum(['true', 'false']).default('true'),
+  /**
+   * With MQTT_CLEAR_RETAINED, one process (no MQTT_SHARE_GROUP): every this
+   * many seconds the ingest subscription is renewed, so the broker sends
+   * again what it retains (MQTT 3.1.1 §3.8.4) and a device that began to
+   * retain is found and cleared; 0: only at start.
+   */
+  MQTT_RETAINED_SWEEP_SECONDS: z.coerce.number().int().min(0).max(86_400).default(300),
   /** Scale-out: processes sharing this group split the device topics (MQTT 5 / Mosquitto `$share/{group}/...`). */
   MQTT_SHARE_GROUP: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ -').optional(),
   /** Scale-out: where the processes tell each other what they applied (below it: {clientId}/{signals|persisted|gone}). */
@@ -224,6 +231,8 @@ export interface Config {
         readonly deviceCredentials: 'none' | 'mosquitto-dynsec';
         /** MQTT_CLEAR_RETAINED: device messages the broker retains are removed there. */
         readonly clearRetained: boolean;
+        /** MQTT_RETAINED_SWEEP_SECONDS, in ms (0: off). */
+        readonly retainedSweepMs: number;
         /** Several processes on one broker and one database (MQTT_SHARE_GROUP). */
         readonly cluster: { readonly shareGroup: string; readonly syncRoot: string; readonly clientId: string } | undefined;
       };
@@ -409,6 +418,7 @@ export function parseConfig(source: Env): ConfigResult {
           deadLetterRoot: e.MQTT_DEAD_LETTER_TOPIC,
           deviceCredentials: e.MQTT_DEVICE_CREDENTIALS,
           clearRetained: e.MQTT_CLEAR_RETAINED === 'true',
+          retainedSweepMs: e.MQTT_RETAINED_SWEEP_SECONDS * 1000,
           cluster: e.MQTT_SHARE_GROUP && e.MQTT_CLIENT_ID ? { shareGroup: e.MQTT_SHARE_GROUP, syncRoot: e.MQTT_SYNC_TOPIC, clientId: e.MQTT_CLIENT_ID } : undefined,
         }
       : {

@@ -1,4 +1,4 @@
-import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, type IClientOptions, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import type { Log } from '../core/log.js';
 import { tlsErrorText, tlsFailureHint } from '../core/tls/errors.js';
 import type { TlsMaterial } from '../core/tls/pem.js';
@@ -242,4 +242,20 @@ export function guardWrites(stream: unknown, beforeSend: () => void): void {
       if (!socket.destroyed) socket.uncork?.();
     });
   });
+}
+
+/**
+ * Asks the broker to send again what it retains on the ingest topics, by
+ * subscribing to the same filters again: MQTT 3.1.1 §3.8.4, an identical
+ * filter replaces the subscription without interrupting the flow of
+ * publications, and the retained messages matching it are re-sent, flagged
+ * RETAIN 1 (§3.3.1.3), so ingest/retained-clearing.ts finds a device that
+ * began to retain after the service subscribed. mqtt.js skips filters it
+ * holds already unless told `resubscribe`. One process only: a broker sends
+ * no retained messages to a shared subscription (`$share/...`).
+ */
+export async function resendRetained(client: MqttClient, topics: TopicScheme): Promise<void> {
+  const filters: Record<string, { qos: 1 }> = {};
+  for (const filter of ingestSubscriptions(topics)) filters[filter] = { qos: 1 };
+  await client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap);
 }

@@ -92,6 +92,25 @@ t.test('a native topic: a retained message is removed at the next subscribe, and
   t.same(await retainedAt(topic), [], 'removed as it arrived');
 });
 
+t.test('a native topic that begins to retain after the start: found by the periodic renewal of the subscription and removed (MQTT_RETAINED_SWEEP_SECONDS)', async (t) => {
+  const sweepRoot = uniqueName('t');
+  const sweeping = await startTestService(t, await testConfig(t, { DATABASE_URL: await createTestDatabase(t), MQTT_URL: MQTT_TEST_URL, MQTT_TOPIC_ROOT: sweepRoot, OWNTRACKS_TOPIC_ROOT: uniqueName('ot'), MQTT_RETAINED_SWEEP_SECONDS: '1' }));
+  t.teardown(() => sweeping.close());
+  const carol = await provision(sweeping, 'carol');
+  const topic = carol.device.topic;
+  t.teardown(() => device.publishAsync(topic, Buffer.alloc(0), { qos: 1, retain: true }));
+  const body = event('in-call');
+  const accepted = sweeping.metrics.value(INGEST_ACCEPTED);
+  await device.publishAsync(topic, body, { qos: 1, retain: true });
+  await waitFor(() => sweeping.metrics.value(INGEST_ACCEPTED) > accepted, 'the event applied');
+  // Forwarded live with RETAIN 0 (MQTT 3.1.1): the service could not tell, so the broker keeps it for now.
+  t.equal(sweeping.metrics.value(RETAINED_CLEARED), 0, 'not cleared as it arrived');
+  await waitFor(() => sweeping.metrics.value(RETAINED_CLEARED) >= 1, 'the renewed subscription to hand it over, flagged, and the clear', 10_000);
+  await waitFor(() => sweeping.metrics.value(INGEST_IGNORED) >= 1, 'the clear to come back, applied by the broker');
+  t.same(await retainedAt(topic), [], 'the broker keeps nothing');
+  t.ok(sweeping.hub.current(carol.owner.id, Date.now()).activities.includes('on-the-phone'), 'the copy handed over again changed nothing');
+});
+
 t.test('a native message not retained costs no clear', async (t) => {
   const cleared = service.metrics.value(RETAINED_CLEARED);
   const accepted = service.metrics.value(INGEST_ACCEPTED);
