@@ -97,3 +97,32 @@ t.test('a resumed session at a broker that grants QoS 0 only: what arrives befor
   clearTimeout(timer);
   t.same(received, ['queued acknowledged']);
 });
+
+/**
+ * The clean-stop test of a whole group (tests/integration/clean-stop.test.ts)
+ * catches a stop's 'write after end' only when the race happens; this one
+ * raises such an error on the client itself, before and after close()
+ * begins, so the choice of log level is checked every run.
+ */
+t.test('a client error once close() began is logged at debug, before it as a warning', async (t) => {
+  const broker = await startPrivateBroker({ config: ['allow_anonymous true'] });
+  t.teardown(() => broker.stop());
+  const lines: string[] = [];
+  const subscriber = await startExternalSubscriber({
+    url: broker.url,
+    username: undefined,
+    password: undefined,
+    clientId: `close-test-${process.pid}`,
+    topics,
+    log: { debug: (_fields, message) => lines.push(`debug ${message}`), info: () => undefined, warn: (_fields, message) => lines.push(`warn ${message}`), error: () => undefined },
+    onMessage: () => undefined,
+  });
+  subscriber.client.emit('error', new Error('before'));
+  const closing = subscriber.close();
+  subscriber.client.emit('error', new Error('write after end'));
+  await closing;
+  t.same(
+    lines.filter((line) => /error/.test(line)),
+    ['warn mqtt client error', 'debug mqtt client error while closing (unacknowledged messages are redelivered)'],
+  );
+});
