@@ -762,14 +762,12 @@ export class Accounts {
   /**
    * A watcher asks to see an owner. A block rule (RFC 5025 §3.2.1 `block`)
    * refuses the request itself; an allow rule makes it active at once;
-   * anything else (no rule, confirm, polite-block, or a request the owner
-   * denied) leaves it pending, and the watcher cannot tell these apart.
-   */
-  /**
-   * Answered from memory, the same way for every handle: the row is written
-   * behind (core/access-requests.ts), so neither the status nor the time
-   * taken tells an unknown owner from one who has not answered. A block
-   * rule naming the watcher is the one refusal (README, "Known choices").
+   * anything else (no rule, confirm, polite-block, a request the owner
+   * denied, an unknown owner) leaves it pending, and the watcher cannot
+   * tell these apart. Answered from memory, the same way for every handle:
+   * the row is written behind (core/access-requests.ts), so neither the
+   * status nor the time taken tells an unknown owner from one who has not
+   * answered.
    */
   requestAccess(handle: string, watcherId: string, message: string | undefined): { status: 'pending' | 'active' } {
     // Checked before the owner is looked up: a full buffer refuses every handle alike.
