@@ -62,7 +62,11 @@ interface Latest {
 }
 
 interface Active {
-  readonly hook: Webhook;
+  /** Replaced in place when the webhook is bound to its owner (serve): the delivery state stays. */
+  hook: Webhook;
+  /** The owner whose state and rules this entry watches: null while the handle has no owner known here. */
+  ownerWatched: string | null;
+  stopWatchingOwner: () => void;
   latest: Latest | undefined;
   /** The entity tag the receiver acknowledged last (2xx). */
   delivered: string | undefined;
@@ -73,7 +77,7 @@ interface Active {
   wakeTimer: NodeJS.Timeout | undefined;
   /** Wakes a loop sleeping between retries (removal, or a newer view). */
   nudge: (() => void) | undefined;
-  readonly unsubscribe: () => void;
+  readonly stopWatchingWatcher: () => void;
 }
 
 /** How long a removed webhook's id is remembered: a reload's two reads, each at most the longest statement timeout allowed (1 h), with room to spare. */
@@ -156,36 +160,19 @@ export class WebhookDispatcher {
 
   /**
    * An owner took the handle here: the webhooks waiting on it are theirs
-   * now, as the database's trigger made them (migration 0018). What the
-   * receiver was sent (the offline view) counts as sent: the owner's view
-   * is POSTed only when it differs.
+   * now, as the database's trigger made them (migration 0018), and those
+   * registered here already bound to them (the row was committed after the
+   * owner's, before this process knew the owner) are served as theirs.
    */
   ownerCreated(ownerId: string, handle: string): void {
     for (const hook of this.waiting(handle)) this.rebind({ ...hook, ownerId });
-    // Registered here, bound by the database, while this process did not know the owner yet: served now.
-    if (this.delivering) for (const hook of this.registered(ownerId)) this.activate(hook);
+    for (const hook of this.registered(ownerId)) this.serve(hook);
   }
 
-  /**
-   * What was delivered of a webhook being bound to its owner, kept until it
-   * is served again: on a group member the webhook may be read bound before
-   * the owner is loaded (the handle's notification first), and served only
-   * once the owner's reload comes.
-   */
-  private readonly carried = new Map<string, Pick<Active, 'latest' | 'delivered' | 'abandoned'>>();
-
-  /**
-   * The same webhook, now of its owner: served anew, keeping what was
-   * computed, delivered and given up on, so the same view is neither POSTed
-   * again nor retried after it was given up on: the receiver must not learn
-   * that an owner took the handle from anything but a change of its view.
-   */
+  /** The same webhook, now of its owner. */
   private rebind(hook: Webhook): void {
-    const before = this.active.get(hook.id);
-    if (before) this.carried.set(hook.id, { latest: before.latest, delivered: before.delivered, abandoned: before.abandoned });
     this.known.set(hook.id, hook);
-    this.deactivate(hook.id);
-    if (this.delivering) this.activate(hook);
+    this.serve(hook);
   }
 
   /** Every webhook of the owner, removed as by remove() (the owner was erased here). */
@@ -195,7 +182,6 @@ export class WebhookDispatcher {
 
   private forget(id: string): void {
     this.known.delete(id);
-    this.carried.delete(id);
     this.deactivate(id);
   }
 
@@ -281,8 +267,8 @@ export class WebhookDispatcher {
       if (!known) this.register(hook);
       // Bound to an owner elsewhere (the owner took the handle there) before this process heard of it.
       else if (known.ownerId !== hook.ownerId) this.rebind(hook);
-      // Registered here for an owner this process did not know yet: served now that the owner is loaded.
-      else if (this.delivering) this.activate(known);
+      // Bound to an owner this process did not know yet: served as theirs now that the owner is loaded.
+      else this.serve(known);
     }
     return keptUnread;
   }
@@ -294,53 +280,77 @@ export class WebhookDispatcher {
   setDelivering(on: boolean): void {
     this.delivering = on;
     if (on) for (const hook of this.known.values()) this.activate(hook);
-    else {
-      for (const id of [...this.active.keys()]) this.deactivate(id);
-      // Another member delivers from now on: what was delivered here says nothing by the time this one delivers again.
-      this.carried.clear();
-    }
+    else for (const id of [...this.active.keys()]) this.deactivate(id);
   }
 
+  /** The owner a webhook's view comes from here: its own, once this process knows them. */
+  private ownerToWatch(hook: Webhook): string | null {
+    return hook.ownerId !== null && this.deps.directory.owner(hook.ownerId) ? hook.ownerId : null;
+  }
+
+  private watchOwner(ownerId: string | null, check: () => void): () => void {
+    if (ownerId === null) return () => undefined;
+    const offHub = this.deps.hub.watch(ownerId, check);
+    const offRules = this.deps.ruleBook.watch(ownerId, check);
+    return () => {
+      offHub();
+      offRules();
+    };
+  }
+
+  /**
+   * Served, or served as it is now: an entry that exists is updated in
+   * place (the owner it watches, the hook record), so what was computed,
+   * delivered, given up on or is in flight stays with it. Binding a
+   * webhook to the owner who took its handle must not re-send a view the
+   * receiver has (or refused): that would tell it an owner appeared.
+   */
+  private serve(hook: Webhook): void {
+    const entry = this.active.get(hook.id);
+    if (!entry) return this.activate(hook);
+    entry.hook = hook;
+    const ownerId = this.ownerToWatch(hook);
+    if (entry.ownerWatched === ownerId) return;
+    entry.stopWatchingOwner();
+    entry.ownerWatched = ownerId;
+    entry.stopWatchingOwner = this.watchOwner(ownerId, () => this.check(hook.id));
+    this.check(hook.id);
+  }
+
+  /**
+   * A webhook of a handle no owner holds here (none, or one this process
+   * has not loaded yet) watches nothing but its watcher: its view is the
+   * offline one, computed from the handle, until serve() finds the owner.
+   */
   private activate(hook: Webhook): void {
-    if (this.closed || this.active.has(hook.id)) return;
+    if (!this.delivering || this.closed || this.active.has(hook.id)) return;
     const check = () => this.check(hook.id);
-    const off: (() => void)[] = [];
-    if (hook.ownerId !== null) {
-      // Bound to an owner this process does not know yet (created elsewhere): served once the owner is loaded (its reload calls replaceOwner).
-      if (!this.deps.directory.owner(hook.ownerId)) return;
-      off.push(this.deps.hub.watch(hook.ownerId, check), this.deps.ruleBook.watch(hook.ownerId, check));
-    }
-    // The watcher revoked (or its tokens): checked at once, so a revoked
-    // watcher's webhook is removed then, and a delivery being retried stops,
-    // instead of POSTing the view it was granted before for another half
-    // minute, or until the owner's next change.
-    off.push(this.deps.directory.watchSubject(hook.watcherId, check));
-    const carried = this.carried.get(hook.id);
-    this.carried.delete(hook.id);
-    const entry: Active = {
+    const ownerId = this.ownerToWatch(hook);
+    this.active.set(hook.id, {
       hook,
-      latest: carried?.latest,
-      delivered: carried?.delivered,
-      abandoned: carried?.abandoned,
+      ownerWatched: ownerId,
+      stopWatchingOwner: this.watchOwner(ownerId, check),
+      latest: undefined,
+      delivered: undefined,
+      abandoned: undefined,
       running: false,
       wakeTimer: undefined,
       nudge: undefined,
-      unsubscribe: () => {
-        for (const stop of off) stop();
-      },
-    };
-    this.active.set(hook.id, entry);
+      // The watcher revoked (or its tokens): checked at once, so a revoked
+      // watcher's webhook is removed then, and a delivery being retried stops,
+      // instead of POSTing the view it was granted before for another half
+      // minute, or until the owner's next change.
+      stopWatchingWatcher: this.deps.directory.watchSubject(hook.watcherId, check),
+    });
     check();
-    // Carried over with a delivery still owed (one in flight or being retried when it was rebound): the loop goes on here.
-    const latest = entry.latest;
-    if (latest && latest.etag !== entry.delivered && latest.etag !== entry.abandoned && !entry.running) void this.run(entry);
   }
 
   private deactivate(id: string): void {
     const entry = this.active.get(id);
     if (!entry) return;
     this.active.delete(id);
-    entry.unsubscribe();
+    entry.stopWatchingOwner();
+    entry.stopWatchingWatcher();
     clearTimeout(entry.wakeTimer);
     entry.nudge?.();
   }
@@ -364,7 +374,12 @@ export class WebhookDispatcher {
       entry.wakeTimer.unref();
     }
     const etag = this.deps.representations.get(access.view, JSON_MEDIA_TYPE).etag;
-    if (etag === entry.latest?.etag) return;
+    if (etag === entry.latest?.etag) {
+      // The same view, now of an owner (the handle was taken): a POST of it
+      // still pending is recorded in that owner's access log (invariant 6).
+      if (entry.latest.access.owner?.id !== access.owner?.id) entry.latest = { etag, access };
+      return;
+    }
     entry.latest = { etag, access };
     entry.abandoned = undefined;
     entry.nudge?.();

@@ -332,6 +332,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Performance).
     metrics.histogram(INGEST_SECONDS, 'MQTT device messages: time to validate and apply (or refuse) one, in this process', INGEST_BUCKETS);
     const ingestSeconds = metrics.series(INGEST_SECONDS);
+    // Until when (performance.now()) a retained copy is one the renewal of
+    // the subscription asked for (MQTT_RETAINED_SWEEP_SECONDS, below).
+    let renewalUntil = 0;
     const onMessage = (topic: string, payload: Buffer, acknowledged: boolean, retained = false) => {
       if (cluster?.owns(topic)) {
         cluster.handle(topic, payload);
@@ -341,6 +344,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // server's), such as the dynamic-security answers on the same
       // connection, are no device's and not ingest's to count as refused.
       if (topic.startsWith('$')) return;
+      // A copy the renewal brought was received live already (the session
+      // has been there all along): it is cleared, not applied again (no
+      // rate-limit token, no journal entry, no second raw-event row).
+      if (retained && performance.now() < renewalUntil) {
+        retainedClearing?.observe(topic, payload, true);
+        return;
+      }
       const started = performance.now();
       const now = clock();
       pipeline.handle(topic, payload, now, acknowledged);
@@ -481,13 +491,16 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // the subscription now and then (one process: a shared subscription
       // is sent no retained messages).
       if (config.mqtt.clearRetained && !cluster && config.mqtt.retainedSweepMs > 0) {
-        cleanups.push(
-          repeat(
-            () => resendRetained(subscriber.client, topics),
-            config.mqtt.retainedSweepMs,
-            (err) => log.warn({ err }, 'mqtt: renewing the subscription to find retained device messages failed'),
-          ),
-        );
+        const renew = async () => {
+          renewalUntil = Infinity;
+          try {
+            await resendRetained(subscriber.client, topics);
+          } finally {
+            // The broker sends the copies right after its SUBACK: a few seconds cover them.
+            renewalUntil = performance.now() + 3000;
+          }
+        };
+        cleanups.push(repeat(renew, config.mqtt.retainedSweepMs, (err) => log.warn({ err }, 'mqtt: renewing the subscription to find retained device messages failed')));
       }
       if (cluster) {
         // On a clean stop, what was applied is written and announced while

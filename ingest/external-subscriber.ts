@@ -254,8 +254,9 @@ export function guardWrites(stream: unknown, beforeSend: () => void): void {
  * holds already unless told `resubscribe`. One process only: a broker sends
  * no retained messages to a shared subscription (`$share/...`).
  */
-export async function resendRetained(client: MqttClient, topics: TopicScheme): Promise<void> {
+export async function resendRetained(client: MqttClient, topics: TopicScheme, timeoutMs = 5000): Promise<void> {
   const filters: Record<string, { qos: 1 }> = {};
   for (const filter of ingestSubscriptions(topics)) filters[filter] = { qos: 1 };
-  await client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap);
+  // Bounded: a stop waits for a renewal under way, and a stalled broker must not hold it.
+  await withTimeout(client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap), timeoutMs, 'no SUBACK to the renewed subscription');
 }

@@ -271,6 +271,30 @@ t.test('a receiver that refused the offline view is not sent it again when an ow
   t.equal(calls.length, 1, 'given up on, and still given up on: the view did not change');
 });
 
+t.test('an owner takes the handle while the offline view is in flight: not POSTed twice; a retry after it is in the owner\'s access log', async (t) => {
+  const { dispatcher, calls, nextCall, directory, audited } = setup();
+  t.teardown(() => dispatcher.close());
+  dispatcher.add({ id: 'h-inflight', watcherId: WATCHER, ownerId: null, handle: 'hal', url: 'http://x' });
+  const inFlight = await nextCall(1);
+  const HAL = '00000000-0000-4000-8000-0000000000f3';
+  directory.putOwner({ id: HAL, handle: 'hal' });
+  dispatcher.ownerCreated(HAL, 'hal');
+  inFlight.answer(204);
+  await settle();
+  t.equal(calls.length, 1, 'the POST in flight counts for the bound webhook');
+  t.equal(audited(), 0, 'sent while no owner held the handle: no access log to record it in');
+
+  dispatcher.add({ id: 'h-retry', watcherId: WATCHER, ownerId: null, handle: 'ida', url: 'http://x' });
+  (await nextCall(2)).answer(503);
+  const IDA = '00000000-0000-4000-8000-0000000000f4';
+  directory.putOwner({ id: IDA, handle: 'ida' });
+  dispatcher.ownerCreated(IDA, 'ida');
+  (await nextCall(3)).answer(204);
+  await settle();
+  t.equal(calls.length, 3, 'retried once, not started again');
+  t.equal(audited(), 1, "the retry, sent once the owner held the handle, is in the owner's access log");
+});
+
 t.test('registered here for an owner the database knew before this process did: served once the owner is created here', async (t) => {
   const { dispatcher, nextCall, directory } = setup();
   t.teardown(() => dispatcher.close());
