@@ -332,6 +332,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Performance).
     metrics.histogram(INGEST_SECONDS, 'MQTT device messages: time to validate and apply (or refuse) one, in this process', INGEST_BUCKETS);
     const ingestSeconds = metrics.series(INGEST_SECONDS);
+    // Scale-out: one process of the group delivers webhooks and SIP
+    // publications and sweeps the broker's retained messages (the holder of
+    // the delivery lease, acquired below).
+    const delivery = { held: clusterConfig === undefined };
     // Until when (performance.now()) a retained copy is one the renewal of
     // the subscription asked for (MQTT_RETAINED_SWEEP_SECONDS, below).
     let renewalUntil = 0;
@@ -488,13 +492,14 @@ export async function startService(config: Config, options: ServiceOptions = {})
       if (!cluster) cleanups.push(applyAllKept);
       cleanups.push(() => subscriber.close());
       // A device that begins to retain after the start is found by renewing
-      // the subscription now and then (one process: a shared subscription
-      // is sent no retained messages).
-      if (config.mqtt.clearRetained && !cluster && config.mqtt.retainedSweepMs > 0) {
+      // the subscription now and then; in a group, by the member that holds
+      // the delivery lease, through the plain filters for a moment.
+      if (config.mqtt.clearRetained && config.mqtt.retainedSweepMs > 0) {
         const renew = async () => {
+          if (!delivery.held) return;
           renewalUntil = Infinity;
           try {
-            await resendRetained(subscriber.client, topics);
+            await resendRetained(subscriber.client, topics, { shared: cluster !== undefined });
           } finally {
             // The broker sends the copies right after its SUBACK: a few seconds cover them.
             renewalUntil = performance.now() + 3000;
@@ -597,7 +602,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
     cleanups.push(async () => webhooks.close());
     // Scale-out: one process of the group delivers webhooks and SIP
     // publications, the one holding the delivery lease (core/db/delivery-lease.ts).
-    const delivery = { held: clusterConfig === undefined };
     webhooks.setDelivering(delivery.held);
     for (const hook of await repository.listWebhooks()) webhooks.restore(hook);
     accounts.onOwnerErased((ownerId) => webhooks.removeOwner(ownerId));

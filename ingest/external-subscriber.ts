@@ -251,12 +251,24 @@ export function guardWrites(stream: unknown, beforeSend: () => void): void {
  * publications, and the retained messages matching it are re-sent, flagged
  * RETAIN 1 (§3.3.1.3), so ingest/retained-clearing.ts finds a device that
  * began to retain after the service subscribed. mqtt.js skips filters it
- * holds already unless told `resubscribe`. One process only: a broker sends
- * no retained messages to a shared subscription (`$share/...`).
+ * holds already unless told `resubscribe`.
+ *
+ * `shared` (a scale-out group, whose ingest filters are `$share/...`): a
+ * broker sends no retained messages to a shared subscription, so the plain
+ * filters are subscribed and, at their SUBACK, unsubscribed again. The
+ * retained copies come with the SUBACK; live messages that arrive through
+ * the plain filters in that moment are applied twice in the group, which
+ * the signal merge makes harmless (idempotent), and cost a second rate-limit
+ * token. A separate connection would avoid that, but with Mosquitto's
+ * `use_username_as_clientid` (README) it would take over this one's session.
  */
-export async function resendRetained(client: MqttClient, topics: TopicScheme, timeoutMs = 5000): Promise<void> {
-  const filters: Record<string, { qos: 1 }> = {};
-  for (const filter of ingestSubscriptions(topics)) filters[filter] = { qos: 1 };
+export async function resendRetained(client: MqttClient, topics: TopicScheme, options: { readonly timeoutMs?: number; readonly shared?: boolean } = {}): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const plain = ingestSubscriptions(topics);
+  const filters: Record<string, { qos: 0 | 1 }> = {};
+  // QoS 0 for the moment's plain filters: only the retained copies matter, and they are cleared, not applied.
+  for (const filter of plain) filters[filter] = { qos: options.shared ? 0 : 1 };
   // Bounded: a stop waits for a renewal under way, and a stalled broker must not hold it.
   await withTimeout(client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap), timeoutMs, 'no SUBACK to the renewed subscription');
+  if (options.shared) await withTimeout(client.unsubscribeAsync(plain), timeoutMs, 'no UNSUBACK after the retained copies');
 }
