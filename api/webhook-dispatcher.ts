@@ -175,10 +175,21 @@ export class WebhookDispatcher {
     this.serve(hook);
   }
 
-  /** Every webhook of the owner, removed as by remove() (the owner was erased here). */
+  /**
+   * Every webhook of the owner, removed as by remove() (the owner was
+   * erased, here or elsewhere). The owner is remembered as erased for as
+   * long as removals are: a list read before the erasure (a handle's
+   * reload) must not bring back a webhook bound to them.
+   */
   removeOwner(ownerId: string): void {
+    this.prune();
+    this.erasedAt.delete(ownerId);
+    this.erasedAt.set(ownerId, this.deps.clock());
     for (const [id, hook] of this.known) if (hook.ownerId === ownerId) this.remove(id);
   }
+
+  /** Owners erased lately, by id, with when (pruned with removedAt). */
+  private readonly erasedAt = new Map<string, number>();
 
   private forget(id: string): void {
     this.known.delete(id);
@@ -206,6 +217,10 @@ export class WebhookDispatcher {
     for (const [id, at] of this.removedAt) {
       if (at >= forgetBefore) break;
       this.removedAt.delete(id);
+    }
+    for (const [id, at] of this.erasedAt) {
+      if (at >= forgetBefore) break;
+      this.erasedAt.delete(id);
     }
     for (const [id, added] of this.addedHere) {
       if (added.at >= forgetBefore) break;
@@ -262,7 +277,7 @@ export class WebhookDispatcher {
     }
     this.prune();
     for (const hook of hooks) {
-      if (this.removedAt.has(hook.id)) continue;
+      if (this.removedAt.has(hook.id) || (hook.ownerId !== null && this.erasedAt.has(hook.ownerId))) continue;
       const known = this.known.get(hook.id);
       if (!known) this.register(hook);
       // Bound to an owner elsewhere (the owner took the handle there) before this process heard of it.
@@ -318,12 +333,17 @@ export class WebhookDispatcher {
   }
 
   /**
-   * A webhook of a handle no owner holds here (none, or one this process
-   * has not loaded yet) watches nothing but its watcher: its view is the
-   * offline one, computed from the handle, until serve() finds the owner.
+   * A webhook waiting on a handle watches nothing but its watcher: its view
+   * is the offline one, computed from the handle. One bound to an owner this
+   * process has not loaded yet (created, or erased, elsewhere) is not served
+   * until the owner's reload (replaceOwner) or creation here (ownerCreated)
+   * calls serve(): it might be an erased owner's, and an offline view sent
+   * now would be false or late news. An entry that exists already is kept
+   * by serve() whatever the binding, so nothing it sent is sent again.
    */
   private activate(hook: Webhook): void {
     if (!this.delivering || this.closed || this.active.has(hook.id)) return;
+    if (hook.ownerId !== null && !this.deps.directory.owner(hook.ownerId)) return;
     const check = () => this.check(hook.id);
     const ownerId = this.ownerToWatch(hook);
     this.active.set(hook.id, {

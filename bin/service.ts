@@ -40,7 +40,7 @@ import { PresenceHub } from '../core/presence-hub.js';
 import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
-import { resendRetained, startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { dropPlainSubscriptions, resendRetained, startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { RetainedClearing } from '../ingest/retained-clearing.js';
 import { publishKept } from '../ingest/publish-kept.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
@@ -494,15 +494,28 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // A device that begins to retain after the start is found by renewing
       // the subscription now and then; in a group, by the member that holds
       // the delivery lease, through the plain filters for a moment.
+      if (cluster) {
+        // A renewal cut short by a crash may have left the plain filters on the persistent session.
+        await dropPlainSubscriptions(subscriber.client, topics).catch((err: unknown) => log.warn({ err }, 'mqtt: giving up the plain device filters failed'));
+      }
       if (config.mqtt.clearRetained && config.mqtt.retainedSweepMs > 0) {
+        // The window belongs to one connection: after a reconnect that lost
+        // the session, mqtt.js subscribes anew, and the retained copies then
+        // handed over may never have been received live: they are applied.
+        let connections = 0;
+        subscriber.client.on('connect', () => {
+          connections += 1;
+          renewalUntil = 0;
+        });
         const renew = async () => {
           if (!delivery.held) return;
+          const connection = connections;
           renewalUntil = Infinity;
           try {
             await resendRetained(subscriber.client, topics, { shared: cluster !== undefined });
           } finally {
             // The broker sends the copies right after its SUBACK: a few seconds cover them.
-            renewalUntil = performance.now() + 3000;
+            renewalUntil = connections === connection ? performance.now() + 3000 : 0;
           }
         };
         cleanups.push(repeat(renew, config.mqtt.retainedSweepMs, (err) => log.warn({ err }, 'mqtt: renewing the subscription to find retained device messages failed')));
@@ -675,6 +688,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
             // Erased through another process: forgotten here too.
             if (!snapshot.owners.some((o) => o.id === ownerId)) {
               if (directory.owner(ownerId)) accounts.forgetOwner(ownerId);
+              // Not loaded here, but a webhook of theirs may be (bound by a handle's reload): gone too.
+              else webhooks.removeOwner(ownerId);
               return true;
             }
             // The owner's devices from the snapshot, not Directory.devicesOf (a scan of every device).

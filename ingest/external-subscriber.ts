@@ -257,18 +257,35 @@ export function guardWrites(stream: unknown, beforeSend: () => void): void {
  * broker sends no retained messages to a shared subscription, so the plain
  * filters are subscribed and, at their SUBACK, unsubscribed again. The
  * retained copies come with the SUBACK; live messages that arrive through
- * the plain filters in that moment are applied twice in the group, which
- * the signal merge makes harmless (idempotent), and cost a second rate-limit
- * token. A separate connection would avoid that, but with Mosquitto's
+ * the plain filters in that moment (the broker hands this member every
+ * device message then, one copy each) are applied twice in the group,
+ * which the signal merge makes harmless (idempotent), and cost a second
+ * rate-limit token. A separate connection would avoid that, but with Mosquitto's
  * `use_username_as_clientid` (README) it would take over this one's session.
  */
 export async function resendRetained(client: MqttClient, topics: TopicScheme, options: { readonly timeoutMs?: number; readonly shared?: boolean } = {}): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const plain = ingestSubscriptions(topics);
-  const filters: Record<string, { qos: 0 | 1 }> = {};
-  // QoS 0 for the moment's plain filters: only the retained copies matter, and they are cleared, not applied.
-  for (const filter of plain) filters[filter] = { qos: options.shared ? 0 : 1 };
-  // Bounded: a stop waits for a renewal under way, and a stalled broker must not hold it.
-  await withTimeout(client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap), timeoutMs, 'no SUBACK to the renewed subscription');
-  if (options.shared) await withTimeout(client.unsubscribeAsync(plain), timeoutMs, 'no UNSUBACK after the retained copies');
+  const filters: Record<string, { qos: 1 }> = {};
+  // QoS 1 in a group too: Mosquitto hands a client whose subscriptions
+  // overlap one copy, at the plain subscription's QoS, so a QoS 0 plain
+  // filter would take the shared subscription's QoS 1 away for that moment.
+  for (const filter of plain) filters[filter] = { qos: 1 };
+  try {
+    // Bounded: a stop waits for a renewal under way, and a stalled broker must not hold it.
+    const granted = await withTimeout(client.subscribeAsync({ ...filters, resubscribe: true } as unknown as ISubscriptionMap), timeoutMs, 'no SUBACK to the renewed subscription');
+    // A refused filter is dropped from what mqtt.js subscribes again after a lost session: said loudly.
+    const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+    if (refused.length > 0) throw new Error(`the broker refused the renewed subscription to ${refused.join(', ')}`);
+  } finally {
+    // Whatever became of the SUBSCRIBE (a timeout, a closed connection: it
+    // may still go out), the plain filters are given up: queued behind it,
+    // so a group member never keeps them, with every device message twice.
+    if (options.shared) void client.unsubscribeAsync(plain).catch(() => undefined);
+  }
+}
+
+/** A group member's plain device filters, left by a renewal cut short (a crash): given up at start. */
+export async function dropPlainSubscriptions(client: MqttClient, topics: TopicScheme, timeoutMs = 5000): Promise<void> {
+  await withTimeout(client.unsubscribeAsync(ingestSubscriptions(topics)), timeoutMs, 'no UNSUBACK for the plain device filters');
 }

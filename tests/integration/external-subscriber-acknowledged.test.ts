@@ -1,6 +1,6 @@
 import { connectAsync } from 'mqtt';
 import t, { type Test } from 'tap';
-import { startExternalSubscriber } from '../../ingest/external-subscriber.js';
+import { resendRetained, startExternalSubscriber } from '../../ingest/external-subscriber.js';
 import { deviceTopic } from '../../ingest/topics.js';
 import { startPrivateBroker } from '../helpers/mosquitto.js';
 
@@ -125,4 +125,40 @@ t.test('a client error once close() began is logged at debug, before it as a war
     lines.filter((line) => /error/.test(line)),
     ['warn mqtt client error', 'debug mqtt client error while closing (unacknowledged messages are redelivered)'],
   );
+});
+
+/**
+ * A group member's renewal (ingest/external-subscriber.ts resendRetained)
+ * subscribes to the plain device filters for a moment: if its SUBACK is
+ * not awaited to the end (a timeout, here at once), the plain filters must
+ * still be given up, or that member would get every device message of the
+ * group, those the shared subscription hands the others too, for good (its
+ * session is persistent).
+ */
+t.test('a renewal cut short in a group still gives up the plain filters', async (t) => {
+  const broker = await startPrivateBroker({ config: ['allow_anonymous true'] });
+  t.teardown(() => broker.stop());
+  const received: string[] = [];
+  const member = (name: string) =>
+    startExternalSubscriber({
+      url: broker.url,
+      username: undefined,
+      password: undefined,
+      clientId: `renewal-test-${name}-${process.pid}`,
+      topics,
+      shareGroup: 'g',
+      log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
+      onMessage: (_topic, payload) => received.push(`${name} ${payload.toString()}`),
+    });
+  const [a, b] = [await member('a'), await member('b')];
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  await t.rejects(resendRetained(a.client, topics, { shared: true, timeoutMs: 0 }), /no SUBACK/);
+  // The SUBSCRIBE and the UNSUBSCRIBE queued behind it both reach the broker.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const device = await connectAsync(broker.url, { clientId: DEVICE, reconnectPeriod: 0 });
+  t.teardown(() => device.endAsync(true));
+  for (let i = 0; i < 20; i++) await device.publishAsync(deviceTopic(topics, DEVICE), String(i), { qos: 1 });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(received.length, 20, `each message to one member only: ${received.join(', ')}`);
+  t.ok(received.some((r) => r.startsWith('b ')), 'the other member still gets its share');
 });

@@ -307,6 +307,20 @@ t.test('registered here for an owner the database knew before this process did: 
   first.answer(204);
 });
 
+t.test("an owner erased elsewhere: a handle's list read before the erasure does not bring their webhook back, and one of an owner not loaded here waits", async (t) => {
+  const { dispatcher, calls } = setup();
+  t.teardown(() => dispatcher.close());
+  const GONE = '00000000-0000-4000-8000-0000000000e1';
+  // The reload of the erased owner found them gone (never loaded here): their webhooks are removed and they are remembered.
+  dispatcher.removeOwner(GONE);
+  dispatcher.replaceHandle('gone', [{ id: crypto.randomUUID(), watcherId: WATCHER, ownerId: GONE, handle: 'gone', url: 'http://x' }], dispatcher.registrationMark);
+  t.same(dispatcher.registered(GONE), [], 'not registered again');
+  const LATER = '00000000-0000-4000-8000-0000000000e2';
+  dispatcher.add({ id: 'h-not-loaded', watcherId: WATCHER, ownerId: LATER, handle: 'later', url: 'http://x' });
+  await settle();
+  t.equal(calls.length, 0, 'bound to an owner not loaded here: nothing sent (no false offline view) until the owner is');
+});
+
 t.test('a group member: waiting webhooks by handle, bound by a later reload in either order, deleted elsewhere', async (t) => {
   const { dispatcher, calls, nextCall, directory } = setup();
   t.teardown(() => dispatcher.close());
