@@ -751,17 +751,20 @@ export async function startService(config: Config, options: ServiceOptions = {})
         );
       };
       // The webhooks of a handle that some waited on (migration 0018),
-      // one read per handle at a time; a failed read is tried again a second
-      // later (once per handle however many fail), until it succeeds.
+      // one read per handle at a time; a failed read is tried again after a
+      // wait that doubles from a second to a minute (one retry pending per
+      // handle), so an outage costs each handle a read a minute, not a second.
       let controlClosed = false;
       const handleReloads = new KeyedQueue();
       const handleRetries = new Set<string>();
+      const handleRetryMs = new Map<string, number>();
       /** Resolves once this handle's read is applied or has failed (and is to be tried again). */
       const reloadWaitingWebhooks = (handle: string): Promise<void> =>
         handleReloads
           .run(handle, async () => {
             const mark = webhooks.registrationMark;
             const hooks = await repository.webhooksOfHandle(handle);
+            handleRetryMs.delete(handle);
             // Kept one registered here after the mark: read again (WebhookDispatcher.replaceOwner).
             if (webhooks.replaceHandle(handle, hooks, mark)) void reloadWaitingWebhooks(handle);
           })
@@ -769,10 +772,12 @@ export async function startService(config: Config, options: ServiceOptions = {})
             log.error({ error: loggableDbError(err) }, 'reloading the webhooks waiting on a handle failed');
             if (handleRetries.has(handle) || controlClosed) return;
             handleRetries.add(handle);
+            const wait = handleRetryMs.get(handle) ?? 1000;
+            handleRetryMs.set(handle, Math.min(wait * 2, 60_000));
             setTimeout(() => {
               handleRetries.delete(handle);
               if (!controlClosed) void reloadWaitingWebhooks(handle);
-            }, 1000).unref();
+            }, wait).unref();
           });
       cleanups.push(async () => {
         controlClosed = true;
