@@ -24,9 +24,15 @@ CREATE INDEX "webhooks_handle_idx" ON "webhooks" USING btree ("handle");--> stat
 -- handle's hash): a key space of its own, apart from the one-key locks
 -- (the delivery lease, the migrations), so no handle can be chosen to
 -- collide with them.
+CREATE OR REPLACE FUNCTION presence_lock_webhook_handle(handle text) RETURNS void AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(2003331955, hashtext(handle));
+END
+$$ LANGUAGE plpgsql;
+--> statement-breakpoint
 CREATE OR REPLACE FUNCTION presence_bind_webhooks() RETURNS trigger AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(2003331955, hashtext(NEW.handle));
+  PERFORM presence_lock_webhook_handle(NEW.handle);
   UPDATE webhooks SET owner_id = NEW.id WHERE handle = NEW.handle AND owner_id IS NULL;
   RETURN NULL;
 END
@@ -36,7 +42,7 @@ CREATE TRIGGER owners_bind_webhooks AFTER INSERT ON owners FOR EACH ROW EXECUTE 
 --> statement-breakpoint
 CREATE OR REPLACE FUNCTION presence_lock_owner_handle() RETURNS trigger AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(2003331955, hashtext(OLD.handle));
+  PERFORM presence_lock_webhook_handle(OLD.handle);
   RETURN OLD;
 END
 $$ LANGUAGE plpgsql;
@@ -50,7 +56,7 @@ BEGIN
   IF NEW.handle IS NULL THEN
     NEW.handle := (SELECT handle FROM owners WHERE id = NEW.owner_id);
   END IF;
-  PERFORM pg_advisory_xact_lock(2003331955, hashtext(NEW.handle));
+  PERFORM presence_lock_webhook_handle(NEW.handle);
   NEW.owner_id := (SELECT id FROM owners WHERE handle = NEW.handle);
   RETURN NEW;
 END
@@ -58,36 +64,30 @@ $$ LANGUAGE plpgsql;
 --> statement-breakpoint
 CREATE TRIGGER webhooks_owner BEFORE INSERT ON webhooks FOR EACH ROW EXECUTE FUNCTION presence_webhook_owner();
 --> statement-breakpoint
--- Scale-out: a webhook of no owner is announced by its handle, so each
--- process reloads the webhooks waiting on it; binding one announces both
--- the handle (it left) and the owner (it arrived).
-CREATE OR REPLACE FUNCTION presence_notify_change() RETURNS trigger AS $$
-DECLARE
-  changed record;
-  payload text;
+-- Scale-out: webhooks get a notification function of their own (the one
+-- of 0008/0017, shared by the other tables, is left as it is). A webhook
+-- of no owner is announced by its handle, so each process reloads the
+-- webhooks of that handle; the row as it was and as it is are both
+-- announced, so binding one tells the handle it left and the owner it
+-- joined (PostgreSQL folds identical notifications of one transaction).
+CREATE OR REPLACE FUNCTION presence_announce_webhook(owner_id uuid, handle text) RETURNS void AS $$
 BEGIN
-  IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
-  IF TG_TABLE_NAME = 'owners' THEN
-    payload := json_build_object('owner', changed.id)::text;
-  ELSIF TG_TABLE_NAME = 'watchers' THEN
-    payload := json_build_object('watcher', changed.id)::text;
-  ELSIF TG_TABLE_NAME = 'webhooks' THEN
-    IF TG_OP = 'UPDATE' AND OLD.owner_id IS DISTINCT FROM NEW.owner_id THEN
-      IF OLD.owner_id IS NULL THEN
-        PERFORM pg_notify('presence_control_v2', json_build_object('handle', OLD.handle)::text);
-      ELSE
-        PERFORM pg_notify('presence_control_v2', json_build_object('owner', OLD.owner_id)::text);
-      END IF;
-    END IF;
-    IF changed.owner_id IS NULL THEN
-      payload := json_build_object('handle', changed.handle)::text;
-    ELSE
-      payload := json_build_object('owner', changed.owner_id)::text;
-    END IF;
+  IF owner_id IS NULL THEN
+    PERFORM pg_notify('presence_control_v2', json_build_object('handle', handle)::text);
   ELSE
-    payload := json_build_object('owner', changed.owner_id)::text;
+    PERFORM pg_notify('presence_control_v2', json_build_object('owner', owner_id)::text);
   END IF;
-  PERFORM pg_notify('presence_control_v2', payload);
+END
+$$ LANGUAGE plpgsql;
+--> statement-breakpoint
+CREATE OR REPLACE FUNCTION presence_notify_webhook_change() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN PERFORM presence_announce_webhook(OLD.owner_id, OLD.handle); END IF;
+  IF TG_OP <> 'DELETE' THEN PERFORM presence_announce_webhook(NEW.owner_id, NEW.handle); END IF;
   RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
+--> statement-breakpoint
+DROP TRIGGER webhooks_notify ON webhooks;
+--> statement-breakpoint
+CREATE TRIGGER webhooks_notify AFTER INSERT OR UPDATE OR DELETE ON webhooks FOR EACH ROW EXECUTE FUNCTION presence_notify_webhook_change();

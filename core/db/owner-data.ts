@@ -120,7 +120,7 @@ function hostOf(url: string): string | null {
  */
 export async function eraseStoredOwner(db: Database, ownerId: string): Promise<boolean> {
   return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(2003331955, hashtext(handle)) from owners where id = ${ownerId}`);
+    await tx.execute(sql`select presence_lock_webhook_handle(handle) from owners where id = ${ownerId}`);
     const rows = await tx.delete(owners).where(eq(owners.id, ownerId)).returning({ id: owners.id });
     return rows.length === 1;
   });

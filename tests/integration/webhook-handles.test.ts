@@ -106,7 +106,7 @@ t.test('a webhook registered while its owner is erased: no deadlock, and it goes
   const second = crypto.randomUUID();
   await repository.insertOwner({ id: second, handle: 'erase-b', displayName: undefined });
   await one.query('begin');
-  await one.query("select pg_advisory_xact_lock(2003331955, hashtext('erase-b'))");
+  await one.query("select presence_lock_webhook_handle('erase-b')");
   await one.query('delete from owners where id = $1', [second]);
   const registering = repository.insertWebhook({ id: crypto.randomUUID(), watcherId, handle: 'erase-b', url: 'https://app.example/b' });
   await new Promise((resolve) => setTimeout(resolve, 100));
