@@ -40,7 +40,7 @@ import { PresenceHub } from '../core/presence-hub.js';
 import type { PresenceOverride } from '../core/presence-overrides.js';
 import { startEmbeddedBroker } from '../ingest/embedded-broker.js';
 import { deadLetter } from '../ingest/dead-letter.js';
-import { dropPlainSubscriptions, resendRetained, startExternalSubscriber } from '../ingest/external-subscriber.js';
+import { RetainedRenewal, startExternalSubscriber } from '../ingest/external-subscriber.js';
 import { RetainedClearing } from '../ingest/retained-clearing.js';
 import { publishKept } from '../ingest/publish-kept.js';
 import { DEVICE_ROLE, MosquittoDynsec } from '../ingest/mosquitto-dynsec.js';
@@ -336,9 +336,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // publications and sweeps the broker's retained messages (the holder of
     // the delivery lease, acquired below).
     const delivery = { held: clusterConfig === undefined };
-    // Until when (performance.now()) a retained copy is one the renewal of
-    // the subscription asked for (MQTT_RETAINED_SWEEP_SECONDS, below).
-    let renewalUntil = 0;
+    // The renewals of the subscription that find what devices retain (MQTT_RETAINED_SWEEP_SECONDS, set below).
+    let renewal: RetainedRenewal | undefined;
     const onMessage = (topic: string, payload: Buffer, acknowledged: boolean, retained = false) => {
       if (cluster?.owns(topic)) {
         cluster.handle(topic, payload);
@@ -348,10 +347,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // server's), such as the dynamic-security answers on the same
       // connection, are no device's and not ingest's to count as refused.
       if (topic.startsWith('$')) return;
-      // A copy the renewal brought was received live already (the session
-      // has been there all along): it is cleared, not applied again (no
-      // rate-limit token, no journal entry, no second raw-event row).
-      if (retained && performance.now() < renewalUntil) {
+      // A copy a renewal brought was received live already: cleared, not applied again.
+      if (renewal?.brought(retained)) {
         retainedClearing?.observe(topic, payload, true);
         return;
       }
@@ -494,29 +491,11 @@ export async function startService(config: Config, options: ServiceOptions = {})
       // A device that begins to retain after the start is found by renewing
       // the subscription now and then; in a group, by the member that holds
       // the delivery lease, through the plain filters for a moment.
-      if (cluster) {
-        // A renewal cut short by a crash may have left the plain filters on the persistent session.
-        await dropPlainSubscriptions(subscriber.client, topics).catch((err: unknown) => log.warn({ err }, 'mqtt: giving up the plain device filters failed'));
-      }
       if (config.mqtt.clearRetained && config.mqtt.retainedSweepMs > 0) {
-        // The window belongs to one connection: after a reconnect that lost
-        // the session, mqtt.js subscribes anew, and the retained copies then
-        // handed over may never have been received live: they are applied.
-        let connections = 0;
-        subscriber.client.on('connect', () => {
-          connections += 1;
-          renewalUntil = 0;
-        });
+        const renewing = new RetainedRenewal(subscriber.client, topics, cluster !== undefined);
+        renewal = renewing;
         const renew = async () => {
-          if (!delivery.held) return;
-          const connection = connections;
-          renewalUntil = Infinity;
-          try {
-            await resendRetained(subscriber.client, topics, { shared: cluster !== undefined });
-          } finally {
-            // The broker sends the copies right after its SUBACK: a few seconds cover them.
-            renewalUntil = connections === connection ? performance.now() + 3000 : 0;
-          }
+          if (delivery.held) await renewing.renew();
         };
         cleanups.push(repeat(renew, config.mqtt.retainedSweepMs, (err) => log.warn({ err }, 'mqtt: renewing the subscription to find retained device messages failed')));
       }
@@ -750,38 +729,25 @@ export async function startService(config: Config, options: ServiceOptions = {})
           (err: unknown) => log.error({ err, watcherId }, 'reloading a watcher changed elsewhere failed'),
         );
       };
-      // The webhooks of a handle that some waited on (migration 0018),
-      // one read per handle at a time; a failed read is tried again after a
-      // wait that doubles from a second to a minute (one retry pending per
-      // handle), so an outage costs each handle a read a minute, not a second.
+      // The webhooks of a handle that some waited on (migration 0018), one
+      // read per handle at a time. As for owners (core/owner-reloads.ts), a
+      // failed read is not retried here: the next change of that handle, or
+      // the resynchronisation after the channel reconnects, reads it again.
       let controlClosed = false;
+      cleanups.push(async () => {
+        controlClosed = true;
+      });
       const handleReloads = new KeyedQueue();
-      const handleRetries = new Set<string>();
-      const handleRetryMs = new Map<string, number>();
-      /** Resolves once this handle's read is applied or has failed (and is to be tried again). */
+      /** Resolves once this handle's read is applied or has failed (logged). */
       const reloadWaitingWebhooks = (handle: string): Promise<void> =>
         handleReloads
           .run(handle, async () => {
             const mark = webhooks.registrationMark;
             const hooks = await repository.webhooksOfHandle(handle);
-            handleRetryMs.delete(handle);
             // Kept one registered here after the mark: read again (WebhookDispatcher.replaceOwner).
             if (webhooks.replaceHandle(handle, hooks, mark)) void reloadWaitingWebhooks(handle);
           })
-          .catch((err: unknown) => {
-            log.error({ error: loggableDbError(err) }, 'reloading the webhooks waiting on a handle failed');
-            if (handleRetries.has(handle) || controlClosed) return;
-            handleRetries.add(handle);
-            const wait = handleRetryMs.get(handle) ?? 1000;
-            handleRetryMs.set(handle, Math.min(wait * 2, 60_000));
-            setTimeout(() => {
-              handleRetries.delete(handle);
-              if (!controlClosed) void reloadWaitingWebhooks(handle);
-            }, wait).unref();
-          });
-      cleanups.push(async () => {
-        controlClosed = true;
-      });
+          .catch((err: unknown) => log.error({ error: loggableDbError(err) }, 'reloading the webhooks of a handle failed'));
       const reloadRevocations = (): void => void revocations.reload().catch((err: unknown) => log.error({ error: loggableDbError(err) }, 'reloading the token revocations failed'));
       // A reload that failed (a database blip) is not asked for again until
       // the next change: every minute too, as the signing keys are.

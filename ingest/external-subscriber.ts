@@ -144,6 +144,13 @@ export async function startExternalSubscriber(options: ExternalSubscriberOptions
     if (acknowledgeAll) {
       options.log.warn({ topics: downgraded }, 'mqtt broker granted QoS 0 only: device messages reach the service at most once; each is journaled as if acknowledged');
     }
+    // A group member's renewal cut short by a crash (RetainedRenewal) may
+    // have left the plain filters on the persistent session: given up.
+    if (options.shareGroup) {
+      await withTimeout(client.unsubscribeAsync(ingestSubscriptions(options.topics)), timeoutMs, 'no UNSUBACK for the plain device filters').catch((err: unknown) =>
+        options.log.warn({ err }, 'mqtt: giving up the plain device filters failed'),
+      );
+    }
   } catch (error) {
     client.end(true);
     const hint = tlsFailureHint(error, { ca: 'MQTT_CA_FILE', cert: 'MQTT_CERT_FILE/MQTT_KEY_FILE', host: 'MQTT_URL' });
@@ -285,7 +292,44 @@ export async function resendRetained(client: MqttClient, topics: TopicScheme, op
   }
 }
 
-/** A group member's plain device filters, left by a renewal cut short (a crash): given up at start. */
-export async function dropPlainSubscriptions(client: MqttClient, topics: TopicScheme, timeoutMs = 5000): Promise<void> {
-  await withTimeout(client.unsubscribeAsync(ingestSubscriptions(topics)), timeoutMs, 'no UNSUBACK for the plain device filters');
+/**
+ * The renewals of one subscriber (MQTT_RETAINED_SWEEP_SECONDS), and which
+ * retained copies they brought: those were received live already (the
+ * session has been there all along), so they are to be cleared, not
+ * applied again (no rate-limit token, journal entry or raw-event row). The
+ * window belongs to one connection: after a reconnect that lost the
+ * session, mqtt.js subscribes anew, and the retained copies then handed
+ * over may never have been received live, so they are applied.
+ */
+export class RetainedRenewal {
+  /** Until when (performance.now()) a retained copy is one a renewal asked for. */
+  private until = 0;
+  private connections = 0;
+
+  constructor(
+    private readonly client: MqttClient,
+    private readonly topics: TopicScheme,
+    private readonly shared: boolean,
+  ) {
+    client.on('connect', () => {
+      this.connections += 1;
+      this.until = 0;
+    });
+  }
+
+  /** Whether a message came as a retained copy a renewal brought. */
+  brought(retained: boolean): boolean {
+    return retained && performance.now() < this.until;
+  }
+
+  async renew(): Promise<void> {
+    const connection = this.connections;
+    this.until = Infinity;
+    try {
+      await resendRetained(this.client, this.topics, { shared: this.shared });
+    } finally {
+      // The broker sends the copies right after its SUBACK: a few seconds cover them.
+      this.until = this.connections === connection ? performance.now() + 3000 : 0;
+    }
+  }
 }
