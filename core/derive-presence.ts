@@ -303,9 +303,7 @@ function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: 
   const dwell = owner.dwell.drivingSeconds * 1000;
   // A total order, so the result never depends on arrival order.
   const byCanonical = (a: Signal, b: Signal) => (a.canonical < b.canonical ? -1 : a.canonical > b.canonical ? 1 : 0);
-  const confident = history
-    .filter((s) => s.event.kind === 'motion' && s.event.activity !== 'unknown' && s.event.confidence >= owner.minMotionConfidence)
-    .sort((a, b) => a.at - b.at || byCanonical(a, b));
+  const byTime = history.filter((s) => s.kind === 'motion').sort((a, b) => a.at - b.at || byCanonical(a, b));
   // A report's start (its `since`) is the device's claim, not after the
   // report itself, and not before the device's own latest earlier report of
   // the other state: "in a vehicle since an hour ago" sent after "still"
@@ -313,9 +311,9 @@ function debounceDriving(history: readonly Signal[], owner: OwnerSettings, now: 
   // past that report sorted before it, and the older report then decided.
   const lastAt = { vehicle: -Infinity, other: -Infinity };
   const reports: { start: number; vehicle: boolean; signal: Signal }[] = [];
-  for (const s of confident) {
+  for (const s of byTime) {
     const e = s.event;
-    if (e.kind !== 'motion') continue;
+    if (e.kind !== 'motion' || e.activity === 'unknown' || e.confidence < owner.minMotionConfidence) continue;
     const vehicle = e.activity === 'in-vehicle';
     const claimed = Math.min(e.since ? Date.parse(e.since) : s.at, s.at);
     reports.push({ start: Math.max(claimed, vehicle ? lastAt.other : lastAt.vehicle), vehicle, signal: s });
